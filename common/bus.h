@@ -1,0 +1,84 @@
+/* bus.h - the Redis bus: pub/sub and commands over hiredis async on libevent.
+ *
+ * Two connections per bus, as hiredis requires: "cmd" carries commands and
+ * PUBLISH, "sub" carries (UN)SUBSCRIBE and incoming messages. Each reconnects
+ * on its own with backoff; after "sub" reconnects every tracked channel is
+ * subscribed again. A heartbeat published on cmd and expected on sub detects
+ * a subscription that died silently. AUTH is the first command on each link.
+ *
+ * Channel names: "<prefix>:<kind>:<id>" (see docs/ARCHITECTURE.md). */
+#ifndef IMB_BUS_H
+#define IMB_BUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+struct event_base;
+struct bus;
+
+struct bus_opts {
+    const char *host;
+    int port;
+    const char *user;     /* "" or NULL: AUTH with password only */
+    const char *password; /* "" or NULL: no AUTH */
+    const char *prefix;   /* channel/key namespace, e.g. "imb" */
+    const char *name;     /* short name used in log lines */
+};
+
+/* A message on a subscribed channel. payload is not NUL-terminated. */
+typedef void bus_msg_cb(void *owner, const char *channel, const char *payload,
+                        size_t len);
+/* The bus became usable (both links up, subscriptions restored) or not. */
+typedef void bus_state_cb(void *owner, bool up);
+/* A command's reply. reply is NULL when the command could not be sent or the
+ * link dropped before the reply; data is the caller's and the callback owns
+ * it from then on. Always called exactly once, never from inside the call
+ * that queued the command. */
+typedef void bus_reply_cb(void *owner, void *data, redisReply *reply);
+
+struct bus *bus_new(struct event_base *base, const struct bus_opts *opts,
+                    bus_msg_cb *on_msg, bus_state_cb *on_state, void *owner);
+void bus_free(struct bus *bus);
+
+/* True when both links are connected and authenticated. */
+bool bus_up(const struct bus *bus);
+const char *bus_prefix(const struct bus *bus);
+
+/* Subscriptions are tracked: subscribing twice or unsubscribing a channel
+ * that is not subscribed is a no-op, and the set is restored on reconnect. */
+void bus_subscribe(struct bus *bus, const char *channel);
+void bus_unsubscribe(struct bus *bus, const char *channel);
+bool bus_subscribed(const struct bus *bus, const char *channel);
+size_t bus_subscription_count(const struct bus *bus);
+
+/* PUBLISH channel payload. The reply (integer: how many subscribers got it)
+ * goes to cb; cb may be NULL (fire and forget, a miss is only counted). */
+void bus_publish(struct bus *bus, const char *channel, const char *payload,
+                 size_t len, bus_reply_cb *cb, void *data);
+
+/* Any command on the cmd link, printf-style as redisAsyncCommand. */
+void bus_command(struct bus *bus, bus_reply_cb *cb, void *data,
+                 const char *fmt, ...);
+void bus_command_argv(struct bus *bus, bus_reply_cb *cb, void *data, int argc,
+                      const char **argv, const size_t *argvlen);
+
+/* Format "<prefix>:<kind>:<id>" into out (size n). Returns false when it does
+ * not fit. */
+bool bus_channel(const struct bus *bus, char *out, size_t n, const char *kind,
+                 const char *id);
+
+/* Counters for metrics and tests. */
+struct bus_stats {
+    uint64_t published;      /* PUBLISH replies received */
+    uint64_t publish_missed; /* PUBLISH that reached no subscriber */
+    uint64_t publish_failed; /* PUBLISH that got no reply */
+    uint64_t received;       /* messages delivered to on_msg */
+    uint64_t reconnects;     /* successful reconnects after a drop, both links */
+    int64_t last_roundtrip_ms; /* heartbeat publish->receive, -1 before the first */
+};
+const struct bus_stats *bus_stats(const struct bus *bus);
+
+#endif

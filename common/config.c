@@ -1,0 +1,277 @@
+/* config.c - typed option table: file, environment, flags. */
+#include "config.h"
+#include "log.h"
+#include "seal.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* "redis-port" and "redis_port" name the same option. */
+static bool name_eq(const char *opt, const char *s, size_t len)
+{
+    if (strlen(opt) != len)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i] == '-' ? '_' : s[i];
+        if (c != opt[i])
+            return false;
+    }
+    return true;
+}
+
+static const struct opt *find(const struct opt *t, size_t n, const char *s,
+                              size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (name_eq(t[i].name, s, len))
+            return &t[i];
+    return NULL;
+}
+
+static bool set(const struct opt *o, void *cfg, const char *val,
+                const char *from, char *err, size_t errlen)
+{
+    char *p = (char *)cfg + o->offset;
+    switch (o->type) {
+    case OPT_STR: {
+        char **s = (char **)(void *)p;
+        free(*s);
+        *s = xstrdup(val);
+        return true;
+    }
+    case OPT_INT: {
+        char *end;
+        errno = 0;
+        long v = strtol(val, &end, 10);
+        if (errno || end == val || *end || v < o->min || v > o->max) {
+            snprintf(err, errlen, "%s: %s must be an integer in %ld..%ld, not '%s'",
+                     from, o->name, o->min, o->max, val);
+            return false;
+        }
+        *(long *)(void *)p = v;
+        return true;
+    }
+    case OPT_BOOL: {
+        bool *b = (bool *)(void *)p;
+        if (!strcmp(val, "1") || !strcmp(val, "true") || !strcmp(val, "yes") ||
+            !strcmp(val, "on"))
+            *b = true;
+        else if (!strcmp(val, "0") || !strcmp(val, "false") ||
+                 !strcmp(val, "no") || !strcmp(val, "off"))
+            *b = false;
+        else {
+            snprintf(err, errlen, "%s: %s must be true or false, not '%s'",
+                     from, o->name, val);
+            return false;
+        }
+        return true;
+    }
+    }
+    return false;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+static bool load_file(const struct opt *t, size_t n, void *cfg,
+                      const char *path, bool reload, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "config file %s: %s", path, strerror(errno));
+        return false;
+    }
+    char line[4096];
+    int lineno = 0;
+    bool ok = true;
+    while (ok && fgets(line, sizeof(line), f)) {
+        lineno++;
+        char *s = trim(line);
+        if (*s == '#' || *s == '\0')
+            continue;
+        char *eq = strchr(s, '=');
+        char where[64];
+        snprintf(where, sizeof(where), "line %d", lineno);
+        if (!eq) {
+            snprintf(err, errlen, "config file %s %s: expected name = value",
+                     path, where);
+            ok = false;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s), *val = trim(eq + 1);
+        size_t vlen = strlen(val);
+        if (vlen >= 2 && val[0] == '"' && val[vlen - 1] == '"') {
+            val[vlen - 1] = '\0';
+            val++;
+        }
+        const struct opt *o = find(t, n, key, strlen(key));
+        if (!o) {
+            snprintf(err, errlen, "config file %s %s: unknown option '%s'", path,
+                     where, key);
+            ok = false;
+        } else if (!reload || (o->flags & OPT_RELOAD)) {
+            ok = set(o, cfg, val, where, err, errlen);
+        }
+    }
+    fclose(f);
+    return ok;
+}
+
+static void usage(const struct opt *t, size_t n, const char *prog)
+{
+    printf("usage: %s [--config FILE] [--check-config] [--OPTION VALUE]...\n\n"
+           "Every option can also be set in the config file as 'name = value'\n"
+           "or in the environment as IMB_NAME (flags win over the environment,\n"
+           "which wins over the file).\n\n",
+           prog);
+    for (size_t i = 0; i < n; i++) {
+        char flag[64];
+        snprintf(flag, sizeof(flag), "--%s", t[i].name);
+        for (char *p = flag + 2; *p; p++)
+            if (*p == '_')
+                *p = '-';
+        printf("  %-22s %s (default: %s)%s\n", flag, t[i].help,
+               t[i].flags & OPT_SECRET ? "<secret>" : (*t[i].def ? t[i].def : "\"\""),
+               t[i].flags & OPT_RELOAD ? " [SIGHUP]" : "");
+    }
+}
+
+enum config_status config_load(const struct opt *t, size_t n, void *cfg,
+                               int argc, char **argv, bool reload,
+                               char *err, size_t errlen)
+{
+    if (!reload)
+        for (size_t i = 0; i < n; i++)
+            if (!set(&t[i], cfg, t[i].def, "default", err, errlen))
+                return CONFIG_ERROR;
+
+    /* Pass 1: --help, --check-config and the config file. */
+    const char *file = getenv("IMB_CONFIG");
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(t, n, argv[0]);
+            return CONFIG_EXIT;
+        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            file = argv[++i];
+        } else if (!strncmp(argv[i], "--config=", 9)) {
+            file = argv[i] + 9;
+        }
+    }
+    if (file && *file && !load_file(t, n, cfg, file, reload, err, errlen))
+        return CONFIG_ERROR;
+
+    /* Pass 2: the environment. */
+    for (size_t i = 0; i < n; i++) {
+        char var[80] = "IMB_";
+        size_t k = 4;
+        for (const char *p = t[i].name; *p && k < sizeof(var) - 1; p++)
+            var[k++] = (char)toupper((unsigned char)*p);
+        var[k] = '\0';
+        const char *v = getenv(var);
+        if (v && (!reload || (t[i].flags & OPT_RELOAD)) &&
+            !set(&t[i], cfg, v, var, err, errlen))
+            return CONFIG_ERROR;
+    }
+
+    /* Pass 3: flags. */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--check-config"))
+            continue;
+        if (!strcmp(a, "--config")) {
+            i++;
+            continue;
+        }
+        if (!strncmp(a, "--config=", 9))
+            continue;
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
+            return CONFIG_ERROR;
+        }
+        a += 2;
+        const char *eq = strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        const struct opt *o = find(t, n, a, len);
+        if (!o) {
+            snprintf(err, errlen, "unknown option '--%.*s' (see --help)",
+                     (int)len, a);
+            return CONFIG_ERROR;
+        }
+        const char *val;
+        if (eq)
+            val = eq + 1;
+        else if (o->type == OPT_BOOL && (i + 1 >= argc || !strncmp(argv[i + 1], "--", 2)))
+            val = "true";
+        else if (i + 1 < argc)
+            val = argv[++i];
+        else {
+            snprintf(err, errlen, "option '--%s' needs a value", o->name);
+            return CONFIG_ERROR;
+        }
+        if ((!reload || (o->flags & OPT_RELOAD)) &&
+            !set(o, cfg, val, "command line", err, errlen))
+            return CONFIG_ERROR;
+    }
+    return CONFIG_OK;
+}
+
+bool config_check_common(const struct common_cfg *c, char *err, size_t errlen)
+{
+    int level = log_parse_level(c->log_level);
+    if (level < 0) {
+        snprintf(err, errlen, "log_level must be debug, info, warn or error");
+        return false;
+    }
+    log_min_level = (enum log_level)level;
+    uint8_t key[SEAL_KEY_BYTES];
+    if (!seal_parse_key(c->cred_key, key)) {
+        snprintf(err, errlen,
+                 "cred_key must be 64 hex characters, the same for edge and "
+                 "xmppd (generate one with: openssl rand -hex 32)");
+        return false;
+    }
+    return true;
+}
+
+void config_free(const struct opt *t, size_t n, void *cfg)
+{
+    for (size_t i = 0; i < n; i++)
+        if (t[i].type == OPT_STR) {
+            char **s = (char **)(void *)((char *)cfg + t[i].offset);
+            free(*s);
+            *s = NULL;
+        }
+}
+
+void config_print_sample(const struct opt *t, size_t n, const char *service)
+{
+    printf("# %s configuration: 'name = value' per line; IMB_NAME in the\n"
+           "# environment and --name on the command line override it.\n\n",
+           service);
+    for (size_t i = 0; i < n; i++)
+        printf("# %s%s\n%s%s = %s\n\n", t[i].help,
+               t[i].flags & OPT_RELOAD ? " (reloaded on SIGHUP)" : "",
+               t[i].flags & OPT_SECRET ? "# " : "", t[i].name,
+               t[i].flags & OPT_SECRET ? "" : t[i].def);
+}
+
+bool config_is_check(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--check-config"))
+            return true;
+    return false;
+}

@@ -1,0 +1,74 @@
+/* config.h - one typed option table per service drives the config file, the
+ * environment (IMB_<NAME>) and the command line (--name value), in that order
+ * of precedence from weakest to strongest, plus --help and --check-config. */
+#ifndef IMB_CONFIG_H
+#define IMB_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum opt_type { OPT_STR, OPT_INT, OPT_BOOL };
+
+#define OPT_SECRET 1u  /**< never printed (passwords, keys) */
+#define OPT_RELOAD 2u  /**< re-read on SIGHUP */
+
+struct opt {
+    const char *name;  /**< snake_case; flag is --name or --name-with-dashes */
+    enum opt_type type;
+    size_t offset;     /**< of the char* / long / bool in the config struct */
+    const char *def;   /**< default, as text */
+    long min, max;     /**< OPT_INT bounds, inclusive */
+    unsigned flags;
+    const char *help;
+};
+
+/* Options both services share: the bus and logging. */
+struct common_cfg {
+    char *redis_host;
+    long redis_port;
+    char *redis_user;
+    char *redis_password;
+    char *bus_prefix;
+    char *cred_key;   /* 64 hex chars: seals passwords on the bus */
+    char *log_level;
+};
+
+#define COMMON_OPTS(type, m)                                                   \
+    {"redis_host", OPT_STR, offsetof(type, m.redis_host), "127.0.0.1", 0, 0, 0, \
+     "Redis server address"},                                                  \
+    {"redis_port", OPT_INT, offsetof(type, m.redis_port), "6379", 1, 65535, 0,  \
+     "Redis server port"},                                                     \
+    {"redis_user", OPT_STR, offsetof(type, m.redis_user), "", 0, 0, 0,          \
+     "Redis ACL user (empty: password-only AUTH)"},                            \
+    {"redis_password", OPT_STR, offsetof(type, m.redis_password), "", 0, 0,     \
+     OPT_SECRET, "Redis password (empty: no AUTH)"},                           \
+    {"bus_prefix", OPT_STR, offsetof(type, m.bus_prefix), "imb", 0, 0, 0,       \
+     "namespace of every Redis channel and key"},                              \
+    {"cred_key", OPT_STR, offsetof(type, m.cred_key), "", 0, 0, OPT_SECRET,     \
+     "64 hex chars shared by edge and xmppd; seals passwords on the bus"},     \
+    {"log_level", OPT_STR, offsetof(type, m.log_level), "info", 0, 0,           \
+     OPT_RELOAD, "debug | info | warn | error"}
+
+enum config_status {
+    CONFIG_OK,    /**< run */
+    CONFIG_EXIT,  /**< --help or --check-config succeeded: exit 0 */
+    CONFIG_ERROR, /**< err says why: exit 2 */
+};
+
+/* Fill cfg from defaults, then the file named by --config (or IMB_CONFIG),
+ * then IMB_* variables, then flags. cfg must be zeroed on the first call.
+ * With reload, only OPT_RELOAD options are re-read (for SIGHUP); argv must be
+ * the same as at start. */
+enum config_status config_load(const struct opt *t, size_t n, void *cfg,
+                               int argc, char **argv, bool reload,
+                               char *err, size_t errlen);
+/* True when --check-config is among the flags: validate, then exit 0. */
+bool config_is_check(int argc, char **argv);
+/* Validate the common options (cred_key, log_level) and apply log_level. */
+bool config_check_common(const struct common_cfg *c, char *err, size_t errlen);
+/* Free the strings config_load allocated. */
+void config_free(const struct opt *t, size_t n, void *cfg);
+/* Print the table as a commented sample config file. */
+void config_print_sample(const struct opt *t, size_t n, const char *service);
+
+#endif

@@ -1,0 +1,162 @@
+/* envelope.c - envelope codec: a schema table per type over jansson objects. */
+#include "envelope.h"
+#include "schema.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAXF 8
+
+struct env_schema {
+    const char *name;
+    struct field fields[MAXF];
+};
+
+/* Shorthands for the table. */
+#define JID(n, r) {n, F_JID, ENV_MAX_JID, r}
+#define ID(n, r) {n, F_ID, 64, r}
+#define TEXT(n, max, r) {n, F_TEXT, max, r}
+
+static const struct env_schema schemas[ENV_TYPE_COUNT] = {
+    [ENV_LOGIN] = {"login", {JID("jid", true), {"cred", F_STR, 8192, true},
+                             ID("edge", true), ID("dev", true),
+                             ID("label", false)}},
+    [ENV_LOGIN_OK] = {"login_ok", {JID("jid", true), ID("edge", true),
+                                   ID("dev", true), ID("worker", true)}},
+    [ENV_LOGIN_FAIL] = {"login_fail", {JID("jid", true), ID("edge", true),
+                                       ID("dev", true), ID("code", true),
+                                       TEXT("msg", 1024, false)}},
+    [ENV_CHAT] = {"chat", {JID("from", true), JID("to", true),
+                           TEXT("body", ENV_MAX_BODY, true), ID("id", false),
+                           ID("edge", false), ID("dev", false),
+                           {"ts", F_INT, 0, false}}},
+    [ENV_ACK] = {"ack", {JID("to", true), {"ids", F_IDS, 1024, true},
+                         ID("edge", false), ID("dev", false)}},
+    [ENV_ERROR] = {"error", {JID("to", true), ID("code", true),
+                             TEXT("msg", 1024, false), ID("id", false),
+                             ID("edge", false), ID("dev", false)}},
+    [ENV_LOGOUT] = {"logout", {JID("from", true), ID("edge", true),
+                               ID("dev", true)}},
+    [ENV_DETACH] = {"detach", {JID("from", true), ID("edge", true),
+                               ID("dev", true)}},
+    [ENV_SESSION_END] = {"session_end", {JID("to", true),
+                                         ID("reason", true)}},
+};
+
+static size_t nfields(const struct env_schema *s)
+{
+    size_t n = 0;
+    while (n < MAXF && s->fields[n].name)
+        n++;
+    return n;
+}
+
+const char *env_type_name(enum env_type t)
+{
+    return t < ENV_TYPE_COUNT ? schemas[t].name : "?";
+}
+
+struct env *env_new(enum env_type t)
+{
+    struct env *e = xmalloc(sizeof(*e));
+    e->type = t;
+    e->obj = json_object();
+    json_object_set_new(e->obj, "v", json_integer(ENV_VERSION));
+    json_object_set_new(e->obj, "type", json_string(schemas[t].name));
+    return e;
+}
+
+void env_free(struct env *e)
+{
+    if (!e)
+        return;
+    json_decref(e->obj);
+    free(e);
+}
+
+void env_set_str(struct env *e, const char *key, const char *value)
+{
+    json_object_set_new(e->obj, key, json_string(value));
+}
+
+void env_set_int(struct env *e, const char *key, int64_t value)
+{
+    json_object_set_new(e->obj, key, json_integer((json_int_t)value));
+}
+
+void env_set_json(struct env *e, const char *key, json_t *value)
+{
+    json_object_set_new(e->obj, key, value);
+}
+
+const char *env_str(const struct env *e, const char *key)
+{
+    return json_string_value(json_object_get(e->obj, key));
+}
+
+int64_t env_int(const struct env *e, const char *key, int64_t def)
+{
+    json_t *v = json_object_get(e->obj, key);
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : def;
+}
+
+json_t *env_json(const struct env *e, const char *key)
+{
+    return json_object_get(e->obj, key);
+}
+
+char *env_encode(const struct env *e, size_t *len)
+{
+    char *s = json_dumps(e->obj, JSON_COMPACT);
+    if (!s)
+        abort(); /* only on OOM: every value we set is serialisable */
+    if (len)
+        *len = strlen(s);
+    return s;
+}
+
+struct env *env_decode(const char *buf, size_t len, char *err, size_t errlen)
+{
+    if (len > ENV_MAX_BYTES) {
+        snprintf(err, errlen, "envelope of %zu bytes is above %d", len,
+                 ENV_MAX_BYTES);
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *obj = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!obj) {
+        snprintf(err, errlen, "bad JSON: %s", jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(obj)) {
+        snprintf(err, errlen, "not a JSON object");
+        goto fail;
+    }
+    json_t *v = json_object_get(obj, "v");
+    if (!json_is_integer(v) || json_integer_value(v) != ENV_VERSION) {
+        snprintf(err, errlen, "unsupported envelope version");
+        goto fail;
+    }
+    const char *type = json_string_value(json_object_get(obj, "type"));
+    if (!type) {
+        snprintf(err, errlen, "field 'type' is required");
+        goto fail;
+    }
+    for (int t = 0; t < ENV_TYPE_COUNT; t++) {
+        if (strcmp(type, schemas[t].name) != 0)
+            continue;
+        if (!schema_check(obj, schemas[t].fields, nfields(&schemas[t]), err,
+                          errlen))
+            goto fail;
+        struct env *e = xmalloc(sizeof(*e));
+        e->type = (enum env_type)t;
+        e->obj = obj;
+        return e;
+    }
+    snprintf(err, errlen, "unknown envelope type");
+fail:
+    json_decref(obj);
+    return NULL;
+}

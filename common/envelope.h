@@ -1,0 +1,63 @@
+/* envelope.h - the JSON envelopes edge and xmppd exchange over the bus.
+ * Versioned ("v":1), one schema per type, every field validated on decode.
+ * Pure: no I/O. The catalogue of types and fields is in docs/ARCHITECTURE.md. */
+#ifndef IMB_ENVELOPE_H
+#define IMB_ENVELOPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define ENV_VERSION 1
+/* Largest encoded envelope accepted from the bus. */
+#define ENV_MAX_BYTES (256 * 1024)
+#define ENV_MAX_BODY (64 * 1024)
+#define ENV_MAX_JID 1023
+
+enum env_type {
+    ENV_LOGIN,       /**< edge -> worker: open (or reuse) a user's session */
+    ENV_LOGIN_OK,    /**< worker -> edge: the session is up */
+    ENV_LOGIN_FAIL,  /**< worker -> edge: auth_failed | unavailable | ... */
+    ENV_CHAT,        /**< a chat message, either direction */
+    ENV_ACK,         /**< worker -> edge: the XMPP server has these client ids */
+    ENV_ERROR,       /**< worker -> edge: a request failed */
+    ENV_LOGOUT,      /**< edge -> worker: the phone logged out */
+    ENV_DETACH,      /**< edge -> worker: the phone's socket dropped */
+    ENV_SESSION_END, /**< worker -> edge: the XMPP session ended */
+    ENV_TYPE_COUNT
+};
+
+struct env {
+    enum env_type type;
+    json_t *obj; /* owned; holds "v", "type" and every field */
+};
+
+const char *env_type_name(enum env_type t);
+
+/* A new envelope of type t ("v" and "type" set). */
+struct env *env_new(enum env_type t);
+void env_free(struct env *e);
+
+/* Setters copy their arguments. */
+void env_set_str(struct env *e, const char *key, const char *value);
+void env_set_int(struct env *e, const char *key, int64_t value);
+/* Takes ownership of value (a jansson reference). */
+void env_set_json(struct env *e, const char *key, json_t *value);
+
+/* Getters: NULL / def when absent. Decoded envelopes already passed the
+ * type's schema, so present fields have the right type. */
+const char *env_str(const struct env *e, const char *key);
+int64_t env_int(const struct env *e, const char *key, int64_t def);
+json_t *env_json(const struct env *e, const char *key);
+
+/* Encode to compact JSON; returns a malloc'd NUL-terminated string (free()). */
+char *env_encode(const struct env *e, size_t *len);
+
+/* Decode and validate. Returns NULL and a reason in err on any fault: not
+ * JSON, duplicate keys, wrong version, unknown type, a field missing or
+ * malformed, too large. */
+struct env *env_decode(const char *buf, size_t len, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,42 @@
+/* schema.h - declarative validation of JSON objects from untrusted peers
+ * (phone frames, bus envelopes): one table of fields per message type. */
+#ifndef IMB_SCHEMA_H
+#define IMB_SCHEMA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+enum field_kind {
+    F_ID,    /**< 1..max chars of [A-Za-z0-9._:-] */
+    F_JID,   /**< an XMPP address, bare or full, <= max bytes */
+    F_TEXT,  /**< UTF-8 that XML can carry: no control chars but \t \n \r */
+    F_STR,   /**< printable ASCII, no spaces (tokens, base64) */
+    F_INT,   /**< a JSON integer, 0..max (max 0: any non-negative) */
+    F_BOOL,  /**< true or false */
+    F_IDS,   /**< a non-empty array of at most max F_ID strings (64 chars each) */
+};
+
+struct field {
+    const char *name;
+    enum field_kind kind;
+    unsigned max;  /**< bytes for strings, count for F_IDS, value for F_INT */
+    bool required;
+};
+
+/* Check obj against fields[0..n). Unknown members are ignored (newer peers may
+ * add them). On failure writes "field 'to': not a valid JID" style text to err
+ * and returns false. */
+bool schema_check(const json_t *obj, const struct field *fields, size_t n,
+                  char *err, size_t errlen);
+
+/* The same rules on their own, for values that do not come in JSON. */
+bool schema_id_ok(const char *s, size_t max);
+bool schema_jid_ok(const char *s, size_t max);
+bool schema_text_ok(const char *s, size_t len);
+
+/* The bare part of a JID ("a@b/c" -> "a@b") into out; false if it won't fit. */
+bool schema_bare_jid(const char *jid, char *out, size_t n);
+
+#endif

@@ -1,0 +1,130 @@
+/* strmap.c - string-keyed hash map: FNV-1a, chaining, doubles at load 1. */
+#include "strmap.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static unsigned hash_str(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+void strmap_init(struct strmap *m)
+{
+    m->buckets = NULL;
+    m->nbuckets = 0;
+    m->count = 0;
+}
+
+void strmap_free(struct strmap *m)
+{
+    for (size_t i = 0; i < m->nbuckets; i++) {
+        struct strmap_entry *e = m->buckets[i];
+        while (e) {
+            struct strmap_entry *next = e->next;
+            free(e);
+            e = next;
+        }
+    }
+    free(m->buckets);
+    strmap_init(m);
+}
+
+static struct strmap_entry **find(const struct strmap *m, const char *key,
+                                  unsigned h)
+{
+    if (m->nbuckets == 0)
+        return NULL;
+    struct strmap_entry **pp = &m->buckets[h & (m->nbuckets - 1)];
+    for (; *pp; pp = &(*pp)->next)
+        if ((*pp)->hash == h && strcmp((*pp)->key, key) == 0)
+            return pp;
+    return pp;
+}
+
+void *strmap_get(const struct strmap *m, const char *key)
+{
+    struct strmap_entry **pp = find(m, key, hash_str(key));
+    return pp && *pp ? (*pp)->value : NULL;
+}
+
+static void grow(struct strmap *m)
+{
+    size_t n = m->nbuckets ? m->nbuckets * 2 : 16;
+    struct strmap_entry **b = xcalloc(n, sizeof(*b));
+    for (size_t i = 0; i < m->nbuckets; i++) {
+        struct strmap_entry *e = m->buckets[i];
+        while (e) {
+            struct strmap_entry *next = e->next;
+            e->next = b[e->hash & (n - 1)];
+            b[e->hash & (n - 1)] = e;
+            e = next;
+        }
+    }
+    free(m->buckets);
+    m->buckets = b;
+    m->nbuckets = n;
+}
+
+void *strmap_put(struct strmap *m, const char *key, void *value)
+{
+    unsigned h = hash_str(key);
+    struct strmap_entry **pp = find(m, key, h);
+    if (pp && *pp) {
+        void *old = (*pp)->value;
+        (*pp)->value = value;
+        return old;
+    }
+    if (m->count >= m->nbuckets)
+        grow(m);
+    size_t klen = strlen(key);
+    struct strmap_entry *e = xmalloc(sizeof(*e) + klen + 1);
+    memcpy(e->key, key, klen + 1);
+    e->hash = h;
+    e->value = value;
+    size_t b = h & (m->nbuckets - 1);
+    e->next = m->buckets[b];
+    m->buckets[b] = e;
+    m->count++;
+    return NULL;
+}
+
+void *strmap_del(struct strmap *m, const char *key)
+{
+    struct strmap_entry **pp = find(m, key, hash_str(key));
+    if (!pp || !*pp)
+        return NULL;
+    struct strmap_entry *e = *pp;
+    void *v = e->value;
+    *pp = e->next;
+    free(e);
+    m->count--;
+    return v;
+}
+
+static struct strmap_entry *advance(const struct strmap *m,
+                                    struct strmap_iter *it)
+{
+    while (!it->next && it->bucket < m->nbuckets)
+        it->next = m->buckets[it->bucket++];
+    struct strmap_entry *e = it->next;
+    if (e)
+        it->next = e->next;
+    return e;
+}
+
+struct strmap_entry *strmap_first(const struct strmap *m, struct strmap_iter *it)
+{
+    it->bucket = 0;
+    it->next = NULL;
+    return advance(m, it);
+}
+
+struct strmap_entry *strmap_next(const struct strmap *m, struct strmap_iter *it)
+{
+    return advance(m, it);
+}

@@ -1,0 +1,277 @@
+/* conn.c - one phone socket: framing, the connection state machine,
+ * timeouts, output limits and deferred close. What a frame means is
+ * edge.c's business; this file only checks that it is well-formed and
+ * allowed in the current state. */
+#include "edge.h"
+#include "frame.h"
+#include "log.h"
+#include "phone.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#define MAX_AUTH_FAILURES 3
+/* Seconds a closing connection may take to flush its last frames. */
+#define CLOSE_FLUSH_TIMEOUT 2
+
+static const char *const state_names[] = {"new", "logging_in", "ready",
+                                          "closing"};
+
+static void conn_free(struct conn *c)
+{
+    edge_on_conn_gone(c);
+    strmap_del(&c->edge->conns, c->dev);
+    if (c->login_timer)
+        event_free(c->login_timer);
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+void conn_set_state(struct conn *c, enum conn_state s)
+{
+    if (c->state == s)
+        return;
+    LOG(DEBUG, "conn_state", "dev=%s from=%s to=%s", c->dev,
+        state_names[c->state], state_names[s]);
+    c->state = s;
+    struct timeval tv = {0, 0};
+    switch (s) {
+    case CONN_NEW:
+    case CONN_LOGGING_IN:
+        tv.tv_sec = c->edge->cfg->login_timeout;
+        bufferevent_set_timeouts(c->bev, &tv, NULL);
+        break;
+    case CONN_READY:
+        /* Two heartbeat intervals of silence: the phone is gone. */
+        tv.tv_sec = 2 * c->edge->cfg->heartbeat;
+        bufferevent_set_timeouts(c->bev, &tv, NULL);
+        break;
+    case CONN_CLOSING: {
+        struct timeval wt = {CLOSE_FLUSH_TIMEOUT, 0};
+        bufferevent_disable(c->bev, EV_READ);
+        bufferevent_set_timeouts(c->bev, NULL, &wt);
+        break;
+    }
+    }
+}
+
+/* Close once the output is flushed. Never frees from inside a callback:
+ * the write callback (or its timeout) does it later. */
+static void conn_close(struct conn *c)
+{
+    if (c->state != CONN_CLOSING)
+        conn_set_state(c, CONN_CLOSING);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        /* Nothing to flush: let the write callback run once to free it. */
+        bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS |
+                                                  BEV_TRIG_DEFER_CALLBACKS);
+    }
+}
+
+static void free_cb(const void *data, size_t len, void *arg)
+{
+    free((void *)data);
+}
+
+void conn_send(struct conn *c, json_t *obj)
+{
+    if (c->state == CONN_CLOSING) {
+        json_decref(obj);
+        return;
+    }
+    size_t len;
+    char *buf = phone_encode(obj, &len);
+    json_decref(obj);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) + len > (size_t)c->edge->cfg->max_output) {
+        /* A phone that does not read is cut rather than letting its queue
+         * grow without bound. */
+        LOG(WARN, "conn_slow_reader", "dev=%s queued=%zu", c->dev,
+            evbuffer_get_length(out));
+        free(buf);
+        evbuffer_drain(out, evbuffer_get_length(out));
+        conn_close(c);
+        return;
+    }
+    evbuffer_add_reference(out, buf, len, free_cb, NULL);
+}
+
+void conn_bye(struct conn *c, const char *reason)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    conn_send(c, phone_bye(reason));
+    conn_close(c);
+}
+
+void conn_error(struct conn *c, const char *code, const char *msg,
+                const char *id)
+{
+    conn_send(c, phone_error(code, msg, id));
+}
+
+/* One complete frame body: decode, check it is allowed now, dispatch. */
+static void conn_frame(struct conn *c, const char *body, size_t len)
+{
+    char err[256];
+    json_t *f;
+    int type = phone_decode(body, len, (size_t)c->edge->cfg->max_frame, &f,
+                            err, sizeof(err));
+    if (type < 0) {
+        c->edge->stats.bad_frames++;
+        conn_error(c, PERR_BAD_FRAME, err, NULL);
+        return;
+    }
+    const char *id = json_string_value(json_object_get(f, "id"));
+    switch (type) {
+    case PHONE_HB:
+        conn_send(c, json_pack("{s:s}", "t", "hb"));
+        break;
+    case PHONE_LOGIN:
+        if (c->state != CONN_NEW) {
+            conn_error(c, PERR_ALREADY_LOGGED_IN,
+                       c->state == CONN_READY ? "already logged in"
+                                              : "a login is in progress",
+                       NULL);
+        } else if (json_integer_value(json_object_get(f, "v")) != PHONE_VERSION) {
+            conn_error(c, PERR_BAD_VERSION, "this server speaks protocol v1",
+                       NULL);
+            conn_bye(c, "bad_version");
+        } else {
+            edge_on_login(c, f);
+        }
+        break;
+    case PHONE_MSG:
+        if (c->state != CONN_READY)
+            conn_error(c, PERR_NOT_LOGGED_IN, "log in first", id);
+        else
+            edge_on_msg(c, f);
+        break;
+    case PHONE_LOGOUT:
+        if (c->state == CONN_READY)
+            edge_on_logout(c);
+        conn_bye(c, "logout");
+        break;
+    default:
+        c->edge->stats.bad_frames++;
+        conn_error(c, PERR_UNKNOWN_TYPE, "unknown frame type", NULL);
+        break;
+    }
+    json_decref(f);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t max = (size_t)c->edge->cfg->max_frame;
+    while (c->state != CONN_CLOSING) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail < FRAME_HEADER)
+            break;
+        const uint8_t *hdr = evbuffer_pullup(in, FRAME_HEADER);
+        const uint8_t *body;
+        size_t body_len;
+        enum frame_status st = frame_parse(hdr, FRAME_HEADER, max, &body, &body_len);
+        if (st == FRAME_TOO_BIG || st == FRAME_TOO_SMALL) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "frame length %zu outside %d..%zu",
+                     body_len, FRAME_MIN_BODY, max);
+            c->edge->stats.bad_frames++;
+            LOG(INFO, "conn_bad_length", "dev=%s len=%zu", c->dev, body_len);
+            conn_error(c, PERR_TOO_BIG, msg, NULL);
+            conn_bye(c, "protocol_error");
+            break;
+        }
+        if (avail < FRAME_HEADER + body_len)
+            break; /* the rest has not arrived yet */
+        const uint8_t *whole = evbuffer_pullup(in, (ssize_t)(FRAME_HEADER + body_len));
+        conn_frame(c, (const char *)whole + FRAME_HEADER, body_len);
+        evbuffer_drain(in, FRAME_HEADER + body_len);
+    }
+    if (c->state == CONN_CLOSING)
+        evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    if (c->state == CONN_CLOSING &&
+        evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        conn_free(c);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (c->state == CONN_CLOSING) {
+            conn_free(c); /* could not flush in time */
+            return;
+        }
+        const char *reason = c->state == CONN_READY ? "idle_timeout"
+                                                    : "login_timeout";
+        LOG(INFO, "conn_timeout", "dev=%s reason=%s", c->dev, reason);
+        /* The read side timed out and libevent disabled it; say bye. */
+        conn_bye(c, reason);
+        return;
+    }
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        LOG(DEBUG, "conn_closed", "dev=%s eof=%d", c->dev,
+            (what & BEV_EVENT_EOF) != 0);
+        conn_free(c);
+    }
+}
+
+void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen)
+{
+    if (edge->draining || edge->conns.count >= (size_t)edge->cfg->max_conns) {
+        edge->stats.conns_rejected++;
+        evutil_closesocket(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct conn *c = xcalloc(1, sizeof(*c));
+    c->edge = edge;
+    c->state = CONN_NEW;
+    snprintf(c->dev, sizeof(c->dev), "c%llu",
+             (unsigned long long)++edge->next_conn);
+    c->bev = bufferevent_socket_new(edge->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    struct timeval tv = {edge->cfg->login_timeout, 0};
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    strmap_put(&edge->conns, c->dev, c);
+    edge->stats.conns_accepted++;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
+    LOG(DEBUG, "conn_open", "dev=%s peer=%s", c->dev, ip);
+    (void)salen;
+}
+
+void conn_close_all(struct edge *edge, const char *reason)
+{
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&edge->conns, &it); e;
+         e = strmap_next(&edge->conns, &it))
+        conn_bye(e->value, reason);
+}
+
+void conn_destroy(struct conn *c)
+{
+    conn_free(c);
+}

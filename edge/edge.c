@@ -1,0 +1,549 @@
+/* edge.c - the edge's envelope side: login through a bridge worker, chat to
+ * the user's bridge, and whatever bridges publish back to phones. */
+#include "edge.h"
+#include "bus.h"
+#include "envelope.h"
+#include "log.h"
+#include "phone.h"
+#include "schema.h"
+#include "util.h"
+#include "workers.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#define LOGIN_ATTEMPTS 3
+
+/* ---- users ------------------------------------------------------------- */
+
+static struct user *user_attach(struct edge *edge, struct conn *c,
+                                const char *jid)
+{
+    struct user *u = strmap_get(&edge->users, jid);
+    if (!u) {
+        u = xcalloc(1, sizeof(*u));
+        u->jid = xstrdup(jid);
+        size_t n = strlen(bus_prefix(edge->bus)) + strlen(jid) + 8;
+        u->channel = xmalloc(n);
+        bus_channel(edge->bus, u->channel, n, "p", jid);
+        strmap_put(&edge->users, jid, u);
+        bus_subscribe(edge->bus, u->channel);
+    }
+    c->user = u;
+    c->user_next = u->conns;
+    u->conns = c;
+    return u;
+}
+
+static void user_detach(struct edge *edge, struct conn *c)
+{
+    struct user *u = c->user;
+    if (!u)
+        return;
+    for (struct conn **pp = &u->conns; *pp; pp = &(*pp)->user_next)
+        if (*pp == c) {
+            *pp = c->user_next;
+            break;
+        }
+    c->user = NULL;
+    c->user_next = NULL;
+    if (u->conns)
+        return;
+    bus_unsubscribe(edge->bus, u->channel);
+    strmap_del(&edge->users, u->jid);
+    free(u->channel);
+    free(u->jid);
+    free(u);
+}
+
+/* ---- envelopes out ----------------------------------------------------- */
+
+/* Publish e on "<prefix>:<kind>:<id>"; e is freed. */
+static void publish(struct edge *edge, const char *kind, const char *id,
+                    struct env *e, bus_reply_cb *cb, void *data)
+{
+    char ch[1200];
+    size_t len;
+    env_set_int(e, "ts", util_wall_ms());
+    char *payload = env_encode(e, &len);
+    bus_channel(edge->bus, ch, sizeof(ch), kind, id);
+    bus_publish(edge->bus, ch, payload, len, cb, data);
+    free(payload);
+    env_free(e);
+}
+
+/* Tell the user's bridge that this device is gone (dropped or unwanted). */
+static void send_detach(struct edge *edge, const char *jid, const char *dev,
+                        enum env_type type)
+{
+    struct env *e = env_new(type);
+    env_set_str(e, "from", jid);
+    env_set_str(e, "edge", edge->id);
+    env_set_str(e, "dev", dev);
+    publish(edge, "x", jid, e, NULL, NULL);
+}
+
+/* ---- login ------------------------------------------------------------- */
+
+/* A login in flight: kept by the PUBLISH callback so a missed worker can be
+ * replaced by another. */
+struct login_req {
+    char dev[20];
+    char *jid;
+    char *payload;              /* the encoded login envelope */
+    size_t len;
+    char *tried[LOGIN_ATTEMPTS];/* worker ids already tried */
+    int attempts;
+};
+
+static void login_req_free(struct login_req *r)
+{
+    free(r->jid);
+    if (r->payload) {
+        /* The envelope holds the sealed password: wipe it anyway. */
+        memset(r->payload, 0, r->len);
+        free(r->payload);
+    }
+    for (int i = 0; i < r->attempts; i++)
+        free(r->tried[i]);
+    free(r);
+}
+
+static void login_failed(struct conn *c, const char *code, const char *msg)
+{
+    struct edge *edge = c->edge;
+    edge->stats.logins_failed++;
+    if (c->login_timer) {
+        event_free(c->login_timer);
+        c->login_timer = NULL;
+    }
+    LOG(INFO, "login_failed", "dev=%s jid=%s code=%s", c->dev,
+        c->user ? c->user->jid : "?", code);
+    user_detach(edge, c);
+    conn_set_state(c, CONN_NEW);
+    conn_error(c, code, msg, NULL);
+    if (strcmp(code, PERR_AUTH_FAILED) == 0 && ++c->auth_failures >= 3)
+        conn_bye(c, "too_many_failures");
+}
+
+static void login_send(struct edge *edge, struct login_req *r);
+
+static void on_login_published(void *owner, void *data, redisReply *reply)
+{
+    struct edge *edge = owner;
+    struct login_req *r = data;
+    struct conn *c = strmap_get(&edge->conns, r->dev);
+    if (!c || c->state != CONN_LOGGING_IN) {
+        login_req_free(r);
+        return;
+    }
+    if (!reply || reply->type != REDIS_REPLY_INTEGER) {
+        login_failed(c, PERR_UNAVAILABLE, "message bus unavailable, retry soon");
+        login_req_free(r);
+    } else if (reply->integer == 0) {
+        /* That worker is gone: try another. */
+        LOG(WARN, "login_worker_missing", "dev=%s worker=%s", r->dev,
+            r->tried[r->attempts - 1]);
+        login_send(edge, r);
+    } else {
+        login_req_free(r);
+    }
+}
+
+static void login_send(struct edge *edge, struct login_req *r)
+{
+    struct conn *c = strmap_get(&edge->conns, r->dev);
+    const char *wid = r->attempts < LOGIN_ATTEMPTS
+                          ? workers_pick(edge->workers,
+                                         (const char *const *)r->tried,
+                                         (size_t)r->attempts)
+                          : NULL;
+    if (!wid) {
+        if (c)
+            login_failed(c, PERR_UNAVAILABLE, "no bridge is available, retry soon");
+        login_req_free(r);
+        return;
+    }
+    r->tried[r->attempts++] = xstrdup(wid);
+    char ch[128];
+    bus_channel(edge->bus, ch, sizeof(ch), "w", wid);
+    bus_publish(edge->bus, ch, r->payload, r->len, on_login_published, r);
+}
+
+static void on_login_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    login_failed(c, PERR_UNAVAILABLE, "no answer from a bridge, retry soon");
+}
+
+/* Lowercase the bare JID so "Alice@Example.org" and "alice@example.org"
+ * share one session and one channel (XMPP compares them case-insensitively). */
+static void jid_fold(char *jid)
+{
+    for (char *p = jid; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+}
+
+void edge_on_login(struct conn *c, json_t *f)
+{
+    struct edge *edge = c->edge;
+    char *jid = xstrdup(json_string_value(json_object_get(f, "jid")));
+    jid_fold(jid);
+    const char *label = json_string_value(json_object_get(f, "dev"));
+    char *cred = seal_encrypt(edge->cred_key, jid,
+                              json_string_value(json_object_get(f, "pass")),
+                              util_wall_ms());
+    if (!cred) {
+        conn_error(c, PERR_BAD_FRAME, "field 'pass' is too long", NULL);
+        free(jid);
+        return;
+    }
+    snprintf(c->label, sizeof(c->label), "%s", label ? label : "");
+    user_attach(edge, c, jid);
+    conn_set_state(c, CONN_LOGGING_IN);
+
+    struct env *e = env_new(ENV_LOGIN);
+    env_set_str(e, "jid", jid);
+    env_set_str(e, "cred", cred);
+    env_set_str(e, "edge", edge->id);
+    env_set_str(e, "dev", c->dev);
+    if (label)
+        env_set_str(e, "label", label);
+    env_set_int(e, "ts", util_wall_ms());
+    seal_wipe_free(cred);
+
+    struct login_req *r = xcalloc(1, sizeof(*r));
+    snprintf(r->dev, sizeof(r->dev), "%s", c->dev);
+    r->jid = jid;
+    r->payload = env_encode(e, &r->len);
+    env_free(e);
+
+    c->login_timer = evtimer_new(edge->base, on_login_timeout, c);
+    struct timeval tv = {edge->cfg->bridge_timeout, 0};
+    evtimer_add(c->login_timer, &tv);
+    LOG(DEBUG, "login_start", "dev=%s jid=%s", c->dev, jid);
+    login_send(edge, r);
+}
+
+static void on_login_ok(struct edge *edge, struct env *e)
+{
+    const char *dev = env_str(e, "dev"), *jid = env_str(e, "jid");
+    struct conn *c = strmap_get(&edge->conns, dev);
+    if (!c || c->state != CONN_LOGGING_IN || !c->user ||
+        strcmp(c->user->jid, jid) != 0) {
+        /* The phone gave up (or left) before the bridge answered: the
+         * bridge must not count this device as attached. */
+        send_detach(edge, jid, dev, ENV_DETACH);
+        return;
+    }
+    event_free(c->login_timer);
+    c->login_timer = NULL;
+    c->attached = true;
+    c->auth_failures = 0;
+    conn_set_state(c, CONN_READY);
+    edge->stats.logins_ok++;
+    LOG(INFO, "login_ok", "dev=%s jid=%s worker=%s", dev, jid,
+        env_str(e, "worker"));
+    conn_send(c, json_pack("{s:s, s:i, s:s, s:I, s:I}", "t", "welcome", "v",
+                           PHONE_VERSION, "jid", jid, "hb",
+                           (json_int_t)edge->cfg->heartbeat, "max",
+                           (json_int_t)edge->cfg->max_frame));
+}
+
+static void on_login_fail(struct edge *edge, struct env *e)
+{
+    struct conn *c = strmap_get(&edge->conns, env_str(e, "dev"));
+    if (!c || c->state != CONN_LOGGING_IN)
+        return;
+    const char *code = env_str(e, "code");
+    const char *msg = env_str(e, "msg");
+    if (strcmp(code, PERR_AUTH_FAILED) != 0)
+        code = PERR_UNAVAILABLE;
+    login_failed(c, code, msg ? msg : "login failed");
+}
+
+/* ---- chat -------------------------------------------------------------- */
+
+struct msg_req {
+    char dev[20];
+    char id[PHONE_MAX_ID + 1];
+};
+
+static void on_msg_published(void *owner, void *data, redisReply *reply)
+{
+    struct edge *edge = owner;
+    struct msg_req *r = data;
+    struct conn *c = strmap_get(&edge->conns, r->dev);
+    if (c && (!reply || reply->type != REDIS_REPLY_INTEGER))
+        conn_error(c, PERR_UNAVAILABLE, "message bus unavailable, send again",
+                   r->id);
+    else if (c && reply->integer == 0)
+        conn_error(c, PERR_UNAVAILABLE,
+                   "no bridge holds your session, log in again", r->id);
+    free(r);
+}
+
+void edge_on_msg(struct conn *c, json_t *f)
+{
+    struct edge *edge = c->edge;
+    edge->stats.msgs_in++;
+    const char *id = json_string_value(json_object_get(f, "id"));
+    struct env *e = env_new(ENV_CHAT);
+    /* Identity is stamped here, from the login, never from the phone. */
+    env_set_str(e, "from", c->user->jid);
+    env_set_str(e, "to", json_string_value(json_object_get(f, "to")));
+    env_set_json(e, "body", json_incref(json_object_get(f, "body")));
+    env_set_str(e, "id", id);
+    env_set_str(e, "edge", edge->id);
+    env_set_str(e, "dev", c->dev);
+    struct msg_req *r = xcalloc(1, sizeof(*r));
+    snprintf(r->dev, sizeof(r->dev), "%s", c->dev);
+    snprintf(r->id, sizeof(r->id), "%s", id);
+    publish(edge, "x", c->user->jid, e, on_msg_published, r);
+}
+
+void edge_on_logout(struct conn *c)
+{
+    if (c->attached && c->user) {
+        send_detach(c->edge, c->user->jid, c->dev, ENV_LOGOUT);
+        c->attached = false;
+    }
+    LOG(INFO, "logout", "dev=%s jid=%s", c->dev, c->user ? c->user->jid : "?");
+}
+
+void edge_on_conn_gone(struct conn *c)
+{
+    if (c->attached && c->user)
+        send_detach(c->edge, c->user->jid, c->dev, ENV_DETACH);
+    c->attached = false;
+    user_detach(c->edge, c);
+}
+
+/* ---- envelopes in ------------------------------------------------------ */
+
+/* The connection of this edge an envelope names (edge + dev), if any. */
+static struct conn *addressed_conn(struct edge *edge, struct env *e,
+                                   struct user *u)
+{
+    const char *eid = env_str(e, "edge"), *dev = env_str(e, "dev");
+    if (!eid || !dev || strcmp(eid, edge->id) != 0)
+        return NULL;
+    struct conn *c = strmap_get(&edge->conns, dev);
+    return c && c->user == u && c->state == CONN_READY ? c : NULL;
+}
+
+static void on_user_env(struct edge *edge, struct user *u, struct env *e)
+{
+    const char *to = env_str(e, "to");
+    if (to && strcmp(to, u->jid) != 0) {
+        edge->stats.bad_envelopes++;
+        LOG(WARN, "envelope_misaddressed", "channel_jid=%s to=%s", u->jid, to);
+        return;
+    }
+    struct conn *c;
+    switch (e->type) {
+    case ENV_CHAT:
+        for (c = u->conns; c; c = c->user_next) {
+            if (c->state != CONN_READY)
+                continue;
+            json_t *f = json_pack("{s:s, s:s, s:O}", "t", "msg", "from",
+                                  env_str(e, "from"), "body", env_json(e, "body"));
+            if (env_str(e, "id"))
+                json_object_set_new(f, "id", json_string(env_str(e, "id")));
+            json_object_set_new(f, "ts", json_integer(env_int(e, "ts", util_wall_ms())));
+            conn_send(c, f);
+            edge->stats.msgs_out++;
+        }
+        break;
+    case ENV_ACK:
+        if ((c = addressed_conn(edge, e, u))) {
+            json_t *ids = env_json(e, "ids");
+            size_t i;
+            json_t *id;
+            json_array_foreach(ids, i, id) {
+                conn_send(c, json_pack("{s:s, s:O}", "t", "ack", "id", id));
+                edge->stats.acks++;
+            }
+        }
+        break;
+    case ENV_ERROR:
+        if ((c = addressed_conn(edge, e, u)))
+            conn_error(c, env_str(e, "code"), env_str(e, "msg"), env_str(e, "id"));
+        break;
+    case ENV_SESSION_END:
+        for (c = u->conns; c; c = c->user_next) {
+            if (c->state != CONN_READY)
+                continue;
+            c->attached = false;
+            conn_error(c, PERR_UNAVAILABLE, "your XMPP session ended, log in again",
+                       NULL);
+            conn_bye(c, "session_ended");
+        }
+        break;
+    default:
+        edge->stats.bad_envelopes++;
+        LOG(WARN, "envelope_unexpected", "channel=%s type=%s", u->channel,
+            env_type_name(e->type));
+        break;
+    }
+}
+
+static void on_bus_msg(void *owner, const char *channel, const char *payload,
+                       size_t len)
+{
+    struct edge *edge = owner;
+    char err[256];
+    struct env *e = env_decode(payload, len, err, sizeof(err));
+    if (!e) {
+        edge->stats.bad_envelopes++;
+        LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
+        return;
+    }
+    if (strcmp(channel, edge->reply_channel) == 0) {
+        if (e->type == ENV_LOGIN_OK)
+            on_login_ok(edge, e);
+        else if (e->type == ENV_LOGIN_FAIL)
+            on_login_fail(edge, e);
+        else {
+            edge->stats.bad_envelopes++;
+            LOG(WARN, "envelope_unexpected", "channel=%s type=%s", channel,
+                env_type_name(e->type));
+        }
+    } else {
+        size_t plen = strlen(bus_prefix(edge->bus));
+        struct user *u = NULL;
+        if (strncmp(channel, bus_prefix(edge->bus), plen) == 0 &&
+            strncmp(channel + plen, ":p:", 3) == 0)
+            u = strmap_get(&edge->users, channel + plen + 3);
+        if (u)
+            on_user_env(edge, u, e);
+    }
+    env_free(e);
+}
+
+static void on_bus_state(void *owner, bool up)
+{
+    (void)owner;
+    (void)up;
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+                      struct sockaddr *sa, int salen, void *arg)
+{
+    conn_accept(arg, fd, sa, salen);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+    /* EMFILE and friends: keep running, the listener retries on the next
+     * readable event. */
+    LOG(WARN, "accept_failed", "err=\"%s\"", evutil_socket_error_to_string(err));
+}
+
+struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
+                      char *err, size_t errlen)
+{
+    struct edge *edge = xcalloc(1, sizeof(*edge));
+    edge->base = base;
+    edge->cfg = cfg;
+    strmap_init(&edge->conns);
+    strmap_init(&edge->users);
+    if (*cfg->edge_id) {
+        if (!schema_id_ok(cfg->edge_id, sizeof(edge->id) - 1)) {
+            snprintf(err, errlen, "edge_id must be 1..%zu chars of [A-Za-z0-9._:-]",
+                     sizeof(edge->id) - 1);
+            goto fail;
+        }
+        snprintf(edge->id, sizeof(edge->id), "%s", cfg->edge_id);
+    } else {
+        edge->id[0] = 'e';
+        util_random_hex(edge->id + 1, 6);
+    }
+    seal_parse_key(cfg->common.cred_key, edge->cred_key);
+
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    if (evutil_parse_sockaddr_port(cfg->listen, (struct sockaddr *)&ss, &sslen) < 0) {
+        snprintf(err, errlen, "listen: '%s' is not host:port", cfg->listen);
+        goto fail;
+    }
+    edge->listener = evconnlistener_new_bind(
+        base, accept_cb, edge, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
+        (struct sockaddr *)&ss, sslen);
+    if (!edge->listener) {
+        snprintf(err, errlen, "listen on %s: %s", cfg->listen,
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        goto fail;
+    }
+    evconnlistener_set_error_cb(edge->listener, accept_error_cb);
+
+    struct bus_opts bo = {
+        .host = cfg->common.redis_host,
+        .port = (int)cfg->common.redis_port,
+        .user = cfg->common.redis_user,
+        .password = cfg->common.redis_password,
+        .prefix = cfg->common.bus_prefix,
+        .name = "edge",
+    };
+    edge->bus = bus_new(base, &bo, on_bus_msg, on_bus_state, edge);
+    bus_channel(edge->bus, edge->reply_channel, sizeof(edge->reply_channel), "e",
+                edge->id);
+    bus_subscribe(edge->bus, edge->reply_channel);
+    edge->workers = workers_new(base, edge->bus);
+    return edge;
+fail:
+    edge_free(edge);
+    return NULL;
+}
+
+void edge_free(struct edge *edge)
+{
+    if (!edge)
+        return;
+    if (edge->listener)
+        evconnlistener_free(edge->listener);
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&edge->conns, &it); e;
+         e = strmap_next(&edge->conns, &it))
+        conn_destroy(e->value);
+    workers_free(edge->workers);
+    bus_free(edge->bus);
+    strmap_free(&edge->conns);
+    strmap_free(&edge->users);
+    free(edge);
+}
+
+void edge_listen_addr(const struct edge *edge, char *out, size_t n)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    evutil_socket_t fd = evconnlistener_get_fd(edge->listener);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+        snprintf(out, n, "?");
+        return;
+    }
+    char host[64];
+    int port;
+    if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        evutil_inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+        port = ntohs(s6->sin6_port);
+        snprintf(out, n, "[%s]:%d", host, port);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        evutil_inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+        port = ntohs(s4->sin_port);
+        snprintf(out, n, "%s:%d", host, port);
+    }
+}

@@ -1,0 +1,125 @@
+/* edge.h - the edge service: phone connections in, envelopes out.
+ *
+ * An edge is stateless apart from its live sockets. A logged-in user's
+ * connections are grouped under a struct user, which holds the edge's one
+ * subscription to the user's channel "<prefix>:p:<jid>"; whatever a bridge
+ * publishes there reaches every edge that serves the user. Bus callbacks
+ * never hold connection pointers: they name a connection by its dev id and
+ * look it up, so a connection can close at any time. */
+#ifndef IMB_EDGE_H
+#define IMB_EDGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "config.h"
+#include "seal.h"
+#include "strmap.h"
+
+struct event_base;
+struct evconnlistener;
+struct bufferevent;
+struct bus;
+struct event;
+struct sockaddr;
+
+struct edge_cfg {
+    struct common_cfg common;
+    char *listen;         /* host:port for phones; port 0 picks one */
+    long heartbeat;       /* seconds: the interval phones are told to use */
+    long login_timeout;   /* seconds an unauthenticated socket may stay */
+    long max_frame;       /* bytes of one frame body */
+    long max_output;      /* bytes queued to one phone before it is cut */
+    long max_conns;       /* sockets this edge accepts */
+    long bridge_timeout;  /* seconds to wait for a bridge's login answer */
+    char *edge_id;        /* empty: random */
+};
+
+enum conn_state {
+    CONN_NEW,        /**< connected, no login yet */
+    CONN_LOGGING_IN, /**< login sent to a bridge, waiting for its answer */
+    CONN_READY,      /**< logged in: chat flows */
+    CONN_CLOSING,    /**< bye sent or socket dead; freed once flushed */
+};
+
+struct user;
+
+/* One phone socket. */
+struct conn {
+    struct edge *edge;
+    struct bufferevent *bev;  /* owned */
+    enum conn_state state;
+    char dev[20];             /* "c<n>": unique on this edge, names it on the bus */
+    struct user *user;        /* set from LOGGING_IN on; the user owns the list */
+    struct conn *user_next;   /* next connection of the same user */
+    struct event *login_timer;/* owned, only while LOGGING_IN */
+    uint8_t auth_failures;
+    bool attached;            /* a bridge counts this dev among the user's devices */
+    bool bye_on_close;        /* a bye frame is queued: close after flush */
+    char label[16];           /* device label the phone gave, or "" */
+};
+
+/* A logged-in (or logging-in) user with >= 1 connection on this edge. */
+struct user {
+    char *jid;             /* bare JID, owned */
+    char *channel;         /* "<prefix>:p:<jid>", owned */
+    struct conn *conns;    /* linked through conn->user_next */
+};
+
+struct edge_stats {
+    uint64_t conns_accepted, conns_rejected;
+    uint64_t logins_ok, logins_failed;
+    uint64_t msgs_in;        /* chat frames from phones */
+    uint64_t msgs_out;       /* chat frames to phones */
+    uint64_t acks;           /* acks sent to phones */
+    uint64_t bad_frames;     /* error frames for malformed input */
+    uint64_t bad_envelopes;  /* envelopes from the bus that failed validation */
+};
+
+struct edge {
+    struct event_base *base;
+    const struct edge_cfg *cfg;
+    char id[20];               /* this edge's id on the bus */
+    char reply_channel[128];   /* "<prefix>:e:<id>": answers to our logins */
+    struct bus *bus;
+    uint8_t cred_key[SEAL_KEY_BYTES];
+    struct evconnlistener *listener;
+    struct strmap conns;       /* dev -> struct conn */
+    struct strmap users;       /* bare jid -> struct user */
+    uint64_t next_conn;        /* for dev ids */
+    struct workers *workers;   /* live bridges, for picking one at login */
+    bool draining;             /* no new connections */
+    struct edge_stats stats;
+};
+
+/* edge.c: wiring and the envelope side. */
+struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
+                      char *err, size_t errlen);
+void edge_free(struct edge *edge);
+/* Bound listening address as "ip:port". */
+void edge_listen_addr(const struct edge *edge, char *out, size_t n);
+
+/* Called by conn.c for each valid frame of a known type. */
+void edge_on_login(struct conn *c, json_t *frame);
+void edge_on_msg(struct conn *c, json_t *frame);
+void edge_on_logout(struct conn *c);
+/* Called by conn.c when a connection is about to be freed. */
+void edge_on_conn_gone(struct conn *c);
+
+/* conn.c: phone sockets. */
+void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen);
+/* Queue a frame (obj is consumed). */
+void conn_send(struct conn *c, json_t *obj);
+/* Send an error frame; with close, a bye follows and the socket closes. */
+void conn_error(struct conn *c, const char *code, const char *msg,
+                const char *id);
+/* Queue bye(reason) and close once it is flushed. */
+void conn_bye(struct conn *c, const char *reason);
+void conn_set_state(struct conn *c, enum conn_state s);
+void conn_close_all(struct edge *edge, const char *reason);
+/* Free c at once: only at shutdown, outside any callback of c. */
+void conn_destroy(struct conn *c);
+
+#endif

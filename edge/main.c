@@ -1,0 +1,113 @@
+/* main.c - imb-edge: options, signals, the event loop. */
+#include "edge.h"
+#include "log.h"
+#include "util.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#define T struct edge_cfg
+static const struct opt options[] = {
+    COMMON_OPTS(T, common),
+    {"listen", OPT_STR, offsetof(T, listen), "127.0.0.1:7222", 0, 0, 0,
+     "address:port for phone sockets (port 0: any free port)"},
+    {"heartbeat", OPT_INT, offsetof(T, heartbeat), "30", 1, 3600, 0,
+     "seconds between phone heartbeats; 2x silence closes the socket"},
+    {"login_timeout", OPT_INT, offsetof(T, login_timeout), "10", 1, 600, 0,
+     "seconds a socket may stay without logging in"},
+    {"max_frame", OPT_INT, offsetof(T, max_frame), "16384", 64, 1048576, 0,
+     "largest frame body a phone may send, bytes"},
+    {"max_output", OPT_INT, offsetof(T, max_output), "1048576", 4096,
+     268435456, 0, "bytes queued to a phone before it is cut as a slow reader"},
+    {"max_conns", OPT_INT, offsetof(T, max_conns), "1000000", 1, 100000000, 0,
+     "phone sockets this edge accepts"},
+    {"bridge_timeout", OPT_INT, offsetof(T, bridge_timeout), "20", 1, 600, 0,
+     "seconds to wait for a bridge to answer a login"},
+    {"edge_id", OPT_STR, offsetof(T, edge_id), "", 0, 0, 0,
+     "this edge's id on the bus (empty: random)"},
+};
+#undef T
+
+static struct edge *the_edge;
+static struct event *drain_timer;
+
+static void on_drained(evutil_socket_t fd, short what, void *arg)
+{
+    struct event_base *base = arg;
+    if (the_edge->conns.count == 0 || what == EV_TIMEOUT)
+        event_base_loopexit(base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct event_base *base = arg;
+    if (the_edge->draining) {
+        event_base_loopexit(base, NULL);
+        return;
+    }
+    LOG(INFO, "shutdown", "signal=%d conns=%zu", (int)sig, the_edge->conns.count);
+    the_edge->draining = true;
+    conn_close_all(the_edge, "shutdown");
+    /* Give the bye frames a moment to flush, then stop. */
+    drain_timer = evtimer_new(base, on_drained, base);
+    struct timeval tv = {1, 0};
+    evtimer_add(drain_timer, &tv);
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    log_set_name("edge");
+    struct edge_cfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    char err[512];
+    enum config_status st = config_load(options, ARRAY_LEN(options), &cfg, argc,
+                                        argv, false, err, sizeof(err));
+    if (st == CONFIG_OK && !config_check_common(&cfg.common, err, sizeof(err)))
+        st = CONFIG_ERROR;
+    if (st != CONFIG_OK) {
+        if (st == CONFIG_ERROR)
+            fprintf(stderr, "imb-edge: %s\n", err);
+        config_free(options, ARRAY_LEN(options), &cfg);
+        return st == CONFIG_ERROR ? 2 : 0;
+    }
+    if (config_is_check(argc, argv)) {
+        printf("imb-edge: configuration ok\n");
+        config_free(options, ARRAY_LEN(options), &cfg);
+        return 0;
+    }
+
+    struct event_base *base = event_base_new();
+    the_edge = edge_new(base, &cfg, err, sizeof(err));
+    if (!the_edge) {
+        LOG(ERROR, "startup_failed", "err=\"%s\"", err);
+        event_base_free(base);
+        config_free(options, ARRAY_LEN(options), &cfg);
+        return 1;
+    }
+    struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, base);
+    struct event *sigint = evsignal_new(base, SIGINT, on_signal, base);
+    event_add(sigterm, NULL);
+    event_add(sigint, NULL);
+
+    char addr[80];
+    edge_listen_addr(the_edge, addr, sizeof(addr));
+    LOG(INFO, "listening", "addr=%s edge=%s heartbeat=%ld max_frame=%ld", addr,
+        the_edge->id, cfg.heartbeat, cfg.max_frame);
+
+    event_base_dispatch(base);
+
+    LOG(INFO, "stopped", "edge=%s", the_edge->id);
+    edge_free(the_edge);
+    if (drain_timer)
+        event_free(drain_timer);
+    event_free(sigterm);
+    event_free(sigint);
+    event_base_free(base);
+    config_free(options, ARRAY_LEN(options), &cfg);
+    return 0;
+}

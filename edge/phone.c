@@ -1,0 +1,103 @@
+/* phone.c - phone protocol v1: a schema per frame type, checked on decode. */
+#include "phone.h"
+#include "envelope.h"
+#include "frame.h"
+#include "schema.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct phone_schema {
+    const char *name;
+    struct field fields[6];
+    size_t nfields;
+};
+
+static const struct phone_schema schemas[PHONE_TYPE_COUNT] = {
+    [PHONE_LOGIN] = {"login",
+                     {{"v", F_INT, 0, true},
+                      {"jid", F_JID, ENV_MAX_JID, true},
+                      {"pass", F_TEXT, PHONE_MAX_PASS, true},
+                      {"dev", F_ID, 64, false}},
+                     4},
+    [PHONE_MSG] = {"msg",
+                   {{"id", F_ID, PHONE_MAX_ID, true},
+                    {"to", F_JID, ENV_MAX_JID, true},
+                    {"body", F_TEXT, ENV_MAX_BODY, true}},
+                   3},
+    [PHONE_HB] = {"hb", {{0}}, 0},
+    [PHONE_LOGOUT] = {"logout", {{0}}, 0},
+};
+
+int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,
+                 char *err, size_t errlen)
+{
+    *out = NULL;
+    json_error_t jerr;
+    json_t *obj = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!obj) {
+        snprintf(err, errlen, "not valid JSON: %s", jerr.text);
+        return -1;
+    }
+    if (!json_is_object(obj)) {
+        snprintf(err, errlen, "a frame must be a JSON object");
+        goto fail;
+    }
+    const char *t = json_string_value(json_object_get(obj, "t"));
+    if (!t) {
+        snprintf(err, errlen, "field 't' (the frame type) is required");
+        goto fail;
+    }
+    for (int i = 0; i < PHONE_TYPE_COUNT; i++) {
+        if (strcmp(t, schemas[i].name) != 0)
+            continue;
+        if (!schema_check(obj, schemas[i].fields, schemas[i].nfields, err,
+                          errlen))
+            goto fail;
+        if (i == PHONE_MSG &&
+            json_string_length(json_object_get(obj, "body")) > body_max) {
+            snprintf(err, errlen, "field 'body' is longer than %zu bytes",
+                     body_max);
+            goto fail;
+        }
+        if (i == PHONE_LOGIN &&
+            strchr(json_string_value(json_object_get(obj, "jid")), '/')) {
+            snprintf(err, errlen, "field 'jid' must be a bare JID (no resource)");
+            goto fail;
+        }
+        *out = obj;
+        return i;
+    }
+    *out = obj;
+    return PHONE_UNKNOWN;
+fail:
+    json_decref(obj);
+    return -1;
+}
+
+char *phone_encode(const json_t *obj, size_t *len)
+{
+    size_t n = json_dumpb(obj, NULL, 0, JSON_COMPACT);
+    char *buf = xmalloc(FRAME_HEADER + n);
+    json_dumpb(obj, buf + FRAME_HEADER, n, JSON_COMPACT);
+    frame_header((uint8_t *)buf, (uint32_t)n);
+    *len = FRAME_HEADER + n;
+    return buf;
+}
+
+json_t *phone_error(const char *code, const char *msg, const char *id)
+{
+    json_t *o = json_pack("{s:s, s:s}", "t", "error", "code", code);
+    if (msg)
+        json_object_set_new(o, "msg", json_string(msg));
+    if (id)
+        json_object_set_new(o, "id", json_string(id));
+    return o;
+}
+
+json_t *phone_bye(const char *reason)
+{
+    return json_pack("{s:s, s:s}", "t", "bye", "reason", reason);
+}

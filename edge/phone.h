@@ -1,0 +1,49 @@
+/* phone.h - the phone protocol v1 codec (docs/PROTOCOL.md): decoding and
+ * validating frames from phones, encoding frames to them. Pure: no I/O. */
+#ifndef IMB_PHONE_H
+#define IMB_PHONE_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#define PHONE_VERSION 1
+#define PHONE_MAX_PASS 1024
+#define PHONE_MAX_ID 64
+
+enum phone_type {
+    PHONE_LOGIN,
+    PHONE_MSG,
+    PHONE_HB,
+    PHONE_LOGOUT,
+    PHONE_TYPE_COUNT,
+    PHONE_UNKNOWN = PHONE_TYPE_COUNT, /**< well-formed, but a type we don't know */
+};
+
+/* Error codes sent in error frames. */
+#define PERR_BAD_FRAME "bad_frame"
+#define PERR_TOO_BIG "too_big"
+#define PERR_BAD_VERSION "bad_version"
+#define PERR_UNKNOWN_TYPE "unknown_type"
+#define PERR_NOT_LOGGED_IN "not_logged_in"
+#define PERR_ALREADY_LOGGED_IN "already_logged_in"
+#define PERR_AUTH_FAILED "auth_failed"
+#define PERR_UNAVAILABLE "unavailable"
+#define PERR_INTERNAL "internal"
+
+/* Decode one frame body. On success returns the type and stores the object
+ * (owned by the caller) in *out; fields of known types are validated. On a
+ * malformed frame returns -1 with the reason in err and *out NULL. body_max
+ * bounds a message body in bytes. */
+int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,
+                 char *err, size_t errlen);
+
+/* Encode obj (not consumed) as one frame: 4-byte length + compact JSON.
+ * Returns a malloc'd buffer of *len bytes. */
+char *phone_encode(const json_t *obj, size_t *len);
+
+/* Builders for the frames the edge sends. Each returns a new reference. */
+json_t *phone_error(const char *code, const char *msg, const char *id);
+json_t *phone_bye(const char *reason);
+
+#endif

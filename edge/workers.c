@@ -1,0 +1,145 @@
+/* workers.c - cached list of live xmppd workers and load-aware picking. */
+#include "workers.h"
+#include "bus.h"
+#include "log.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#define REFRESH_MS 1000
+#define MAX_WORKERS 4096
+
+struct worker_info {
+    char *id;
+    long sessions;  /* as last reported, plus the logins we sent since */
+    long capacity;
+};
+
+struct workers {
+    struct bus *bus;
+    struct event *timer;
+    struct worker_info *list;
+    size_t n;
+    bool refreshing;
+    char key[128];
+};
+
+static void clear(struct workers *w)
+{
+    for (size_t i = 0; i < w->n; i++)
+        free(w->list[i].id);
+    free(w->list);
+    w->list = NULL;
+    w->n = 0;
+}
+
+static void on_hgetall(void *owner, void *data, redisReply *r)
+{
+    struct workers *w = data;
+    w->refreshing = false;
+    if (!r || r->type != REDIS_REPLY_ARRAY)
+        return; /* keep the last known list while Redis is away */
+    int64_t now = util_wall_ms();
+    clear(w);
+    size_t cap = r->elements / 2;
+    if (cap > MAX_WORKERS)
+        cap = MAX_WORKERS;
+    w->list = xcalloc(cap ? cap : 1, sizeof(*w->list));
+    for (size_t i = 0; i + 1 < r->elements && w->n < cap; i += 2) {
+        redisReply *k = r->element[i], *v = r->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+            k->len == 0 || k->len > 64)
+            continue;
+        long long expires;
+        long sessions, capacity;
+        if (sscanf(v->str, "%lld %ld %ld", &expires, &sessions, &capacity) != 3 ||
+            expires < now)
+            continue;
+        struct worker_info *wi = &w->list[w->n++];
+        wi->id = xstrndup(k->str, k->len);
+        wi->sessions = sessions;
+        wi->capacity = capacity;
+    }
+}
+
+static void refresh(evutil_socket_t fd, short what, void *arg)
+{
+    struct workers *w = arg;
+    if (w->refreshing)
+        return;
+    w->refreshing = true;
+    bus_command(w->bus, on_hgetall, w, "HGETALL %s", w->key);
+}
+
+struct workers *workers_new(struct event_base *base, struct bus *bus)
+{
+    struct workers *w = xcalloc(1, sizeof(*w));
+    w->bus = bus;
+    snprintf(w->key, sizeof(w->key), "%s:workers", bus_prefix(bus));
+    w->timer = event_new(base, -1, EV_PERSIST, refresh, w);
+    struct timeval tv = {0, REFRESH_MS * 1000};
+    evtimer_add(w->timer, &tv);
+    refresh(-1, 0, w);
+    return w;
+}
+
+void workers_free(struct workers *w)
+{
+    if (!w)
+        return;
+    event_free(w->timer);
+    clear(w);
+    free(w);
+}
+
+size_t workers_count(const struct workers *w)
+{
+    return w->n;
+}
+
+static bool excluded(const char *id, const char *const *ex, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(id, ex[i]) == 0)
+            return true;
+    return false;
+}
+
+const char *workers_pick(struct workers *w, const char *const *exclude,
+                         size_t nexclude)
+{
+    struct worker_info *cand[2] = {NULL, NULL};
+    size_t ncand = 0;
+    /* Two random choices among the eligible ones (power of two choices):
+     * near-even load without every edge herding onto the same minimum. */
+    size_t eligible = 0;
+    for (size_t i = 0; i < w->n; i++)
+        if (!excluded(w->list[i].id, exclude, nexclude) &&
+            w->list[i].sessions < w->list[i].capacity)
+            eligible++;
+    if (eligible == 0)
+        return NULL;
+    for (int k = 0; k < 2; k++) {
+        unsigned r;
+        util_random(&r, sizeof(r));
+        size_t want = r % eligible;
+        for (size_t i = 0; i < w->n; i++) {
+            struct worker_info *wi = &w->list[i];
+            if (excluded(wi->id, exclude, nexclude) || wi->sessions >= wi->capacity)
+                continue;
+            if (want-- == 0) {
+                cand[ncand++] = wi;
+                break;
+            }
+        }
+    }
+    struct worker_info *best = cand[0];
+    if (ncand == 2 && cand[1]->sessions < best->sessions)
+        best = cand[1];
+    best->sessions++;
+    return best->id;
+}

@@ -1,0 +1,22 @@
+/* workers.h - the edge's view of live bridge workers, read from the Redis
+ * hash "<prefix>:workers" (field: worker id, value: "<expires_ms> <sessions>
+ * <capacity>", written by every xmppd worker), refreshed every second. Used
+ * to pick a worker for a login: two random choices, the less loaded wins. */
+#ifndef IMB_WORKERS_H
+#define IMB_WORKERS_H
+
+#include <stddef.h>
+
+struct bus;
+struct event_base;
+struct workers;
+
+struct workers *workers_new(struct event_base *base, struct bus *bus);
+void workers_free(struct workers *w);
+/* Pick a live worker not in exclude[0..nexclude); NULL if none. The pointer
+ * stays valid until the next refresh. Counts the login against its load. */
+const char *workers_pick(struct workers *w, const char *const *exclude,
+                         size_t nexclude);
+size_t workers_count(const struct workers *w);
+
+#endif

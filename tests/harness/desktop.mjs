@@ -1,0 +1,130 @@
+// "The desktop user": an XMPP client the project did not write (xmpp.js),
+// connected straight to Prosody's c2s over plain TCP (SCRAM-SHA-1).
+import { client, xml } from '@xmpp/client';
+import { bareJid, HOST, toPredicate, uniqueId, withTimeout } from './util.mjs';
+
+export class DesktopPeer {
+  constructor({ port, user, pass, domain = 'localhost', resource = 'desktop', host = HOST }) {
+    this.port = port;
+    this.user = user;
+    this.domain = domain;
+    this.resource = resource;
+    this.bare = `${user}@${domain}`;
+    this.jid = null;            // full JID once online
+    this.messages = [];         // every received <message/> (parsed), for diagnostics
+    this._queue = [];           // not yet consumed by nextMessage
+    this._waiters = [];
+    this.errors = [];
+    this.online = false;
+    this.xmpp = client({
+      service: `xmpp://${host}:${port}`,
+      domain,
+      resource,
+      username: user,
+      password: pass,
+    });
+    this.xmpp.reconnect.stop(); // a test decides itself when to reconnect
+    this.xmpp.on('error', (e) => { this.errors.push(e); });
+    this.xmpp.on('offline', () => { this.online = false; });
+    this.xmpp.on('stanza', (st) => {
+      if (!st.is('message')) return;
+      const m = {
+        from: st.attrs.from,
+        to: st.attrs.to,
+        id: st.attrs.id,
+        type: st.attrs.type ?? 'normal',
+        body: st.getChildText('body'),
+        error: st.getChild('error') ? st.getChild('error').toString() : undefined,
+        delayed: !!st.getChild('delay', 'urn:xmpp:delay'),
+        stanza: st,
+      };
+      this.messages.push(m);
+      this._queue.push(m);
+      this._pump();
+    });
+  }
+
+  /** Connect, authenticate, bind, send initial presence. */
+  async start(timeout = 10000) {
+    const address = await withTimeout(this.xmpp.start(), timeout, `xmpp.js login of ${this.bare}`);
+    this.jid = address.toString();
+    await this.xmpp.send(xml('presence'));
+    this.online = true;
+    return this;
+  }
+
+  /** Send a chat message; returns its id. */
+  async send(to, body, { id = uniqueId('d'), type = 'chat' } = {}) {
+    await this.xmpp.send(xml('message', { to, type, id }, xml('body', {}, body)));
+    return id;
+  }
+
+  /** Round trip to the server (XEP-0199 ping): everything sent before is processed. */
+  async sync(timeout = 5000) {
+    await withTimeout(this.xmpp.iqCaller.request(
+      xml('iq', { type: 'get', to: this.domain }, xml('ping', { xmlns: 'urn:xmpp:ping' })), timeout,
+    ), timeout + 500, 'xmpp ping');
+  }
+
+  _pump() {
+    for (let wi = 0; wi < this._waiters.length; wi++) {
+      const w = this._waiters[wi];
+      const i = this._queue.findIndex(w.pred);
+      if (i >= 0) {
+        const [m] = this._queue.splice(i, 1);
+        this._waiters.splice(wi, 1);
+        wi -= 1;
+        w.resolve(m);
+      }
+    }
+  }
+
+  /**
+   * Next received message (consumed) matching `pred` (function or partial
+   * pattern like {body:'hi'}; default: any message with a body).  Messages
+   * that do not match stay queued for later calls.
+   */
+  nextMessage(pred, timeout = 5000) {
+    const p = pred == null ? (m) => m.body != null : toPredicate(pred);
+    const i = this._queue.findIndex(p);
+    if (i >= 0) return Promise.resolve(this._queue.splice(i, 1)[0]);
+    let w;
+    const prom = new Promise((resolve) => { w = { pred: p, resolve }; });
+    this._waiters.push(w);
+    return withTimeout(prom, timeout, `${this.bare}: message`).catch((e) => {
+      this._waiters = this._waiters.filter((x) => x !== w);
+      e.message += `; received so far: ${JSON.stringify(this.messages.map(({ stanza, ...m }) => m))}`;
+      throw e;
+    });
+  }
+
+  /** Next message whose sender's bare JID is `fromBare` (and body matches when given). */
+  nextMessageFrom(fromBare, body, timeout = 5000) {
+    return this.nextMessage((m) => m.body != null && bareJid(m.from) === fromBare &&
+      (body === undefined || m.body === body), timeout);
+  }
+
+  async stop() {
+    if (this._stopped) return;
+    this._stopped = true;
+    try { await withTimeout(this.xmpp.stop(), 3000, 'xmpp.js stop'); } catch { /* ignore */ }
+    this.online = false;
+  }
+
+  describe() {
+    return `----- desktop ${this.jid ?? this.bare} -----\n` +
+      this.messages.map(({ stanza }) => stanza.toString()).join('\n') +
+      (this.errors.length ? `\nerrors: ${this.errors.map((e) => e.message).join('; ')}` : '');
+  }
+}
+
+/**
+ * startDesktop(stack, {port, user, pass, domain?, resource?}) -> DesktopPeer
+ * online (presence sent); stopped at stack cleanup.
+ */
+export async function startDesktop(stack, opts) {
+  const d = new DesktopPeer(opts);
+  stack?.onCleanup(`desktop ${d.bare}`, () => d.stop(), () => d.describe());
+  await d.start();
+  return d;
+}

@@ -1,0 +1,246 @@
+// PhoneClient: a TCP client speaking phone protocol v1 (4-byte big-endian
+// length + UTF-8 JSON object), written from docs/spec, independent of the C code.
+import net from 'node:net';
+import { HOST, toPredicate, uniqueId, withTimeout } from './util.mjs';
+
+/** Encode a frame: obj (serialized as JSON) or a string/Buffer payload sent as is. */
+export function encodeFrame(payload) {
+  const body = Buffer.isBuffer(payload) ? payload
+    : Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload), 'utf8');
+  const hdr = Buffer.alloc(4);
+  hdr.writeUInt32BE(body.length, 0);
+  return Buffer.concat([hdr, body]);
+}
+
+export class PhoneClient {
+  constructor(socket, name = 'phone') {
+    this.name = name;
+    this.socket = socket;
+    this.frames = [];        // every frame received (history, for diagnostics)
+    this.sent = [];          // every frame sent (objects or raw descriptions)
+    this._queue = [];        // received, not yet consumed by next()
+    this._waiters = [];
+    this._buf = Buffer.alloc(0);
+    this.isClosed = false;
+    this.closeInfo = null;   // {hadError, error}
+    this.protocolErrors = []; // frames from the server that were not valid JSON objects
+    this.jid = null;
+    this.welcome = null;
+    this.closed = new Promise((resolve) => {
+      socket.on('close', (hadError) => {
+        this.isClosed = true;
+        this.closeInfo = { hadError, error: this._sockErr ?? null, at: Date.now() };
+        resolve(this.closeInfo);
+        // Wake waiters: nothing more will arrive.
+        for (const w of this._waiters) w.reject(new Error(`${this.name}: connection closed while waiting for a frame`));
+        this._waiters = [];
+      });
+    });
+    socket.on('error', (e) => { this._sockErr = e; });
+    socket.on('data', (d) => this._onData(d));
+    socket.setNoDelay(true);
+  }
+
+  /** Connect to the edge at host:port. */
+  static connect(port, { host = HOST, name = 'phone', timeout = 5000 } = {}) {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ port, host });
+      const timer = setTimeout(() => { s.destroy(); reject(new Error(`${name}: connect timeout`)); }, timeout);
+      s.once('connect', () => {
+        clearTimeout(timer);
+        s.removeAllListeners('error');
+        resolve(new PhoneClient(s, name));
+      });
+      s.once('error', (e) => { clearTimeout(timer); reject(e); });
+    });
+  }
+
+  _onData(d) {
+    this._buf = Buffer.concat([this._buf, d]);
+    while (this._buf.length >= 4) {
+      const n = this._buf.readUInt32BE(0);
+      if (this._buf.length < 4 + n) break;
+      const payload = this._buf.subarray(4, 4 + n).toString('utf8');
+      this._buf = this._buf.subarray(4 + n);
+      let f;
+      try {
+        f = JSON.parse(payload);
+      } catch {
+        f = undefined;
+      }
+      if (f === null || typeof f !== 'object' || Array.isArray(f) || typeof f.t !== 'string') {
+        this.protocolErrors.push(payload);
+        f = { t: '__invalid__', raw: payload };
+      }
+      f.__at = Date.now();
+      Object.defineProperty(f, '__at', { enumerable: false });
+      this.frames.push(f);
+      this._queue.push(f);
+    }
+    this._pump();
+  }
+
+  _pump() {
+    for (let wi = 0; wi < this._waiters.length; wi++) {
+      const w = this._waiters[wi];
+      const i = this._queue.findIndex(w.pred);
+      if (i >= 0) {
+        const [f] = this._queue.splice(i, 1);
+        this._waiters.splice(wi, 1);
+        wi -= 1;
+        w.resolve(f);
+      }
+    }
+  }
+
+  /** Send an object as one frame. */
+  send(obj) {
+    this.sent.push(obj);
+    this.socket.write(encodeFrame(obj));
+  }
+
+  /** Send a frame whose payload is the given string/Buffer (e.g. invalid JSON). */
+  sendFrame(payload) {
+    this.sent.push({ __frame: String(payload) });
+    this.socket.write(encodeFrame(payload));
+  }
+
+  /** Write raw bytes (no framing added). */
+  sendRaw(buf) {
+    this.sent.push({ __raw: Buffer.from(buf).toString('hex') });
+    this.socket.write(buf);
+  }
+
+  /**
+   * Next received frame (consumed) satisfying `pred` (function or partial
+   * pattern such as {t:'ack', id:'c1'}).  Frames that do not match stay queued.
+   * Rejects on timeout or if the connection closes first.
+   */
+  next(pred, timeoutMs = 5000) {
+    const p = toPredicate(pred);
+    const i = this._queue.findIndex(p);
+    if (i >= 0) return Promise.resolve(this._queue.splice(i, 1)[0]);
+    if (this.isClosed) {
+      return Promise.reject(new Error(`${this.name}: connection closed; no frame matches ${describePred(pred)}; ` +
+        `received: ${JSON.stringify(this.frames)}`));
+    }
+    let w;
+    const prom = new Promise((resolve, reject) => { w = { pred: p, resolve, reject }; });
+    this._waiters.push(w);
+    return withTimeout(prom, timeoutMs, `${this.name}: frame matching ${describePred(pred)}`).catch((e) => {
+      this._waiters = this._waiters.filter((x) => x !== w);
+      e.message += `; received so far: ${JSON.stringify(this.frames)}`;
+      throw e;
+    });
+  }
+
+  /** Same as next(pattern): wait for a frame matching a partial object. */
+  expect(pattern, timeoutMs = 5000) {
+    return this.next(pattern, timeoutMs);
+  }
+
+  /** The very next unconsumed frame, whatever it is. */
+  nextAny(timeoutMs = 5000) {
+    return this.next(() => true, timeoutMs);
+  }
+
+  /** Resolve true if no frame matching pred arrives within ms (does not consume). */
+  async noFrame(pred, ms) {
+    const p = toPredicate(pred);
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline) {
+      if (this._queue.some(p)) return false;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return !this._queue.some(p);
+  }
+
+  /** Frames received but not consumed yet. */
+  pending() {
+    return [...this._queue];
+  }
+
+  /** Wait until the server closes the connection; resolves closeInfo. */
+  waitClose(timeoutMs = 5000) {
+    return withTimeout(this.closed, timeoutMs, `${this.name}: server close`);
+  }
+
+  /**
+   * Send login and wait for the answer: resolves the welcome frame, throws an
+   * Error (with .frame = the error frame) otherwise.
+   */
+  async login(jid, pass, { v = 1, dev, timeout = 10000 } = {}) {
+    const f = await this.tryLogin(jid, pass, { v, dev, timeout });
+    if (f.t !== 'welcome') {
+      const e = new Error(`${this.name}: login ${jid} failed: ${JSON.stringify(f)}`);
+      e.frame = f;
+      throw e;
+    }
+    return f;
+  }
+
+  /** Send login; resolve the answer (welcome or error frame). */
+  async tryLogin(jid, pass, { v = 1, dev, timeout = 10000 } = {}) {
+    const obj = { t: 'login', v, jid, pass };
+    if (dev !== undefined) obj.dev = dev;
+    this.send(obj);
+    const f = await this.next((x) => x.t === 'welcome' || x.t === 'error' || x.t === 'bye', timeout);
+    if (f.t === 'welcome') {
+      this.jid = f.jid;
+      this.welcome = f;
+    }
+    return f;
+  }
+
+  /** Send a msg frame; returns its id (does not wait). */
+  sendMsg(to, body, id = uniqueId('c')) {
+    this.send({ t: 'msg', id, to, body });
+    return id;
+  }
+
+  /** Send a msg and wait for its ack or error (frame with the same id); resolves that frame. */
+  async msg(to, body, { id = uniqueId('c'), timeout = 5000 } = {}) {
+    this.sendMsg(to, body, id);
+    return this.next((f) => (f.t === 'ack' || f.t === 'error') && f.id === id, timeout);
+  }
+
+  /** Next incoming chat message (t:'msg'), optionally matching a pattern. */
+  nextMsg(pattern = {}, timeoutMs = 5000) {
+    const p = toPredicate(pattern);
+    return this.next((f) => f.t === 'msg' && p(f), timeoutMs);
+  }
+
+  /** Half-close nicely (FIN) and forget. */
+  close() {
+    if (!this.isClosed) this.socket.end();
+    // Hard-destroy if the server does not close its side soon.
+    setTimeout(() => { if (!this.isClosed) this.socket.destroy(); }, 1000).unref();
+  }
+
+  destroy() {
+    this.socket.destroy();
+  }
+
+  describe() {
+    const fmt = (x) => JSON.stringify(x, (k, v) => (k === 'pass' ? '***' : v));
+    return `----- ${this.name}${this.jid ? ` (${this.jid})` : ''} ${this.isClosed ? 'closed' : 'open'} -----\n` +
+      `sent: ${this.sent.map(fmt).join('\n      ')}\n` +
+      `received: ${this.frames.map(fmt).join('\n          ')}`;
+  }
+}
+
+function describePred(p) {
+  if (p == null) return 'anything';
+  if (typeof p === 'function') return p.name || 'predicate';
+  return JSON.stringify(p, (k, v) => (v instanceof RegExp ? String(v) : v));
+}
+
+/**
+ * connectPhone(stack, port, name?) -> PhoneClient registered for cleanup and
+ * for failure diagnostics.
+ */
+export async function connectPhone(stack, port, name = 'phone') {
+  const p = await PhoneClient.connect(port, { name });
+  stack?.onCleanup(name, () => p.destroy(), () => p.describe());
+  return p;
+}

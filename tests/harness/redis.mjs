@@ -1,0 +1,188 @@
+// A real redis-server per test: 127.0.0.1, random free port, temp dir, no
+// persistence.  Supports stop + start again on the SAME port.
+import net from 'node:net';
+import path from 'node:path';
+import { freePort, HOST, sleep, waitFor } from './util.mjs';
+
+/** Encode a command as a RESP array of bulk strings. */
+function encodeCommand(args) {
+  let out = `*${args.length}\r\n`;
+  for (const a of args) {
+    const s = Buffer.from(String(a));
+    out += `$${s.length}\r\n${s.toString()}\r\n`;
+  }
+  return out;
+}
+
+/** Parse one RESP reply from buf at offset; returns [value, nextOffset] or null if incomplete. */
+function parseReply(buf, off = 0) {
+  const nl = buf.indexOf('\r\n', off);
+  if (nl < 0) return null;
+  const type = String.fromCharCode(buf[off]);
+  const line = buf.toString('utf8', off + 1, nl);
+  const after = nl + 2;
+  switch (type) {
+    case '+': return [line, after];
+    case '-': return [new RedisError(line), after];
+    case ':': return [Number(line), after];
+    case '$': {
+      const n = Number(line);
+      if (n < 0) return [null, after];
+      if (buf.length < after + n + 2) return null;
+      return [buf.toString('utf8', after, after + n), after + n + 2];
+    }
+    case '*': {
+      const n = Number(line);
+      if (n < 0) return [null, after];
+      const arr = [];
+      let o = after;
+      for (let i = 0; i < n; i++) {
+        const r = parseReply(buf, o);
+        if (!r) return null;
+        arr.push(r[0]);
+        o = r[1];
+      }
+      return [arr, o];
+    }
+    default:
+      throw new Error(`bad RESP type byte ${JSON.stringify(type)}`);
+  }
+}
+
+export class RedisError extends Error {}
+
+/**
+ * Send one command to redis at host:port over a fresh connection; resolves the
+ * parsed reply (RedisError instances for -ERR replies are returned, not thrown).
+ */
+export function redisCommand(port, args, { host = HOST, timeout = 2000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host });
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => { s.destroy(); reject(new Error(`redis ${args[0]}: timeout`)); }, timeout);
+    const finish = (err, v) => {
+      clearTimeout(timer);
+      s.removeAllListeners('data');
+      s.on('error', () => {});
+      s.destroy();
+      if (err) reject(err); else resolve(v);
+    };
+    s.on('connect', () => s.write(encodeCommand(args)));
+    s.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      let r;
+      try { r = parseReply(buf); } catch (e) { finish(e); return; }
+      if (r) finish(null, r[0]);
+    });
+    s.on('error', (e) => finish(e));
+    s.on('close', () => finish(new Error('redis connection closed before reply')));
+  });
+}
+
+/** true if redis answers PING with PONG. */
+export async function redisPing(port, host = HOST) {
+  try {
+    return (await redisCommand(port, ['PING'], { host, timeout: 1000 })) === 'PONG';
+  } catch {
+    return false;
+  }
+}
+
+export class RedisServer {
+  constructor(stack, { port, dir, name = 'redis' }) {
+    this.stack = stack;
+    this.port = port;
+    this.host = HOST;
+    this.dir = dir;
+    this.name = name;
+    this.proc = null;
+    this.starts = 0;
+  }
+
+  args() {
+    return [
+      '--bind', HOST, '--port', String(this.port),
+      '--save', '', '--appendonly', 'no',
+      '--dir', this.dir,
+      '--daemonize', 'no',
+      '--protected-mode', 'no',
+      '--logfile', '',            // log to stdout (captured)
+      '--loglevel', 'notice',
+    ];
+  }
+
+  /** Start (or start again, on the same port).  Waits for PING. */
+  async start({ timeout = 10000 } = {}) {
+    if (this.proc && this.proc.running) throw new Error('redis already running');
+    this.starts += 1;
+    const deadline = Date.now() + timeout;
+    // On a restart the old socket may linger briefly: retry the bind a few times.
+    for (;;) {
+      this.proc = this.stack.spawn(`${this.name}#${this.starts}:${this.port}`, 'redis-server', this.args(), {
+        logFile: path.join(this.dir, 'redis.log'),
+      });
+      const proc = this.proc;
+      const ok = await waitFor(async () => {
+        if (!proc.running) return 'exited';
+        return (await redisPing(this.port)) ? 'up' : false;
+      }, { timeout: Math.max(500, deadline - Date.now()), interval: 20, what: `redis PING on ${this.port}` });
+      if (ok === 'up') return this;
+      await proc.exited;
+      const out = proc.stdout + proc.stderr;
+      if (/Address already in use|bind/i.test(out) && Date.now() < deadline) {
+        await sleep(100);
+        continue;
+      }
+      throw new Error(`redis-server exited on start (port ${this.port}):\n${out}`);
+    }
+  }
+
+  /** Stop (SIGTERM, wait; SIGKILL after 5 s). The port stays reserved for start(). */
+  async stop() {
+    if (!this.proc) return;
+    await this.proc.stop({ timeout: 5000 });
+    // Make sure nothing answers any more.
+    await waitFor(async () => !(await redisPing(this.port)), { timeout: 3000, what: 'redis down' });
+  }
+
+  async restart({ downMs = 0 } = {}) {
+    await this.stop();
+    if (downMs) await sleep(downMs);
+    await this.start();
+  }
+
+  get running() {
+    return !!this.proc && this.proc.running;
+  }
+
+  /** Run a command on this server (e.g. ['PUBSUB','CHANNELS']). */
+  command(...args) {
+    return redisCommand(this.port, args.flat());
+  }
+
+  ping() {
+    return redisPing(this.port);
+  }
+}
+
+/**
+ * startRedis(stack, {port?}) -> RedisServer (started).  Picks a random free
+ * port and retries with another if the bind fails on first start.
+ */
+export async function startRedis(stack, { port } = {}) {
+  const dir = stack.tempDir('imb-redis-');
+  let lastErr;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const p = port ?? await freePort();
+    const r = new RedisServer(stack, { port: p, dir });
+    try {
+      await r.start();
+      return r;
+    } catch (e) {
+      lastErr = e;
+      if (r.proc) await r.proc.stop({ timeout: 2000 });
+      if (port) break;
+    }
+  }
+  throw lastErr;
+}

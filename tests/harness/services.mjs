@@ -1,0 +1,165 @@
+// The project's own binaries (bin/imb-xmppd, bin/imb-edge, bin/imcat) and a
+// whole-stack helper.
+import path from 'node:path';
+import { binPath, HOST, missingBins, randomCredKey } from './util.mjs';
+import { startRedis } from './redis.mjs';
+import { DEFAULT_USERS, startProsody } from './prosody.mjs';
+import { startDesktop } from './desktop.mjs';
+import { connectPhone } from './phone.mjs';
+
+const LOG_LEVEL = () => process.env.IMB_TEST_LOG_LEVEL || 'info';
+
+function requireBin(name) {
+  const miss = missingBins([name]);
+  if (miss.length) throw new Error(`${binPath(name)} is missing or not executable (run make first)`);
+  return binPath(name);
+}
+
+function commonArgs({ redisPort, credKey, logLevel = LOG_LEVEL() }) {
+  return [
+    '--redis-host', HOST,
+    '--redis-port', String(redisPort),
+    '--cred-key', credKey,
+    '--log-level', logLevel,
+  ];
+}
+
+let serial = 0;
+
+/**
+ * startXmppd(stack, {redisPort, xmppPort, workers=2, credKey, extraArgs=[],
+ *   xmppHost='127.0.0.1', wait=true, timeout=10000}) -> Proc
+ * Spawns bin/imb-xmppd with --xmpp-tls disabled and waits for one
+ * `worker_ready` stderr line per worker.  proc.workers = workers.
+ */
+export async function startXmppd(stack, {
+  redisPort, xmppPort, workers = 2, credKey, extraArgs = [], xmppHost = HOST,
+  wait = true, timeout = 10000, name,
+} = {}) {
+  if (!redisPort || !xmppPort || !credKey) throw new Error('startXmppd: redisPort, xmppPort, credKey required');
+  const bin = requireBin('imb-xmppd');
+  serial += 1;
+  const pname = name ?? `imb-xmppd#${serial}`;
+  const logDir = stack.tempDir('imb-xmppd-');
+  const args = [
+    ...commonArgs({ redisPort, credKey }),
+    '--xmpp-host', xmppHost,
+    '--xmpp-port', String(xmppPort),
+    '--xmpp-tls', 'disabled',
+    '--workers', String(workers),
+    ...extraArgs,
+  ];
+  const proc = stack.spawn(pname, bin, args, { logFile: path.join(logDir, 'imb-xmppd.log') });
+  proc.workers = workers;
+  if (wait) await proc.waitForLines(/worker_ready/, { count: workers, timeout });
+  return proc;
+}
+
+/**
+ * startEdge(stack, {redisPort, credKey, heartbeat, loginTimeout, maxFrame,
+ *   extraArgs=[], timeout=10000}) -> Proc with .port (parsed from the
+ *   `listening addr=127.0.0.1:PORT` stderr line).  Listens on 127.0.0.1:0.
+ */
+export async function startEdge(stack, {
+  redisPort, credKey, heartbeat, loginTimeout, maxFrame, extraArgs = [], timeout = 10000, name,
+} = {}) {
+  if (!redisPort || !credKey) throw new Error('startEdge: redisPort, credKey required');
+  const bin = requireBin('imb-edge');
+  serial += 1;
+  const pname = name ?? `imb-edge#${serial}`;
+  const logDir = stack.tempDir('imb-edge-');
+  const args = [...commonArgs({ redisPort, credKey }), '--listen', `${HOST}:0`];
+  if (heartbeat !== undefined) args.push('--heartbeat', String(heartbeat));
+  if (loginTimeout !== undefined) args.push('--login-timeout', String(loginTimeout));
+  if (maxFrame !== undefined) args.push('--max-frame', String(maxFrame));
+  args.push(...extraArgs);
+  const proc = stack.spawn(pname, bin, args, { logFile: path.join(logDir, 'imb-edge.log') });
+  const line = await proc.waitForLine(/listening addr=127\.0\.0\.1:\d+/, { timeout });
+  proc.port = Number(/listening addr=127\.0\.0\.1:(\d+)/.exec(line)[1]);
+  if (!(proc.port > 0)) throw new Error(`imb-edge: bad listening line: ${line}`);
+  return proc;
+}
+
+/**
+ * startImcat(stack, {port, user, pass, host='127.0.0.1', extraArgs=[]}) -> Proc
+ * running `bin/imcat --host H --port P --user JID --password PASS --json`
+ * with stdin piped.  Helpers added on the Proc:
+ *   sendJson(obj)            write one JSON line to stdin
+ *   nextJson(pred, timeout)  next stdout line parsed as JSON satisfying pred
+ *                            (function or partial pattern); other lines stay queued
+ */
+export function startImcat(stack, { port, user, pass, host = HOST, extraArgs = [], name } = {}) {
+  const bin = requireBin('imcat');
+  serial += 1;
+  const proc = stack.spawn(name ?? `imcat#${serial}`, bin,
+    ['--host', host, '--port', String(port), '--user', user, '--password', pass, '--json', ...extraArgs],
+    { stdin: 'pipe' });
+  proc.sendJson = (obj) => proc.write(JSON.stringify(obj) + '\n');
+  proc.nextJson = async (pred, timeout = 5000) => {
+    const p = typeof pred === 'function' ? pred : (o) => matchesShallow(o, pred ?? {});
+    const line = await proc.nextStdoutLine((l) => {
+      let o;
+      try { o = JSON.parse(l); } catch { return false; }
+      return o !== null && typeof o === 'object' && p(o);
+    }, timeout);
+    return JSON.parse(line);
+  };
+  return proc;
+}
+
+function matchesShallow(o, pat) {
+  return Object.entries(pat).every(([k, v]) => (v instanceof RegExp ? v.test(String(o[k])) : o[k] === v));
+}
+
+/**
+ * The whole system for one test, each part on its own free port:
+ *   startBridge(stack, {users, workers=2, edge:{heartbeat,...}, xmppdArgs, edgeArgs})
+ *   -> { stack, credKey, redis, prosody, xmppd, edge, domain,
+ *        jid(user), pass(user),
+ *        phone(name?) -> PhoneClient connected to the edge,
+ *        loginPhone(user, name?) -> PhoneClient logged in as user@domain,
+ *        desktop(user, resource?) -> DesktopPeer online }
+ */
+export async function startBridge(stack, {
+  users = DEFAULT_USERS, workers = 2, edge: edgeOpts = {}, xmppdArgs = [], edgeArgs = [],
+} = {}) {
+  requireBin('imb-xmppd');
+  requireBin('imb-edge');
+  const credKey = randomCredKey();
+  const [redis, prosody] = await Promise.all([
+    startRedis(stack),
+    startProsody(stack, { users }),
+  ]);
+  const [xmppd, edge] = await Promise.all([
+    startXmppd(stack, { redisPort: redis.port, xmppPort: prosody.c2sPort, workers, credKey, extraArgs: xmppdArgs }),
+    startEdge(stack, { redisPort: redis.port, credKey, extraArgs: edgeArgs, ...edgeOpts }),
+  ]);
+  const passwords = new Map(users);
+  const b = {
+    stack, credKey, redis, prosody, xmppd, edge, domain: prosody.domain,
+    jid: (u) => `${u}@${prosody.domain}`,
+    pass: (u) => passwords.get(u),
+    phone: (name = 'phone') => connectPhone(stack, edge.port, name),
+    async loginPhone(user, name = `phone-${user}`) {
+      const p = await connectPhone(stack, edge.port, name);
+      await p.login(b.jid(user), passwords.get(user));
+      return p;
+    },
+    desktop: (user, resource = 'desktop') => startDesktop(stack, {
+      port: prosody.c2sPort, user, pass: passwords.get(user), domain: prosody.domain, resource,
+    }),
+  };
+  return b;
+}
+
+/**
+ * Value for a test's `skip` option: when IMB_TEST_SKIP_MISSING=1 and some of
+ * the binaries are missing, a reason string (test skipped); otherwise false
+ * (a missing binary then fails the test with a clear message).
+ */
+export function binsMissingReason(names = ['imb-edge', 'imb-xmppd']) {
+  const miss = missingBins(names);
+  if (!miss.length || process.env.IMB_TEST_SKIP_MISSING !== '1') return false;
+  return `not built: ${miss.map((n) => `bin/${n}`).join(', ')}`;
+}
+

@@ -1,0 +1,127 @@
+// Malformed input on the phone socket: every bad frame gets the right error
+// code, a too-big length prefix gets too_big + close, and meanwhile another
+// phone keeps chatting with the desktop.
+import assert from 'node:assert/strict';
+import { itest, startBridge, encodeFrame, sleep } from '../harness/index.mjs';
+
+/** Send something (fn) and return the next frame, asserting it is an error with `code`. */
+async function expectError(phone, code, fn, what) {
+  fn();
+  const f = await phone.nextAny(5000);
+  assert.equal(f.t, 'error', `${what}: expected an error frame, got ${JSON.stringify(f)}`);
+  assert.equal(f.code, code, `${what}: ${JSON.stringify(f)}`);
+  assert.equal(typeof f.msg, 'string', `${what}: error has a msg`);
+  assert.equal(phone.isClosed, false, `${what}: connection still open`);
+  return f;
+}
+
+async function chatBothWays(alice, bob, tag) {
+  const ack = await alice.msg('bob@localhost', `phone ${tag}`);
+  assert.equal(ack.t, 'ack', `${tag}: ${JSON.stringify(ack)}`);
+  await bob.nextMessage({ body: `phone ${tag}` });
+  await bob.send('alice@localhost', `desktop ${tag}`);
+  await alice.nextMsg({ body: `desktop ${tag}` });
+}
+
+itest('malformed frames get error frames; another phone keeps chatting', async (t, stack) => {
+  const b = await startBridge(stack);
+  const bob = await b.desktop('bob');
+  const alice = await b.loginPhone('alice');
+  await chatBothWays(alice, bob, 'before');
+
+  const x = await b.phone('abuser');
+  // Before login.
+  await expectError(x, 'bad_frame', () => x.sendFrame('{not json'), 'garbage JSON');
+  await expectError(x, 'bad_frame', () => x.sendFrame('[1,2,3]'), 'JSON array');
+  await expectError(x, 'bad_frame', () => x.sendFrame('"just a string"'), 'JSON string');
+  await expectError(x, 'bad_frame', () => x.sendFrame('42'), 'JSON number');
+  await expectError(x, 'bad_frame', () => x.sendFrame('{"x":1}'), 'object without t');
+  await expectError(x, 'bad_frame', () => x.sendFrame('{"t":5}'), 't not a string');
+  await expectError(x, 'bad_frame', () => x.sendFrame(Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d])), 'invalid UTF-8');
+  await expectError(x, 'not_logged_in',
+    () => x.send({ t: 'msg', id: 'm0', to: 'bob@localhost', body: 'sneaky' }), 'msg before login');
+  await expectError(x, 'bad_frame', () => x.send({ t: 'login', v: 1, jid: b.jid('carol') }), 'login without pass');
+  x.send({ t: 'hb' });
+  assert.deepEqual(await x.nextAny(), { t: 'hb' }, 'hb is allowed before login');
+
+  await x.login(b.jid('carol'), b.pass('carol'));
+  // After login.
+  await expectError(x, 'unknown_type', () => x.send({ t: 'frobnicate' }), 'unknown type');
+  let f = await expectError(x, 'bad_frame', () => x.send({ t: 'msg', id: 'm1', body: 'no to' }), 'missing to');
+  assert.match(f.msg, /\bto\b/, 'msg names the field');
+  f = await expectError(x, 'bad_frame', () => x.send({ t: 'msg', id: 'm2', to: 'bob@localhost' }), 'missing body');
+  assert.match(f.msg, /body/);
+  f = await expectError(x, 'bad_frame', () => x.send({ t: 'msg', to: 'bob@localhost', body: 'no id' }), 'missing id');
+  assert.match(f.msg, /\bid\b/);
+  await expectError(x, 'bad_frame',
+    () => x.send({ t: 'msg', id: 'bad id!', to: 'bob@localhost', body: 'x' }), 'invalid id characters');
+  await expectError(x, 'bad_frame',
+    () => x.send({ t: 'msg', id: 'i'.repeat(65), to: 'bob@localhost', body: 'x' }), 'id too long');
+  await expectError(x, 'bad_frame',
+    () => x.send({ t: 'msg', id: 'm3', to: 'bob@localhost', body: 42 }), 'body not a string');
+  await expectError(x, 'already_logged_in',
+    () => x.send({ t: 'login', v: 1, jid: b.jid('carol'), pass: b.pass('carol') }), 'second login');
+  // The abused connection still works.
+  const ack = await x.msg('bob@localhost', 'carol survived');
+  assert.equal(ack.t, 'ack', JSON.stringify(ack));
+  await bob.nextMessage({ body: 'carol survived' });
+
+  // A length prefix above the limit: too_big, then close.
+  x.sendRaw(Buffer.concat([Buffer.from([0, 0, 0x40, 0x01]), Buffer.from('{"t":"hb"')])); // 16385
+  const tb = await x.expect({ t: 'error' }, 5000);
+  assert.equal(tb.code, 'too_big');
+  await x.waitClose(5000);
+
+  // Other abusers on fresh connections.
+  const v2 = await b.phone('bad-version');
+  v2.send({ t: 'login', v: 2, jid: b.jid('dave'), pass: b.pass('dave') });
+  assert.equal((await v2.expect({ t: 'error' })).code, 'bad_version');
+  await v2.waitClose(5000);
+
+  const http = await b.phone('http-client');
+  http.sendRaw(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));   // prefix "GET " = 1195725856
+  assert.equal((await http.expect({ t: 'error' })).code, 'too_big');
+  await http.waitClose(5000);
+
+  const huge = await b.phone('huge');
+  huge.sendRaw(Buffer.from([0xff, 0xff, 0xff, 0xff]));
+  assert.equal((await huge.expect({ t: 'error' })).code, 'too_big');
+  await huge.waitClose(5000);
+
+  // A client that drops mid-frame, and one that trickles a frame byte by byte.
+  const drop = await b.phone('drop');
+  drop.sendRaw(Buffer.from([0, 0, 0, 50, 0x7b]));
+  await sleep(50);
+  drop.destroy();
+  const slow = await b.phone('slow');
+  const bytes = encodeFrame({ t: 'login', v: 1, jid: b.jid('dave'), pass: b.pass('dave') });
+  for (let i = 0; i < bytes.length; i += 7) {
+    slow.sendRaw(bytes.subarray(i, i + 7));
+    await sleep(2);
+  }
+  assert.equal((await slow.expect({ t: 'welcome' })).jid, 'dave@localhost');
+  // Two frames in one write.
+  slow.sendRaw(Buffer.concat([encodeFrame({ t: 'hb' }), encodeFrame({ t: 'hb' })]));
+  await slow.expect({ t: 'hb' });
+  await slow.expect({ t: 'hb' });
+
+  await chatBothWays(alice, bob, 'after');
+  assert.equal(b.edge.running, true, 'imb-edge still running');
+  assert.equal(b.xmppd.running, true, 'imb-xmppd still running');
+  assert.deepEqual(alice.protocolErrors, [], 'server frames were all valid JSON objects');
+});
+
+itest('--max-frame is announced and enforced', async (t, stack) => {
+  const b = await startBridge(stack, { edge: { maxFrame: 1024 } });
+  const bob = await b.desktop('bob');
+  const alice = await b.loginPhone('alice');
+  assert.equal(alice.welcome.max, 1024);
+  // A message that fits (frame just under the limit) is fine.
+  const body = 'x'.repeat(900);
+  const ack = await alice.msg('bob@localhost', body);
+  assert.equal(ack.t, 'ack');
+  assert.equal((await bob.nextMessage({ body })).body.length, 900);
+  alice.send({ t: 'msg', id: 'big', to: 'bob@localhost', body: 'y'.repeat(1100) });
+  assert.equal((await alice.expect({ t: 'error' })).code, 'too_big');
+  await alice.waitClose(5000);
+});

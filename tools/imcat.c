@@ -1,0 +1,1211 @@
+/* imcat.c - the phone client CLI: speaks phone protocol v1 to imb-edge, either
+ * as a chat prompt for humans or, with --json, as one JSON frame per line in
+ * each direction for scripts and integration tests. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "frame.h"
+#include "log.h"
+#include "util.h"
+
+#define DEFAULT_HOST "127.0.0.1"
+#define DEFAULT_PORT "7222"
+/* What the spec promises until the welcome announces the real limit. */
+#define DEFAULT_MAX_FRAME 16384
+#define DEFAULT_HB_S 30
+/* A welcome claiming more than a day between heartbeats is not a real server. */
+#define MAX_HB_S 86400
+#define CONNECT_TIMEOUT_MS 10000
+/* The edge itself says bye after its 10 s login_timeout; this only catches a
+ * server that accepted the TCP connection and then went mute. */
+#define LOGIN_TIMEOUT_MS 15000
+#define BYE_WAIT_MS 2000
+/* Stop reading stdin while this much is queued for a server that does not
+ * read, so a big script cannot grow our memory without bound. */
+#define OUT_HIGH (256 * 1024)
+#define OUT_LOW (64 * 1024)
+#define STDIN_CHUNK 65536
+/* No legal frame is longer than this, so neither is a useful stdin line. */
+#define STDIN_LINE_MAX FRAME_MAX_LIMIT
+#define DEV_MAX 64
+
+enum exit_code { EXIT_OK = 0, EXIT_LOGIN = 1, EXIT_USAGE = 2, EXIT_LINK = 3 };
+
+enum phase {
+    PH_CONNECTING, /* trying the resolved addresses in turn */
+    PH_LOGIN,      /* login sent, waiting for welcome */
+    PH_READY,      /* logged in: stdin flows, heartbeats run */
+    PH_LOGOUT,     /* logout sent, waiting up to BYE_WAIT_MS for bye */
+    PH_DONE,       /* exit code decided, the loop is stopping */
+};
+
+struct options {
+    const char *host;
+    const char *port;
+    const char *user;
+    const char *dev;
+    const char *to;
+    char *password; /* our own copy, wiped on exit */
+    bool json;
+    bool quiet;
+};
+
+struct imcat {
+    struct options opt;
+    struct event_base *base;
+    struct bufferevent *bev;
+    struct addrinfo *addrs;
+    struct addrinfo *addr_next;
+    char addr_text[80];
+    bool in_connect_call;
+
+    struct event *timer;
+    struct event *retry_ev;
+    struct event *sigint_ev;
+    struct event *sigterm_ev;
+
+    struct event *stdin_ev;
+    struct evbuffer *stdin_buf;
+    bool stdin_pollable;
+    bool stdin_on;
+    bool stdin_eof;
+    bool stdin_discarding;
+    unsigned long stdin_lineno;
+    bool stdout_dead;
+
+    enum phase phase;
+    int exit_code;
+    int64_t deadline; /* connect, login or bye-wait deadline (monotonic ms) */
+    int64_t last_sent;
+    int64_t last_recv;
+    int64_t hb_ms;
+    size_t max_out;
+
+    char *to;
+    char id_prefix[9];
+    unsigned long id_seq;
+};
+
+static void pump_stdin(struct imcat *c);
+static void begin_logout(struct imcat *c);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void finish(struct imcat *c, int code)
+{
+    if (c->phase == PH_DONE)
+        return;
+    c->phase = PH_DONE;
+    c->exit_code = code;
+    event_base_loopbreak(c->base);
+}
+
+static void protocol_error(struct imcat *c, const char *what)
+{
+    LOG(ERROR, "protocol_error", "addr=%s error=\"%s\"", c->addr_text, what);
+    finish(c, EXIT_LINK);
+}
+
+static int64_t dead_ms(const struct imcat *c)
+{
+    return 2 * c->hb_ms + 5000;
+}
+
+/* jansson refuses to build strings that are not UTF-8; ask it rather than
+ * carry a second validator. */
+static bool is_utf8(const char *s)
+{
+    json_t *j = json_string(s);
+    json_decref(j);
+    return j != NULL;
+}
+
+static bool is_blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t')
+            return false;
+    return true;
+}
+
+static bool valid_dev(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > DEV_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+              (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* A JID goes into JSON as-is; only reject what can never be one, the server
+ * does the real checking. */
+static bool plausible_jid(const char *s)
+{
+    if (!*s || !is_utf8(s))
+        return false;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p <= ' ' || *p == 0x7f)
+            return false;
+    return true;
+}
+
+static void next_msg_id(struct imcat *c, char *out, size_t n)
+{
+    snprintf(out, n, "%s-m%lu", c->id_prefix, ++c->id_seq);
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+/* Once stdout is gone (e.g. `imcat --json | head -1`) nobody sees what we
+ * receive, so log out cleanly rather than die on SIGPIPE mid-session. */
+static void stdout_gone(struct imcat *c)
+{
+    if (c->stdout_dead)
+        return;
+    c->stdout_dead = true;
+    LOG(WARN, "stdout_closed", "error=\"%s\"", strerror(errno));
+    /* Before the welcome, on_welcome sees the flag and logs out at once. */
+    if (c->phase == PH_READY)
+        begin_logout(c);
+}
+
+static void flush_stdout(struct imcat *c)
+{
+    if (fflush(stdout) != 0 || ferror(stdout))
+        stdout_gone(c);
+}
+
+/* Server text ends up on a terminal: neutralise control characters (C0, DEL
+ * and the UTF-8 encoded C1 range) so a message cannot move the cursor, change
+ * colours or retitle the window. Newlines and tabs stay for multi-line text. */
+static void put_clean(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if ((ch < 0x20 && ch != '\n' && ch != '\t') || ch == 0x7f) {
+            putchar('?');
+        } else if (ch == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+                   (unsigned char)s[i + 1] <= 0x9f) {
+            putchar('?');
+            i++;
+        } else {
+            putchar(ch);
+        }
+    }
+}
+
+static void put_clean_json(json_t *str)
+{
+    put_clean(json_string_value(str), json_string_length(str));
+}
+
+/* Status lines for humans go to stderr so stdout stays the conversation. */
+__attribute__((format(printf, 2, 3)))
+static void status(const struct imcat *c, const char *fmt, ...)
+{
+    if (c->opt.json || c->opt.quiet)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("* ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static void print_chat_help(FILE *f)
+{
+    fputs("Type a line to send it to the current recipient. Commands:\n"
+          "  /to JID     set the recipient\n"
+          "  /raw JSON   send a raw protocol frame\n"
+          "  /quit       log out and exit (end of input does the same)\n"
+          "  /help       this text\n"
+          "  //text      send a line that starts with '/'\n",
+          f);
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+/* Encode and queue one frame. A frame above the server's announced limit would
+ * make the edge answer too_big and close, so it is refused here instead. */
+static int send_frame(struct imcat *c, json_t *frame, bool secret)
+{
+    if (!c->bev)
+        return -1;
+    char *body = json_dumps(frame, JSON_COMPACT);
+    if (!body) {
+        fprintf(stderr, "imcat: cannot encode frame; not sent\n");
+        return -1;
+    }
+    size_t n = strlen(body);
+    if (n > c->max_out) {
+        fprintf(stderr, "imcat: frame of %zu bytes is above the server's limit of %zu; not sent\n",
+                n, c->max_out);
+        free(body);
+        return -1;
+    }
+    uint8_t hdr[FRAME_HEADER];
+    frame_header(hdr, (uint32_t)n);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, hdr, sizeof(hdr));
+    evbuffer_add(out, body, n);
+    const char *t = json_string_value(json_object_get(frame, "t"));
+    LOG(DEBUG, "frame_out", "t=%s len=%zu", t ? t : "-", n);
+    if (secret)
+        explicit_bzero(body, n);
+    free(body);
+    c->last_sent = util_mono_ms();
+    return 0;
+}
+
+static int send_simple(struct imcat *c, const char *type)
+{
+    json_t *f = json_object();
+    json_object_set_new(f, "t", json_string(type));
+    int r = send_frame(c, f, false);
+    json_decref(f);
+    return r;
+}
+
+static bool output_full(const struct imcat *c)
+{
+    return c->bev && evbuffer_get_length(bufferevent_get_output(c->bev)) >= OUT_HIGH;
+}
+
+/* ---- timer: connect/login deadlines, heartbeats, dead link, bye wait ---- */
+
+/* One timer serves every deadline. Sends and receives only push deadlines
+ * later, so they never need to re-arm it: when it fires early it just checks
+ * the clocks and re-arms for whatever is due next. */
+static void arm_timer(struct imcat *c)
+{
+    int64_t due;
+    switch (c->phase) {
+    case PH_CONNECTING:
+    case PH_LOGIN:
+    case PH_LOGOUT:
+        due = c->deadline;
+        break;
+    case PH_READY: {
+        int64_t hb_due = c->last_sent + c->hb_ms;
+        int64_t dead_due = c->last_recv + dead_ms(c);
+        due = hb_due < dead_due ? hb_due : dead_due;
+        break;
+    }
+    default:
+        evtimer_del(c->timer);
+        return;
+    }
+    int64_t wait = due - util_mono_ms();
+    if (wait < 0)
+        wait = 0;
+    struct timeval tv = {.tv_sec = (time_t)(wait / 1000), .tv_usec = (suseconds_t)(wait % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct imcat *c = arg;
+    int64_t now = util_mono_ms();
+    switch (c->phase) {
+    case PH_CONNECTING:
+        if (now >= c->deadline) {
+            LOG(WARN, "connect_failed", "addr=%s error=timeout", c->addr_text);
+            event_active(c->retry_ev, EV_TIMEOUT, 0);
+            return;
+        }
+        break;
+    case PH_LOGIN:
+        if (now >= c->deadline) {
+            LOG(ERROR, "connection_lost", "addr=%s error=\"no answer to login within %d s\"",
+                c->addr_text, LOGIN_TIMEOUT_MS / 1000);
+            finish(c, EXIT_LINK);
+            return;
+        }
+        break;
+    case PH_READY:
+        if (now - c->last_recv >= dead_ms(c)) {
+            LOG(ERROR, "connection_lost", "addr=%s error=\"no frame from server for %lld s\"",
+                c->addr_text, (long long)(dead_ms(c) / 1000));
+            finish(c, EXIT_LINK);
+            return;
+        }
+        if (now - c->last_sent >= c->hb_ms) {
+            send_simple(c, "hb");
+            /* Even if the send was refused, wait a full period before trying
+             * again instead of spinning on a zero timeout. */
+            c->last_sent = now;
+        }
+        break;
+    case PH_LOGOUT:
+        if (now >= c->deadline) {
+            LOG(WARN, "no_bye", "addr=%s waited_ms=%d", c->addr_text, BYE_WAIT_MS);
+            finish(c, EXIT_OK);
+            return;
+        }
+        break;
+    case PH_DONE:
+        return;
+    }
+    arm_timer(c);
+}
+
+/* ---- session transitions ------------------------------------------------ */
+
+static void enter_logout(struct imcat *c)
+{
+    c->stdin_on = false;
+    event_del(c->stdin_ev);
+    c->phase = PH_LOGOUT;
+    c->deadline = util_mono_ms() + BYE_WAIT_MS;
+    arm_timer(c);
+}
+
+static void begin_logout(struct imcat *c)
+{
+    if (c->phase != PH_READY)
+        return;
+    send_simple(c, "logout");
+    enter_logout(c);
+}
+
+static void send_login(struct imcat *c)
+{
+    json_t *f = json_object();
+    json_object_set_new(f, "t", json_string("login"));
+    json_object_set_new(f, "v", json_integer(1));
+    json_object_set_new(f, "jid", json_string(c->opt.user));
+    json_object_set_new(f, "pass", json_string(c->opt.password));
+    if (c->opt.dev)
+        json_object_set_new(f, "dev", json_string(c->opt.dev));
+    send_frame(c, f, true);
+    json_decref(f);
+}
+
+/* ---- stdin -------------------------------------------------------------- */
+
+static void send_json_text(struct imcat *c, const char *text, size_t len)
+{
+    if (is_blank(text, len))
+        return;
+    json_error_t err;
+    json_t *f = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
+    if (!f) {
+        fprintf(stderr, "imcat: line %lu: invalid JSON at column %d: %s; not sent\n",
+                c->stdin_lineno, err.column, err.text);
+        return;
+    }
+    if (!json_is_object(f)) {
+        fprintf(stderr, "imcat: line %lu: a frame must be a JSON object; not sent\n",
+                c->stdin_lineno);
+        json_decref(f);
+        return;
+    }
+    const char *t = json_string_value(json_object_get(f, "t"));
+    if (t && strcmp(t, "msg") == 0 && !json_object_get(f, "id")) {
+        char id[32];
+        next_msg_id(c, id, sizeof(id));
+        json_object_set_new(f, "id", json_string(id));
+    }
+    /* A script may log out by itself; then treat it like our own logout so
+     * the bye that follows ends the run with status 0. */
+    if (send_frame(c, f, false) == 0 && t && strcmp(t, "logout") == 0)
+        enter_logout(c);
+    json_decref(f);
+}
+
+static void send_chat(struct imcat *c, const char *text, size_t len)
+{
+    if (!c->to) {
+        fprintf(stderr, "imcat: no recipient yet; set one with /to JID\n");
+        return;
+    }
+    json_t *body = json_stringn(text, len);
+    if (!body) {
+        fprintf(stderr, "imcat: line %lu is not valid UTF-8; not sent\n", c->stdin_lineno);
+        return;
+    }
+    char id[32];
+    next_msg_id(c, id, sizeof(id));
+    json_t *f = json_object();
+    json_object_set_new(f, "t", json_string("msg"));
+    json_object_set_new(f, "id", json_string(id));
+    json_object_set_new(f, "to", json_string(c->to));
+    json_object_set_new(f, "body", body);
+    send_frame(c, f, false);
+    json_decref(f);
+}
+
+static void run_command(struct imcat *c, const char *line, size_t len)
+{
+    const char *sp = memchr(line, ' ', len);
+    size_t cmd_len = sp ? (size_t)(sp - line) : len;
+    const char *arg = sp ? sp : line + len;
+    while (*arg == ' ')
+        arg++;
+    size_t arg_len = (size_t)(line + len - arg);
+    while (arg_len > 0 && (arg[arg_len - 1] == ' ' || arg[arg_len - 1] == '\t'))
+        arg_len--;
+
+#define IS_CMD(name) (cmd_len == sizeof(name) - 1 && memcmp(line, name, cmd_len) == 0)
+    if (IS_CMD("/to")) {
+        if (arg_len == 0) {
+            fprintf(stderr, "imcat: current recipient: %s\n", c->to ? c->to : "(none)");
+            return;
+        }
+        char *jid = xstrndup(arg, arg_len);
+        if (!plausible_jid(jid)) {
+            fprintf(stderr, "imcat: not a JID: %s\n", jid);
+            free(jid);
+            return;
+        }
+        free(c->to);
+        c->to = jid;
+        status(c, "now talking to %s", c->to);
+    } else if (IS_CMD("/quit")) {
+        begin_logout(c);
+    } else if (IS_CMD("/raw")) {
+        send_json_text(c, arg, arg_len);
+    } else if (IS_CMD("/help")) {
+        print_chat_help(stderr);
+    } else {
+        fprintf(stderr, "imcat: unknown command %.*s (try /help)\n", (int)cmd_len, line);
+    }
+#undef IS_CMD
+}
+
+static void handle_line(struct imcat *c, char *line, size_t len)
+{
+    c->stdin_lineno++;
+    if (len > 0 && line[len - 1] == '\r')
+        line[--len] = '\0';
+    if (c->opt.json) {
+        send_json_text(c, line, len);
+        return;
+    }
+    if (len == 0)
+        return;
+    if (memchr(line, '\0', len)) {
+        fprintf(stderr, "imcat: line %lu contains a NUL byte; not sent\n", c->stdin_lineno);
+        return;
+    }
+    if (line[0] == '/' && !(len > 1 && line[1] == '/')) {
+        run_command(c, line, len);
+        return;
+    }
+    if (line[0] == '/') {
+        line++;
+        len--;
+    }
+    send_chat(c, line, len);
+}
+
+static void stdin_take(struct imcat *c, const char *p, size_t n)
+{
+    if (c->stdin_discarding) {
+        const char *nl = memchr(p, '\n', n);
+        if (!nl)
+            return;
+        c->stdin_discarding = false;
+        n -= (size_t)(nl + 1 - p);
+        p = nl + 1;
+    }
+    evbuffer_add(c->stdin_buf, p, n);
+    if (evbuffer_get_length(c->stdin_buf) > STDIN_LINE_MAX &&
+        evbuffer_search_eol(c->stdin_buf, NULL, NULL, EVBUFFER_EOL_LF).pos < 0) {
+        c->stdin_lineno++;
+        fprintf(stderr, "imcat: line %lu is longer than %u bytes; dropped\n", c->stdin_lineno,
+                (unsigned)STDIN_LINE_MAX);
+        evbuffer_drain(c->stdin_buf, evbuffer_get_length(c->stdin_buf));
+        c->stdin_discarding = true;
+    }
+}
+
+/* Works through buffered lines while sending is allowed, then asks for more
+ * input, pauses (output backlog), or logs out (end of input). */
+static void pump_stdin(struct imcat *c)
+{
+    if (!c->stdin_on)
+        return;
+    while (c->phase == PH_READY && !output_full(c)) {
+        size_t len;
+        char *line = evbuffer_readln(c->stdin_buf, &len, EVBUFFER_EOL_LF);
+        if (!line)
+            break;
+        handle_line(c, line, len);
+        free(line);
+    }
+    if (c->phase != PH_READY || output_full(c)) {
+        /* write_cb calls us again once the backlog drains. */
+        event_del(c->stdin_ev);
+        return;
+    }
+    if (c->stdin_eof) {
+        event_del(c->stdin_ev);
+        size_t rest = evbuffer_get_length(c->stdin_buf);
+        if (rest > 0) {
+            char *line = xmalloc(rest + 1);
+            evbuffer_remove(c->stdin_buf, line, rest);
+            line[rest] = '\0';
+            handle_line(c, line, rest);
+            free(line);
+        }
+        begin_logout(c);
+        return;
+    }
+    if (c->stdin_pollable) {
+        event_add(c->stdin_ev, NULL);
+    } else {
+        /* Files and /dev/null cannot be polled (epoll refuses them) but never
+         * block either: read the next chunk on the next loop turn so the
+         * socket gets its share. */
+        struct timeval now = {0, 0};
+        event_add(c->stdin_ev, &now);
+    }
+}
+
+/* One read() per wake-up: after poll said readable it cannot block, so stdin
+ * needs no O_NONBLOCK, which would leak into the terminal shared with the
+ * shell. */
+static void stdin_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct imcat *c = arg;
+    char buf[STDIN_CHUNK];
+    ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
+        pump_stdin(c);
+        return;
+    }
+    if (n < 0)
+        LOG(WARN, "stdin_error", "error=\"%s\"", strerror(errno));
+    if (n <= 0)
+        c->stdin_eof = true;
+    else
+        stdin_take(c, buf, (size_t)n);
+    pump_stdin(c);
+}
+
+static void start_stdin(struct imcat *c)
+{
+    c->stdin_on = true;
+    pump_stdin(c);
+}
+
+/* ---- receiving ---------------------------------------------------------- */
+
+static void on_welcome(struct imcat *c, json_t *root)
+{
+    if (c->phase != PH_LOGIN) {
+        LOG(WARN, "unexpected_frame", "t=welcome");
+        return;
+    }
+    json_int_t hb = DEFAULT_HB_S;
+    json_int_t max = DEFAULT_MAX_FRAME;
+    json_t *v = json_object_get(root, "v");
+    if (v && (!json_is_integer(v) || json_integer_value(v) != 1)) {
+        protocol_error(c, "welcome has an unsupported \"v\"");
+        return;
+    }
+    if ((v = json_object_get(root, "hb"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > MAX_HB_S) {
+            protocol_error(c, "welcome has an invalid \"hb\"");
+            return;
+        }
+        hb = json_integer_value(v);
+    }
+    if ((v = json_object_get(root, "max"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < FRAME_MIN_BODY ||
+            json_integer_value(v) > FRAME_MAX_LIMIT) {
+            protocol_error(c, "welcome has an invalid \"max\"");
+            return;
+        }
+        max = json_integer_value(v);
+    }
+    json_t *jid = json_object_get(root, "jid");
+    c->hb_ms = (int64_t)hb * 1000;
+    c->max_out = (size_t)max;
+    c->last_sent = c->last_recv = util_mono_ms();
+    c->phase = PH_READY;
+    LOG(INFO, "logged_in", "addr=%s hb=%lld max=%lld", c->addr_text, (long long)hb, (long long)max);
+    if (!c->opt.json && !c->opt.quiet) {
+        fputs("* logged in as ", stderr);
+        fputs(json_is_string(jid) ? json_string_value(jid) : c->opt.user, stderr);
+        if (c->to)
+            fprintf(stderr, ", talking to %s", c->to);
+        fputc('\n', stderr);
+    }
+    arm_timer(c);
+    if (c->stdout_dead)
+        begin_logout(c);
+    else
+        start_stdin(c);
+}
+
+static void on_error(struct imcat *c, json_t *root)
+{
+    json_t *code = json_object_get(root, "code");
+    json_t *msg = json_object_get(root, "msg");
+    json_t *id = json_object_get(root, "id");
+    if (!c->opt.json && !c->stdout_dead) {
+        fputs("! error ", stdout);
+        if (json_is_string(code))
+            put_clean_json(code);
+        else
+            fputs("(no code)", stdout);
+        fputs(": ", stdout);
+        if (json_is_string(msg))
+            put_clean_json(msg);
+        if (json_is_string(id)) {
+            fputs(" (id ", stdout);
+            put_clean_json(id);
+            fputc(')', stdout);
+        }
+        fputc('\n', stdout);
+        flush_stdout(c);
+    }
+    if (c->phase == PH_LOGIN) {
+        LOG(ERROR, "login_failed", "addr=%s code=%s", c->addr_text,
+            json_is_string(code) ? json_string_value(code) : "-");
+        finish(c, EXIT_LOGIN);
+    }
+}
+
+static void on_bye(struct imcat *c, json_t *root)
+{
+    json_t *reason = json_object_get(root, "reason");
+    const char *why = json_is_string(reason) ? json_string_value(reason) : "-";
+    if (c->phase == PH_LOGOUT) {
+        status(c, "logged out");
+        finish(c, EXIT_OK);
+        return;
+    }
+    status(c, "server ended the session: %s", why);
+    LOG(ERROR, "session_ended", "addr=%s reason=%s", c->addr_text, why);
+    finish(c, c->phase == PH_LOGIN ? EXIT_LOGIN : EXIT_LINK);
+}
+
+static void on_msg(struct imcat *c, json_t *root)
+{
+    json_t *from = json_object_get(root, "from");
+    json_t *body = json_object_get(root, "body");
+    json_t *ts = json_object_get(root, "ts");
+    if (!json_is_string(from) || !json_is_string(body)) {
+        LOG(WARN, "bad_msg", "error=\"msg frame without string from/body\"");
+        return;
+    }
+    time_t secs = time(NULL);
+    /* Only trust a timestamp that fits a double-precision JS number. */
+    if (json_is_integer(ts) && json_integer_value(ts) > 0 &&
+        json_integer_value(ts) < ((json_int_t)1 << 53))
+        secs = (time_t)(json_integer_value(ts) / 1000);
+    struct tm tm;
+    char clock[16] = "??:??:??";
+    if (localtime_r(&secs, &tm))
+        strftime(clock, sizeof(clock), "%H:%M:%S", &tm);
+    if (c->stdout_dead)
+        return;
+    printf("[%s] ", clock);
+    put_clean_json(from);
+    fputs(": ", stdout);
+    put_clean_json(body);
+    fputc('\n', stdout);
+    flush_stdout(c);
+}
+
+static void on_ack(struct imcat *c, json_t *root)
+{
+    json_t *id = json_object_get(root, "id");
+    if (!json_is_string(id)) {
+        LOG(WARN, "bad_ack", "error=\"ack frame without string id\"");
+        return;
+    }
+    if (c->stdout_dead)
+        return;
+    fputs("(delivered to server: ", stdout);
+    put_clean_json(id);
+    fputs(")\n", stdout);
+    flush_stdout(c);
+}
+
+static void print_json_frame(struct imcat *c, json_t *root)
+{
+    if (c->stdout_dead)
+        return;
+    /* Re-encoding (rather than echoing the bytes) guarantees one line per
+     * frame even if the server pretty-printed. */
+    char *s = json_dumps(root, JSON_COMPACT);
+    if (!s)
+        return;
+    fputs(s, stdout);
+    fputc('\n', stdout);
+    free(s);
+    flush_stdout(c);
+}
+
+static void handle_frame(struct imcat *c, const char *body, size_t len)
+{
+    json_error_t err;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+    if (!root) {
+        char why[200];
+        snprintf(why, sizeof(why), "invalid JSON from server: %s", err.text);
+        protocol_error(c, why);
+        return;
+    }
+    const char *t = json_string_value(json_object_get(root, "t"));
+    if (!json_is_object(root) || !t) {
+        protocol_error(c, "frame is not an object with a string \"t\"");
+        json_decref(root);
+        return;
+    }
+    c->last_recv = util_mono_ms();
+    LOG(DEBUG, "frame_in", "t=%s len=%zu", t, len);
+    if (c->opt.json)
+        print_json_frame(c, root);
+
+    if (strcmp(t, "welcome") == 0)
+        on_welcome(c, root);
+    else if (strcmp(t, "error") == 0)
+        on_error(c, root);
+    else if (strcmp(t, "bye") == 0)
+        on_bye(c, root);
+    else if (c->opt.json || strcmp(t, "hb") == 0) {
+        /* already printed as JSON, or nothing to show */
+    } else if (strcmp(t, "msg") == 0)
+        on_msg(c, root);
+    else if (strcmp(t, "ack") == 0)
+        on_ack(c, root);
+    else
+        LOG(WARN, "unknown_frame", "t=%s", t);
+    json_decref(root);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct imcat *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    while (c->phase != PH_DONE && c->phase != PH_CONNECTING) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail < FRAME_HEADER)
+            return;
+        uint8_t hdr[FRAME_HEADER];
+        const uint8_t *body;
+        size_t body_len;
+        evbuffer_copyout(in, hdr, sizeof(hdr));
+        /* Judge the announced length from the header alone, before buffering
+         * up to a megabyte of a frame that is going to be refused anyway. */
+        enum frame_status st = frame_parse(hdr, sizeof(hdr), FRAME_MAX_LIMIT, &body, &body_len);
+        if (st == FRAME_TOO_BIG || st == FRAME_TOO_SMALL) {
+            char why[80];
+            snprintf(why, sizeof(why), "frame length %zu out of range", body_len);
+            protocol_error(c, why);
+            return;
+        }
+        if (avail - FRAME_HEADER < body_len)
+            return;
+        const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)(FRAME_HEADER + body_len));
+        if (!p || frame_parse(p, FRAME_HEADER + body_len, FRAME_MAX_LIMIT, &body, &body_len) != FRAME_OK) {
+            protocol_error(c, "cannot parse frame");
+            return;
+        }
+        handle_frame(c, (const char *)body, body_len);
+        evbuffer_drain(in, FRAME_HEADER + body_len);
+    }
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    /* The output backlog fell below OUT_LOW: resume stdin if it was paused. */
+    pump_stdin(arg);
+}
+
+/* ---- connection --------------------------------------------------------- */
+
+/* The one place that decides what the link is made of. Plain TCP today; TLS
+ * slots in here as bufferevent_openssl_socket_new(base, -1, ssl,
+ * BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE), and nothing else has to
+ * change because everything above only talks to a bufferevent. */
+static struct bufferevent *link_new(struct imcat *c)
+{
+    return bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
+}
+
+static void addr_to_text(const struct addrinfo *ai, char *out, size_t n)
+{
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), serv, sizeof(serv),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        snprintf(out, n, "?");
+        return;
+    }
+    snprintf(out, n, ai->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* Try the resolved addresses in order: "localhost" often yields ::1 first
+ * while the edge listens on 127.0.0.1 only. */
+static void connect_next(struct imcat *c)
+{
+    if (c->bev) {
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+    }
+    while (c->addr_next) {
+        struct addrinfo *ai = c->addr_next;
+        c->addr_next = ai->ai_next;
+        addr_to_text(ai, c->addr_text, sizeof(c->addr_text));
+        c->bev = link_new(c);
+        if (!c->bev) {
+            LOG(ERROR, "connect_failed", "addr=%s error=\"cannot create bufferevent\"", c->addr_text);
+            finish(c, EXIT_LINK);
+            return;
+        }
+        bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+        c->deadline = util_mono_ms() + CONNECT_TIMEOUT_MS;
+        /* libevent may report an immediate failure through event_cb as well
+         * as through the return value; only the return value counts here. */
+        c->in_connect_call = true;
+        int r = bufferevent_socket_connect(c->bev, ai->ai_addr, (int)ai->ai_addrlen);
+        c->in_connect_call = false;
+        if (r == 0) {
+            arm_timer(c);
+            return;
+        }
+        LOG(WARN, "connect_failed", "addr=%s error=\"%s\"", c->addr_text, strerror(errno));
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+    }
+    LOG(ERROR, "connect_failed", "host=%s port=%s error=\"no address accepted the connection\"",
+        c->opt.host, c->opt.port);
+    finish(c, EXIT_LINK);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct imcat *c = arg;
+    if (c->phase == PH_CONNECTING)
+        connect_next(c);
+}
+
+static void on_connected(struct imcat *c)
+{
+    int one = 1;
+    /* Frames are small and a heartbeat stuck behind Nagle eats into the
+     * server's idle budget. */
+    (void)setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    LOG(INFO, "connected", "addr=%s", c->addr_text);
+    c->phase = PH_LOGIN;
+    c->deadline = util_mono_ms() + LOGIN_TIMEOUT_MS;
+    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    send_login(c);
+    arm_timer(c);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct imcat *c = arg;
+    if (bev != c->bev || c->in_connect_call || c->phase == PH_DONE)
+        return;
+    if (c->phase == PH_CONNECTING) {
+        if (what & BEV_EVENT_CONNECTED) {
+            on_connected(c);
+            return;
+        }
+        LOG(WARN, "connect_failed", "addr=%s error=\"%s\"", c->addr_text,
+            evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        /* Not from inside the bufferevent's own callback: free it and move
+         * on from a fresh loop turn. */
+        event_active(c->retry_ev, EV_TIMEOUT, 0);
+        return;
+    }
+    /* Our logout was sent: a close without bye still ends the run cleanly. */
+    if (c->phase == PH_LOGOUT) {
+        finish(c, EXIT_OK);
+        return;
+    }
+    const char *why = (what & BEV_EVENT_EOF) ? "server closed the connection"
+                                              : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
+    LOG(ERROR, "connection_lost", "addr=%s error=\"%s\"", c->addr_text, why);
+    finish(c, EXIT_LINK);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct imcat *c = arg;
+    if (c->phase == PH_READY) {
+        status(c, "logging out");
+        begin_logout(c);
+    } else if (c->phase == PH_LOGOUT) {
+        finish(c, EXIT_OK); /* a second ^C: do not wait for bye */
+    } else {
+        LOG(WARN, "interrupted", "signal=%d", (int)sig);
+        finish(c, EXIT_LOGIN);
+    }
+}
+
+/* ---- command line ------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fputs("usage: imcat --host HOST --port PORT --user JID [--password PASS]\n"
+          "             [--dev NAME] [--to JID] [--json] [--quiet] [--log-level LEVEL]\n"
+          "\n"
+          "Phone protocol v1 client for imb-edge.\n"
+          "\n"
+          "  --host HOST        edge address (default " DEFAULT_HOST ")\n"
+          "  --port PORT        edge port (default " DEFAULT_PORT ")\n"
+          "  --user JID         account to log in as, e.g. alice@localhost\n"
+          "  --password PASS    password; default $IMCAT_PASSWORD, which unlike argv\n"
+          "                     is not visible to other users in ps\n"
+          "  --dev NAME         device label: 1..64 of [A-Za-z0-9._-]\n"
+          "  --to JID           initial recipient (interactive mode)\n"
+          "  --json             scripting mode: each stdin line is a JSON frame sent\n"
+          "                     as-is (\"msg\" without \"id\" gets one); each received\n"
+          "                     frame is printed as one JSON line. End of input logs out.\n"
+          "  --quiet            no help or status lines\n"
+          "  --log-level LEVEL  debug|info|warn|error for stderr diagnostics (default warn)\n"
+          "  --help             this text\n"
+          "\n"
+          "Interactive mode reads chat lines from stdin:\n",
+          f);
+    print_chat_help(f);
+    fputs("\n"
+          "Exit status: 0 ok, 1 login failed, 2 usage, 3 connection lost or protocol error.\n",
+          f);
+}
+
+__attribute__((format(printf, 1, 2)))
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("imcat: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nTry 'imcat --help'.\n", stderr);
+    return EXIT_USAGE;
+}
+
+/* Returns -1 when the options are fine, else the exit status to leave with. */
+static int parse_args(struct options *o, int argc, char **argv)
+{
+    enum { OPT_HOST = 256, OPT_PORT, OPT_USER, OPT_PASSWORD, OPT_DEV, OPT_TO, OPT_JSON,
+           OPT_QUIET, OPT_LOG_LEVEL };
+    static const struct option longopts[] = {
+        {"host", required_argument, NULL, OPT_HOST},
+        {"port", required_argument, NULL, OPT_PORT},
+        {"user", required_argument, NULL, OPT_USER},
+        {"password", required_argument, NULL, OPT_PASSWORD},
+        {"dev", required_argument, NULL, OPT_DEV},
+        {"to", required_argument, NULL, OPT_TO},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"quiet", no_argument, NULL, OPT_QUIET},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    o->host = DEFAULT_HOST;
+    o->port = DEFAULT_PORT;
+    log_min_level = LOG_WARN;
+    opterr = 0; /* we word our own errors */
+    int ch;
+    while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case OPT_HOST: o->host = optarg; break;
+        case OPT_PORT: o->port = optarg; break;
+        case OPT_USER: o->user = optarg; break;
+        case OPT_PASSWORD:
+            free(o->password);
+            o->password = xstrdup(optarg);
+            /* Blank the argv copy so it stops showing in ps / /proc/PID/cmdline. */
+            memset(optarg, 0, strlen(optarg));
+            break;
+        case OPT_DEV: o->dev = optarg; break;
+        case OPT_TO: o->to = optarg; break;
+        case OPT_JSON: o->json = true; break;
+        case OPT_QUIET: o->quiet = true; break;
+        case OPT_LOG_LEVEL: {
+            int l = log_parse_level(optarg);
+            if (l < 0)
+                return usage_error("unknown log level: %s", optarg);
+            log_min_level = (enum log_level)l;
+            break;
+        }
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        case ':':
+            return usage_error("option needs a value: %s", argv[optind - 1]);
+        default:
+            return usage_error("unknown option: %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return usage_error("unexpected argument: %s", argv[optind]);
+    if (!o->user)
+        return usage_error("%s", "--user JID is required");
+    if (!plausible_jid(o->user))
+        return usage_error("not a JID: %s", o->user);
+    if (!o->password) {
+        const char *env = getenv("IMCAT_PASSWORD");
+        if (!env)
+            return usage_error("%s", "a password is required: --password or $IMCAT_PASSWORD");
+        o->password = xstrdup(env);
+    }
+    if (!is_utf8(o->password))
+        return usage_error("%s", "the password is not valid UTF-8");
+    if (o->dev && !valid_dev(o->dev))
+        return usage_error("bad --dev (1..64 of [A-Za-z0-9._-]): %s", o->dev);
+    if (o->to && !plausible_jid(o->to))
+        return usage_error("not a JID: %s", o->to);
+    if (!*o->host)
+        return usage_error("%s", "--host is empty");
+    char *end;
+    errno = 0;
+    long port = strtol(o->port, &end, 10);
+    if (errno || end == o->port || *end || port < 1 || port > 65535)
+        return usage_error("bad --port: %s", o->port);
+    return -1;
+}
+
+/* If we were started with fd 0, 1 or 2 closed, our socket could land on one of
+ * them and be read as stdin or written as stdout: park /dev/null there. */
+static void ensure_std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+            continue;
+        int nfd = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+        if (nfd >= 0 && nfd != fd) {
+            dup2(nfd, fd);
+            close(nfd);
+        }
+    }
+}
+
+static bool stdin_is_pollable(void)
+{
+    struct stat st;
+    if (fstat(STDIN_FILENO, &st) != 0)
+        return false;
+    return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || isatty(STDIN_FILENO);
+}
+
+int main(int argc, char **argv)
+{
+    static struct imcat c; /* static: zeroed, and outlives every callback */
+    ensure_std_fds();
+    log_set_name("imcat");
+    int rc = parse_args(&c.opt, argc, argv);
+    if (rc >= 0) {
+        if (c.opt.password)
+            explicit_bzero(c.opt.password, strlen(c.opt.password));
+        free(c.opt.password);
+        return rc;
+    }
+    /* Writes to a closed socket or stdout must come back as EPIPE, not kill us. */
+    signal(SIGPIPE, SIG_IGN);
+    tzset();
+    util_random_hex(c.id_prefix, 4);
+    c.max_out = DEFAULT_MAX_FRAME;
+    c.hb_ms = (int64_t)DEFAULT_HB_S * 1000;
+    c.to = c.opt.to ? xstrdup(c.opt.to) : NULL;
+    c.phase = PH_CONNECTING;
+    c.exit_code = EXIT_LINK;
+
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_ADDRCONFIG};
+    int gai = getaddrinfo(c.opt.host, c.opt.port, &hints, &c.addrs);
+    if (gai != 0) {
+        LOG(ERROR, "resolve_failed", "host=%s error=\"%s\"", c.opt.host, gai_strerror(gai));
+        goto out;
+    }
+
+    c.base = event_base_new();
+    if (!c.base) {
+        LOG(ERROR, "internal", "error=\"cannot create event base\"");
+        goto out;
+    }
+    c.stdin_pollable = stdin_is_pollable();
+    c.stdin_buf = evbuffer_new();
+    c.timer = evtimer_new(c.base, timer_cb, &c);
+    c.retry_ev = event_new(c.base, -1, 0, retry_cb, &c);
+    c.stdin_ev = c.stdin_pollable
+                     ? event_new(c.base, STDIN_FILENO, EV_READ | EV_PERSIST, stdin_cb, &c)
+                     : event_new(c.base, -1, 0, stdin_cb, &c);
+    c.sigint_ev = evsignal_new(c.base, SIGINT, signal_cb, &c);
+    c.sigterm_ev = evsignal_new(c.base, SIGTERM, signal_cb, &c);
+    if (!c.stdin_buf || !c.timer || !c.retry_ev || !c.stdin_ev || !c.sigint_ev || !c.sigterm_ev) {
+        LOG(ERROR, "internal", "error=\"cannot create events\"");
+        goto out;
+    }
+    evsignal_add(c.sigint_ev, NULL);
+    evsignal_add(c.sigterm_ev, NULL);
+
+    if (!c.opt.json && !c.opt.quiet)
+        print_chat_help(stderr);
+
+    c.addr_next = c.addrs;
+    connect_next(&c);
+    if (c.phase != PH_DONE) {
+        event_base_dispatch(c.base);
+        if (c.phase != PH_DONE) {
+            LOG(ERROR, "internal", "error=\"event loop ended early\"");
+            c.exit_code = EXIT_LINK;
+        }
+    }
+
+out:
+    rc = c.exit_code;
+    if (c.bev)
+        bufferevent_free(c.bev);
+    if (c.timer)
+        event_free(c.timer);
+    if (c.retry_ev)
+        event_free(c.retry_ev);
+    if (c.stdin_ev)
+        event_free(c.stdin_ev);
+    if (c.sigint_ev)
+        event_free(c.sigint_ev);
+    if (c.sigterm_ev)
+        event_free(c.sigterm_ev);
+    if (c.stdin_buf)
+        evbuffer_free(c.stdin_buf);
+    if (c.base)
+        event_base_free(c.base);
+    if (c.addrs)
+        freeaddrinfo(c.addrs);
+    free(c.to);
+    explicit_bzero(c.opt.password, strlen(c.opt.password));
+    free(c.opt.password);
+    libevent_global_shutdown();
+    fflush(stdout);
+    return rc;
+}
