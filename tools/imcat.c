@@ -120,9 +120,26 @@ static void finish(struct imcat *c, int code)
     event_base_loopbreak(c->base);
 }
 
+/* Copy server text for a log or status line: control characters and quotes
+ * become '?' (and spaces too unless allowed) so a value can neither fake extra
+ * key=value fields nor send escape sequences to a terminal. Truncates. */
+static const char *clean_text(const char *in, char *out, size_t n, bool allow_space)
+{
+    size_t i = 0;
+    for (; in && in[i] && i + 1 < n; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        bool bad = ch < 0x20 || ch == 0x7f || ch == '"' || (ch == ' ' && !allow_space);
+        out[i] = bad ? '?' : (char)ch;
+    }
+    out[i] = '\0';
+    return out;
+}
+
 static void protocol_error(struct imcat *c, const char *what)
 {
-    LOG(ERROR, "protocol_error", "addr=%s error=\"%s\"", c->addr_text, what);
+    char buf[256];
+    LOG(ERROR, "protocol_error", "addr=%s error=\"%s\"", c->addr_text,
+        clean_text(what, buf, sizeof(buf), true));
     finish(c, EXIT_LINK);
 }
 
@@ -203,25 +220,25 @@ static void flush_stdout(struct imcat *c)
 /* Server text ends up on a terminal: neutralise control characters (C0, DEL
  * and the UTF-8 encoded C1 range) so a message cannot move the cursor, change
  * colours or retitle the window. Newlines and tabs stay for multi-line text. */
-static void put_clean(const char *s, size_t n)
+static void put_clean(FILE *f, const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         if ((ch < 0x20 && ch != '\n' && ch != '\t') || ch == 0x7f) {
-            putchar('?');
+            fputc('?', f);
         } else if (ch == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
                    (unsigned char)s[i + 1] <= 0x9f) {
-            putchar('?');
+            fputc('?', f);
             i++;
         } else {
-            putchar(ch);
+            fputc(ch, f);
         }
     }
 }
 
-static void put_clean_json(json_t *str)
+static void put_clean_json(FILE *f, json_t *str)
 {
-    put_clean(json_string_value(str), json_string_length(str));
+    put_clean(f, json_string_value(str), json_string_length(str));
 }
 
 /* Status lines for humans go to stderr so stdout stays the conversation. */
@@ -654,10 +671,14 @@ static void on_welcome(struct imcat *c, json_t *root)
     LOG(INFO, "logged_in", "addr=%s hb=%lld max=%lld", c->addr_text, (long long)hb, (long long)max);
     if (!c->opt.json && !c->opt.quiet) {
         fputs("* logged in as ", stderr);
-        fputs(json_is_string(jid) ? json_string_value(jid) : c->opt.user, stderr);
+        if (json_is_string(jid))
+            put_clean_json(stderr, jid);
+        else
+            fputs(c->opt.user, stderr);
         if (c->to)
             fprintf(stderr, ", talking to %s", c->to);
         fputc('\n', stderr);
+        print_chat_help(stderr);
     }
     arm_timer(c);
     if (c->stdout_dead)
@@ -674,23 +695,24 @@ static void on_error(struct imcat *c, json_t *root)
     if (!c->opt.json && !c->stdout_dead) {
         fputs("! error ", stdout);
         if (json_is_string(code))
-            put_clean_json(code);
+            put_clean_json(stdout, code);
         else
             fputs("(no code)", stdout);
         fputs(": ", stdout);
         if (json_is_string(msg))
-            put_clean_json(msg);
+            put_clean_json(stdout, msg);
         if (json_is_string(id)) {
             fputs(" (id ", stdout);
-            put_clean_json(id);
+            put_clean_json(stdout, id);
             fputc(')', stdout);
         }
         fputc('\n', stdout);
         flush_stdout(c);
     }
     if (c->phase == PH_LOGIN) {
+        char buf[64];
         LOG(ERROR, "login_failed", "addr=%s code=%s", c->addr_text,
-            json_is_string(code) ? json_string_value(code) : "-");
+            json_is_string(code) ? clean_text(json_string_value(code), buf, sizeof(buf), false) : "-");
         finish(c, EXIT_LOGIN);
     }
 }
@@ -698,7 +720,9 @@ static void on_error(struct imcat *c, json_t *root)
 static void on_bye(struct imcat *c, json_t *root)
 {
     json_t *reason = json_object_get(root, "reason");
-    const char *why = json_is_string(reason) ? json_string_value(reason) : "-";
+    char buf[64];
+    const char *why =
+        json_is_string(reason) ? clean_text(json_string_value(reason), buf, sizeof(buf), false) : "-";
     if (c->phase == PH_LOGOUT) {
         status(c, "logged out");
         finish(c, EXIT_OK);
@@ -730,9 +754,9 @@ static void on_msg(struct imcat *c, json_t *root)
     if (c->stdout_dead)
         return;
     printf("[%s] ", clock);
-    put_clean_json(from);
+    put_clean_json(stdout, from);
     fputs(": ", stdout);
-    put_clean_json(body);
+    put_clean_json(stdout, body);
     fputc('\n', stdout);
     flush_stdout(c);
 }
@@ -747,7 +771,7 @@ static void on_ack(struct imcat *c, json_t *root)
     if (c->stdout_dead)
         return;
     fputs("(delivered to server: ", stdout);
-    put_clean_json(id);
+    put_clean_json(stdout, id);
     fputs(")\n", stdout);
     flush_stdout(c);
 }
@@ -784,7 +808,8 @@ static void handle_frame(struct imcat *c, const char *body, size_t len)
         return;
     }
     c->last_recv = util_mono_ms();
-    LOG(DEBUG, "frame_in", "t=%s len=%zu", t, len);
+    char t_buf[64];
+    LOG(DEBUG, "frame_in", "t=%s len=%zu", clean_text(t, t_buf, sizeof(t_buf), false), len);
     if (c->opt.json)
         print_json_frame(c, root);
 
@@ -801,7 +826,7 @@ static void handle_frame(struct imcat *c, const char *body, size_t len)
     else if (strcmp(t, "ack") == 0)
         on_ack(c, root);
     else
-        LOG(WARN, "unknown_frame", "t=%s", t);
+        LOG(WARN, "unknown_frame", "t=%s", clean_text(t, t_buf, sizeof(t_buf), false));
     json_decref(root);
 }
 
@@ -1168,9 +1193,6 @@ int main(int argc, char **argv)
     }
     evsignal_add(c.sigint_ev, NULL);
     evsignal_add(c.sigterm_ev, NULL);
-
-    if (!c.opt.json && !c.opt.quiet)
-        print_chat_help(stderr);
 
     c.addr_next = c.addrs;
     connect_next(&c);

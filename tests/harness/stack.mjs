@@ -45,7 +45,7 @@ export class Proc {
     this.spawnError = null;
     this._lineWaiters = [];      // {stream, re, resolve, reject, count}
     this._stdoutLines = [];      // complete stdout lines not yet consumed by nextStdoutLine
-    this._stdoutPartial = '';
+    this._lines = { stdout: { lines: [], partial: '' }, stderr: { lines: [], partial: '' } };
     this._stdoutWaiters = [];
     this._logStream = logFile ? fs.createWriteStream(logFile, { flags: 'a' }) : null;
     this.child = spawn(cmd, args, {
@@ -71,6 +71,16 @@ export class Proc {
       });
       this.child.once('close', (code, signal) => {
         this._logStream?.end();
+        for (const stream of ['stdout', 'stderr']) {   // an unterminated last line counts too
+          const st = this._lines[stream];
+          if (st.partial) {
+            st.lines.push(st.partial);
+            if (stream === 'stdout') this._stdoutLines.push(st.partial);
+            st.partial = '';
+          }
+        }
+        this._pumpStdout();
+        this._checkWaiters();
         this._failWaiters(new Error(`${name} exited (code=${code} signal=${signal}) while waiting`));
         resolve({ code, signal });
       });
@@ -89,22 +99,31 @@ export class Proc {
   _onData(stream, d) {
     if (this[stream].length < MAX_LOG) this[stream] += d;
     this._logStream?.write(d);
-    if (stream === 'stdout') {
-      const parts = (this._stdoutPartial + d).split('\n');
-      this._stdoutPartial = parts.pop();
-      for (const l of parts) this._stdoutLines.push(l);
-      this._pumpStdout();
+    const st = this._lines[stream];
+    const parts = (st.partial + d).split('\n');
+    st.partial = parts.pop();
+    for (const l of parts) {
+      if (st.lines.length < 200000) st.lines.push(l);
+      if (stream === 'stdout') this._stdoutLines.push(l);
     }
+    if (stream === 'stdout') this._pumpStdout();
     this._checkWaiters();
+  }
+
+  /** Complete lines of `stream` so far (plus the unterminated tail). */
+  lines(stream = 'stderr') {
+    const st = this._lines[stream];
+    return st.partial ? [...st.lines, st.partial] : [...st.lines];
   }
 
   _checkWaiters() {
     this._lineWaiters = this._lineWaiters.filter((w) => {
-      const text = this[w.stream];
-      const lines = text.split('\n');
-      const hits = lines.filter((l) => w.re.test(l));
-      if (hits.length >= w.count) {
-        w.resolve(hits.slice(0, w.count));
+      const { lines } = this._lines[w.stream];
+      for (; w.scanned < lines.length; w.scanned++) {
+        if (w.re.test(lines[w.scanned])) w.hits.push(lines[w.scanned]);
+      }
+      if (w.hits.length >= w.count) {
+        w.resolve(w.hits.slice(0, w.count));
         return false;
       }
       return true;
@@ -124,12 +143,13 @@ export class Proc {
    * the process exits first.
    */
   waitForLines(re, { count = 1, stream = 'stderr', timeout = 10000 } = {}) {
+    if (re.global || re.sticky) re = new RegExp(re.source, re.flags.replace(/[gy]/g, ''));
     let w;
     const p = new Promise((resolve, reject) => {
-      w = { stream, re, count, resolve, reject };
+      w = { stream, re, count, resolve, reject, scanned: 0, hits: [] };
     });
     if (!this.running) {
-      const hits = this[stream].split('\n').filter((l) => re.test(l));
+      const hits = this.lines(stream).filter((l) => re.test(l));
       if (hits.length >= count) return Promise.resolve(hits.slice(0, count));
       return Promise.reject(new Error(`${this.name} is not running (code=${this.exitCode} signal=${this.signal}); ` +
         `wanted ${count} line(s) matching ${re}`));
@@ -194,6 +214,11 @@ export class Proc {
   kill(signal = 'SIGTERM') {
     if (!this.running) return false;
     try { return this.child.kill(signal); } catch { return false; }
+  }
+
+  /** Wait (without signalling) up to `timeout` ms for the exit; resolves {code, signal}. */
+  waitExit(timeout = 5000) {
+    return withTimeout(this.exited, timeout, `${this.name} exit`);
   }
 
   /**

@@ -99,6 +99,14 @@ itest('prosody: offline storage and registering while running', NO_BINS, async (
   const m = await carol.nextMessage({ body: 'while you were away' });
   assert.equal(bareJid(m.from), 'bob@localhost');
   assert.equal(m.delayed, true);
+  // The same connections keep working afterwards (with stream management on,
+  // xmpp.js 0.14 breaks exactly here: Prosody closes bob's stream).
+  await bob.send('carol@localhost', 'live now');
+  assert.equal((await carol.nextMessage({ body: 'live now' })).body, 'live now');
+  await carol.send('bob@localhost', 'welcome back');
+  await bob.nextMessage({ body: 'welcome back' });
+  assert.deepEqual(bob.errors.map((e) => e.message), []);
+  assert.deepEqual(carol.errors.map((e) => e.message), []);
   // BOSH endpoint answers too (used by web clients / make run).
   const res = await fetch(`http://127.0.0.1:${prosody.httpPort}/http-bind`, {
     method: 'POST',

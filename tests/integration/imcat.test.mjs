@@ -24,9 +24,11 @@ itest('imcat --json: login, message to the desktop and back', { bins: ['imb-edge
 
   cat.sendJson({ t: 'hb' });
   assert.deepEqual(await cat.nextJson({ t: 'hb' }), { t: 'hb' });
-  cat.sendJson({ t: 'logout' });
-  assert.deepEqual(await cat.nextJson({ t: 'bye' }), { t: 'bye', reason: 'logout' });
+  // imcat --help: "End of input logs out"; exit status 0 when all went well.
   cat.endStdin();
+  assert.deepEqual(await cat.nextJson({ t: 'bye' }), { t: 'bye', reason: 'logout' });
+  const r = await cat.waitExit(5000);
+  assert.equal(r.code, 0, 'imcat exits 0 after end of input');
 });
 
 itest('imcat --json: wrong password is reported', { bins: ['imb-edge', 'imb-xmppd', 'imcat'] }, async (t, stack) => {
@@ -36,4 +38,7 @@ itest('imcat --json: wrong password is reported', { bins: ['imb-edge', 'imb-xmpp
   assert.equal(f.t, 'error');
   assert.equal(f.code, 'auth_failed');
   cat.endStdin();
+  // imcat --help: exit status 1 = login failed.
+  const r = await cat.waitExit(5000);
+  assert.equal(r.code, 1, 'imcat exit status 1: login failed');
 });

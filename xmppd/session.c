@@ -1,0 +1,698 @@
+/* session.c - one phone user's XMPP client session: lease, connect, login
+ * answers, chat out with acks proven by a ping, chat in, devices, the resume
+ * window, and close. Never releases a libstrophe conn inside a libstrophe
+ * callback: a closed session goes to the worker's graveyard instead. */
+#include "bus.h"
+#include "log.h"
+#include "schema.h"
+#include "stanza.h"
+#include "util.h"
+#include "xmppd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+/* Lease scripts: take the lease if free or ours (and renew it); answer the
+ * holder. Release only if ours. */
+static const char LEASE_ACQUIRE[] =
+    "local c=redis.call('GET',KEYS[1]) "
+    "if (not c) or c==ARGV[1] then "
+    "redis.call('SET',KEYS[1],ARGV[1],'PX',ARGV[2]) return ARGV[1] end "
+    "return c";
+static const char LEASE_RELEASE[] =
+    "if redis.call('GET',KEYS[1])==ARGV[1] then "
+    "return redis.call('DEL',KEYS[1]) end return 0";
+
+static const char *const state_names[] = {"leasing", "connecting", "online",
+                                          "closing"};
+
+static void session_set_state(struct session *s, enum session_state st)
+{
+    LOG(DEBUG, "session_state", "jid=%s from=%s to=%s", s->jid,
+        state_names[s->state], state_names[st]);
+    s->state = st;
+}
+
+static void hash_password(const struct session *s, const char *pass,
+                          uint8_t out[32])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned len = 32;
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    EVP_DigestUpdate(md, s->salt, sizeof(s->salt));
+    EVP_DigestUpdate(md, pass, strlen(pass));
+    EVP_DigestFinal_ex(md, out, &len);
+    EVP_MD_CTX_free(md);
+}
+
+/* ---- answers to edges -------------------------------------------------- */
+
+static void reply_login(struct worker *w, const char *jid, const char *edge,
+                        const char *dev, const char *code, const char *msg)
+{
+    struct env *e = env_new(code ? ENV_LOGIN_FAIL : ENV_LOGIN_OK);
+    env_set_str(e, "jid", jid);
+    env_set_str(e, "edge", edge);
+    env_set_str(e, "dev", dev);
+    if (code) {
+        env_set_str(e, "code", code);
+        env_set_str(e, "msg", msg);
+    } else {
+        env_set_str(e, "worker", w->id);
+    }
+    worker_publish(w, "e", edge, e);
+}
+
+static void device_key(char *out, size_t n, const char *edge, const char *dev)
+{
+    snprintf(out, n, "%s/%s", edge, dev);
+}
+
+static void device_attach(struct session *s, const char *edge, const char *dev)
+{
+    char key[140];
+    device_key(key, sizeof(key), edge, dev);
+    strmap_put(&s->devices, key, (void *)1);
+    if (s->timer && s->state == SESSION_ONLINE)
+        evtimer_del(s->timer); /* a phone is back: the resume window ends */
+}
+
+static void waiter_free(struct waiter *wt)
+{
+    if (wt->payload) {
+        OPENSSL_cleanse(wt->payload, wt->len);
+        free(wt->payload);
+    }
+    free(wt);
+}
+
+/* Answer every waiting login: ok for those whose password is the session's
+ * (when code is NULL), else code/msg. */
+static void answer_waiters(struct session *s, const char *code, const char *msg)
+{
+    struct worker *w = s->w;
+    while (s->waiters) {
+        struct waiter *wt = s->waiters;
+        s->waiters = wt->next;
+        if (code) {
+            reply_login(w, s->jid, wt->edge, wt->dev, code, msg);
+        } else if (CRYPTO_memcmp(wt->pass_hash, s->pass_hash, 32) != 0) {
+            w->stats.logins_auth_failed++;
+            reply_login(w, s->jid, wt->edge, wt->dev, "auth_failed",
+                        "wrong user or password");
+        } else {
+            device_attach(s, wt->edge, wt->dev);
+            w->stats.logins_ok++;
+            reply_login(w, s->jid, wt->edge, wt->dev, NULL, NULL);
+        }
+        waiter_free(wt);
+    }
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+static struct session *session_new(struct worker *w, const char *jid)
+{
+    struct session *s = xcalloc(1, sizeof(*s));
+    s->w = w;
+    s->jid = xstrdup(jid);
+    size_t n = strlen(bus_prefix(w->bus)) + strlen(jid) + 8;
+    s->channel_in = xmalloc(n);
+    bus_channel(w->bus, s->channel_in, n, "x", jid);
+    s->state = SESSION_LEASING;
+    s->started_ms = util_mono_ms();
+    util_random(s->salt, sizeof(s->salt));
+    strmap_init(&s->devices);
+    strmap_put(&w->sessions, jid, s);
+    /* Subscribe before any phone can learn the session exists. */
+    bus_subscribe(w->bus, s->channel_in);
+    return s;
+}
+
+static void conn_key(char *out, size_t n, const xmpp_conn_t *conn)
+{
+    snprintf(out, n, "%p", (const void *)conn);
+}
+
+void session_free(struct session *s)
+{
+    struct worker *w = s->w;
+    if (s->conn) {
+        char key[32];
+        conn_key(key, sizeof(key), s->conn);
+        strmap_del(&w->by_conn, key);
+        xmpp_conn_release(s->conn);
+    }
+    if (s->fd_ev)
+        event_free(s->fd_ev);
+    if (s->timer)
+        event_free(s->timer);
+    while (s->waiters) {
+        struct waiter *wt = s->waiters;
+        s->waiters = wt->next;
+        waiter_free(wt);
+    }
+    while (s->acks_head) {
+        struct ack_batch *b = s->acks_head;
+        s->acks_head = b->next;
+        json_decref(b->ids);
+        free(b);
+    }
+    if (s->password) {
+        OPENSSL_cleanse(s->password, strlen(s->password));
+        free(s->password);
+    }
+    strmap_free(&s->devices);
+    free(s->channel_in);
+    free(s->jid);
+    free(s);
+}
+
+/* Take s out of service now; its memory (and libstrophe conn) is freed after
+ * the current libstrophe pass. */
+static void session_bury(struct session *s)
+{
+    struct worker *w = s->w;
+    if (strmap_get(&w->sessions, s->jid) != s)
+        return; /* already buried */
+    strmap_del(&w->sessions, s->jid);
+    bus_unsubscribe(w->bus, s->channel_in);
+    char key[256];
+    snprintf(key, sizeof(key), "%s:lease:%s", bus_prefix(w->bus), s->jid);
+    const char *argv[] = {"EVAL", LEASE_RELEASE, "1", key, w->id};
+    bus_command_argv(w->bus, NULL, NULL, 5, argv, NULL);
+    if (s->fd_ev) {
+        event_free(s->fd_ev);
+        s->fd_ev = NULL;
+    }
+    if (s->timer)
+        evtimer_del(s->timer);
+    /* Unlink from the ack flush list. */
+    for (struct session **pp = &w->flush; *pp; pp = &(*pp)->flush_next)
+        if (*pp == s) {
+            *pp = s->flush_next;
+            break;
+        }
+    if (w->ngrave == w->capgrave) {
+        w->capgrave = w->capgrave ? 2 * w->capgrave : 16;
+        w->graveyard = xrealloc(w->graveyard, w->capgrave * sizeof(*w->graveyard));
+    }
+    w->graveyard[w->ngrave++] = s;
+    worker_kick(w);
+}
+
+static void session_close(struct session *s, const char *reason)
+{
+    LOG(INFO, "session_close", "jid=%s reason=%s state=%s", s->jid, reason,
+        state_names[s->state]);
+    if (s->state == SESSION_ONLINE || s->state == SESSION_CONNECTING) {
+        if (s->state == SESSION_ONLINE) {
+            xmpp_stanza_t *p = stanza_presence(s->w->ctx, false);
+            xmpp_send(s->conn, p);
+            xmpp_stanza_release(p);
+        }
+        session_set_state(s, SESSION_CLOSING);
+        xmpp_disconnect(s->conn);
+        worker_kick(s->w);
+    } else if (s->state == SESSION_LEASING) {
+        session_bury(s);
+    }
+}
+
+/* Connect timeout, or the resume window after the last device left. */
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    if (s->state == SESSION_CONNECTING) {
+        LOG(WARN, "session_connect_timeout", "jid=%s", s->jid);
+        answer_waiters(s, "unavailable", "the XMPP server did not answer in time");
+        s->w->stats.logins_unavailable++;
+        session_close(s, "connect_timeout");
+    } else if (s->state == SESSION_ONLINE && s->devices.count == 0) {
+        session_close(s, "resume_window_over");
+    }
+}
+
+/* ---- libstrophe callbacks ---------------------------------------------- */
+
+static void on_fd_readable(evutil_socket_t fd, short what, void *arg)
+{
+    worker_kick(arg);
+}
+
+static int sockopt_cb(xmpp_conn_t *conn, void *sock)
+{
+    /* libstrophe made a socket for this conn: watch it from libevent so a
+     * readable socket runs libstrophe at once. */
+    struct worker *w = worker_current();
+    char key[32];
+    conn_key(key, sizeof(key), conn);
+    struct session *s = strmap_get(&w->by_conn, key);
+    if (s) {
+        if (s->fd_ev)
+            event_free(s->fd_ev);
+        s->fd_ev = event_new(w->base, *(int *)sock, EV_READ | EV_PERSIST,
+                             on_fd_readable, w);
+        event_add(s->fd_ev, NULL);
+        s->tcp_connected = true;
+    }
+    return xmpp_sockopt_cb_keepalive(conn, sock);
+}
+
+static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
+{
+    struct session *s = userdata;
+    struct worker *w = s->w;
+    struct env *e;
+    char err[200];
+    switch (stanza_message_to_env(w->ctx, st, s->jid, &e, err, sizeof(err))) {
+    case STANZA_ENVELOPE:
+        if (e->type == ENV_CHAT)
+            w->stats.msgs_from_xmpp++;
+        worker_publish(w, "p", s->jid, e);
+        break;
+    case STANZA_INVALID:
+        w->stats.bad_stanzas++;
+        LOG(WARN, "stanza_invalid", "jid=%s err=\"%s\"", s->jid, err);
+        break;
+    case STANZA_IGNORE:
+        break;
+    }
+    return 1;
+}
+
+static int on_ping_reply(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
+{
+    struct session *s = userdata;
+    const char *id = xmpp_stanza_get_id(st);
+    /* The server answered the ping: every stanza sent before it on this
+     * stream was processed. Ack those batches, in order. */
+    while (s->acks_head && id && strcmp(s->acks_head->ping_id, id) == 0) {
+        struct ack_batch *b = s->acks_head;
+        s->acks_head = b->next;
+        if (!s->acks_head)
+            s->acks_tail = NULL;
+        struct env *e = env_new(ENV_ACK);
+        env_set_str(e, "to", s->jid);
+        s->w->stats.acks += json_array_size(b->ids);
+        env_set_json(e, "ids", b->ids);
+        env_set_str(e, "edge", b->edge);
+        env_set_str(e, "dev", b->dev);
+        worker_publish(s->w, "p", s->jid, e);
+        free(b);
+    }
+    return 0; /* one-shot */
+}
+
+static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
+                         xmpp_stream_error_t *stream_error, void *userdata)
+{
+    struct session *s = userdata;
+    struct worker *w = s->w;
+    if (event == XMPP_CONN_CONNECT) {
+        session_set_state(s, SESSION_ONLINE);
+        evtimer_del(s->timer);
+        OPENSSL_cleanse(s->password, strlen(s->password));
+        free(s->password);
+        s->password = NULL;
+        xmpp_handler_add(conn, on_message, NULL, "message", NULL, s);
+        xmpp_stanza_t *p = stanza_presence(w->ctx, true);
+        xmpp_send(conn, p);
+        xmpp_stanza_release(p);
+        LOG(INFO, "session_online", "jid=%s ms=%lld", s->jid,
+            (long long)(util_mono_ms() - s->started_ms));
+        answer_waiters(s, NULL, NULL);
+        if (s->devices.count == 0)
+            session_close(s, "no_device");
+        worker_kick(w);
+        return;
+    }
+    /* DISCONNECT (or FAIL, never raised in 0.12 but handled alike). */
+    enum session_state was = s->state;
+    if (was == SESSION_CONNECTING) {
+        /* libstrophe reports a refused or failed TCP connect with an errno,
+         * a failed SASL exchange with none: tell the phone which. */
+        const char *code = "auth_failed", *msg = "wrong user or password";
+        char text[200];
+        if (error) {
+            code = "unavailable";
+            snprintf(text, sizeof(text), "the XMPP server is unreachable: %s",
+                     strerror(error));
+            msg = text;
+            w->stats.logins_unavailable++;
+        } else if (stream_error) {
+            code = "unavailable";
+            snprintf(text, sizeof(text), "the XMPP server closed the stream (%d)",
+                     (int)stream_error->type);
+            msg = text;
+            w->stats.logins_unavailable++;
+        } else {
+            w->stats.logins_auth_failed++;
+        }
+        LOG(INFO, "session_login_failed", "jid=%s code=%s error=%d", s->jid,
+            code, error);
+        answer_waiters(s, code, msg);
+    } else if (was == SESSION_ONLINE) {
+        const char *reason = stream_error && stream_error->type == XMPP_SE_CONFLICT
+                                 ? "conflict"
+                                 : "xmpp_disconnected";
+        LOG(WARN, "session_lost", "jid=%s reason=%s error=%d", s->jid, reason,
+            error);
+        struct env *e = env_new(ENV_SESSION_END);
+        env_set_str(e, "to", s->jid);
+        env_set_str(e, "reason", reason);
+        worker_publish(w, "p", s->jid, e);
+    } else {
+        LOG(INFO, "session_closed", "jid=%s", s->jid);
+    }
+    session_bury(s);
+}
+
+/* ---- connect ------------------------------------------------------------ */
+
+static void session_connect(struct session *s)
+{
+    struct worker *w = s->w;
+    const struct xmppd_cfg *cfg = w->cfg;
+    s->conn = xmpp_conn_new(w->ctx);
+    long flags = XMPP_CONN_FLAG_DISABLE_SM;
+    if (!strcmp(cfg->xmpp_tls, "disabled"))
+        flags |= XMPP_CONN_FLAG_DISABLE_TLS;
+    else if (!strcmp(cfg->xmpp_tls, "trust"))
+        flags |= XMPP_CONN_FLAG_MANDATORY_TLS | XMPP_CONN_FLAG_TRUST_TLS;
+    else
+        flags |= XMPP_CONN_FLAG_MANDATORY_TLS;
+    xmpp_conn_set_flags(s->conn, flags);
+    if (*cfg->xmpp_cafile)
+        xmpp_conn_set_cafile(s->conn, cfg->xmpp_cafile);
+    char full[1200];
+    snprintf(full, sizeof(full), "%s/%s", s->jid, cfg->xmpp_resource);
+    xmpp_conn_set_jid(s->conn, full);
+    xmpp_conn_set_pass(s->conn, s->password);
+    xmpp_conn_set_sockopt_callback(s->conn, sockopt_cb);
+    char key[32];
+    conn_key(key, sizeof(key), s->conn);
+    strmap_put(&w->by_conn, key, s);
+    session_set_state(s, SESSION_CONNECTING);
+    s->timer = evtimer_new(w->base, on_timer, s);
+    struct timeval tv = {cfg->connect_timeout, 0};
+    evtimer_add(s->timer, &tv);
+    if (xmpp_connect_client(s->conn, cfg->xmpp_host,
+                            (unsigned short)cfg->xmpp_port, conn_handler, s) != 0) {
+        LOG(WARN, "session_connect_failed", "jid=%s", s->jid);
+        answer_waiters(s, "unavailable", "cannot connect to the XMPP server");
+        w->stats.logins_unavailable++;
+        session_bury(s);
+        return;
+    }
+    worker_kick(w);
+}
+
+/* ---- login -------------------------------------------------------------- */
+
+struct forward {
+    char *jid;
+    char edge[65], dev[65];
+};
+
+static void on_forwarded(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    struct forward *f = data;
+    if (!r || r->type != REDIS_REPLY_INTEGER || r->integer == 0)
+        reply_login(w, f->jid, f->edge, f->dev, "unavailable",
+                    "the bridge holding this session is not answering, retry "
+                    "in a few seconds");
+    free(f->jid);
+    free(f);
+}
+
+static void on_lease_acquired(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    char *jid = data;
+    struct session *s = strmap_get(&w->sessions, jid);
+    free(jid);
+    if (!s || s->state != SESSION_LEASING)
+        return;
+    if (!r || r->type != REDIS_REPLY_STRING) {
+        answer_waiters(s, "unavailable", "message bus unavailable, retry soon");
+        session_bury(s);
+        return;
+    }
+    if (strcmp(r->str, w->id) == 0) {
+        session_connect(s);
+        return;
+    }
+    /* Another worker holds the session: hand the logins to it. */
+    LOG(INFO, "login_forward", "jid=%s owner=%s", s->jid, r->str);
+    char ch[128];
+    bus_channel(w->bus, ch, sizeof(ch), "w", r->str);
+    while (s->waiters) {
+        struct waiter *wt = s->waiters;
+        s->waiters = wt->next;
+        struct forward *f = xcalloc(1, sizeof(*f));
+        f->jid = xstrdup(s->jid);
+        memcpy(f->edge, wt->edge, sizeof(f->edge));
+        memcpy(f->dev, wt->dev, sizeof(f->dev));
+        bus_publish(w->bus, ch, wt->payload, wt->len, on_forwarded, f);
+        waiter_free(wt);
+    }
+    session_bury(s);
+}
+
+static void lease_request(struct worker *w, const char *jid, bus_reply_cb *cb)
+{
+    char key[1200], ms[24];
+    snprintf(key, sizeof(key), "%s:lease:%s", bus_prefix(w->bus), jid);
+    snprintf(ms, sizeof(ms), "%ld", w->cfg->lease_ms);
+    const char *argv[] = {"EVAL", LEASE_ACQUIRE, "1", key, w->id, ms};
+    bus_command_argv(w->bus, cb, xstrdup(jid), 6, argv, NULL);
+}
+
+void session_on_login(struct worker *w, struct env *e, const char *payload,
+                      size_t len)
+{
+    const char *jid = env_str(e, "jid"), *edge = env_str(e, "edge"),
+               *dev = env_str(e, "dev");
+    if (strchr(jid, '/')) {
+        w->stats.bad_envelopes++;
+        return;
+    }
+    char *pass = seal_decrypt(w->cred_key, jid, env_str(e, "cred"),
+                              util_wall_ms(), 5 * 60 * 1000);
+    if (!pass) {
+        LOG(ERROR, "cred_unreadable", "jid=%s edge=%s hint=\"cred_key differs "
+            "between edge and xmppd, or clocks differ by over 5 minutes\"", jid, edge);
+        reply_login(w, jid, edge, dev, "unavailable",
+                    "the bridge could not read the credentials");
+        return;
+    }
+    struct session *s = strmap_get(&w->sessions, jid);
+    if (!s && w->sessions.count >= (size_t)w->cfg->max_sessions) {
+        reply_login(w, jid, edge, dev, "unavailable", "this bridge is full");
+        seal_wipe_free(pass);
+        return;
+    }
+    if (!s) {
+        s = session_new(w, jid);
+        s->password = pass;
+        hash_password(s, pass, s->pass_hash);
+        pass = NULL;
+        lease_request(w, jid, on_lease_acquired);
+    }
+    uint8_t hash[32];
+    hash_password(s, pass ? pass : s->password, hash);
+    seal_wipe_free(pass);
+    switch (s->state) {
+    case SESSION_LEASING:
+    case SESSION_CONNECTING: {
+        struct waiter *wt = xcalloc(1, sizeof(*wt));
+        snprintf(wt->edge, sizeof(wt->edge), "%s", edge);
+        snprintf(wt->dev, sizeof(wt->dev), "%s", dev);
+        memcpy(wt->pass_hash, hash, 32);
+        wt->payload = xstrndup(payload, len);
+        wt->len = len;
+        wt->next = s->waiters;
+        s->waiters = wt;
+        break;
+    }
+    case SESSION_ONLINE:
+        if (CRYPTO_memcmp(hash, s->pass_hash, 32) != 0) {
+            w->stats.logins_auth_failed++;
+            reply_login(w, jid, edge, dev, "auth_failed", "wrong user or password");
+        } else {
+            device_attach(s, edge, dev);
+            w->stats.logins_ok++;
+            w->stats.logins_reused++;
+            LOG(INFO, "session_reused", "jid=%s edge=%s dev=%s", jid, edge, dev);
+            reply_login(w, jid, edge, dev, NULL, NULL);
+        }
+        break;
+    case SESSION_CLOSING:
+        reply_login(w, jid, edge, dev, "unavailable",
+                    "the session is closing, retry in a moment");
+        break;
+    }
+}
+
+/* ---- envelopes for an open session ---------------------------------------- */
+
+static void queue_ack(struct session *s, const char *id, const char *edge,
+                      const char *dev)
+{
+    struct ack_batch *b = s->acks_tail;
+    if (!b || b->ping_id[0] || strcmp(b->edge, edge) || strcmp(b->dev, dev)) {
+        b = xcalloc(1, sizeof(*b));
+        snprintf(b->edge, sizeof(b->edge), "%s", edge);
+        snprintf(b->dev, sizeof(b->dev), "%s", dev);
+        b->ids = json_array();
+        if (s->acks_tail)
+            s->acks_tail->next = b;
+        else
+            s->acks_head = b;
+        s->acks_tail = b;
+    }
+    json_array_append_new(b->ids, json_string(id));
+    if (!s->ping_queued) {
+        s->ping_queued = true;
+        s->flush_next = s->w->flush;
+        s->w->flush = s;
+    }
+    worker_kick(s->w);
+}
+
+void session_flush_acks(struct worker *w)
+{
+    while (w->flush) {
+        struct session *s = w->flush;
+        w->flush = s->flush_next;
+        s->ping_queued = false;
+        if (s->state != SESSION_ONLINE)
+            continue;
+        char id[24];
+        snprintf(id, sizeof(id), "imbp%llu", (unsigned long long)++w->next_ping);
+        bool any = false;
+        for (struct ack_batch *b = s->acks_head; b; b = b->next)
+            if (!b->ping_id[0]) {
+                memcpy(b->ping_id, id, sizeof(b->ping_id));
+                any = true;
+            }
+        if (!any)
+            continue;
+        xmpp_id_handler_add(s->conn, on_ping_reply, id, s);
+        xmpp_stanza_t *iq = stanza_ping(w->ctx, id, NULL);
+        xmpp_send(s->conn, iq);
+        xmpp_stanza_release(iq);
+    }
+}
+
+static void reply_error(struct session *s, struct env *req, const char *code,
+                        const char *msg)
+{
+    struct env *e = env_new(ENV_ERROR);
+    env_set_str(e, "to", s->jid);
+    env_set_str(e, "code", code);
+    env_set_str(e, "msg", msg);
+    if (env_str(req, "id"))
+        env_set_str(e, "id", env_str(req, "id"));
+    if (env_str(req, "edge") && env_str(req, "dev")) {
+        env_set_str(e, "edge", env_str(req, "edge"));
+        env_set_str(e, "dev", env_str(req, "dev"));
+    }
+    worker_publish(s->w, "p", s->jid, e);
+}
+
+void session_on_env(struct session *s, struct env *e)
+{
+    struct worker *w = s->w;
+    const char *from = env_str(e, "from");
+    if (!from || strcmp(from, s->jid) != 0) {
+        w->stats.bad_envelopes++;
+        LOG(WARN, "envelope_identity", "jid=%s from=%s type=%s", s->jid,
+            from ? from : "-", env_type_name(e->type));
+        return;
+    }
+    char key[140];
+    switch (e->type) {
+    case ENV_CHAT: {
+        const char *id = env_str(e, "id"), *edge = env_str(e, "edge"),
+                   *dev = env_str(e, "dev");
+        if (s->state != SESSION_ONLINE) {
+            reply_error(s, e, "unavailable", "the XMPP session is not up, send again");
+            return;
+        }
+        xmpp_stanza_t *m = stanza_chat(w->ctx, env_str(e, "to"),
+                                       env_str(e, "body"), id);
+        xmpp_send(s->conn, m);
+        xmpp_stanza_release(m);
+        w->stats.msgs_to_xmpp++;
+        if (id && edge && dev)
+            queue_ack(s, id, edge, dev);
+        worker_kick(w);
+        break;
+    }
+    case ENV_LOGOUT:
+    case ENV_DETACH:
+        device_key(key, sizeof(key), env_str(e, "edge"), env_str(e, "dev"));
+        strmap_del(&s->devices, key);
+        LOG(INFO, e->type == ENV_LOGOUT ? "device_logout" : "device_detach",
+            "jid=%s dev=%s devices=%zu", s->jid, key, s->devices.count);
+        if (s->devices.count > 0 || s->state != SESSION_ONLINE)
+            break;
+        if (e->type == ENV_LOGOUT || w->cfg->resume_window == 0) {
+            session_close(s, e->type == ENV_LOGOUT ? "logout" : "detach");
+        } else {
+            struct timeval tv = {w->cfg->resume_window, 0};
+            evtimer_add(s->timer, &tv);
+        }
+        break;
+    default:
+        w->stats.bad_envelopes++;
+        LOG(WARN, "envelope_unexpected", "jid=%s type=%s", s->jid,
+            env_type_name(e->type));
+        break;
+    }
+}
+
+void session_on_lease(struct session *s, const char *owner)
+{
+    if (strcmp(owner, s->w->id) == 0)
+        return;
+    LOG(WARN, "lease_lost", "jid=%s owner=%s", s->jid, owner);
+    struct env *e = env_new(ENV_SESSION_END);
+    env_set_str(e, "to", s->jid);
+    env_set_str(e, "reason", "moved");
+    worker_publish(s->w, "p", s->jid, e);
+    session_close(s, "lease_lost");
+}
+
+void session_close_all(struct worker *w, const char *reason)
+{
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&w->sessions, &it); e;
+         e = strmap_next(&w->sessions, &it)) {
+        struct session *s = e->value;
+        struct env *end = env_new(ENV_SESSION_END);
+        env_set_str(end, "to", s->jid);
+        env_set_str(end, "reason", reason);
+        worker_publish(w, "p", s->jid, end);
+        session_close(s, reason);
+    }
+}
+
+void session_lease_renew(struct worker *w, bus_reply_cb *cb)
+{
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&w->sessions, &it); e;
+         e = strmap_next(&w->sessions, &it)) {
+        struct session *s = e->value;
+        if (s->state == SESSION_CONNECTING || s->state == SESSION_ONLINE)
+            lease_request(w, s->jid, cb);
+    }
+}

@@ -1,0 +1,162 @@
+/* stanza.c - stanza <-> envelope translation. */
+#include "stanza.h"
+#include "schema.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+xmpp_stanza_t *stanza_chat(xmpp_ctx_t *ctx, const char *to, const char *body,
+                           const char *id)
+{
+    xmpp_stanza_t *m = xmpp_message_new(ctx, "chat", to, id);
+    xmpp_message_set_body(m, body);
+    return m;
+}
+
+xmpp_stanza_t *stanza_ping(xmpp_ctx_t *ctx, const char *id, const char *to)
+{
+    xmpp_stanza_t *iq = xmpp_iq_new(ctx, "get", id);
+    if (to)
+        xmpp_stanza_set_to(iq, to);
+    xmpp_stanza_t *ping = xmpp_stanza_new(ctx);
+    xmpp_stanza_set_name(ping, "ping");
+    xmpp_stanza_set_ns(ping, STANZA_NS_PING);
+    xmpp_stanza_add_child(iq, ping);
+    xmpp_stanza_release(ping);
+    return iq;
+}
+
+xmpp_stanza_t *stanza_presence(xmpp_ctx_t *ctx, bool available)
+{
+    xmpp_stanza_t *p = xmpp_presence_new(ctx);
+    if (!available)
+        xmpp_stanza_set_type(p, "unavailable");
+    return p;
+}
+
+int64_t stanza_parse_time(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p)
+        return -1;
+    int64_t ms = 0;
+    if (*p == '.') {
+        int digits = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            if (digits++ < 3)
+                ms = ms * 10 + (*p - '0');
+        while (digits > 0 && digits < 3) {
+            ms *= 10;
+            digits++;
+        }
+    }
+    int64_t offset = 0;
+    if (*p == '+' || *p == '-') {
+        int hh, mm;
+        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+            return -1;
+        offset = (hh * 3600 + mm * 60) * (*p == '+' ? 1 : -1);
+        p += 6;
+    } else if (*p == 'Z') {
+        p++;
+    } else {
+        return -1;
+    }
+    if (*p)
+        return -1;
+    time_t t = timegm(&tm);
+    return ((int64_t)t - offset) * 1000 + ms;
+}
+
+/* The stamp of a XEP-0203 <delay/> (offline storage sets it), or now. */
+static int64_t message_time(xmpp_stanza_t *msg)
+{
+    xmpp_stanza_t *d = xmpp_stanza_get_child_by_name_and_ns(msg, "delay",
+                                                            "urn:xmpp:delay");
+    const char *stamp = d ? xmpp_stanza_get_attribute(d, "stamp") : NULL;
+    int64_t t = stamp ? stanza_parse_time(stamp) : -1;
+    return t > 0 ? t : util_wall_ms();
+}
+
+/* "item-not-found" from <error><item-not-found xmlns=..stanzas/></error>. */
+static const char *error_condition(xmpp_stanza_t *msg)
+{
+    xmpp_stanza_t *e = xmpp_stanza_get_child_by_name(msg, "error");
+    for (xmpp_stanza_t *c = e ? xmpp_stanza_get_children(e) : NULL; c;
+         c = xmpp_stanza_get_next(c)) {
+        const char *ns = xmpp_stanza_get_ns(c);
+        const char *name = xmpp_stanza_get_name(c);
+        if (name && ns && strcmp(ns, "urn:ietf:params:xml:ns:xmpp-stanzas") == 0 &&
+            strcmp(name, "text") != 0)
+            return name;
+    }
+    return "undefined-condition";
+}
+
+enum stanza_verdict stanza_message_to_env(xmpp_ctx_t *ctx, xmpp_stanza_t *msg,
+                                          const char *user,
+                                          struct env **out, char *err,
+                                          size_t errlen)
+{
+    *out = NULL;
+    const char *type = xmpp_stanza_get_type(msg);
+    const char *from = xmpp_stanza_get_from(msg);
+    const char *id = xmpp_stanza_get_id(msg);
+    if (!type)
+        type = "normal";
+    if (id && !schema_id_ok(id, 64))
+        id = NULL; /* other clients' ids can be anything: don't forward those */
+
+    if (strcmp(type, "error") == 0) {
+        struct env *e = env_new(ENV_ERROR);
+        env_set_str(e, "to", user);
+        env_set_str(e, "code", "undeliverable");
+        char text[256];
+        snprintf(text, sizeof(text), "the XMPP server could not deliver it: %s",
+                 error_condition(msg));
+        if (schema_text_ok(text, strlen(text)))
+            env_set_str(e, "msg", text);
+        if (id)
+            env_set_str(e, "id", id);
+        *out = e;
+        return STANZA_ENVELOPE;
+    }
+    if (strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0 &&
+        strcmp(type, "headline") != 0)
+        return STANZA_IGNORE; /* groupchat and unknown types: not yet */
+
+    xmpp_stanza_t *body_el = xmpp_stanza_get_child_by_name(msg, "body");
+    if (!body_el)
+        return STANZA_IGNORE;
+    if (!from || !schema_jid_ok(from, ENV_MAX_JID)) {
+        snprintf(err, errlen, "message without a valid 'from'");
+        return STANZA_INVALID;
+    }
+    char *body = xmpp_stanza_get_text(body_el);
+    if (!body)
+        return STANZA_IGNORE; /* <body/>: empty */
+    size_t blen = strlen(body);
+    enum stanza_verdict v = STANZA_INVALID;
+    if (blen > ENV_MAX_BODY) {
+        snprintf(err, errlen, "body of %zu bytes is above %d", blen, ENV_MAX_BODY);
+    } else if (!schema_text_ok(body, blen)) {
+        snprintf(err, errlen, "body holds characters XML cannot carry");
+    } else {
+        struct env *e = env_new(ENV_CHAT);
+        env_set_str(e, "from", from);
+        env_set_str(e, "to", user);
+        env_set_str(e, "body", body);
+        if (id)
+            env_set_str(e, "id", id);
+        env_set_int(e, "ts", message_time(msg));
+        *out = e;
+        v = STANZA_ENVELOPE;
+    }
+    xmpp_free(ctx, body);
+    return v;
+}

@@ -1,0 +1,271 @@
+/* worker.c - one worker process: its event loop, its bus, its libstrophe
+ * context driven from libevent, its entry in the live-worker registry and
+ * the renewal of its sessions' leases. */
+#include "bus.h"
+#include "log.h"
+#include "util.h"
+#include "xmppd.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+/* A libstrophe pass runs on every readable socket and after every send; this
+ * backstop also runs it for timed handlers and bytes OpenSSL buffered. */
+#define BACKSTOP_MS 20
+#define TICK_MS 1000
+/* How long a registry entry stays valid without a refresh. */
+#define REGISTRY_TTL_MS 5000
+
+static struct worker *current;
+
+struct worker *worker_current(void)
+{
+    return current;
+}
+
+void worker_kick(struct worker *w)
+{
+    event_active(w->run_ev, EV_TIMEOUT, 0);
+}
+
+void worker_publish(struct worker *w, const char *kind, const char *id,
+                    struct env *e)
+{
+    char ch[1200];
+    size_t len;
+    if (!json_object_get(e->obj, "ts"))
+        env_set_int(e, "ts", util_wall_ms());
+    char *payload = env_encode(e, &len);
+    bus_channel(w->bus, ch, sizeof(ch), kind, id);
+    bus_publish(w->bus, ch, payload, len, NULL, NULL);
+    if (e->type == ENV_CHAT)
+        LOG(DEBUG, "deliver", "channel=%s", ch);
+    free(payload);
+    env_free(e);
+}
+
+static void run_pass(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    session_flush_acks(w);
+    xmpp_run_once(w->ctx, 0);
+    /* Only now, outside every libstrophe callback, free closed sessions. */
+    for (size_t i = 0; i < w->ngrave; i++)
+        session_free(w->graveyard[i]);
+    w->ngrave = 0;
+    if (w->flush)
+        worker_kick(w);
+}
+
+/* ---- bus ---------------------------------------------------------------- */
+
+static void on_bus_msg(void *owner, const char *channel, const char *payload,
+                       size_t len)
+{
+    struct worker *w = owner;
+    char err[256];
+    struct env *e = env_decode(payload, len, err, sizeof(err));
+    if (!e) {
+        w->stats.bad_envelopes++;
+        LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
+        return;
+    }
+    if (strcmp(channel, w->channel) == 0) {
+        if (e->type == ENV_LOGIN && !w->stopping)
+            session_on_login(w, e, payload, len);
+        else if (e->type == ENV_LOGIN)
+            LOG(INFO, "login_refused_stopping", "jid=%s", env_str(e, "jid"));
+        else
+            w->stats.bad_envelopes++;
+    } else {
+        size_t plen = strlen(bus_prefix(w->bus));
+        const char *jid = channel + plen + 3;
+        struct session *s = strmap_get(&w->sessions, jid);
+        if (s) {
+            session_on_env(s, e);
+        } else if (e->type == ENV_CHAT && env_str(e, "edge") && env_str(e, "dev")) {
+            /* Subscribed a moment ago, session already gone. */
+            struct env *r = env_new(ENV_ERROR);
+            env_set_str(r, "to", env_str(e, "from"));
+            env_set_str(r, "code", "unavailable");
+            env_set_str(r, "msg", "the XMPP session is not up, log in again");
+            if (env_str(e, "id"))
+                env_set_str(r, "id", env_str(e, "id"));
+            env_set_str(r, "edge", env_str(e, "edge"));
+            env_set_str(r, "dev", env_str(e, "dev"));
+            worker_publish(w, "p", env_str(e, "from"), r);
+        }
+    }
+    env_free(e);
+}
+
+static void on_registered(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    if (r && r->type != REDIS_REPLY_ERROR && !w->ready_logged) {
+        w->ready_logged = true;
+        LOG(INFO, "worker_ready", "worker=%s max_sessions=%ld", w->id,
+            w->cfg->max_sessions);
+    }
+}
+
+static void registry_update(struct worker *w)
+{
+    char key[128], val[96];
+    snprintf(key, sizeof(key), "%s:workers", bus_prefix(w->bus));
+    if (w->stopping) {
+        bus_command(w->bus, NULL, NULL, "HDEL %s %s", key, w->id);
+        return;
+    }
+    snprintf(val, sizeof(val), "%lld %zu %ld",
+             (long long)(util_wall_ms() + REGISTRY_TTL_MS), w->sessions.count,
+             w->cfg->max_sessions);
+    bus_command(w->bus, on_registered, NULL, "HSET %s %s %s", key, w->id, val);
+}
+
+static void on_lease_renewed(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    char *jid = data;
+    struct session *s = strmap_get(&w->sessions, jid);
+    if (s && r && r->type == REDIS_REPLY_STRING)
+        session_on_lease(s, r->str);
+    free(jid);
+}
+
+static void on_bus_state(void *owner, bool up)
+{
+    struct worker *w = owner;
+    if (up) {
+        /* Redis may have restarted empty: put back our registry entry and
+         * leases at once rather than at the next tick. */
+        registry_update(w);
+        session_lease_renew(w, on_lease_renewed);
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    static int64_t last_renew;
+    registry_update(w);
+    int64_t now = util_mono_ms();
+    if (now - last_renew >= w->cfg->lease_ms / 3) {
+        last_renew = now;
+        session_lease_renew(w, on_lease_renewed);
+    }
+}
+
+/* ---- libstrophe log: warnings and errors only, never stanzas ------------- */
+
+static void strophe_log(void *userdata, xmpp_log_level_t level,
+                        const char *area, const char *msg)
+{
+    if (level >= XMPP_LEVEL_WARN)
+        LOG(WARN, "libstrophe", "area=%s msg=\"%s\"", area, msg);
+}
+
+/* ---- lifecycle ----------------------------------------------------------- */
+
+static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    event_base_loopexit(w->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct worker *w = arg;
+    if (sig == SIGHUP) {
+        LOG(INFO, "reload", "worker=%s", w->id);
+        return;
+    }
+    if (w->stopping) {
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    LOG(INFO, "worker_stopping", "worker=%s sessions=%zu", w->id,
+        w->sessions.count);
+    w->stopping = true;
+    registry_update(w);
+    session_close_all(w, "bridge_shutdown");
+    /* Let the unavailable presences and session_end envelopes go out. */
+    struct timeval tv = {0, 500 * 1000};
+    evtimer_add(w->stop_timer, &tv);
+}
+
+int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index)
+{
+    struct worker *w = xcalloc(1, sizeof(*w));
+    current = w;
+    w->cfg = cfg;
+    snprintf(w->id, sizeof(w->id), "%s-w%d", bridge_id, index);
+    char name[80];
+    snprintf(name, sizeof(name), "xmppd/%s", w->id);
+    log_set_name(name);
+    seal_parse_key(cfg->common.cred_key, w->cred_key);
+    strmap_init(&w->sessions);
+    strmap_init(&w->by_conn);
+
+    w->base = event_base_new();
+    xmpp_initialize();
+    static xmpp_log_t xlog = {strophe_log, NULL};
+    w->ctx = xmpp_ctx_new(NULL, &xlog);
+
+    struct bus_opts bo = {
+        .host = cfg->common.redis_host,
+        .port = (int)cfg->common.redis_port,
+        .user = cfg->common.redis_user,
+        .password = cfg->common.redis_password,
+        .prefix = cfg->common.bus_prefix,
+        .name = w->id,
+    };
+    w->bus = bus_new(w->base, &bo, on_bus_msg, on_bus_state, w);
+    bus_channel(w->bus, w->channel, sizeof(w->channel), "w", w->id);
+    bus_subscribe(w->bus, w->channel);
+
+    w->run_ev = event_new(w->base, -1, 0, run_pass, w);
+    w->backstop = event_new(w->base, -1, EV_PERSIST, run_pass, w);
+    struct timeval bs = {0, BACKSTOP_MS * 1000};
+    evtimer_add(w->backstop, &bs);
+    w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
+    struct timeval tk = {TICK_MS / 1000, 0};
+    evtimer_add(w->tick, &tk);
+    w->stop_timer = evtimer_new(w->base, on_stop_timer, w);
+    struct event *sigs[3];
+    int signums[3] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        sigs[i] = evsignal_new(w->base, signums[i], on_signal, w);
+        event_add(sigs[i], NULL);
+    }
+
+    event_base_dispatch(w->base);
+
+    LOG(INFO, "worker_stopped", "worker=%s", w->id);
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&w->sessions, &it); e;
+         e = strmap_next(&w->sessions, &it))
+        session_free(e->value);
+    for (size_t i = 0; i < w->ngrave; i++)
+        session_free(w->graveyard[i]);
+    free(w->graveyard);
+    bus_free(w->bus);
+    for (int i = 0; i < 3; i++)
+        event_free(sigs[i]);
+    event_free(w->run_ev);
+    event_free(w->backstop);
+    event_free(w->tick);
+    event_free(w->stop_timer);
+    xmpp_ctx_free(w->ctx);
+    xmpp_shutdown();
+    strmap_free(&w->sessions);
+    strmap_free(&w->by_conn);
+    event_base_free(w->base);
+    free(w);
+    current = NULL;
+    return 0;
+}

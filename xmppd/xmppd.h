@@ -1,0 +1,141 @@
+/* xmppd.h - the bridge: a supervisor process forks worker processes; each
+ * worker holds up to max_sessions XMPP client sessions (libstrophe's select()
+ * loop caps one process near 900 sockets) on its own libevent loop, with its
+ * own bus connections.
+ *
+ * A user's session is owned through a Redis lease "<prefix>:lease:<jid>"
+ * whose value is the worker id; the owner renews it and is the only one
+ * subscribed to the user's channel "<prefix>:x:<jid>". */
+#ifndef IMB_XMPPD_H
+#define IMB_XMPPD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <strophe.h>
+
+#include "config.h"
+#include "envelope.h"
+#include "seal.h"
+#include "bus.h"
+#include "strmap.h"
+
+struct event_base;
+struct event;
+struct bus;
+
+struct xmppd_cfg {
+    struct common_cfg common;
+    char *xmpp_host;      /* IP or name of the XMPP server (c2s) */
+    long xmpp_port;
+    char *xmpp_tls;       /* "required" | "disabled" | "trust" (no verification) */
+    char *xmpp_cafile;    /* CA bundle for verifying the server; "" = system */
+    char *xmpp_resource;  /* resource of every session */
+    long workers;         /* worker processes */
+    long max_sessions;    /* per worker */
+    long connect_timeout; /* seconds for TCP + TLS + auth to complete */
+    long resume_window;   /* seconds a session outlives its last device */
+    long lease_ms;        /* lease time; renewed every lease_ms/3 */
+    char *bridge_id;      /* empty: random */
+};
+
+enum session_state {
+    SESSION_LEASING,    /**< waiting for the lease */
+    SESSION_CONNECTING, /**< TCP/TLS/SASL in progress */
+    SESSION_ONLINE,     /**< bound, presence sent */
+    SESSION_CLOSING,    /**< disconnect requested; freed on DISCONNECT */
+};
+
+/* A login waiting for the session to come up. */
+struct waiter {
+    struct waiter *next;
+    char edge[65], dev[65];
+    uint8_t pass_hash[32]; /* SHA-256(salt | password) */
+    char *payload;         /* the login envelope, to forward if needed */
+    size_t len;
+};
+
+/* Client ids sent to the XMPP server and not yet acknowledged to the phone.
+ * They are acked when the server answers the ping sent after them. */
+struct ack_batch {
+    struct ack_batch *next;
+    char ping_id[24];   /* "" while not yet covered by a ping */
+    char edge[65], dev[65];
+    json_t *ids;        /* array of client ids, owned */
+};
+
+struct session {
+    struct worker *w;
+    char *jid;               /* bare JID, owned */
+    char *channel_in;        /* "<prefix>:x:<jid>": envelopes for this session */
+    enum session_state state;
+    xmpp_conn_t *conn;       /* owned; released outside libstrophe callbacks */
+    struct event *fd_ev;     /* readable socket -> run libstrophe */
+    struct event *timer;     /* connect timeout, then resume window */
+    uint8_t salt[16];
+    uint8_t pass_hash[32];   /* of the password the session logged in with */
+    char *password;          /* only until CONNECT; wiped after */
+    struct waiter *waiters;  /* logins waiting for LEASING/CONNECTING to end */
+    struct strmap devices;   /* "edge/dev" -> (void*)1: attached phones */
+    struct ack_batch *acks_head, *acks_tail;
+    bool tcp_connected;      /* libstrophe made a socket at least once */
+    bool ping_queued;        /* on the worker's flush list */
+    struct session *flush_next;
+    int64_t started_ms;
+};
+
+struct worker_stats {
+    uint64_t logins_ok, logins_auth_failed, logins_unavailable, logins_reused;
+    uint64_t msgs_to_xmpp, msgs_from_xmpp, acks, undelivered, bad_envelopes,
+        bad_stanzas;
+};
+
+struct worker {
+    struct event_base *base;
+    const struct xmppd_cfg *cfg;
+    char id[64];                /* "<bridge>-w<n>" */
+    char channel[128];          /* "<prefix>:w:<id>": logins for this worker */
+    struct bus *bus;
+    uint8_t cred_key[SEAL_KEY_BYTES];
+    xmpp_ctx_t *ctx;
+    struct strmap sessions;     /* bare jid -> struct session */
+    struct strmap by_conn;      /* "%p" of xmpp_conn_t -> struct session */
+    struct event *run_ev;       /* one libstrophe pass, coalesced */
+    struct event *backstop;     /* periodic pass: timers, TLS-buffered bytes */
+    struct event *tick;         /* registry + lease renewal */
+    struct event *stop_timer;   /* graceful stop: exit the loop */
+    struct session **graveyard; /* closed sessions, freed after the pass */
+    size_t ngrave, capgrave;
+    struct session *flush;      /* sessions with unpinged acks */
+    uint64_t next_ping;
+    bool ready_logged;
+    bool stopping;
+    struct worker_stats stats;
+};
+
+/* worker.c */
+int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index);
+/* The worker of this process (one per process, by design). */
+struct worker *worker_current(void);
+/* Schedule one libstrophe pass (after xmpp_send, or a readable socket). */
+void worker_kick(struct worker *w);
+/* Publish e to "<prefix>:<kind>:<id>"; e is freed. */
+void worker_publish(struct worker *w, const char *kind, const char *id,
+                    struct env *e);
+
+/* session.c */
+void session_on_login(struct worker *w, struct env *e, const char *payload,
+                      size_t len);
+void session_on_env(struct session *s, struct env *e);
+void session_flush_acks(struct worker *w);
+/* Lease renewal answered: owner is who holds it now. */
+void session_on_lease(struct session *s, const char *owner);
+/* Close every session (worker shutting down). */
+void session_close_all(struct worker *w, const char *reason);
+void session_free(struct session *s);
+/* Renew the lease of every connecting or online session; cb gets each
+ * holder (data: the jid, malloc'd). */
+void session_lease_renew(struct worker *w, bus_reply_cb *cb);
+
+#endif
