@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <event2/event.h>
 #include <openssl/crypto.h>
@@ -242,7 +243,17 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 static void on_fd_readable(evutil_socket_t fd, short what, void *arg)
 {
-    worker_kick(arg);
+    struct session *s = arg;
+    if (!s->tcp_connected) {
+        /* Readable and connected: the server spoke. Readable and not
+         * connected: the connect failed (refused, unreachable). libstrophe
+         * reports both failures alike, so remember which it was. */
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+            s->tcp_connected = true;
+    }
+    worker_kick(s->w);
 }
 
 static int sockopt_cb(xmpp_conn_t *conn, void *sock)
@@ -257,9 +268,8 @@ static int sockopt_cb(xmpp_conn_t *conn, void *sock)
         if (s->fd_ev)
             event_free(s->fd_ev);
         s->fd_ev = event_new(w->base, *(int *)sock, EV_READ | EV_PERSIST,
-                             on_fd_readable, w);
+                             on_fd_readable, s);
         event_add(s->fd_ev, NULL);
-        s->tcp_connected = true;
     }
     return xmpp_sockopt_cb_keepalive(conn, sock);
 }
@@ -339,10 +349,10 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
          * a failed SASL exchange with none: tell the phone which. */
         const char *code = "auth_failed", *msg = "wrong user or password";
         char text[200];
-        if (error) {
+        if (error || !s->tcp_connected) {
             code = "unavailable";
-            snprintf(text, sizeof(text), "the XMPP server is unreachable: %s",
-                     strerror(error));
+            snprintf(text, sizeof(text), "the XMPP server is unreachable%s%s",
+                     error ? ": " : "", error ? strerror(error) : "");
             msg = text;
             w->stats.logins_unavailable++;
         } else if (stream_error) {

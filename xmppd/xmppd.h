@@ -79,7 +79,8 @@ struct session {
     struct waiter *waiters;  /* logins waiting for LEASING/CONNECTING to end */
     struct strmap devices;   /* "edge/dev" -> (void*)1: attached phones */
     struct ack_batch *acks_head, *acks_tail;
-    bool tcp_connected;      /* libstrophe made a socket at least once */
+    bool tcp_connected;      /* the server's side of TCP answered: a later
+                                failure before CONNECT is about the login */
     bool ping_queued;        /* on the worker's flush list */
     struct session *flush_next;
     int64_t started_ms;
