@@ -31,8 +31,8 @@ static void conn_free(struct conn *c)
 {
     edge_on_conn_gone(c);
     strmap_del(&c->edge->conns, c->dev);
-    if (c->login_timer)
-        event_free(c->login_timer);
+    if (c->timer)
+        event_free(c->timer);
     bufferevent_free(c->bev);
     free(c);
 }
@@ -47,17 +47,26 @@ void conn_set_state(struct conn *c, enum conn_state s)
     struct timeval tv = {0, 0};
     switch (s) {
     case CONN_NEW:
-    case CONN_LOGGING_IN:
+        /* An absolute deadline to log in: sending heartbeats does not
+         * extend it. */
         tv.tv_sec = c->edge->cfg->login_timeout;
-        bufferevent_set_timeouts(c->bev, &tv, NULL);
+        evtimer_add(c->timer, &tv);
+        break;
+    case CONN_LOGGING_IN:
+        tv.tv_sec = c->edge->cfg->bridge_timeout;
+        evtimer_add(c->timer, &tv);
         break;
     case CONN_READY:
+        event_free(c->timer);
+        c->timer = NULL;
         /* Two heartbeat intervals of silence: the phone is gone. */
         tv.tv_sec = 2 * c->edge->cfg->heartbeat;
         bufferevent_set_timeouts(c->bev, &tv, NULL);
         break;
     case CONN_CLOSING: {
         struct timeval wt = {CLOSE_FLUSH_TIMEOUT, 0};
+        if (c->timer)
+            evtimer_del(c->timer);
         bufferevent_disable(c->bev, EV_READ);
         bufferevent_set_timeouts(c->bev, NULL, &wt);
         break;
@@ -219,17 +228,27 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
             conn_free(c); /* could not flush in time */
             return;
         }
-        const char *reason = c->state == CONN_READY ? "idle_timeout"
-                                                    : "login_timeout";
-        LOG(INFO, "conn_timeout", "dev=%s reason=%s", c->dev, reason);
+        LOG(INFO, "conn_timeout", "dev=%s reason=idle_timeout", c->dev);
         /* The read side timed out and libevent disabled it; say bye. */
-        conn_bye(c, reason);
+        conn_bye(c, "idle_timeout");
         return;
     }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         LOG(DEBUG, "conn_closed", "dev=%s eof=%d", c->dev,
             (what & BEV_EVENT_EOF) != 0);
         conn_free(c);
+    }
+}
+
+/* The login deadline (NEW) or the bridge's answer (LOGGING_IN) timed out. */
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (c->state == CONN_NEW) {
+        LOG(INFO, "conn_timeout", "dev=%s reason=login_timeout", c->dev);
+        conn_bye(c, "login_timeout");
+    } else if (c->state == CONN_LOGGING_IN) {
+        edge_on_login_timeout(c);
     }
 }
 
@@ -249,8 +268,9 @@ void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen
              (unsigned long long)++edge->next_conn);
     c->bev = bufferevent_socket_new(edge->base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    c->timer = evtimer_new(edge->base, timer_cb, c);
     struct timeval tv = {edge->cfg->login_timeout, 0};
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    evtimer_add(c->timer, &tv);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     strmap_put(&edge->conns, c->dev, c);
     edge->stats.conns_accepted++;

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -121,10 +123,6 @@ static void login_failed(struct conn *c, const char *code, const char *msg)
 {
     struct edge *edge = c->edge;
     edge->stats.logins_failed++;
-    if (c->login_timer) {
-        event_free(c->login_timer);
-        c->login_timer = NULL;
-    }
     LOG(INFO, "login_failed", "dev=%s jid=%s code=%s", c->dev,
         c->user ? c->user->jid : "?", code);
     user_detach(edge, c);
@@ -178,9 +176,8 @@ static void login_send(struct edge *edge, struct login_req *r)
     bus_publish(edge->bus, ch, r->payload, r->len, on_login_published, r);
 }
 
-static void on_login_timeout(evutil_socket_t fd, short what, void *arg)
+void edge_on_login_timeout(struct conn *c)
 {
-    struct conn *c = arg;
     login_failed(c, PERR_UNAVAILABLE, "no answer from a bridge, retry soon");
 }
 
@@ -226,9 +223,6 @@ void edge_on_login(struct conn *c, json_t *f)
     r->payload = env_encode(e, &r->len);
     env_free(e);
 
-    c->login_timer = evtimer_new(edge->base, on_login_timeout, c);
-    struct timeval tv = {edge->cfg->bridge_timeout, 0};
-    evtimer_add(c->login_timer, &tv);
     LOG(DEBUG, "login_start", "dev=%s jid=%s", c->dev, jid);
     login_send(edge, r);
 }
@@ -244,8 +238,6 @@ static void on_login_ok(struct edge *edge, struct env *e)
         send_detach(edge, jid, dev, ENV_DETACH);
         return;
     }
-    event_free(c->login_timer);
-    c->login_timer = NULL;
     c->attached = true;
     c->auth_failures = 0;
     conn_set_state(c, CONN_READY);
@@ -375,8 +367,17 @@ static void on_user_env(struct edge *edge, struct user *u, struct env *e)
         }
         break;
     case ENV_ERROR:
-        if ((c = addressed_conn(edge, e, u)))
-            conn_error(c, env_str(e, "code"), env_str(e, "msg"), env_str(e, "id"));
+        if (env_str(e, "dev")) {
+            if ((c = addressed_conn(edge, e, u)))
+                conn_error(c, env_str(e, "code"), env_str(e, "msg"),
+                           env_str(e, "id"));
+            break;
+        }
+        /* From the XMPP server (a bounce): every device of the user. */
+        for (c = u->conns; c; c = c->user_next)
+            if (c->state == CONN_READY)
+                conn_error(c, env_str(e, "code"), env_str(e, "msg"),
+                           env_str(e, "id"));
         break;
     case ENV_SESSION_END:
         for (c = u->conns; c; c = c->user_next) {
@@ -451,6 +452,40 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     LOG(WARN, "accept_failed", "err=\"%s\"", evutil_socket_error_to_string(err));
 }
 
+/* "127.0.0.1:7222", "[::1]:7222", "0.0.0.0:0" (port 0: the kernel picks). */
+static bool parse_listen(const char *spec, struct sockaddr_storage *ss, int *len)
+{
+    char host[64];
+    const char *colon = strrchr(spec, ':');
+    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof(host))
+        return false;
+    memcpy(host, spec, (size_t)(colon - spec));
+    host[colon - spec] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || port < 0 || port > 65535)
+        return false;
+    memset(ss, 0, sizeof(*ss));
+    size_t hl = strlen(host);
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        host[hl - 1] = '\0';
+        if (evutil_inet_pton(AF_INET6, host + 1, &s6->sin6_addr) != 1)
+            return false;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*s6);
+        return true;
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    if (evutil_inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+        return false;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    *len = sizeof(*s4);
+    return true;
+}
+
 struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
                       char *err, size_t errlen)
 {
@@ -473,8 +508,8 @@ struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
     seal_parse_key(cfg->common.cred_key, edge->cred_key);
 
     struct sockaddr_storage ss;
-    int sslen = sizeof(ss);
-    if (evutil_parse_sockaddr_port(cfg->listen, (struct sockaddr *)&ss, &sslen) < 0) {
+    int sslen;
+    if (!parse_listen(cfg->listen, &ss, &sslen)) {
         snprintf(err, errlen, "listen: '%s' is not host:port", cfg->listen);
         goto fail;
     }

@@ -54,7 +54,8 @@ struct conn {
     char dev[20];             /* "c<n>": unique on this edge, names it on the bus */
     struct user *user;        /* set from LOGGING_IN on; the user owns the list */
     struct conn *user_next;   /* next connection of the same user */
-    struct event *login_timer;/* owned, only while LOGGING_IN */
+    struct event *timer;      /* owned, until READY: login deadline, then
+                                 the wait for the bridge's answer */
     uint8_t auth_failures;
     bool attached;            /* a bridge counts this dev among the user's devices */
     bool bye_on_close;        /* a bye frame is queued: close after flush */
@@ -105,6 +106,8 @@ void edge_listen_addr(const struct edge *edge, char *out, size_t n);
 void edge_on_login(struct conn *c, json_t *frame);
 void edge_on_msg(struct conn *c, json_t *frame);
 void edge_on_logout(struct conn *c);
+/* The bridge did not answer the login in time. */
+void edge_on_login_timeout(struct conn *c);
 /* Called by conn.c when a connection is about to be freed. */
 void edge_on_conn_gone(struct conn *c);
 

@@ -60,6 +60,7 @@ export class ProsodyServer {
   async start({ timeout = 10000 } = {}) {
     this.proc = this.stack.spawn(`prosody:${this.c2sPort}`, 'prosody', ['--config', this.cfg, '-F'], {
       cwd: this.dir,
+      late: true,
     });
     const proc = this.proc;
     const r = await waitFor(async () => {

@@ -120,6 +120,7 @@ export class RedisServer {
     for (;;) {
       this.proc = this.stack.spawn(`${this.name}#${this.starts}:${this.port}`, 'redis-server', this.args(), {
         logFile: path.join(this.dir, 'redis.log'),
+        late: true,
       });
       const proc = this.proc;
       const ok = await waitFor(async () => {

@@ -1,11 +1,11 @@
 // The project's own binaries (bin/imb-xmppd, bin/imb-edge, bin/imcat) and a
 // whole-stack helper.
 import path from 'node:path';
-import { binPath, HOST, missingBins, randomCredKey } from './util.mjs';
+import { binPath, HOST, missingBins, randomCredKey, sleep } from './util.mjs';
 import { startRedis } from './redis.mjs';
 import { DEFAULT_USERS, startProsody } from './prosody.mjs';
 import { startDesktop } from './desktop.mjs';
-import { connectPhone } from './phone.mjs';
+import { connectPhone, PhoneClient } from './phone.mjs';
 
 const LOG_LEVEL = () => process.env.IMB_TEST_LOG_LEVEL || 'info';
 
@@ -112,8 +112,38 @@ function matchesShallow(o, pat) {
 }
 
 /**
+ * Wait until the edge at `port` routes logins to a bridge: a probe logs in as
+ * a nonexistent user (imb-probe@domain) with a wrong password on a fresh
+ * connection until the answer is something other than error `unavailable`
+ * (normally auth_failed, which proves edge -> Redis -> xmppd -> XMPP server
+ * all work).  Resolves the time it took in ms; throws after `timeout`.
+ */
+export async function waitBridgeReady(port, { domain = 'localhost', timeout = 10000 } = {}) {
+  const t0 = Date.now();
+  let last;
+  while (Date.now() - t0 < timeout) {
+    const p = await PhoneClient.connect(port, { name: 'probe' });
+    try {
+      last = await p.tryLogin(`imb-probe@${domain}`, 'not-the-password', { timeout: Math.max(500, timeout - (Date.now() - t0)) });
+    } catch (e) {
+      last = { exception: e.message };
+    } finally {
+      p.destroy();
+    }
+    if (last.t === 'error' && last.code === 'unavailable') {
+      await sleep(100);
+      continue;
+    }
+    if (last.exception) throw new Error(`bridge readiness probe: ${last.exception}`);
+    return Date.now() - t0;
+  }
+  throw new Error(`bridge not ready after ${timeout} ms: last probe answer ${JSON.stringify(last)}`);
+}
+
+/**
  * The whole system for one test, each part on its own free port:
- *   startBridge(stack, {users, workers=2, edge:{heartbeat,...}, xmppdArgs, edgeArgs})
+ *   startBridge(stack, {users, workers=2, edge:{heartbeat,...}, xmppdArgs, edgeArgs, probe=true})
+ *   (probe: wait with waitBridgeReady() before returning)
  *   -> { stack, credKey, redis, prosody, xmppd, edge, domain,
  *        jid(user), pass(user),
  *        phone(name?) -> PhoneClient connected to the edge,
@@ -121,7 +151,7 @@ function matchesShallow(o, pat) {
  *        desktop(user, resource?) -> DesktopPeer online }
  */
 export async function startBridge(stack, {
-  users = DEFAULT_USERS, workers = 2, edge: edgeOpts = {}, xmppdArgs = [], edgeArgs = [],
+  users = DEFAULT_USERS, workers = 2, edge: edgeOpts = {}, xmppdArgs = [], edgeArgs = [], probe = true,
 } = {}) {
   requireBin('imb-xmppd');
   requireBin('imb-edge');
@@ -134,6 +164,10 @@ export async function startBridge(stack, {
     startXmppd(stack, { redisPort: redis.port, xmppPort: prosody.c2sPort, workers, credKey, extraArgs: xmppdArgs }),
     startEdge(stack, { redisPort: redis.port, credKey, extraArgs: edgeArgs, ...edgeOpts }),
   ]);
+  if (probe) {
+    const ms = await waitBridgeReady(edge.port, { domain: prosody.domain });
+    stack.note(`bridge answered logins ${ms} ms after both services reported ready`);
+  }
   const passwords = new Map(users);
   const b = {
     stack, credKey, redis, prosody, xmppd, edge, domain: prosody.domain,

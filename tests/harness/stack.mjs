@@ -266,8 +266,9 @@ export function childEnv(extra = {}) {
 
 /**
  * One test's resources.  stack.spawn(...) / stack.tempDir(...) register
- * things; stack.cleanup() (idempotent) closes clients, stops processes in
- * reverse start order (SIGTERM, then SIGKILL) and removes temp dirs.
+ * things; stack.cleanup() (idempotent) closes clients, stops processes
+ * (SIGTERM, then SIGKILL after 3 s; the project's services in parallel first,
+ * then the servers spawned with {late: true}) and removes temp dirs.
  * Set IMB_TEST_KEEP=1 to keep temp dirs (their paths are reported).
  */
 export class Stack {
@@ -291,6 +292,7 @@ export class Stack {
    *  `logFile` when given. */
   spawn(name, cmd, args, opts = {}) {
     const p = new Proc(name, cmd, args, { env: childEnv(opts.envExtra), ...opts });
+    p.late = !!opts.late;
     this.procs.push(p);
     return p;
   }
@@ -324,10 +326,11 @@ export class Stack {
     for (const c of this.closers.reverse()) {
       try { await withTimeout(Promise.resolve().then(() => c.close()), 3000, `close ${c.name}`); } catch { /* ignore */ }
     }
-    // Stop in reverse start order: services before the servers they use.
-    for (const p of [...this.procs].reverse()) {
-      try { await p.stop({ timeout: 3000 }); } catch { /* ignore */ }
-    }
+    // Services (and anything else) first, all at once; then the servers
+    // they use (spawned with {late: true}: redis, prosody).
+    const stopAll = (ps) => Promise.all(ps.map((p) => p.stop({ timeout: 3000 }).catch(() => {})));
+    await stopAll(this.procs.filter((p) => !p.late));
+    await stopAll(this.procs.filter((p) => p.late));
     if (process.env.IMB_TEST_KEEP === '1') {
       if (this.dirs.length) process.stderr.write(`[${this.name}] kept temp dirs: ${this.dirs.join(' ')}\n`);
     } else {

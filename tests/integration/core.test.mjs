@@ -1,7 +1,7 @@
 // Core behaviour of the bridge, end to end: a phone (PhoneClient, protocol v1)
 // on imb-edge, imb-xmppd, Redis and Prosody, and a desktop XMPP user (xmpp.js).
 import assert from 'node:assert/strict';
-import { itest, startBridge, bareJid, uniqueId } from '../harness/index.mjs';
+import { itest, startBridge, waitBridgeReady, bareJid, uniqueId } from '../harness/index.mjs';
 
 itest('login ok (welcome), wrong password (auth_failed) then login again, logout', async (t, stack) => {
   const b = await startBridge(stack);
@@ -123,4 +123,12 @@ itest('several phones at once, each gets only its own messages', async (t, stack
     assert.equal(m.body, `to ${users[i]}`);
   }
   for (const p of phones) assert.ok(await p.noFrame({ t: 'msg' }, 200), 'no stray messages');
+});
+
+itest('cold start: logins are routed within 3 s of both services reporting ready', async (t, stack) => {
+  const b = await startBridge(stack, { probe: false });
+  const ms = await waitBridgeReady(b.edge.port, { timeout: 3000 });
+  t.diagnostic(`first login routed after ${ms} ms`);
+  const alice = await b.loginPhone('alice');
+  assert.equal(alice.welcome.jid, 'alice@localhost');
 });
