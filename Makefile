@@ -17,14 +17,17 @@ CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-pa
             -Icommon $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lm
 
+# Sanitized binaries live apart (build/asan/bin) so they never pass for the
+# release ones in bin/.
 ifeq ($(SANITIZE),1)
 BUILD    := build/asan
+BIN      := build/asan/bin
 CFLAGS   += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
 else
 BUILD    := build/release
-endif
 BIN      := bin
+endif
 
 COMMON_SRC := $(wildcard common/*.c)
 EDGE_SRC   := $(wildcard edge/*.c)
@@ -71,7 +74,7 @@ unit: $(UNIT_BIN)
 	@scripts/run-unit.sh $(UNIT_BIN)
 
 integration: all
-	@scripts/run-integration.sh
+	@IMB_TEST_BIN_DIR=$(BIN) scripts/run-integration.sh
 
 test: deps
 	@$(MAKE) --no-print-directory all unit
