@@ -98,12 +98,14 @@ static void send_detach(struct edge *edge, const char *jid, const char *dev,
 /* A login in flight: kept by the PUBLISH callback so a missed worker can be
  * replaced by another. */
 struct login_req {
+    struct edge *edge;
     char dev[20];
     char *jid;
     char *payload;              /* the encoded login envelope */
     size_t len;
     char *tried[LOGIN_ATTEMPTS];/* worker ids already tried */
     int attempts;
+    bool refreshed;             /* the worker list was re-read for it */
 };
 
 static void login_req_free(struct login_req *r)
@@ -156,9 +158,23 @@ static void on_login_published(void *owner, void *data, redisReply *reply)
     }
 }
 
+static void login_send(struct edge *edge, struct login_req *r);
+
+static void login_send_after_refresh(void *arg)
+{
+    struct login_req *r = arg;
+    login_send(r->edge, r);
+}
+
 static void login_send(struct edge *edge, struct login_req *r)
 {
     struct conn *c = strmap_get(&edge->conns, r->dev);
+    if (workers_count(edge->workers) == 0 && !r->refreshed) {
+        r->refreshed = true;
+        r->edge = edge;
+        workers_refresh(edge->workers, login_send_after_refresh, r);
+        return;
+    }
     const char *wid = r->attempts < LOGIN_ATTEMPTS
                           ? workers_pick(edge->workers,
                                          (const char *const *)r->tried,
@@ -552,8 +568,10 @@ void edge_free(struct edge *edge)
     for (struct strmap_entry *e = strmap_first(&edge->conns, &it); e;
          e = strmap_next(&edge->conns, &it))
         conn_destroy(e->value);
-    workers_free(edge->workers);
+    /* The bus first: its pending callbacks (answered with NULL) still use
+     * the worker list and the maps. */
     bus_free(edge->bus);
+    workers_free(edge->workers);
     strmap_free(&edge->conns);
     strmap_free(&edge->users);
     free(edge);

@@ -19,8 +19,16 @@ struct worker_info {
     long capacity;
 };
 
+/* Someone waiting for a refresh. */
+struct refresh_waiter {
+    struct refresh_waiter *next;
+    void (*done)(void *arg);
+    void *arg;
+};
+
 struct workers {
     struct bus *bus;
+    struct refresh_waiter *waiters;
     struct event *timer;
     struct worker_info *list;
     size_t n;
@@ -37,12 +45,27 @@ static void clear(struct workers *w)
     w->n = 0;
 }
 
+static void parse_list(struct workers *w, redisReply *r);
+
 static void on_hgetall(void *owner, void *data, redisReply *r)
 {
     struct workers *w = data;
     w->refreshing = false;
-    if (!r || r->type != REDIS_REPLY_ARRAY)
-        return; /* keep the last known list while Redis is away */
+    /* Without an answer keep the last known list while Redis is away. */
+    if (r && r->type == REDIS_REPLY_ARRAY)
+        parse_list(w, r);
+    struct refresh_waiter *rw = w->waiters;
+    w->waiters = NULL;
+    while (rw) {
+        struct refresh_waiter *next = rw->next;
+        rw->done(rw->arg);
+        free(rw);
+        rw = next;
+    }
+}
+
+static void parse_list(struct workers *w, redisReply *r)
+{
     int64_t now = util_wall_ms();
     clear(w);
     size_t cap = r->elements / 2;
@@ -87,10 +110,21 @@ struct workers *workers_new(struct event_base *base, struct bus *bus)
     return w;
 }
 
+void workers_refresh(struct workers *w, void (*done)(void *arg), void *arg)
+{
+    struct refresh_waiter *rw = xmalloc(sizeof(*rw));
+    rw->done = done;
+    rw->arg = arg;
+    rw->next = w->waiters;
+    w->waiters = rw;
+    refresh(-1, 0, w);
+}
+
 void workers_free(struct workers *w)
 {
     if (!w)
         return;
+    /* The bus was freed first, so every refresh has been answered. */
     event_free(w->timer);
     clear(w);
     free(w);

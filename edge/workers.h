@@ -18,5 +18,8 @@ void workers_free(struct workers *w);
 const char *workers_pick(struct workers *w, const char *const *exclude,
                          size_t nexclude);
 size_t workers_count(const struct workers *w);
+/* Re-read the list now (a login found it empty: an edge that just started,
+ * or a bridge that just registered); done(arg) runs once it is in. */
+void workers_refresh(struct workers *w, void (*done)(void *arg), void *arg);
 
 #endif

@@ -328,7 +328,8 @@ export class Stack {
     }
     // Services (and anything else) first, all at once; then the servers
     // they use (spawned with {late: true}: redis, prosody).
-    const stopAll = (ps) => Promise.all(ps.map((p) => p.stop({ timeout: 3000 }).catch(() => {})));
+    const stopAll = (ps) => Promise.all(ps.map((p) => p.stop({ timeout: 3000 })
+      .then((r) => { p.stopResult = r; }).catch(() => {})));
     await stopAll(this.procs.filter((p) => !p.late));
     await stopAll(this.procs.filter((p) => p.late));
     if (process.env.IMB_TEST_KEEP === '1') {
@@ -339,6 +340,29 @@ export class Stack {
       }
     }
   }
+}
+
+/** Marks of a sanitizer report in a process's output. */
+const SANITIZER_RE = /ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: UndefinedBehaviorSanitizer/;
+
+/**
+ * After cleanup: every project process (imb-*, imcat) must have left no
+ * sanitizer report, and each service (imb-*) the cleanup stopped must have
+ * exited by itself with status 0 (a graceful shutdown). A test that kills a process on
+ * purpose sets proc.unclean = true. Returns a list of problems.
+ */
+export function uncleanExits(stack) {
+  const problems = [];
+  for (const p of stack.procs) {
+    if (!/^(imb-|imcat)/.test(p.name)) continue;
+    const out = `${p.stderr ?? ''}${p.stdout ?? ''}`;
+    if (SANITIZER_RE.test(out)) problems.push(`${p.name}: sanitizer report in its output`);
+    if (p.unclean || !p.stopResult || !p.name.startsWith('imb-')) continue;
+    const r = p.stopResult;
+    if (r.killed) problems.push(`${p.name}: did not exit within 3 s of SIGTERM`);
+    else if (r.code !== 0 && r.code !== undefined && r.code !== null) problems.push(`${p.name}: exit status ${r.code}`);
+  }
+  return problems;
 }
 
 /**
@@ -359,7 +383,11 @@ export function stackFor(t, name = t?.name ?? 'stack') {
 export async function runWithStack(t, fn, name = t?.name ?? 'stack') {
   const s = stackFor(t, name);
   try {
-    return await fn(s);
+    const result = await fn(s);
+    await s.cleanup();
+    const problems = uncleanExits(s);
+    if (problems.length) throw new Error(`unclean exit: ${problems.join('; ')}`);
+    return result;
   } catch (e) {
     const rep = s.report().replace(/\t/g, '  ');
     if (t && typeof t.diagnostic === 'function') {
