@@ -42,9 +42,11 @@ EDGE_LIB   := $(filter-out $(BUILD)/edge/main.o,$(EDGE_OBJ))
 XMPPD_LIB  := $(filter-out $(BUILD)/xmppd/main.o,$(XMPPD_OBJ))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-PROGS := $(BIN)/imb-edge $(BIN)/imb-xmppd $(BIN)/imcat
+PROGS := $(BIN)/imb-edge $(BIN)/imb-xmppd $(BIN)/imcat $(BIN)/imtap
 
 .PHONY: all test unit integration run bench fuzz clean deps
+# Keep test objects: they are not throw-away intermediates.
+.SECONDARY:
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
@@ -60,6 +62,10 @@ $(BIN)/imb-xmppd: $(XMPPD_OBJ) $(COMMON_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BIN)/imcat: $(BUILD)/tools/imcat.o $(COMMON_OBJ)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BIN)/imtap: $(BUILD)/tools/imtap.o $(COMMON_OBJ)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 

@@ -164,7 +164,11 @@ enum config_status config_load(const struct opt *t, size_t n, void *cfg,
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(t, n, argv[0]);
             return CONFIG_EXIT;
-        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+        } else if (!strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "option '--config' needs a file name");
+                return CONFIG_ERROR;
+            }
             file = argv[++i];
         } else if (!strncmp(argv[i], "--config=", 9)) {
             file = argv[i] + 9;

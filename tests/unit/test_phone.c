@@ -1,0 +1,301 @@
+/* test_phone.c - edge/phone: the phone protocol v1 codec. */
+#include "frame.h"
+#include "phone.h"
+#include "unit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BODY_MAX 4096
+
+static char err[256];
+
+static int decode(const char *json, json_t **out)
+{
+    err[0] = '\0';
+    return phone_decode(json, strlen(json), BODY_MAX, out, err, sizeof(err));
+}
+
+/* json must be refused: -1, *out NULL, a reason naming want (if given). */
+static void expect_bad(const char *json, const char *want, const char *file,
+                       int line)
+{
+    json_t *out = (json_t *)1;
+    int t = decode(json, &out);
+    if (!unit_check(t == -1, file, line, "phone_decode refuses")) {
+        printf("    accepted as %d: %s\n", t, json);
+    }
+    unit_check(out == NULL, file, line, "*out is NULL");
+    if (t != -1)
+        json_decref(out);
+    if (!unit_check(err[0] != '\0', file, line, "err says why"))
+        return;
+    if (want && !unit_check(strstr(err, want) != NULL, file, line,
+                            "err names the field"))
+        printf("    err: %s (want '%s')\n", err, want);
+}
+#define BAD(json, want) expect_bad(json, want, __FILE__, __LINE__)
+
+TEST(phone_decode_login)
+{
+    json_t *o = NULL;
+    CHECK_EQ_INT(decode("{\"t\":\"login\",\"v\":1,\"jid\":\"alice@localhost\","
+                        "\"pass\":\"secret\"}", &o),
+                 PHONE_LOGIN);
+    CHECK(o != NULL);
+    CHECK_EQ_STR(json_string_value(json_object_get(o, "jid")), "alice@localhost");
+    CHECK_EQ_STR(json_string_value(json_object_get(o, "pass")), "secret");
+    json_decref(o);
+    /* With a device label, and a password with spaces and non-ASCII. */
+    CHECK_EQ_INT(decode("{\"t\":\"login\",\"v\":1,\"jid\":\"alice@localhost\","
+                        "\"pass\":\"s p\\u00e4ss\",\"dev\":\"pixel-7.a_b\"}", &o),
+                 PHONE_LOGIN);
+    json_decref(o);
+}
+
+TEST(phone_decode_msg_hb_logout)
+{
+    json_t *o = NULL;
+    CHECK_EQ_INT(decode("{\"t\":\"msg\",\"id\":\"c1\",\"to\":\"bob@localhost\","
+                        "\"body\":\"hello\\nworld\"}", &o),
+                 PHONE_MSG);
+    CHECK_EQ_STR(json_string_value(json_object_get(o, "body")), "hello\nworld");
+    json_decref(o);
+    CHECK_EQ_INT(decode("{\"t\":\"msg\",\"id\":\"c1\",\"to\":\"bob@localhost/desk\","
+                        "\"body\":\"x\"}", &o),
+                 PHONE_MSG);
+    json_decref(o);
+    CHECK_EQ_INT(decode("{\"t\":\"hb\"}", &o), PHONE_HB);
+    CHECK(o != NULL);
+    json_decref(o);
+    CHECK_EQ_INT(decode("{\"t\":\"logout\"}", &o), PHONE_LOGOUT);
+    json_decref(o);
+    /* Unknown members are ignored. */
+    CHECK_EQ_INT(decode("{\"t\":\"hb\",\"future\":[1,2,3]}", &o), PHONE_HB);
+    json_decref(o);
+    /* Only len bytes are read. */
+    const char *buf = "{\"t\":\"hb\"}{\"t\":";
+    CHECK_EQ_INT(phone_decode(buf, 10, BODY_MAX, &o, err, sizeof(err)), PHONE_HB);
+    json_decref(o);
+}
+
+TEST(phone_decode_unknown_type)
+{
+    json_t *o = NULL;
+    CHECK_EQ_INT(decode("{\"t\":\"typing\",\"to\":\"bob@localhost\"}", &o),
+                 PHONE_UNKNOWN);
+    CHECK(o != NULL); /* the caller still gets the object (to answer it) */
+    json_decref(o);
+    o = NULL;
+    CHECK_EQ_INT(decode("{\"t\":\"\"}", &o), PHONE_UNKNOWN);
+    json_decref(o);
+    o = NULL;
+    CHECK_EQ_INT(decode("{\"t\":\"LOGIN\"}", &o), PHONE_UNKNOWN);
+    json_decref(o);
+}
+
+TEST(phone_decode_bad_frames)
+{
+    BAD("", NULL);
+    BAD("{", NULL);
+    BAD("{\"t\":\"hb\"", NULL);
+    BAD("{\"t\":\"hb\"} x", NULL);
+    BAD("{\"t\":\"hb\"}{\"t\":\"hb\"}", NULL);
+    BAD("[]", NULL);
+    BAD("[{\"t\":\"hb\"}]", NULL);
+    BAD("\"hb\"", NULL);
+    BAD("42", NULL);
+    BAD("null", NULL);
+    BAD("{}", "'t'");
+    BAD("{\"type\":\"hb\"}", "'t'");
+    BAD("{\"t\":1}", "'t'");
+    BAD("{\"t\":null}", "'t'");
+    BAD("{\"t\":[\"hb\"]}", "'t'");
+    BAD("{\"t\":\"hb\",\"t\":\"logout\"}", NULL); /* duplicate keys */
+    BAD("{\"t\":\"h\xff\"}", NULL);                 /* invalid UTF-8 */
+}
+
+#define MSG "{\"t\":\"msg\","
+
+TEST(phone_decode_bad_msg)
+{
+    BAD(MSG "\"to\":\"bob@localhost\",\"body\":\"x\"}", "'id'");
+    BAD(MSG "\"id\":\"c1\",\"body\":\"x\"}", "'to'");
+    BAD(MSG "\"id\":\"c1\",\"to\":\"bob@localhost\"}", "'body'");
+    BAD(MSG "\"id\":\"c1\",\"to\":\"bob@localhost\",\"body\":\"\"}", "'body'");
+    BAD(MSG "\"id\":\"c 1\",\"to\":\"bob@localhost\",\"body\":\"x\"}", "'id'");
+    BAD(MSG "\"id\":1,\"to\":\"bob@localhost\",\"body\":\"x\"}", "'id'");
+    BAD(MSG "\"id\":\"c1\",\"to\":\"bob@\",\"body\":\"x\"}", "'to'");
+    BAD(MSG "\"id\":\"c1\",\"to\":\"@localhost\",\"body\":\"x\"}", "'to'");
+    BAD(MSG "\"id\":\"c1\",\"to\":\"b ob@localhost\",\"body\":\"x\"}", "'to'");
+    BAD(MSG "\"id\":\"c1\",\"to\":\"bob@localhost\",\"body\":\"a\\u0000b\"}", NULL);
+    BAD(MSG "\"id\":\"c1\",\"to\":\"bob@localhost\",\"body\":\"\\u0002\"}", "'body'");
+    BAD(MSG "\"id\":\"c1\",\"to\":\"bob@localhost\",\"body\":\"\\ufffe\"}", "'body'");
+    BAD(MSG "\"id\":\"c1\",\"to\":\"bob@localhost\",\"body\":7}", "'body'");
+    /* Ids are at most PHONE_MAX_ID (64) characters. */
+    char json[256];
+    snprintf(json, sizeof(json),
+             MSG "\"id\":\"%065d\",\"to\":\"bob@localhost\",\"body\":\"x\"}", 0);
+    BAD(json, "'id'");
+    json_t *o = NULL;
+    snprintf(json, sizeof(json),
+             MSG "\"id\":\"%064d\",\"to\":\"bob@localhost\",\"body\":\"x\"}", 0);
+    CHECK_EQ_INT(decode(json, &o), PHONE_MSG);
+    json_decref(o);
+}
+
+TEST(phone_decode_bad_login)
+{
+    BAD("{\"t\":\"login\",\"v\":1,\"jid\":\"alice@localhost/phone\","
+        "\"pass\":\"secret\"}", "'jid'");
+    BAD("{\"t\":\"login\",\"v\":1,\"jid\":\"alice@localhost/\","
+        "\"pass\":\"secret\"}", "'jid'");
+    BAD("{\"t\":\"login\",\"v\":1,\"pass\":\"secret\"}", "'jid'");
+    BAD("{\"t\":\"login\",\"v\":1,\"jid\":\"alice@localhost\"}", "'pass'");
+    BAD("{\"t\":\"login\",\"v\":1,\"jid\":\"alice@localhost\",\"pass\":\"\"}",
+        "'pass'");
+    BAD("{\"t\":\"login\",\"v\":1,\"jid\":\"alice@localhost\",\"pass\":5}",
+        "'pass'");
+    BAD("{\"t\":\"login\",\"jid\":\"alice@localhost\",\"pass\":\"s\"}", "'v'");
+    BAD("{\"t\":\"login\",\"v\":\"1\",\"jid\":\"alice@localhost\",\"pass\":\"s\"}",
+        "'v'");
+    BAD("{\"t\":\"login\",\"v\":1,\"jid\":\"alice@localhost\",\"pass\":\"s\","
+        "\"dev\":\"my phone\"}", "'dev'");
+    BAD("{\"t\":\"login\",\"v\":1,\"jid\":\"alice@localhost\",\"pass\":\"s\","
+        "\"dev\":\"\"}", "'dev'");
+    /* A password over PHONE_MAX_PASS bytes. */
+    char *json = malloc(PHONE_MAX_PASS + 200);
+    int n = sprintf(json, "{\"t\":\"login\",\"v\":1,\"jid\":\"a@b\",\"pass\":\"");
+    memset(json + n, 'p', PHONE_MAX_PASS + 1);
+    strcpy(json + n + PHONE_MAX_PASS + 1, "\"}");
+    BAD(json, "'pass'");
+    json_t *o = NULL;
+    strcpy(json + n + PHONE_MAX_PASS, "\"}"); /* exactly the maximum */
+    CHECK_EQ_INT(decode(json, &o), PHONE_LOGIN);
+    json_decref(o);
+    free(json);
+}
+
+TEST(phone_decode_body_limit)
+{
+    char json[256];
+    json_t *o = NULL;
+    const char *head = MSG "\"id\":\"c1\",\"to\":\"bob@localhost\",\"body\":\"";
+    /* body_max 10: 10 bytes pass, 11 do not. */
+    snprintf(json, sizeof(json), "%s0123456789\"}", head);
+    CHECK_EQ_INT(phone_decode(json, strlen(json), 10, &o, err, sizeof(err)),
+                 PHONE_MSG);
+    json_decref(o);
+    o = (json_t *)1;
+    snprintf(json, sizeof(json), "%s0123456789a\"}", head);
+    CHECK_EQ_INT(phone_decode(json, strlen(json), 10, &o, err, sizeof(err)), -1);
+    CHECK(o == NULL);
+    CHECK(strstr(err, "'body'") != NULL);
+    /* The limit counts bytes: 6 x U+00E9 is 12 bytes. */
+    snprintf(json, sizeof(json),
+             "%s\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\"}", head);
+    CHECK_EQ_INT(phone_decode(json, strlen(json), 10, &o, err, sizeof(err)), -1);
+    /* Bodies above the envelope's own maximum are refused whatever body_max. */
+    size_t big = 64 * 1024 + 1;
+    char *s = malloc(strlen(head) + big + 3);
+    strcpy(s, head);
+    memset(s + strlen(head), 'x', big);
+    strcpy(s + strlen(head) + big, "\"}");
+    CHECK_EQ_INT(phone_decode(s, strlen(s), 1 << 20, &o, err, sizeof(err)), -1);
+    free(s);
+}
+
+TEST(phone_encode_frame)
+{
+    json_t *o = json_pack("{s:s}", "t", "hb");
+    size_t len = 0;
+    char *buf = phone_encode(o, &len);
+    char *json = json_dumps(o, JSON_COMPACT);
+    CHECK_EQ_STR(json, "{\"t\":\"hb\"}");
+    CHECK_EQ_INT(len, FRAME_HEADER + strlen(json));
+    const uint8_t *h = (const uint8_t *)buf;
+    CHECK(h[0] == 0 && h[1] == 0 && h[2] == 0 && h[3] == strlen(json));
+    CHECK(memcmp(buf + FRAME_HEADER, json, strlen(json)) == 0);
+    free(json);
+    free(buf);
+    json_decref(o);
+
+    /* A body above 255 bytes uses more than the last header byte, and the
+     * frame parses back to the same object. */
+    char body[1000];
+    memset(body, 'z', sizeof(body) - 1);
+    body[sizeof(body) - 1] = '\0';
+    o = json_pack("{s:s, s:s, s:s}", "t", "msg", "from", "bob@localhost",
+                  "body", body);
+    buf = phone_encode(o, &len);
+    json = json_dumps(o, JSON_COMPACT);
+    size_t n = strlen(json);
+    CHECK_EQ_INT(len, FRAME_HEADER + n);
+    h = (const uint8_t *)buf;
+    CHECK_EQ_INT(((size_t)h[0] << 24) | ((size_t)h[1] << 16) |
+                 ((size_t)h[2] << 8) | h[3], n);
+    const uint8_t *fb;
+    size_t fl;
+    CHECK_EQ_INT(frame_parse(h, len, FRAME_MAX_LIMIT, &fb, &fl), FRAME_OK);
+    CHECK_EQ_INT(fl, n);
+    json_t *back = json_loadb((const char *)fb, fl, 0, NULL);
+    CHECK(back && json_equal(back, o));
+    json_decref(back);
+    free(json);
+    free(buf);
+    json_decref(o);
+}
+
+TEST(phone_error_and_bye)
+{
+    json_t *e = phone_error(PERR_AUTH_FAILED, "wrong password", NULL);
+    CHECK_EQ_STR(json_string_value(json_object_get(e, "t")), "error");
+    CHECK_EQ_STR(json_string_value(json_object_get(e, "code")), "auth_failed");
+    CHECK_EQ_STR(json_string_value(json_object_get(e, "msg")), "wrong password");
+    CHECK(json_object_get(e, "id") == NULL);
+    CHECK_EQ_INT(json_object_size(e), 3);
+    json_decref(e);
+
+    e = phone_error(PERR_BAD_FRAME, "field 'to': bad", "c1");
+    CHECK_EQ_STR(json_string_value(json_object_get(e, "id")), "c1");
+    CHECK_EQ_INT(json_object_size(e), 4);
+    json_decref(e);
+
+    e = phone_error(PERR_INTERNAL, NULL, NULL);
+    CHECK_EQ_INT(json_object_size(e), 2);
+    CHECK(json_object_get(e, "msg") == NULL);
+    json_decref(e);
+
+    json_t *b = phone_bye("idle_timeout");
+    char *s = json_dumps(b, JSON_COMPACT | JSON_SORT_KEYS);
+    CHECK_EQ_STR(s, "{\"reason\":\"idle_timeout\",\"t\":\"bye\"}");
+    free(s);
+    json_decref(b);
+
+    /* What the edge sends decodes as a well-formed (unknown to us) frame. */
+    e = phone_error(PERR_TOO_BIG, "frame above 16384 bytes", NULL);
+    size_t len;
+    char *frame = phone_encode(e, &len);
+    json_t *o = NULL;
+    CHECK_EQ_INT(phone_decode(frame + FRAME_HEADER, len - FRAME_HEADER, BODY_MAX,
+                              &o, err, sizeof(err)),
+                 PHONE_UNKNOWN);
+    json_decref(o);
+    free(frame);
+    json_decref(e);
+}
+
+int main(void)
+{
+    RUN(phone_decode_login);
+    RUN(phone_decode_msg_hb_logout);
+    RUN(phone_decode_unknown_type);
+    RUN(phone_decode_bad_frames);
+    RUN(phone_decode_bad_msg);
+    RUN(phone_decode_bad_login);
+    RUN(phone_decode_body_limit);
+    RUN(phone_encode_frame);
+    RUN(phone_error_and_bye);
+    return unit_done();
+}

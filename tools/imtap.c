@@ -1,0 +1,2 @@
+/* imtap.c - placeholder replaced by the channel tap. */
+int main(void) { return 0; }
