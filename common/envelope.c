@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAXF 8
+#define MAXF 12
 
 struct env_schema {
     const char *name;
@@ -31,7 +31,8 @@ static const struct env_schema schemas[ENV_TYPE_COUNT] = {
     [ENV_CHAT] = {"chat", {JID("from", true), JID("to", true),
                            TEXT("body", ENV_MAX_BODY, true), ID("id", false),
                            ID("edge", false), ID("dev", false),
-                           {"ts", F_INT, 0, false}}},
+                           {"ts", F_INT, 0, false}, {"seq", F_INT, 0, false},
+                           ID("epoch", false)}},
     [ENV_ACK] = {"ack", {JID("to", true), {"ids", F_IDS, 1024, true},
                          ID("edge", false), ID("dev", false)}},
     [ENV_ERROR] = {"error", {JID("to", true), ID("code", true),

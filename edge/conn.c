@@ -33,6 +33,7 @@ static void conn_free(struct conn *c)
     strmap_del(&c->edge->conns, c->dev);
     if (c->timer)
         event_free(c->timer);
+    json_decref(c->held);
     bufferevent_free(c->bev);
     free(c);
 }
@@ -165,6 +166,12 @@ static void conn_frame(struct conn *c, const char *body, size_t len)
             conn_error(c, PERR_NOT_LOGGED_IN, "log in first", id);
         else
             edge_on_msg(c, f);
+        break;
+    case PHONE_ACK:
+        if (c->state != CONN_READY)
+            conn_error(c, PERR_NOT_LOGGED_IN, "log in first", NULL);
+        else
+            edge_on_ack(c, f);
         break;
     case PHONE_LOGOUT:
         if (c->state == CONN_READY)

@@ -220,6 +220,10 @@ void edge_on_login(struct conn *c, json_t *f)
         return;
     }
     snprintf(c->label, sizeof(c->label), "%s", label ? label : "");
+    /* Where the phone says it is in the user's sequence (resume). */
+    const char *epoch = json_string_value(json_object_get(f, "epoch"));
+    snprintf(c->epoch, sizeof(c->epoch), "%s", epoch ? epoch : "");
+    c->last_seq = epoch ? (int64_t)json_integer_value(json_object_get(f, "seq")) : 0;
     user_attach(edge, c, jid);
     conn_set_state(c, CONN_LOGGING_IN);
 
@@ -264,6 +268,8 @@ static void on_login_ok(struct edge *edge, struct env *e)
                            PHONE_VERSION, "jid", jid, "hb",
                            (json_int_t)edge->cfg->heartbeat, "max",
                            (json_int_t)edge->cfg->max_frame));
+    /* Whatever waits in the inbox comes first, then a sync frame. */
+    delivery_replay(c);
 }
 
 static void on_login_fail(struct edge *edge, struct env *e)
@@ -359,17 +365,9 @@ static void on_user_env(struct edge *edge, struct user *u, struct env *e)
     struct conn *c;
     switch (e->type) {
     case ENV_CHAT:
-        for (c = u->conns; c; c = c->user_next) {
-            if (c->state != CONN_READY)
-                continue;
-            json_t *f = json_pack("{s:s, s:s, s:O}", "t", "msg", "from",
-                                  env_str(e, "from"), "body", env_json(e, "body"));
-            if (env_str(e, "id"))
-                json_object_set_new(f, "id", json_string(env_str(e, "id")));
-            json_object_set_new(f, "ts", json_integer(env_int(e, "ts", util_wall_ms())));
-            conn_send(c, f);
-            edge->stats.msgs_out++;
-        }
+        for (c = u->conns; c; c = c->user_next)
+            if (c->state == CONN_READY)
+                delivery_live(c, e);
         break;
     case ENV_ACK:
         if ((c = addressed_conn(edge, e, u))) {
@@ -448,8 +446,18 @@ static void on_bus_msg(void *owner, const char *channel, const char *payload,
 
 static void on_bus_state(void *owner, bool up)
 {
-    (void)owner;
-    (void)up;
+    struct edge *edge = owner;
+    if (!up)
+        return;
+    /* Pub/sub lost whatever was published while the link was down: every
+     * phone catches up from the inbox. */
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&edge->conns, &it); e;
+         e = strmap_next(&edge->conns, &it)) {
+        struct conn *c = e->value;
+        if (c->state == CONN_READY)
+            delivery_replay(c);
+    }
 }
 
 /* ---- lifecycle --------------------------------------------------------- */

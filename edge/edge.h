@@ -58,6 +58,11 @@ struct conn {
                                  the wait for the bridge's answer */
     uint8_t auth_failures;
     bool attached;            /* a bridge counts this dev among the user's devices */
+    bool replaying;           /* fetching missed messages from the inbox */
+    bool reset;               /* the inbox epoch changed under the phone */
+    int64_t last_seq;         /* highest seq written to this phone */
+    char epoch[32];           /* inbox epoch last_seq belongs to ("" unknown) */
+    json_t *held;             /* live chats that came during a replay, or NULL */
     bool bye_on_close;        /* a bye frame is queued: close after flush */
     char label[16];           /* device label the phone gave, or "" */
 };
@@ -77,6 +82,8 @@ struct edge_stats {
     uint64_t acks;           /* acks sent to phones */
     uint64_t bad_frames;     /* error frames for malformed input */
     uint64_t bad_envelopes;  /* envelopes from the bus that failed validation */
+    uint64_t replayed;       /* chats written to phones from the inbox */
+    uint64_t gaps;           /* sequence gaps that triggered an inbox fetch */
 };
 
 struct edge {
@@ -106,10 +113,16 @@ void edge_listen_addr(const struct edge *edge, char *out, size_t n);
 void edge_on_login(struct conn *c, json_t *frame);
 void edge_on_msg(struct conn *c, json_t *frame);
 void edge_on_logout(struct conn *c);
+void edge_on_ack(struct conn *c, json_t *frame);
 /* The bridge did not answer the login in time. */
 void edge_on_login_timeout(struct conn *c);
 /* Called by conn.c when a connection is about to be freed. */
 void edge_on_conn_gone(struct conn *c);
+
+/* delivery.c: chats to phones, in sequence, replayed from the inbox. */
+struct env;
+void delivery_live(struct conn *c, const struct env *e);
+void delivery_replay(struct conn *c);
 
 /* conn.c: phone sockets. */
 void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen);

@@ -20,8 +20,10 @@ static const struct phone_schema schemas[PHONE_TYPE_COUNT] = {
                      {{"v", F_INT, 0, true},
                       {"jid", F_JID, ENV_MAX_JID, true},
                       {"pass", F_TEXT, PHONE_MAX_PASS, true},
-                      {"dev", F_ID, 64, false}},
-                     4},
+                      {"dev", F_ID, 64, false},
+                      {"epoch", F_ID, 31, false},
+                      {"seq", F_INT, 0, false}},
+                     6},
     [PHONE_MSG] = {"msg",
                    {{"id", F_ID, PHONE_MAX_ID, true},
                     {"to", F_JID, ENV_MAX_JID, true},
@@ -29,6 +31,7 @@ static const struct phone_schema schemas[PHONE_TYPE_COUNT] = {
                    3},
     [PHONE_HB] = {"hb", {{0}}, 0},
     [PHONE_LOGOUT] = {"logout", {{0}}, 0},
+    [PHONE_ACK] = {"ack", {{"seq", F_INT, 0, true}}, 1},
 };
 
 int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,

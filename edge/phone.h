@@ -16,6 +16,7 @@ enum phone_type {
     PHONE_MSG,
     PHONE_HB,
     PHONE_LOGOUT,
+    PHONE_ACK,       /**< the phone has every message up to "seq" */
     PHONE_TYPE_COUNT,
     PHONE_UNKNOWN = PHONE_TYPE_COUNT, /**< well-formed, but a type we don't know */
 };

@@ -115,6 +115,86 @@ static void answer_waiters(struct session *s, const char *code, const char *msg)
     }
 }
 
+/* ---- client ids the XMPP server already has ----------------------------- */
+
+static void acked_key(const struct session *s, char *out, size_t n)
+{
+    snprintf(out, n, "%s:acked:%s", bus_prefix(s->w->bus), s->jid);
+}
+
+/* Remember id (bounded: the oldest is forgotten first). */
+static void acked_remember(struct session *s, const char *id)
+{
+    if (strmap_get(&s->acked, id))
+        return;
+    char *old = s->acked_ring[s->acked_next];
+    if (old) {
+        strmap_del(&s->acked, old);
+        free(old);
+    }
+    s->acked_ring[s->acked_next] = xstrdup(id);
+    strmap_put(&s->acked, id, (void *)1);
+    s->acked_next = (s->acked_next + 1) % ACKED_KEEP;
+}
+
+/* Ids acked by earlier sessions of this user (another worker, before a
+ * restart), so a phone resending after a failover is not duplicated. */
+static void on_acked_loaded(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    char *jid = data;
+    struct session *s = strmap_get(&w->sessions, jid);
+    free(jid);
+    if (!s || !r || r->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING &&
+            schema_id_ok(r->element[i]->str, 64))
+            acked_remember(s, r->element[i]->str);
+}
+
+static void acked_load(struct session *s)
+{
+    char key[1200];
+    acked_key(s, key, sizeof(key));
+    bus_command(s->w->bus, on_acked_loaded, xstrdup(s->jid),
+                "ZRANGE %s -%d -1", key, ACKED_KEEP);
+}
+
+/* Record a batch of acked ids in Redis: a day, at most ACKED_KEEP. */
+static void acked_store(struct session *s, json_t *ids)
+{
+    char key[1200], now[24], keep[24];
+    acked_key(s, key, sizeof(key));
+    snprintf(now, sizeof(now), "%lld", (long long)util_wall_ms());
+    size_t n = json_array_size(ids);
+    const char **argv = xcalloc(2 + 2 * n, sizeof(*argv));
+    argv[0] = "ZADD";
+    argv[1] = key;
+    for (size_t i = 0; i < n; i++) {
+        argv[2 + 2 * i] = now;
+        argv[3 + 2 * i] = json_string_value(json_array_get(ids, i));
+    }
+    bus_command_argv(s->w->bus, NULL, NULL, (int)(2 + 2 * n), argv, NULL);
+    free(argv);
+    snprintf(keep, sizeof(keep), "%d", -(ACKED_KEEP + 1));
+    const char *trim[] = {"ZREMRANGEBYRANK", key, "0", keep};
+    bus_command_argv(s->w->bus, NULL, NULL, 4, trim, NULL);
+    bus_command(s->w->bus, NULL, NULL, "EXPIRE %s 86400", key);
+}
+
+/* Is id waiting in an ack batch already? */
+static bool ack_pending(const struct session *s, const char *id)
+{
+    for (const struct ack_batch *b = s->acks_head; b; b = b->next) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(b->ids, i, v) if (strcmp(json_string_value(v), id) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* ---- lifecycle --------------------------------------------------------- */
 
 static struct session *session_new(struct worker *w, const char *jid)
@@ -129,7 +209,10 @@ static struct session *session_new(struct worker *w, const char *jid)
     s->started_ms = util_mono_ms();
     util_random(s->salt, sizeof(s->salt));
     strmap_init(&s->devices);
+    strmap_init(&s->acked);
+    s->acked_ring = xcalloc(ACKED_KEEP, sizeof(*s->acked_ring));
     strmap_put(&w->sessions, jid, s);
+    acked_load(s);
     /* Subscribe before any phone can learn the session exists. */
     bus_subscribe(w->bus, s->channel_in);
     return s;
@@ -169,6 +252,10 @@ void session_free(struct session *s)
         free(s->password);
     }
     strmap_free(&s->devices);
+    strmap_free(&s->acked);
+    for (size_t i = 0; i < ACKED_KEEP; i++)
+        free(s->acked_ring[i]);
+    free(s->acked_ring);
     free(s->channel_in);
     free(s->jid);
     free(s);
@@ -282,9 +369,12 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
     char err[200];
     switch (stanza_message_to_env(w->ctx, st, s->jid, &e, err, sizeof(err))) {
     case STANZA_ENVELOPE:
-        if (e->type == ENV_CHAT)
+        if (e->type == ENV_CHAT) {
             w->stats.msgs_from_xmpp++;
-        worker_publish(w, "p", s->jid, e);
+            worker_deliver(w, s->jid, e);
+        } else {
+            worker_publish(w, "p", s->jid, e);
+        }
         break;
     case STANZA_INVALID:
         w->stats.bad_stanzas++;
@@ -307,6 +397,10 @@ static int on_ping_reply(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
         s->acks_head = b->next;
         if (!s->acks_head)
             s->acks_tail = NULL;
+        size_t i;
+        json_t *v;
+        json_array_foreach(b->ids, i, v) acked_remember(s, json_string_value(v));
+        acked_store(s, b->ids);
         struct env *e = env_new(ENV_ACK);
         env_set_str(e, "to", s->jid);
         s->w->stats.acks += json_array_size(b->ids);
@@ -635,6 +729,26 @@ void session_on_env(struct session *s, struct env *e)
                    *dev = env_str(e, "dev");
         if (s->state != SESSION_ONLINE) {
             reply_error(s, e, "unavailable", "the XMPP session is not up, send again");
+            return;
+        }
+        if (id && strmap_get(&s->acked, id)) {
+            /* A resend of something the server has: ack it again, don't
+             * send it twice. */
+            w->stats.dup_msgs++;
+            struct env *a = env_new(ENV_ACK);
+            env_set_str(a, "to", s->jid);
+            env_set_json(a, "ids", json_pack("[s]", id));
+            if (edge && dev) {
+                env_set_str(a, "edge", edge);
+                env_set_str(a, "dev", dev);
+            }
+            worker_publish(w, "p", s->jid, a);
+            return;
+        }
+        if (id && ack_pending(s, id)) {
+            w->stats.dup_msgs++;
+            if (edge && dev)
+                queue_ack(s, id, edge, dev); /* acked with the original */
             return;
         }
         xmpp_stanza_t *m = stanza_chat(w->ctx, env_str(e, "to"),

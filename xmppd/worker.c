@@ -2,6 +2,7 @@
  * context driven from libevent, its entry in the live-worker registry and
  * the renewal of its sessions' leases. */
 #include "bus.h"
+#include "inbox.h"
 #include "log.h"
 #include "util.h"
 #include "xmppd.h"
@@ -46,6 +47,102 @@ void worker_publish(struct worker *w, const char *kind, const char *id,
         LOG(DEBUG, "deliver", "channel=%s", ch);
     free(payload);
     env_free(e);
+}
+
+/* ---- delivery to phones: through the inbox, retried while Redis is away -- */
+
+#define REDELIVER_MAX 100000
+#define REDELIVER_MS 500
+
+static void deliver_payload(struct worker *w, char *jid, char *payload,
+                            size_t len);
+
+static void on_delivered(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    struct pending_delivery *pd = data;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        LOG(DEBUG, "delivered", "jid=%s seq=%lld receivers=%lld", pd->jid,
+            r->element[0]->integer, r->element[1]->integer);
+        free(pd->jid);
+        free(pd->payload);
+        free(pd);
+        return;
+    }
+    /* Redis is away (or refused the script): keep it, in order, for later. */
+    if (w->nredeliver >= REDELIVER_MAX) {
+        w->stats.delivery_dropped++;
+        LOG(ERROR, "delivery_dropped", "jid=%s reason=\"retry queue full\"", pd->jid);
+        free(pd->jid);
+        free(pd->payload);
+        free(pd);
+        return;
+    }
+    if (r && r->type == REDIS_REPLY_ERROR)
+        LOG(ERROR, "delivery_failed", "jid=%s err=\"%s\"", pd->jid, r->str);
+    w->stats.delivery_retries++;
+    pd->next = NULL;
+    if (w->redeliver_tail)
+        w->redeliver_tail->next = pd;
+    else
+        w->redeliver = pd;
+    w->redeliver_tail = pd;
+    w->nredeliver++;
+    if (!evtimer_pending(w->redeliver_timer, NULL)) {
+        struct timeval tv = {0, REDELIVER_MS * 1000};
+        evtimer_add(w->redeliver_timer, &tv);
+    }
+}
+
+static void deliver_payload(struct worker *w, char *jid, char *payload,
+                            size_t len)
+{
+    struct pending_delivery *pd = xcalloc(1, sizeof(*pd));
+    pd->jid = jid;
+    pd->payload = payload;
+    pd->len = len;
+    inbox_deliver(w->bus, jid, payload, len, w->cfg->inbox_ttl * 1000,
+                  w->cfg->inbox_max, on_delivered, pd);
+}
+
+static void redeliver_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    if (!bus_up(w->bus)) {
+        struct timeval tv = {0, REDELIVER_MS * 1000};
+        evtimer_add(w->redeliver_timer, &tv);
+        return;
+    }
+    struct pending_delivery *pd = w->redeliver;
+    w->redeliver = w->redeliver_tail = NULL;
+    w->nredeliver = 0;
+    while (pd) {
+        struct pending_delivery *next = pd->next;
+        deliver_payload(w, pd->jid, pd->payload, pd->len);
+        free(pd);
+        pd = next;
+    }
+}
+
+void worker_deliver(struct worker *w, const char *jid, struct env *e)
+{
+    size_t len;
+    if (!json_object_get(e->obj, "ts"))
+        env_set_int(e, "ts", util_wall_ms());
+    char *payload = env_encode(e, &len);
+    env_free(e);
+    if (w->redeliver) {
+        /* Older messages wait for Redis: queue behind them, keep order. */
+        struct pending_delivery *pd = xcalloc(1, sizeof(*pd));
+        pd->jid = xstrdup(jid);
+        pd->payload = payload;
+        pd->len = len;
+        w->redeliver_tail->next = pd;
+        w->redeliver_tail = pd;
+        w->nredeliver++;
+        return;
+    }
+    deliver_payload(w, xstrdup(jid), payload, len);
 }
 
 static void run_pass(evutil_socket_t fd, short what, void *arg)
@@ -236,6 +333,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index)
     struct timeval tk = {TICK_MS / 1000, 0};
     evtimer_add(w->tick, &tk);
     w->stop_timer = evtimer_new(w->base, on_stop_timer, w);
+    w->redeliver_timer = evtimer_new(w->base, redeliver_cb, w);
     struct event *sigs[3];
     int signums[3] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {
@@ -253,7 +351,16 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index)
     for (size_t i = 0; i < w->ngrave; i++)
         session_free(w->graveyard[i]);
     free(w->graveyard);
-    bus_free(w->bus);
+    bus_free(w->bus); /* pending deliveries come back to the retry queue */
+    while (w->redeliver) {
+        struct pending_delivery *pd = w->redeliver;
+        w->redeliver = pd->next;
+        LOG(ERROR, "delivery_dropped", "jid=%s reason=\"worker stopped with Redis away\"", pd->jid);
+        free(pd->jid);
+        free(pd->payload);
+        free(pd);
+    }
+    event_free(w->redeliver_timer);
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);
     event_free(w->run_ev);

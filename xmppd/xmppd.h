@@ -37,6 +37,8 @@ struct xmppd_cfg {
     long connect_timeout; /* seconds for TCP + TLS + auth to complete */
     long resume_window;   /* seconds a session outlives its last device */
     long lease_ms;        /* lease time; renewed every lease_ms/3 */
+    long inbox_ttl;       /* seconds an unacked message waits for a phone */
+    long inbox_max;       /* messages kept per user at most */
     char *bridge_id;      /* empty: random */
 };
 
@@ -82,14 +84,28 @@ struct session {
     bool tcp_connected;      /* the server's side of TCP answered: a later
                                 failure before CONNECT is about the login */
     bool ping_queued;        /* on the worker's flush list */
+    struct strmap acked;     /* client ids the server already has -> ring slot */
+    char **acked_ring;       /* the same ids, oldest first out (ACKED_KEEP) */
+    size_t acked_next;       /* next ring slot to fill */
     struct session *flush_next;
     int64_t started_ms;
+};
+
+/* Client ids remembered per user to drop resent duplicates. */
+#define ACKED_KEEP 512
+
+/* A message for a phone that could not be stored yet (Redis away). */
+struct pending_delivery {
+    struct pending_delivery *next;
+    char *jid;
+    char *payload;
+    size_t len;
 };
 
 struct worker_stats {
     uint64_t logins_ok, logins_auth_failed, logins_unavailable, logins_reused;
     uint64_t msgs_to_xmpp, msgs_from_xmpp, acks, undelivered, bad_envelopes,
-        bad_stanzas;
+        bad_stanzas, dup_msgs, delivery_retries, delivery_dropped;
 };
 
 struct worker {
@@ -110,6 +126,9 @@ struct worker {
     size_t ngrave, capgrave;
     struct session *flush;      /* sessions with unpinged acks */
     uint64_t next_ping;
+    struct pending_delivery *redeliver, *redeliver_tail; /* FIFO */
+    size_t nredeliver;
+    struct event *redeliver_timer;
     bool ready_logged;
     bool stopping;
     struct worker_stats stats;
@@ -121,6 +140,9 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index);
 struct worker *worker_current(void);
 /* Schedule one libstrophe pass (after xmpp_send, or a readable socket). */
 void worker_kick(struct worker *w);
+/* Store e (a chat for the phone) in the user's inbox and publish it; keeps
+ * it for a retry while Redis is away. e is freed. */
+void worker_deliver(struct worker *w, const char *jid, struct env *e);
 /* Publish e to "<prefix>:<kind>:<id>"; e is freed. */
 void worker_publish(struct worker *w, const char *kind, const char *id,
                     struct env *e);

@@ -169,20 +169,23 @@ export class PhoneClient {
    * Send login and wait for the answer: resolves the welcome frame, throws an
    * Error (with .frame = the error frame) otherwise.
    */
-  async login(jid, pass, { v = 1, dev, timeout = 10000 } = {}) {
-    const f = await this.tryLogin(jid, pass, { v, dev, timeout });
+  async login(jid, pass, { v = 1, dev, epoch, seq, timeout = 10000 } = {}) {
+    const f = await this.tryLogin(jid, pass, { v, dev, epoch, seq, timeout });
     if (f.t !== 'welcome') {
       const e = new Error(`${this.name}: login ${jid} failed: ${JSON.stringify(f)}`);
       e.frame = f;
       throw e;
     }
+    // The inbox replay (msg frames, left queued) ends with a sync frame.
+    this.sync = await this.next((x) => x.t === 'sync', timeout);
     return f;
   }
 
   /** Send login; resolve the answer (welcome or error frame). */
-  async tryLogin(jid, pass, { v = 1, dev, timeout = 10000 } = {}) {
+  async tryLogin(jid, pass, { v = 1, dev, epoch, seq, timeout = 10000 } = {}) {
     const obj = { t: 'login', v, jid, pass };
     if (dev !== undefined) obj.dev = dev;
+    if (epoch !== undefined) { obj.epoch = epoch; obj.seq = seq ?? 0; }
     this.send(obj);
     const f = await this.next((x) => x.t === 'welcome' || x.t === 'error' || x.t === 'bye', timeout);
     if (f.t === 'welcome') {

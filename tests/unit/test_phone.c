@@ -1,6 +1,6 @@
 /* test_phone.c - edge/phone: the phone protocol v1 codec. */
 #include "frame.h"
-#include "phone.h"
+#include "../../edge/phone.h"
 #include "unit.h"
 
 #include <stdio.h>

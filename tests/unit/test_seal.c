@@ -61,7 +61,7 @@ TEST(seal_parse_key_rules)
     CHECK(!seal_parse_key(KEY_HEX KEY_HEX, k));
     CHECK(!seal_parse_key("", k));
     /* Non-hex at the start, the middle and the end. */
-    const char *bad = "gxz -+ \n";
+    const char *bad = "gGxz -+ \n";
     for (const char *c = bad; *c; c++) {
         for (int pos = 0; pos < 64; pos += 21) {
             strcpy(hex, KEY_HEX);

@@ -1,0 +1,215 @@
+/* delivery.c - chats to phones in sequence: live ones from the user's
+ * channel, missed ones from the inbox (common/inbox.h). Each connection
+ * tracks the last seq it wrote; a live chat that skips a number, a new login
+ * and a bus reconnect each start a replay from the inbox, during which live
+ * chats are held and then released in order. The phone acks by seq, which
+ * trims the inbox. */
+#include "edge.h"
+#include "envelope.h"
+#include "inbox.h"
+#include "log.h"
+#include "phone.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REPLAY_PAGE 200
+/* Live chats kept while a replay runs; past this they are dropped here and
+ * fetched from the inbox by the next replay instead. */
+#define HELD_MAX 256
+
+static void write_chat(struct conn *c, const struct env *e)
+{
+    json_t *f = json_pack("{s:s, s:s, s:O}", "t", "msg", "from",
+                          env_str(e, "from"), "body", env_json(e, "body"));
+    int64_t seq = env_int(e, "seq", -1);
+    if (seq > 0)
+        json_object_set_new(f, "seq", json_integer(seq));
+    if (env_str(e, "id"))
+        json_object_set_new(f, "id", json_string(env_str(e, "id")));
+    json_object_set_new(f, "ts", json_integer(env_int(e, "ts", util_wall_ms())));
+    conn_send(c, f);
+    c->edge->stats.msgs_out++;
+}
+
+struct fetch_req {
+    char dev[20];
+    char *jid;
+};
+
+static void on_fetched(void *owner, void *data, redisReply *r);
+
+/* Fetch what the phone misses after c->last_seq; live chats are held until
+ * it is written. One fetch per connection at a time. */
+void delivery_replay(struct conn *c)
+{
+    if (c->replaying || !c->user)
+        return;
+    c->replaying = true;
+    struct fetch_req *fr = xcalloc(1, sizeof(*fr));
+    snprintf(fr->dev, sizeof(fr->dev), "%s", c->dev);
+    fr->jid = xstrdup(c->user->jid);
+    inbox_fetch(c->edge->bus, c->user->jid, c->last_seq, REPLAY_PAGE, on_fetched, fr);
+}
+
+static void hold(struct conn *c, const struct env *e)
+{
+    if (!c->held)
+        c->held = json_array();
+    if (json_array_size(c->held) < HELD_MAX)
+        json_array_append(c->held, e->obj);
+}
+
+void delivery_live(struct conn *c, const struct env *e)
+{
+    int64_t seq = env_int(e, "seq", -1);
+    const char *epoch = env_str(e, "epoch");
+    if (seq < 0) {
+        write_chat(c, e);
+        return;
+    }
+    if (c->replaying) {
+        hold(c, e);
+        return;
+    }
+    if (epoch && c->epoch[0] && strcmp(epoch, c->epoch) != 0) {
+        /* The user's counter was lost and restarted: everything the phone
+         * knew by number is void. Start over from the inbox. */
+        c->reset = true;
+        snprintf(c->epoch, sizeof(c->epoch), "%s", epoch);
+        c->last_seq = 0;
+        hold(c, e);
+        delivery_replay(c);
+        return;
+    }
+    if (epoch && !c->epoch[0])
+        snprintf(c->epoch, sizeof(c->epoch), "%s", epoch);
+    if (seq <= c->last_seq)
+        return; /* already written (replayed, or a second copy) */
+    if (seq > c->last_seq + 1) {
+        /* Something in between never reached us (pub/sub is at most
+         * once): fetch it, in order. */
+        c->edge->stats.gaps++;
+        hold(c, e);
+        delivery_replay(c);
+        return;
+    }
+    write_chat(c, e);
+    c->last_seq = seq;
+}
+
+static int by_seq(const void *a, const void *b)
+{
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "seq"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "seq"));
+    return (x > y) - (x < y);
+}
+
+static void release_held(struct conn *c)
+{
+    json_t *held = c->held;
+    c->held = NULL;
+    if (!held)
+        return;
+    size_t n = json_array_size(held);
+    json_t **v = xcalloc(n ? n : 1, sizeof(*v));
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_array_get(held, i);
+    qsort(v, n, sizeof(*v), by_seq);
+    for (size_t i = 0; i < n && c->state == CONN_READY; i++) {
+        struct env e = {ENV_CHAT, v[i]};
+        delivery_live(c, &e);
+    }
+    free(v);
+    json_decref(held);
+}
+
+static void on_fetched(void *owner, void *data, redisReply *r)
+{
+    struct edge *edge = owner;
+    struct fetch_req *fr = data;
+    struct conn *c = strmap_get(&edge->conns, fr->dev);
+    bool ours = c && c->state == CONN_READY && c->user &&
+                strcmp(c->user->jid, fr->jid) == 0;
+    free(fr->jid);
+    free(fr);
+    if (!ours)
+        return;
+    c->replaying = false;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_INTEGER ||
+        r->element[2]->type != REDIS_REPLY_ARRAY) {
+        /* Redis is away: what is held stays held; the replay runs again
+         * when the bus is back. */
+        LOG(WARN, "replay_failed", "dev=%s jid=%s", c->dev, c->user->jid);
+        return;
+    }
+    const char *epoch = r->element[0]->str;
+    int64_t head = r->element[1]->integer;
+    redisReply *items = r->element[2];
+    if (*epoch && c->epoch[0] && strcmp(epoch, c->epoch) != 0) {
+        c->reset = true;
+        snprintf(c->epoch, sizeof(c->epoch), "%s", epoch);
+        c->last_seq = 0;
+        delivery_replay(c);
+        return;
+    }
+    if (*epoch)
+        snprintf(c->epoch, sizeof(c->epoch), "%s", epoch);
+    int64_t missed = 0;
+    for (size_t i = 0; i < items->elements; i++) {
+        redisReply *it = items->element[i];
+        char err[200];
+        struct env *e = it->type == REDIS_REPLY_STRING
+                            ? env_decode(it->str, it->len, err, sizeof(err))
+                            : NULL;
+        int64_t seq = e ? env_int(e, "seq", -1) : -1;
+        if (!e || e->type != ENV_CHAT || seq <= 0) {
+            edge->stats.bad_envelopes++;
+            env_free(e);
+            continue;
+        }
+        if (seq > c->last_seq) {
+            missed += seq - c->last_seq - 1;
+            write_chat(c, e);
+            edge->stats.replayed++;
+            c->last_seq = seq;
+        }
+        env_free(e);
+    }
+    if (items->elements == REPLAY_PAGE) {
+        delivery_replay(c); /* the next page */
+        return;
+    }
+    if (head > c->last_seq) {
+        /* Trimmed by the count limit or expired: gone for good. */
+        missed += head - c->last_seq;
+        c->last_seq = head;
+    }
+    json_t *sync = json_pack("{s:s, s:s, s:I}", "t", "sync", "epoch", c->epoch,
+                             "seq", (json_int_t)c->last_seq);
+    if (missed > 0)
+        json_object_set_new(sync, "missed", json_integer(missed));
+    if (c->reset)
+        json_object_set_new(sync, "reset", json_true());
+    c->reset = false;
+    conn_send(c, sync);
+    if (missed > 0)
+        LOG(WARN, "replay_missed", "dev=%s jid=%s missed=%lld", c->dev,
+            c->user->jid, (long long)missed);
+    release_held(c);
+}
+
+void edge_on_ack(struct conn *c, json_t *f)
+{
+    json_int_t seq = json_integer_value(json_object_get(f, "seq"));
+    if (seq > c->last_seq) {
+        conn_error(c, PERR_BAD_FRAME, "field 'seq' is beyond what was delivered",
+                   NULL);
+        return;
+    }
+    inbox_ack(c->edge->bus, c->user->jid, seq);
+}
