@@ -84,8 +84,13 @@ void delivery_live(struct conn *c, const struct env *e)
         delivery_replay(c);
         return;
     }
-    if (epoch && !c->epoch[0])
+    if (epoch && !c->epoch[0]) {
+        /* The first numbered message this phone sees: tell it the epoch
+         * its numbers belong to, which it hands back when it resumes. */
         snprintf(c->epoch, sizeof(c->epoch), "%s", epoch);
+        conn_send(c, json_pack("{s:s, s:s, s:I}", "t", "sync", "epoch", epoch,
+                               "seq", (json_int_t)c->last_seq));
+    }
     if (seq <= c->last_seq)
         return; /* already written (replayed, or a second copy) */
     if (seq > c->last_seq + 1) {
@@ -157,6 +162,9 @@ static void on_fetched(void *owner, void *data, redisReply *r)
         delivery_replay(c);
         return;
     }
+    /* A phone that gave no position (first login, new install) cannot have
+     * missed anything before the first message still stored. */
+    bool positioned = c->positioned;
     if (*epoch)
         snprintf(c->epoch, sizeof(c->epoch), "%s", epoch);
     int64_t missed = 0;
@@ -173,7 +181,9 @@ static void on_fetched(void *owner, void *data, redisReply *r)
             continue;
         }
         if (seq > c->last_seq) {
-            missed += seq - c->last_seq - 1;
+            if (positioned)
+                missed += seq - c->last_seq - 1;
+            positioned = true;
             write_chat(c, e);
             edge->stats.replayed++;
             c->last_seq = seq;
@@ -185,10 +195,13 @@ static void on_fetched(void *owner, void *data, redisReply *r)
         return;
     }
     if (head > c->last_seq) {
-        /* Trimmed by the count limit or expired: gone for good. */
-        missed += head - c->last_seq;
+        /* Trimmed by the count limit or expired: gone for good (unless the
+         * phone never had a position: then it was acked by another). */
+        if (positioned)
+            missed += head - c->last_seq;
         c->last_seq = head;
     }
+    c->positioned = true;
     json_t *sync = json_pack("{s:s, s:s, s:I}", "t", "sync", "epoch", c->epoch,
                              "seq", (json_int_t)c->last_seq);
     if (missed > 0)

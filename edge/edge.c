@@ -223,7 +223,9 @@ void edge_on_login(struct conn *c, json_t *f)
     /* Where the phone says it is in the user's sequence (resume). */
     const char *epoch = json_string_value(json_object_get(f, "epoch"));
     snprintf(c->epoch, sizeof(c->epoch), "%s", epoch ? epoch : "");
-    c->last_seq = epoch ? (int64_t)json_integer_value(json_object_get(f, "seq")) : 0;
+    json_t *seq = json_object_get(f, "seq");
+    c->last_seq = seq ? (int64_t)json_integer_value(seq) : 0;
+    c->positioned = seq != NULL;
     user_attach(edge, c, jid);
     conn_set_state(c, CONN_LOGGING_IN);
 

@@ -60,6 +60,7 @@ struct conn {
     bool attached;            /* a bridge counts this dev among the user's devices */
     bool replaying;           /* fetching missed messages from the inbox */
     bool reset;               /* the inbox epoch changed under the phone */
+    bool positioned;          /* last_seq is something the phone said or saw */
     int64_t last_seq;         /* highest seq written to this phone */
     char epoch[32];           /* inbox epoch last_seq belongs to ("" unknown) */
     json_t *held;             /* live chats that came during a replay, or NULL */

@@ -226,6 +226,11 @@ static void conn_key(char *out, size_t n, const xmpp_conn_t *conn)
 void session_free(struct session *s)
 {
     struct worker *w = s->w;
+    /* Logins that came while it was closing: run them again now that the
+     * user has no session here (outside every libstrophe callback). */
+    struct waiter *again = s->state == SESSION_CLOSING && !w->stopping ? s->waiters : NULL;
+    if (again)
+        s->waiters = NULL;
     if (s->conn) {
         char key[32];
         conn_key(key, sizeof(key), s->conn);
@@ -259,6 +264,16 @@ void session_free(struct session *s)
     free(s->channel_in);
     free(s->jid);
     free(s);
+    while (again) {
+        struct waiter *wt = again;
+        again = wt->next;
+        char err[200];
+        struct env *e = env_decode(wt->payload, wt->len, err, sizeof(err));
+        if (e)
+            session_on_login(w, e, wt->payload, wt->len);
+        env_free(e);
+        waiter_free(wt);
+    }
 }
 
 /* Take s out of service now; its memory (and libstrophe conn) is freed after
@@ -638,10 +653,17 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
             reply_login(w, jid, edge, dev, NULL, NULL);
         }
         break;
-    case SESSION_CLOSING:
-        reply_login(w, jid, edge, dev, "unavailable",
-                    "the session is closing, retry in a moment");
+    case SESSION_CLOSING: {
+        /* Closing (a logout a moment ago): wait for it, then start anew. */
+        struct waiter *wt = xcalloc(1, sizeof(*wt));
+        snprintf(wt->edge, sizeof(wt->edge), "%s", edge);
+        snprintf(wt->dev, sizeof(wt->dev), "%s", dev);
+        wt->payload = xstrndup(payload, len);
+        wt->len = len;
+        wt->next = s->waiters;
+        s->waiters = wt;
         break;
+    }
     }
 }
 

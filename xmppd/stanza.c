@@ -57,8 +57,14 @@ int64_t stanza_parse_time(const char *s)
     }
     int64_t offset = 0;
     if (*p == '+' || *p == '-') {
-        int hh, mm;
-        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+        /* Exactly "+hh:mm"; check each byte before stepping over it. */
+        const char *o = p + 1;
+        for (int i = 0; i < 5; i++)
+            if (i == 2 ? o[i] != ':' : (o[i] < '0' || o[i] > '9'))
+                return -1;
+        int hh = (o[0] - '0') * 10 + (o[1] - '0');
+        int mm = (o[3] - '0') * 10 + (o[4] - '0');
+        if (hh > 23 || mm > 59)
             return -1;
         offset = (hh * 3600 + mm * 60) * (*p == '+' ? 1 : -1);
         p += 6;

@@ -185,7 +185,8 @@ export class PhoneClient {
   async tryLogin(jid, pass, { v = 1, dev, epoch, seq, timeout = 10000 } = {}) {
     const obj = { t: 'login', v, jid, pass };
     if (dev !== undefined) obj.dev = dev;
-    if (epoch !== undefined) { obj.epoch = epoch; obj.seq = seq ?? 0; }
+    if (epoch !== undefined) obj.epoch = epoch;
+    if (seq !== undefined || epoch !== undefined) obj.seq = seq ?? 0;
     this.send(obj);
     const f = await this.next((x) => x.t === 'welcome' || x.t === 'error' || x.t === 'bye', timeout);
     if (f.t === 'welcome') {
