@@ -63,11 +63,12 @@ static void on_signal(int sig)
 
 struct child {
     pid_t pid;
+    int generation;     /* bumped at each restart: a new worker id */
     int64_t started_ms;
 };
 
 static pid_t spawn(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
-                   const sigset_t *orig)
+                   int generation, const sigset_t *orig)
 {
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -82,7 +83,7 @@ static pid_t spawn(const struct xmppd_cfg *cfg, const char *bridge_id, int index
     sa.sa_handler = SIG_DFL;
     sigaction(SIGCHLD, &sa, NULL);
     sigprocmask(SIG_SETMASK, orig, NULL);
-    int rc = worker_main(cfg, bridge_id, index);
+    int rc = worker_main(cfg, bridge_id, index, generation);
     /* exit, not _exit: LeakSanitizer checks the worker at exit. The parent
      * wrote nothing to stdio buffers that could be flushed twice. */
     exit(rc);
@@ -153,7 +154,8 @@ int main(int argc, char **argv)
     int n = (int)cfg.workers;
     struct child kids[MAX_WORKERS];
     for (int i = 0; i < n; i++) {
-        kids[i].pid = spawn(&cfg, bridge_id, i, &orig);
+        kids[i].generation = 0;
+        kids[i].pid = spawn(&cfg, bridge_id, i, 0, &orig);
         kids[i].started_ms = util_mono_ms();
     }
     LOG(INFO, "bridge_started", "bridge=%s workers=%d xmpp=%s:%ld tls=%s",
@@ -202,13 +204,16 @@ int main(int argc, char **argv)
                     alive--;
                     break;
                 }
-                LOG(WARN, "worker_exited", "worker=%s-w%d status=%d signal=%d",
-                    bridge_id, i, WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                LOG(WARN, "worker_exited", "worker=%s-w%d.%d status=%d signal=%d",
+                    bridge_id, i, kids[i].generation,
+                    WIFEXITED(status) ? WEXITSTATUS(status) : -1,
                     WIFSIGNALED(status) ? WTERMSIG(status) : 0);
                 /* Don't spin on a worker that dies at start. */
                 if (util_mono_ms() - kids[i].started_ms < 1000)
                     sleep(1);
-                kids[i].pid = spawn(&cfg, bridge_id, i, &orig);
+                /* A new id: edges see the old one vanish and move its
+                 * users; logins for the old one find its channel empty. */
+                kids[i].pid = spawn(&cfg, bridge_id, i, ++kids[i].generation, &orig);
                 kids[i].started_ms = util_mono_ms();
                 break;
             }

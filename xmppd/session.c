@@ -534,21 +534,62 @@ static void session_connect(struct session *s)
 
 /* ---- login -------------------------------------------------------------- */
 
+/* A login handed to the worker that holds the user's lease. */
 struct forward {
     char *jid;
+    char *owner;           /* the lease holder it went to */
     char edge[65], dev[65];
+    char *payload;         /* the login envelope, to run here if the holder is dead */
+    size_t len;
 };
+
+static void forward_free(struct forward *f)
+{
+    OPENSSL_cleanse(f->payload, f->len);
+    free(f->payload);
+    free(f->owner);
+    free(f->jid);
+    free(f);
+}
+
+static void on_stolen(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    struct forward *f = data;
+    char err[200];
+    struct env *e = r ? env_decode(f->payload, f->len, err, sizeof(err)) : NULL;
+    if (e) {
+        LOG(WARN, "lease_taken_over", "jid=%s dead_owner=%s", f->jid, f->owner);
+        session_on_login(w, e, f->payload, f->len);
+        env_free(e);
+    } else {
+        reply_login(w, f->jid, f->edge, f->dev, "unavailable",
+                    "message bus unavailable, retry soon");
+    }
+    forward_free(f);
+}
 
 static void on_forwarded(void *owner, void *data, redisReply *r)
 {
     struct worker *w = owner;
     struct forward *f = data;
-    if (!r || r->type != REDIS_REPLY_INTEGER || r->integer == 0)
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+        forward_free(f);
+        return;
+    }
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
         reply_login(w, f->jid, f->edge, f->dev, "unavailable",
-                    "the bridge holding this session is not answering, retry "
-                    "in a few seconds");
-    free(f->jid);
-    free(f);
+                    "message bus unavailable, retry soon");
+        forward_free(f);
+        return;
+    }
+    /* Nobody listens on the holder's channel: it died without releasing
+     * the lease. Drop the lease if it is still that holder's (never a live
+     * one's) and log in here instead of waiting for it to expire. */
+    char key[1200];
+    snprintf(key, sizeof(key), "%s:lease:%s", bus_prefix(w->bus), f->jid);
+    const char *argv[] = {"EVAL", LEASE_RELEASE, "1", key, f->owner};
+    bus_command_argv(w->bus, on_stolen, f, 5, argv, NULL);
 }
 
 static void on_lease_acquired(void *owner, void *data, redisReply *r)
@@ -577,9 +618,13 @@ static void on_lease_acquired(void *owner, void *data, redisReply *r)
         s->waiters = wt->next;
         struct forward *f = xcalloc(1, sizeof(*f));
         f->jid = xstrdup(s->jid);
+        f->owner = xstrdup(r->str);
         memcpy(f->edge, wt->edge, sizeof(f->edge));
         memcpy(f->dev, wt->dev, sizeof(f->dev));
-        bus_publish(w->bus, ch, wt->payload, wt->len, on_forwarded, f);
+        f->payload = wt->payload;
+        f->len = wt->len;
+        wt->payload = NULL;
+        bus_publish(w->bus, ch, f->payload, f->len, on_forwarded, f);
         waiter_free(wt);
     }
     session_bury(s);

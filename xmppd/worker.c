@@ -295,12 +295,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     evtimer_add(w->stop_timer, &tv);
 }
 
-int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index)
+int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
+                int generation)
 {
     struct worker *w = xcalloc(1, sizeof(*w));
     current = w;
     w->cfg = cfg;
-    snprintf(w->id, sizeof(w->id), "%s-w%d", bridge_id, index);
+    snprintf(w->id, sizeof(w->id), "%s-w%d.%d", bridge_id, index, generation);
     char name[80];
     snprintf(name, sizeof(name), "xmppd/%s", w->id);
     log_set_name(name);

@@ -111,7 +111,7 @@ struct worker_stats {
 struct worker {
     struct event_base *base;
     const struct xmppd_cfg *cfg;
-    char id[64];                /* "<bridge>-w<n>" */
+    char id[64];                /* "<bridge>-w<n>.<generation>" */
     char channel[128];          /* "<prefix>:w:<id>": logins for this worker */
     struct bus *bus;
     uint8_t cred_key[SEAL_KEY_BYTES];
@@ -135,7 +135,8 @@ struct worker {
 };
 
 /* worker.c */
-int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index);
+int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
+                int generation);
 /* The worker of this process (one per process, by design). */
 struct worker *worker_current(void);
 /* Schedule one libstrophe pass (after xmpp_send, or a readable socket). */
