@@ -6,6 +6,7 @@
 #include "frame.h"
 #include "log.h"
 #include "phone.h"
+#include "seal.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -34,6 +35,7 @@ static void conn_free(struct conn *c)
     if (c->timer)
         event_free(c->timer);
     json_decref(c->held);
+    seal_wipe_free(c->pending_pass);
     bufferevent_free(c->bev);
     free(c);
 }

@@ -61,6 +61,10 @@ static void user_detach(struct edge *edge, struct conn *c)
         return;
     bus_unsubscribe(edge->bus, u->channel);
     strmap_del(&edge->users, u->jid);
+    if (u->retry)
+        event_free(u->retry);
+    seal_wipe_free(u->secret);
+    free(u->worker);
     free(u->channel);
     free(u->jid);
     free(u);
@@ -125,6 +129,8 @@ static void login_failed(struct conn *c, const char *code, const char *msg)
 {
     struct edge *edge = c->edge;
     edge->stats.logins_failed++;
+    seal_wipe_free(c->pending_pass);
+    c->pending_pass = NULL;
     LOG(INFO, "login_failed", "dev=%s jid=%s code=%s", c->dev,
         c->user ? c->user->jid : "?", code);
     user_detach(edge, c);
@@ -205,6 +211,114 @@ static void jid_fold(char *jid)
         *p = (char)tolower((unsigned char)*p);
 }
 
+/* Send a login for connection c of its user, with sealed credentials. */
+static void login_start(struct edge *edge, struct conn *c, const char *cred)
+{
+    struct env *e = env_new(ENV_LOGIN);
+    env_set_str(e, "jid", c->user->jid);
+    env_set_str(e, "cred", cred);
+    env_set_str(e, "edge", edge->id);
+    env_set_str(e, "dev", c->dev);
+    if (c->label[0])
+        env_set_str(e, "label", c->label);
+    env_set_int(e, "ts", util_wall_ms());
+    struct login_req *r = xcalloc(1, sizeof(*r));
+    snprintf(r->dev, sizeof(r->dev), "%s", c->dev);
+    r->jid = xstrdup(c->user->jid);
+    r->payload = env_encode(e, &r->len);
+    env_free(e);
+    login_send(edge, r);
+}
+
+/* ---- re-login: the user's session moves to another worker -------------- */
+
+#define RELOGIN_GIVE_UP 30
+
+static void relogin_retry_cb(evutil_socket_t fd, short what, void *arg);
+
+/* The user's XMPP session is gone or unreachable (its worker died, ended
+ * it, or is stopping): open it again, on whichever worker answers, for
+ * every connection of the user on this edge. Phones stay connected; what
+ * desktops sent meanwhile waits in the XMPP server's offline storage and
+ * comes through the inbox after the new session's initial presence. */
+static void user_relogin(struct edge *edge, struct user *u, const char *why)
+{
+    if (u->relogging || !u->secret)
+        return;
+    char *cred = seal_encrypt(edge->cred_key, u->jid, u->secret, util_wall_ms());
+    if (!cred)
+        return;
+    u->relogging = true;
+    edge->stats.relogins++;
+    /* Watchdog: a worker that took the login and died answers nothing. */
+    if (!u->retry)
+        u->retry = evtimer_new(edge->base, relogin_retry_cb, u);
+    struct timeval tv = {edge->cfg->bridge_timeout, 0};
+    evtimer_add(u->retry, &tv);
+    LOG(INFO, "relogin", "jid=%s why=%s old_worker=%s", u->jid, why,
+        u->worker ? u->worker : "-");
+    for (struct conn *c = u->conns; c; c = c->user_next)
+        if (c->state == CONN_READY) {
+            c->attached = false;
+            login_start(edge, c, cred);
+        }
+    seal_wipe_free(cred);
+}
+
+static void user_relogin_failed(struct edge *edge, struct user *u,
+                                const char *code, const char *msg)
+{
+    u->relogging = false;
+    bool give_up = strcmp(code, PERR_AUTH_FAILED) == 0 ||
+                   ++u->relogin_failures >= RELOGIN_GIVE_UP;
+    if (give_up) {
+        /* The password changed, or the XMPP server stays away: the phones
+         * must log in again themselves. */
+        LOG(WARN, "relogin_gave_up", "jid=%s code=%s", u->jid, code);
+        for (struct conn *c = u->conns; c; c = c->user_next)
+            if (c->state == CONN_READY) {
+                conn_error(c, code, msg, NULL);
+                conn_bye(c, "session_ended");
+            }
+        return;
+    }
+    if (!u->retry)
+        u->retry = evtimer_new(edge->base, relogin_retry_cb, u);
+    int ms = 250 << (u->relogin_failures < 3 ? u->relogin_failures : 3);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(u->retry, &tv);
+}
+
+static struct edge *the_edge_of(struct user *u)
+{
+    return u->conns ? u->conns->edge : NULL;
+}
+
+static void relogin_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct user *u = arg;
+    struct edge *edge = the_edge_of(u);
+    if (!edge)
+        return;
+    if (u->relogging)
+        user_relogin_failed(edge, u, PERR_UNAVAILABLE, "no answer from a bridge");
+    else
+        user_relogin(edge, u, "retry");
+}
+
+/* After each read of the worker list: users whose worker vanished. */
+static void on_workers_refreshed(void *arg)
+{
+    struct edge *edge = arg;
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&edge->users, &it); e;
+         e = strmap_next(&edge->users, &it)) {
+        struct user *u = e->value;
+        if (u->worker && !u->relogging && !workers_alive(edge->workers, u->worker))
+            user_relogin(edge, u, "worker_gone");
+    }
+}
+
 void edge_on_login(struct conn *c, json_t *f)
 {
     struct edge *edge = c->edge;
@@ -228,31 +342,38 @@ void edge_on_login(struct conn *c, json_t *f)
     c->positioned = seq != NULL;
     user_attach(edge, c, jid);
     conn_set_state(c, CONN_LOGGING_IN);
-
-    struct env *e = env_new(ENV_LOGIN);
-    env_set_str(e, "jid", jid);
-    env_set_str(e, "cred", cred);
-    env_set_str(e, "edge", edge->id);
-    env_set_str(e, "dev", c->dev);
-    if (label)
-        env_set_str(e, "label", label);
-    env_set_int(e, "ts", util_wall_ms());
-    seal_wipe_free(cred);
-
-    struct login_req *r = xcalloc(1, sizeof(*r));
-    snprintf(r->dev, sizeof(r->dev), "%s", c->dev);
-    r->jid = jid;
-    r->payload = env_encode(e, &r->len);
-    env_free(e);
-
+    c->pending_pass = xstrdup(json_string_value(json_object_get(f, "pass")));
     LOG(DEBUG, "login_start", "dev=%s jid=%s", c->dev, jid);
-    login_send(edge, r);
+    login_start(edge, c, cred);
+    seal_wipe_free(cred);
+    free(jid);
+}
+
+static void set_worker(struct user *u, const char *worker)
+{
+    if (u->worker && strcmp(u->worker, worker) == 0)
+        return;
+    free(u->worker);
+    u->worker = xstrdup(worker);
 }
 
 static void on_login_ok(struct edge *edge, struct env *e)
 {
     const char *dev = env_str(e, "dev"), *jid = env_str(e, "jid");
     struct conn *c = strmap_get(&edge->conns, dev);
+    if (c && c->state == CONN_READY && c->user && !c->attached &&
+        strcmp(c->user->jid, jid) == 0) {
+        /* A re-login: the phone never noticed. */
+        c->attached = true;
+        c->user->relogging = false;
+        c->user->relogin_failures = 0;
+        if (c->user->retry)
+            evtimer_del(c->user->retry);
+        set_worker(c->user, env_str(e, "worker"));
+        LOG(INFO, "relogin_ok", "dev=%s jid=%s worker=%s", dev, jid,
+            env_str(e, "worker"));
+        return;
+    }
     if (!c || c->state != CONN_LOGGING_IN || !c->user ||
         strcmp(c->user->jid, jid) != 0) {
         /* The phone gave up (or left) before the bridge answered: the
@@ -263,6 +384,10 @@ static void on_login_ok(struct edge *edge, struct env *e)
     c->attached = true;
     c->auth_failures = 0;
     conn_set_state(c, CONN_READY);
+    set_worker(c->user, env_str(e, "worker"));
+    seal_wipe_free(c->user->secret);
+    c->user->secret = c->pending_pass;
+    c->pending_pass = NULL;
     edge->stats.logins_ok++;
     LOG(INFO, "login_ok", "dev=%s jid=%s worker=%s", dev, jid,
         env_str(e, "worker"));
@@ -277,10 +402,14 @@ static void on_login_ok(struct edge *edge, struct env *e)
 static void on_login_fail(struct edge *edge, struct env *e)
 {
     struct conn *c = strmap_get(&edge->conns, env_str(e, "dev"));
-    if (!c || c->state != CONN_LOGGING_IN)
-        return;
     const char *code = env_str(e, "code");
     const char *msg = env_str(e, "msg");
+    if (c && c->state == CONN_READY && c->user && !c->attached) {
+        user_relogin_failed(edge, c->user, code, msg ? msg : "login failed");
+        return;
+    }
+    if (!c || c->state != CONN_LOGGING_IN)
+        return;
     if (strcmp(code, PERR_AUTH_FAILED) != 0)
         code = PERR_UNAVAILABLE;
     login_failed(c, code, msg ? msg : "login failed");
@@ -301,9 +430,14 @@ static void on_msg_published(void *owner, void *data, redisReply *reply)
     if (c && (!reply || reply->type != REDIS_REPLY_INTEGER))
         conn_error(c, PERR_UNAVAILABLE, "message bus unavailable, send again",
                    r->id);
-    else if (c && reply->integer == 0)
-        conn_error(c, PERR_UNAVAILABLE,
-                   "no bridge holds your session, log in again", r->id);
+    else if (c && reply->integer == 0) {
+        /* No worker holds the session any more: re-open it; the phone
+         * sends again after a moment. */
+        conn_error(c, PERR_UNAVAILABLE, "your session is moving, send again",
+                   r->id);
+        if (c->user)
+            user_relogin(edge, c->user, "publish_missed");
+    }
     free(r);
 }
 
@@ -396,11 +530,19 @@ static void on_user_env(struct edge *edge, struct user *u, struct env *e)
                            env_str(e, "id"));
         break;
     case ENV_SESSION_END:
+        if (strcmp(env_str(e, "reason"), "conflict") != 0) {
+            /* Moved, stopping, or the XMPP server dropped it: re-open. */
+            u->relogging = false;
+            user_relogin(edge, u, env_str(e, "reason"));
+            break;
+        }
+        /* Replaced by another login of the same account and resource:
+         * fighting back would loop. The phones must decide. */
         for (c = u->conns; c; c = c->user_next) {
             if (c->state != CONN_READY)
                 continue;
             c->attached = false;
-            conn_error(c, PERR_UNAVAILABLE, "your XMPP session ended, log in again",
+            conn_error(c, PERR_UNAVAILABLE, "your XMPP session was replaced",
                        NULL);
             conn_bye(c, "session_ended");
         }
@@ -463,6 +605,23 @@ static void on_bus_state(void *owner, bool up)
 }
 
 /* ---- lifecycle --------------------------------------------------------- */
+
+#define EDGE_REGISTRY_TTL_MS 5000
+
+/* Keep "<prefix>:edges" saying this edge is alive: bridges drop devices of
+ * edges that vanished (killed) from their sessions. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct edge *edge = arg;
+    char key[128];
+    snprintf(key, sizeof(key), "%s:edges", bus_prefix(edge->bus));
+    if (edge->draining) {
+        bus_command(edge->bus, NULL, NULL, "HDEL %s %s", key, edge->id);
+        return;
+    }
+    bus_command(edge->bus, NULL, NULL, "HSET %s %s %lld", key, edge->id,
+                (long long)(util_wall_ms() + EDGE_REGISTRY_TTL_MS));
+}
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
                       struct sockaddr *sa, int salen, void *arg)
@@ -561,7 +720,10 @@ struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
     bus_channel(edge->bus, edge->reply_channel, sizeof(edge->reply_channel), "e",
                 edge->id);
     bus_subscribe(edge->bus, edge->reply_channel);
-    edge->workers = workers_new(base, edge->bus);
+    edge->workers = workers_new(base, edge->bus, on_workers_refreshed, edge);
+    edge->tick = event_new(base, -1, EV_PERSIST, on_tick, edge);
+    struct timeval tv = {1, 0};
+    evtimer_add(edge->tick, &tv);
     return edge;
 fail:
     edge_free(edge);
@@ -580,6 +742,8 @@ void edge_free(struct edge *edge)
         conn_destroy(e->value);
     /* The bus first: its pending callbacks (answered with NULL) still use
      * the worker list and the maps. */
+    if (edge->tick)
+        event_free(edge->tick);
     bus_free(edge->bus);
     workers_free(edge->workers);
     strmap_free(&edge->conns);

@@ -64,6 +64,7 @@ struct conn {
     int64_t last_seq;         /* highest seq written to this phone */
     char epoch[32];           /* inbox epoch last_seq belongs to ("" unknown) */
     json_t *held;             /* live chats that came during a replay, or NULL */
+    char *pending_pass;       /* the password, only while LOGGING_IN; wiped */
     bool bye_on_close;        /* a bye frame is queued: close after flush */
     char label[16];           /* device label the phone gave, or "" */
 };
@@ -73,6 +74,13 @@ struct user {
     char *jid;             /* bare JID, owned */
     char *channel;         /* "<prefix>:p:<jid>", owned */
     struct conn *conns;    /* linked through conn->user_next */
+    char *worker;          /* worker holding the XMPP session, or NULL */
+    char *secret;          /* password of the last good login, owned, wiped on
+                              free: lets the edge re-open the session on
+                              another worker without the phone logging in */
+    bool relogging;        /* a re-login is in flight */
+    int relogin_failures;  /* consecutive, for backoff and giving up */
+    struct event *retry;   /* backoff timer, or NULL */
 };
 
 struct edge_stats {
@@ -85,6 +93,7 @@ struct edge_stats {
     uint64_t bad_envelopes;  /* envelopes from the bus that failed validation */
     uint64_t replayed;       /* chats written to phones from the inbox */
     uint64_t gaps;           /* sequence gaps that triggered an inbox fetch */
+    uint64_t relogins;       /* sessions re-opened on another worker */
 };
 
 struct edge {
@@ -99,6 +108,7 @@ struct edge {
     struct strmap users;       /* bare jid -> struct user */
     uint64_t next_conn;        /* for dev ids */
     struct workers *workers;   /* live bridges, for picking one at login */
+    struct event *tick;        /* registry entry in "<prefix>:edges" */
     bool draining;             /* no new connections */
     struct edge_stats stats;
 };

@@ -28,6 +28,8 @@ struct refresh_waiter {
 
 struct workers {
     struct bus *bus;
+    void (*on_refresh)(void *arg);
+    void *arg;
     struct refresh_waiter *waiters;
     struct event *timer;
     struct worker_info *list;
@@ -52,8 +54,11 @@ static void on_hgetall(void *owner, void *data, redisReply *r)
     struct workers *w = data;
     w->refreshing = false;
     /* Without an answer keep the last known list while Redis is away. */
-    if (r && r->type == REDIS_REPLY_ARRAY)
+    if (r && r->type == REDIS_REPLY_ARRAY) {
         parse_list(w, r);
+        if (w->on_refresh)
+            w->on_refresh(w->arg);
+    }
     struct refresh_waiter *rw = w->waiters;
     w->waiters = NULL;
     while (rw) {
@@ -98,10 +103,13 @@ static void refresh(evutil_socket_t fd, short what, void *arg)
     bus_command(w->bus, on_hgetall, w, "HGETALL %s", w->key);
 }
 
-struct workers *workers_new(struct event_base *base, struct bus *bus)
+struct workers *workers_new(struct event_base *base, struct bus *bus,
+                            void (*on_refresh)(void *arg), void *arg)
 {
     struct workers *w = xcalloc(1, sizeof(*w));
     w->bus = bus;
+    w->on_refresh = on_refresh;
+    w->arg = arg;
     snprintf(w->key, sizeof(w->key), "%s:workers", bus_prefix(bus));
     w->timer = event_new(base, -1, EV_PERSIST, refresh, w);
     struct timeval tv = {0, REFRESH_MS * 1000};
@@ -128,6 +136,14 @@ void workers_free(struct workers *w)
     event_free(w->timer);
     clear(w);
     free(w);
+}
+
+bool workers_alive(const struct workers *w, const char *id)
+{
+    for (size_t i = 0; i < w->n; i++)
+        if (strcmp(w->list[i].id, id) == 0)
+            return true;
+    return false;
 }
 
 size_t workers_count(const struct workers *w)

@@ -5,13 +5,18 @@
 #ifndef IMB_WORKERS_H
 #define IMB_WORKERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct bus;
 struct event_base;
 struct workers;
 
-struct workers *workers_new(struct event_base *base, struct bus *bus);
+/* on_refresh(arg) runs after each successful read of the list. */
+struct workers *workers_new(struct event_base *base, struct bus *bus,
+                            void (*on_refresh)(void *arg), void *arg);
+/* Is this worker in the live list? */
+bool workers_alive(const struct workers *w, const char *id);
 void workers_free(struct workers *w);
 /* Pick a live worker not in exclude[0..nexclude); NULL if none. The pointer
  * stays valid until the next refresh. Counts the login against its load. */

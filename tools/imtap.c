@@ -225,14 +225,14 @@ static void putf(struct line *l, const char *fmt, ...)
         put(l, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
 }
 
-/* Bytes of a UTF-8 sequence starting with c (1 for anything unexpected). */
+/* Bytes of a UTF-8 sequence starting with c (1: not a lead byte). */
 static size_t utf8_len(unsigned char c)
 {
-    if (c >= 0xf0 && c < 0xf8)
+    if (c >= 0xf0 && c < 0xf5)
         return 4;
-    if (c >= 0xe0)
+    if (c >= 0xe0 && c < 0xf0)
         return 3;
-    if (c >= 0xc0)
+    if (c >= 0xc2 && c < 0xe0)
         return 2;
     return 1;
 }
@@ -280,17 +280,64 @@ static void put_text(struct line *l, const char *s, size_t n, size_t max)
                    (unsigned char)s[i + 1] < 0xa0) {
             putf(l, "\\u%04x", (unsigned char)s[i + 1]); /* C1 controls */
             i += 2;
+        } else if (c < 0x80) {
+            put(l, s + i, 1);
+            i++;
         } else {
-            size_t k = c < 0x80 ? 1 : utf8_len(c);
-            if (i + k > shown)
-                k = shown - i;
-            put(l, s + i, k);
-            i += k;
+            /* Copy a whole, valid UTF-8 sequence; escape any stray byte (a
+             * raw 0x80-0x9f could act as a C1 control on some terminals). */
+            size_t k = utf8_len(c);
+            bool ok = k > 1 && i + k <= shown;
+            for (size_t j = 1; ok && j < k; j++)
+                if (((unsigned char)s[i + j] & 0xc0) != 0x80)
+                    ok = false;
+            if (ok) {
+                put(l, s + i, k);
+                i += k;
+            } else {
+                putf(l, "\\x%02x", c);
+                i++;
+            }
         }
     }
     put(l, "\"", 1);
     if (shown < n)
         putf(l, "...(%zu bytes)", n);
+}
+
+static void put_dump(struct line *l, json_t *v, size_t max)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (s) {
+        put_text(l, s, strlen(s), max);
+        free(s);
+    }
+}
+
+/* An array of short words and integers, printable as a,b,c. */
+static bool plain_array(json_t *v)
+{
+    if (json_array_size(v) == 0)
+        return false;
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e) {
+        if (json_is_integer(e))
+            continue;
+        if (!json_is_string(e))
+            return false;
+        const char *s = json_string_value(e);
+        size_t n = strlen(s);
+        if (n == 0 || n > 64 || n != json_string_length(e))
+            return false;
+        for (size_t k = 0; k < n; k++) {
+            unsigned char c = (unsigned char)s[k];
+            if (c <= ' ' || c >= 0x7f || c == ',' || c == '"' || c == '\\' ||
+                c == '=')
+                return false;
+        }
+    }
+    return true;
 }
 
 static void put_value(struct line *l, json_t *v, size_t max)
@@ -314,41 +361,23 @@ static void put_value(struct line *l, json_t *v, size_t max)
     case JSON_NULL:
         puts_(l, "null");
         break;
-    case JSON_ARRAY: {
+    case JSON_ARRAY:
         /* ids=c1,c2 for arrays of plain words; JSON otherwise. */
-        bool plain = json_array_size(v) > 0;
-        size_t i;
-        json_t *e;
-        json_array_foreach(v, i, e) {
-            if (!json_is_string(e) && !json_is_integer(e))
-                plain = false;
-            else if (json_is_string(e)) {
-                const char *s = json_string_value(e);
-                if (!*s || strpbrk(s, ", \"\\=") || strlen(s) > 64)
-                    plain = false;
-                for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-                    if (*p < 0x21 || *p >= 0x7f)
-                        plain = false;
-            }
-        }
-        if (plain) {
+        if (plain_array(v)) {
+            size_t i;
+            json_t *e;
             json_array_foreach(v, i, e) {
                 if (i)
                     put(l, ",", 1);
                 put_value(l, e, max);
             }
-            break;
-        }
-    }
-        /* fall through */
-    case JSON_OBJECT: {
-        char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (s) {
-            put_text(l, s, strlen(s), max);
-            free(s);
+        } else {
+            put_dump(l, v, max);
         }
         break;
-    }
+    case JSON_OBJECT:
+        put_dump(l, v, max);
+        break;
     }
 }
 
@@ -410,7 +439,7 @@ static void print_line(struct tap *t, const struct msg *m, json_t *obj)
 {
     struct line l = {0};
     size_t max = t->opt.full ? 0 : VALUE_MAX;
-    char ts[32];
+    char ts[64];
     iso_time(m->rx_ms, ts, sizeof(ts));
     puts_(&l, ts);
     put(&l, " ", 1);
@@ -478,7 +507,7 @@ static void print_line(struct tap *t, const struct msg *m, json_t *obj)
             int64_t d = v - m->rx_ms;
             if (d > -TS_SHOW_MS && d < TS_SHOW_MS)
                 continue;
-            char iso[32];
+            char iso[64];
             iso_time(v, iso, sizeof(iso));
             putf(&l, " ts=%s", iso);
             continue;

@@ -712,6 +712,19 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
     }
 }
 
+/* The resume window starts when the last device is gone. */
+static void last_device_gone(struct session *s, bool logout)
+{
+    if (s->devices.count > 0 || s->state != SESSION_ONLINE)
+        return;
+    if (logout || s->w->cfg->resume_window == 0) {
+        session_close(s, logout ? "logout" : "detach");
+    } else {
+        struct timeval tv = {s->w->cfg->resume_window, 0};
+        evtimer_add(s->timer, &tv);
+    }
+}
+
 /* ---- envelopes for an open session ---------------------------------------- */
 
 static void queue_ack(struct session *s, const char *id, const char *edge,
@@ -834,14 +847,7 @@ void session_on_env(struct session *s, struct env *e)
         strmap_del(&s->devices, key);
         LOG(INFO, e->type == ENV_LOGOUT ? "device_logout" : "device_detach",
             "jid=%s dev=%s devices=%zu", s->jid, key, s->devices.count);
-        if (s->devices.count > 0 || s->state != SESSION_ONLINE)
-            break;
-        if (e->type == ENV_LOGOUT || w->cfg->resume_window == 0) {
-            session_close(s, e->type == ENV_LOGOUT ? "logout" : "detach");
-        } else {
-            struct timeval tv = {w->cfg->resume_window, 0};
-            evtimer_add(s->timer, &tv);
-        }
+        last_device_gone(s, e->type == ENV_LOGOUT);
         break;
     default:
         w->stats.bad_envelopes++;
@@ -861,6 +867,31 @@ void session_on_lease(struct session *s, const char *owner)
     env_set_str(e, "reason", "moved");
     worker_publish(s->w, "p", s->jid, e);
     session_close(s, "lease_lost");
+}
+
+void session_prune_devices(struct worker *w, const struct strmap *live)
+{
+    struct strmap_iter it, dit;
+    for (struct strmap_entry *e = strmap_first(&w->sessions, &it); e;
+         e = strmap_next(&w->sessions, &it)) {
+        struct session *s = e->value;
+        size_t before = s->devices.count;
+        for (struct strmap_entry *d = strmap_first(&s->devices, &dit); d;
+             d = strmap_next(&s->devices, &dit)) {
+            char edge[80];
+            size_t n = strcspn(d->key, "/");
+            if (n >= sizeof(edge))
+                continue;
+            memcpy(edge, d->key, n);
+            edge[n] = '\0';
+            if (!strmap_get(live, edge)) {
+                LOG(INFO, "device_edge_gone", "jid=%s dev=%s", s->jid, d->key);
+                strmap_del(&s->devices, d->key);
+            }
+        }
+        if (before > 0)
+            last_device_gone(s, false);
+    }
 }
 
 void session_close_all(struct worker *w, const char *reason)

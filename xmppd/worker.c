@@ -174,8 +174,16 @@ static void on_bus_msg(void *owner, const char *channel, const char *payload,
     if (strcmp(channel, w->channel) == 0) {
         if (e->type == ENV_LOGIN && !w->stopping)
             session_on_login(w, e, payload, len);
-        else if (e->type == ENV_LOGIN)
-            LOG(INFO, "login_refused_stopping", "jid=%s", env_str(e, "jid"));
+        else if (e->type == ENV_LOGIN) {
+            /* Stopping: the edge tries another worker after a moment. */
+            struct env *r = env_new(ENV_LOGIN_FAIL);
+            env_set_str(r, "jid", env_str(e, "jid"));
+            env_set_str(r, "edge", env_str(e, "edge"));
+            env_set_str(r, "dev", env_str(e, "dev"));
+            env_set_str(r, "code", "unavailable");
+            env_set_str(r, "msg", "this bridge is stopping, retry");
+            worker_publish(w, "e", env_str(e, "edge"), r);
+        }
         else
             w->stats.bad_envelopes++;
     } else {
@@ -245,11 +253,35 @@ static void on_bus_state(void *owner, bool up)
     }
 }
 
+/* The live edges, to drop devices of edges that died without a word. */
+static void on_edges(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    if (!r || r->type != REDIS_REPLY_ARRAY)
+        return;
+    struct strmap live;
+    strmap_init(&live);
+    int64_t now = util_wall_ms();
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->type == REDIS_REPLY_STRING &&
+            r->element[i + 1]->type == REDIS_REPLY_STRING &&
+            strtoll(r->element[i + 1]->str, NULL, 10) >= now)
+            strmap_put(&live, r->element[i]->str, (void *)1);
+    session_prune_devices(w, &live);
+    strmap_free(&live);
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    static int64_t last_renew;
+    static int64_t last_renew, last_edges;
     registry_update(w);
+    if (util_mono_ms() - last_edges >= 2000 && w->sessions.count > 0) {
+        last_edges = util_mono_ms();
+        char key[128];
+        snprintf(key, sizeof(key), "%s:edges", bus_prefix(w->bus));
+        bus_command(w->bus, on_edges, NULL, "HGETALL %s", key);
+    }
     int64_t now = util_mono_ms();
     if (now - last_renew >= w->cfg->lease_ms / 3) {
         last_renew = now;

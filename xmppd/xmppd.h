@@ -155,6 +155,8 @@ void session_on_env(struct session *s, struct env *e);
 void session_flush_acks(struct worker *w);
 /* Lease renewal answered: owner is who holds it now. */
 void session_on_lease(struct session *s, const char *owner);
+/* Forget devices whose edge is not in live (edge id -> anything). */
+void session_prune_devices(struct worker *w, const struct strmap *live);
 /* Close every session (worker shutting down). */
 void session_close_all(struct worker *w, const char *reason);
 void session_free(struct session *s);
