@@ -1,0 +1,150 @@
+// Scale-out and failover on loopback: two bridges (xmppd) and two edges on
+// one Redis and one Prosody. A bridge killed with -9, a bridge stopped with
+// SIGTERM, an edge killed, a bridge added: sessions come back on survivors
+// without the phones logging in again, no user ever has two XMPP sessions
+// (the fixed resource would make the server kick one: "conflict"), and chat
+// works after.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import {
+  itest, startRedis, startProsody, startXmppd, startEdge, connectPhone, startDesktop,
+  randomCredKey, waitFor, sleep,
+} from '../harness/index.mjs';
+
+const USERS = Array.from({ length: 8 }, (_, i) => [`u${i + 1}`, `pw-u${i + 1}`]);
+
+/** SIGKILL a process and its children at once: no graceful anything. */
+function killTree(proc) {
+  proc.unclean = true;
+  try { execFileSync('pkill', ['-9', '-P', String(proc.pid)]); } catch { /* none */ }
+  proc.kill('SIGKILL');
+}
+
+async function topology(stack, { bridges = 2, edges = 2 } = {}) {
+  const credKey = randomCredKey();
+  const [redis, prosody] = await Promise.all([
+    startRedis(stack),
+    startProsody(stack, { users: [...USERS, ['desk', 'pw-desk']] }),
+  ]);
+  const xmppds = [];
+  for (let i = 0; i < bridges; i++) {
+    xmppds.push(await startXmppd(stack, {
+      redisPort: redis.port, xmppPort: prosody.c2sPort, credKey, workers: 2,
+      extraArgs: ['--bridge-id', `br${i}`], name: `imb-xmppd-br${i}`,
+    }));
+  }
+  const edgeProcs = [];
+  for (let i = 0; i < edges; i++) {
+    edgeProcs.push(await startEdge(stack, { redisPort: redis.port, credKey, extraArgs: ['--edge-id', `ed${i}`] }));
+  }
+  await sleep(1200); // edges read the worker list every second
+  const desk = await startDesktop(stack, { port: prosody.c2sPort, user: 'desk', pass: 'pw-desk', domain: 'localhost' });
+  return { credKey, redis, prosody, xmppds, edges: edgeProcs, desk };
+}
+
+/** Log in every user; phone i on edge i % edges. Returns {user: phone}. */
+async function loginAll(stack, topo) {
+  const phones = {};
+  await Promise.all(USERS.map(async ([u, pw], i) => {
+    const p = await connectPhone(stack, topo.edges[i % topo.edges.length].port, u);
+    await p.login(`${u}@localhost`, pw);
+    phones[u] = p;
+  }));
+  return phones;
+}
+
+/** Which worker holds each user's session, from the edges' login lines. */
+function workerOf(topo, user) {
+  const re = new RegExp(`(?:login_ok|relogin_ok) dev=\\S+ jid=${user}@localhost worker=(\\S+)`, 'g');
+  let last = null;
+  for (const e of topo.edges) for (const m of e.stderr.matchAll(re)) last = m[1];
+  return last;
+}
+
+async function chatBothWays(topo, phones, users, tag) {
+  for (const u of users) {
+    const ack = await phones[u].msg('desk@localhost', `${tag} from ${u}`, { timeout: 10000 });
+    assert.equal(ack.t, 'ack', `${u}: ${JSON.stringify(ack)}`);
+    await topo.desk.nextMessage({ body: `${tag} from ${u}` }, 5000);
+    await topo.desk.send(`${u}@localhost`, `${tag} to ${u}`);
+    await phones[u].next({ t: 'msg', body: `${tag} to ${u}` }, 10000);
+  }
+}
+
+function noConflicts(topo) {
+  for (const x of topo.xmppds) assert.doesNotMatch(x.stderr, /reason=conflict/, 'a user had two XMPP sessions');
+}
+
+itest('kill -9 of a bridge: its users come back on the survivor without logging in again', { timeout: 90000 }, async (t, stack) => {
+  const topo = await topology(stack);
+  const phones = await loginAll(stack, topo);
+  const onBr0 = USERS.map(([u]) => u).filter((u) => workerOf(topo, u)?.startsWith('br0-'));
+  const onBr1 = USERS.map(([u]) => u).filter((u) => workerOf(topo, u)?.startsWith('br1-'));
+  t.diagnostic(`sessions: br0=${onBr0.length} br1=${onBr1.length}`);
+  assert.ok(onBr0.length > 0 && onBr1.length > 0, 'logins spread over both bridges');
+
+  const t0 = Date.now();
+  killTree(topo.xmppds[0]);
+  // Lease time (10 s default) + 2 s is the promise.
+  await waitFor(() => onBr0.every((u) => workerOf(topo, u)?.startsWith('br1-')), { timeout: 12000, interval: 100 });
+  const moved = Date.now() - t0;
+  t.diagnostic(`${onBr0.length} sessions re-established on br1 in ${moved} ms`);
+  for (const u of Object.keys(phones)) assert.equal(phones[u].isClosed, false, `${u}'s phone stayed connected`);
+  await chatBothWays(topo, phones, USERS.map(([u]) => u), 'after-kill');
+  noConflicts(topo);
+});
+
+itest('SIGTERM of a bridge hands its users over; a new bridge takes logins', { timeout: 90000 }, async (t, stack) => {
+  const topo = await topology(stack);
+  const phones = await loginAll(stack, topo);
+  const onBr0 = USERS.map(([u]) => u).filter((u) => workerOf(topo, u)?.startsWith('br0-'));
+  const t0 = Date.now();
+  const r = await topo.xmppds[0].stop({ signal: 'SIGTERM', timeout: 5000 });
+  assert.equal(r.code, 0, 'graceful exit');
+  await waitFor(() => onBr0.every((u) => workerOf(topo, u)?.startsWith('br1-')), { timeout: 10000, interval: 100 });
+  t.diagnostic(`${onBr0.length} sessions handed over in ${Date.now() - t0} ms`);
+  for (const u of Object.keys(phones)) assert.equal(phones[u].isClosed, false);
+  await chatBothWays(topo, phones, USERS.map(([u]) => u), 'after-drain');
+
+  // A new bridge joins without restarting anything and gets new sessions.
+  const br2 = await startXmppd(stack, {
+    redisPort: topo.redis.port, xmppPort: topo.prosody.c2sPort, credKey: topo.credKey, workers: 2,
+    extraArgs: ['--bridge-id', 'br2'], name: 'imb-xmppd-br2',
+  });
+  assert.ok(br2.running);
+  await sleep(1500);
+  for (const [u] of USERS) {
+    phones[u].send({ t: 'logout' });
+    await phones[u].expect({ t: 'bye' });
+  }
+  await sleep(500);
+  const again = await loginAll(stack, topo);
+  const onBr2 = USERS.map(([u]) => u).filter((u) => workerOf(topo, u)?.startsWith('br2-'));
+  t.diagnostic(`after br2 joined: ${onBr2.length} of ${USERS.length} new sessions on it`);
+  assert.ok(onBr2.length > 0, 'the new bridge takes logins');
+  await chatBothWays(topo, again, USERS.map(([u]) => u).slice(0, 3), 'after-join');
+  noConflicts(topo);
+});
+
+itest('kill -9 of an edge: phones reconnect to the other edge and resume the same session', { timeout: 90000 }, async (t, stack) => {
+  const topo = await topology(stack);
+  const phones = await loginAll(stack, topo);
+  const onEd0 = USERS.map(([u], i) => (i % 2 === 0 ? u : null)).filter(Boolean);
+  const before = onEd0.map((u) => workerOf(topo, u));
+  killTree(topo.edges[0]);
+  for (const u of onEd0) await phones[u].waitClose(5000);
+  // The load balancer sends them to the surviving edge.
+  const t0 = Date.now();
+  for (const u of onEd0) {
+    const p = await connectPhone(stack, topo.edges[1].port, `${u}-back`);
+    await p.login(`${u}@localhost`, `pw-${u}`);
+    phones[u] = p;
+  }
+  t.diagnostic(`${onEd0.length} phones back through the other edge in ${Date.now() - t0} ms`);
+  // Same worker, the session was reused (resume window), not reopened.
+  assert.deepEqual(onEd0.map((u) => workerOf(topo, u)), before);
+  const reused = topo.xmppds.map((x) => (x.stderr.match(/session_reused/g) || []).length).reduce((a, b) => a + b, 0);
+  assert.ok(reused >= onEd0.length, `sessions reused: ${reused}`);
+  await chatBothWays(topo, phones, onEd0, 'after-edge-kill');
+  noConflicts(topo);
+});
