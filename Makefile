@@ -44,7 +44,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PROGS := $(BIN)/imb-edge $(BIN)/imb-xmppd $(BIN)/imcat $(BIN)/imtap
 
-.PHONY: all test unit integration run bench fuzz clean deps
+.PHONY: all test unit integration run bench fuzz fuzz-build fuzz-regress clean deps
 # Keep test objects: they are not throw-away intermediates.
 .SECONDARY:
 all: $(PROGS)
@@ -94,3 +94,63 @@ clean:
 	rm -rf build bin
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# ---------------------------------------------------------------------------
+# Fuzzing (libFuzzer, clang only). Never part of make test.
+#
+#   make fuzz                  build, replay the reproducers, then run each
+#                              driver FUZZ_SECONDS (default 60) on a copy of
+#                              its seed corpus; fails on any crash or finding
+#   make fuzz-regress          build and run each driver once over its seeds
+#                              and tests/fuzz/regress/<driver>/ (reproducers of
+#                              past crashes, kept forever)
+#
+# Drivers live in tests/fuzz/fuzz_<name>.c, seeds in tests/fuzz/corpus/<name>/.
+# The modules under test are compiled straight into each driver with the
+# sanitizers and coverage instrumentation (not the release objects). The
+# working corpus (build/fuzz/corpus/<name>) grows across local runs; a crash
+# leaves its input in build/fuzz/artifacts/<name>/.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := build/fuzz
+FUZZ_NAMES   := frame envelope stanza
+FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
+FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
+                -Wno-unused-parameter -fno-omit-frame-pointer \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+                -Icommon -Iedge -Ixmppd $(PKG_CFLAGS)
+FUZZ_LIBS    := $(PKG_LIBS) -lm
+FUZZ_OPTS    := -timeout=10 -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1
+FUZZ_HDRS    := $(wildcard common/*.h edge/*.h xmppd/*.h)
+
+FUZZ_SRC_frame    := common/frame.c edge/phone.c common/schema.c common/util.c
+FUZZ_SRC_envelope := common/envelope.c common/schema.c common/seal.c common/util.c
+FUZZ_SRC_stanza   := xmppd/stanza.c common/envelope.c common/schema.c common/util.c
+
+.SECONDEXPANSION:
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRC_$$*) $(FUZZ_HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_SRC_$*) $(FUZZ_LIBS) -o $@
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz-regress: fuzz-build
+	@set -e; for n in $(FUZZ_NAMES); do \
+	    files=$$(find tests/fuzz/corpus/$$n tests/fuzz/regress/$$n -type f 2>/dev/null | sort); \
+	    echo "fuzz-regress: $$n: $$(echo "$$files" | grep -c . || true) inputs"; \
+	    [ -z "$$files" ] || $(FUZZ_DIR)/fuzz_$$n $$files >$(FUZZ_DIR)/regress-$$n.log 2>&1 || \
+	        { cat $(FUZZ_DIR)/regress-$$n.log; echo "fuzz-regress: $$n: FAILED"; exit 1; }; \
+	done
+
+fuzz: fuzz-regress
+	@set -e; for n in $(FUZZ_NAMES); do \
+	    mkdir -p $(FUZZ_DIR)/corpus/$$n $(FUZZ_DIR)/artifacts/$$n; \
+	    cp -n tests/fuzz/corpus/$$n/* $(FUZZ_DIR)/corpus/$$n/; \
+	    echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
+	    $(FUZZ_DIR)/fuzz_$$n $(FUZZ_OPTS) -max_total_time=$(FUZZ_SECONDS) \
+	        -artifact_prefix=$(FUZZ_DIR)/artifacts/$$n/ $(FUZZ_DIR)/corpus/$$n \
+	        >$(FUZZ_DIR)/fuzz-$$n.log 2>&1 || \
+	        { tail -n 60 $(FUZZ_DIR)/fuzz-$$n.log; \
+	          echo "fuzz: $$n: FAILED; reproducer in $(FUZZ_DIR)/artifacts/$$n/"; exit 1; }; \
+	    grep -E '^#[0-9]+.*DONE|^stat::' $(FUZZ_DIR)/fuzz-$$n.log || true; \
+	done; echo "fuzz: no crash in $(FUZZ_NAMES)"

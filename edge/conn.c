@@ -19,7 +19,9 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #define MAX_AUTH_FAILURES 3
 /* Seconds a closing connection may take to flush its last frames. */
@@ -28,8 +30,23 @@
 static const char *const state_names[] = {"new", "logging_in", "ready",
                                           "closing"};
 
+/* The socket no longer counts against its address's unauthenticated limit. */
+static void unauth_release(struct conn *c)
+{
+    if (!c->ip[0])
+        return;
+    struct strmap *m = &c->edge->unauth;
+    uintptr_t n = (uintptr_t)strmap_get(m, c->ip);
+    if (n <= 1)
+        strmap_del(m, c->ip);
+    else
+        strmap_put(m, c->ip, (void *)(n - 1));
+    c->ip[0] = '\0';
+}
+
 static void conn_free(struct conn *c)
 {
+    unauth_release(c);
     edge_on_conn_gone(c);
     strmap_del(&c->edge->conns, c->dev);
     if (c->timer)
@@ -62,6 +79,9 @@ void conn_set_state(struct conn *c, enum conn_state s)
     case CONN_READY:
         event_free(c->timer);
         c->timer = NULL;
+        unauth_release(c);
+        c->tokens = 2.0 * (double)c->edge->cfg->max_msg_rate;
+        c->tokens_ms = util_mono_ms();
         /* Two heartbeat intervals of silence: the phone is gone. */
         tv.tv_sec = 2 * c->edge->cfg->heartbeat;
         bufferevent_set_timeouts(c->bev, &tv, NULL);
@@ -95,7 +115,7 @@ static void free_cb(const void *data, size_t len, void *arg)
     free((void *)data);
 }
 
-void conn_send(struct conn *c, json_t *obj)
+static void send_frame(struct conn *c, json_t *obj, bool paced)
 {
     if (c->state == CONN_CLOSING) {
         json_decref(obj);
@@ -105,17 +125,28 @@ void conn_send(struct conn *c, json_t *obj)
     char *buf = phone_encode(obj, &len);
     json_decref(obj);
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (evbuffer_get_length(out) + len > (size_t)c->edge->cfg->max_output) {
+    if (!paced && evbuffer_get_length(out) + len > (size_t)c->edge->cfg->max_output) {
         /* A phone that does not read is cut rather than letting its queue
          * grow without bound. */
         LOG(WARN, "conn_slow_reader", "dev=%s queued=%zu", c->dev,
             evbuffer_get_length(out));
+        c->edge->stats.slow_readers++;
         free(buf);
         evbuffer_drain(out, evbuffer_get_length(out));
         conn_close(c);
         return;
     }
     evbuffer_add_reference(out, buf, len, free_cb, NULL);
+}
+
+void conn_send(struct conn *c, json_t *obj)
+{
+    send_frame(c, obj, false);
+}
+
+void conn_send_paced(struct conn *c, json_t *obj)
+{
+    send_frame(c, obj, true);
 }
 
 void conn_bye(struct conn *c, const char *reason)
@@ -130,6 +161,21 @@ void conn_error(struct conn *c, const char *code, const char *msg,
                 const char *id)
 {
     conn_send(c, phone_error(code, msg, id));
+}
+
+/* Token bucket: max_msg_rate per second, bursts up to twice that. */
+static bool rate_ok(struct conn *c)
+{
+    double rate = (double)c->edge->cfg->max_msg_rate;
+    int64_t now = util_mono_ms();
+    c->tokens += (double)(now - c->tokens_ms) * rate / 1000.0;
+    if (c->tokens > 2.0 * rate)
+        c->tokens = 2.0 * rate;
+    c->tokens_ms = now;
+    if (c->tokens < 1.0)
+        return false;
+    c->tokens -= 1.0;
+    return true;
 }
 
 /* One complete frame body: decode, check it is allowed now, dispatch. */
@@ -166,7 +212,10 @@ static void conn_frame(struct conn *c, const char *body, size_t len)
     case PHONE_MSG:
         if (c->state != CONN_READY)
             conn_error(c, PERR_NOT_LOGGED_IN, "log in first", id);
-        else
+        else if (!rate_ok(c)) {
+            c->edge->stats.rate_limited++;
+            conn_error(c, PERR_RATE_LIMITED, "too many messages, send it again later", id);
+        } else
             edge_on_msg(c, f);
         break;
     case PHONE_ACK:
@@ -224,9 +273,12 @@ static void read_cb(struct bufferevent *bev, void *arg)
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
-    if (c->state == CONN_CLOSING &&
-        evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+        return;
+    if (c->state == CONN_CLOSING)
         conn_free(c);
+    else if (c->replay_paused)
+        delivery_drained(c);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -263,8 +315,19 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen)
 {
-    if (edge->draining || edge->conns.count >= (size_t)edge->cfg->max_conns) {
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
+    uintptr_t unauth = (uintptr_t)strmap_get(&edge->unauth, ip);
+    if (edge->draining || edge->conns.count >= (size_t)edge->cfg->max_conns ||
+        unauth >= (uintptr_t)edge->cfg->max_unauth_per_ip) {
         edge->stats.conns_rejected++;
+        LOG(INFO, "conn_rejected", "peer=%s reason=%s", ip,
+            edge->draining ? "draining"
+            : unauth >= (uintptr_t)edge->cfg->max_unauth_per_ip ? "unauth_per_ip"
+                                                                : "max_conns");
         evutil_closesocket(fd);
         return;
     }
@@ -275,7 +338,18 @@ void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen
     c->state = CONN_NEW;
     snprintf(c->dev, sizeof(c->dev), "c%llu",
              (unsigned long long)++edge->next_conn);
-    c->bev = bufferevent_socket_new(edge->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    snprintf(c->ip, sizeof(c->ip), "%s", ip);
+    strmap_put(&edge->unauth, ip, (void *)(unauth + 1));
+    if (edge->ssl_ctx) {
+        SSL *ssl = SSL_new(edge->ssl_ctx);
+        c->bev = bufferevent_openssl_socket_new(edge->base, fd, ssl,
+                                                BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        /* Phones vanish without close_notify all the time. */
+        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    } else {
+        c->bev = bufferevent_socket_new(edge->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     c->timer = evtimer_new(edge->base, timer_cb, c);
     struct timeval tv = {edge->cfg->login_timeout, 0};
@@ -283,12 +357,7 @@ void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     strmap_put(&edge->conns, c->dev, c);
     edge->stats.conns_accepted++;
-    char ip[INET6_ADDRSTRLEN] = "?";
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
-    LOG(DEBUG, "conn_open", "dev=%s peer=%s", c->dev, ip);
+    LOG(DEBUG, "conn_open", "dev=%s peer=%s tls=%d", c->dev, ip, edge->ssl_ctx != NULL);
     (void)salen;
 }
 

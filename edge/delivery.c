@@ -15,12 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define REPLAY_PAGE 200
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#define REPLAY_PAGE 100
 /* Live chats kept while a replay runs; past this they are dropped here and
  * fetched from the inbox by the next replay instead. */
 #define HELD_MAX 256
 
-static void write_chat(struct conn *c, const struct env *e)
+static void write_chat(struct conn *c, const struct env *e, bool paced)
 {
     json_t *f = json_pack("{s:s, s:s, s:O}", "t", "msg", "from",
                           env_str(e, "from"), "body", env_json(e, "body"));
@@ -30,7 +33,10 @@ static void write_chat(struct conn *c, const struct env *e)
     if (env_str(e, "id"))
         json_object_set_new(f, "id", json_string(env_str(e, "id")));
     json_object_set_new(f, "ts", json_integer(env_int(e, "ts", util_wall_ms())));
-    conn_send(c, f);
+    if (paced)
+        conn_send_paced(c, f);
+    else
+        conn_send(c, f);
     c->edge->stats.msgs_out++;
 }
 
@@ -43,15 +49,27 @@ static void on_fetched(void *owner, void *data, redisReply *r);
 
 /* Fetch what the phone misses after c->last_seq; live chats are held until
  * it is written. One fetch per connection at a time. */
+static void fetch_page(struct conn *c)
+{
+    struct fetch_req *fr = xcalloc(1, sizeof(*fr));
+    snprintf(fr->dev, sizeof(fr->dev), "%s", c->dev);
+    fr->jid = xstrdup(c->user->jid);
+    inbox_fetch(c->edge->bus, c->user->jid, c->last_seq, REPLAY_PAGE, on_fetched, fr);
+}
+
 void delivery_replay(struct conn *c)
 {
     if (c->replaying || !c->user)
         return;
     c->replaying = true;
-    struct fetch_req *fr = xcalloc(1, sizeof(*fr));
-    snprintf(fr->dev, sizeof(fr->dev), "%s", c->dev);
-    fr->jid = xstrdup(c->user->jid);
-    inbox_fetch(c->edge->bus, c->user->jid, c->last_seq, REPLAY_PAGE, on_fetched, fr);
+    fetch_page(c);
+}
+
+void delivery_drained(struct conn *c)
+{
+    c->replay_paused = false;
+    if (c->replaying && c->state == CONN_READY)
+        fetch_page(c);
 }
 
 static void hold(struct conn *c, const struct env *e)
@@ -67,7 +85,7 @@ void delivery_live(struct conn *c, const struct env *e)
     int64_t seq = env_int(e, "seq", -1);
     const char *epoch = env_str(e, "epoch");
     if (seq < 0) {
-        write_chat(c, e);
+        write_chat(c, e, false);
         return;
     }
     if (c->replaying) {
@@ -101,7 +119,7 @@ void delivery_live(struct conn *c, const struct env *e)
         delivery_replay(c);
         return;
     }
-    write_chat(c, e);
+    write_chat(c, e, false);
     c->last_seq = seq;
 }
 
@@ -184,14 +202,20 @@ static void on_fetched(void *owner, void *data, redisReply *r)
             if (positioned)
                 missed += seq - c->last_seq - 1;
             positioned = true;
-            write_chat(c, e);
+            write_chat(c, e, true);
             edge->stats.replayed++;
             c->last_seq = seq;
         }
         env_free(e);
     }
     if (items->elements == REPLAY_PAGE) {
-        delivery_replay(c); /* the next page */
+        /* More to come. A replay is paced by the phone's reading: the next
+         * page waits until this one is written out. */
+        c->replaying = true;
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+            c->replay_paused = true;
+        else
+            fetch_page(c);
         return;
     }
     if (head > c->last_seq) {

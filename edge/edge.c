@@ -6,6 +6,7 @@
 #include "log.h"
 #include "phone.h"
 #include "schema.h"
+#include "tlsctx.h"
 #include "util.h"
 #include "workers.h"
 
@@ -679,6 +680,19 @@ struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
     edge->cfg = cfg;
     strmap_init(&edge->conns);
     strmap_init(&edge->users);
+    strmap_init(&edge->unauth);
+    if (strcmp(cfg->tls, "on") == 0) {
+        if (!*cfg->tls_cert || !*cfg->tls_key) {
+            snprintf(err, errlen, "tls = on needs tls_cert and tls_key "
+                     "(or tls = off, for development only)");
+            goto fail;
+        }
+        if (!(edge->ssl_ctx = tlsctx_server(cfg->tls_cert, cfg->tls_key, err, errlen)))
+            goto fail;
+    } else if (strcmp(cfg->tls, "off") != 0) {
+        snprintf(err, errlen, "tls must be on or off");
+        goto fail;
+    }
     if (*cfg->edge_id) {
         if (!schema_id_ok(cfg->edge_id, sizeof(edge->id) - 1)) {
             snprintf(err, errlen, "edge_id must be 1..%zu chars of [A-Za-z0-9._:-]",
@@ -748,6 +762,9 @@ void edge_free(struct edge *edge)
     workers_free(edge->workers);
     strmap_free(&edge->conns);
     strmap_free(&edge->users);
+    strmap_free(&edge->unauth);
+    if (edge->ssl_ctx)
+        SSL_CTX_free(edge->ssl_ctx);
     free(edge);
 }
 

@@ -19,6 +19,7 @@
 #include "strmap.h"
 
 struct event_base;
+struct ssl_ctx_st;
 struct evconnlistener;
 struct bufferevent;
 struct bus;
@@ -35,6 +36,11 @@ struct edge_cfg {
     long max_conns;       /* sockets this edge accepts */
     long bridge_timeout;  /* seconds to wait for a bridge's login answer */
     char *edge_id;        /* empty: random */
+    char *tls;            /* "on" (cert and key required) | "off" (development) */
+    char *tls_cert;       /* PEM certificate chain for phones */
+    char *tls_key;        /* PEM private key */
+    long max_unauth_per_ip; /* sockets not yet logged in, per source address */
+    long max_msg_rate;    /* chat frames per second per connection (burst 2x) */
 };
 
 enum conn_state {
@@ -59,6 +65,7 @@ struct conn {
     uint8_t auth_failures;
     bool attached;            /* a bridge counts this dev among the user's devices */
     bool replaying;           /* fetching missed messages from the inbox */
+    bool replay_paused;       /* waiting for the output to drain before the next page */
     bool reset;               /* the inbox epoch changed under the phone */
     bool positioned;          /* last_seq is something the phone said or saw */
     int64_t last_seq;         /* highest seq written to this phone */
@@ -67,6 +74,9 @@ struct conn {
     char *pending_pass;       /* the password, only while LOGGING_IN; wiped */
     bool bye_on_close;        /* a bye frame is queued: close after flush */
     char label[16];           /* device label the phone gave, or "" */
+    char ip[46];              /* source address while not logged in, else "" */
+    double tokens;            /* rate limit bucket: chat frames allowed now */
+    int64_t tokens_ms;        /* when tokens was last refilled (monotonic) */
 };
 
 /* A logged-in (or logging-in) user with >= 1 connection on this edge. */
@@ -94,6 +104,8 @@ struct edge_stats {
     uint64_t replayed;       /* chats written to phones from the inbox */
     uint64_t gaps;           /* sequence gaps that triggered an inbox fetch */
     uint64_t relogins;       /* sessions re-opened on another worker */
+    uint64_t rate_limited;   /* chat frames refused by the rate limit */
+    uint64_t slow_readers;   /* connections cut for not reading */
 };
 
 struct edge {
@@ -104,6 +116,8 @@ struct edge {
     struct bus *bus;
     uint8_t cred_key[SEAL_KEY_BYTES];
     struct evconnlistener *listener;
+    struct ssl_ctx_st *ssl_ctx;  /* NULL: plaintext (tls = off) */
+    struct strmap unauth;      /* source address -> (count) sockets not logged in */
     struct strmap conns;       /* dev -> struct conn */
     struct strmap users;       /* bare jid -> struct user */
     uint64_t next_conn;        /* for dev ids */
@@ -134,11 +148,16 @@ void edge_on_conn_gone(struct conn *c);
 struct env;
 void delivery_live(struct conn *c, const struct env *e);
 void delivery_replay(struct conn *c);
+/* The output drained: a paused replay fetches its next page. */
+void delivery_drained(struct conn *c);
 
 /* conn.c: phone sockets. */
 void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen);
-/* Queue a frame (obj is consumed). */
+/* Queue a frame (obj is consumed). Past max_output queued bytes the phone
+ * is cut as a slow reader. */
 void conn_send(struct conn *c, json_t *obj);
+/* The same without the cut: for output the edge paces itself (replays). */
+void conn_send_paced(struct conn *c, json_t *obj);
 /* Send an error frame; with close, a bye follows and the socket closes. */
 void conn_error(struct conn *c, const char *code, const char *msg,
                 const char *id);

@@ -29,6 +29,16 @@ static const struct opt options[] = {
      "seconds to wait for a bridge to answer a login"},
     {"edge_id", OPT_STR, offsetof(T, edge_id), "", 0, 0, 0,
      "this edge's id on the bus (empty: random)"},
+    {"tls", OPT_STR, offsetof(T, tls), "on", 0, 0, 0,
+     "on: phones connect with TLS (tls_cert, tls_key) | off: plaintext, development only"},
+    {"tls_cert", OPT_STR, offsetof(T, tls_cert), "", 0, 0, 0,
+     "PEM certificate (chain) presented to phones"},
+    {"tls_key", OPT_STR, offsetof(T, tls_key), "", 0, 0, 0,
+     "PEM private key of tls_cert"},
+    {"max_unauth_per_ip", OPT_INT, offsetof(T, max_unauth_per_ip), "64", 1,
+     1000000, 0, "sockets from one address that have not logged in yet"},
+    {"max_msg_rate", OPT_INT, offsetof(T, max_msg_rate), "20", 1, 100000, 0,
+     "chat frames per second per phone (bursts of twice that)"},
 };
 #undef T
 

@@ -31,6 +31,7 @@ enum phone_type {
 #define PERR_AUTH_FAILED "auth_failed"
 #define PERR_UNAVAILABLE "unavailable"
 #define PERR_INTERNAL "internal"
+#define PERR_RATE_LIMITED "rate_limited"
 
 /* Decode one frame body. On success returns the type and stores the object
  * (owned by the caller) in *out; fields of known types are validated. On a

@@ -205,6 +205,12 @@ done
 
 # ------------------------------------------------------------------ services
 cred_key=$(hex 32)
+# Phones reach the edge over TLS even on loopback: a throw-away self-signed
+# certificate for 127.0.0.1 / localhost, which imcat verifies (--cafile).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$RUN_DIR/edge.key" -out "$RUN_DIR/edge.crt" >/dev/null 2>&1 ||
+    die "openssl could not make a certificate for the edge"
 common=(--redis-host 127.0.0.1 --redis-port "$redis_port" --cred-key "$cred_key" --log-level info)
 
 # wait_log PID LOG PATTERN COUNT: wait until LOG has COUNT lines matching
@@ -238,7 +244,8 @@ for attempt in 1 2 3 4 5; do
         [ "$p" -le 65535 ] || die "no free port at or above $edge_pref for imb-edge"
     done
     : >"$edge_log"
-    start edge "$edge_log" "$BIN/imb-edge" "${common[@]}" --listen "127.0.0.1:$p"
+    start edge "$edge_log" "$BIN/imb-edge" "${common[@]}" --listen "127.0.0.1:$p" \
+        --tls on --tls-cert "$RUN_DIR/edge.crt" --tls-key "$RUN_DIR/edge.key"
     if wait_log "$last_pid" "$edge_log" 'listening addr=' 1; then
         edge_addr=$(grep -o 'listening addr=[^ ]*' "$edge_log" | head -n 1)
         edge_addr=${edge_addr#listening addr=}
@@ -263,8 +270,8 @@ imbridge is running on loopback (temp dir $RUN_DIR)
   accounts (domain $DOMAIN):
 $(for u in "${USERS[@]}"; do printf '    %-6s %s@%s   password: %s\n' "$u" "$u" "$DOMAIN" "${PASS[$u]}"; done)
 
-  phone client -> imb-edge at 127.0.0.1:$edge_port
-    $imcat --host 127.0.0.1 --port $edge_port --user alice@$DOMAIN --password ${PASS[alice]}
+  phone client -> imb-edge at 127.0.0.1:$edge_port (TLS, certificate $RUN_DIR/edge.crt)
+    $imcat --host 127.0.0.1 --port $edge_port --cafile $RUN_DIR/edge.crt --user alice@$DOMAIN --password ${PASS[alice]}
 
   desktop XMPP client (e.g. Gajim, Psi, Dino, Pidgin) -> Prosody
     server 127.0.0.1, port $c2s_port, account bob@$DOMAIN, password ${PASS[bob]}

@@ -21,11 +21,14 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <jansson.h>
+#include <openssl/ssl.h>
 
 #include "frame.h"
 #include "log.h"
+#include "tlsctx.h"
 #include "util.h"
 
 #define DEFAULT_HOST "127.0.0.1"
@@ -68,11 +71,14 @@ struct options {
     char *password; /* our own copy, wiped on exit */
     bool json;
     bool quiet;
+    bool tls;           /* TLS to the edge, peer verified */
+    const char *cafile; /* CA to verify the edge with; NULL: system store */
 };
 
 struct imcat {
     struct options opt;
     struct event_base *base;
+    SSL_CTX *ssl_ctx;   /* with --tls */
     struct bufferevent *bev;
     struct addrinfo *addrs;
     struct addrinfo *addr_next;
@@ -871,13 +877,21 @@ static void write_cb(struct bufferevent *bev, void *arg)
 
 /* ---- connection --------------------------------------------------------- */
 
-/* The one place that decides what the link is made of. Plain TCP today; TLS
- * slots in here as bufferevent_openssl_socket_new(base, -1, ssl,
- * BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE), and nothing else has to
- * change because everything above only talks to a bufferevent. */
+/* The one place that decides what the link is made of: plain TCP, or TLS
+ * with the edge's certificate checked against --host. Everything above only
+ * talks to a bufferevent. */
 static struct bufferevent *link_new(struct imcat *c)
 {
-    return bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->ssl_ctx)
+        return bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    SSL *ssl = tlsctx_client_ssl(c->ssl_ctx, c->opt.host);
+    if (!ssl)
+        return NULL;
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        c->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+    if (bev)
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
 }
 
 static void addr_to_text(const struct addrinfo *ai, char *out, size_t n)
@@ -1001,6 +1015,7 @@ static void usage(FILE *f)
 {
     fputs("usage: imcat --host HOST --port PORT --user JID [--password PASS]\n"
           "             [--dev NAME] [--to JID] [--json] [--quiet] [--log-level LEVEL]\n"
+          "             [--tls] [--cafile FILE]\n"
           "\n"
           "Phone protocol v1 client for imb-edge.\n"
           "\n"
@@ -1015,6 +1030,9 @@ static void usage(FILE *f)
           "                     as-is (\"msg\" without \"id\" gets one); each received\n"
           "                     frame is printed as one JSON line. End of input logs out.\n"
           "  --quiet            no help or status lines\n"
+          "  --tls              TLS to the edge; its certificate must match HOST\n"
+          "  --cafile FILE      CA certificate(s) to verify the edge (implies --tls;\n"
+          "                     default: the system's trusted CAs)\n"
           "  --log-level LEVEL  debug|info|warn|error for stderr diagnostics (default warn)\n"
           "  --help             this text\n"
           "\n"
@@ -1042,7 +1060,7 @@ static int usage_error(const char *fmt, ...)
 static int parse_args(struct options *o, int argc, char **argv)
 {
     enum { OPT_HOST = 256, OPT_PORT, OPT_USER, OPT_PASSWORD, OPT_DEV, OPT_TO, OPT_JSON,
-           OPT_QUIET, OPT_LOG_LEVEL };
+           OPT_QUIET, OPT_LOG_LEVEL, OPT_TLS, OPT_CAFILE };
     static const struct option longopts[] = {
         {"host", required_argument, NULL, OPT_HOST},
         {"port", required_argument, NULL, OPT_PORT},
@@ -1053,6 +1071,8 @@ static int parse_args(struct options *o, int argc, char **argv)
         {"json", no_argument, NULL, OPT_JSON},
         {"quiet", no_argument, NULL, OPT_QUIET},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"tls", no_argument, NULL, OPT_TLS},
+        {"cafile", required_argument, NULL, OPT_CAFILE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1076,6 +1096,8 @@ static int parse_args(struct options *o, int argc, char **argv)
         case OPT_TO: o->to = optarg; break;
         case OPT_JSON: o->json = true; break;
         case OPT_QUIET: o->quiet = true; break;
+        case OPT_TLS: o->tls = true; break;
+        case OPT_CAFILE: o->cafile = optarg; o->tls = true; break;
         case OPT_LOG_LEVEL: {
             int l = log_parse_level(optarg);
             if (l < 0)
@@ -1178,6 +1200,15 @@ int main(int argc, char **argv)
         LOG(ERROR, "internal", "error=\"cannot create event base\"");
         goto out;
     }
+    if (c.opt.tls) {
+        char err[300];
+        c.ssl_ctx = tlsctx_client(c.opt.cafile, err, sizeof(err));
+        if (!c.ssl_ctx) {
+            LOG(ERROR, "tls_setup_failed", "error=\"%s\"", err);
+            c.exit_code = EXIT_USAGE;
+            goto out;
+        }
+    }
     c.stdin_pollable = stdin_is_pollable();
     c.stdin_buf = evbuffer_new();
     c.timer = evtimer_new(c.base, timer_cb, &c);
@@ -1208,6 +1239,8 @@ out:
     rc = c.exit_code;
     if (c.bev)
         bufferevent_free(c.bev);
+    if (c.ssl_ctx)
+        SSL_CTX_free(c.ssl_ctx);
     if (c.timer)
         event_free(c.timer);
     if (c.retry_ev)

@@ -639,6 +639,15 @@ static void on_disconnect(const redisAsyncContext *ac, int st)
     (void)st;
     if (ac != t->ac)
         return; /* freed on purpose */
+    /* hiredis drops a subscribed link on an error reply; an ACL refusal of
+     * the pattern cannot get better by retrying. */
+    if (!strncmp(ac->errstr, "NOPERM", 6) || !strncmp(ac->errstr, "NOAUTH", 6) ||
+        !strncmp(ac->errstr, "WRONGPASS", 9)) {
+        t->ac = NULL;
+        status("redis refused PSUBSCRIBE: %s", ac->errstr);
+        stop(t, EXIT_REDIS);
+        return;
+    }
     evtimer_del(t->timer);
     link_down(t, ac->errstr[0] ? ac->errstr : "connection closed");
 }
@@ -648,6 +657,16 @@ static void fatal_reply(struct tap *t, const char *what, const redisReply *r)
     /* Wrong password, no permission, unknown command: retrying cannot help. */
     status("redis refused %s: %s", what, r->str);
     stop(t, EXIT_REDIS);
+}
+
+/* Redis is reading its data back after a restart: try again later. */
+static void loading(struct tap *t)
+{
+    redisAsyncContext *ac = t->ac;
+    t->ac = NULL;
+    redisAsyncDisconnect(ac);
+    evtimer_del(t->timer);
+    link_down(t, "redis is loading its data");
 }
 
 static void on_auth(redisAsyncContext *ac, void *reply, void *privdata)
@@ -665,15 +684,6 @@ static void on_psub(redisAsyncContext *ac, void *reply, void *privdata)
     if (!r || ac != t->ac || t->stopping)
         return; /* the link is going away; on_disconnect handles it */
     if (r->type == REDIS_REPLY_ERROR) {
-        if (!strncmp(r->str, "LOADING", 7)) {
-            /* Redis is reading its data back after a restart: try again. */
-            redisAsyncContext *old = t->ac;
-            t->ac = NULL;
-            redisAsyncDisconnect(old);
-            evtimer_del(t->timer);
-            link_down(t, "redis is loading");
-            return;
-        }
         fatal_reply(t, "PSUBSCRIBE", r);
         return;
     }
@@ -694,6 +704,23 @@ static void on_psub(redisAsyncContext *ac, void *reply, void *privdata)
         on_message(t, r->element[2]->str, r->element[3]->str,
                    r->element[3]->len);
     }
+}
+
+static void on_ping(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct tap *t = privdata;
+    redisReply *r = reply;
+    if (!r || ac != t->ac || t->stopping)
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
+        if (!strncmp(r->str, "LOADING", 7)) {
+            loading(t);
+            return;
+        }
+        fatal_reply(t, "PING", r);
+        return;
+    }
+    redisAsyncCommand(ac, on_psub, t, "PSUBSCRIBE %s", t->pattern);
 }
 
 static void link_connect(struct tap *t)
@@ -728,7 +755,10 @@ static void link_connect(struct tap *t)
         else
             redisAsyncCommand(ac, on_auth, t, "AUTH %s", t->opt.password);
     }
-    redisAsyncCommand(ac, on_psub, t, "PSUBSCRIBE %s", t->pattern);
+    /* A PING before the PSUBSCRIBE: its reply comes back on an ordinary
+     * callback, so a missing or refused AUTH shows up as an error reply
+     * (on a subscribed context hiredis would only drop the link). */
+    redisAsyncCommand(ac, on_ping, t, "PING");
     struct timeval tv = {CONNECT_TIMEOUT_MS / 1000,
                          (CONNECT_TIMEOUT_MS % 1000) * 1000};
     evtimer_add(t->timer, &tv);

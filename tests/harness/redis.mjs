@@ -1,5 +1,6 @@
 // A real redis-server per test: 127.0.0.1, random free port, temp dir, no
-// persistence.  Supports stop + start again on the SAME port.
+// persistence unless asked ({appendonly: true}: AOF, fsync on every write, so
+// a restart keeps everything).  Supports stop + start again on the SAME port.
 import net from 'node:net';
 import path from 'node:path';
 import { freePort, HOST, sleep, waitFor } from './util.mjs';
@@ -55,7 +56,7 @@ export class RedisError extends Error {}
  * Send one command to redis at host:port over a fresh connection; resolves the
  * parsed reply (RedisError instances for -ERR replies are returned, not thrown).
  */
-export function redisCommand(port, args, { host = HOST, timeout = 2000 } = {}) {
+export function redisCommand(port, args, { host = HOST, timeout = 2000, auth } = {}) {
   return new Promise((resolve, reject) => {
     const s = net.connect({ port, host });
     let buf = Buffer.alloc(0);
@@ -67,11 +68,15 @@ export function redisCommand(port, args, { host = HOST, timeout = 2000 } = {}) {
       s.destroy();
       if (err) reject(err); else resolve(v);
     };
-    s.on('connect', () => s.write(encodeCommand(args)));
+    // auth: [password] or [user, password], sent first; its reply is skipped.
+    s.on('connect', () => s.write((auth ? encodeCommand(['AUTH', ...auth]) : '') + encodeCommand(args)));
     s.on('data', (d) => {
       buf = Buffer.concat([buf, d]);
       let r;
-      try { r = parseReply(buf); } catch (e) { finish(e); return; }
+      try {
+        r = parseReply(buf);
+        if (r && auth) r = parseReply(buf, r[1]);
+      } catch (e) { finish(e); return; }
       if (r) finish(null, r[0]);
     });
     s.on('error', (e) => finish(e));
@@ -80,17 +85,20 @@ export function redisCommand(port, args, { host = HOST, timeout = 2000 } = {}) {
 }
 
 /** true if redis answers PING with PONG. */
-export async function redisPing(port, host = HOST) {
+export async function redisPing(port, host = HOST, auth) {
   try {
-    return (await redisCommand(port, ['PING'], { host, timeout: 1000 })) === 'PONG';
+    return (await redisCommand(port, ['PING'], { host, timeout: 1000, auth })) === 'PONG';
   } catch {
     return false;
   }
 }
 
 export class RedisServer {
-  constructor(stack, { port, dir, name = 'redis' }) {
+  constructor(stack, { port, dir, name = 'redis', extraArgs = [], auth, appendonly = false }) {
     this.stack = stack;
+    this.appendonly = appendonly; // AOF + appendfsync always: a restart keeps the data
+    this.extraArgs = extraArgs; // e.g. ['--requirepass', 'x'] or ACL '--user' lines
+    this.auth = auth;           // what the harness itself AUTHs with, if needed
     this.port = port;
     this.host = HOST;
     this.dir = dir;
@@ -102,12 +110,14 @@ export class RedisServer {
   args() {
     return [
       '--bind', HOST, '--port', String(this.port),
-      '--save', '', '--appendonly', 'no',
+      '--save', '',
+      ...(this.appendonly ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']),
       '--dir', this.dir,
       '--daemonize', 'no',
       '--protected-mode', 'no',
       '--logfile', '',            // log to stdout (captured)
       '--loglevel', 'notice',
+      ...this.extraArgs,
     ];
   }
 
@@ -125,7 +135,7 @@ export class RedisServer {
       const proc = this.proc;
       const ok = await waitFor(async () => {
         if (!proc.running) return 'exited';
-        return (await redisPing(this.port)) ? 'up' : false;
+        return (await redisPing(this.port, HOST, this.auth)) ? 'up' : false;
       }, { timeout: Math.max(500, deadline - Date.now()), interval: 20, what: `redis PING on ${this.port}` });
       if (ok === 'up') return this;
       await proc.exited;
@@ -162,20 +172,22 @@ export class RedisServer {
   }
 
   ping() {
-    return redisPing(this.port);
+    return redisPing(this.port, HOST, this.auth);
   }
 }
 
 /**
- * startRedis(stack, {port?}) -> RedisServer (started).  Picks a random free
- * port and retries with another if the bind fails on first start.
+ * startRedis(stack, {port?, appendonly=false}) -> RedisServer (started).
+ * Picks a random free port and retries with another if the bind fails on
+ * first start.  appendonly: AOF with appendfsync always in the server's temp
+ * dir, so stop() + start() keeps the data (keys with a TTL included).
  */
-export async function startRedis(stack, { port } = {}) {
+export async function startRedis(stack, { port, extraArgs, auth, appendonly = false } = {}) {
   const dir = stack.tempDir('imb-redis-');
   let lastErr;
   for (let attempt = 0; attempt < 5; attempt++) {
     const p = port ?? await freePort();
-    const r = new RedisServer(stack, { port: p, dir });
+    const r = new RedisServer(stack, { port: p, dir, extraArgs, auth, appendonly });
     try {
       await r.start();
       return r;

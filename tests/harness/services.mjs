@@ -61,7 +61,7 @@ export async function startXmppd(stack, {
  *   `listening addr=127.0.0.1:PORT` stderr line).  Listens on 127.0.0.1:0.
  */
 export async function startEdge(stack, {
-  redisPort, credKey, heartbeat, loginTimeout, maxFrame, extraArgs = [], timeout = 10000, name,
+  redisPort, credKey, heartbeat, loginTimeout, maxFrame, extraArgs = [], timeout = 10000, name, tls,
 } = {}) {
   if (!redisPort || !credKey) throw new Error('startEdge: redisPort, credKey required');
   const bin = requireBin('imb-edge');
@@ -72,6 +72,9 @@ export async function startEdge(stack, {
   if (heartbeat !== undefined) args.push('--heartbeat', String(heartbeat));
   if (loginTimeout !== undefined) args.push('--login-timeout', String(loginTimeout));
   if (maxFrame !== undefined) args.push('--max-frame', String(maxFrame));
+  // Plaintext unless a test hands a certificate: {cert, key} file paths.
+  if (tls) args.push('--tls', 'on', '--tls-cert', tls.cert, '--tls-key', tls.key);
+  else args.push('--tls', 'off');
   args.push(...extraArgs);
   const proc = stack.spawn(pname, bin, args, { logFile: path.join(logDir, 'imb-edge.log') });
   const line = await proc.waitForLine(/listening addr=127\.0\.0\.1:\d+/, { timeout });

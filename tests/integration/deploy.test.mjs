@@ -1,0 +1,532 @@
+// Deployment files, checked for real: docker-compose.yml validates (and wires
+// the services the way docs/DEPLOY.md says), deploy/haproxy.cfg validates and
+// balances two real edges on loopback (with one of them then stopped),
+// imtap taps a live bridge without ever printing a secret and survives a
+// Redis restart, the sample config files list every option, the container
+// healthcheck script works, and deploy/Dockerfile's sources build and its
+// runtime packages cover what the binaries link.
+import assert from 'node:assert/strict';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import {
+  itest, startBridge, startRedis, startProsody, startXmppd, startEdge, connectPhone,
+  startDesktop, randomCredKey, freePort, waitFor, sleep, binPath, bareJid, REPO_ROOT, HOST,
+  canConnect,
+} from '../harness/index.mjs';
+
+const DEPLOY = path.join(REPO_ROOT, 'deploy');
+const COMPOSE = path.join(REPO_ROOT, 'docker-compose.yml');
+const HAPROXY_CFG = path.join(DEPLOY, 'haproxy.cfg');
+
+function has(cmd) {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+const noCompose = has('docker-compose') ? false
+  : 'docker-compose is not installed (apt-get install docker-compose; scripts/deps.sh does it)';
+const noHaproxy = has('haproxy') ? false
+  : 'haproxy is not installed (apt-get install haproxy; scripts/deps.sh does it)';
+
+/** Option names (snake_case) and their --help defaults, from a service binary. */
+function helpOptions(bin) {
+  const out = execFileSync(bin, ['--help'], { encoding: 'utf8' });
+  const opts = new Map();
+  for (const line of out.split('\n')) {
+    const m = /^ {2}--(\S+)\s+.* \(default: (.*?)\)( \[SIGHUP\])?$/.exec(line);
+    if (m) opts.set(m[1].replace(/-/g, '_'), m[2]);
+  }
+  assert.ok(opts.size > 10, `${bin} --help lists options:\n${out}`);
+  return opts;
+}
+
+// ---------------------------------------------------------------------------
+// (a) docker-compose.yml
+
+test('docker-compose.yml: `docker-compose config -q` accepts it', { skip: noCompose }, () => {
+  const r = spawnSync('docker-compose', ['-f', COMPOSE, 'config', '-q'], { cwd: REPO_ROOT, encoding: 'utf8' });
+  assert.equal(r.status, 0, `docker-compose config -q failed:\n${r.stdout}${r.stderr}`);
+});
+
+test('docker-compose.yml: services wired as documented', { skip: noCompose }, (t) => {
+  const r = spawnSync('docker-compose', ['-f', COMPOSE, 'config'], { cwd: REPO_ROOT, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  // Debian's docker-compose is Python and brings PyYAML: read the normalized
+  // file with it.
+  const y = spawnSync('/usr/bin/python3', ['-c',
+    'import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.stdin)))'], { input: r.stdout, encoding: 'utf8' });
+  if (y.status !== 0) {
+    t.skip('no /usr/bin/python3 with PyYAML to read the normalized compose file');
+    return;
+  }
+  const c = JSON.parse(y.stdout);
+  const s = c.services;
+  assert.deepEqual(Object.keys(s).sort(), ['edge', 'haproxy', 'openfire', 'redis', 'xmppd']);
+
+  // Edges scale: no fixed name, no host port; haproxy owns 7222 on the host.
+  assert.equal(s.edge.container_name, undefined, 'edge must not have a container_name');
+  assert.equal(s.edge.ports, undefined, 'edge must not publish host ports');
+  assert.ok((s.haproxy.ports ?? []).some((p) => String(p.published ?? p).includes('7222')),
+    `haproxy publishes 7222: ${JSON.stringify(s.haproxy.ports)}`);
+  // Volumes come back as "source:target[:mode]" strings (or objects).
+  const mounts = (svc) => (svc.volumes ?? []).map((v) => (typeof v === 'string' ? v : `${v.source}:${v.target}`));
+  assert.ok(mounts(s.haproxy).some((v) => v.includes('deploy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg')),
+    `haproxy mounts deploy/haproxy.cfg: ${mounts(s.haproxy)}`);
+
+  // Redis keeps the inbox across restarts and has AUTH.
+  const redisCmd = s.redis.command.join(' ');
+  assert.match(redisCmd, /--appendonly yes/);
+  assert.match(redisCmd, /--requirepass \S+/);
+
+  // Openfire: the official image, the autosetup directory mounted, ports.
+  assert.match(s.openfire.image, /^igniterealtime\/openfire:/);
+  assert.ok(mounts(s.openfire).some((v) => /deploy\/openfire:/.test(v)), `openfire mounts deploy/openfire: ${mounts(s.openfire)}`);
+  assert.ok(mounts(s.redis).some((v) => v.endsWith(':/data') || v.includes(':/data:')), 'redis keeps /data in a volume');
+  const ofPorts = JSON.stringify(s.openfire.ports);
+  for (const p of ['5222', '7070', '9090']) assert.ok(ofPorts.includes(p), `openfire port ${p}: ${ofPorts}`);
+
+  // edge and xmppd: one image built from deploy/Dockerfile, the same bus and
+  // cred_key, and every IMB_* variable names a real option of the service.
+  for (const name of ['edge', 'xmppd']) {
+    assert.equal(s[name].build.dockerfile, 'deploy/Dockerfile');
+    const env = s[name].environment;
+    assert.match(env.IMB_CRED_KEY, /^[0-9a-fA-F]{64}$/);
+    const opts = helpOptions(binPath(`imb-${name}`));
+    for (const k of Object.keys(env).filter((x) => x.startsWith('IMB_'))) {
+      const opt = k.slice(4).toLowerCase();
+      if (opt === 'http_listen' && !opts.has(opt)) {
+        t.diagnostic(`${name}: IMB_HTTP_LISTEN is set for the health/metrics endpoint the service does not have yet`);
+        continue;
+      }
+      assert.ok(opts.has(opt), `${name}: ${k} is not an option of imb-${name}`);
+    }
+  }
+  assert.equal(s.edge.environment.IMB_CRED_KEY, s.xmppd.environment.IMB_CRED_KEY);
+  assert.equal(s.edge.environment.IMB_REDIS_PASSWORD, s.xmppd.environment.IMB_REDIS_PASSWORD);
+  assert.match(redisCmd, new RegExp(`--requirepass ${s.edge.environment.IMB_REDIS_PASSWORD}`));
+  assert.equal(s.edge.environment.IMB_LISTEN, '0.0.0.0:7222', 'edges must listen beyond loopback');
+  assert.equal(s.xmppd.environment.IMB_XMPP_HOST, 'openfire');
+});
+
+test('deploy/openfire: openfire.xml has the autosetup block (domain, embedded db, admin, demo users)', () => {
+  const x = fs.readFileSync(path.join(DEPLOY, 'openfire', 'openfire.xml'), 'utf8');
+  const autosetup = /<autosetup>([\s\S]*)<\/autosetup>/.exec(x)?.[1];
+  assert.ok(autosetup, 'an <autosetup> block');
+  assert.match(autosetup, /<run>true<\/run>/);
+  assert.match(autosetup, /<domain>imbridge\.local<\/domain>/);
+  assert.match(autosetup, /<database>\s*<mode>embedded<\/mode>/);
+  assert.match(autosetup, /<admin>[\s\S]*<password>[^<]+<\/password>[\s\S]*<\/admin>/);
+  for (const [i, u] of ['alice', 'bob', 'carol'].entries()) {
+    const re = new RegExp(`<user${i + 1}>\\s*<username>${u}</username>\\s*<password>[^<]+</password>`);
+    assert.match(autosetup, re, `user${i + 1} = ${u} with a password`);
+  }
+  if (has('xmllint')) execFileSync('xmllint', ['--noout', path.join(DEPLOY, 'openfire', 'openfire.xml')]);
+  const init = path.join(DEPLOY, 'openfire', 'init.sh');
+  execFileSync('bash', ['-n', init]);
+  assert.ok(fs.statSync(init).mode & 0o111, 'init.sh is executable');
+});
+
+// ---------------------------------------------------------------------------
+// (b) haproxy -c
+
+test('deploy/haproxy.cfg: `haproxy -c` validates it offline', { skip: noHaproxy }, () => {
+  const r = spawnSync('haproxy', ['-c', '-f', HAPROXY_CFG], { encoding: 'utf8' });
+  const out = `${r.stdout}${r.stderr}`;
+  assert.equal(r.status, 0, out);
+  assert.doesNotMatch(out, /\[(WARNING|ALERT)\]/, out);
+  const cfg = fs.readFileSync(HAPROXY_CFG, 'utf8');
+  assert.match(cfg, /^\s*mode tcp\b/m);
+  assert.match(cfg, /^\s*balance roundrobin\b/m);
+  assert.match(cfg, /^\s*timeout client\s+\d+h\b/m, 'long client timeout');
+  assert.match(cfg, /^\s*timeout server\s+\d+h\b/m, 'long server timeout');
+});
+
+/**
+ * deploy/haproxy.cfg for loopback: the phones bind on 127.0.0.1:port, the
+ * server-template (Docker DNS) replaced by real servers, the stats port moved.
+ * Everything else (timeouts, checks, balancing) is the file as shipped.
+ */
+function loopbackHaproxyCfg({ port, statsPort, servers }) {
+  let cfg = fs.readFileSync(HAPROXY_CFG, 'utf8');
+  const swap = (re, by, what) => {
+    const n = (cfg.match(new RegExp(re.source, `${re.flags}g`)) ?? []).length;
+    assert.equal(n, 1, `deploy/haproxy.cfg: expected one ${what} line (${re})`);
+    cfg = cfg.replace(re, by);
+  };
+  swap(/^(\s*)bind :7222\b.*$/m, `$1bind ${HOST}:${port}`, 'phone bind');
+  swap(/^(\s*)bind :8404\b.*$/m, `$1bind ${HOST}:${statsPort}`, 'stats bind');
+  swap(/^(\s*)server-template edge .*$/m,
+    (_, ind) => servers.map((s, i) => `${ind}server edge${i + 1} ${HOST}:${s} check`).join('\n'),
+    'server-template');
+  return cfg;
+}
+
+/** haproxy's per-server state from its stats CSV: {edge1: 'UP', ...}. */
+async function haproxyStates(statsPort) {
+  const csv = await new Promise((resolve, reject) => {
+    http.get({ host: HOST, port: statsPort, path: '/stats;csv' }, (res) => {
+      let b = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => resolve(b));
+    }).on('error', reject);
+  });
+  const lines = csv.split('\n');
+  const head = lines[0].replace(/^# /, '').split(',');
+  const col = (n) => head.indexOf(n);
+  const out = {};
+  for (const l of lines.slice(1)) {
+    const f = l.split(',');
+    if (f[col('pxname')] === 'edges' && /^edge\d+$/.test(f[col('svname')])) {
+      out[f[col('svname')]] = { status: f[col('status')], stot: Number(f[col('stot')]) };
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// (c) haproxy in front of two edges, on loopback
+
+const HA_USERS = Array.from({ length: 12 }, (_, i) => [`ph${i + 1}`, `pw-ph${i + 1}`]);
+
+itest('haproxy (deploy/haproxy.cfg) balances phones over 2 edges; with one edge stopped, logins still work',
+  { skip: noHaproxy, timeout: 120000 }, async (t, stack) => {
+    const credKey = randomCredKey();
+    const [redis, prosody] = await Promise.all([
+      startRedis(stack),
+      startProsody(stack, { users: [...HA_USERS, ['desk', 'pw-desk']] }),
+    ]);
+    await startXmppd(stack, { redisPort: redis.port, xmppPort: prosody.c2sPort, credKey, workers: 2 });
+    const edges = [];
+    for (let i = 0; i < 2; i++) {
+      edges.push(await startEdge(stack, { redisPort: redis.port, credKey, extraArgs: ['--edge-id', `lb${i}`] }));
+    }
+    const port = await freePort();
+    const statsPort = await freePort();
+    const dir = stack.tempDir('imb-haproxy-');
+    const cfgFile = path.join(dir, 'haproxy.cfg');
+    fs.writeFileSync(cfgFile, loopbackHaproxyCfg({ port, statsPort, servers: edges.map((e) => e.port) }));
+    const check = spawnSync('haproxy', ['-c', '-f', cfgFile], { encoding: 'utf8' });
+    assert.equal(check.status, 0, `${check.stdout}${check.stderr}`);
+    const ha = stack.spawn('haproxy', 'haproxy', ['-db', '-f', cfgFile], { logFile: path.join(dir, 'haproxy.log') });
+    await waitFor(async () => {
+      if (!ha.running) throw new Error(`haproxy exited: ${ha.stderr}`);
+      return canConnect(port);
+    }, { timeout: 10000, what: `haproxy on ${port}` });
+    // Both edges pass haproxy's TCP health check.
+    await waitFor(async () => {
+      const st = await haproxyStates(statsPort).catch(() => ({}));
+      return st.edge1?.status === 'UP' && st.edge2?.status === 'UP';
+    }, { timeout: 15000, what: 'both edges UP in haproxy' });
+    await sleep(1200); // edges read the worker list every second
+    const desk = await startDesktop(stack, { port: prosody.c2sPort, user: 'desk', pass: 'pw-desk', domain: 'localhost' });
+
+    // 10 phones through haproxy, logged in one after the other (round robin
+    // then alternates deterministically).
+    const phones = [];
+    for (const [u, pw] of HA_USERS.slice(0, 10)) {
+      const p = await connectPhone(stack, port, u);
+      await p.login(`${u}@localhost`, pw);
+      phones.push(p);
+    }
+    const logins = edges.map((e) => e.lines().filter((l) => / login_ok .*jid=ph\d+@localhost/.test(l)).length);
+    t.diagnostic(`logins per edge: ${logins.join(', ')}`);
+    assert.equal(logins[0] + logins[1], 10, `every login seen by exactly one edge: ${logins}`);
+    assert.ok(logins[0] >= 3 && logins[1] >= 3, `both edges got phones: ${logins}`);
+    const st = await haproxyStates(statsPort);
+    assert.ok(st.edge1.stot > 0 && st.edge2.stot > 0, `haproxy counted sessions on both: ${JSON.stringify(st)}`);
+
+    // Chat both ways through the balancer.
+    for (const [i, p] of phones.entries()) {
+      const ack = await p.msg('desk@localhost', `via haproxy ${i}`);
+      assert.equal(ack.t, 'ack', JSON.stringify(ack));
+    }
+    for (let i = 0; i < phones.length; i++) {
+      const m = await desk.nextMessage((x) => x.body === `via haproxy ${i}`, 10000);
+      assert.equal(bareJid(m.from), `ph${i + 1}@localhost`);
+    }
+    await desk.send('ph1@localhost', 'to the phone through haproxy');
+    assert.equal((await phones[0].nextMsg({ body: 'to the phone through haproxy' }, 10000)).from.split('/')[0], 'desk@localhost');
+
+    // Stop edge 2 (gracefully: it says bye to its phones). New phones still
+    // get in, at once (a failed connect is redispatched) and after haproxy
+    // marks the edge down.
+    await edges[1].stop();
+    const before = edges[0].lines().filter((l) => / login_ok /.test(l)).length;
+    for (const [u, pw] of HA_USERS.slice(10)) {
+      const p = await connectPhone(stack, port, `${u}-after`);
+      const w = await p.login(`${u}@localhost`, pw);
+      assert.equal(w.jid, `${u}@localhost`);
+      const ack = await p.msg('desk@localhost', `after stop ${u}`);
+      assert.equal(ack.t, 'ack');
+    }
+    await waitFor(async () => (await haproxyStates(statsPort)).edge2?.status?.startsWith('DOWN'),
+      { timeout: 15000, what: 'haproxy marks the stopped edge DOWN' });
+    // A phone of the stopped edge comes back through haproxy and logs in again.
+    const back = await connectPhone(stack, port, 'ph2-back');
+    await back.login('ph2@localhost', 'pw-ph2');
+    const after = edges[0].lines().filter((l) => / login_ok /.test(l)).length;
+    assert.equal(after - before, 3, 'the surviving edge served every later login');
+    assert.ok(ha.running, 'haproxy still running');
+  });
+
+// ---------------------------------------------------------------------------
+// (d) imtap
+
+/** A minimal RESP subscriber: PSUBSCRIBE pattern, collects [channel, payload]. */
+async function rawSubscriber(stack, port, pattern) {
+  const s = net.connect({ port, host: HOST });
+  await new Promise((res, rej) => { s.once('connect', res); s.once('error', rej); });
+  const msgs = [];
+  let buf = Buffer.alloc(0);
+  const parse = (b, o) => { // returns [value, next] or null
+    const nl = b.indexOf('\r\n', o);
+    if (nl < 0) return null;
+    const ty = String.fromCharCode(b[o]);
+    const line = b.toString('utf8', o + 1, nl);
+    if (ty === '$') {
+      const n = Number(line);
+      if (b.length < nl + 2 + n + 2) return null;
+      return [b.toString('utf8', nl + 2, nl + 2 + n), nl + 2 + n + 2];
+    }
+    if (ty === '*') {
+      const arr = [];
+      let p = nl + 2;
+      for (let i = 0; i < Number(line); i++) {
+        const r = parse(b, p);
+        if (!r) return null;
+        arr.push(r[0]);
+        p = r[1];
+      }
+      return [arr, p];
+    }
+    return [line, nl + 2];
+  };
+  s.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    for (;;) {
+      const r = parse(buf, 0);
+      if (!r) break;
+      buf = buf.subarray(r[1]);
+      if (Array.isArray(r[0]) && r[0][0] === 'pmessage') msgs.push([r[0][2], r[0][3]]);
+    }
+  });
+  s.write(`*2\r\n$10\r\nPSUBSCRIBE\r\n$${Buffer.byteLength(pattern)}\r\n${pattern}\r\n`);
+  stack.onCleanup('raw-subscriber', () => s.destroy());
+  await sleep(100);
+  return msgs;
+}
+
+function startTap(stack, redisPort, args = [], name = 'imb-tap') {
+  const p = stack.spawn(name, binPath('imtap'), ['--redis-port', String(redisPort), ...args]);
+  return p;
+}
+
+const TAP_PASS = 'Tap-Pw-9c41e7-never-printed';
+
+itest('imtap prints login and chat envelopes live and never a password or sealed credential',
+  { bins: ['imb-edge', 'imb-xmppd', 'imtap'], timeout: 60000 }, async (t, stack) => {
+    const b = await startBridge(stack, { users: [['tapper', TAP_PASS], ['bob', 'secret'], ['carol', 'secret']] });
+    const raw = await rawSubscriber(stack, b.redis.port, 'imb:*');
+    const tap = startTap(stack, b.redis.port);
+    const tapJson = startTap(stack, b.redis.port, ['--json', '--user', 'TAPPER@localhost', '--type', 'login,login_ok,chat,ack'], 'imb-tap-json');
+    await Promise.all([tap, tapJson].map((p) => p.waitForLine(/subscribed imb:\* on/, { timeout: 5000 })));
+
+    const bob = await b.desktop('bob');
+    const phone = await b.loginPhone('tapper');
+    const ack = await phone.msg('bob@localhost', 'tap me if you can', { id: 'tap-1' });
+    assert.equal(ack.t, 'ack');
+    await bob.nextMessage({ body: 'tap me if you can' });
+    await bob.send('tapper@localhost', 'and back to the phone');
+    await phone.nextMsg({ body: 'and back to the phone' });
+    const carol = await b.loginPhone('carol'); // someone else, for the filter
+    await carol.msg('bob@localhost', 'carol talks');
+
+    // Line mode: login on w:, login_ok on e:, chat on x: and p:, ack on p:.
+    const want = [
+      / w:\S+ login tapper@localhost -> - .*cred=<sealed>/,
+      / e:\S+ login_ok - -> tapper@localhost /,
+      / x:tapper@localhost chat tapper@localhost -> bob@localhost .*body="tap me if you can" .*id=tap-1/,
+      / p:tapper@localhost ack - -> tapper@localhost .*ids=tap-1/,
+      / p:tapper@localhost chat bob@localhost\/\S+ -> tapper@localhost .*body="and back to the phone"/,
+    ];
+    for (const re of want) await tap.waitForLines(re, { stream: 'stdout', timeout: 5000 });
+    const lines = tap.lines('stdout').filter(Boolean);
+    assert.ok(lines.every((l) => /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \w+(:\S+)? /.test(l)), lines.join('\n'));
+    assert.ok(!lines.some((l) => / bus:/.test(l)), 'heartbeat channels are skipped without --all');
+
+    // JSON mode with filters: only tapper's envelopes of the chosen types.
+    await waitFor(() => tapJson.lines('stdout').filter(Boolean).length >= 5, { what: 'json tap lines' });
+    await sleep(300);
+    const objs = tapJson.lines('stdout').filter(Boolean).map((l) => JSON.parse(l));
+    for (const o of objs) {
+      assert.equal(typeof o.rx, 'number');
+      assert.match(o.channel, /^imb:[wxpe]:/);
+      assert.ok(['login', 'login_ok', 'chat', 'ack'].includes(o.env.type), JSON.stringify(o));
+      const who = [o.channel.split(':').slice(2).join(':'), o.env.from, o.env.to, o.env.jid].map((x) => bareJid(x ?? ''));
+      assert.ok(who.includes('tapper@localhost'), `filtered to tapper: ${JSON.stringify(o)}`);
+      if (o.env.type === 'login') assert.equal(o.env.cred, '<sealed>');
+    }
+    assert.ok(objs.some((o) => o.env.type === 'login'), 'json: the login');
+    assert.ok(objs.some((o) => o.env.type === 'chat' && o.env.body === 'tap me if you can'), 'json: the chat');
+
+    // No secret anywhere: not the password, not the sealed credential that
+    // really crossed Redis.
+    const creds = raw.map(([, p]) => { try { return JSON.parse(p); } catch { return null; } })
+      .filter((e) => e && e.type === 'login' && typeof e.cred === 'string').map((e) => e.cred);
+    assert.ok(creds.length >= 1, 'a login with a sealed cred crossed Redis');
+    for (const p of [tap, tapJson]) {
+      const all = p.stdout + p.stderr;
+      assert.ok(!all.includes(TAP_PASS), `${p.name} printed the password`);
+      for (const c of creds) assert.ok(!all.includes(c), `${p.name} printed a sealed credential`);
+      assert.ok(!all.includes(c16(creds[0])), `${p.name} printed part of a sealed credential`);
+    }
+  });
+
+/** A 16-character slice from the middle of a credential. */
+function c16(s) {
+  const i = Math.max(0, Math.floor(s.length / 2) - 8);
+  return s.slice(i, i + 16);
+}
+
+itest('imtap survives a Redis restart and resubscribes', { bins: ['imtap'], timeout: 30000 }, async (t, stack) => {
+  const redis = await startRedis(stack);
+  const tap = startTap(stack, redis.port, ['--prefix', 'demo']);
+  await tap.waitForLine(/subscribed demo:\* on/, { timeout: 5000 });
+  const env = (body) => JSON.stringify({ v: 1, type: 'chat', ts: Date.now(), from: 'a@x', to: 'b@x', body });
+  assert.equal(await redis.command('PUBLISH', 'demo:x:a@x', env('before restart')), 1);
+  assert.equal(await redis.command('PUBLISH', 'imb:x:a@x', env('other prefix')), 0);
+  await tap.waitForLines(/body="before restart"/, { stream: 'stdout' });
+  await redis.restart({ downMs: 500 });
+  await tap.waitForLine(/resubscribed demo:\* on/, { timeout: 10000 });
+  assert.equal(await redis.command('PUBLISH', 'demo:x:a@x', env('after restart')), 1);
+  await tap.waitForLines(/body="after restart"/, { stream: 'stdout' });
+  assert.ok(!tap.stdout.includes('other prefix'));
+  assert.ok(tap.running);
+});
+
+// ---------------------------------------------------------------------------
+// Sample configuration files
+
+for (const svc of ['edge', 'xmppd']) {
+  test(`deploy/${svc}.conf lists every option of imb-${svc} with its default, and loads`, () => {
+    const bin = binPath(`imb-${svc}`);
+    const opts = helpOptions(bin);
+    const file = path.join(DEPLOY, `${svc}.conf`);
+    const text = fs.readFileSync(file, 'utf8');
+    const seen = new Map();
+    for (const line of text.split('\n')) {
+      const m = /^#?\s*([a-z_]+)\s*=\s*(.*)$/.exec(line);
+      if (m && opts.has(m[1])) seen.set(m[1], m[2].trim());
+    }
+    for (const [name, def] of opts) {
+      assert.ok(seen.has(name), `deploy/${svc}.conf lacks option ${name}`);
+      const want = def === '""' || def === '<secret>' ? '' : def;
+      assert.equal(seen.get(name), want, `deploy/${svc}.conf: default of ${name}`);
+    }
+    // As shipped (all commented out) it is a valid config file.
+    const r = spawnSync(bin, ['--config', file, '--check-config', '--cred-key', randomCredKey()], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// The container healthcheck (deploy/healthcheck.sh, no curl)
+
+itest('deploy/healthcheck.sh: HTTP /healthz 200 and 503, TCP check against a real edge', { bins: ['imb-edge'] }, async (t, stack) => {
+  const script = path.join(DEPLOY, 'healthcheck.sh');
+  // Asynchronous: the HTTP server below lives in this very process.
+  const run = (args, env = {}) => new Promise((resolve) => {
+    execFile('bash', [script, ...args], {
+      encoding: 'utf8', env: { ...process.env, IMB_HEALTHCHECK_BIN_DIR: path.dirname(binPath('imb-edge')), ...env },
+    }, (err, stdout) => resolve({ status: err ? err.code : 0, stdout }));
+  });
+  let healthy = true;
+  const srv = http.createServer((req, res) => {
+    if (req.url !== '/healthz') { res.writeHead(404); res.end(); return; }
+    res.writeHead(healthy ? 200 : 503, { 'Content-Type': 'text/plain' });
+    res.end(healthy ? 'ok\n' : 'redis down\n');
+  });
+  await new Promise((r) => srv.listen(0, HOST, r));
+  stack.onCleanup('http', () => new Promise((r) => srv.close(r)));
+  const hp = srv.address().port;
+
+  let r = await run(['http', `0.0.0.0:${hp}`]);
+  assert.equal(r.status, 0, r.stdout);
+  healthy = false;
+  r = await run(['http', `${HOST}:${hp}`]);
+  assert.equal(r.status, 1);
+  assert.match(r.stdout, /503.*redis down/);
+  const closed = await freePort();
+  assert.equal((await run(['http', `${HOST}:${closed}`])).status, 1);
+  assert.equal((await run(['tcp', `${HOST}:${closed}`])).status, 1);
+  assert.equal((await run(['bogus'])).status, 2);
+
+  const redis = await startRedis(stack);
+  const edge = await startEdge(stack, { redisPort: redis.port, credKey: randomCredKey() });
+  r = await run(['tcp', `${HOST}:${edge.port}`]);
+  assert.equal(r.status, 0, r.stdout);
+  // Auto mode for the edge: the HTTP check when the binary has http_listen,
+  // else the TCP check on IMB_LISTEN.
+  const hasHttp = helpOptions(binPath('imb-edge')).has('http_listen');
+  r = await run(['edge'], { IMB_LISTEN: `${HOST}:${edge.port}`, IMB_HTTP_LISTEN: `${HOST}:${hp}` });
+  assert.equal(r.status, hasHttp ? 1 : 0, r.stdout); // the fake endpoint says 503
+});
+
+// ---------------------------------------------------------------------------
+// deploy/Dockerfile without a Docker engine: its build stage's sources build,
+// and its runtime packages cover every library the programs link.
+
+test('deploy/Dockerfile: the copied sources build the four programs; runtime packages cover their libraries',
+  { timeout: 300000 }, (t) => {
+    const df = fs.readFileSync(path.join(DEPLOY, 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ');
+    const stages = df.split(/^FROM /m).slice(1);
+    assert.equal(stages.length, 2, 'two stages');
+    assert.match(stages[0], /^debian:bookworm AS build/);
+    assert.match(stages[1], /^debian:bookworm-slim/);
+    assert.match(stages[1], /^USER (?!root)\S+/m, 'runs as a non-root user');
+    assert.match(stages[1], /^HEALTHCHECK /m);
+
+    // Build stage: copy exactly what it COPYs, build as it does.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imb-dockerbuild-'));
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    for (const m of stages[0].matchAll(/^COPY (?!--from)(\S+) (\S+)$/gm)) {
+      fs.cpSync(path.join(REPO_ROOT, m[1]), path.join(dir, m[2] === './' ? m[1] : m[2]), { recursive: true });
+    }
+    const mk = spawnSync('make', ['-j2', 'all'], { cwd: dir, encoding: 'utf8' });
+    assert.equal(mk.status, 0, `make in a copy of the build context failed:\n${mk.stderr.slice(-4000)}`);
+    const progs = /^COPY --from=build (.*) \/usr\/local\/bin\/$/m.exec(stages[1])[1].split(/\s+/);
+    assert.deepEqual(progs.map((p) => path.basename(p)).sort(), ['imb-edge', 'imb-xmppd', 'imcat', 'imtap']);
+    for (const p of progs) assert.ok(fs.existsSync(path.join(dir, 'bin', path.basename(p))), `${p} built`);
+    for (const m of stages[1].matchAll(/^COPY (?!--from)(.*) (\S+)$/gm)) {
+      for (const src of m[1].split(/\s+/)) assert.ok(fs.existsSync(path.join(REPO_ROOT, src)), `${src} exists`);
+    }
+
+    // Runtime stage: the packages it installs, plus what they pull in, hold
+    // every shared library the programs need.
+    const runtime = /apt-get install -y --no-install-recommends (.*?) &&/.exec(stages[1])[1].trim().split(/\s+/);
+    const dep = spawnSync('apt-cache', ['depends', '--recurse', '--installed', '--no-recommends', '--no-suggests',
+      '--no-conflicts', '--no-breaks', '--no-replaces', '--no-enhances', ...runtime], { encoding: 'utf8' });
+    if (dep.status !== 0 || !dep.stdout.trim()) {
+      t.diagnostic(`apt-cache depends failed (${dep.stderr.trim()}): runtime package check skipped`);
+      return;
+    }
+    const provided = new Set(dep.stdout.split('\n').filter((l) => l && !l.startsWith(' ')).map((l) => l.split(':')[0]));
+    for (const p of runtime) assert.ok(provided.has(p), `runtime package ${p} is installed here`);
+    for (const p of progs) {
+      const ldd = execFileSync('ldd', [path.join(dir, 'bin', path.basename(p))], { encoding: 'utf8' });
+      for (const m of ldd.matchAll(/=> (\/\S+)/g)) {
+        const real = fs.realpathSync(m[1]);
+        let owner = spawnSync('dpkg', ['-S', real], { encoding: 'utf8' });
+        if (owner.status !== 0) owner = spawnSync('dpkg', ['-S', m[1]], { encoding: 'utf8' });
+        assert.equal(owner.status, 0, `no package owns ${m[1]}`);
+        const pkg = owner.stdout.split(':')[0];
+        assert.ok(provided.has(pkg), `${path.basename(p)} needs ${m[1]} from ${pkg}, not among the runtime packages or their dependencies`);
+      }
+    }
+  });
+
