@@ -105,7 +105,8 @@ clean:
 #                              and tests/fuzz/regress/<driver>/ (reproducers of
 #                              past crashes, kept forever)
 #
-# Drivers live in tests/fuzz/fuzz_<name>.c, seeds in tests/fuzz/corpus/<name>/.
+# Drivers live in tests/fuzz/fuzz_<name>.c, seeds in tests/fuzz/corpus/<name>/,
+# dictionaries in tests/fuzz/<name>.dict.
 # The modules under test are compiled straight into each driver with the
 # sanitizers and coverage instrumentation (not the release objects). The
 # working corpus (build/fuzz/corpus/<name>) grows across local runs; a crash
@@ -145,12 +146,46 @@ fuzz-regress: fuzz-build
 fuzz: fuzz-regress
 	@set -e; for n in $(FUZZ_NAMES); do \
 	    mkdir -p $(FUZZ_DIR)/corpus/$$n $(FUZZ_DIR)/artifacts/$$n; \
-	    cp -n tests/fuzz/corpus/$$n/* $(FUZZ_DIR)/corpus/$$n/; \
+	    cp tests/fuzz/corpus/$$n/* $(FUZZ_DIR)/corpus/$$n/; \
 	    echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
-	    $(FUZZ_DIR)/fuzz_$$n $(FUZZ_OPTS) -max_total_time=$(FUZZ_SECONDS) \
+	    $(FUZZ_DIR)/fuzz_$$n $(FUZZ_OPTS) -dict=tests/fuzz/$$n.dict \
+	        -max_total_time=$(FUZZ_SECONDS) \
 	        -artifact_prefix=$(FUZZ_DIR)/artifacts/$$n/ $(FUZZ_DIR)/corpus/$$n \
 	        >$(FUZZ_DIR)/fuzz-$$n.log 2>&1 || \
 	        { tail -n 60 $(FUZZ_DIR)/fuzz-$$n.log; \
 	          echo "fuzz: $$n: FAILED; reproducer in $(FUZZ_DIR)/artifacts/$$n/"; exit 1; }; \
 	    grep -E '^#[0-9]+.*DONE|^stat::' $(FUZZ_DIR)/fuzz-$$n.log || true; \
 	done; echo "fuzz: no crash in $(FUZZ_NAMES)"
+
+# ---------------------------------------------------------------------------
+# Benchmarks (docs/BENCHMARKS.md). Never part of make test.
+#
+#   make bench                 every bench, 3 runs per figure (<= 20 minutes);
+#                              rewrites the tables in docs/BENCHMARKS.md
+#   make bench BENCH_QUICK=1   small sizes, short runs (~2-3 minutes); tables
+#                              only in bench/results/latest.md
+#   make bench BENCH_ARGS='--only chat,wire --runs 5'
+#
+# Bench programs (bench/*.c) are built into build/bench/ (always release
+# flags); the driver (bench/run.mjs) starts Redis, Prosody and the services on
+# free 127.0.0.1 ports and writes bench/results/*.json.
+BENCH_DIR    := build/bench
+BENCH_BINS   := $(BENCH_DIR)/loadgen $(BENCH_DIR)/echoserver $(BENCH_DIR)/xmppclient
+BENCH_CFLAGS := -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+BENCH_ARGS   ?=
+
+$(BENCH_DIR)/loadgen $(BENCH_DIR)/echoserver: $(BENCH_DIR)/%: bench/%.c
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) $(shell pkg-config --cflags libevent) $< $(shell pkg-config --libs libevent) -o $@
+
+$(BENCH_DIR)/xmppclient: bench/xmppclient.c
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) $(shell pkg-config --cflags libstrophe) $< $(shell pkg-config --libs libstrophe) -o $@
+
+bench/node_modules/.package-lock.json: bench/package.json
+	cd bench && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; \
+	    else npm install --no-audit --no-fund --loglevel=error; fi
+
+bench: deps
+	@$(MAKE) --no-print-directory SANITIZE= all $(BENCH_BINS) bench/node_modules/.package-lock.json
+	@BENCH_QUICK=$(BENCH_QUICK) node bench/run.mjs $(BENCH_ARGS)

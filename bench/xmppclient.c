@@ -97,14 +97,36 @@ static void wire_mark(const char *name)
     wire_sent = wire_recv = 0;
 }
 
+/* Bytes xmpp_send() writes for a stanza: its serialization. */
+static size_t last_sent_len;
+
+static void send_stanza(xmpp_stanza_t *st)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    if (xmpp_stanza_to_text(st, &buf, &len) == 0) {
+        last_sent_len = len;
+        xmpp_free(ctx, buf);
+    }
+    xmpp_send(conn, st);
+}
+
 static void send_body(const char *to, const char *body)
 {
     char id[32];
     snprintf(id, sizeof(id), "b%" PRIu64, ++sent);
     xmpp_stanza_t *m = xmpp_message_new(ctx, "chat", to, id);
     xmpp_message_set_body(m, body);
-    xmpp_send(conn, m);
+    send_stanza(m);
     xmpp_stanza_release(m);
+}
+
+static void wire_note(const char *name, size_t n)
+{
+    size_t room = sizeof(wire_json) - wire_len;
+    int k = snprintf(wire_json + wire_len, room, "%s\"%s\":{\"out\":%zu}", wire_len ? "," : "", name, n);
+    if (k > 0 && (size_t)k < room)
+        wire_len += (size_t)k;
 }
 
 static void send_ping(void)
@@ -176,7 +198,7 @@ static void wire_next(void)
 {
     if (wire_step == 0) {
         send_body(opt.peer, "hello");
-        wire_mark("msg_out");
+        wire_note("msg_out", last_sent_len);
         wire_step = 1;
     } else if (wire_step == 2) {
         xmpp_stanza_t *iq = xmpp_iq_new(ctx, "get", "p1");
@@ -205,11 +227,11 @@ static void wire_next(void)
         xmpp_stanza_set_attribute(r, "id", "b1");
         xmpp_stanza_add_child(m, r);
         xmpp_stanza_release(r);
-        xmpp_send(conn, m);
+        send_stanza(m);
         xmpp_stanza_release(m);
-        wire_mark("receipt_out");
+        wire_note("receipt_out", last_sent_len);
         xmpp_send_raw(conn, " ", 1);
-        wire_mark("whitespace_keepalive");
+        wire_note("whitespace_keepalive", 1);
         wire_step = 4;
         done = true;
     }

@@ -108,9 +108,10 @@ struct login_req {
     char *jid;
     char *payload;              /* the encoded login envelope */
     size_t len;
-    char *tried[LOGIN_ATTEMPTS];/* worker ids already tried */
+    char *tried[LOGIN_ATTEMPTS + 1];/* worker ids already tried, then the one to avoid */
     int attempts;
     bool refreshed;             /* the worker list was re-read for it */
+    char *avoid;                /* a worker known to be going away, or NULL */
 };
 
 static void login_req_free(struct login_req *r)
@@ -123,6 +124,7 @@ static void login_req_free(struct login_req *r)
     }
     for (int i = 0; i < r->attempts; i++)
         free(r->tried[i]);
+    free(r->avoid);
     free(r);
 }
 
@@ -142,18 +144,37 @@ static void login_failed(struct conn *c, const char *code, const char *msg)
 }
 
 static void login_send(struct edge *edge, struct login_req *r);
+static void user_relogin_failed(struct edge *edge, struct user *u,
+                                const char *code, const char *msg);
+
+/* A login is in flight for c: the phone's own (LOGGING_IN), or the edge's
+ * re-login of a logged-in phone (READY, not attached). */
+static bool login_pending(const struct conn *c)
+{
+    return c && (c->state == CONN_LOGGING_IN ||
+                 (c->state == CONN_READY && !c->attached && c->user &&
+                  c->user->relogging));
+}
+
+static void login_fail_conn(struct conn *c, const char *code, const char *msg)
+{
+    if (c->state == CONN_LOGGING_IN)
+        login_failed(c, code, msg);
+    else
+        user_relogin_failed(c->edge, c->user, code, msg);
+}
 
 static void on_login_published(void *owner, void *data, redisReply *reply)
 {
     struct edge *edge = owner;
     struct login_req *r = data;
     struct conn *c = strmap_get(&edge->conns, r->dev);
-    if (!c || c->state != CONN_LOGGING_IN) {
+    if (!login_pending(c)) {
         login_req_free(r);
         return;
     }
     if (!reply || reply->type != REDIS_REPLY_INTEGER) {
-        login_failed(c, PERR_UNAVAILABLE, "message bus unavailable, retry soon");
+        login_fail_conn(c, PERR_UNAVAILABLE, "message bus unavailable, retry soon");
         login_req_free(r);
     } else if (reply->integer == 0) {
         /* That worker is gone: try another. */
@@ -182,14 +203,17 @@ static void login_send(struct edge *edge, struct login_req *r)
         workers_refresh(edge->workers, login_send_after_refresh, r);
         return;
     }
+    size_t nexclude = (size_t)r->attempts;
+    if (r->avoid)
+        r->tried[nexclude++] = r->avoid;
     const char *wid = r->attempts < LOGIN_ATTEMPTS
                           ? workers_pick(edge->workers,
-                                         (const char *const *)r->tried,
-                                         (size_t)r->attempts)
+                                         (const char *const *)r->tried, nexclude)
                           : NULL;
+    r->tried[r->attempts] = NULL;
     if (!wid) {
-        if (c)
-            login_failed(c, PERR_UNAVAILABLE, "no bridge is available, retry soon");
+        if (login_pending(c))
+            login_fail_conn(c, PERR_UNAVAILABLE, "no bridge is available, retry soon");
         login_req_free(r);
         return;
     }
@@ -212,8 +236,10 @@ static void jid_fold(char *jid)
         *p = (char)tolower((unsigned char)*p);
 }
 
-/* Send a login for connection c of its user, with sealed credentials. */
-static void login_start(struct edge *edge, struct conn *c, const char *cred)
+/* Send a login for connection c of its user, with sealed credentials;
+ * avoid names a worker not to pick (it is going away), or NULL. */
+static void login_start(struct edge *edge, struct conn *c, const char *cred,
+                        const char *avoid)
 {
     struct env *e = env_new(ENV_LOGIN);
     env_set_str(e, "jid", c->user->jid);
@@ -227,6 +253,7 @@ static void login_start(struct edge *edge, struct conn *c, const char *cred)
     snprintf(r->dev, sizeof(r->dev), "%s", c->dev);
     r->jid = xstrdup(c->user->jid);
     r->payload = env_encode(e, &r->len);
+    r->avoid = avoid ? xstrdup(avoid) : NULL;
     env_free(e);
     login_send(edge, r);
 }
@@ -258,10 +285,17 @@ static void user_relogin(struct edge *edge, struct user *u, const char *why)
     evtimer_add(u->retry, &tv);
     LOG(INFO, "relogin", "jid=%s why=%s old_worker=%s", u->jid, why,
         u->worker ? u->worker : "-");
+    /* The old worker is dying or stopping: don't pick it again. */
+    const char *avoid = u->worker && (!strcmp(why, "bridge_shutdown") ||
+                                      !strcmp(why, "worker_gone") ||
+                                      !strcmp(why, "publish_missed") ||
+                                      u->relogin_failures > 0)
+                            ? u->worker
+                            : NULL;
     for (struct conn *c = u->conns; c; c = c->user_next)
         if (c->state == CONN_READY) {
             c->attached = false;
-            login_start(edge, c, cred);
+            login_start(edge, c, cred, avoid);
         }
     seal_wipe_free(cred);
 }
@@ -345,7 +379,7 @@ void edge_on_login(struct conn *c, json_t *f)
     conn_set_state(c, CONN_LOGGING_IN);
     c->pending_pass = xstrdup(json_string_value(json_object_get(f, "pass")));
     LOG(DEBUG, "login_start", "dev=%s jid=%s", c->dev, jid);
-    login_start(edge, c, cred);
+    login_start(edge, c, cred, NULL);
     seal_wipe_free(cred);
     free(jid);
 }
@@ -405,7 +439,7 @@ static void on_login_fail(struct edge *edge, struct env *e)
     struct conn *c = strmap_get(&edge->conns, env_str(e, "dev"));
     const char *code = env_str(e, "code");
     const char *msg = env_str(e, "msg");
-    if (c && c->state == CONN_READY && c->user && !c->attached) {
+    if (c && c->state == CONN_READY && login_pending(c)) {
         user_relogin_failed(edge, c->user, code, msg ? msg : "login failed");
         return;
     }

@@ -42,6 +42,11 @@ int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,
     json_t *obj = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!obj) {
         snprintf(err, errlen, "not valid JSON: %s", jerr.text);
+        /* jansson quotes the input near the fault and may cut a UTF-8
+         * sequence: keep the text ASCII so the error frame can carry it. */
+        for (char *p = err; *p; p++)
+            if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+                *p = '?';
         return -1;
     }
     if (!json_is_object(obj)) {

@@ -900,6 +900,12 @@ void session_close_all(struct worker *w, const char *reason)
     for (struct strmap_entry *e = strmap_first(&w->sessions, &it); e;
          e = strmap_next(&w->sessions, &it)) {
         struct session *s = e->value;
+        /* Free the lease first (same link, so Redis sees it before the
+         * announcement): the edges' re-logins must find it free. */
+        char key[1200];
+        snprintf(key, sizeof(key), "%s:lease:%s", bus_prefix(w->bus), s->jid);
+        const char *argv[] = {"EVAL", LEASE_RELEASE, "1", key, w->id};
+        bus_command_argv(w->bus, NULL, NULL, 5, argv, NULL);
         struct env *end = env_new(ENV_SESSION_END);
         env_set_str(end, "to", s->jid);
         env_set_str(end, "reason", reason);

@@ -321,6 +321,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         w->sessions.count);
     w->stopping = true;
     registry_update(w);
+    /* Logins published to us from now on reach nobody, so edges move on to
+     * another worker at once instead of waiting for an answer. */
+    bus_unsubscribe(w->bus, w->channel);
     session_close_all(w, "bridge_shutdown");
     /* Let the unavailable presences and session_end envelopes go out. */
     struct timeval tv = {0, 500 * 1000};

@@ -8,7 +8,7 @@
  *     reason with STANZA_INVALID);
  *   - every envelope the bridge would publish passes the receiving edge's
  *     validation: env_encode + env_decode succeed with the same type, and it
- *     is addressed to the user;
+ *     is addressed to the user, and an error envelope carries "msg";
  *   - stanza_parse_time runs on every attribute value of the tree (and on the
  *     raw input when it is not XML) without a fault, and a parsed <delay/>
  *     stamp becomes the chat envelope's "ts".
@@ -127,6 +127,12 @@ static void check_message(xmpp_stanza_t *msg)
                          "refuses: %s\n%s", derr, json);
     INVARIANT(d->type == e->type, "type %s re-decodes as %s",
               env_type_name(e->type), env_type_name(d->type));
+    if (e->type == ENV_ERROR) {
+        /* ARCHITECTURE.md: an error envelope has "msg"; the edge copies it
+         * into the phone's error frame, where it is always present. */
+        INVARIANT(env_str(d, "msg") != NULL, "error envelope without 'msg': %s",
+                  json);
+    }
     if (e->type == ENV_CHAT) {
         int64_t ts = env_int(d, "ts", -1);
         INVARIANT(ts > 0, "chat without a positive ts");

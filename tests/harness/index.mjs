@@ -11,6 +11,7 @@ export * from './prosody.mjs';
 export * from './desktop.mjs';
 export * from './phone.mjs';
 export * from './services.mjs';
+export * from './chaos.mjs';
 
 /**
  * itest(name, [opts], fn): a node:test test that gets a fresh Stack:

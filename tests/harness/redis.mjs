@@ -6,7 +6,7 @@ import path from 'node:path';
 import { freePort, HOST, sleep, waitFor } from './util.mjs';
 
 /** Encode a command as a RESP array of bulk strings. */
-function encodeCommand(args) {
+export function encodeCommand(args) {
   let out = `*${args.length}\r\n`;
   for (const a of args) {
     const s = Buffer.from(String(a));
@@ -16,7 +16,7 @@ function encodeCommand(args) {
 }
 
 /** Parse one RESP reply from buf at offset; returns [value, nextOffset] or null if incomplete. */
-function parseReply(buf, off = 0) {
+export function parseReply(buf, off = 0) {
   const nl = buf.indexOf('\r\n', off);
   if (nl < 0) return null;
   const type = String.fromCharCode(buf[off]);

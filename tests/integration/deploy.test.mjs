@@ -2,9 +2,10 @@
 // the services the way docs/DEPLOY.md says), deploy/haproxy.cfg validates and
 // balances two real edges on loopback (with one of them then stopped),
 // imtap taps a live bridge without ever printing a secret and survives a
-// Redis restart, the sample config files list every option, the container
-// healthcheck script works, and deploy/Dockerfile's sources build and its
-// runtime packages cover what the binaries link.
+// Redis restart, the Redis ACL users of DEPLOY.md work, the sample config
+// files list every option, the container healthcheck script works, and
+// deploy/Dockerfile's sources build and its runtime packages cover what the
+// binaries link. (No Docker engine here: images are not built or run.)
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -321,6 +322,26 @@ async function rawSubscriber(stack, port, pattern) {
   return msgs;
 }
 
+/** Send commands on one connection; resolves the first line of each reply. */
+function rawCommands(port, cmds) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: HOST });
+    let buf = '';
+    const timer = setTimeout(() => { s.destroy(); reject(new Error('redis: no answer')); }, 3000);
+    s.on('connect', () => s.write(cmds.map((c) => `*${c.length}\r\n${c.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`).join('')));
+    s.on('data', (d) => {
+      buf += d;
+      const lines = buf.split('\r\n').filter(Boolean);
+      if (lines.length >= cmds.length) {
+        clearTimeout(timer);
+        s.destroy();
+        resolve(lines.slice(0, cmds.length));
+      }
+    });
+    s.on('error', reject);
+  });
+}
+
 function startTap(stack, redisPort, args = [], name = 'imb-tap') {
   const p = stack.spawn(name, binPath('imtap'), ['--redis-port', String(redisPort), ...args]);
   return p;
@@ -408,6 +429,46 @@ itest('imtap survives a Redis restart and resubscribes', { bins: ['imtap'], time
   assert.ok(!tap.stdout.includes('other prefix'));
   assert.ok(tap.running);
 });
+
+// The Redis ACL users docs/DEPLOY.md recommends: the services confined to the
+// prefix's keys and channels, the tap to PSUBSCRIBE on them.
+const ACL_SERVICE = ['imbridge', 'on', '>svc-pw-3d9f', 'resetkeys', '~imb:*', 'resetchannels', '&imb:*', '+@all'];
+const ACL_TAP = ['imtap', 'on', '>tap-pw-51c2', 'resetchannels', '&imb:*', '-@all', '+ping', '+psubscribe', '+punsubscribe'];
+
+itest('the Redis ACL users of docs/DEPLOY.md: services confined to imb:*, a tap that can only PSUBSCRIBE',
+  { bins: ['imb-edge', 'imb-xmppd', 'imtap'], timeout: 60000 }, async (t, stack) => {
+    const doc = fs.readFileSync(path.join(REPO_ROOT, 'docs', 'DEPLOY.md'), 'utf8');
+    // The same lines as in the doc, but for the passwords.
+    for (const [u, ph] of [[ACL_SERVICE, '>SERVICE-PASSWORD'], [ACL_TAP, '>TAP-PASSWORD']]) {
+      const line = `user ${u.map((w) => (w.startsWith('>') ? ph : w)).join(' ')}`;
+      assert.ok(doc.includes(line), `DEPLOY.md shows: ${line}`);
+    }
+    const credKey = randomCredKey();
+    const [redis, prosody] = await Promise.all([
+      startRedis(stack, {
+        extraArgs: ['--user', 'default', 'on', 'nopass', '-@all', '+ping', '--user', ...ACL_SERVICE, '--user', ...ACL_TAP],
+      }),
+      startProsody(stack),
+    ]);
+    const svcAuth = ['--redis-user', 'imbridge', '--redis-password', 'svc-pw-3d9f'];
+    await startXmppd(stack, { redisPort: redis.port, xmppPort: prosody.c2sPort, credKey, extraArgs: svcAuth });
+    const edge = await startEdge(stack, { redisPort: redis.port, credKey, extraArgs: svcAuth });
+    const tap = startTap(stack, redis.port, ['--redis-user', 'imtap', '--redis-password', 'tap-pw-51c2']);
+    await tap.waitForLine(/subscribed imb:\* on/, { timeout: 5000 });
+    await sleep(1200);
+    const bob = await startDesktop(stack, { port: prosody.c2sPort, user: 'bob', pass: 'secret', domain: 'localhost' });
+    const alice = await connectPhone(stack, edge.port, 'alice');
+    await alice.login('alice@localhost', 'secret');
+    assert.equal((await alice.msg('bob@localhost', 'under ACL')).t, 'ack');
+    await bob.nextMessage({ body: 'under ACL' });
+    await bob.send('alice@localhost', 'back under ACL');
+    await alice.nextMsg({ body: 'back under ACL' });
+    await tap.waitForLines(/ x:alice@localhost chat .*body="under ACL"/, { stream: 'stdout' });
+    // The tap user cannot publish or read keys.
+    const replies = await rawCommands(redis.port, [['AUTH', 'imtap', 'tap-pw-51c2'],
+      ['PUBLISH', 'imb:x:alice@localhost', '{}'], ['GET', 'imb:lease:alice@localhost']]);
+    assert.deepEqual(replies.map((r) => r.split(' ')[0]), ['+OK', '-NOPERM', '-NOPERM'], replies.join(' | '));
+  });
 
 // ---------------------------------------------------------------------------
 // Sample configuration files

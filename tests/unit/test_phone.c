@@ -286,6 +286,27 @@ TEST(phone_error_and_bye)
     json_decref(e);
 }
 
+/* Found by fuzzing (tests/fuzz/regress/frame/bad-json-error-msg-not-utf8):
+ * jansson's error text quotes the input up to the failing byte, cutting a
+ * UTF-8 sequence in two ("invalid escape near '"\<0xC3>'"). The edge answers
+ * a bad frame with phone_error(PERR_BAD_FRAME, err, NULL), and json_string()
+ * refuses invalid UTF-8, so that error frame went out without "msg", which
+ * PROTOCOL.md says an error frame always has. */
+TEST(phone_bad_frame_error_text_is_utf8)
+{
+    const char *body = "{\"t\":\"\\\xc3\xa9\"}"; /* {"t":"\é"} */
+    json_t *out = (json_t *)1;
+    err[0] = '\0';
+    CHECK_EQ_INT(phone_decode(body, strlen(body), BODY_MAX, &out, err,
+                              sizeof(err)),
+                 -1);
+    CHECK(out == NULL);
+    json_t *e = phone_error(PERR_BAD_FRAME, err, NULL);
+    if (!CHECK(json_is_string(json_object_get(e, "msg"))))
+        printf("    error text is not UTF-8: %s\n", err);
+    json_decref(e);
+}
+
 int main(void)
 {
     RUN(phone_decode_login);
@@ -297,5 +318,6 @@ int main(void)
     RUN(phone_decode_body_limit);
     RUN(phone_encode_frame);
     RUN(phone_error_and_bye);
+    RUN(phone_bad_frame_error_text_is_utf8);
     return unit_done();
 }

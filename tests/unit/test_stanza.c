@@ -349,6 +349,33 @@ TEST(stanza_parse_time_short_offset)
     CHECK_EQ_INT(stanza_parse_time(buf), -1);
 }
 
+/* Found by fuzzing (tests/fuzz/regress/stanza/error-condition-cut-utf8): the
+ * error text "the XMPP server could not deliver it: <condition>" is built in a
+ * 256-byte buffer; a long condition element name with a multibyte character at
+ * the cut left half a UTF-8 sequence at the end, json_string() refused it, and
+ * the error envelope (so the phone's error frame) went out without "msg". */
+TEST(stanza_error_long_condition_keeps_msg)
+{
+    char name[260];
+    memset(name, 'a', 216);
+    memcpy(name + 216, "\xc3\xa9", 3); /* U+00E9 and the NUL */
+    char xml[700];
+    snprintf(xml, sizeof(xml),
+             "<message type='error' from='bob@localhost' id='c1'>"
+             "<error type='cancel'><%s xmlns='urn:ietf:params:xml:ns:"
+             "xmpp-stanzas'/></error></message>", name);
+    struct env *e;
+    CHECK_EQ_INT(translate(xml, &e), STANZA_ENVELOPE);
+    if (!CHECK(e != NULL))
+        return;
+    CHECK_EQ_INT(e->type, ENV_ERROR);
+    const char *msg = env_str(e, "msg");
+    CHECK(msg != NULL && strncmp(msg, "the XMPP server could not deliver it: "
+                                      "aaaa", 42) == 0);
+    CHECK(env_is_valid(e));
+    env_free(e);
+}
+
 int main(void)
 {
     xmpp_initialize();
@@ -360,6 +387,7 @@ int main(void)
     RUN(stanza_delay_sets_ts);
     RUN(stanza_ignored);
     RUN(stanza_error_to_env);
+    RUN(stanza_error_long_condition_keeps_msg);
     RUN(stanza_invalid);
     RUN(stanza_weird_id_dropped);
     RUN(stanza_parse_time_valid);
