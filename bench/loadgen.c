@@ -329,8 +329,10 @@ static void wire_on_frame(struct phone *p, const char *t, const char *s, size_t 
         wire_step = 2;
         p->sent_msgs++;
         uint64_t before = p->bytes_out;
-        send_fmt(p, "{\"t\":\"msg\",\"id\":\"c%" PRIu64 "\",\"to\":\"%s\",\"body\":\"%s\"}",
-                 p->sent_msgs, p->peer, body_pad);
+        /* A fresh id per run: a reused one is (rightly) acked by the
+         * bridge's duplicate filter without being sent again. */
+        send_fmt(p, "{\"t\":\"msg\",\"id\":\"c%" PRIu64 "%04x\",\"to\":\"%s\",\"body\":\"%s\"}",
+                 p->sent_msgs, (unsigned)(getpid() & 0xffff), p->peer, body_pad);
         wire_note("out_msg", (size_t)(p->bytes_out - before));
         return;
     }

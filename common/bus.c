@@ -545,3 +545,8 @@ const struct bus_stats *bus_stats(const struct bus *bus)
 {
     return &bus->stats;
 }
+
+int64_t bus_heartbeat_age_ms(const struct bus *bus)
+{
+    return bus_up(bus) ? util_mono_ms() - bus->hb_last_rx_ms : -1;
+}

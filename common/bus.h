@@ -80,5 +80,9 @@ struct bus_stats {
     int64_t last_roundtrip_ms; /* heartbeat publish->receive, -1 before the first */
 };
 const struct bus_stats *bus_stats(const struct bus *bus);
+/* Milliseconds since the bus's own heartbeat last came back through Redis
+ * (publish on one link, received on the other): the health of the real
+ * path. -1 when the bus is down. */
+int64_t bus_heartbeat_age_ms(const struct bus *bus);
 
 #endif

@@ -31,6 +31,7 @@ struct common_cfg {
     char *bus_prefix;
     char *cred_key;   /* 64 hex chars: seals passwords on the bus */
     char *log_level;
+    char *http_listen; /* host:port for /healthz and /metrics; "" = off */
 };
 
 #define COMMON_OPTS(type, m)                                                   \
@@ -47,7 +48,9 @@ struct common_cfg {
     {"cred_key", OPT_STR, offsetof(type, m.cred_key), "", 0, 0, OPT_SECRET,     \
      "64 hex chars shared by edge and xmppd; seals passwords on the bus"},     \
     {"log_level", OPT_STR, offsetof(type, m.log_level), "info", 0, 0,           \
-     OPT_RELOAD, "debug | info | warn | error"}
+     OPT_RELOAD, "debug | info | warn | error"},                               \
+    {"http_listen", OPT_STR, offsetof(type, m.http_listen), "", 0, 0, 0,        \
+     "host:port serving /healthz and /metrics (empty: off)"}
 
 enum config_status {
     CONFIG_OK,    /**< run */

@@ -5,6 +5,7 @@
 #include "envelope.h"
 #include "log.h"
 #include "phone.h"
+#include "httpd.h"
 #include "schema.h"
 #include "tlsctx.h"
 #include "util.h"
@@ -80,6 +81,7 @@ static void publish(struct edge *edge, const char *kind, const char *id,
     char ch[1200];
     size_t len;
     env_set_int(e, "ts", util_wall_ms());
+    env_set_int(e, "pts", util_wall_ms()); /* publish time, for latency */
     char *payload = env_encode(e, &len);
     bus_channel(edge->bus, ch, sizeof(ch), kind, id);
     bus_publish(edge->bus, ch, payload, len, cb, data);
@@ -601,6 +603,9 @@ static void on_bus_msg(void *owner, const char *channel, const char *payload,
         LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
         return;
     }
+    int64_t pts = env_int(e, "pts", -1);
+    if (pts > 0)
+        metrics_hist_observe(edge->latency, (double)(util_wall_ms() - pts));
     if (strcmp(channel, edge->reply_channel) == 0) {
         if (e->type == ENV_LOGIN_OK)
             on_login_ok(edge, e);
@@ -769,6 +774,9 @@ struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
                 edge->id);
     bus_subscribe(edge->bus, edge->reply_channel);
     edge->workers = workers_new(base, edge->bus, on_workers_refreshed, edge);
+    edge->latency = xcalloc(1, sizeof(*edge->latency));
+    if (!edge_metrics_start(edge, err, errlen))
+        goto fail;
     edge->tick = event_new(base, -1, EV_PERSIST, on_tick, edge);
     struct timeval tv = {1, 0};
     evtimer_add(edge->tick, &tv);
@@ -792,6 +800,8 @@ void edge_free(struct edge *edge)
      * the worker list and the maps. */
     if (edge->tick)
         event_free(edge->tick);
+    httpd_free(edge->httpd);
+    free(edge->latency);
     bus_free(edge->bus);
     workers_free(edge->workers);
     strmap_free(&edge->conns);

@@ -25,6 +25,8 @@ struct bufferevent;
 struct bus;
 struct event;
 struct sockaddr;
+struct httpd;
+struct metrics_hist;
 
 struct edge_cfg {
     struct common_cfg common;
@@ -123,9 +125,14 @@ struct edge {
     uint64_t next_conn;        /* for dev ids */
     struct workers *workers;   /* live bridges, for picking one at login */
     struct event *tick;        /* registry entry in "<prefix>:edges" */
+    struct httpd *httpd;       /* /healthz and /metrics, or NULL */
+    struct metrics_hist *latency; /* envelope age on arrival, ms */
     bool draining;             /* no new connections */
     struct edge_stats stats;
 };
+
+/* metrics.c: /healthz and /metrics. */
+bool edge_metrics_start(struct edge *edge, char *err, size_t errlen);
 
 /* edge.c: wiring and the envelope side. */
 struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,

@@ -4,18 +4,21 @@
 #include "schema.h"
 #include "util.h"
 #include "xmppd.h"
+#include "httpd.h"
+
+#include <event2/event.h>
 
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_WORKERS 256
 
 #define T struct xmppd_cfg
 static const struct opt options[] = {
@@ -49,44 +52,87 @@ static const struct opt options[] = {
 };
 #undef T
 
-static volatile sig_atomic_t got_term, got_hup, got_chld;
-
-static void on_signal(int sig)
-{
-    if (sig == SIGCHLD)
-        got_chld = 1;
-    else if (sig == SIGHUP)
-        got_hup = 1;
-    else
-        got_term = 1;
-}
-
-struct child {
-    pid_t pid;
-    int generation;     /* bumped at each restart: a new worker id */
-    int64_t started_ms;
-};
-
-static pid_t spawn(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
-                   int generation, const sigset_t *orig)
+static pid_t spawn(struct supervisor *sv, int index)
 {
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid != 0)
         return pid;
-    /* Worker: die with the supervisor, take signals through libevent. */
+    /* Worker: die with the supervisor; signals go through its own loop. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent)
         _exit(0);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = SIG_DFL;
-    sigaction(SIGCHLD, &sa, NULL);
-    sigprocmask(SIG_SETMASK, orig, NULL);
-    int rc = worker_main(cfg, bridge_id, index, generation);
+    signal(SIGCHLD, SIG_DFL);
+    int rc = worker_main(sv->cfg, sv->bridge_id, index, sv->kids[index].generation,
+                         &sv->reports[index]);
     /* exit, not _exit: LeakSanitizer checks the worker at exit. The parent
      * wrote nothing to stdio buffers that could be flushed twice. */
     exit(rc);
+}
+
+static void on_sigchld(evutil_socket_t sig, short what, void *arg)
+{
+    struct supervisor *sv = arg;
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (int i = 0; i < sv->n; i++) {
+            struct child *k = &sv->kids[i];
+            if (k->pid != pid)
+                continue;
+            k->pid = 0;
+            if (sv->stopping) {
+                sv->alive--;
+                break;
+            }
+            LOG(WARN, "worker_exited", "worker=%s-w%d.%d status=%d signal=%d",
+                sv->bridge_id, i, k->generation,
+                WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+            /* Don't spin on a worker that dies at start. */
+            if (util_mono_ms() - k->started_ms < 1000)
+                sleep(1);
+            /* A new id: edges see the old one vanish and move its users;
+             * logins for the old one find its channel empty. */
+            k->generation++;
+            memset(&sv->reports[i], 0, sizeof(sv->reports[i]));
+            k->pid = spawn(sv, i);
+            k->started_ms = util_mono_ms();
+            break;
+        }
+    }
+    if (sv->stopping && sv->alive == 0)
+        event_base_loopexit(sv->base, NULL);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct supervisor *sv = arg;
+    for (int i = 0; i < sv->n; i++)
+        if (sv->kids[i].pid > 0) {
+            LOG(WARN, "worker_killed", "worker=%d reason=\"no exit 10 s after SIGTERM\"", i);
+            kill(sv->kids[i].pid, SIGKILL);
+        }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct supervisor *sv = arg;
+    if (sig == SIGHUP) {
+        for (int i = 0; i < sv->n; i++)
+            if (sv->kids[i].pid > 0)
+                kill(sv->kids[i].pid, SIGHUP);
+        return;
+    }
+    if (sv->stopping)
+        return;
+    sv->stopping = true;
+    LOG(INFO, "bridge_stopping", "bridge=%s", sv->bridge_id);
+    for (int i = 0; i < sv->n; i++)
+        if (sv->kids[i].pid > 0)
+            kill(sv->kids[i].pid, SIGTERM);
+    struct timeval tv = {10, 0};
+    evtimer_add(sv->deadline, &tv);
 }
 
 static bool check_cfg(const struct xmppd_cfg *cfg, char *err, size_t n)
@@ -136,89 +182,47 @@ int main(int argc, char **argv)
         util_random_hex(bridge_id + 1, 6);
     }
 
-    sigset_t block, orig;
-    sigemptyset(&block);
-    sigaddset(&block, SIGCHLD);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGHUP);
-    sigprocmask(SIG_BLOCK, &block, &orig);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGCHLD, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-
-    int n = (int)cfg.workers;
-    struct child kids[MAX_WORKERS];
-    for (int i = 0; i < n; i++) {
-        kids[i].generation = 0;
-        kids[i].pid = spawn(&cfg, bridge_id, i, 0, &orig);
-        kids[i].started_ms = util_mono_ms();
+    struct supervisor sv;
+    memset(&sv, 0, sizeof(sv));
+    sv.cfg = &cfg;
+    snprintf(sv.bridge_id, sizeof(sv.bridge_id), "%s", bridge_id);
+    sv.n = (int)cfg.workers;
+    /* Workers report their counters here; the supervisor serves them. */
+    sv.reports = mmap(NULL, sizeof(*sv.reports) * (size_t)sv.n,
+                      PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sv.reports == MAP_FAILED) {
+        perror("mmap");
+        config_free(options, ARRAY_LEN(options), &cfg);
+        return 1;
     }
+    sv.base = event_base_new();
+    struct event *sigs[4];
+    int signums[4] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 4; i++) {
+        sigs[i] = evsignal_new(sv.base, signums[i], i == 0 ? on_sigchld : on_signal, &sv);
+        event_add(sigs[i], NULL);
+    }
+    sv.deadline = evtimer_new(sv.base, on_deadline, &sv);
+    if (!bridge_metrics_start(&sv, err, sizeof(err))) {
+        LOG(ERROR, "startup_failed", "err=\"%s\"", err);
+        return 1;
+    }
+    for (int i = 0; i < sv.n; i++) {
+        sv.kids[i].pid = spawn(&sv, i);
+        sv.kids[i].started_ms = util_mono_ms();
+    }
+    sv.alive = sv.n;
     LOG(INFO, "bridge_started", "bridge=%s workers=%d xmpp=%s:%ld tls=%s",
-        bridge_id, n, cfg.xmpp_host, cfg.xmpp_port, cfg.xmpp_tls);
+        bridge_id, sv.n, cfg.xmpp_host, cfg.xmpp_port, cfg.xmpp_tls);
 
-    bool stopping = false;
-    int64_t stop_deadline = 0;
-    int alive = n;
-    while (alive > 0) {
-        if (stopping) {
-            /* Wait with a deadline; then kill what is left. */
-            struct timespec ts = {0, 100 * 1000 * 1000};
-            sigprocmask(SIG_SETMASK, &orig, NULL);
-            nanosleep(&ts, NULL);
-            sigprocmask(SIG_BLOCK, &block, NULL);
-            if (util_mono_ms() > stop_deadline)
-                for (int i = 0; i < n; i++)
-                    if (kids[i].pid > 0)
-                        kill(kids[i].pid, SIGKILL);
-        } else {
-            sigsuspend(&orig);
-        }
-        if (got_hup) {
-            got_hup = 0;
-            for (int i = 0; i < n; i++)
-                if (kids[i].pid > 0)
-                    kill(kids[i].pid, SIGHUP);
-        }
-        if (got_term && !stopping) {
-            stopping = true;
-            stop_deadline = util_mono_ms() + 10000;
-            LOG(INFO, "bridge_stopping", "bridge=%s", bridge_id);
-            for (int i = 0; i < n; i++)
-                if (kids[i].pid > 0)
-                    kill(kids[i].pid, SIGTERM);
-        }
-        got_chld = 0;
-        int status;
-        pid_t pid;
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-            for (int i = 0; i < n; i++) {
-                if (kids[i].pid != pid)
-                    continue;
-                kids[i].pid = 0;
-                if (stopping) {
-                    alive--;
-                    break;
-                }
-                LOG(WARN, "worker_exited", "worker=%s-w%d.%d status=%d signal=%d",
-                    bridge_id, i, kids[i].generation,
-                    WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-                    WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-                /* Don't spin on a worker that dies at start. */
-                if (util_mono_ms() - kids[i].started_ms < 1000)
-                    sleep(1);
-                /* A new id: edges see the old one vanish and move its
-                 * users; logins for the old one find its channel empty. */
-                kids[i].pid = spawn(&cfg, bridge_id, i, ++kids[i].generation, &orig);
-                kids[i].started_ms = util_mono_ms();
-                break;
-            }
-        }
-    }
+    event_base_dispatch(sv.base);
+
+    httpd_free(sv.httpd);
+    for (int i = 0; i < 4; i++)
+        event_free(sigs[i]);
+    event_free(sv.deadline);
+    event_base_free(sv.base);
+    munmap(sv.reports, sizeof(*sv.reports) * (size_t)sv.n);
     LOG(INFO, "bridge_stopped", "bridge=%s", bridge_id);
     config_free(options, ARRAY_LEN(options), &cfg);
     return 0;

@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <sys/socket.h>
 
 /* A libstrophe pass runs on every readable socket and after every send; this
  * backstop also runs it for timed handlers and bytes OpenSSL buffered. */
@@ -40,6 +42,7 @@ void worker_publish(struct worker *w, const char *kind, const char *id,
     size_t len;
     if (!json_object_get(e->obj, "ts"))
         env_set_int(e, "ts", util_wall_ms());
+    env_set_int(e, "pts", util_wall_ms()); /* publish time, for latency */
     char *payload = env_encode(e, &len);
     bus_channel(w->bus, ch, sizeof(ch), kind, id);
     bus_publish(w->bus, ch, payload, len, NULL, NULL);
@@ -129,6 +132,7 @@ void worker_deliver(struct worker *w, const char *jid, struct env *e)
     size_t len;
     if (!json_object_get(e->obj, "ts"))
         env_set_int(e, "ts", util_wall_ms());
+    env_set_int(e, "pts", util_wall_ms());
     char *payload = env_encode(e, &len);
     env_free(e);
     if (w->redeliver) {
@@ -171,6 +175,9 @@ static void on_bus_msg(void *owner, const char *channel, const char *payload,
         LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
         return;
     }
+    int64_t pts = env_int(e, "pts", -1);
+    if (pts > 0)
+        metrics_hist_observe(&w->latency, (double)(util_wall_ms() - pts));
     if (strcmp(channel, w->channel) == 0) {
         if (e->type == ENV_LOGIN && !w->stopping)
             session_on_login(w, e, payload, len);
@@ -271,11 +278,65 @@ static void on_edges(void *owner, void *data, redisReply *r)
     strmap_free(&live);
 }
 
+/* ---- health: a TCP probe of the XMPP server, the report ----------------- */
+
+static void probe_done(struct bufferevent *bev, short what, void *arg)
+{
+    struct worker *w = arg;
+    w->xmpp_ok = (what & BEV_EVENT_CONNECTED) != 0;
+    bufferevent_free(w->probe);
+    w->probe = NULL;
+}
+
+static void probe_xmpp(struct worker *w)
+{
+    if (w->probe)
+        return;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char spec[300];
+    snprintf(spec, sizeof(spec), "%s:%ld", w->cfg->xmpp_host, w->cfg->xmpp_port);
+    if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &len) < 0) {
+        w->xmpp_ok = w->sessions.count > 0; /* a name, not an address */
+        return;
+    }
+    w->probe = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(w->probe, NULL, NULL, probe_done, w);
+    struct timeval tv = {3, 0};
+    bufferevent_set_timeouts(w->probe, &tv, &tv);
+    if (bufferevent_socket_connect(w->probe, (struct sockaddr *)&ss, len) < 0) {
+        bufferevent_free(w->probe);
+        w->probe = NULL;
+        w->xmpp_ok = false;
+    }
+}
+
+static void report(struct worker *w)
+{
+    struct worker_report *r = w->report;
+    if (!r)
+        return;
+    snprintf(r->id, sizeof(r->id), "%s", w->id);
+    r->sessions = w->sessions.count;
+    r->bus_up = bus_up(w->bus);
+    r->heartbeat_age_ms = bus_heartbeat_age_ms(w->bus);
+    r->xmpp_ok = w->xmpp_ok;
+    r->stats = w->stats;
+    r->bus = *bus_stats(w->bus);
+    r->latency = w->latency;
+    r->updated_ms = util_mono_ms();
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    static int64_t last_renew, last_edges;
+    static int64_t last_renew, last_edges, last_probe;
     registry_update(w);
+    if (util_mono_ms() - last_probe >= 5000) {
+        last_probe = util_mono_ms();
+        probe_xmpp(w);
+    }
+    report(w);
     if (util_mono_ms() - last_edges >= 2000 && w->sessions.count > 0) {
         last_edges = util_mono_ms();
         char key[128];
@@ -331,11 +392,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 }
 
 int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
-                int generation)
+                int generation, struct worker_report *report)
 {
     struct worker *w = xcalloc(1, sizeof(*w));
     current = w;
     w->cfg = cfg;
+    w->report = report;
     snprintf(w->id, sizeof(w->id), "%s-w%d.%d", bridge_id, index, generation);
     char name[80];
     snprintf(name, sizeof(name), "xmppd/%s", w->id);
@@ -397,6 +459,8 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
         free(pd);
     }
     event_free(w->redeliver_timer);
+    if (w->probe)
+        bufferevent_free(w->probe);
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);
     event_free(w->run_ev);

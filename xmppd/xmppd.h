@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 #include <strophe.h>
@@ -19,11 +20,14 @@
 #include "envelope.h"
 #include "seal.h"
 #include "bus.h"
+#include "httpd.h"
 #include "strmap.h"
 
 struct event_base;
 struct event;
 struct bus;
+struct bufferevent;
+struct httpd;
 
 struct xmppd_cfg {
     struct common_cfg common;
@@ -108,6 +112,45 @@ struct worker_stats {
         bad_stanzas, dup_msgs, delivery_retries, delivery_dropped;
 };
 
+/* What a worker tells the supervisor, in shared memory, once a second:
+ * the supervisor serves it on /metrics and judges /healthz by it. */
+struct worker_report {
+    char id[64];
+    int64_t updated_ms;      /* monotonic (system-wide clock), 0: never */
+    uint64_t sessions;
+    bool bus_up;
+    int64_t heartbeat_age_ms; /* bus publish->receive, -1 when down */
+    bool xmpp_ok;            /* the XMPP server accepted a TCP probe */
+    struct worker_stats stats;
+    struct bus_stats bus;
+    struct metrics_hist latency;
+};
+
+#define MAX_WORKERS 256
+
+struct child {
+    pid_t pid;
+    int generation;     /* bumped at each restart: a new worker id */
+    int64_t started_ms;
+};
+
+/* The supervisor process: forks, watches and restarts the workers. */
+struct supervisor {
+    const struct xmppd_cfg *cfg;
+    char bridge_id[48];
+    struct event_base *base;
+    struct child kids[MAX_WORKERS];
+    struct worker_report *reports; /* shared memory, one slot per worker */
+    int n;
+    int alive;
+    bool stopping;
+    struct event *deadline;        /* SIGKILL what is left after a stop */
+    struct httpd *httpd;           /* /healthz, /metrics; or NULL */
+};
+
+/* metrics.c */
+bool bridge_metrics_start(struct supervisor *sv, char *err, size_t errlen);
+
 struct worker {
     struct event_base *base;
     const struct xmppd_cfg *cfg;
@@ -132,11 +175,15 @@ struct worker {
     bool ready_logged;
     bool stopping;
     struct worker_stats stats;
+    struct worker_report *report;  /* shared with the supervisor */
+    struct metrics_hist latency;   /* envelope age on arrival, ms */
+    struct bufferevent *probe;     /* TCP probe of the XMPP server, or NULL */
+    bool xmpp_ok;
 };
 
 /* worker.c */
 int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
-                int generation);
+                int generation, struct worker_report *report);
 /* The worker of this process (one per process, by design). */
 struct worker *worker_current(void);
 /* Schedule one libstrophe pass (after xmpp_send, or a readable socket). */

@@ -293,6 +293,28 @@ itest(`chaos: ${N} phones + ${N} desktops x ${M} messages survive drops, kill -9
       for (const r of [...tap.find(`"${st.id}"`), ...around].sort((x, y) => x.at - y.at)) say(`  ${show(r)}`);
     }
   }
+  // Messages a receiver never showed: when they were sent, and what the bus
+  // saw of them (an inbox EVAL carries the message when the bridge stored it).
+  const lost = [];
+  for (let i = 0; i < N; i++) {
+    const got = (app, prefix) => new Set(ksOf(app.visible, prefix));
+    const pGot = got(phones[i], `d${i + 1}`);
+    const dGot = got(desktops[i], `p${i + 1}`);
+    for (let k = 1; k <= M; k++) {
+      if (!pGot.has(k)) lost.push({ id: `d${i + 1}-${k}`, sender: desktops[i], receiver: phones[i] });
+      if (!dGot.has(k)) lost.push({ id: `p${i + 1}-${k}`, sender: phones[i], receiver: desktops[i] });
+    }
+  }
+  for (const { id, sender, receiver } of lost.slice(0, 10)) {
+    const evs = sender.events.filter((e) => new RegExp(`\\b${id}\\b`).test(e));
+    const at = Number(/^\+(\d+)ms/.exec(evs[0] ?? '')?.[1]);
+    const step = Number.isFinite(at) ? ran.filter((r) => r.start - t0 <= at + 200).pop() : null;
+    say(`LOST ${id} (${receiver.name} never showed it): sender's events: ${evs.join(' | ') || '(none kept)'}` +
+      (step ? `; sent ${t0 + at - step.start} ms after "${step.name}" began` : ''));
+    const recs = tap.find(`"${id}"`);
+    say(`  bus records with it: ${recs.length ? '' : 'none (never stored in an inbox, never published)'}`);
+    for (const r of recs) say(`    ${show(r)}`);
+  }
   if (progressAtEnd >= 1) say('WARNING: all messages were through before the last chaos step; raise IMB_CHAOS_MSGS');
   if (problems.length) {
     // The services' log lines about the users concerned, for the report.

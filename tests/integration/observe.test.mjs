@@ -1,0 +1,74 @@
+// Health and metrics over HTTP: /healthz proves the real paths (a publish ->
+// receive round trip through Redis; the XMPP server reachable for xmppd) and
+// /metrics speaks the Prometheus text format.
+import assert from 'node:assert/strict';
+import { itest, startBridge, waitFor } from '../harness/index.mjs';
+
+async function get(addr, path) {
+  const r = await fetch(`http://${addr}${path}`);
+  return { status: r.status, text: await r.text() };
+}
+
+function httpAddr(proc) {
+  const m = /http_serving addr=(\S+)/.exec(proc.stderr);
+  assert.ok(m, `${proc.name} did not log http_serving`);
+  return m[1];
+}
+
+/** The value of one sample line, e.g. metric(text, 'imb_edge_logins_total{result="ok"}'). */
+function metric(text, sample) {
+  const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
+  return line === undefined ? undefined : Number(line.slice(sample.length + 1));
+}
+
+itest('/healthz and /metrics on edge and xmppd, through a Redis and an XMPP outage', { timeout: 90000 }, async (t, stack) => {
+  const http = ['--http-listen', '127.0.0.1:0'];
+  const b = await startBridge(stack, { edgeArgs: http, xmppdArgs: http });
+  const edge = httpAddr(b.edge);
+  const bridge = httpAddr(b.xmppd);
+  await waitFor(async () => (await get(bridge, '/healthz')).status === 200, { timeout: 8000 });
+  assert.deepEqual(await get(edge, '/healthz'), { status: 200, text: 'ok\n' });
+
+  const bob = await b.desktop('bob');
+  const alice = await b.loginPhone('alice');
+  await alice.msg('bob@localhost', 'counted');
+  await bob.nextMessage({ body: 'counted' });
+  await bob.send('alice@localhost', 'counted back');
+  await alice.next({ t: 'msg', body: 'counted back' });
+
+  const em = (await get(edge, '/metrics')).text;
+  assert.match(em, /^# TYPE imb_edge_logins_total counter$/m);
+  assert.ok(metric(em, 'imb_edge_logins_total{result="ok"}') >= 1, em);
+  assert.equal(metric(em, 'imb_edge_connections{state="ready"}'), 1);
+  assert.ok(metric(em, 'imb_edge_messages_total{direction="from_phone"}') >= 1);
+  assert.ok(metric(em, 'imb_edge_messages_total{direction="to_phone"}') >= 1);
+  assert.ok(metric(em, 'imb_edge_acks_total') >= 1);
+  assert.ok(metric(em, 'imb_envelope_latency_ms_count') >= 1);
+  assert.equal(metric(em, 'imb_bus_up'), 1);
+
+  await waitFor(async () => {
+    const xm = (await get(bridge, '/metrics')).text;
+    const sessions = [0, 1].map((w) => metric(xm, `imb_xmppd_sessions{worker="${w}"}`) ?? 0);
+    return sessions[0] + sessions[1] === 1 && metric(xm, 'imb_xmppd_acks_total{worker="0"}') !== undefined;
+  }, { timeout: 5000 });
+  const xm = (await get(bridge, '/metrics')).text;
+  const sum = (name) => [0, 1].reduce((a, w) => a + (metric(xm, `${name}{worker="${w}"}`) ?? 0), 0);
+  assert.equal(sum('imb_xmppd_messages_to_xmpp_total'), 1);
+  assert.equal(sum('imb_xmppd_messages_from_xmpp_total'), 1);
+  assert.equal(sum('imb_xmppd_acks_total'), 1);
+
+  // Redis goes away: both turn unhealthy, then healthy again.
+  await b.redis.stop();
+  await waitFor(async () => (await get(edge, '/healthz')).status === 503, { timeout: 8000 });
+  const down = await get(edge, '/healthz');
+  assert.match(down.text, /redis|round trip/);
+  await waitFor(async () => (await get(bridge, '/healthz')).status === 503, { timeout: 8000 });
+  await b.redis.start();
+  await waitFor(async () => (await get(edge, '/healthz')).status === 200, { timeout: 10000 });
+  await waitFor(async () => (await get(bridge, '/healthz')).status === 200, { timeout: 10000 });
+
+  // The XMPP server goes away: xmppd says so.
+  await b.prosody.stop();
+  await waitFor(async () => /XMPP/.test((await get(bridge, '/healthz')).text), { timeout: 12000 });
+  assert.equal((await get(edge, '/nothing')).status, 404);
+});

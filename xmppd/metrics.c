@@ -1,0 +1,117 @@
+/* metrics.c - the bridge's /healthz and /metrics, served by the supervisor
+ * from the reports its workers write into shared memory every second. */
+#include "httpd.h"
+#include "log.h"
+#include "util.h"
+#include "xmppd.h"
+
+#include <stdio.h>
+
+#include <event2/buffer.h>
+
+/* A worker whose report is older than this is stuck or dead. */
+#define REPORT_STALE_MS 5000
+#define HEALTH_HEARTBEAT_MS 5000
+
+static bool health(void *owner, char *reason, size_t n)
+{
+    struct supervisor *sv = owner;
+    if (sv->stopping) {
+        snprintf(reason, n, "stopping");
+        return false;
+    }
+    int64_t now = util_mono_ms();
+    for (int i = 0; i < sv->n; i++) {
+        const struct worker_report *r = &sv->reports[i];
+        if (sv->kids[i].pid <= 0 || r->updated_ms == 0 ||
+            now - r->updated_ms > REPORT_STALE_MS) {
+            snprintf(reason, n, "worker %d not reporting", i);
+            return false;
+        }
+        if (!r->bus_up || r->heartbeat_age_ms < 0 ||
+            r->heartbeat_age_ms > HEALTH_HEARTBEAT_MS) {
+            snprintf(reason, n, "worker %s: no publish->receive round trip through redis", r->id);
+            return false;
+        }
+        if (!r->xmpp_ok) {
+            snprintf(reason, n, "worker %s: XMPP server unreachable", r->id);
+            return false;
+        }
+    }
+    return true;
+}
+
+#define PER_WORKER(kind, name, help, field)                                      \
+    for (int i = 0; i < sv->n; i++) {                                            \
+        char l[96];                                                              \
+        snprintf(l, sizeof(l), "worker=\"%d\"", i);                              \
+        metrics_##kind(out, name, i == 0 ? help : NULL, l, sv->reports[i].field); \
+    }
+
+static void metrics(void *owner, struct evbuffer *out)
+{
+    struct supervisor *sv = owner;
+    PER_WORKER(gauge, "imb_xmppd_sessions", "XMPP sessions held, per worker.",
+               sessions)
+    PER_WORKER(gauge, "imb_xmppd_worker_bus_up", "Both Redis links up.", bus_up)
+    PER_WORKER(gauge, "imb_xmppd_worker_xmpp_ok", "XMPP server reachable.", xmpp_ok)
+    PER_WORKER(counter, "imb_xmppd_logins_ok_total", "Logins answered ok.",
+               stats.logins_ok)
+    PER_WORKER(counter, "imb_xmppd_logins_reused_total",
+               "Logins that reused an open session.", stats.logins_reused)
+    PER_WORKER(counter, "imb_xmppd_logins_auth_failed_total", "Wrong passwords.",
+               stats.logins_auth_failed)
+    PER_WORKER(counter, "imb_xmppd_logins_unavailable_total",
+               "Logins failed for an unreachable XMPP server.", stats.logins_unavailable)
+    PER_WORKER(counter, "imb_xmppd_messages_to_xmpp_total", "Chat stanzas sent.",
+               stats.msgs_to_xmpp)
+    PER_WORKER(counter, "imb_xmppd_messages_from_xmpp_total", "Chat stanzas received.",
+               stats.msgs_from_xmpp)
+    PER_WORKER(counter, "imb_xmppd_acks_total", "Client ids acked after the server had them.",
+               stats.acks)
+    PER_WORKER(counter, "imb_xmppd_duplicates_total", "Resent client ids not sent again.",
+               stats.dup_msgs)
+    PER_WORKER(counter, "imb_xmppd_delivery_retries_total",
+               "Messages for phones kept while Redis was away.", stats.delivery_retries)
+    PER_WORKER(counter, "imb_xmppd_delivery_dropped_total",
+               "Messages for phones dropped (retry queue full).", stats.delivery_dropped)
+    PER_WORKER(counter, "imb_xmppd_bad_envelopes_total", "Envelopes that failed validation.",
+               stats.bad_envelopes)
+    PER_WORKER(counter, "imb_xmppd_bad_stanzas_total", "Stanzas that failed validation.",
+               stats.bad_stanzas)
+    PER_WORKER(counter, "imb_bus_published_total", "PUBLISH that reached a subscriber.",
+               bus.published)
+    PER_WORKER(counter, "imb_bus_publish_missed_total", "PUBLISH that reached nobody.",
+               bus.publish_missed)
+    PER_WORKER(counter, "imb_bus_publish_failed_total", "PUBLISH without a reply.",
+               bus.publish_failed)
+    PER_WORKER(counter, "imb_bus_reconnects_total", "Redis reconnects.", bus.reconnects)
+    PER_WORKER(gauge, "imb_bus_roundtrip_ms", "Last heartbeat round trip through Redis.",
+               bus.last_roundtrip_ms)
+    for (int i = 0; i < sv->n; i++) {
+        char l[96];
+        snprintf(l, sizeof(l), "worker=\"%d\"", i);
+        metrics_hist_write_labels(out, "imb_envelope_latency_ms",
+                                  i == 0 ? "Age of envelopes from the bus on arrival." : NULL,
+                                  l, &sv->reports[i].latency);
+    }
+    uint64_t restarts = 0;
+    for (int i = 0; i < sv->n; i++)
+        restarts += (uint64_t)sv->kids[i].generation;
+    metrics_counter(out, "imb_xmppd_worker_restarts_total", "Workers restarted after dying.",
+                    "", restarts);
+}
+
+bool bridge_metrics_start(struct supervisor *sv, char *err, size_t errlen)
+{
+    const char *listen = sv->cfg->common.http_listen;
+    if (!*listen)
+        return true;
+    sv->httpd = httpd_new(sv->base, listen, health, metrics, sv, err, errlen);
+    if (!sv->httpd)
+        return false;
+    char addr[80];
+    if (httpd_addr(sv->httpd, addr, sizeof(addr)))
+        LOG(INFO, "http_serving", "addr=%s", addr);
+    return true;
+}
