@@ -250,6 +250,24 @@ bool config_check_common(const struct common_cfg *c, char *err, size_t errlen)
     return true;
 }
 
+void config_reload(const struct opt *t, size_t n, void *cfg,
+                   struct common_cfg *common, int argc, char **argv)
+{
+    char err[512];
+    if (config_load(t, n, cfg, argc, argv, true, err, sizeof(err)) != CONFIG_OK) {
+        LOG(ERROR, "reload_failed", "err=\"%s\"", err);
+        return;
+    }
+    int level = log_parse_level(common->log_level);
+    if (level < 0) {
+        LOG(ERROR, "reload_failed", "err=\"log_level must be debug, info, warn or error\"");
+        return;
+    }
+    log_min_level = (enum log_level)level;
+    /* Said whatever the new level: the operator asked for it. */
+    log_write(LOG_INFO, "reloaded", "log_level=%s", log_level_name(log_min_level));
+}
+
 void config_free(const struct opt *t, size_t n, void *cfg)
 {
     for (size_t i = 0; i < n; i++)

@@ -69,6 +69,10 @@ enum config_status config_load(const struct opt *t, size_t n, void *cfg,
 bool config_is_check(int argc, char **argv);
 /* Validate the common options (cred_key, log_level) and apply log_level. */
 bool config_check_common(const struct common_cfg *c, char *err, size_t errlen);
+/* SIGHUP: re-read the reloadable options (file, environment, flags as at
+ * start) and apply the log level. Logs the outcome. */
+void config_reload(const struct opt *t, size_t n, void *cfg,
+                   struct common_cfg *common, int argc, char **argv);
 /* Free the strings config_load allocated. */
 void config_free(const struct opt *t, size_t n, void *cfg);
 /* Print the table as a commented sample config file. */

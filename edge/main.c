@@ -43,6 +43,14 @@ static const struct opt options[] = {
 #undef T
 
 static struct edge *the_edge;
+static struct edge_cfg cfg;
+static int g_argc;
+static char **g_argv;
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    config_reload(options, ARRAY_LEN(options), &cfg, &cfg.common, g_argc, g_argv);
+}
 static struct event *drain_timer;
 
 static void on_drained(evutil_socket_t fd, short what, void *arg)
@@ -72,8 +80,8 @@ int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     log_set_name("edge");
-    struct edge_cfg cfg;
-    memset(&cfg, 0, sizeof(cfg));
+    g_argc = argc;
+    g_argv = argv;
     char err[512];
     enum config_status st = config_load(options, ARRAY_LEN(options), &cfg, argc,
                                         argv, false, err, sizeof(err));
@@ -101,8 +109,10 @@ int main(int argc, char **argv)
     }
     struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, base);
     struct event *sigint = evsignal_new(base, SIGINT, on_signal, base);
+    struct event *sighup = evsignal_new(base, SIGHUP, on_hup, NULL);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
+    event_add(sighup, NULL);
 
     char addr[80];
     edge_listen_addr(the_edge, addr, sizeof(addr));
@@ -117,6 +127,7 @@ int main(int argc, char **argv)
         event_free(drain_timer);
     event_free(sigterm);
     event_free(sigint);
+    event_free(sighup);
     event_base_free(base);
     config_free(options, ARRAY_LEN(options), &cfg);
     return 0;

@@ -153,12 +153,21 @@ static bool check_cfg(const struct xmppd_cfg *cfg, char *err, size_t n)
     return true;
 }
 
+static struct xmppd_cfg cfg;
+static int g_argc;
+static char **g_argv;
+
+void xmppd_reload(void)
+{
+    config_reload(options, ARRAY_LEN(options), &cfg, &cfg.common, g_argc, g_argv);
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     log_set_name("xmppd");
-    struct xmppd_cfg cfg;
-    memset(&cfg, 0, sizeof(cfg));
+    g_argc = argc;
+    g_argv = argv;
     char err[512];
     enum config_status st = config_load(options, ARRAY_LEN(options), &cfg, argc,
                                         argv, false, err, sizeof(err));

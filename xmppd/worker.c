@@ -371,7 +371,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct worker *w = arg;
     if (sig == SIGHUP) {
-        LOG(INFO, "reload", "worker=%s", w->id);
+        xmppd_reload();
         return;
     }
     if (w->stopping) {

@@ -148,6 +148,9 @@ struct supervisor {
     struct httpd *httpd;           /* /healthz, /metrics; or NULL */
 };
 
+/* main.c: SIGHUP in a worker: re-read the reloadable options. */
+void xmppd_reload(void);
+
 /* metrics.c */
 bool bridge_metrics_start(struct supervisor *sv, char *err, size_t errlen);
 

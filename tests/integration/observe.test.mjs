@@ -72,3 +72,35 @@ itest('/healthz and /metrics on edge and xmppd, through a Redis and an XMPP outa
   await waitFor(async () => /XMPP/.test((await get(bridge, '/healthz')).text), { timeout: 12000 });
   assert.equal((await get(edge, '/nothing')).status, 404);
 });
+
+itest('SIGHUP reloads the log level from the config file, in edge and in every xmppd worker', async (t, stack) => {
+  const { startRedis, startProsody, binPath, randomCredKey } = await import('../harness/index.mjs');
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const redis = await startRedis(stack);
+  const prosody = await startProsody(stack);
+  const dir = stack.tempDir('imb-hup-');
+  const key = randomCredKey();
+  const common = `redis_port = ${redis.port}\ncred_key = ${key}\n`;
+  const edgeConf = path.join(dir, 'edge.conf');
+  const xmppdConf = path.join(dir, 'xmppd.conf');
+  fs.writeFileSync(edgeConf, `${common}listen = 127.0.0.1:0\ntls = off\nlog_level = info\n`);
+  fs.writeFileSync(xmppdConf, `${common}xmpp_port = ${prosody.c2sPort}\nxmpp_tls = disabled\nworkers = 2\nlog_level = info\n`);
+  const edge = stack.spawn('imb-edge-hup', binPath('imb-edge'), ['--config', edgeConf]);
+  const xmppd = stack.spawn('imb-xmppd-hup', binPath('imb-xmppd'), ['--config', xmppdConf]);
+  await edge.waitForLine(/ listening addr=/);
+  await xmppd.waitForLines(/worker_ready/, { count: 2 });
+  assert.doesNotMatch(edge.stderr, / DEBUG /);
+  fs.writeFileSync(edgeConf, `${common}listen = 127.0.0.1:0\ntls = off\nlog_level = debug\n`);
+  fs.writeFileSync(xmppdConf, `${common}xmpp_port = ${prosody.c2sPort}\nxmpp_tls = disabled\nworkers = 2\nlog_level = warn\n`);
+  edge.kill('SIGHUP');
+  xmppd.kill('SIGHUP');
+  await edge.waitForLine(/reloaded log_level=DEBUG/);
+  await xmppd.waitForLines(/reloaded log_level=WARN/, { count: 2 });
+  // The new level is in force: the edge now logs DEBUG lines (a connection).
+  const net = await import('node:net');
+  const port = Number(/ listening addr=127\.0\.0\.1:(\d+)/.exec(edge.stderr)[1]);
+  const s = net.connect(port, '127.0.0.1');
+  await edge.waitForLine(/ DEBUG edge conn_open/);
+  s.destroy();
+});
