@@ -6,6 +6,9 @@
 # Plain c2s (no TLS) with SCRAM kept (xmpp.js refuses PLAIN on plaintext),
 # cheap SCRAM (128 iterations), short smacks hibernation, s2s off, Nagle off,
 # MUC at conference.DOMAIN.  Run with: prosody --config DIR/prosody.cfg.lua -F
+# With PROSODY_TLS=1 in the environment, c2s requires STARTTLS with a
+# self-signed certificate for DOMAIN made into DIR/certs/DOMAIN.{crt,key}
+# (use DIR/certs/DOMAIN.crt as the CA to verify it).
 # Prints nothing on success.
 set -eu
 
@@ -27,6 +30,16 @@ case $domain in ''|*[!A-Za-z0-9.-]*) echo "$0: bad DOMAIN: $domain" >&2; exit 2 
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd -P)
 mkdir -p "$dir/data" "$dir/certs"
+
+tls_module=""
+encryption="c2s_require_encryption = false"
+if [ "${PROSODY_TLS:-0}" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=$domain" -addext "subjectAltName=DNS:$domain,IP:127.0.0.1" \
+        -keyout "$dir/certs/$domain.key" -out "$dir/certs/$domain.crt" >/dev/null 2>&1
+    tls_module='"tls";'
+    encryption="c2s_require_encryption = true"
+fi
 
 # Lua string literal for the directory (escape backslashes and double quotes).
 ldir=$(printf '%s' "$dir" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
@@ -56,11 +69,11 @@ network_settings = { nagle = false }
 modules_enabled = {
     "roster"; "saslauth"; "disco"; "ping"; "presence";
     "carbons"; "mam"; "smacks"; "offline";
-    "bosh"; "websocket"; "blocklist"; "vcard_legacy";
+    "bosh"; "websocket"; "blocklist"; "vcard_legacy"; $tls_module
 }
 modules_disabled = { "s2s" }
 
-c2s_require_encryption = false
+$encryption
 allow_unencrypted_plain_auth = true
 consider_bosh_secure = true
 consider_websocket_secure = true

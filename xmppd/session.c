@@ -7,6 +7,7 @@
 #include "schema.h"
 #include "stanza.h"
 #include "util.h"
+#include "watchdog.h"
 #include "xmppd.h"
 
 #include <stdio.h>
@@ -206,6 +207,7 @@ static struct session *session_new(struct worker *w, const char *jid)
     s->channel_in = xmalloc(n);
     bus_channel(w->bus, s->channel_in, n, "x", jid);
     s->state = SESSION_LEASING;
+    s->fd = -1;
     s->started_ms = util_mono_ms();
     util_random(s->salt, sizeof(s->salt));
     strmap_init(&s->devices);
@@ -293,6 +295,8 @@ static void session_bury(struct session *s)
         event_free(s->fd_ev);
         s->fd_ev = NULL;
     }
+    watchdog_untrack(s->fd);
+    s->fd = -1;
     if (s->timer)
         evtimer_del(s->timer);
     /* Unlink from the ack flush list. */
@@ -372,8 +376,33 @@ static int sockopt_cb(xmpp_conn_t *conn, void *sock)
         s->fd_ev = event_new(w->base, *(int *)sock, EV_READ | EV_PERSIST,
                              on_fd_readable, s);
         event_add(s->fd_ev, NULL);
+        if (s->fd >= 0)
+            watchdog_untrack(s->fd);
+        s->fd = *(int *)sock;
+        watchdog_track(s->fd); /* until CONNECT: the handshake may stall */
     }
     return xmpp_sockopt_cb_keepalive(conn, sock);
+}
+
+/* The XMPP server's certificate did not verify: remember it, so the phone
+ * hears "unavailable" (our trust problem), not "wrong password". */
+static int certfail_cb(const xmpp_tlscert_t *cert, const char *const errormsg)
+{
+    struct worker *w = worker_current();
+    char key[32];
+    xmpp_conn_t *conn = xmpp_tlscert_get_conn(cert);
+    struct session *s = NULL;
+    if (conn) {
+        conn_key(key, sizeof(key), conn);
+        s = strmap_get(&w->by_conn, key);
+    }
+    LOG(WARN, "xmpp_cert_rejected", "jid=%s err=\"%s\"", s ? s->jid : "?",
+        errormsg ? errormsg : "?");
+    if (s)
+        s->tls_failed = true;
+    else
+        w->cert_rejected_ms = util_mono_ms(); /* 0.12 does not say whose */
+    return 0; /* reject */
 }
 
 static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
@@ -434,6 +463,7 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
     struct session *s = userdata;
     struct worker *w = s->w;
     if (event == XMPP_CONN_CONNECT) {
+        watchdog_untrack(s->fd);
         session_set_state(s, SESSION_ONLINE);
         evtimer_del(s->timer);
         OPENSSL_cleanse(s->password, strlen(s->password));
@@ -458,7 +488,12 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
          * a failed SASL exchange with none: tell the phone which. */
         const char *code = "auth_failed", *msg = "wrong user or password";
         char text[200];
-        if (error || !s->tcp_connected) {
+        if (s->tls_failed || (w->cert_rejected_ms &&
+                              util_mono_ms() - w->cert_rejected_ms < 2000)) {
+            code = "unavailable";
+            msg = "the XMPP server's certificate is not trusted";
+            w->stats.logins_unavailable++;
+        } else if (error || !s->tcp_connected) {
             code = "unavailable";
             snprintf(text, sizeof(text), "the XMPP server is unreachable%s%s",
                      error ? ": " : "", error ? strerror(error) : "");
@@ -514,6 +549,7 @@ static void session_connect(struct session *s)
     xmpp_conn_set_jid(s->conn, full);
     xmpp_conn_set_pass(s->conn, s->password);
     xmpp_conn_set_sockopt_callback(s->conn, sockopt_cb);
+    xmpp_conn_set_certfail_handler(s->conn, certfail_cb);
     char key[32];
     conn_key(key, sizeof(key), s->conn);
     strmap_put(&w->by_conn, key, s);

@@ -78,6 +78,7 @@ struct session {
     enum session_state state;
     xmpp_conn_t *conn;       /* owned; released outside libstrophe callbacks */
     struct event *fd_ev;     /* readable socket -> run libstrophe */
+    int fd;                  /* libstrophe's socket, -1 before/after */
     struct event *timer;     /* connect timeout, then resume window */
     uint8_t salt[16];
     uint8_t pass_hash[32];   /* of the password the session logged in with */
@@ -88,6 +89,7 @@ struct session {
     bool tcp_connected;      /* the server's side of TCP answered: a later
                                 failure before CONNECT is about the login */
     bool ping_queued;        /* on the worker's flush list */
+    bool tls_failed;         /* the server's certificate was rejected */
     struct strmap acked;     /* client ids the server already has -> ring slot */
     char **acked_ring;       /* the same ids, oldest first out (ACKED_KEEP) */
     size_t acked_next;       /* next ring slot to fill */
@@ -172,6 +174,7 @@ struct worker {
     size_t ngrave, capgrave;
     struct session *flush;      /* sessions with unpinged acks */
     uint64_t next_ping;
+    int64_t cert_rejected_ms;   /* when a server certificate was last refused */
     struct pending_delivery *redeliver, *redeliver_tail; /* FIFO */
     size_t nredeliver;
     struct event *redeliver_timer;

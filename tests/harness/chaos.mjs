@@ -218,6 +218,12 @@ class Model {
     if (this.events.length > this.maxEvents) this.events.shift();
   }
 
+  /** The last n events, one per line. */
+  recentEvents(n = 150) {
+    const ev = this.events.slice(-n);
+    return `events (last ${ev.length} of ${this.events.length} kept):\n  ${ev.join('\n  ')}`;
+  }
+
   _violation(text) {
     const v = `+${Date.now() - this.t0}ms ${this.name}: ${text}`;
     this.violations.push(v);
@@ -623,7 +629,7 @@ export class ReliablePhone extends Model {
       `incoming: epoch=${this.epoch} maxSeq=${this.maxSeq} visible=${this.visible.length}\n` +
       `stats: ${JSON.stringify(this.stats)}\n` +
       (this.violations.length ? `violations:\n  ${this.violations.join('\n  ')}\n` : '') +
-      `events (last ${this.events.length}):\n  ${this.events.join('\n  ')}`;
+      this.recentEvents();
   }
 }
 
@@ -819,6 +825,6 @@ export class ReliableDesktop extends Model {
       `outbox: next k=${this.nextK}/${this.count}; received ${this.visible.length}\n` +
       `stats: ${JSON.stringify(this.stats)}\n` +
       (this.violations.length ? `violations:\n  ${this.violations.join('\n  ')}\n` : '') +
-      `events (last ${this.events.length}):\n  ${this.events.join('\n  ')}`;
+      this.recentEvents();
   }
 }

@@ -16,8 +16,9 @@ export const DEFAULT_USERS = [
 ];
 
 export class ProsodyServer {
-  constructor(stack, { dir, domain }) {
+  constructor(stack, { dir, domain, tls = false }) {
     this.stack = stack;
+    this.tls = tls; // c2s requires STARTTLS; this.caFile verifies it
     this.dir = dir;
     this.domain = domain;
     this.cfg = path.join(dir, 'prosody.cfg.lua');
@@ -31,7 +32,9 @@ export class ProsodyServer {
   /** (Re)write the config for the given ports. */
   async configure(c2sPort, httpPort) {
     const { stdout, stderr } = await execFileP(path.join(SCRIPTS_DIR, 'prosody-conf.sh'),
-      [this.dir, String(c2sPort), String(httpPort), this.domain], { env: childEnv() });
+      [this.dir, String(c2sPort), String(httpPort), this.domain],
+      { env: childEnv(this.tls ? { PROSODY_TLS: '1' } : {}) });
+    if (this.tls) this.caFile = path.join(this.dir, 'certs', `${this.domain}.crt`);
     if (stdout || stderr) throw new Error(`prosody-conf.sh printed output:\n${stdout}${stderr}`);
     this.c2sPort = c2sPort;
     this.httpPort = httpPort;
@@ -93,9 +96,9 @@ export class ProsodyServer {
  * ProsodyServer (started, users registered).  Retries with new ports when a
  * port turns out to be taken.
  */
-export async function startProsody(stack, { users = DEFAULT_USERS, domain = 'localhost' } = {}) {
+export async function startProsody(stack, { users = DEFAULT_USERS, domain = 'localhost', tls = false } = {}) {
   const dir = stack.tempDir('imb-prosody-');
-  const p = new ProsodyServer(stack, { dir, domain });
+  const p = new ProsodyServer(stack, { dir, domain, tls });
   await p.configure(await freePort(), await freePort());
   await Promise.all(users.map(([u, pw]) => p.register(u, pw)));
   stack.onCleanup('prosody-log', () => {}, () => {

@@ -68,7 +68,7 @@ function eventCounts(procs, names) {
 }
 
 itest(`chaos: ${N} phones + ${N} desktops x ${M} messages survive drops, kill -9 of an edge and an xmppd, ` +
-  'Redis and Prosody restarts; nothing lost, nothing doubled, in order', { timeout: 170000 }, async (t, stack) => {
+  'Redis and Prosody restarts; nothing lost, nothing doubled, in order', { timeout: 150000 }, async (t, stack) => {
   const T0 = Date.now();
   const say = (s) => t.diagnostic(`+${((Date.now() - T0) / 1000).toFixed(1)}s ${s}`);
   const credKey = randomCredKey();
@@ -81,6 +81,7 @@ itest(`chaos: ${N} phones + ${N} desktops x ${M} messages survive drops, kill -9
     startProsody(stack, { users }),
   ]);
   const domain = prosody.domain;
+  assert.deepEqual(await redis.command('CONFIG', 'GET', 'appendfsync'), ['appendfsync', 'always']);
   const tap = new BusTap(redis.port).start(); // the bus traffic, for failure reports
   stack.onCleanup('bus tap', () => tap.stop());
   const xmppdOpts = { redisPort: redis.port, xmppPort: prosody.c2sPort, workers: 2, credKey, extraArgs: XMPPD_ARGS };
