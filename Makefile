@@ -90,6 +90,14 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/run-local.sh
 
+# The core and delivery tests with both services under valgrind memcheck: any
+# error or definite leak makes a service exit 99, which fails the test.
+VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full \
+            --errors-for-leak-kinds=definite --show-leak-kinds=definite
+valgrind: all
+	@IMB_TEST_WRAPPER="$(VALGRIND)" IMB_TEST_BIN_DIR=$(BIN) scripts/run-integration.sh \
+	    tests/integration/core.test.mjs tests/integration/delivery.test.mjs
+
 clean:
 	rm -rf build bin
 

@@ -159,6 +159,8 @@ static void auth_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct link *l = privdata;
     redisReply *r = reply;
+    if (!ac->data)
+        return; /* closing */
     if (r && r->type == REDIS_REPLY_ERROR) {
         LOG(ERROR, "redis_auth_failed", "bus=%s link=%s err=\"%s\"",
             l->bus->name, link_name(l), r->str);
@@ -208,6 +210,8 @@ static void resubscribe_all(struct bus *bus)
 static void on_connect(const redisAsyncContext *cac, int status)
 {
     struct link *l = cac->data;
+    if (!l)
+        return; /* closed by link_close */
     evtimer_del(l->timer);
     if (status != REDIS_OK) {
         LOG(WARN, "redis_connect_failed", "bus=%s link=%s err=\"%s\"",
@@ -236,6 +240,8 @@ static void on_connect(const redisAsyncContext *cac, int status)
 static void on_disconnect(const redisAsyncContext *cac, int status)
 {
     struct link *l = cac->data;
+    if (!l)
+        return;
     LOG(WARN, "redis_disconnected", "bus=%s link=%s err=\"%s\"", l->bus->name,
         link_name(l), status == REDIS_OK ? "closed" : cac->errstr);
     l->ac = NULL;
@@ -276,15 +282,18 @@ static void link_init(struct bus *bus, struct link *l, bool is_sub)
 
 static void link_close(struct link *l)
 {
-    event_free(l->timer);
     if (l->ac) {
         redisAsyncContext *ac = l->ac;
         l->ac = NULL;
         l->state = LINK_DOWN;
-        /* No reconnect from the disconnect callback: the bus is going away. */
+        /* No callback may touch the link (or re-arm its timer) from here on:
+         * the bus is going away. */
+        ac->data = NULL;
         redisAsyncSetDisconnectCallback(ac, NULL);
         redisAsyncFree(ac);
     }
+    event_free(l->timer);
+    l->timer = NULL;
 }
 
 /* ---- subscriptions ----------------------------------------------------- */

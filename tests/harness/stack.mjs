@@ -291,6 +291,14 @@ export class Stack {
   /** Spawn and track a child (see Proc).  Its output is also appended to
    *  `logFile` when given. */
   spawn(name, cmd, args, opts = {}) {
+    // IMB_TEST_WRAPPER (e.g. "valgrind -q --error-exitcode=99") runs the
+    // project's services under a tool; the clean-exit check then covers it.
+    const wrapper = process.env.IMB_TEST_WRAPPER;
+    if (wrapper && /^imb-/.test(name)) {
+      const w = wrapper.split(/\s+/).filter(Boolean);
+      args = [...w.slice(1), cmd, ...args];
+      cmd = w[0];
+    }
     const p = new Proc(name, cmd, args, { env: childEnv(opts.envExtra), ...opts });
     p.late = !!opts.late;
     this.procs.push(p);
