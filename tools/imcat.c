@@ -819,14 +819,23 @@ static void handle_frame(struct imcat *c, const char *body, size_t len)
     if (c->opt.json)
         print_json_frame(c, root);
 
+    /* An incoming message is "stored" once printed: ack its seq (cumulative)
+     * so the server stops keeping it for a replay. */
+    json_t *seq = json_object_get(root, "seq");
+    if (strcmp(t, "msg") == 0 && json_is_integer(seq) && json_integer_value(seq) > 0 &&
+        c->phase != PH_DONE)
+        send_frame(c, json_pack("{s:s, s:I}", "t", "ack", "seq", json_integer_value(seq)),
+                   false);
+
     if (strcmp(t, "welcome") == 0)
         on_welcome(c, root);
     else if (strcmp(t, "error") == 0)
         on_error(c, root);
     else if (strcmp(t, "bye") == 0)
         on_bye(c, root);
-    else if (c->opt.json || strcmp(t, "hb") == 0) {
-        /* already printed as JSON, or nothing to show */
+    else if (c->opt.json || strcmp(t, "hb") == 0 || strcmp(t, "sync") == 0) {
+        /* already printed as JSON, or nothing to show (a sync frame only
+         * matters to a client that resumes across runs) */
     } else if (strcmp(t, "msg") == 0)
         on_msg(c, root);
     else if (strcmp(t, "ack") == 0)
