@@ -52,6 +52,7 @@ static void conn_free(struct conn *c)
     if (c->timer)
         event_free(c->timer);
     json_decref(c->held);
+    json_decref(c->inflight);
     seal_wipe_free(c->pending_pass);
     bufferevent_free(c->bev);
     free(c);

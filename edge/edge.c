@@ -297,6 +297,8 @@ static void user_relogin(struct edge *edge, struct user *u, const char *why)
     for (struct conn *c = u->conns; c; c = c->user_next)
         if (c->state == CONN_READY) {
             c->attached = false;
+            /* Whatever the old session had not confirmed: send it again. */
+            conn_fail_inflight(c, "your session is moving, send again");
             login_start(edge, c, cred, avoid);
         }
     seal_wipe_free(cred);
@@ -452,6 +454,35 @@ static void on_login_fail(struct edge *edge, struct env *e)
     login_failed(c, code, msg ? msg : "login failed");
 }
 
+/* ---- messages in flight ------------------------------------------------- */
+
+/* Forget id once it is answered; true if it was in flight. */
+static bool inflight_done(struct conn *c, const char *id)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(c->inflight, i, v) {
+        if (strcmp(json_string_value(v), id) == 0) {
+            json_array_remove(c->inflight, i);
+            return true;
+        }
+    }
+    return false;
+}
+
+void conn_fail_inflight(struct conn *c, const char *why)
+{
+    json_t *ids = c->inflight;
+    if (!ids || json_array_size(ids) == 0)
+        return;
+    c->inflight = NULL;
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v)
+        conn_error(c, PERR_UNAVAILABLE, why, json_string_value(v));
+    json_decref(ids);
+}
+
 /* ---- chat -------------------------------------------------------------- */
 
 struct msg_req {
@@ -464,6 +495,12 @@ static void on_msg_published(void *owner, void *data, redisReply *reply)
     struct edge *edge = owner;
     struct msg_req *r = data;
     struct conn *c = strmap_get(&edge->conns, r->dev);
+    bool answered = reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0;
+    if (c && !answered && !inflight_done(c, r->id)) {
+        /* Already answered by a bulk failure. */
+        free(r);
+        return;
+    }
     if (c && (!reply || reply->type != REDIS_REPLY_INTEGER))
         conn_error(c, PERR_UNAVAILABLE, "message bus unavailable, send again",
                    r->id);
@@ -494,6 +531,11 @@ void edge_on_msg(struct conn *c, json_t *f)
     struct msg_req *r = xcalloc(1, sizeof(*r));
     snprintf(r->dev, sizeof(r->dev), "%s", c->dev);
     snprintf(r->id, sizeof(r->id), "%s", id);
+    /* Until an ack or an error names it, the edge owes the phone an answer
+     * for this id, whatever happens to the bridge or the bus meanwhile. */
+    if (!c->inflight)
+        c->inflight = json_array();
+    json_array_append_new(c->inflight, json_string(id));
     publish(edge, "x", c->user->jid, e, on_msg_published, r);
 }
 
@@ -548,6 +590,7 @@ static void on_user_env(struct edge *edge, struct user *u, struct env *e)
             size_t i;
             json_t *id;
             json_array_foreach(ids, i, id) {
+                inflight_done(c, json_string_value(id));
                 conn_send(c, json_pack("{s:s, s:O}", "t", "ack", "id", id));
                 edge->stats.acks++;
             }
@@ -555,9 +598,12 @@ static void on_user_env(struct edge *edge, struct user *u, struct env *e)
         break;
     case ENV_ERROR:
         if (env_str(e, "dev")) {
-            if ((c = addressed_conn(edge, e, u)))
+            if ((c = addressed_conn(edge, e, u))) {
+                if (env_str(e, "id"))
+                    inflight_done(c, env_str(e, "id"));
                 conn_error(c, env_str(e, "code"), env_str(e, "msg"),
                            env_str(e, "id"));
+            }
             break;
         }
         /* From the XMPP server (a bounce): every device of the user. */
@@ -639,8 +685,11 @@ static void on_bus_state(void *owner, bool up)
     for (struct strmap_entry *e = strmap_first(&edge->conns, &it); e;
          e = strmap_next(&edge->conns, &it)) {
         struct conn *c = e->value;
-        if (c->state == CONN_READY)
-            delivery_replay(c);
+        if (c->state != CONN_READY)
+            continue;
+        /* Acks published while we were cut off are gone: ask again. */
+        conn_fail_inflight(c, "the message bus reconnected, send again");
+        delivery_replay(c);
     }
 }
 

@@ -74,6 +74,8 @@ struct conn {
     char epoch[32];           /* inbox epoch last_seq belongs to ("" unknown) */
     json_t *held;             /* live chats that came during a replay, or NULL */
     char *pending_pass;       /* the password, only while LOGGING_IN; wiped */
+    json_t *inflight;         /* client ids sent to the bridge, not yet acked or
+                                 refused (array), or NULL */
     bool bye_on_close;        /* a bye frame is queued: close after flush */
     char label[16];           /* device label the phone gave, or "" */
     char ip[46];              /* source address while not logged in, else "" */
@@ -150,6 +152,10 @@ void edge_on_ack(struct conn *c, json_t *frame);
 void edge_on_login_timeout(struct conn *c);
 /* Called by conn.c when a connection is about to be freed. */
 void edge_on_conn_gone(struct conn *c);
+
+/* edge.c: answer every message of c still in flight with an error, so the
+ * phone resends it (its session moved, or acks may have been lost). */
+void conn_fail_inflight(struct conn *c, const char *why);
 
 /* delivery.c: chats to phones, in sequence, replayed from the inbox. */
 struct env;

@@ -517,6 +517,21 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
                                  : "xmpp_disconnected";
         LOG(WARN, "session_lost", "jid=%s reason=%s error=%d", s->jid, reason,
             error);
+        /* Sent but not confirmed by the server: the phones must resend. */
+        for (struct ack_batch *b = s->acks_head; b; b = b->next) {
+            size_t i;
+            json_t *v;
+            json_array_foreach(b->ids, i, v) {
+                struct env *err = env_new(ENV_ERROR);
+                env_set_str(err, "to", s->jid);
+                env_set_str(err, "code", "unavailable");
+                env_set_str(err, "msg", "the XMPP session dropped before the server confirmed it, send again");
+                env_set_str(err, "id", json_string_value(v));
+                env_set_str(err, "edge", b->edge);
+                env_set_str(err, "dev", b->dev);
+                worker_publish(w, "p", s->jid, err);
+            }
+        }
         struct env *e = env_new(ENV_SESSION_END);
         env_set_str(e, "to", s->jid);
         env_set_str(e, "reason", reason);
