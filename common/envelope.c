@@ -32,7 +32,7 @@ static const struct env_schema schemas[ENV_TYPE_COUNT] = {
                            TEXT("body", ENV_MAX_BODY, true), ID("id", false),
                            ID("edge", false), ID("dev", false),
                            {"ts", F_INT, 0, false}, {"seq", F_INT, 0, false},
-                           ID("epoch", false)}},
+                           ID("epoch", false), ID("aid", false)}},
     [ENV_ACK] = {"ack", {JID("to", true), {"ids", F_IDS, 1024, true},
                          ID("edge", false), ID("dev", false)}},
     [ENV_ERROR] = {"error", {JID("to", true), ID("code", true),

@@ -7,7 +7,9 @@
 #include <string.h>
 
 /* KEYS: seq hash, inbox zset. ARGV: channel, envelope without its leading
- * '{', ttl ms, max count, a fresh epoch (used only if there is none). The
+ * '{', ttl ms, max count, a fresh epoch (used only if there is none). An
+ * "aid" in the envelope (the XMPP server's archive id) is kept as the
+ * newest one stored. The
  * counter lives ten times longer than the inbox, so an idle user keeps the
  * epoch across long silences. */
 static const char DELIVER[] =
@@ -16,6 +18,11 @@ static const char DELIVER[] =
     "local s=redis.call('HINCRBY',KEYS[1],'seq',1) "
     "local p='{\"seq\":'..s..',\"epoch\":\"'..e..'\",'..ARGV[2] "
     "redis.call('ZADD',KEYS[2],s,p) "
+    /* The server's archive id of the newest message stored: after a lost
+     * session the bridge asks the archive for what came after it. */
+    "local ok,d=pcall(cjson.decode,'{'..ARGV[2]) "
+    "if ok and type(d)=='table' and type(d.aid)=='string' then "
+    "redis.call('HSET',KEYS[1],'aid',d.aid) end "
     "redis.call('ZREMRANGEBYRANK',KEYS[2],0,-(tonumber(ARGV[4])+1)) "
     "redis.call('PEXPIRE',KEYS[2],ARGV[3]) "
     "redis.call('PEXPIRE',KEYS[1],tonumber(ARGV[3])*10) "

@@ -3,7 +3,8 @@
  * its TTL ends, or it is pushed out by the count limit) and is then
  * published. Phones that reconnect, to any edge, fetch what they miss.
  *
- * Keys: "<prefix>:seq:<jid>"   hash {epoch, seq}: the counter
+ * Keys: "<prefix>:seq:<jid>"   hash {epoch, seq, aid}: the counter, and the
+ *                               archive id of the newest message stored
  *       "<prefix>:inbox:<jid>" zset score=seq member=envelope JSON
  * The epoch is a random id made with the counter: if Redis loses the counter
  * (restart without persistence), the epoch changes and phones learn that

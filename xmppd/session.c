@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <event2/event.h>
@@ -123,19 +124,45 @@ static void acked_key(const struct session *s, char *out, size_t n)
     snprintf(out, n, "%s:acked:%s", bus_prefix(s->w->bus), s->jid);
 }
 
-/* Remember id (bounded: the oldest is forgotten first). */
-static void acked_remember(struct session *s, const char *id)
+static void idset_init(struct idset *set, size_t cap)
 {
-    if (strmap_get(&s->acked, id))
+    strmap_init(&set->map);
+    set->ring = xcalloc(cap, sizeof(*set->ring));
+    set->cap = cap;
+    set->next = 0;
+}
+
+static void idset_free(struct idset *set)
+{
+    strmap_free(&set->map);
+    for (size_t i = 0; i < set->cap; i++)
+        free(set->ring[i]);
+    free(set->ring);
+}
+
+static bool idset_has(const struct idset *set, const char *id)
+{
+    return strmap_get(&set->map, id) != NULL;
+}
+
+/* Remember id (bounded: the oldest is forgotten first). */
+static void idset_add(struct idset *set, const char *id)
+{
+    if (idset_has(set, id))
         return;
-    char *old = s->acked_ring[s->acked_next];
+    char *old = set->ring[set->next];
     if (old) {
-        strmap_del(&s->acked, old);
+        strmap_del(&set->map, old);
         free(old);
     }
-    s->acked_ring[s->acked_next] = xstrdup(id);
-    strmap_put(&s->acked, id, (void *)1);
-    s->acked_next = (s->acked_next + 1) % ACKED_KEEP;
+    set->ring[set->next] = xstrdup(id);
+    strmap_put(&set->map, id, (void *)1);
+    set->next = (set->next + 1) % set->cap;
+}
+
+static void acked_remember(struct session *s, const char *id)
+{
+    idset_add(&s->acked, id);
 }
 
 /* Ids acked by earlier sessions of this user (another worker, before a
@@ -211,8 +238,8 @@ static struct session *session_new(struct worker *w, const char *jid)
     s->started_ms = util_mono_ms();
     util_random(s->salt, sizeof(s->salt));
     strmap_init(&s->devices);
-    strmap_init(&s->acked);
-    s->acked_ring = xcalloc(ACKED_KEEP, sizeof(*s->acked_ring));
+    idset_init(&s->acked, ACKED_KEEP);
+    idset_init(&s->seen, ACKED_KEEP);
     strmap_put(&w->sessions, jid, s);
     acked_load(s);
     /* Subscribe before any phone can learn the session exists. */
@@ -259,10 +286,8 @@ void session_free(struct session *s)
         free(s->password);
     }
     strmap_free(&s->devices);
-    strmap_free(&s->acked);
-    for (size_t i = 0; i < ACKED_KEEP; i++)
-        free(s->acked_ring[i]);
-    free(s->acked_ring);
+    idset_free(&s->acked);
+    idset_free(&s->seen);
     free(s->channel_in);
     free(s->jid);
     free(s);
@@ -405,19 +430,50 @@ static int certfail_cb(const xmpp_tlscert_t *cert, const char *const errormsg)
     return 0; /* reject */
 }
 
+static void mam_next(struct session *s, const char *after);
+
 static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
 {
     struct session *s = userdata;
     struct worker *w = s->w;
+    /* A message from the archive (catching up after a lost session), or a
+     * live one; either way identified by its archive id and its sender's
+     * id, so the one that comes both ways reaches the inbox once. */
+    const char *aid = NULL;
+    xmpp_stanza_t *m = s->mam_qid[0] ? stanza_mam_result(st, s->jid, s->mam_qid, &aid) : NULL;
+    if (m) {
+        const char *to = xmpp_stanza_get_to(m);
+        char bare[ENV_MAX_JID + 1];
+        if (!to || !schema_bare_jid(to, bare, sizeof(bare)) || strcasecmp(bare, s->jid) != 0)
+            return 1; /* one the user sent: not for the phone */
+    } else {
+        m = st;
+        aid = stanza_archive_id(st, s->jid);
+    }
+    char key[ENV_MAX_JID + 80];
+    const char *from = xmpp_stanza_get_from(m), *xid = xmpp_stanza_get_id(m);
+    bool has_key = from && xid && strlen(from) + strlen(xid) + 2 < sizeof(key);
+    if (has_key)
+        snprintf(key, sizeof(key), "%.*s|%s", (int)strcspn(from, "/"), from, xid);
+    if ((aid && idset_has(&s->seen, aid)) || (has_key && idset_has(&s->seen, key)))
+        return 1;
     struct env *e;
     char err[200];
-    switch (stanza_message_to_env(w->ctx, st, s->jid, &e, err, sizeof(err))) {
+    switch (stanza_message_to_env(w->ctx, m, s->jid, &e, err, sizeof(err))) {
     case STANZA_ENVELOPE:
         if (e->type == ENV_CHAT) {
             w->stats.msgs_from_xmpp++;
+            if (aid) {
+                env_set_str(e, "aid", aid);
+                idset_add(&s->seen, aid);
+            }
+            if (has_key)
+                idset_add(&s->seen, key);
             worker_deliver(w, s->jid, e);
-        } else {
+        } else if (m == st) {
             worker_publish(w, "p", s->jid, e);
+        } else {
+            env_free(e); /* an old bounce from the archive: not news */
         }
         break;
     case STANZA_INVALID:
@@ -428,6 +484,72 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
         break;
     }
     return 1;
+}
+
+/* ---- catching up from the server's archive (XEP-0313) -------------------- */
+
+#define MAM_PAGE 100
+#define MAM_MAX_PAGES 20
+
+/* The archive query's answer: <fin complete='true'/> or the last id of the
+ * page, to ask for the next one. */
+static int on_mam_fin(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
+{
+    struct session *s = userdata;
+    xmpp_stanza_t *fin = xmpp_stanza_get_child_by_name_and_ns(st, "fin", "urn:xmpp:mam:2");
+    const char *complete = fin ? xmpp_stanza_get_attribute(fin, "complete") : NULL;
+    xmpp_stanza_t *set = fin ? xmpp_stanza_get_child_by_name(fin, "set") : NULL;
+    xmpp_stanza_t *last = set ? xmpp_stanza_get_child_by_name(set, "last") : NULL;
+    char *last_id = last ? xmpp_stanza_get_text(last) : NULL;
+    bool more = fin && (!complete || strcmp(complete, "true") != 0) && last_id &&
+                schema_id_ok(last_id, 64) && s->mam_pages < MAM_MAX_PAGES;
+    if (!fin)
+        LOG(WARN, "mam_failed", "jid=%s type=%s", s->jid,
+            xmpp_stanza_get_type(st) ? xmpp_stanza_get_type(st) : "?");
+    if (more)
+        mam_next(s, last_id);
+    else
+        s->mam_qid[0] = '\0';
+    if (last_id)
+        xmpp_free(s->w->ctx, last_id);
+    return 0;
+}
+
+static void mam_next(struct session *s, const char *after)
+{
+    struct worker *w = s->w;
+    char iq_id[24];
+    snprintf(s->mam_qid, sizeof(s->mam_qid), "imbq%llu", (unsigned long long)++w->next_ping);
+    snprintf(iq_id, sizeof(iq_id), "imbm%llu", (unsigned long long)w->next_ping);
+    s->mam_pages++;
+    xmpp_id_handler_add(s->conn, on_mam_fin, iq_id, s);
+    xmpp_stanza_t *q = stanza_mam_query(w->ctx, iq_id, s->mam_qid, after, MAM_PAGE);
+    xmpp_send(s->conn, q);
+    xmpp_stanza_release(q);
+    worker_kick(w);
+}
+
+/* The archive id of the newest message stored for the user: if there is
+ * one, ask the archive what came after it (a session that died may have
+ * taken messages with it). */
+static void on_last_aid(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    char *jid = data;
+    struct session *s = strmap_get(&w->sessions, jid);
+    free(jid);
+    if (!s || s->state != SESSION_ONLINE || !r || r->type != REDIS_REPLY_STRING ||
+        !schema_id_ok(r->str, 64))
+        return;
+    LOG(INFO, "mam_catch_up", "jid=%s after=%s", s->jid, r->str);
+    mam_next(s, r->str);
+}
+
+static void mam_catch_up(struct session *s)
+{
+    char key[1200];
+    snprintf(key, sizeof(key), "%s:seq:%s", bus_prefix(s->w->bus), s->jid);
+    bus_command(s->w->bus, on_last_aid, xstrdup(s->jid), "HGET %s aid", key);
 }
 
 static int on_ping_reply(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
@@ -473,6 +595,7 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
         xmpp_stanza_t *p = stanza_presence(w->ctx, true);
         xmpp_send(conn, p);
         xmpp_stanza_release(p);
+        mam_catch_up(s);
         LOG(INFO, "session_online", "jid=%s ms=%lld", s->jid,
             (long long)(util_mono_ms() - s->started_ms));
         answer_waiters(s, NULL, NULL);
@@ -862,7 +985,7 @@ void session_on_env(struct session *s, struct env *e)
             reply_error(s, e, "unavailable", "the XMPP session is not up, send again");
             return;
         }
-        if (id && strmap_get(&s->acked, id)) {
+        if (id && idset_has(&s->acked, id)) {
             /* A resend of something the server has: ack it again, don't
              * send it twice. */
             w->stats.dup_msgs++;

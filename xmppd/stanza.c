@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 xmpp_stanza_t *stanza_chat(xmpp_ctx_t *ctx, const char *to, const char *body,
@@ -35,6 +36,88 @@ xmpp_stanza_t *stanza_presence(xmpp_ctx_t *ctx, bool available)
     if (!available)
         xmpp_stanza_set_type(p, "unavailable");
     return p;
+}
+
+#define NS_SID "urn:xmpp:sid:0"
+#define NS_MAM "urn:xmpp:mam:2"
+#define NS_FORWARD "urn:xmpp:forward:0"
+
+const char *stanza_archive_id(xmpp_stanza_t *msg, const char *user)
+{
+    for (xmpp_stanza_t *c = xmpp_stanza_get_children(msg); c;
+         c = xmpp_stanza_get_next(c)) {
+        const char *name = xmpp_stanza_get_name(c), *ns = xmpp_stanza_get_ns(c);
+        if (!name || !ns || strcmp(name, "stanza-id") || strcmp(ns, NS_SID))
+            continue;
+        const char *by = xmpp_stanza_get_attribute(c, "by");
+        const char *id = xmpp_stanza_get_id(c);
+        /* Only the user's own server may stamp the user's archive id. */
+        if (by && id && strcasecmp(by, user) == 0 && schema_id_ok(id, 64))
+            return id;
+    }
+    return NULL;
+}
+
+static xmpp_stanza_t *child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent,
+                            const char *name, const char *ns)
+{
+    xmpp_stanza_t *c = xmpp_stanza_new(ctx);
+    xmpp_stanza_set_name(c, name);
+    if (ns)
+        xmpp_stanza_set_ns(c, ns);
+    xmpp_stanza_add_child(parent, c);
+    xmpp_stanza_release(c); /* the parent holds it */
+    return c;
+}
+
+static void text_child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent,
+                       const char *name, const char *text)
+{
+    xmpp_stanza_t *el = child(ctx, parent, name, NULL);
+    xmpp_stanza_t *t = xmpp_stanza_new(ctx);
+    xmpp_stanza_set_text(t, text);
+    xmpp_stanza_add_child(el, t);
+    xmpp_stanza_release(t);
+}
+
+xmpp_stanza_t *stanza_mam_query(xmpp_ctx_t *ctx, const char *iq_id,
+                                const char *queryid, const char *after, int max)
+{
+    xmpp_stanza_t *iq = xmpp_iq_new(ctx, "set", iq_id);
+    xmpp_stanza_t *q = child(ctx, iq, "query", NS_MAM);
+    xmpp_stanza_set_attribute(q, "queryid", queryid);
+    xmpp_stanza_t *x = child(ctx, q, "x", "jabber:x:data");
+    xmpp_stanza_set_type(x, "submit");
+    xmpp_stanza_t *f = child(ctx, x, "field", NULL);
+    xmpp_stanza_set_attribute(f, "var", "FORM_TYPE");
+    xmpp_stanza_set_type(f, "hidden");
+    text_child(ctx, f, "value", NS_MAM);
+    xmpp_stanza_t *set = child(ctx, q, "set", "http://jabber.org/protocol/rsm");
+    char n[16];
+    snprintf(n, sizeof(n), "%d", max);
+    text_child(ctx, set, "max", n);
+    text_child(ctx, set, "after", after);
+    return iq;
+}
+
+xmpp_stanza_t *stanza_mam_result(xmpp_stanza_t *msg, const char *user,
+                                 const char *queryid, const char **aid)
+{
+    const char *from = xmpp_stanza_get_from(msg);
+    /* Results come from the user's own archive: no from, or the bare JID. */
+    if (from && strcasecmp(from, user) != 0)
+        return NULL;
+    xmpp_stanza_t *r = xmpp_stanza_get_child_by_name_and_ns(msg, "result", NS_MAM);
+    const char *qid = r ? xmpp_stanza_get_attribute(r, "queryid") : NULL;
+    const char *id = r ? xmpp_stanza_get_id(r) : NULL;
+    if (!qid || strcmp(qid, queryid) != 0 || !id || !schema_id_ok(id, 64))
+        return NULL;
+    xmpp_stanza_t *fw = xmpp_stanza_get_child_by_name_and_ns(r, "forwarded", NS_FORWARD);
+    xmpp_stanza_t *inner = fw ? xmpp_stanza_get_child_by_name(fw, "message") : NULL;
+    if (!inner)
+        return NULL;
+    *aid = id;
+    return inner;
 }
 
 int64_t stanza_parse_time(const char *s)

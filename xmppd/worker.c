@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -223,8 +224,8 @@ static void on_registered(void *owner, void *data, redisReply *r)
     struct worker *w = owner;
     if (r && r->type != REDIS_REPLY_ERROR && !w->ready_logged) {
         w->ready_logged = true;
-        LOG(INFO, "worker_ready", "worker=%s max_sessions=%ld", w->id,
-            w->cfg->max_sessions);
+        LOG(INFO, "worker_ready", "worker=%s pid=%d max_sessions=%ld", w->id,
+            (int)getpid(), w->cfg->max_sessions);
     }
 }
 

@@ -53,6 +53,16 @@ enum session_state {
     SESSION_CLOSING,    /**< disconnect requested; freed on DISCONNECT */
 };
 
+/* Client ids remembered per user to drop resent duplicates. */
+#define ACKED_KEEP 512
+
+/* A bounded set of ids: the oldest is forgotten first. */
+struct idset {
+    struct strmap map;  /* id -> (void *)1 */
+    char **ring;        /* the same ids in insertion order (cap slots) */
+    size_t cap, next;
+};
+
 /* A login waiting for the session to come up. */
 struct waiter {
     struct waiter *next;
@@ -90,15 +100,14 @@ struct session {
                                 failure before CONNECT is about the login */
     bool ping_queued;        /* on the worker's flush list */
     bool tls_failed;         /* the server's certificate was rejected */
-    struct strmap acked;     /* client ids the server already has -> ring slot */
-    char **acked_ring;       /* the same ids, oldest first out (ACKED_KEEP) */
-    size_t acked_next;       /* next ring slot to fill */
+    struct idset acked;      /* client ids the server already has */
+    struct idset seen;       /* messages already delivered to the inbox: archive
+                                ids and "<from>|<id>" of incoming messages */
+    char mam_qid[24];        /* tag of the archive query in flight, or "" */
+    int mam_pages;           /* archive pages fetched since CONNECT */
     struct session *flush_next;
     int64_t started_ms;
 };
-
-/* Client ids remembered per user to drop resent duplicates. */
-#define ACKED_KEEP 512
 
 /* A message for a phone that could not be stored yet (Redis away). */
 struct pending_delivery {

@@ -148,3 +148,28 @@ itest('kill -9 of an edge: phones reconnect to the other edge and resume the sam
   await chatBothWays(topo, phones, onEd0, 'after-edge-kill');
   noConflicts(topo);
 });
+
+itest('messages a dying worker had taken from the server are recovered from the archive', { timeout: 90000 }, async (t, stack) => {
+  const topo = await topology(stack);
+  const p = await connectPhone(stack, topo.edges[0].port, 'u1');
+  await p.login('u1@localhost', 'pw-u1');
+  await topo.desk.send('u1@localhost', 'before');
+  const m1 = await p.next({ t: 'msg', body: 'before' });
+  p.send({ t: 'ack', seq: m1.seq });
+  // Freeze the worker holding u1's session, let the server hand it a
+  // message, then kill it: the message dies in its socket buffer.
+  const wid = workerOf(topo, 'u1');
+  const all = topo.xmppds.map((x) => x.stderr).join('\n');
+  const pid = Number(new RegExp(`worker_ready worker=${wid.replace('.', '\\.')} pid=(\\d+)`).exec(all)[1]);
+  process.kill(pid, 'SIGSTOP');
+  await topo.desk.send('u1@localhost', 'lost in a dead socket?');
+  await topo.desk.sync();
+  await sleep(300);
+  process.kill(pid, 'SIGKILL');
+  const m2 = await p.next({ t: 'msg', body: 'lost in a dead socket?' }, 20000);
+  assert.equal(m2.seq, m1.seq + 1);
+  assert.match(topo.xmppds.map((x) => x.stderr).join('\n'), /mam_catch_up jid=u1@localhost/);
+  await sleep(500);
+  assert.equal(p.pending().filter((f) => f.t === 'msg').length, 0, 'no duplicate');
+  assert.equal(p.isClosed, false);
+});
