@@ -1,6 +1,8 @@
 /* bus.c - Redis pub/sub and commands: two hiredis async links on libevent,
  * reconnect with backoff, tracked subscriptions, heartbeat. */
 #include "bus.h"
+#include "envelope.h"
+#include "httpd.h"
 #include "log.h"
 #include "strmap.h"
 #include "util.h"
@@ -553,6 +555,22 @@ bool bus_channel(const struct bus *bus, char *out, size_t n, const char *kind,
 const struct bus_stats *bus_stats(const struct bus *bus)
 {
     return &bus->stats;
+}
+
+struct env *bus_envelope(const char *channel, const char *payload, size_t len,
+                         struct metrics_hist *latency, uint64_t *bad)
+{
+    char err[256];
+    struct env *e = env_decode(payload, len, err, sizeof(err));
+    if (!e) {
+        (*bad)++;
+        LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
+        return NULL;
+    }
+    int64_t pts = env_int(e, "pts", -1);
+    if (pts > 0)
+        metrics_hist_observe(latency, (double)(util_wall_ms() - pts));
+    return e;
 }
 
 int64_t bus_heartbeat_age_ms(const struct bus *bus)

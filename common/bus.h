@@ -70,6 +70,14 @@ void bus_command_argv(struct bus *bus, bus_reply_cb *cb, void *data, int argc,
 bool bus_channel(const struct bus *bus, char *out, size_t n, const char *kind,
                  const char *id);
 
+/* Decode and validate an envelope that arrived on channel; count its age
+ * (publish time "pts" to now) in latency. On a bad one: log it, count it in
+ * *bad and return NULL. */
+struct env;
+struct metrics_hist;
+struct env *bus_envelope(const char *channel, const char *payload, size_t len,
+                         struct metrics_hist *latency, uint64_t *bad);
+
 /* Counters for metrics and tests. */
 struct bus_stats {
     uint64_t published;      /* PUBLISH replies received */

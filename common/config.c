@@ -268,6 +268,26 @@ void config_reload(const struct opt *t, size_t n, void *cfg,
     log_write(LOG_INFO, "reloaded", "log_level=%s", log_level_name(log_min_level));
 }
 
+int config_main(const struct opt *t, size_t n, void *cfg,
+                const struct common_cfg *common, int argc, char **argv,
+                const char *prog,
+                bool (*check)(const void *cfg, char *err, size_t errlen))
+{
+    char err[512];
+    enum config_status st = config_load(t, n, cfg, argc, argv, false, err, sizeof(err));
+    if (st == CONFIG_OK && (!config_check_common(common, err, sizeof(err)) ||
+                            (check && !check(cfg, err, sizeof(err)))))
+        st = CONFIG_ERROR;
+    if (st == CONFIG_OK && !config_is_check(argc, argv))
+        return -1;
+    if (st == CONFIG_ERROR)
+        fprintf(stderr, "%s: %s\n", prog, err);
+    else if (st == CONFIG_OK)
+        printf("%s: configuration ok\n", prog);
+    config_free(t, n, cfg);
+    return st == CONFIG_ERROR ? 2 : 0;
+}
+
 void config_free(const struct opt *t, size_t n, void *cfg)
 {
     for (size_t i = 0; i < n; i++)

@@ -73,6 +73,13 @@ bool config_check_common(const struct common_cfg *c, char *err, size_t errlen);
  * start) and apply the log level. Logs the outcome. */
 void config_reload(const struct opt *t, size_t n, void *cfg,
                    struct common_cfg *common, int argc, char **argv);
+/* The start of every service's main: load, validate the common options and
+ * then check(cfg) if given, answer --help and --check-config. Returns -1
+ * when the service should run, else its exit status (cfg is freed then). */
+int config_main(const struct opt *t, size_t n, void *cfg,
+                const struct common_cfg *common, int argc, char **argv,
+                const char *prog,
+                bool (*check)(const void *cfg, char *err, size_t errlen));
 /* Free the strings config_load allocated. */
 void config_free(const struct opt *t, size_t n, void *cfg);
 /* Print the table as a commented sample config file. */

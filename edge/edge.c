@@ -642,16 +642,10 @@ static void on_bus_msg(void *owner, const char *channel, const char *payload,
                        size_t len)
 {
     struct edge *edge = owner;
-    char err[256];
-    struct env *e = env_decode(payload, len, err, sizeof(err));
-    if (!e) {
-        edge->stats.bad_envelopes++;
-        LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
+    struct env *e = bus_envelope(channel, payload, len, edge->latency,
+                                 &edge->stats.bad_envelopes);
+    if (!e)
         return;
-    }
-    int64_t pts = env_int(e, "pts", -1);
-    if (pts > 0)
-        metrics_hist_observe(edge->latency, (double)(util_wall_ms() - pts));
     if (strcmp(channel, edge->reply_channel) == 0) {
         if (e->type == ENV_LOGIN_OK)
             on_login_ok(edge, e);

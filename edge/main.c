@@ -82,22 +82,11 @@ int main(int argc, char **argv)
     log_set_name("edge");
     g_argc = argc;
     g_argv = argv;
+    int rc = config_main(options, ARRAY_LEN(options), &cfg, &cfg.common, argc,
+                         argv, "imb-edge", NULL);
+    if (rc >= 0)
+        return rc;
     char err[512];
-    enum config_status st = config_load(options, ARRAY_LEN(options), &cfg, argc,
-                                        argv, false, err, sizeof(err));
-    if (st == CONFIG_OK && !config_check_common(&cfg.common, err, sizeof(err)))
-        st = CONFIG_ERROR;
-    if (st != CONFIG_OK) {
-        if (st == CONFIG_ERROR)
-            fprintf(stderr, "imb-edge: %s\n", err);
-        config_free(options, ARRAY_LEN(options), &cfg);
-        return st == CONFIG_ERROR ? 2 : 0;
-    }
-    if (config_is_check(argc, argv)) {
-        printf("imb-edge: configuration ok\n");
-        config_free(options, ARRAY_LEN(options), &cfg);
-        return 0;
-    }
 
     struct event_base *base = event_base_new();
     the_edge = edge_new(base, &cfg, err, sizeof(err));

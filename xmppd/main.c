@@ -135,8 +135,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     evtimer_add(sv->deadline, &tv);
 }
 
-static bool check_cfg(const struct xmppd_cfg *cfg, char *err, size_t n)
+static bool check_cfg(const void *c, char *err, size_t n)
 {
+    const struct xmppd_cfg *cfg = c;
     if (strcmp(cfg->xmpp_tls, "required") && strcmp(cfg->xmpp_tls, "trust") &&
         strcmp(cfg->xmpp_tls, "disabled")) {
         snprintf(err, n, "xmpp_tls must be required, trust or disabled");
@@ -168,20 +169,11 @@ int main(int argc, char **argv)
     log_set_name("xmppd");
     g_argc = argc;
     g_argv = argv;
+    int rc = config_main(options, ARRAY_LEN(options), &cfg, &cfg.common, argc,
+                         argv, "imb-xmppd", check_cfg);
+    if (rc >= 0)
+        return rc;
     char err[512];
-    enum config_status st = config_load(options, ARRAY_LEN(options), &cfg, argc,
-                                        argv, false, err, sizeof(err));
-    if (st == CONFIG_OK && (!config_check_common(&cfg.common, err, sizeof(err)) ||
-                            !check_cfg(&cfg, err, sizeof(err))))
-        st = CONFIG_ERROR;
-    if (st != CONFIG_OK || config_is_check(argc, argv)) {
-        if (st == CONFIG_ERROR)
-            fprintf(stderr, "imb-xmppd: %s\n", err);
-        else if (st == CONFIG_OK)
-            printf("imb-xmppd: configuration ok\n");
-        config_free(options, ARRAY_LEN(options), &cfg);
-        return st == CONFIG_ERROR ? 2 : 0;
-    }
 
     char bridge_id[48];
     if (*cfg.bridge_id)

@@ -172,16 +172,10 @@ static void on_bus_msg(void *owner, const char *channel, const char *payload,
                        size_t len)
 {
     struct worker *w = owner;
-    char err[256];
-    struct env *e = env_decode(payload, len, err, sizeof(err));
-    if (!e) {
-        w->stats.bad_envelopes++;
-        LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
+    struct env *e = bus_envelope(channel, payload, len, &w->latency,
+                                 &w->stats.bad_envelopes);
+    if (!e)
         return;
-    }
-    int64_t pts = env_int(e, "pts", -1);
-    if (pts > 0)
-        metrics_hist_observe(&w->latency, (double)(util_wall_ms() - pts));
     if (strcmp(channel, w->channel) == 0) {
         if (e->type == ENV_LOGIN && !w->stopping)
             session_on_login(w, e, payload, len);
