@@ -158,7 +158,7 @@ static struct xmppd_cfg cfg;
 static int g_argc;
 static char **g_argv;
 
-void xmppd_reload(void)
+static void reload(void)
 {
     config_reload(options, ARRAY_LEN(options), &cfg, &cfg.common, g_argc, g_argv);
 }
@@ -169,6 +169,7 @@ int main(int argc, char **argv)
     log_set_name("xmppd");
     g_argc = argc;
     g_argv = argv;
+    worker_reload_hook = reload;
     int rc = config_main(options, ARRAY_LEN(options), &cfg, &cfg.common, argc,
                          argv, "imb-xmppd", check_cfg);
     if (rc >= 0)

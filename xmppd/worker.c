@@ -26,6 +26,7 @@
 #define REGISTRY_TTL_MS 5000
 
 static struct worker *current;
+void (*worker_reload_hook)(void);
 
 struct worker *worker_current(void)
 {
@@ -369,7 +370,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct worker *w = arg;
     if (sig == SIGHUP) {
-        xmppd_reload();
+        if (worker_reload_hook)
+            worker_reload_hook();
         return;
     }
     if (w->stopping) {

@@ -159,8 +159,8 @@ struct supervisor {
     struct httpd *httpd;           /* /healthz, /metrics; or NULL */
 };
 
-/* main.c: SIGHUP in a worker: re-read the reloadable options. */
-void xmppd_reload(void);
+/* Set by main.c: SIGHUP in a worker re-reads the reloadable options. */
+extern void (*worker_reload_hook)(void);
 
 /* metrics.c */
 bool bridge_metrics_start(struct supervisor *sv, char *err, size_t errlen);
