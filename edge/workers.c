@@ -162,34 +162,28 @@ static bool excluded(const char *id, const char *const *ex, size_t n)
 const char *workers_pick(struct workers *w, const char *const *exclude,
                          size_t nexclude)
 {
-    struct worker_info *cand[2] = {NULL, NULL};
-    size_t ncand = 0;
-    /* Two random choices among the eligible ones (power of two choices):
-     * near-even load without every edge herding onto the same minimum. */
-    size_t eligible = 0;
-    for (size_t i = 0; i < w->n; i++)
-        if (!excluded(w->list[i].id, exclude, nexclude) &&
-            w->list[i].sessions < w->list[i].capacity)
-            eligible++;
-    if (eligible == 0)
-        return NULL;
-    for (int k = 0; k < 2; k++) {
-        unsigned r;
-        util_random(&r, sizeof(r));
-        size_t want = r % eligible;
-        for (size_t i = 0; i < w->n; i++) {
-            struct worker_info *wi = &w->list[i];
-            if (excluded(wi->id, exclude, nexclude) || wi->sessions >= wi->capacity)
-                continue;
-            if (want-- == 0) {
-                cand[ncand++] = wi;
-                break;
-            }
+    /* The least loaded eligible worker, ties broken at random. Each pick
+     * counts at once in the local estimate, so a burst of logins spreads
+     * evenly even between two refreshes of the list; several edges see the
+     * same reports and the same counting, so together they stay even too. */
+    struct worker_info *best = NULL;
+    unsigned ties = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        struct worker_info *wi = &w->list[i];
+        if (excluded(wi->id, exclude, nexclude) || wi->sessions >= wi->capacity)
+            continue;
+        if (!best || wi->sessions < best->sessions) {
+            best = wi;
+            ties = 1;
+        } else if (wi->sessions == best->sessions) {
+            unsigned r;
+            util_random(&r, sizeof(r));
+            if (r % ++ties == 0)
+                best = wi;
         }
     }
-    struct worker_info *best = cand[0];
-    if (ncand == 2 && cand[1]->sessions < best->sessions)
-        best = cand[1];
+    if (!best)
+        return NULL;
     best->sessions++;
     return best->id;
 }

@@ -1,7 +1,7 @@
 /* workers.h - the edge's view of live bridge workers, read from the Redis
  * hash "<prefix>:workers" (field: worker id, value: "<expires_ms> <sessions>
  * <capacity>", written by every xmppd worker), refreshed every second. Used
- * to pick a worker for a login: two random choices, the less loaded wins. */
+ * to pick a worker for a login: the least loaded, counting each pick at once. */
 #ifndef IMB_WORKERS_H
 #define IMB_WORKERS_H
 

@@ -11,6 +11,7 @@ export * from './prosody.mjs';
 export * from './desktop.mjs';
 export * from './phone.mjs';
 export * from './services.mjs';
+export * from './haproxy.mjs';
 export * from './chaos.mjs';
 
 /**

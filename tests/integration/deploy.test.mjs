@@ -17,7 +17,7 @@ import { test } from 'node:test';
 import {
   itest, startBridge, startRedis, startProsody, startXmppd, startEdge, connectPhone,
   startDesktop, randomCredKey, freePort, waitFor, sleep, binPath, bareJid, REPO_ROOT, HOST,
-  canConnect,
+  canConnect, loopbackHaproxyCfg, haproxyStates,
 } from '../harness/index.mjs';
 
 const DEPLOY = path.join(REPO_ROOT, 'deploy');
@@ -145,49 +145,6 @@ test('deploy/haproxy.cfg: `haproxy -c` validates it offline', { skip: noHaproxy 
   assert.match(cfg, /^\s*timeout client\s+\d+h\b/m, 'long client timeout');
   assert.match(cfg, /^\s*timeout server\s+\d+h\b/m, 'long server timeout');
 });
-
-/**
- * deploy/haproxy.cfg for loopback: the phones bind on 127.0.0.1:port, the
- * server-template (Docker DNS) replaced by real servers, the stats port moved.
- * Everything else (timeouts, checks, balancing) is the file as shipped.
- */
-function loopbackHaproxyCfg({ port, statsPort, servers }) {
-  let cfg = fs.readFileSync(HAPROXY_CFG, 'utf8');
-  const swap = (re, by, what) => {
-    const n = (cfg.match(new RegExp(re.source, `${re.flags}g`)) ?? []).length;
-    assert.equal(n, 1, `deploy/haproxy.cfg: expected one ${what} line (${re})`);
-    cfg = cfg.replace(re, by);
-  };
-  swap(/^(\s*)bind :7222\b.*$/m, `$1bind ${HOST}:${port}`, 'phone bind');
-  swap(/^(\s*)bind :8404\b.*$/m, `$1bind ${HOST}:${statsPort}`, 'stats bind');
-  swap(/^(\s*)server-template edge .*$/m,
-    (_, ind) => servers.map((s, i) => `${ind}server edge${i + 1} ${HOST}:${s} check`).join('\n'),
-    'server-template');
-  return cfg;
-}
-
-/** haproxy's per-server state from its stats CSV: {edge1: 'UP', ...}. */
-async function haproxyStates(statsPort) {
-  const csv = await new Promise((resolve, reject) => {
-    http.get({ host: HOST, port: statsPort, path: '/stats;csv' }, (res) => {
-      let b = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve(b));
-    }).on('error', reject);
-  });
-  const lines = csv.split('\n');
-  const head = lines[0].replace(/^# /, '').split(',');
-  const col = (n) => head.indexOf(n);
-  const out = {};
-  for (const l of lines.slice(1)) {
-    const f = l.split(',');
-    if (f[col('pxname')] === 'edges' && /^edge\d+$/.test(f[col('svname')])) {
-      out[f[col('svname')]] = { status: f[col('status')], stot: Number(f[col('stot')]) };
-    }
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------
 // (c) haproxy in front of two edges, on loopback
