@@ -58,11 +58,17 @@ static pid_t spawn(struct supervisor *sv, int index)
     pid_t pid = fork();
     if (pid != 0)
         return pid;
-    /* Worker: die with the supervisor; signals go through its own loop. */
+    /* Worker: the supervisor's signal handlers (libevent's, writing to the
+     * supervisor's loop) must not stay in force here, or a signal before the
+     * worker's own loop is up would be lost: until then the defaults apply,
+     * so a supervisor that dies now takes this worker with it. */
+    signal(SIGCHLD, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent)
         _exit(0);
-    signal(SIGCHLD, SIG_DFL);
     int rc = worker_main(sv->cfg, sv->bridge_id, index, sv->kids[index].generation,
                          &sv->reports[index]);
     /* exit, not _exit: LeakSanitizer checks the worker at exit. The parent

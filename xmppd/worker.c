@@ -330,6 +330,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     static int64_t last_renew, last_edges, last_probe;
+    if (getppid() != w->parent && !w->stopping) {
+        /* Orphaned (the supervisor died and the death signal was missed):
+         * a bridge without its supervisor must not keep sessions. */
+        LOG(WARN, "supervisor_gone", "worker=%s", w->id);
+        kill(getpid(), SIGTERM);
+    }
     registry_update(w);
     if (util_mono_ms() - last_probe >= 5000) {
         last_probe = util_mono_ms();
@@ -398,6 +404,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     current = w;
     w->cfg = cfg;
     w->report = report;
+    w->parent = getppid();
     snprintf(w->id, sizeof(w->id), "%s-w%d.%d", bridge_id, index, generation);
     char name[80];
     snprintf(name, sizeof(name), "xmppd/%s", w->id);

@@ -191,6 +191,7 @@ struct worker {
     bool stopping;
     struct worker_stats stats;
     struct worker_report *report;  /* shared with the supervisor */
+    pid_t parent;                  /* the supervisor; a change means it died */
     struct metrics_hist latency;   /* envelope age on arrival, ms */
     struct bufferevent *probe;     /* TCP probe of the XMPP server, or NULL */
     bool xmpp_ok;

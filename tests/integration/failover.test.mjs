@@ -5,20 +5,13 @@
 // (the fixed resource would make the server kick one: "conflict"), and chat
 // works after.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import {
-  itest, startRedis, startProsody, startXmppd, startEdge, connectPhone, startDesktop,
+  itest, killHard, startRedis, startProsody, startXmppd, startEdge, connectPhone, startDesktop,
   randomCredKey, waitFor, sleep,
 } from '../harness/index.mjs';
 
 const USERS = Array.from({ length: 8 }, (_, i) => [`u${i + 1}`, `pw-u${i + 1}`]);
 
-/** SIGKILL a process and its children at once: no graceful anything. */
-function killTree(proc) {
-  proc.unclean = true;
-  try { execFileSync('pkill', ['-9', '-P', String(proc.pid)]); } catch { /* none */ }
-  proc.kill('SIGKILL');
-}
 
 async function topology(stack, { bridges = 2, edges = 2 } = {}) {
   const credKey = randomCredKey();
@@ -84,7 +77,7 @@ itest('kill -9 of a bridge: its users come back on the survivor without logging 
   assert.ok(onBr0.length > 0 && onBr1.length > 0, 'logins spread over both bridges');
 
   const t0 = Date.now();
-  killTree(topo.xmppds[0]);
+  await killHard(topo.xmppds[0]);
   // Lease time (10 s default) + 2 s is the promise.
   await waitFor(() => onBr0.every((u) => workerOf(topo, u)?.startsWith('br1-')), { timeout: 12000, interval: 100 });
   const moved = Date.now() - t0;
@@ -131,7 +124,7 @@ itest('kill -9 of an edge: phones reconnect to the other edge and resume the sam
   const phones = await loginAll(stack, topo);
   const onEd0 = USERS.map(([u], i) => (i % 2 === 0 ? u : null)).filter(Boolean);
   const before = onEd0.map((u) => workerOf(topo, u));
-  killTree(topo.edges[0]);
+  await killHard(topo.edges[0]);
   for (const u of onEd0) await phones[u].waitClose(5000);
   // The load balancer sends them to the surviving edge.
   const t0 = Date.now();

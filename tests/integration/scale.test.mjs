@@ -5,9 +5,8 @@
 // bridge and an edge are drained. After each: no user has two XMPP sessions,
 // sessions are back within the bound, and everyone can chat.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import {
-  itest, startRedis, startProsody, startXmppd, startEdge, startHaproxy, connectPhone,
+  itest, killHard, startRedis, startProsody, startXmppd, startEdge, startHaproxy, connectPhone,
   startDesktop, randomCredKey, waitFor, sleep,
 } from '../harness/index.mjs';
 
@@ -16,11 +15,6 @@ const USERS = Array.from({ length: N }, (_, i) => `s${i + 1}`);
 const DESKS = ['d1', 'd2', 'd3', 'd4'];
 const desk = (u) => DESKS[Number(u.slice(1)) % DESKS.length];
 
-function killTree(proc) {
-  proc.unclean = true;
-  try { execFileSync('pkill', ['-9', '-P', String(proc.pid)]); } catch { /* none */ }
-  proc.kill('SIGKILL');
-}
 
 itest('52 phones through haproxy over 2 edges and 2 bridges: balance, kill, add, drain', { timeout: 240000 }, async (t, stack) => {
   const credKey = randomCredKey();
@@ -96,7 +90,7 @@ itest('52 phones through haproxy over 2 edges and 2 bridges: balance, kill, add,
   // Kill -9 a bridge: its users come back on br1, phones untouched.
   const onBr0 = USERS.filter((u) => workerOf(u).startsWith('br0-'));
   t0 = Date.now();
-  killTree(bridges.br0);
+  await killHard(bridges.br0);
   await waitFor(() => onBr0.every((u) => workerOf(u).startsWith('br1-')), { timeout: 12000, interval: 100 });
   note(`kill -9 br0: ${onBr0.length} sessions back on br1 in ${Date.now() - t0} ms (bound: lease 10 s + 2 s)`);
   assert.ok(USERS.every((u) => !phones[u].isClosed));
@@ -105,7 +99,7 @@ itest('52 phones through haproxy over 2 edges and 2 bridges: balance, kill, add,
 
   // Kill -9 an edge: its phones reconnect through haproxy and resume.
   const ed0Port = edges[0].port;
-  killTree(edges[0]);
+  await killHard(edges[0]);
   const dropped = USERS.filter((u) => phones[u]);
   await sleep(300);
   const closed = dropped.filter((u) => phones[u].isClosed);
