@@ -1,5 +1,6 @@
 /* config.c - typed option table: file, environment, flags. */
 #include "config.h"
+#include "envelope.h"
 #include "log.h"
 #include "seal.h"
 #include "util.h"
@@ -240,6 +241,7 @@ bool config_check_common(const struct common_cfg *c, char *err, size_t errlen)
         return false;
     }
     log_min_level = (enum log_level)level;
+    env_set_max_bytes((size_t)c->max_envelope);
     uint8_t key[SEAL_KEY_BYTES];
     if (!seal_parse_key(c->cred_key, key)) {
         snprintf(err, errlen,

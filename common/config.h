@@ -32,6 +32,7 @@ struct common_cfg {
     char *cred_key;   /* 64 hex chars: seals passwords on the bus */
     char *log_level;
     char *http_listen; /* host:port for /healthz and /metrics; "" = off */
+    long max_envelope; /* bytes of one envelope from the bus */
 };
 
 #define COMMON_OPTS(type, m)                                                   \
@@ -50,7 +51,9 @@ struct common_cfg {
     {"log_level", OPT_STR, offsetof(type, m.log_level), "info", 0, 0,           \
      OPT_RELOAD, "debug | info | warn | error"},                               \
     {"http_listen", OPT_STR, offsetof(type, m.http_listen), "", 0, 0, 0,        \
-     "host:port serving /healthz and /metrics (empty: off)"}
+     "host:port serving /healthz and /metrics (empty: off)"},                  \
+    {"max_envelope", OPT_INT, offsetof(type, m.max_envelope), "262144", 1024,   \
+     262144, 0, "largest envelope accepted from the bus, bytes"}
 
 enum config_status {
     CONFIG_OK,    /**< run */

@@ -118,11 +118,17 @@ char *env_encode(const struct env *e, size_t *len)
     return s;
 }
 
+static size_t max_bytes = ENV_MAX_BYTES;
+
+void env_set_max_bytes(size_t max)
+{
+    max_bytes = max;
+}
+
 struct env *env_decode(const char *buf, size_t len, char *err, size_t errlen)
 {
-    if (len > ENV_MAX_BYTES) {
-        snprintf(err, errlen, "envelope of %zu bytes is above %d", len,
-                 ENV_MAX_BYTES);
+    if (len > max_bytes) {
+        snprintf(err, errlen, "envelope of %zu bytes is above %zu", len, max_bytes);
         return NULL;
     }
     json_error_t jerr;

@@ -11,7 +11,8 @@
 #include <jansson.h>
 
 #define ENV_VERSION 1
-/* Largest encoded envelope accepted from the bus. */
+/* Largest encoded envelope accepted from the bus, by default; a service
+ * may lower it (option max_envelope) with env_set_max_bytes. */
 #define ENV_MAX_BYTES (256 * 1024)
 #define ENV_MAX_BODY (64 * 1024)
 #define ENV_MAX_JID 1023
@@ -54,6 +55,9 @@ json_t *env_json(const struct env *e, const char *key);
 
 /* Encode to compact JSON; returns a malloc'd NUL-terminated string (free()). */
 char *env_encode(const struct env *e, size_t *len);
+
+/* Set the size limit env_decode applies (process-wide, at start-up). */
+void env_set_max_bytes(size_t max);
 
 /* Decode and validate. Returns NULL and a reason in err on any fault: not
  * JSON, duplicate keys, wrong version, unknown type, a field missing or

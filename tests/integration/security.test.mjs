@@ -199,3 +199,20 @@ itest('a phone that stops reading is cut at max_output, and loses nothing', { ti
   assert.equal(got.length, N);
   assert.deepEqual(got, Array.from({ length: N }, (_, i) => i + 1));
 });
+
+itest('max_envelope: an oversized envelope on the bus is dropped and counted; the service carries on', async (t, stack) => {
+  const { redisCommand } = await import('../harness/index.mjs');
+  const b = await startBridge(stack, { edgeArgs: ['--max-envelope', '2048', '--http-listen', '127.0.0.1:0'] });
+  const alice = await b.loginPhone('alice');
+  const big = JSON.stringify({ v: 1, type: 'chat', from: 'mallory@localhost', to: 'alice@localhost', body: 'x'.repeat(4000) });
+  const n = await redisCommand(b.redis.port, ['PUBLISH', 'imb:p:alice@localhost', big]);
+  assert.equal(n, 1, 'the edge is subscribed');
+  await waitFor(() => /envelope_invalid .*above 2048/.test(b.edge.stderr), { timeout: 5000 });
+  assert.ok(!alice.pending().some((f) => f.t === 'msg'), 'nothing reached the phone');
+  const addr = /http_serving addr=(\S+)/.exec(b.edge.stderr)[1];
+  const metrics = await (await fetch(`http://${addr}/metrics`)).text();
+  assert.match(metrics, /^imb_edge_bad_envelopes_total 1$/m);
+  const bob = await b.desktop('bob');
+  assert.equal((await alice.msg('bob@localhost', 'still fine')).t, 'ack');
+  await bob.nextMessage({ body: 'still fine' });
+});
