@@ -823,9 +823,11 @@ static void handle_frame(struct imcat *c, const char *body, size_t len)
      * so the server stops keeping it for a replay. */
     json_t *seq = json_object_get(root, "seq");
     if (strcmp(t, "msg") == 0 && json_is_integer(seq) && json_integer_value(seq) > 0 &&
-        c->phase != PH_DONE)
-        send_frame(c, json_pack("{s:s, s:I}", "t", "ack", "seq", json_integer_value(seq)),
-                   false);
+        c->phase != PH_DONE) {
+        json_t *ack = json_pack("{s:s, s:I}", "t", "ack", "seq", json_integer_value(seq));
+        send_frame(c, ack, false);
+        json_decref(ack);
+    }
 
     if (strcmp(t, "welcome") == 0)
         on_welcome(c, root);
