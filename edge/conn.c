@@ -161,7 +161,8 @@ void conn_bye(struct conn *c, const char *reason)
 void conn_error(struct conn *c, const char *code, const char *msg,
                 const char *id)
 {
-    conn_send(c, phone_error(code, msg, id));
+    /* PROTOCOL.md promises a msg in every error frame. */
+    conn_send(c, phone_error(code, msg ? msg : code, id));
 }
 
 /* Token bucket: max_msg_rate per second, bursts up to twice that. */
