@@ -372,18 +372,34 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- libstrophe callbacks ---------------------------------------------- */
 
+/* Has the server's side of TCP answered? libstrophe reports a refused
+ * connection and a failed login alike, so the worker looks for itself: a
+ * socket with a peer is connected. */
+static void check_connected(struct session *s)
+{
+    if (s->tcp_connected || s->fd < 0)
+        return;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getpeername(s->fd, (struct sockaddr *)&ss, &len) == 0)
+        s->tcp_connected = true;
+}
+
+void session_check_connecting(struct worker *w)
+{
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&w->sessions, &it); e;
+         e = strmap_next(&w->sessions, &it)) {
+        struct session *s = e->value;
+        if (s->state == SESSION_CONNECTING)
+            check_connected(s);
+    }
+}
+
 static void on_fd_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
-    if (!s->tcp_connected) {
-        /* Readable and connected: the server spoke. Readable and not
-         * connected: the connect failed (refused, unreachable). libstrophe
-         * reports both failures alike, so remember which it was. */
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof(ss);
-        if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
-            s->tcp_connected = true;
-    }
+    check_connected(s);
     worker_kick(s->w);
 }
 

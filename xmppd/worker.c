@@ -156,8 +156,12 @@ static void run_pass(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     session_flush_acks(w);
+    /* Before libstrophe may read the server's first bytes (and the only
+     * readable event): note which connecting sockets have a peer. */
+    session_check_connecting(w);
     watchdog_enter();
     xmpp_run_once(w->ctx, 0);
+    session_check_connecting(w);
     watchdog_leave();
     /* Only now, outside every libstrophe callback, free closed sessions. */
     for (size_t i = 0; i < w->ngrave; i++)

@@ -218,6 +218,8 @@ void session_on_env(struct session *s, struct env *e);
 void session_flush_acks(struct worker *w);
 /* Lease renewal answered: owner is who holds it now. */
 void session_on_lease(struct session *s, const char *owner);
+/* Note which connecting sessions' sockets have reached the server. */
+void session_check_connecting(struct worker *w);
 /* Forget devices whose edge is not in live (edge id -> anything). */
 void session_prune_devices(struct worker *w, const struct strmap *live);
 /* Close every session (worker shutting down). */
