@@ -2,7 +2,7 @@
 // the inbox, resume after a drop (same edge or another), acks that trim,
 // lost windows told explicitly, resent client ids never sent twice.
 import assert from 'node:assert/strict';
-import { itest, startBridge, startEdge, connectPhone, sleep } from '../harness/index.mjs';
+import { itest, startBridge, startEdge, connectPhone, sleep, waitFor } from '../harness/index.mjs';
 
 /** Wait for `n` msg frames on phone p; returns them in arrival order. */
 async function msgs(p, n, timeout = 5000) {
@@ -45,7 +45,8 @@ itest('desktop -> phone: seq numbers, resume on another edge gets exactly the re
   assert.equal(again.sync.seq, 6);
   assert.equal(again.sync.epoch, sync1.epoch);
   assert.ok(!again.sync.missed, JSON.stringify(again.sync));
-  assert.ok(/session_reused/.test(b.xmppd.stderr), 'the XMPP session was reused, not reopened');
+  // (The bridge's log line may reach us a moment after the phone's frames.)
+  await waitFor(() => /session_reused/.test(b.xmppd.stderr), { timeout: 3000, what: 'the XMPP session was reused, not reopened' });
 
   // A phone with no position gets everything not acked (3..6), none missed.
   const fresh = await b.loginPhone('alice', 'alice-fresh');
@@ -132,7 +133,6 @@ itest('phone -> desktop: a resent client id is acked again but delivered once', 
   await sleep(300);
   await assert.rejects(bob.nextMessage({ body: 'only once' }, 500), 'no second copy of dup-1');
   await assert.rejects(bob.nextMessage({ body: 'burst' }, 500), 'no second copy of dup-2');
-  assert.match(b.xmppd.stderr, /./);
 });
 
 itest('an ack beyond what was delivered is refused', async (t, stack) => {

@@ -61,6 +61,7 @@ itest('52 phones through haproxy over 2 edges and 2 bridges: balance, kill, add,
   let t0 = Date.now();
   for (let i = 0; i < N; i += 13) await Promise.all(USERS.slice(i, i + 13).map(loginVia));
   note(`${N} phones logged in through haproxy in ${Date.now() - t0} ms`);
+  await waitFor(() => USERS.every((u) => workerOf(u)), { timeout: 3000 });
   const perEdge = (await ha.states());
   note(`haproxy sessions per edge: ${Object.entries(perEdge).map(([k, v]) => `${k}=${v.stot}`).join(' ')}`);
   assert.ok(Object.values(perEdge).every((v) => v.stot >= N / 2 - 2), JSON.stringify(perEdge));

@@ -153,7 +153,7 @@ itest('limits: unauthenticated sockets per address, sockets per edge, messages p
   for (let i = 0; i < 3; i++) idle.push(await connectPhone(stack, b.edge.port, `idle${i}`));
   const fourth = await connectPhone(stack, b.edge.port, 'fourth');
   await fourth.waitClose(3000);
-  assert.match(b.edge.stderr, /conn_rejected peer=127\.0\.0\.1 reason=unauth_per_ip/);
+  await waitFor(() => /conn_rejected peer=127\.0\.0\.1 reason=unauth_per_ip/.test(b.edge.stderr), { timeout: 3000 });
   // Logging in frees the slot.
   await idle[0].login('alice@localhost', 'secret');
   const fifth = await connectPhone(stack, b.edge.port, 'fifth');
@@ -176,7 +176,7 @@ itest('limits: unauthenticated sockets per address, sockets per edge, messages p
   await connectPhone(stack, small.port, 's2');
   const s3 = await connectPhone(stack, small.port, 's3');
   await s3.waitClose(3000);
-  assert.match(small.stderr, /reason=max_conns/);
+  await waitFor(() => /reason=max_conns/.test(small.stderr), { timeout: 3000 });
 });
 
 itest('a phone that stops reading is cut at max_output, and loses nothing', { timeout: 120000 }, async (t, stack) => {
