@@ -24,7 +24,8 @@ USERS=(alice bob carol)
 declare -A PASS     # user -> password
 ready_timeout=${IMB_RUN_TIMEOUT:-30}
 
-say() { printf '%s\n' "$*"; }
+# Never fails: with the terminal gone, a failed write must not stop cleanup.
+say() { printf '%s\n' "$*" 2>/dev/null || true; }
 # On a failure after the temp dir exists, its logs are kept for a look.
 die() { printf 'run-local: %s\n' "$*" >&2; [ -n "${RUN_DIR:-}" ] && IMB_RUN_KEEP=1; exit 1; }
 
@@ -79,7 +80,8 @@ cleanup() {
     local i
     [ "$cleaning" = 1 ] && return 0
     cleaning=1
-    trap '' INT TERM
+    set +e
+    trap '' INT TERM HUP PIPE
     [ -n "$sleeper" ] && kill "$sleeper" 2>/dev/null
     # Reverse start order: edge, xmppd, prosody, redis.
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
@@ -95,6 +97,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'say ""; say "run-local: stopping..."; exit 130' INT
 trap 'say "run-local: stopping..."; exit 143' TERM
+# A closed terminal (or tmux/ssh going away) must not leave the stack running.
+trap 'exit 129' HUP
 
 # start NAME LOG CMD... : start CMD in the background, stdout+stderr to LOG.
 start() {
