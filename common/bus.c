@@ -380,17 +380,6 @@ void bus_unsubscribe(struct bus *bus, const char *channel)
     redisAsyncCommand(bus->sub.ac, sub_cb, bus, "UNSUBSCRIBE %s", channel);
 }
 
-bool bus_subscribed(const struct bus *bus, const char *channel)
-{
-    uintptr_t st = (uintptr_t)strmap_get(&bus->subs, channel);
-    return st == SUB_ACTIVE || st == SUB_RESUB;
-}
-
-size_t bus_subscription_count(const struct bus *bus)
-{
-    return bus->subs.count;
-}
-
 /* ---- commands ---------------------------------------------------------- */
 
 static void cmd_cb(redisAsyncContext *ac, void *reply, void *privdata)

@@ -51,8 +51,6 @@ const char *bus_prefix(const struct bus *bus);
  * that is not subscribed is a no-op, and the set is restored on reconnect. */
 void bus_subscribe(struct bus *bus, const char *channel);
 void bus_unsubscribe(struct bus *bus, const char *channel);
-bool bus_subscribed(const struct bus *bus, const char *channel);
-size_t bus_subscription_count(const struct bus *bus);
 
 /* PUBLISH channel payload. The reply (integer: how many subscribers got it)
  * goes to cb; cb may be NULL (fire and forget, a miss is only counted). */

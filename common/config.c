@@ -300,17 +300,6 @@ void config_free(const struct opt *t, size_t n, void *cfg)
         }
 }
 
-void config_print_sample(const struct opt *t, size_t n, const char *service)
-{
-    printf("# %s configuration: 'name = value' per line; IMB_NAME in the\n"
-           "# environment and --name on the command line override it.\n\n",
-           service);
-    for (size_t i = 0; i < n; i++)
-        printf("# %s%s\n%s%s = %s\n\n", t[i].help,
-               t[i].flags & OPT_RELOAD ? " (reloaded on SIGHUP)" : "",
-               t[i].flags & OPT_SECRET ? "# " : "", t[i].name,
-               t[i].flags & OPT_SECRET ? "" : t[i].def);
-}
 
 bool config_is_check(int argc, char **argv)
 {

@@ -85,7 +85,5 @@ int config_main(const struct opt *t, size_t n, void *cfg,
                 bool (*check)(const void *cfg, char *err, size_t errlen));
 /* Free the strings config_load allocated. */
 void config_free(const struct opt *t, size_t n, void *cfg);
-/* Print the table as a commented sample config file. */
-void config_print_sample(const struct opt *t, size_t n, const char *service);
 
 #endif

@@ -38,6 +38,12 @@ static void session_set_state(struct session *s, enum session_state st)
 {
     LOG(DEBUG, "session_state", "jid=%s from=%s to=%s", s->jid,
         state_names[s->state], state_names[st]);
+    /* Keep the worker's count of connecting sessions, so the per-pass TCP
+     * check costs nothing when no session is connecting. */
+    if (s->state == SESSION_CONNECTING)
+        s->w->connecting--;
+    if (st == SESSION_CONNECTING)
+        s->w->connecting++;
     s->state = st;
 }
 
@@ -255,6 +261,8 @@ static void conn_key(char *out, size_t n, const xmpp_conn_t *conn)
 void session_free(struct session *s)
 {
     struct worker *w = s->w;
+    if (s->state == SESSION_CONNECTING)
+        w->connecting--;
     /* Logins that came while it was closing: run them again now that the
      * user has no session here (outside every libstrophe callback). */
     struct waiter *again = s->state == SESSION_CLOSING && !w->stopping ? s->waiters : NULL;
@@ -387,6 +395,8 @@ static void check_connected(struct session *s)
 
 void session_check_connecting(struct worker *w)
 {
+    if (w->connecting == 0)
+        return;
     struct strmap_iter it;
     for (struct strmap_entry *e = strmap_first(&w->sessions, &it); e;
          e = strmap_next(&w->sessions, &it)) {

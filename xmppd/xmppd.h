@@ -183,6 +183,7 @@ struct worker {
     size_t ngrave, capgrave;
     struct session *flush;      /* sessions with unpinged acks */
     uint64_t next_ping;
+    size_t connecting;          /* sessions in SESSION_CONNECTING */
     int64_t cert_rejected_ms;   /* when a server certificate was last refused */
     struct pending_delivery *redeliver, *redeliver_tail; /* FIFO */
     size_t nredeliver;
