@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAXF 12
+#define MAXF 20
 
 struct env_schema {
     const char *name;
@@ -32,18 +32,30 @@ static const struct env_schema schemas[ENV_TYPE_COUNT] = {
                            TEXT("body", ENV_MAX_BODY, true), ID("id", false),
                            ID("edge", false), ID("dev", false),
                            {"ts", F_INT, 0, false}, {"seq", F_INT, 0, false},
-                           ID("epoch", false), ID("aid", false)}},
+                           ID("epoch", false), ID("aid", false),
+                           JID("room", false), {"sent", F_BOOL, 0, false},
+                           JID("with", false),
+                           {"rr", F_BOOL, 0, false}, ID("filtered", false),
+                           {"group", F_BOOL, 0, false}}},
     [ENV_ACK] = {"ack", {JID("to", true), {"ids", F_IDS, 1024, true},
                          ID("edge", false), ID("dev", false)}},
     [ENV_ERROR] = {"error", {JID("to", true), ID("code", true),
                              TEXT("msg", 1024, false), ID("id", false),
-                             ID("edge", false), ID("dev", false)}},
+                             ID("edge", false), ID("dev", false),
+                             ID("reason", false)}},
     [ENV_LOGOUT] = {"logout", {JID("from", true), ID("edge", true),
                                ID("dev", true)}},
     [ENV_DETACH] = {"detach", {JID("from", true), ID("edge", true),
                                ID("dev", true)}},
     [ENV_SESSION_END] = {"session_end", {JID("to", true),
                                          ID("reason", true)}},
+    [ENV_REQ] = {"req", {JID("from", true), ID("edge", true), ID("dev", true),
+                         {"frame", F_OBJ, 0, true}}},
+    [ENV_EVENT] = {"event", {JID("to", true), {"frame", F_OBJ, 0, true},
+                             ID("edge", false), ID("dev", false),
+                             {"seq", F_INT, 0, false}, ID("epoch", false),
+                             {"ts", F_INT, 0, false}}},
+    [ENV_ACKED] = {"acked", {JID("from", true), {"rr", F_LIST, 1000, true}}},
 };
 
 static size_t nfields(const struct env_schema *s)

@@ -27,6 +27,10 @@ enum env_type {
     ENV_LOGOUT,      /**< edge -> worker: the phone logged out */
     ENV_DETACH,      /**< edge -> worker: the phone's socket dropped */
     ENV_SESSION_END, /**< worker -> edge: the XMPP session ended */
+    ENV_REQ,         /**< edge -> worker: a phone's request frame (proto.h) */
+    ENV_EVENT,       /**< worker -> edge: a frame for phones (proto.h) */
+    ENV_ACKED,       /**< inbox -> worker: phones acked messages that asked
+                          for a delivery receipt */
     ENV_TYPE_COUNT
 };
 

@@ -6,8 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 
-/* KEYS: seq hash, inbox zset. ARGV: channel, envelope without its leading
- * '{', ttl ms, max count, a fresh epoch (used only if there is none). An
+/* KEYS: seq hash, inbox zset, push list. ARGV: channel, envelope without
+ * its leading '{', ttl ms, max count, a fresh epoch (used only if there is
+ * none), push envelope or "", push channel, push list max index. An
  * "aid" in the envelope (the XMPP server's archive id) is kept as the
  * newest one stored. The
  * counter lives ten times longer than the inbox, so an idle user keeps the
@@ -26,7 +27,39 @@ static const char DELIVER[] =
     "redis.call('ZREMRANGEBYRANK',KEYS[2],0,-(tonumber(ARGV[4])+1)) "
     "redis.call('PEXPIRE',KEYS[2],ARGV[3]) "
     "redis.call('PEXPIRE',KEYS[1],tonumber(ARGV[3])*10) "
-    "return {s,redis.call('PUBLISH',ARGV[1],p)}";
+    "local n=redis.call('PUBLISH',ARGV[1],p) "
+    /* A push envelope: one per stored message, whoever stored it. */
+    "if ARGV[6]~='' then "
+    "local q=cjson.decode(ARGV[6]) q.seq=s q.unread=redis.call('ZCARD',KEYS[2]) "
+    "local t=cjson.encode(q) redis.call('PUBLISH',ARGV[7],t) "
+    "redis.call('LPUSH',KEYS[3],t) redis.call('LTRIM',KEYS[3],0,ARGV[8]) end "
+    "return {s,n}";
+
+/* KEYS: seq hash, inbox zset, cursor hash. ARGV: upto, device, now ms,
+ * ttl ms, the session's channel, the user's JID. The seq hash's "acked" is
+ * the highest seq any device acked: receipts go out once, at the first. */
+static const char ACK[] =
+    "local upto=tonumber(ARGV[1]) local now=tonumber(ARGV[3]) "
+    "local ttl=tonumber(ARGV[4]) "
+    "redis.call('HSET',KEYS[3],ARGV[2],upto..' '..now) "
+    "redis.call('PEXPIRE',KEYS[3],ttl) "
+    "local top=tonumber(redis.call('HGET',KEYS[1],'acked') or '0') "
+    "local rr={} "
+    "if upto>top then "
+    "for _,p in ipairs(redis.call('ZRANGEBYSCORE',KEYS[2],'('..top,upto)) do "
+    "local ok,d=pcall(cjson.decode,p) "
+    "if ok and type(d)=='table' and d.rr==true and type(d.from)=='string' "
+    "and type(d.id)=='string' then rr[#rr+1]={to=d.from,id=d.id} end end "
+    "redis.call('HSET',KEYS[1],'acked',upto) end "
+    /* Keep what a device seen lately has not acked yet. */
+    "local low=upto local all=redis.call('HGETALL',KEYS[3]) "
+    "for i=1,#all,2 do local a,b=string.match(all[i+1],'^(%d+) (%d+)$') "
+    "if a and now-tonumber(b)<ttl then if tonumber(a)<low then low=tonumber(a) end "
+    "else redis.call('HDEL',KEYS[3],all[i]) end end "
+    "redis.call('ZREMRANGEBYSCORE',KEYS[2],'-inf',low) "
+    "if #rr>0 then redis.call('PUBLISH',ARGV[5],cjson.encode("
+    "{v=1,type='acked',from=ARGV[6],rr=rr})) end "
+    "return low";
 
 /* KEYS: seq hash, inbox zset. ARGV: after, limit. */
 static const char FETCH[] =
@@ -43,10 +76,16 @@ static void keys(struct bus *bus, const char *jid, char *seq, char *inbox,
 }
 
 void inbox_deliver(struct bus *bus, const char *jid, const char *payload,
-                   size_t len, long ttl_ms, long max_count, bus_reply_cb *cb,
-                   void *data)
+                   size_t len, long ttl_ms, long max_count, const char *push,
+                   bus_reply_cb *cb, void *data)
 {
     char seq[1200], inbox[1200], channel[1200], ttl[24], max[24];
+    char pushq[200], pushch[200], qmax[24];
+    snprintf(pushq, sizeof(pushq), "%s:pushq", bus_prefix(bus));
+    snprintf(pushch, sizeof(pushch), "%s:push", bus_prefix(bus));
+    snprintf(qmax, sizeof(qmax), "%d", INBOX_PUSHQ_MAX - 1);
+    if (!push)
+        push = "";
     char epoch[INBOX_EPOCH_MAX];
     keys(bus, jid, seq, inbox, sizeof(seq));
     bus_channel(bus, channel, sizeof(channel), "p", jid);
@@ -54,12 +93,13 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *payload,
     snprintf(max, sizeof(max), "%ld", max_count);
     util_random_hex(epoch, 6);
     /* The script prepends seq and epoch: hand it the object minus '{'. */
-    const char *argv[] = {"EVAL", DELIVER, "2", seq, inbox, channel,
-                          payload + 1, ttl, max, epoch};
+    const char *argv[] = {"EVAL", DELIVER, "3", seq, inbox, pushq, channel,
+                          payload + 1, ttl, max, epoch, push, pushch, qmax};
     size_t argvlen[] = {4, sizeof(DELIVER) - 1, 1, strlen(seq), strlen(inbox),
-                        strlen(channel), len - 1, strlen(ttl), strlen(max),
-                        strlen(epoch)};
-    bus_command_argv(bus, cb, data, 10, argv, argvlen);
+                        strlen(pushq), strlen(channel), len - 1, strlen(ttl),
+                        strlen(max), strlen(epoch), strlen(push),
+                        strlen(pushch), strlen(qmax)};
+    bus_command_argv(bus, cb, data, 14, argv, argvlen);
 }
 
 void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,
@@ -73,11 +113,18 @@ void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,
     bus_command_argv(bus, cb, data, 7, argv, NULL);
 }
 
-void inbox_ack(struct bus *bus, const char *jid, int64_t upto)
+void inbox_ack(struct bus *bus, const char *jid, const char *dev, int64_t upto,
+               long ttl_ms)
 {
-    char seq[1200], inbox[1200], u[24];
+    char seq[1200], inbox[1200], cursor[1200], channel[1200];
+    char u[24], now[24], ttl[24];
     keys(bus, jid, seq, inbox, sizeof(seq));
+    snprintf(cursor, sizeof(cursor), "%s:cursor:%s", bus_prefix(bus), jid);
+    bus_channel(bus, channel, sizeof(channel), "x", jid);
     snprintf(u, sizeof(u), "%lld", (long long)upto);
-    const char *argv[] = {"ZREMRANGEBYSCORE", inbox, "-inf", u};
-    bus_command_argv(bus, NULL, NULL, 4, argv, NULL);
+    snprintf(now, sizeof(now), "%lld", (long long)util_wall_ms());
+    snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
+    const char *argv[] = {"EVAL", ACK, "3", seq, inbox, cursor, u, dev, now,
+                          ttl, channel, jid};
+    bus_command_argv(bus, NULL, NULL, 12, argv, NULL);
 }

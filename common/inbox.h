@@ -6,6 +6,9 @@
  * Keys: "<prefix>:seq:<jid>"   hash {epoch, seq, aid}: the counter, and the
  *                               archive id of the newest message stored
  *       "<prefix>:inbox:<jid>" zset score=seq member=envelope JSON
+ *       "<prefix>:cursor:<jid>" hash device label -> "<seq> <ms>": how far
+ *                               each of the user's devices has acked
+ *       "<prefix>:pushq"       list of push envelopes (newest first)
  * The epoch is a random id made with the counter: if Redis loses the counter
  * (restart without persistence), the epoch changes and phones learn that
  * their sequence numbers no longer mean anything. */
@@ -23,15 +26,26 @@
  * reply handed to cb is an array {seq, receivers} (integers). The stored and
  * published text is the envelope with "seq" and "epoch" added in front. */
 void inbox_deliver(struct bus *bus, const char *jid, const char *payload,
-                   size_t len, long ttl_ms, long max_count, bus_reply_cb *cb,
-                   void *data);
+                   size_t len, long ttl_ms, long max_count, const char *push,
+                   bus_reply_cb *cb, void *data);
+
+/* push: NULL, or a push envelope (JSON object) to publish on
+ * "<prefix>:push" and queue on "<prefix>:pushq" once the message is stored,
+ * with "seq" and "unread" (messages waiting for the user) added. */
+#define INBOX_PUSHQ_MAX 100000
+/* A device unseen (no ack) for this long no longer holds messages back. */
+#define INBOX_CURSOR_TTL_MS (24L * 3600 * 1000)
 
 /* Fetch up to limit envelopes with seq > after. The reply is an array
  * {epoch (string, "" if none), head seq (integer), items (array of strings)}. */
 void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,
                  bus_reply_cb *cb, void *data);
 
-/* Drop every stored envelope with seq <= upto (the phone has them). */
-void inbox_ack(struct bus *bus, const char *jid, int64_t upto);
+/* The device labelled dev has every envelope with seq <= upto. Envelopes
+ * every device of the user seen within ttl_ms has acked are dropped; those
+ * acked for the first time that asked for a delivery receipt ("rr") are
+ * published to the user's session as one "acked" envelope. */
+void inbox_ack(struct bus *bus, const char *jid, const char *dev, int64_t upto,
+               long ttl_ms);
 
 #endif

@@ -104,6 +104,18 @@ static bool str_ok(const struct field *f, const char *s, size_t len)
     }
 }
 
+/* Is s (len bytes) one of the '|'-separated words of choices? */
+static bool choice_ok(const char *choices, const char *s, size_t len)
+{
+    for (const char *p = choices; *p;) {
+        size_t n = strcspn(p, "|");
+        if (n == len && memcmp(p, s, len) == 0)
+            return true;
+        p += n + (p[n] == '|');
+    }
+    return false;
+}
+
 static const char *kind_name(enum field_kind k)
 {
     switch (k) {
@@ -114,6 +126,9 @@ static const char *kind_name(enum field_kind k)
     case F_INT: return "a non-negative integer";
     case F_BOOL: return "a boolean";
     case F_IDS: return "an array of ids";
+    case F_ENUM: return "one of";
+    case F_OBJ: return "a JSON object";
+    case F_LIST: return "an array of objects";
     }
     return "?";
 }
@@ -151,6 +166,25 @@ bool schema_check(const json_t *obj, const struct field *fields, size_t n,
                 json_t *e = json_array_get(v, j);
                 ok = json_is_string(e) && schema_id_ok(json_string_value(e), 64);
             }
+            break;
+        }
+        case F_ENUM:
+            ok = json_is_string(v) && f->choices &&
+                 choice_ok(f->choices, json_string_value(v), json_string_length(v));
+            if (!ok) {
+                snprintf(err, errlen, "field '%s' must be one of %s", f->name,
+                         f->choices ? f->choices : "?");
+                return false;
+            }
+            break;
+        case F_OBJ:
+            ok = json_is_object(v);
+            break;
+        case F_LIST: {
+            size_t cnt = json_is_array(v) ? json_array_size(v) : 0;
+            ok = json_is_array(v) && (f->max == 0 || cnt <= f->max);
+            for (size_t j = 0; ok && j < cnt; j++)
+                ok = json_is_object(json_array_get(v, j));
             break;
         }
         default:

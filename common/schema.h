@@ -16,6 +16,9 @@ enum field_kind {
     F_INT,   /**< a JSON integer, 0..max (max 0: any non-negative) */
     F_BOOL,  /**< true or false */
     F_IDS,   /**< a non-empty array of at most max F_ID strings (64 chars each) */
+    F_ENUM,  /**< one of the words in choices ("a|b|c") */
+    F_OBJ,   /**< a JSON object (its own schema is checked by whoever reads it) */
+    F_LIST,  /**< an array of at most max JSON objects (may be empty) */
 };
 
 struct field {
@@ -23,6 +26,7 @@ struct field {
     enum field_kind kind;
     unsigned max;  /**< bytes for strings, count for F_IDS, value for F_INT */
     bool required;
+    const char *choices; /**< F_ENUM only: the allowed words, '|'-separated */
 };
 
 /* Check obj against fields[0..n). Unknown members are ignored (newer peers may

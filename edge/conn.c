@@ -220,6 +220,15 @@ static void conn_frame(struct conn *c, const char *body, size_t len)
         } else
             edge_on_msg(c, f);
         break;
+    case PHONE_REQ:
+        if (c->state != CONN_READY)
+            conn_error(c, PERR_NOT_LOGGED_IN, "log in first", id);
+        else if (!rate_ok(c)) {
+            c->edge->stats.rate_limited++;
+            conn_error(c, PERR_RATE_LIMITED, "too many requests, send it again later", id);
+        } else
+            edge_on_req(c, f);
+        break;
     case PHONE_ACK:
         if (c->state != CONN_READY)
             conn_error(c, PERR_NOT_LOGGED_IN, "log in first", NULL);

@@ -9,6 +9,7 @@
 #include "inbox.h"
 #include "log.h"
 #include "phone.h"
+#include "proto.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -23,21 +24,71 @@
  * fetched from the inbox by the next replay instead. */
 #define HELD_MAX 256
 
-static void write_chat(struct conn *c, const struct env *e, bool paced)
+/* The frame for a stored item: a chat becomes "msg", an event carries its
+ * own frame. NULL when this connection must not see it (its own message,
+ * copied back for the user's other devices). */
+static json_t *item_frame(struct conn *c, const struct env *e)
 {
-    json_t *f = json_pack("{s:s, s:s, s:O}", "t", "msg", "from",
-                          env_str(e, "from"), "body", env_json(e, "body"));
+    json_t *f;
+    if (e->type == ENV_EVENT) {
+        f = json_deep_copy(env_json(e, "frame"));
+    } else {
+        if (json_is_true(env_json(e, "sent")) && env_str(e, "dev") &&
+            strcmp(env_str(e, "dev"), c->dev) == 0 && env_str(e, "edge") &&
+            strcmp(env_str(e, "edge"), c->edge->id) == 0)
+            return NULL;
+        f = json_pack("{s:s, s:s, s:O}", "t", "msg", "from", env_str(e, "from"),
+                      "body", env_json(e, "body"));
+        if (env_str(e, "id"))
+            json_object_set_new(f, "id", json_string(env_str(e, "id")));
+        json_object_set_new(f, "ts", json_integer(env_int(e, "ts", util_wall_ms())));
+        if (env_str(e, "room"))
+            json_object_set_new(f, "room", json_string(env_str(e, "room")));
+        if (json_is_true(env_json(e, "sent"))) {
+            json_object_set_new(f, "sent", json_true());
+            if (env_str(e, "with"))
+                json_object_set_new(f, "to", json_string(env_str(e, "with")));
+        }
+        if (env_str(e, "filtered"))
+            json_object_set_new(f, "filtered", json_string(env_str(e, "filtered")));
+    }
     int64_t seq = env_int(e, "seq", -1);
     if (seq > 0)
         json_object_set_new(f, "seq", json_integer(seq));
-    if (env_str(e, "id"))
-        json_object_set_new(f, "id", json_string(env_str(e, "id")));
-    json_object_set_new(f, "ts", json_integer(env_int(e, "ts", util_wall_ms())));
+    return f;
+}
+
+static void write_chat(struct conn *c, const struct env *e, bool paced)
+{
+    json_t *f = item_frame(c, e);
+    if (!f)
+        return;
     if (paced)
         conn_send_paced(c, f);
     else
         conn_send(c, f);
-    c->edge->stats.msgs_out++;
+    if (e->type == ENV_CHAT)
+        c->edge->stats.msgs_out++;
+    else
+        c->edge->stats.events_out++;
+}
+
+/* Events not stored (no seq) that a phone in the background goes without. */
+static bool background_noise(const char *t)
+{
+    return !strcmp(t, "presence") || !strcmp(t, "typing") || !strcmp(t, "occupant");
+}
+
+void delivery_event(struct conn *c, const struct env *e)
+{
+    if (env_int(e, "seq", -1) > 0) {
+        delivery_live(c, e); /* stored: in order, like chats */
+        return;
+    }
+    const char *t = json_string_value(json_object_get(env_json(e, "frame"), "t"));
+    if (c->inactive && background_noise(t))
+        return;
+    write_chat(c, e, false);
 }
 
 struct fetch_req {
@@ -142,7 +193,8 @@ static void release_held(struct conn *c)
         v[i] = json_array_get(held, i);
     qsort(v, n, sizeof(*v), by_seq);
     for (size_t i = 0; i < n && c->state == CONN_READY; i++) {
-        struct env e = {ENV_CHAT, v[i]};
+        const char *type = json_string_value(json_object_get(v[i], "type"));
+        struct env e = {type && !strcmp(type, "event") ? ENV_EVENT : ENV_CHAT, v[i]};
         delivery_live(c, &e);
     }
     free(v);
@@ -193,7 +245,9 @@ static void on_fetched(void *owner, void *data, redisReply *r)
                             ? env_decode(it->str, it->len, err, sizeof(err))
                             : NULL;
         int64_t seq = e ? env_int(e, "seq", -1) : -1;
-        if (!e || e->type != ENV_CHAT || seq <= 0) {
+        if (!e || (e->type != ENV_CHAT && e->type != ENV_EVENT) || seq <= 0 ||
+            (e->type == ENV_EVENT && !proto_check_event(env_json(e, "frame"), err,
+                                                        sizeof(err)))) {
             edge->stats.bad_envelopes++;
             env_free(e);
             continue;
@@ -248,5 +302,6 @@ void edge_on_ack(struct conn *c, json_t *f)
                    NULL);
         return;
     }
-    inbox_ack(c->edge->bus, c->user->jid, seq);
+    inbox_ack(c->edge->bus, c->user->jid, c->label[0] ? c->label : "-", seq,
+              INBOX_CURSOR_TTL_MS);
 }

@@ -5,6 +5,7 @@
 #include "envelope.h"
 #include "log.h"
 #include "phone.h"
+#include "proto.h"
 #include "httpd.h"
 #include "schema.h"
 #include "tlsctx.h"
@@ -525,6 +526,8 @@ void edge_on_msg(struct conn *c, json_t *f)
     env_set_str(e, "from", c->user->jid);
     env_set_str(e, "to", json_string_value(json_object_get(f, "to")));
     env_set_json(e, "body", json_incref(json_object_get(f, "body")));
+    if (json_is_true(json_object_get(f, "group")))
+        env_set_json(e, "group", json_true());
     env_set_str(e, "id", id);
     env_set_str(e, "edge", edge->id);
     env_set_str(e, "dev", c->dev);
@@ -537,6 +540,51 @@ void edge_on_msg(struct conn *c, json_t *f)
         c->inflight = json_array();
     json_array_append_new(c->inflight, json_string(id));
     publish(edge, "x", c->user->jid, e, on_msg_published, r);
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+struct req_ctx {
+    char dev[20];
+    char id[PHONE_MAX_ID + 1]; /* "" when the request has none */
+};
+
+static void on_req_published(void *owner, void *data, redisReply *reply)
+{
+    struct edge *edge = owner;
+    struct req_ctx *r = data;
+    struct conn *c = strmap_get(&edge->conns, r->dev);
+    const char *id = r->id[0] ? r->id : NULL;
+    if (c && (!reply || reply->type != REDIS_REPLY_INTEGER)) {
+        conn_error(c, PERR_UNAVAILABLE, "message bus unavailable, send again", id);
+    } else if (c && reply->integer == 0) {
+        conn_error(c, PERR_UNAVAILABLE, "your session is moving, send again", id);
+        if (c->user)
+            user_relogin(edge, c->user, "publish_missed");
+    }
+    free(r);
+}
+
+void edge_on_req(struct conn *c, json_t *f)
+{
+    struct edge *edge = c->edge;
+    edge->stats.reqs_in++;
+    const char *t = json_string_value(json_object_get(f, "t"));
+    if (strcmp(t, "state") == 0)
+        c->inactive = !json_is_true(json_object_get(f, "active"));
+    struct env *e = env_new(ENV_REQ);
+    /* As for chat: who asks is the login's JID, never the phone's word. */
+    env_set_str(e, "from", c->user->jid);
+    env_set_str(e, "edge", edge->id);
+    env_set_str(e, "dev", c->dev);
+    env_set_json(e, "frame", json_incref(f));
+    struct req_ctx *r = xcalloc(1, sizeof(*r));
+    snprintf(r->dev, sizeof(r->dev), "%s", c->dev);
+    const char *id = json_string_value(json_object_get(f, "id"));
+    /* "read" names the message read, not the request: nothing answers it. */
+    if (id && strcmp(t, "read") != 0)
+        snprintf(r->id, sizeof(r->id), "%s", id);
+    publish(edge, "x", c->user->jid, e, on_req_published, r);
 }
 
 void edge_on_logout(struct conn *c)
@@ -584,6 +632,23 @@ static void on_user_env(struct edge *edge, struct user *u, struct env *e)
             if (c->state == CONN_READY)
                 delivery_live(c, e);
         break;
+    case ENV_EVENT: {
+        char err[200];
+        if (!proto_check_event(env_json(e, "frame"), err, sizeof(err))) {
+            edge->stats.bad_envelopes++;
+            LOG(WARN, "event_invalid", "channel=%s err=\"%s\"", u->channel, err);
+            break;
+        }
+        if (env_str(e, "dev")) {
+            if ((c = addressed_conn(edge, e, u)))
+                delivery_event(c, e);
+            break;
+        }
+        for (c = u->conns; c; c = c->user_next)
+            if (c->state == CONN_READY)
+                delivery_event(c, e);
+        break;
+    }
     case ENV_ACK:
         if ((c = addressed_conn(edge, e, u))) {
             json_t *ids = env_json(e, "ids");
@@ -601,8 +666,12 @@ static void on_user_env(struct edge *edge, struct user *u, struct env *e)
             if ((c = addressed_conn(edge, e, u))) {
                 if (env_str(e, "id"))
                     inflight_done(c, env_str(e, "id"));
-                conn_error(c, env_str(e, "code"), env_str(e, "msg"),
-                           env_str(e, "id"));
+                const char *msg = env_str(e, "msg");
+                json_t *f = phone_error(env_str(e, "code"), msg ? msg : env_str(e, "code"),
+                                        env_str(e, "id"));
+                if (env_str(e, "reason"))
+                    json_object_set_new(f, "reason", json_string(env_str(e, "reason")));
+                conn_send(c, f);
             }
             break;
         }

@@ -77,6 +77,8 @@ struct conn {
     json_t *inflight;         /* client ids sent to the bridge, not yet acked or
                                  refused (array), or NULL */
     bool bye_on_close;        /* a bye frame is queued: close after flush */
+    bool inactive;            /* the app is in the background ("state"):
+                                 presence and typing are not sent to it */
     char label[16];           /* device label the phone gave, or "" */
     char ip[46];              /* source address while not logged in, else "" */
     double tokens;            /* rate limit bucket: chat frames allowed now */
@@ -102,6 +104,8 @@ struct edge_stats {
     uint64_t logins_ok, logins_failed;
     uint64_t msgs_in;        /* chat frames from phones */
     uint64_t msgs_out;       /* chat frames to phones */
+    uint64_t reqs_in;        /* request frames from phones (proto.h) */
+    uint64_t events_out;     /* event frames to phones (proto.h) */
     uint64_t acks;           /* acks sent to phones */
     uint64_t bad_frames;     /* error frames for malformed input */
     uint64_t bad_envelopes;  /* envelopes from the bus that failed validation */
@@ -148,6 +152,8 @@ void edge_on_login(struct conn *c, json_t *frame);
 void edge_on_msg(struct conn *c, json_t *frame);
 void edge_on_logout(struct conn *c);
 void edge_on_ack(struct conn *c, json_t *frame);
+/* A request for the bridge (proto.h): forwarded to the user's session. */
+void edge_on_req(struct conn *c, json_t *frame);
 /* The bridge did not answer the login in time. */
 void edge_on_login_timeout(struct conn *c);
 /* Called by conn.c when a connection is about to be freed. */
@@ -160,6 +166,8 @@ void conn_fail_inflight(struct conn *c, const char *why);
 /* delivery.c: chats to phones, in sequence, replayed from the inbox. */
 struct env;
 void delivery_live(struct conn *c, const struct env *e);
+/* Write an event envelope's frame to c (durable ones in seq order). */
+void delivery_event(struct conn *c, const struct env *e);
 void delivery_replay(struct conn *c);
 /* The output drained: a paused replay fetches its next page. */
 void delivery_drained(struct conn *c);

@@ -2,6 +2,7 @@
 #include "phone.h"
 #include "envelope.h"
 #include "frame.h"
+#include "proto.h"
 #include "schema.h"
 #include "util.h"
 
@@ -27,8 +28,9 @@ static const struct phone_schema schemas[PHONE_TYPE_COUNT] = {
     [PHONE_MSG] = {"msg",
                    {{"id", F_ID, PHONE_MAX_ID, true},
                     {"to", F_JID, ENV_MAX_JID, true},
-                    {"body", F_TEXT, ENV_MAX_BODY, true}},
-                   3},
+                    {"body", F_TEXT, ENV_MAX_BODY, true},
+                    {"group", F_BOOL, 0, false}},
+                   4},
     [PHONE_HB] = {"hb", {{0}}, 0},
     [PHONE_LOGOUT] = {"logout", {{0}}, 0},
     [PHONE_ACK] = {"ack", {{"seq", F_INT, 0, true}}, 1},
@@ -77,6 +79,12 @@ int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,
         }
         *out = obj;
         return i;
+    }
+    if (proto_request(t)) {
+        if (!proto_check_request(obj, err, errlen))
+            goto fail;
+        *out = obj;
+        return PHONE_REQ;
     }
     *out = obj;
     return PHONE_UNKNOWN;

@@ -18,7 +18,8 @@ enum phone_type {
     PHONE_LOGOUT,
     PHONE_ACK,       /**< the phone has every message up to "seq" */
     PHONE_TYPE_COUNT,
-    PHONE_UNKNOWN = PHONE_TYPE_COUNT, /**< well-formed, but a type we don't know */
+    PHONE_REQ = PHONE_TYPE_COUNT, /**< a request for the bridge (proto.h) */
+    PHONE_UNKNOWN,   /**< well-formed, but a type we don't know */
 };
 
 /* Error codes sent in error frames. */
@@ -32,6 +33,7 @@ enum phone_type {
 #define PERR_UNAVAILABLE "unavailable"
 #define PERR_INTERNAL "internal"
 #define PERR_RATE_LIMITED "rate_limited"
+#define PERR_FILTERED "filtered"
 
 /* Decode one frame body. On success returns the type and stores the object
  * (owned by the caller) in *out; fields of known types are validated. On a

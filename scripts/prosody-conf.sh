@@ -68,7 +68,7 @@ network_settings = { nagle = false }
 
 modules_enabled = {
     "roster"; "saslauth"; "disco"; "ping"; "presence";
-    "carbons"; "mam"; "smacks"; "offline";
+    "carbons"; "mam"; "smacks"; "offline"; "csi_simple";
     "bosh"; "websocket"; "blocklist"; "vcard_legacy"; $tls_module
 }
 modules_disabled = { "s2s" }

@@ -47,6 +47,13 @@ static const struct opt options[] = {
      "seconds a message waits in Redis for a phone to ack it"},
     {"inbox_max", OPT_INT, offsetof(T, inbox_max), "1000", 1, 1000000, 0,
      "messages kept per user for phones that are away"},
+    {"xmpp_csi", OPT_STR, offsetof(T, xmpp_csi), "on", 0, 0, 0,
+     "on: tell the XMPP server when no phone is in the foreground (XEP-0352); "
+     "off for a server without it"},
+    {"push_preview", OPT_STR, offsetof(T, push_preview), "sender", 0, 0, OPT_RELOAD,
+     "what push envelopes tell: none | sender | full (sender and text)"},
+    {"filter_rules", OPT_STR, offsetof(T, filter_rules), "", 0, 0, OPT_RELOAD,
+     "message filter rules file (empty: no filter); re-read on SIGHUP"},
     {"bridge_id", OPT_STR, offsetof(T, bridge_id), "", 0, 0, 0,
      "this bridge's id on the bus (empty: random)"},
 };
@@ -148,6 +155,21 @@ static bool check_cfg(const void *c, char *err, size_t n)
         strcmp(cfg->xmpp_tls, "disabled")) {
         snprintf(err, n, "xmpp_tls must be required, trust or disabled");
         return false;
+    }
+    if (strcmp(cfg->xmpp_csi, "on") && strcmp(cfg->xmpp_csi, "off")) {
+        snprintf(err, n, "xmpp_csi must be on or off");
+        return false;
+    }
+    if (strcmp(cfg->push_preview, "none") && strcmp(cfg->push_preview, "sender") &&
+        strcmp(cfg->push_preview, "full")) {
+        snprintf(err, n, "push_preview must be none, sender or full");
+        return false;
+    }
+    if (*cfg->filter_rules) {
+        struct filter *f = filter_load(cfg->filter_rules, err, n);
+        if (!f)
+            return false;
+        filter_free(f);
     }
     if (*cfg->bridge_id && !schema_id_ok(cfg->bridge_id, 40)) {
         snprintf(err, n, "bridge_id must be 1..40 chars of [A-Za-z0-9._:-]");

@@ -118,6 +118,7 @@ static void answer_waiters(struct session *s, const char *code, const char *msg)
             device_attach(s, wt->edge, wt->dev);
             w->stats.logins_ok++;
             reply_login(w, s->jid, wt->edge, wt->dev, NULL, NULL);
+            im_on_attach(s, wt->edge, wt->dev);
         }
         waiter_free(wt);
     }
@@ -244,6 +245,9 @@ static struct session *session_new(struct worker *w, const char *jid)
     s->started_ms = util_mono_ms();
     util_random(s->salt, sizeof(s->salt));
     strmap_init(&s->devices);
+    strmap_init(&s->presence);
+    strmap_init(&s->rooms);
+    snprintf(s->show, sizeof(s->show), "online");
     idset_init(&s->acked, ACKED_KEEP);
     idset_init(&s->seen, ACKED_KEEP);
     strmap_put(&w->sessions, jid, s);
@@ -294,6 +298,9 @@ void session_free(struct session *s)
         free(s->password);
     }
     strmap_free(&s->devices);
+    im_free(s);
+    muc_free(s);
+    session_iqs_free(s);
     idset_free(&s->acked);
     idset_free(&s->seen);
     free(s->channel_in);
@@ -458,14 +465,101 @@ static int certfail_cb(const xmpp_tlscert_t *cert, const char *const errormsg)
 
 static void mam_next(struct session *s, const char *after);
 
+/* Count a filtered message and log it. */
+static void count_filtered(struct session *s, enum filter_dir dir,
+                           enum filter_reason r, const char *peer)
+{
+    s->w->stats.filtered[dir][r]++;
+    LOG(INFO, "message_filtered", "jid=%s dir=%s peer=%s reason=%s", s->jid,
+        dir == FILTER_OUT ? "out" : "in", peer, filter_reason_name(r));
+}
+
+/* Tell the sender of a refused message why (RFC 6120 policy-violation). */
+static void bounce(struct session *s, const char *to, const char *id,
+                   enum filter_reason r)
+{
+    xmpp_ctx_t *ctx = s->w->ctx;
+    xmpp_stanza_t *m = xmpp_message_new(ctx, "error", to, id);
+    xmpp_stanza_t *err = stanza_add(ctx, m, "error", NULL);
+    xmpp_stanza_set_type(err, "modify");
+    stanza_add(ctx, err, "policy-violation", STANZA_NS_STANZAS);
+    xmpp_stanza_t *t = stanza_add(ctx, err, "text", STANZA_NS_STANZAS);
+    xmpp_stanza_t *txt = xmpp_stanza_new(ctx);
+    xmpp_stanza_set_text(txt, filter_reason_name(r));
+    xmpp_stanza_add_child(t, txt);
+    xmpp_stanza_release(txt);
+    xmpp_send(s->conn, m);
+    xmpp_stanza_release(m);
+}
+
+/* The push envelope for a message that finds no phone connected, or NULL
+ * when a phone is there. What it tells depends on push_preview. */
+static json_t *push_for(struct session *s, const struct env *e, const char *peer)
+{
+    if (s->devices.count > 0)
+        return NULL;
+    const char *mode = s->w->cfg->push_preview;
+    json_t *p = json_pack("{s:i, s:s, s:s, s:I}", "v", ENV_VERSION, "type", "push",
+                          "to", s->jid, "ts", (json_int_t)env_int(e, "ts", util_wall_ms()));
+    if (strcmp(mode, "none") != 0) {
+        char bare[ENV_MAX_JID + 1];
+        const char *room = env_str(e, "room");
+        if (room) {
+            json_object_set_new(p, "room", json_string(room));
+            const char *nick = strchr(peer, '/');
+            if (nick)
+                json_object_set_new(p, "from", json_string(nick + 1));
+        } else if (schema_bare_jid(peer, bare, sizeof(bare))) {
+            json_object_set_new(p, "from", json_string(bare));
+        }
+    }
+    if (strcmp(mode, "full") == 0) {
+        /* The first 100 characters, never cutting one in two. */
+        const char *body = env_str(e, "body");
+        size_t n = 0, chars = 0;
+        while (body[n] && chars < 100) {
+            n++;
+            while (((unsigned char)body[n] & 0xC0) == 0x80)
+                n++;
+            chars++;
+        }
+        json_object_set_new(p, "preview", json_stringn(body, n));
+    }
+    s->w->stats.pushes++;
+    return p;
+}
+
+void session_deliver_chat(struct session *s, struct env *e, const char *peer)
+{
+    char *masked = NULL;
+    enum filter_reason r = filter_check(worker_filter(), peer, env_str(e, "body"), &masked);
+    if (r == FR_MASKED) {
+        count_filtered(s, FILTER_IN, r, peer);
+        env_set_str(e, "body", masked);
+        env_set_str(e, "filtered", "masked");
+        free(masked);
+    } else if (r != FR_PASS) {
+        count_filtered(s, FILTER_IN, r, peer);
+        if (!env_str(e, "room") && !json_is_true(env_json(e, "sent")))
+            bounce(s, peer, env_str(e, "id"), r);
+        env_free(e);
+        return;
+    }
+    json_t *push = json_is_true(env_json(e, "sent")) ? NULL : push_for(s, e, peer);
+    worker_deliver(s->w, s->jid, e, push);
+}
+
 static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
 {
     struct session *s = userdata;
     struct worker *w = s->w;
+    if (archive_on_message(s, st))
+        return 1; /* a page of history a phone asked for */
     /* A message from the archive (catching up after a lost session), or a
      * live one; either way identified by its archive id and its sender's
      * id, so the one that comes both ways reaches the inbox once. */
     const char *aid = NULL;
+    bool sent = false;
     xmpp_stanza_t *m = s->mam_qid[0] ? stanza_mam_result(st, s->jid, s->mam_qid, &aid) : NULL;
     if (m) {
         const char *to = xmpp_stanza_get_to(m);
@@ -473,8 +567,14 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
         if (!to || !schema_bare_jid(to, bare, sizeof(bare)) || strcasecmp(bare, s->jid) != 0)
             return 1; /* one the user sent: not for the phone */
     } else {
-        m = st;
         aid = stanza_archive_id(st, s->jid);
+        /* A carbon: what another client of the user sent or received. */
+        if (!(m = im_unwrap_carbon(s, st, &sent)))
+            return 1;
+        if (!sent)
+            im_on_signals(s, m); /* receipts, read markers, typing */
+        if (muc_on_message(s, m))
+            return 1;
     }
     char key[ENV_MAX_JID + 80];
     const char *from = xmpp_stanza_get_from(m), *xid = xmpp_stanza_get_id(m);
@@ -495,11 +595,23 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
             }
             if (has_key)
                 idset_add(&s->seen, key);
-            worker_deliver(w, s->jid, e);
+            const char *to = xmpp_stanza_get_to(m);
+            if (sent) {
+                if (!to || !schema_jid_ok(to, ENV_MAX_JID)) {
+                    env_free(e);
+                    break;
+                }
+                env_set_json(e, "sent", json_true());
+                env_set_str(e, "with", to);
+            } else if (xid && schema_id_ok(xid, 64) &&
+                       xmpp_stanza_get_child_by_name_and_ns(m, "request", STANZA_NS_RECEIPTS)) {
+                env_set_json(e, "rr", json_true()); /* answered once a phone acks */
+            }
+            session_deliver_chat(s, e, sent ? to : from);
         } else if (m == st) {
             worker_publish(w, "p", s->jid, e);
         } else {
-            env_free(e); /* an old bounce from the archive: not news */
+            env_free(e); /* an old bounce from the archive or a copy: not news */
         }
         break;
     case STANZA_INVALID:
@@ -549,7 +661,8 @@ static void mam_next(struct session *s, const char *after)
     snprintf(iq_id, sizeof(iq_id), "imbm%llu", (unsigned long long)w->next_ping);
     s->mam_pages++;
     xmpp_id_handler_add(s->conn, on_mam_fin, iq_id, s);
-    xmpp_stanza_t *q = stanza_mam_query(w->ctx, iq_id, s->mam_qid, after, MAM_PAGE);
+    struct mam_query mq = {.queryid = s->mam_qid, .after = after, .max = MAM_PAGE};
+    xmpp_stanza_t *q = stanza_mam_query(w->ctx, iq_id, &mq);
     xmpp_send(s->conn, q);
     xmpp_stanza_release(q);
     worker_kick(w);
@@ -618,9 +731,10 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
         free(s->password);
         s->password = NULL;
         xmpp_handler_add(conn, on_message, NULL, "message", NULL, s);
-        xmpp_stanza_t *p = stanza_presence(w->ctx, true);
-        xmpp_send(conn, p);
-        xmpp_stanza_release(p);
+        xmpp_handler_add(conn, im_on_presence, NULL, "presence", NULL, s);
+        xmpp_handler_add(conn, im_on_iq, NULL, "iq", NULL, s);
+        im_on_online(s);  /* carbons, then the user's presence */
+        muc_on_online(s); /* rooms the user was in */
         mam_catch_up(s);
         LOG(INFO, "session_online", "jid=%s ms=%lld", s->jid,
             (long long)(util_mono_ms() - s->started_ms));
@@ -896,6 +1010,7 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
             w->stats.logins_reused++;
             LOG(INFO, "session_reused", "jid=%s edge=%s dev=%s", jid, edge, dev);
             reply_login(w, jid, edge, dev, NULL, NULL);
+            im_on_attach(s, edge, dev);
         }
         break;
     case SESSION_CLOSING: {
@@ -1031,11 +1146,62 @@ void session_on_env(struct session *s, struct env *e)
                 queue_ack(s, id, edge, dev); /* acked with the original */
             return;
         }
-        xmpp_stanza_t *m = stanza_chat(w->ctx, env_str(e, "to"),
-                                       env_str(e, "body"), id);
+        const char *to = env_str(e, "to"), *body = env_str(e, "body");
+        char *masked = NULL;
+        enum filter_reason fr = filter_check(worker_filter(), to, body, &masked);
+        if (fr == FR_PASS || fr == FR_MASKED) {
+            if (!filter_rate_ok(worker_filter(), &s->rate_tokens, &s->rate_ms,
+                                util_mono_ms())) {
+                free(masked);
+                fr = FR_RATE;
+            }
+        }
+        if (fr != FR_PASS)
+            count_filtered(s, FILTER_OUT, fr, to);
+        if (fr != FR_PASS && fr != FR_MASKED) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "the message filter refused it: %s",
+                     filter_reason_name(fr));
+            struct env *err = env_new(ENV_ERROR);
+            env_set_str(err, "to", s->jid);
+            env_set_str(err, "code", "filtered");
+            env_set_str(err, "reason", filter_reason_name(fr));
+            env_set_str(err, "msg", msg);
+            if (id)
+                env_set_str(err, "id", id);
+            if (edge && dev) {
+                env_set_str(err, "edge", edge);
+                env_set_str(err, "dev", dev);
+            }
+            worker_publish(w, "p", s->jid, err);
+            return;
+        }
+        if (masked)
+            body = masked;
+        bool group = json_is_true(env_json(e, "group"));
+        xmpp_stanza_t *m = stanza_chat(w->ctx, to, body, id, group);
         xmpp_send(s->conn, m);
         xmpp_stanza_release(m);
         w->stats.msgs_to_xmpp++;
+        if (!group) {
+            /* A copy for the user's other phones (a room echoes it itself). */
+            struct env *copy = env_new(ENV_CHAT);
+            env_set_str(copy, "from", s->jid);
+            env_set_str(copy, "to", s->jid);
+            env_set_str(copy, "with", to);
+            env_set_str(copy, "body", body);
+            if (id)
+                env_set_str(copy, "id", id);
+            env_set_json(copy, "sent", json_true());
+            if (edge && dev) {
+                env_set_str(copy, "edge", edge);
+                env_set_str(copy, "dev", dev);
+            }
+            if (masked)
+                env_set_str(copy, "filtered", "masked");
+            worker_deliver(w, s->jid, copy, NULL);
+        }
+        free(masked);
         if (id && edge && dev)
             queue_ack(s, id, edge, dev);
         worker_kick(w);
@@ -1047,7 +1213,14 @@ void session_on_env(struct session *s, struct env *e)
         strmap_del(&s->devices, key);
         LOG(INFO, e->type == ENV_LOGOUT ? "device_logout" : "device_detach",
             "jid=%s dev=%s devices=%zu", s->jid, key, s->devices.count);
+        im_on_devices_changed(s);
         last_device_gone(s, e->type == ENV_LOGOUT);
+        break;
+    case ENV_REQ:
+        session_on_req(s, e);
+        break;
+    case ENV_ACKED:
+        im_on_acked(s, e);
         break;
     default:
         w->stats.bad_envelopes++;
@@ -1067,6 +1240,16 @@ void session_on_lease(struct session *s, const char *owner)
     env_set_str(e, "reason", "moved");
     worker_publish(s->w, "p", s->jid, e);
     session_close(s, "lease_lost");
+}
+
+bool session_foreground(const struct session *s)
+{
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&s->devices, &it); e;
+         e = strmap_next(&s->devices, &it))
+        if (e->value == (void *)1)
+            return true;
+    return false;
 }
 
 void session_prune_devices(struct worker *w, const struct strmap *live)

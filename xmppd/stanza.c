@@ -10,10 +10,15 @@
 #include <time.h>
 
 xmpp_stanza_t *stanza_chat(xmpp_ctx_t *ctx, const char *to, const char *body,
-                           const char *id)
+                           const char *id, bool group)
 {
-    xmpp_stanza_t *m = xmpp_message_new(ctx, "chat", to, id);
+    xmpp_stanza_t *m = xmpp_message_new(ctx, group ? "groupchat" : "chat", to, id);
     xmpp_message_set_body(m, body);
+    if (!group && id) {
+        /* Ask for a delivery receipt and a read marker (XEP-0184, 0333). */
+        stanza_add(ctx, m, "request", STANZA_NS_RECEIPTS);
+        stanza_add(ctx, m, "markable", STANZA_NS_MARKERS);
+    }
     return m;
 }
 
@@ -58,8 +63,8 @@ const char *stanza_archive_id(xmpp_stanza_t *msg, const char *user)
     return NULL;
 }
 
-static xmpp_stanza_t *child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent,
-                            const char *name, const char *ns)
+xmpp_stanza_t *stanza_add(xmpp_ctx_t *ctx, xmpp_stanza_t *parent,
+                          const char *name, const char *ns)
 {
     xmpp_stanza_t *c = xmpp_stanza_new(ctx);
     xmpp_stanza_set_name(c, name);
@@ -70,10 +75,10 @@ static xmpp_stanza_t *child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent,
     return c;
 }
 
-static void text_child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent,
-                       const char *name, const char *text)
+void stanza_add_text(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
+                     const char *text)
 {
-    xmpp_stanza_t *el = child(ctx, parent, name, NULL);
+    xmpp_stanza_t *el = stanza_add(ctx, parent, name, NULL);
     xmpp_stanza_t *t = xmpp_stanza_new(ctx);
     xmpp_stanza_set_text(t, text);
     xmpp_stanza_add_child(el, t);
@@ -81,31 +86,44 @@ static void text_child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent,
 }
 
 xmpp_stanza_t *stanza_mam_query(xmpp_ctx_t *ctx, const char *iq_id,
-                                const char *queryid, const char *after, int max)
+                                const struct mam_query *mq)
 {
     xmpp_stanza_t *iq = xmpp_iq_new(ctx, "set", iq_id);
-    xmpp_stanza_t *q = child(ctx, iq, "query", NS_MAM);
-    xmpp_stanza_set_attribute(q, "queryid", queryid);
-    xmpp_stanza_t *x = child(ctx, q, "x", "jabber:x:data");
+    if (mq->to)
+        xmpp_stanza_set_to(iq, mq->to);
+    xmpp_stanza_t *q = stanza_add(ctx, iq, "query", NS_MAM);
+    xmpp_stanza_set_attribute(q, "queryid", mq->queryid);
+    xmpp_stanza_t *x = stanza_add(ctx, q, "x", "jabber:x:data");
     xmpp_stanza_set_type(x, "submit");
-    xmpp_stanza_t *f = child(ctx, x, "field", NULL);
+    xmpp_stanza_t *f = stanza_add(ctx, x, "field", NULL);
     xmpp_stanza_set_attribute(f, "var", "FORM_TYPE");
     xmpp_stanza_set_type(f, "hidden");
-    text_child(ctx, f, "value", NS_MAM);
-    xmpp_stanza_t *set = child(ctx, q, "set", "http://jabber.org/protocol/rsm");
+    stanza_add_text(ctx, f, "value", NS_MAM);
+    if (mq->with) {
+        f = stanza_add(ctx, x, "field", NULL);
+        xmpp_stanza_set_attribute(f, "var", "with");
+        stanza_add_text(ctx, f, "value", mq->with);
+    }
+    xmpp_stanza_t *set = stanza_add(ctx, q, "set", "http://jabber.org/protocol/rsm");
     char n[16];
-    snprintf(n, sizeof(n), "%d", max);
-    text_child(ctx, set, "max", n);
-    text_child(ctx, set, "after", after);
+    snprintf(n, sizeof(n), "%d", mq->max);
+    stanza_add_text(ctx, set, "max", n);
+    if (mq->after)
+        stanza_add_text(ctx, set, "after", mq->after);
+    else if (mq->before && *mq->before)
+        stanza_add_text(ctx, set, "before", mq->before);
+    else if (mq->before)
+        stanza_add(ctx, set, "before", NULL); /* empty: the newest page */
     return iq;
 }
 
-xmpp_stanza_t *stanza_mam_result(xmpp_stanza_t *msg, const char *user,
+xmpp_stanza_t *stanza_mam_result(xmpp_stanza_t *msg, const char *archive,
                                  const char *queryid, const char **aid)
 {
     const char *from = xmpp_stanza_get_from(msg);
-    /* Results come from the user's own archive: no from, or the bare JID. */
-    if (from && strcasecmp(from, user) != 0)
+    /* Results come from the archive asked: the user's own (no from, or
+     * the bare JID), or a room's. */
+    if (from && strcasecmp(from, archive) != 0)
         return NULL;
     xmpp_stanza_t *r = xmpp_stanza_get_child_by_name_and_ns(msg, "result", NS_MAM);
     const char *qid = r ? xmpp_stanza_get_attribute(r, "queryid") : NULL;
@@ -163,7 +181,7 @@ int64_t stanza_parse_time(const char *s)
 }
 
 /* The stamp of a XEP-0203 <delay/> (offline storage sets it), or now. */
-static int64_t message_time(xmpp_stanza_t *msg)
+int64_t stanza_time(xmpp_stanza_t *msg)
 {
     xmpp_stanza_t *d = xmpp_stanza_get_child_by_name_and_ns(msg, "delay",
                                                             "urn:xmpp:delay");
@@ -227,8 +245,8 @@ enum stanza_verdict stanza_message_to_env(xmpp_ctx_t *ctx, xmpp_stanza_t *msg,
         return STANZA_ENVELOPE;
     }
     if (strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0 &&
-        strcmp(type, "headline") != 0)
-        return STANZA_IGNORE; /* groupchat and unknown types: not yet */
+        strcmp(type, "headline") != 0 && strcmp(type, "groupchat") != 0)
+        return STANZA_IGNORE; /* unknown types */
 
     xmpp_stanza_t *body_el = xmpp_stanza_get_child_by_name(msg, "body");
     if (!body_el)
@@ -253,7 +271,7 @@ enum stanza_verdict stanza_message_to_env(xmpp_ctx_t *ctx, xmpp_stanza_t *msg,
         env_set_str(e, "body", body);
         if (id)
             env_set_str(e, "id", id);
-        env_set_int(e, "ts", message_time(msg));
+        env_set_int(e, "ts", stanza_time(msg));
         *out = e;
         v = STANZA_ENVELOPE;
     }

@@ -4,17 +4,39 @@
 #ifndef IMB_STANZA_H
 #define IMB_STANZA_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <strophe.h>
 
 #include "envelope.h"
 
 #define STANZA_NS_PING "urn:xmpp:ping"
+#define STANZA_NS_RECEIPTS "urn:xmpp:receipts"
+#define STANZA_NS_MARKERS "urn:xmpp:chat-markers:0"
+#define STANZA_NS_CHATSTATES "http://jabber.org/protocol/chatstates"
+#define STANZA_NS_CARBONS "urn:xmpp:carbons:2"
+#define STANZA_NS_FORWARD "urn:xmpp:forward:0"
+#define STANZA_NS_HINTS "urn:xmpp:hints"
+#define STANZA_NS_ROSTER "jabber:iq:roster"
+#define STANZA_NS_MUC "http://jabber.org/protocol/muc"
+#define STANZA_NS_MUC_USER "http://jabber.org/protocol/muc#user"
+#define STANZA_NS_CONFERENCE "jabber:x:conference"
+#define STANZA_NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 
-/* <message type='chat' to=.. id=..><body>..</body></message> */
+/* <message type='chat' to=.. id=..><body>..</body></message>, asking for a
+ * receipt and a read marker; type='groupchat' (no receipt) when group. */
 xmpp_stanza_t *stanza_chat(xmpp_ctx_t *ctx, const char *to, const char *body,
-                           const char *id);
+                           const char *id, bool group);
+/* Append <name xmlns=ns/> to parent; returns it (owned by parent). */
+xmpp_stanza_t *stanza_add(xmpp_ctx_t *ctx, xmpp_stanza_t *parent,
+                          const char *name, const char *ns);
+/* Append <name>text</name> to parent. */
+void stanza_add_text(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
+                     const char *text);
+/* The <delay/> stamp of msg (XEP-0203) in ms since the epoch, or now. */
+int64_t stanza_time(xmpp_stanza_t *msg);
 /* <iq type='get' id=.. to=domain><ping xmlns='urn:xmpp:ping'/></iq> */
 xmpp_stanza_t *stanza_ping(xmpp_ctx_t *ctx, const char *id, const char *to);
 /* <presence/>, or <presence type='unavailable'/> */
@@ -37,15 +59,21 @@ enum stanza_verdict stanza_message_to_env(xmpp_ctx_t *ctx, xmpp_stanza_t *msg,
  * user, or NULL. Valid as an envelope id ([A-Za-z0-9._:-], <= 64). */
 const char *stanza_archive_id(xmpp_stanza_t *msg, const char *user);
 
-/* A XEP-0313 query for user's archive after archive id `after`, at most
- * max results; queryid tags the result messages. */
+/* A XEP-0313 query: of the archive at `to` (NULL: the user's own),
+ * messages exchanged `with` a JID (NULL: all), at most max, the page
+ * `after` an archive id, or `before` one ("" : the newest page). queryid
+ * tags the result messages. */
+struct mam_query {
+    const char *queryid, *to, *with, *after, *before;
+    int max;
+};
 xmpp_stanza_t *stanza_mam_query(xmpp_ctx_t *ctx, const char *iq_id,
-                                const char *queryid, const char *after, int max);
+                                const struct mam_query *mq);
 
-/* If msg is a MAM result for queryid from user's own archive, the archived
- * message inside it (not a copy: owned by msg) and its archive id in *aid;
- * else NULL. */
-xmpp_stanza_t *stanza_mam_result(xmpp_stanza_t *msg, const char *user,
+/* If msg is a MAM result for queryid from the archive of `archive` (the
+ * user's bare JID, or a room), the archived message inside it (not a copy:
+ * owned by msg) and its archive id in *aid; else NULL. */
+xmpp_stanza_t *stanza_mam_result(xmpp_stanza_t *msg, const char *archive,
                                  const char *queryid, const char **aid);
 
 /* Parse an XEP-0082 timestamp ("2026-11-24T16:00:00Z", optional fraction

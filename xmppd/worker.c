@@ -28,6 +28,34 @@
 static struct worker *current;
 void (*worker_reload_hook)(void);
 
+static struct filter *the_filter;
+
+struct filter *worker_filter(void)
+{
+    return the_filter;
+}
+
+/* (Re)load the message filter; on a fault the rules in force stay. */
+static void filter_reload(const struct xmppd_cfg *cfg)
+{
+    if (!*cfg->filter_rules) {
+        filter_free(the_filter);
+        the_filter = NULL;
+        return;
+    }
+    char err[512];
+    struct filter *f = filter_load(cfg->filter_rules, err, sizeof(err));
+    if (!f) {
+        LOG(ERROR, "filter_rules_invalid", "err=\"%s\" kept=%s", err,
+            the_filter ? "previous" : "none");
+        return;
+    }
+    filter_free(the_filter);
+    the_filter = f;
+    LOG(INFO, "filter_rules_loaded", "file=%s rules=%zu", cfg->filter_rules,
+        filter_rule_count(f));
+}
+
 struct worker *worker_current(void)
 {
     return current;
@@ -60,8 +88,15 @@ void worker_publish(struct worker *w, const char *kind, const char *id,
 #define REDELIVER_MAX 100000
 #define REDELIVER_MS 500
 
-static void deliver_payload(struct worker *w, char *jid, char *payload,
-                            size_t len);
+static void deliver_payload(struct worker *w, struct pending_delivery *pd);
+
+static void pending_free(struct pending_delivery *pd)
+{
+    free(pd->jid);
+    free(pd->payload);
+    free(pd->push);
+    free(pd);
+}
 
 static void on_delivered(void *owner, void *data, redisReply *r)
 {
@@ -70,18 +105,14 @@ static void on_delivered(void *owner, void *data, redisReply *r)
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
         LOG(DEBUG, "delivered", "jid=%s seq=%lld receivers=%lld", pd->jid,
             r->element[0]->integer, r->element[1]->integer);
-        free(pd->jid);
-        free(pd->payload);
-        free(pd);
+        pending_free(pd);
         return;
     }
     /* Redis is away (or refused the script): keep it, in order, for later. */
     if (w->nredeliver >= REDELIVER_MAX) {
         w->stats.delivery_dropped++;
         LOG(ERROR, "delivery_dropped", "jid=%s reason=\"retry queue full\"", pd->jid);
-        free(pd->jid);
-        free(pd->payload);
-        free(pd);
+        pending_free(pd);
         return;
     }
     if (r && r->type == REDIS_REPLY_ERROR)
@@ -100,15 +131,11 @@ static void on_delivered(void *owner, void *data, redisReply *r)
     }
 }
 
-static void deliver_payload(struct worker *w, char *jid, char *payload,
-                            size_t len)
+static void deliver_payload(struct worker *w, struct pending_delivery *pd)
 {
-    struct pending_delivery *pd = xcalloc(1, sizeof(*pd));
-    pd->jid = jid;
-    pd->payload = payload;
-    pd->len = len;
-    inbox_deliver(w->bus, jid, payload, len, w->cfg->inbox_ttl * 1000,
-                  w->cfg->inbox_max, on_delivered, pd);
+    pd->next = NULL;
+    inbox_deliver(w->bus, pd->jid, pd->payload, pd->len, w->cfg->inbox_ttl * 1000,
+                  w->cfg->inbox_max, pd->push, on_delivered, pd);
 }
 
 static void redeliver_cb(evutil_socket_t fd, short what, void *arg)
@@ -124,32 +151,33 @@ static void redeliver_cb(evutil_socket_t fd, short what, void *arg)
     w->nredeliver = 0;
     while (pd) {
         struct pending_delivery *next = pd->next;
-        deliver_payload(w, pd->jid, pd->payload, pd->len);
-        free(pd);
+        deliver_payload(w, pd);
         pd = next;
     }
 }
 
-void worker_deliver(struct worker *w, const char *jid, struct env *e)
+void worker_deliver(struct worker *w, const char *jid, struct env *e,
+                    json_t *push)
 {
-    size_t len;
     if (!json_object_get(e->obj, "ts"))
         env_set_int(e, "ts", util_wall_ms());
     env_set_int(e, "pts", util_wall_ms());
-    char *payload = env_encode(e, &len);
+    struct pending_delivery *pd = xcalloc(1, sizeof(*pd));
+    pd->jid = xstrdup(jid);
+    pd->payload = env_encode(e, &pd->len);
     env_free(e);
+    if (push) {
+        pd->push = json_dumps(push, JSON_COMPACT);
+        json_decref(push);
+    }
     if (w->redeliver) {
         /* Older messages wait for Redis: queue behind them, keep order. */
-        struct pending_delivery *pd = xcalloc(1, sizeof(*pd));
-        pd->jid = xstrdup(jid);
-        pd->payload = payload;
-        pd->len = len;
         w->redeliver_tail->next = pd;
         w->redeliver_tail = pd;
         w->nredeliver++;
         return;
     }
-    deliver_payload(w, xstrdup(jid), payload, len);
+    deliver_payload(w, pd);
 }
 
 static void run_pass(evutil_socket_t fd, short what, void *arg)
@@ -382,6 +410,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     if (sig == SIGHUP) {
         if (worker_reload_hook)
             worker_reload_hook();
+        filter_reload(w->cfg);
         return;
     }
     if (w->stopping) {
@@ -414,6 +443,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     snprintf(name, sizeof(name), "xmppd/%s", w->id);
     log_set_name(name);
     seal_parse_key(cfg->common.cred_key, w->cred_key);
+    filter_reload(cfg);
     strmap_init(&w->sessions);
     strmap_init(&w->by_conn);
 
@@ -492,6 +522,8 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     strmap_free(&w->sessions);
     strmap_free(&w->by_conn);
     event_base_free(w->base);
+    filter_free(the_filter);
+    the_filter = NULL;
     free(w);
     current = NULL;
     return 0;

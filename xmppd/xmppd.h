@@ -22,6 +22,7 @@
 #include "bus.h"
 #include "httpd.h"
 #include "strmap.h"
+#include "filter.h"
 
 struct event_base;
 struct event;
@@ -44,6 +45,10 @@ struct xmppd_cfg {
     long inbox_ttl;       /* seconds an unacked message waits for a phone */
     long inbox_max;       /* messages kept per user at most */
     char *bridge_id;      /* empty: random */
+    char *xmpp_csi;       /* "on": tell the server when no phone is in front
+                             (XEP-0352) | "off": the server lacks it */
+    char *push_preview;   /* push envelopes carry: "none" | "sender" | "full" */
+    char *filter_rules;   /* rules file of the message filter, "" = none */
 };
 
 enum session_state {
@@ -107,6 +112,44 @@ struct session {
     int mam_pages;           /* archive pages fetched since CONNECT */
     struct session *flush_next;
     int64_t started_ms;
+    struct strmap presence;  /* contact's full JID -> json_t presence frame */
+    struct strmap rooms;     /* room bare JID -> struct room */
+    struct pending_iq *iqs;  /* IQs waiting for an answer */
+    char show[8];            /* the user's presence: PROTO_SHOWS */
+    char *status;            /* and its status text, or NULL */
+    bool csi_inactive;       /* <inactive/> was sent: no phone in front */
+    double rate_tokens;      /* the filter's per-user message rate */
+    int64_t rate_ms;
+};
+
+/* An IQ sent on a phone's behalf (or the session's own), waiting for the
+ * server's answer: matched by iq id in the session's list. */
+enum pending_kind {
+    PQ_ROSTER_GET,  /**< answer: a "roster" frame */
+    PQ_ROSTER_SET,  /**< answer: "ok" (set or remove) */
+    PQ_HISTORY,     /**< archive query for a phone: "hist" frames, "history" */
+    PQ_CARBONS,     /**< enabling carbons: log a refusal */
+};
+
+struct pending_iq {
+    struct pending_iq *next;
+    enum pending_kind kind;
+    char iq_id[24];
+    char edge[65], dev[65];  /* who asked, "" for the session itself */
+    char req_id[65];         /* the request's id, to answer */
+    char qid[24];            /* PQ_HISTORY: the query's tag on results */
+    char *archive;           /* PQ_HISTORY: whose archive (user or room) */
+    int count;               /* PQ_HISTORY: results sent so far */
+};
+
+/* A group chat (XEP-0045) room the user is in, or joining. */
+struct room {
+    char *jid;               /* bare room JID, owned */
+    char *nick;              /* the user's nickname there, owned */
+    bool joined;             /* the room sent the user's own presence */
+    char edge[65], dev[65], req_id[65]; /* the join request to answer, or "" */
+    int64_t last_ts;         /* time of the newest room message stored */
+    struct strmap occupants; /* nick -> (void *)1 */
 };
 
 /* A message for a phone that could not be stored yet (Redis away). */
@@ -115,12 +158,15 @@ struct pending_delivery {
     char *jid;
     char *payload;
     size_t len;
+    char *push;       /* push envelope to publish once stored, or NULL */
 };
 
 struct worker_stats {
     uint64_t logins_ok, logins_auth_failed, logins_unavailable, logins_reused;
     uint64_t msgs_to_xmpp, msgs_from_xmpp, acks, undelivered, bad_envelopes,
         bad_stanzas, dup_msgs, delivery_retries, delivery_dropped;
+    uint64_t requests, events, receipts_sent, pushes;
+    uint64_t filtered[2][FILTER_REASONS]; /* [direction][reason] */
 };
 
 /* What a worker tells the supervisor, in shared memory, once a second:
@@ -205,9 +251,11 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
 struct worker *worker_current(void);
 /* Schedule one libstrophe pass (after xmpp_send, or a readable socket). */
 void worker_kick(struct worker *w);
-/* Store e (a chat for the phone) in the user's inbox and publish it; keeps
- * it for a retry while Redis is away. e is freed. */
-void worker_deliver(struct worker *w, const char *jid, struct env *e);
+/* Store e (a chat or event for the phones) in the user's inbox and publish
+ * it; keeps it for a retry while Redis is away. e is freed. push (consumed,
+ * may be NULL): a push envelope to publish once it is stored. */
+void worker_deliver(struct worker *w, const char *jid, struct env *e,
+                    json_t *push);
 /* Publish e to "<prefix>:<kind>:<id>"; e is freed. */
 void worker_publish(struct worker *w, const char *kind, const char *id,
                     struct env *e);
@@ -229,5 +277,64 @@ void session_free(struct session *s);
 /* Renew the lease of every connecting or online session; cb gets each
  * holder (data: the jid, malloc'd). */
 void session_lease_renew(struct worker *w, bus_reply_cb *cb);
+/* A chat from the XMPP side for the phones (e consumed): the filter, a push
+ * envelope if no phone is connected, then the inbox. peer: the sender (or,
+ * for a copy of what the user sent elsewhere, the recipient). */
+void session_deliver_chat(struct session *s, struct env *e, const char *peer);
+/* Does any device of s want traffic now (attached and in the foreground)? */
+bool session_foreground(const struct session *s);
+
+/* req.c: the plumbing of phone requests and events. */
+/* Send frame (consumed) to the user's phones: to one device when edge and
+ * dev are set, else to all; durable ones are numbered and stored like
+ * chats (replayed to a phone that was away), the others only published. */
+void session_event(struct session *s, json_t *frame, const char *edge,
+                   const char *dev, bool durable);
+/* Answer the request in req (a "req" envelope): "ok" with the request's id
+ * plus the fields of extra (consumed, may be NULL), or an error frame. */
+void session_req_ok(struct session *s, const struct env *req, json_t *extra);
+void session_req_error(struct session *s, const struct env *req,
+                       const char *code, const char *msg);
+/* Register an IQ about to be sent (its id written to pq->iq_id); its answer
+ * reaches session_on_iq_answer. req (may be NULL) is who to answer. */
+struct pending_iq *session_iq_new(struct session *s, enum pending_kind kind,
+                                  const struct env *req);
+void session_iqs_free(struct session *s);
+/* Route a phone's request to the feature that serves it. */
+void session_on_req(struct session *s, struct env *e);
+
+/* im.c: presence, client state, roster, subscriptions, typing, receipts,
+ * read markers, carbons. */
+void im_on_online(struct session *s);
+void im_on_attach(struct session *s, const char *edge, const char *dev);
+void im_on_devices_changed(struct session *s);
+bool im_on_req(struct session *s, const struct env *e, const json_t *frame);
+void im_on_acked(struct session *s, const struct env *e);
+int im_on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata);
+int im_on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata);
+void im_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st);
+/* The message a carbon copy carries (sent by another client of the user:
+ * *sent), or msg itself when it is none. */
+xmpp_stanza_t *im_unwrap_carbon(struct session *s, xmpp_stanza_t *msg, bool *sent);
+/* Receipts, read markers and chat states in msg: events for the phones. */
+void im_on_signals(struct session *s, xmpp_stanza_t *msg);
+void im_free(struct session *s);
+
+/* muc.c: group chat rooms. */
+void muc_on_online(struct session *s);
+bool muc_on_req(struct session *s, const struct env *e, const json_t *frame);
+/* true when st was about a room (consumed). */
+bool muc_on_presence(struct session *s, xmpp_stanza_t *st);
+bool muc_on_message(struct session *s, xmpp_stanza_t *msg);
+void muc_free(struct session *s);
+
+/* archive.c: history (XEP-0313) for phones. */
+bool archive_on_req(struct session *s, const struct env *e, const json_t *frame);
+/* true when msg was a result of a phone's query (consumed). */
+bool archive_on_message(struct session *s, xmpp_stanza_t *msg);
+void archive_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st);
+
+/* The worker's message filter (loaded from filter_rules), or NULL. */
+struct filter *worker_filter(void);
 
 #endif

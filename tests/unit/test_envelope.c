@@ -33,6 +33,9 @@ static const struct sample samples[] = {
     {ENV_DETACH, "detach", {"from", "alice@localhost", "edge", "e1", "dev", "c1"}},
     {ENV_SESSION_END, "session_end",
      {"to", "alice@localhost", "reason", "xmpp_disconnected"}},
+    {ENV_REQ, "req", {"from", "alice@localhost", "edge", "e1", "dev", "c1"}},
+    {ENV_EVENT, "event", {"to", "alice@localhost", "edge", "e1", "dev", "c1"}},
+    {ENV_ACKED, "acked", {"from", "alice@localhost"}},
 };
 #define NSAMPLES (sizeof(samples) / sizeof(samples[0]))
 
@@ -45,6 +48,12 @@ static struct env *make(const struct sample *s)
         env_set_json(e, "ids", json_pack("[s,s]", "c1", "c2"));
     if (s->type == ENV_CHAT)
         env_set_int(e, "ts", 1732460000123LL);
+    if (s->type == ENV_REQ)
+        env_set_json(e, "frame", json_pack("{s:s, s:s}", "t", "roster", "id", "r1"));
+    if (s->type == ENV_EVENT)
+        env_set_json(e, "frame", json_pack("{s:s, s:s}", "t", "ok", "id", "r1"));
+    if (s->type == ENV_ACKED)
+        env_set_json(e, "rr", json_pack("[{s:s, s:s}]", "to", "bob@localhost/d", "id", "m1"));
     return e;
 }
 
@@ -188,7 +197,7 @@ TEST(env_decode_rejects_version_and_type)
 TEST(env_decode_rejects_missing_field)
 {
     /* Drop each required field of each sample in turn. */
-    static const char *required[][6] = {
+    static const char *required[ENV_TYPE_COUNT][6] = {
         [ENV_LOGIN] = {"jid", "cred", "edge", "dev"},
         [ENV_LOGIN_OK] = {"jid", "edge", "dev", "worker"},
         [ENV_LOGIN_FAIL] = {"jid", "edge", "dev", "code"},
@@ -198,6 +207,9 @@ TEST(env_decode_rejects_missing_field)
         [ENV_LOGOUT] = {"from", "edge", "dev"},
         [ENV_DETACH] = {"from", "edge", "dev"},
         [ENV_SESSION_END] = {"to", "reason"},
+        [ENV_REQ] = {"from", "edge", "dev", "frame"},
+        [ENV_EVENT] = {"to", "frame"},
+        [ENV_ACKED] = {"from", "rr"},
     };
     for (size_t i = 0; i < NSAMPLES; i++) {
         for (int k = 0; required[samples[i].type][k]; k++) {

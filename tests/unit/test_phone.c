@@ -80,10 +80,34 @@ TEST(phone_decode_msg_hb_logout)
     json_decref(o);
 }
 
+TEST(phone_decode_requests)
+{
+    json_t *o = NULL;
+    /* Requests for the bridge are checked against the catalogue here. */
+    CHECK_EQ_INT(decode("{\"t\":\"typing\",\"to\":\"bob@localhost\",\"state\":\"composing\"}", &o),
+                 PHONE_REQ);
+    json_decref(o);
+    o = NULL;
+    CHECK_EQ_INT(decode("{\"t\":\"typing\",\"to\":\"bob@localhost\",\"state\":\"dancing\"}", &o),
+                 -1);
+    CHECK(o == NULL);
+    CHECK_EQ_INT(decode("{\"t\":\"presence\",\"show\":\"away\",\"status\":\"lunch\"}", &o),
+                 PHONE_REQ);
+    json_decref(o);
+    o = NULL;
+    CHECK_EQ_INT(decode("{\"t\":\"join\",\"id\":\"j1\",\"room\":\"r@conference.localhost\"}", &o),
+                 -1); /* nick is required */
+    CHECK_EQ_INT(decode("{\"t\":\"history\",\"id\":\"h1\",\"max\":101}", &o), -1);
+    CHECK_EQ_INT(decode("{\"t\":\"history\",\"id\":\"h1\",\"max\":100}", &o), PHONE_REQ);
+    json_decref(o);
+    o = NULL;
+    CHECK_EQ_INT(decode("{\"t\":\"msg\",\"id\":\"c1\",\"to\":\"r@c\",\"body\":\"x\",\"group\":1}", &o), -1);
+}
+
 TEST(phone_decode_unknown_type)
 {
     json_t *o = NULL;
-    CHECK_EQ_INT(decode("{\"t\":\"typing\",\"to\":\"bob@localhost\"}", &o),
+    CHECK_EQ_INT(decode("{\"t\":\"dance\",\"to\":\"bob@localhost\"}", &o),
                  PHONE_UNKNOWN);
     CHECK(o != NULL); /* the caller still gets the object (to answer it) */
     json_decref(o);
@@ -311,6 +335,7 @@ int main(void)
 {
     RUN(phone_decode_login);
     RUN(phone_decode_msg_hb_logout);
+    RUN(phone_decode_requests);
     RUN(phone_decode_unknown_type);
     RUN(phone_decode_bad_frames);
     RUN(phone_decode_bad_msg);

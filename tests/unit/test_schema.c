@@ -121,15 +121,15 @@ TEST(schema_text)
 
 /* The table schema_check tests run against. */
 static const struct field fields[] = {
-    {"id", F_ID, 8, true},
-    {"to", F_JID, 64, true},
-    {"body", F_TEXT, 16, true},
-    {"note", F_TEXT, 16, false},
-    {"tok", F_STR, 8, false},
-    {"n", F_INT, 10, false},
-    {"any", F_INT, 0, false},
-    {"flag", F_BOOL, 0, false},
-    {"ids", F_IDS, 3, false},
+    {"id", F_ID, 8, true, NULL},
+    {"to", F_JID, 64, true, NULL},
+    {"body", F_TEXT, 16, true, NULL},
+    {"note", F_TEXT, 16, false, NULL},
+    {"tok", F_STR, 8, false, NULL},
+    {"n", F_INT, 10, false, NULL},
+    {"any", F_INT, 0, false, NULL},
+    {"flag", F_BOOL, 0, false, NULL},
+    {"ids", F_IDS, 3, false, NULL},
 };
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 

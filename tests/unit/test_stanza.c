@@ -46,9 +46,12 @@ static bool env_is_valid(const struct env *e)
 TEST(stanza_chat_builds_message)
 {
     xmpp_stanza_t *m = stanza_chat(ctx, "bob@localhost", "hi <there> & \"you\"",
-                                   "c1");
+                                   "c1", false);
     CHECK_EQ_STR(xmpp_stanza_get_name(m), "message");
     CHECK_EQ_STR(xmpp_stanza_get_type(m), "chat");
+    /* Asks for a delivery receipt and a read marker. */
+    CHECK(xmpp_stanza_get_child_by_name_and_ns(m, "request", STANZA_NS_RECEIPTS) != NULL);
+    CHECK(xmpp_stanza_get_child_by_name_and_ns(m, "markable", STANZA_NS_MARKERS) != NULL);
     CHECK_EQ_STR(xmpp_stanza_get_to(m), "bob@localhost");
     CHECK_EQ_STR(xmpp_stanza_get_id(m), "c1");
     char *body = xmpp_message_get_body(m);
@@ -173,10 +176,6 @@ TEST(stanza_ignored)
     CHECK(e == NULL);
     CHECK_EQ_INT(translate("<message type='chat' from='bob@localhost/d'>"
                            "<body/></message>", &e),
-                 STANZA_IGNORE);
-    CHECK(e == NULL);
-    CHECK_EQ_INT(translate("<message type='groupchat' from='room@conf/bob'>"
-                           "<body>hi all</body></message>", &e),
                  STANZA_IGNORE);
     CHECK(e == NULL);
     CHECK_EQ_INT(translate("<message type='bogus' from='bob@localhost'>"

@@ -1,0 +1,510 @@
+/* im.c - what chat users expect around messages: the user's presence and
+ * their contacts', client state indication (XEP-0352), the roster and
+ * subscriptions (RFC 6121), typing (XEP-0085), delivery receipts (XEP-0184)
+ * and read markers (XEP-0333) both ways, and carbons (XEP-0280) so what the
+ * user's other XMPP clients send and receive reaches the phones too. */
+#include "bus.h"
+#include "log.h"
+#include "proto.h"
+#include "schema.h"
+#include "stanza.h"
+#include "util.h"
+#include "xmppd.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Contacts' presences remembered per session, at most. */
+#define PRESENCE_KEEP 5000
+
+static void send_stanza(struct session *s, xmpp_stanza_t *st)
+{
+    xmpp_send(s->conn, st);
+    xmpp_stanza_release(st);
+    worker_kick(s->w);
+}
+
+/* The text of child `name` of el if it is safe to forward (and short
+ * enough), else NULL. Free with xmpp_free. */
+static char *safe_text(struct session *s, xmpp_stanza_t *el, const char *name,
+                       size_t max)
+{
+    xmpp_stanza_t *c = el ? xmpp_stanza_get_child_by_name(el, name) : NULL;
+    char *t = c ? xmpp_stanza_get_text(c) : NULL;
+    if (t && (strlen(t) > max || !schema_text_ok(t, strlen(t)))) {
+        xmpp_free(s->w->ctx, t);
+        t = NULL;
+    }
+    return t;
+}
+
+static bool is_self(const struct session *s, const char *jid)
+{
+    char bare[ENV_MAX_JID + 1];
+    return jid && schema_bare_jid(jid, bare, sizeof(bare)) &&
+           strcasecmp(bare, s->jid) == 0;
+}
+
+/* ---- the user's own presence -------------------------------------------- */
+
+static void pres_key(const struct session *s, char *out, size_t n)
+{
+    snprintf(out, n, "%s:pres:%s", bus_prefix(s->w->bus), s->jid);
+}
+
+static void send_own_presence(struct session *s)
+{
+    xmpp_stanza_t *p = xmpp_presence_new(s->w->ctx);
+    if (strcmp(s->show, "offline") == 0) {
+        xmpp_stanza_set_type(p, "unavailable");
+    } else {
+        if (strcmp(s->show, "away") == 0)
+            stanza_add_text(s->w->ctx, p, "show", "away");
+        else if (strcmp(s->show, "busy") == 0)
+            stanza_add_text(s->w->ctx, p, "show", "dnd");
+        if (s->status)
+            stanza_add_text(s->w->ctx, p, "status", s->status);
+    }
+    send_stanza(s, p);
+}
+
+static void set_show(struct session *s, const char *show, const char *status)
+{
+    snprintf(s->show, sizeof(s->show), "%s", show);
+    free(s->status);
+    s->status = status && *status ? xstrdup(status) : NULL;
+}
+
+/* The presence the user chose last (kept in Redis, so a session re-opened
+ * on another worker shows the same), then the initial presence: the server
+ * answers it with contacts' presences and stored offline messages. */
+static void on_pres_loaded(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    char *jid = data;
+    struct session *s = strmap_get(&w->sessions, jid);
+    free(jid);
+    if (!s || s->state != SESSION_ONLINE)
+        return;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING) {
+        const char *show = r->element[0]->str;
+        const char *status = r->element[1]->type == REDIS_REPLY_STRING
+                                 ? r->element[1]->str
+                                 : NULL;
+        json_t *probe = json_pack("{s:s, s:s}", "t", "presence", "show", show);
+        if (status && schema_text_ok(status, strlen(status)) && strlen(status) <= 1024)
+            json_object_set_new(probe, "status", json_string(status));
+        char err[100];
+        if (proto_check(proto_request("presence"), probe, err, sizeof(err)))
+            set_show(s, show, status);
+        json_decref(probe);
+    }
+    send_own_presence(s);
+}
+
+static void csi_update(struct session *s)
+{
+    if (strcmp(s->w->cfg->xmpp_csi, "on") != 0 || s->state != SESSION_ONLINE)
+        return;
+    bool inactive = !session_foreground(s);
+    if (inactive == s->csi_inactive)
+        return;
+    s->csi_inactive = inactive;
+    xmpp_stanza_t *n = xmpp_stanza_new(s->w->ctx);
+    xmpp_stanza_set_name(n, inactive ? "inactive" : "active");
+    xmpp_stanza_set_ns(n, "urn:xmpp:csi:0");
+    LOG(DEBUG, "csi", "jid=%s state=%s", s->jid, inactive ? "inactive" : "active");
+    send_stanza(s, n);
+}
+
+void im_on_online(struct session *s)
+{
+    struct worker *w = s->w;
+    snprintf(s->show, sizeof(s->show), "online");
+    /* Carbons first: from then on the phones see what the user's other
+     * clients send and receive. */
+    xmpp_stanza_t *iq = xmpp_iq_new(w->ctx, "set", NULL);
+    struct pending_iq *pq = session_iq_new(s, PQ_CARBONS, NULL);
+    xmpp_stanza_set_id(iq, pq->iq_id);
+    stanza_add(w->ctx, iq, "enable", STANZA_NS_CARBONS);
+    send_stanza(s, iq);
+    char key[1200];
+    pres_key(s, key, sizeof(key));
+    bus_command(w->bus, on_pres_loaded, xstrdup(s->jid), "HMGET %s show status", key);
+    /* Client state follows once the waiting phones are attached. */
+}
+
+void im_on_devices_changed(struct session *s)
+{
+    csi_update(s);
+}
+
+void im_on_attach(struct session *s, const char *edge, const char *dev)
+{
+    /* What the new phone would have seen had it been there: the presence
+     * of every contact online. */
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&s->presence, &it); e;
+         e = strmap_next(&s->presence, &it))
+        session_event(s, json_deep_copy(e->value), edge, dev, false);
+    csi_update(s);
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+bool im_on_req(struct session *s, const struct env *e, const json_t *f)
+{
+    struct worker *w = s->w;
+    const char *t = json_string_value(json_object_get(f, "t"));
+#define STR(k) json_string_value(json_object_get(f, k))
+    if (strcmp(t, "presence") == 0) {
+        set_show(s, STR("show"), STR("status"));
+        char key[1200];
+        pres_key(s, key, sizeof(key));
+        const char *argv[] = {"HSET", key, "show", s->show, "status",
+                              s->status ? s->status : ""};
+        bus_command_argv(w->bus, NULL, NULL, 6, argv, NULL);
+        send_own_presence(s);
+    } else if (strcmp(t, "state") == 0) {
+        char k[140];
+        snprintf(k, sizeof(k), "%s/%s", env_str(e, "edge"), env_str(e, "dev"));
+        if (strmap_get(&s->devices, k)) {
+            bool active = json_is_true(json_object_get(f, "active"));
+            strmap_put(&s->devices, k, (void *)(uintptr_t)(active ? 1 : 2));
+        }
+        csi_update(s);
+    } else if (strcmp(t, "roster") == 0 || strcmp(t, "roster_set") == 0 ||
+               strcmp(t, "roster_remove") == 0) {
+        bool get = strcmp(t, "roster") == 0;
+        struct pending_iq *pq = session_iq_new(s, get ? PQ_ROSTER_GET : PQ_ROSTER_SET, e);
+        xmpp_stanza_t *iq = xmpp_iq_new(w->ctx, get ? "get" : "set", pq->iq_id);
+        xmpp_stanza_t *q = stanza_add(w->ctx, iq, "query", STANZA_NS_ROSTER);
+        if (!get) {
+            xmpp_stanza_t *item = stanza_add(w->ctx, q, "item", NULL);
+            xmpp_stanza_set_attribute(item, "jid", STR("jid"));
+            if (strcmp(t, "roster_remove") == 0) {
+                xmpp_stanza_set_attribute(item, "subscription", "remove");
+            } else {
+                if (STR("name"))
+                    xmpp_stanza_set_attribute(item, "name", STR("name"));
+                if (STR("group") && *STR("group"))
+                    stanza_add_text(w->ctx, item, "group", STR("group"));
+            }
+        }
+        send_stanza(s, iq);
+    } else if (strcmp(t, "sub") == 0) {
+        xmpp_stanza_t *p = xmpp_presence_new(w->ctx);
+        char bare[ENV_MAX_JID + 1];
+        schema_bare_jid(STR("to"), bare, sizeof(bare));
+        xmpp_stanza_set_to(p, bare);
+        xmpp_stanza_set_type(p, STR("type"));
+        send_stanza(s, p);
+    } else if (strcmp(t, "typing") == 0) {
+        /* A chat state alone: never stored offline, never archived. */
+        xmpp_stanza_t *m = xmpp_message_new(w->ctx, "chat", STR("to"), NULL);
+        stanza_add(w->ctx, m, STR("state"), STANZA_NS_CHATSTATES);
+        stanza_add(w->ctx, m, "no-store", STANZA_NS_HINTS);
+        send_stanza(s, m);
+    } else if (strcmp(t, "read") == 0) {
+        xmpp_stanza_t *m = xmpp_message_new(w->ctx, "chat", STR("to"), NULL);
+        xmpp_stanza_t *d = stanza_add(w->ctx, m, "displayed", STANZA_NS_MARKERS);
+        xmpp_stanza_set_id(d, STR("id"));
+        stanza_add(w->ctx, m, "store", STANZA_NS_HINTS);
+        send_stanza(s, m);
+    } else {
+        return false;
+    }
+#undef STR
+    return true;
+}
+
+/* Phones acked messages whose senders asked for a receipt: send them. */
+void im_on_acked(struct session *s, const struct env *e)
+{
+    if (s->state != SESSION_ONLINE)
+        return;
+    size_t i;
+    json_t *it;
+    json_array_foreach(env_json(e, "rr"), i, it) {
+        const char *to = json_string_value(json_object_get(it, "to"));
+        const char *id = json_string_value(json_object_get(it, "id"));
+        if (!to || !id || !schema_jid_ok(to, ENV_MAX_JID) || !schema_id_ok(id, 64))
+            continue;
+        xmpp_stanza_t *m = xmpp_message_new(s->w->ctx, "chat", to, NULL);
+        xmpp_stanza_t *r = stanza_add(s->w->ctx, m, "received", STANZA_NS_RECEIPTS);
+        xmpp_stanza_set_id(r, id);
+        stanza_add(s->w->ctx, m, "store", STANZA_NS_HINTS);
+        send_stanza(s, m);
+        s->w->stats.receipts_sent++;
+    }
+}
+
+/* ---- answers to IQs ------------------------------------------------------ */
+
+/* A roster <item/> as a phone sees it, or NULL if unusable. */
+static json_t *roster_item(struct session *s, xmpp_stanza_t *item)
+{
+    const char *jid = xmpp_stanza_get_attribute(item, "jid");
+    const char *name = xmpp_stanza_get_attribute(item, "name");
+    const char *sub = xmpp_stanza_get_attribute(item, "subscription");
+    const char *ask = xmpp_stanza_get_attribute(item, "ask");
+    if (!jid || !schema_jid_ok(jid, ENV_MAX_JID))
+        return NULL;
+    json_t *o = json_pack("{s:s, s:s}", "jid", jid, "sub", sub ? sub : "none");
+    if (name && strlen(name) <= 1024 && schema_text_ok(name, strlen(name)))
+        json_object_set_new(o, "name", json_string(name));
+    if (ask && strcmp(ask, "subscribe") == 0)
+        json_object_set_new(o, "ask", json_string("subscribe"));
+    char *group = safe_text(s, item, "group", 1024);
+    if (group) {
+        json_object_set_new(o, "group", json_string(group));
+        xmpp_free(s->w->ctx, group);
+    }
+    return o;
+}
+
+static void answer_error(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st)
+{
+    char msg[200];
+    xmpp_stanza_t *err = xmpp_stanza_get_child_by_name(st, "error");
+    const char *cond = "undefined-condition";
+    for (xmpp_stanza_t *c = err ? xmpp_stanza_get_children(err) : NULL; c;
+         c = xmpp_stanza_get_next(c)) {
+        const char *n = xmpp_stanza_get_name(c), *ns = xmpp_stanza_get_ns(c);
+        if (n && ns && !strcmp(ns, STANZA_NS_STANZAS) && strcmp(n, "text") &&
+            schema_id_ok(n, 64))
+            cond = n;
+    }
+    snprintf(msg, sizeof(msg), "the XMPP server refused it: %s", cond);
+    struct env *e = env_new(ENV_ERROR);
+    env_set_str(e, "to", s->jid);
+    env_set_str(e, "code", "refused");
+    env_set_str(e, "msg", msg);
+    if (pq->req_id[0])
+        env_set_str(e, "id", pq->req_id);
+    env_set_str(e, "edge", pq->edge);
+    env_set_str(e, "dev", pq->dev);
+    worker_publish(s->w, "p", s->jid, e);
+}
+
+void im_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st)
+{
+    const char *type = xmpp_stanza_get_type(st);
+    bool ok = type && strcmp(type, "result") == 0;
+    if (pq->kind == PQ_CARBONS) {
+        if (!ok)
+            LOG(WARN, "carbons_refused", "jid=%s", s->jid);
+        return;
+    }
+    if (!pq->edge[0])
+        return;
+    if (!ok) {
+        answer_error(s, pq, st);
+        return;
+    }
+    if (pq->kind == PQ_ROSTER_SET) {
+        json_t *f = json_pack("{s:s, s:s}", "t", "ok", "id", pq->req_id);
+        session_event(s, f, pq->edge, pq->dev, false);
+        return;
+    }
+    json_t *items = json_array();
+    xmpp_stanza_t *q = xmpp_stanza_get_child_by_name_and_ns(st, "query", STANZA_NS_ROSTER);
+    for (xmpp_stanza_t *it = q ? xmpp_stanza_get_children(q) : NULL; it;
+         it = xmpp_stanza_get_next(it)) {
+        const char *n = xmpp_stanza_get_name(it);
+        json_t *o = n && strcmp(n, "item") == 0 ? roster_item(s, it) : NULL;
+        if (o)
+            json_array_append_new(items, o);
+    }
+    json_t *f = json_pack("{s:s, s:s, s:o}", "t", "roster", "id", pq->req_id,
+                          "items", items);
+    session_event(s, f, pq->edge, pq->dev, false);
+}
+
+/* ---- from the server ------------------------------------------------------ */
+
+static void iq_reply(struct session *s, xmpp_stanza_t *st, bool error)
+{
+    const char *id = xmpp_stanza_get_id(st), *from = xmpp_stanza_get_from(st);
+    xmpp_stanza_t *r = xmpp_iq_new(s->w->ctx, error ? "error" : "result", id);
+    if (from)
+        xmpp_stanza_set_to(r, from);
+    if (error) {
+        xmpp_stanza_t *e = stanza_add(s->w->ctx, r, "error", NULL);
+        xmpp_stanza_set_type(e, "cancel");
+        stanza_add(s->w->ctx, e, "service-unavailable", STANZA_NS_STANZAS);
+    }
+    send_stanza(s, r);
+}
+
+int im_on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
+{
+    struct session *s = userdata;
+    const char *type = xmpp_stanza_get_type(st);
+    if (!type || (strcmp(type, "get") && strcmp(type, "set")))
+        return 1; /* answers: matched by id elsewhere */
+    xmpp_stanza_t *q = xmpp_stanza_get_child_by_name_and_ns(st, "query", STANZA_NS_ROSTER);
+    const char *from = xmpp_stanza_get_from(st);
+    if (q && strcmp(type, "set") == 0 && (!from || strcasecmp(from, s->jid) == 0)) {
+        /* A roster push: the roster changed (here or on another client). */
+        iq_reply(s, st, false);
+        for (xmpp_stanza_t *it = xmpp_stanza_get_children(q); it;
+             it = xmpp_stanza_get_next(it)) {
+            const char *n = xmpp_stanza_get_name(it);
+            json_t *o = n && strcmp(n, "item") == 0 ? roster_item(s, it) : NULL;
+            if (!o)
+                continue;
+            json_object_set_new(o, "t", json_string("roster_push"));
+            char err[120];
+            if (proto_check(proto_event("roster_push"), o, err, sizeof(err)))
+                session_event(s, o, NULL, NULL, false);
+            else
+                json_decref(o);
+        }
+        return 1;
+    }
+    if (xmpp_stanza_get_child_by_name_and_ns(st, "ping", STANZA_NS_PING) &&
+        strcmp(type, "get") == 0) {
+        iq_reply(s, st, false);
+        return 1;
+    }
+    iq_reply(s, st, true); /* nothing else is served by a phone's session */
+    return 1;
+}
+
+static const char *show_of(xmpp_stanza_t *p, char *buf)
+{
+    xmpp_stanza_t *sh = xmpp_stanza_get_child_by_name(p, "show");
+    char *t = sh ? xmpp_stanza_get_text(sh) : NULL;
+    const char *r = "online";
+    if (t && (!strcmp(t, "away") || !strcmp(t, "xa")))
+        r = "away";
+    else if (t && !strcmp(t, "dnd"))
+        r = "busy";
+    if (t)
+        xmpp_free(xmpp_stanza_get_context(p), t);
+    strcpy(buf, r);
+    return buf;
+}
+
+int im_on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
+{
+    struct session *s = userdata;
+    const char *from = xmpp_stanza_get_from(st);
+    if (!from || !schema_jid_ok(from, ENV_MAX_JID))
+        return 1;
+    if (muc_on_presence(s, st))
+        return 1;
+    const char *type = xmpp_stanza_get_type(st);
+    char bare[ENV_MAX_JID + 1];
+    schema_bare_jid(from, bare, sizeof(bare));
+    if (type && (!strcmp(type, "subscribe") || !strcmp(type, "subscribed") ||
+                 !strcmp(type, "unsubscribe") || !strcmp(type, "unsubscribed"))) {
+        /* Kept until a phone has it: a request must not be missed. */
+        session_event(s, json_pack("{s:s, s:s, s:s}", "t", "sub", "from", bare,
+                                   "type", type),
+                      NULL, NULL, true);
+        return 1;
+    }
+    if (type && strcmp(type, "unavailable") != 0)
+        return 1; /* error, probe: nothing for a phone */
+    if (is_self(s, from))
+        return 1; /* the user's own clients */
+    json_t *f;
+    if (type) {
+        f = json_pack("{s:s, s:s, s:s}", "t", "presence", "from", from, "show", "offline");
+        json_decref(strmap_del(&s->presence, from));
+    } else {
+        char show[16];
+        f = json_pack("{s:s, s:s, s:s}", "t", "presence", "from", from, "show",
+                      show_of(st, show));
+        char *status = safe_text(s, st, "status", 1024);
+        if (status) {
+            json_object_set_new(f, "status", json_string(status));
+            xmpp_free(s->w->ctx, status);
+        }
+        if (strmap_get(&s->presence, from) || s->presence.count < PRESENCE_KEEP)
+            json_decref(strmap_put(&s->presence, from, json_incref(f)));
+    }
+    session_event(s, f, NULL, NULL, false);
+    return 1;
+}
+
+/* ---- messages ------------------------------------------------------------ */
+
+xmpp_stanza_t *im_unwrap_carbon(struct session *s, xmpp_stanza_t *msg, bool *sent)
+{
+    *sent = false;
+    xmpp_stanza_t *c = xmpp_stanza_get_child_by_name_and_ns(msg, "received", STANZA_NS_CARBONS);
+    if (!c && (c = xmpp_stanza_get_child_by_name_and_ns(msg, "sent", STANZA_NS_CARBONS)))
+        *sent = true;
+    if (!c)
+        return msg;
+    /* Only the user's own server may hand out copies of the user's mail. */
+    const char *from = xmpp_stanza_get_from(msg);
+    if (from && strcasecmp(from, s->jid) != 0) {
+        LOG(WARN, "carbon_forged", "jid=%s from=%s", s->jid, from);
+        *sent = false;
+        return NULL;
+    }
+    xmpp_stanza_t *fw = xmpp_stanza_get_child_by_name_and_ns(c, "forwarded", STANZA_NS_FORWARD);
+    xmpp_stanza_t *inner = fw ? xmpp_stanza_get_child_by_name(fw, "message") : NULL;
+    if (!inner)
+        *sent = false;
+    return inner;
+}
+
+void im_on_signals(struct session *s, xmpp_stanza_t *m)
+{
+    const char *from = xmpp_stanza_get_from(m);
+    if (!from || !schema_jid_ok(from, ENV_MAX_JID))
+        return;
+    const char *type = xmpp_stanza_get_type(m);
+    if (type && strcmp(type, "groupchat") == 0)
+        return;
+    for (xmpp_stanza_t *c = xmpp_stanza_get_children(m); c; c = xmpp_stanza_get_next(c)) {
+        const char *ns = xmpp_stanza_get_ns(c), *name = xmpp_stanza_get_name(c);
+        if (!ns || !name)
+            continue;
+        const char *state = NULL;
+        if (!strcmp(ns, STANZA_NS_RECEIPTS) && !strcmp(name, "received"))
+            state = "delivered";
+        else if (!strcmp(ns, STANZA_NS_MARKERS) && !strcmp(name, "received"))
+            state = "delivered";
+        else if (!strcmp(ns, STANZA_NS_MARKERS) &&
+                 (!strcmp(name, "displayed") || !strcmp(name, "acknowledged")))
+            state = "read";
+        if (state) {
+            const char *id = xmpp_stanza_get_id(c);
+            if (id && schema_id_ok(id, 64))
+                session_event(s, json_pack("{s:s, s:s, s:s, s:s}", "t", "receipt",
+                                           "from", from, "id", id, "state", state),
+                              NULL, NULL, true);
+            continue;
+        }
+        if (!strcmp(ns, STANZA_NS_CHATSTATES) &&
+            !xmpp_stanza_get_child_by_name(m, "body")) {
+            json_t *f = json_pack("{s:s, s:s, s:s}", "t", "typing", "from", from,
+                                  "state", name);
+            char err[100];
+            if (proto_check(proto_event("typing"), f, err, sizeof(err)))
+                session_event(s, f, NULL, NULL, false);
+            else
+                json_decref(f);
+        }
+    }
+}
+
+void im_free(struct session *s)
+{
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&s->presence, &it); e;
+         e = strmap_next(&s->presence, &it))
+        json_decref(e->value);
+    strmap_free(&s->presence);
+    free(s->status);
+}

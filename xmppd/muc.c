@@ -1,0 +1,424 @@
+/* muc.c - group chat rooms (XEP-0045): join with a nickname, leave, send,
+ * receive, occupants, subject, invitations. Rooms the user is in are kept
+ * in Redis ("<prefix>:rooms:<jid>": room -> {"nick","ts"}) so a session
+ * re-opened on another worker joins them again and asks the room only for
+ * what came after the newest message stored. */
+#include "bus.h"
+#include "log.h"
+#include "proto.h"
+#include "schema.h"
+#include "stanza.h"
+#include "util.h"
+#include "xmppd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+static void send_stanza(struct session *s, xmpp_stanza_t *st)
+{
+    xmpp_send(s->conn, st);
+    xmpp_stanza_release(st);
+    worker_kick(s->w);
+}
+
+static void rooms_key(const struct session *s, char *out, size_t n)
+{
+    snprintf(out, n, "%s:rooms:%s", bus_prefix(s->w->bus), s->jid);
+}
+
+static void room_store(struct session *s, const struct room *r)
+{
+    char key[1200];
+    rooms_key(s, key, sizeof(key));
+    json_t *v = json_pack("{s:s, s:I}", "nick", r->nick, "ts", (json_int_t)r->last_ts);
+    char *text = json_dumps(v, JSON_COMPACT);
+    json_decref(v);
+    const char *argv[] = {"HSET", key, r->jid, text};
+    bus_command_argv(s->w->bus, NULL, NULL, 4, argv, NULL);
+    free(text);
+}
+
+static void room_free(struct room *r)
+{
+    strmap_free(&r->occupants);
+    free(r->jid);
+    free(r->nick);
+    free(r);
+}
+
+static void room_drop(struct session *s, struct room *r)
+{
+    char key[1200];
+    rooms_key(s, key, sizeof(key));
+    const char *argv[] = {"HDEL", key, r->jid};
+    bus_command_argv(s->w->bus, NULL, NULL, 3, argv, NULL);
+    strmap_del(&s->rooms, r->jid);
+    room_free(r);
+}
+
+static struct room *room_new(struct session *s, const char *jid, const char *nick)
+{
+    struct room *r = xcalloc(1, sizeof(*r));
+    r->jid = xstrdup(jid);
+    r->nick = xstrdup(nick);
+    strmap_init(&r->occupants);
+    strmap_put(&s->rooms, jid, r);
+    return r;
+}
+
+/* Presence to room/nick with <x xmlns=muc>: ask for history since the
+ * newest message stored (none at a first join: history is the phone's to
+ * ask for). */
+static void send_join(struct session *s, struct room *r, const char *pass)
+{
+    xmpp_ctx_t *ctx = s->w->ctx;
+    char to[2100];
+    snprintf(to, sizeof(to), "%s/%s", r->jid, r->nick);
+    xmpp_stanza_t *p = xmpp_presence_new(ctx);
+    xmpp_stanza_set_to(p, to);
+    xmpp_stanza_t *x = stanza_add(ctx, p, "x", STANZA_NS_MUC);
+    xmpp_stanza_t *h = stanza_add(ctx, x, "history", NULL);
+    if (r->last_ts > 0) {
+        char since[40];
+        time_t t = (time_t)(r->last_ts / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        xmpp_stanza_set_attribute(h, "since", since);
+    } else {
+        xmpp_stanza_set_attribute(h, "maxstanzas", "0");
+    }
+    if (pass && *pass)
+        stanza_add_text(ctx, x, "password", pass);
+    send_stanza(s, p);
+}
+
+static void on_rooms_loaded(void *owner, void *data, redisReply *rep)
+{
+    struct worker *w = owner;
+    char *jid = data;
+    struct session *s = strmap_get(&w->sessions, jid);
+    free(jid);
+    if (!s || s->state != SESSION_ONLINE || !rep || rep->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        const char *room = rep->element[i]->str;
+        json_t *v = rep->element[i + 1]->type == REDIS_REPLY_STRING
+                        ? json_loads(rep->element[i + 1]->str, 0, NULL)
+                        : NULL;
+        const char *nick = json_string_value(json_object_get(v, "nick"));
+        json_int_t ts = json_integer_value(json_object_get(v, "ts"));
+        if (room && nick && schema_jid_ok(room, ENV_MAX_JID) && !strchr(room, '/') &&
+            strlen(nick) <= 1023 && *nick && schema_text_ok(nick, strlen(nick)) &&
+            !strmap_get(&s->rooms, room)) {
+            struct room *r = room_new(s, room, nick);
+            r->last_ts = ts > 0 ? ts : 0;
+            LOG(INFO, "muc_rejoin", "jid=%s room=%s", s->jid, room);
+            send_join(s, r, NULL);
+        }
+        json_decref(v);
+    }
+}
+
+void muc_on_online(struct session *s)
+{
+    char key[1200];
+    rooms_key(s, key, sizeof(key));
+    bus_command(s->w->bus, on_rooms_loaded, xstrdup(s->jid), "HGETALL %s", key);
+}
+
+static void answer_join(struct session *s, struct room *r, const char *code,
+                        const char *msg)
+{
+    if (!r->req_id[0])
+        return;
+    if (code) {
+        struct env *e = env_new(ENV_ERROR);
+        env_set_str(e, "to", s->jid);
+        env_set_str(e, "code", code);
+        env_set_str(e, "msg", msg);
+        env_set_str(e, "id", r->req_id);
+        env_set_str(e, "edge", r->edge);
+        env_set_str(e, "dev", r->dev);
+        worker_publish(s->w, "p", s->jid, e);
+    } else {
+        session_event(s, json_pack("{s:s, s:s, s:s, s:s}", "t", "ok", "id", r->req_id,
+                                   "room", r->jid, "nick", r->nick),
+                      r->edge, r->dev, false);
+    }
+    r->req_id[0] = '\0';
+}
+
+bool muc_on_req(struct session *s, const struct env *e, const json_t *f)
+{
+    xmpp_ctx_t *ctx = s->w->ctx;
+    const char *t = json_string_value(json_object_get(f, "t"));
+#define STR(k) json_string_value(json_object_get(f, k))
+    const char *room = STR("room");
+    if (room && strchr(room, '/')) {
+        session_req_error(s, e, "bad_frame", "field 'room' must be a bare JID");
+        return true;
+    }
+    struct room *r = room ? strmap_get(&s->rooms, room) : NULL;
+    if (strcmp(t, "join") == 0) {
+        if (r && r->joined && strcmp(r->nick, STR("nick")) == 0) {
+            session_req_ok(s, e, json_pack("{s:s, s:s}", "room", r->jid, "nick", r->nick));
+            return true;
+        }
+        if (!r) {
+            r = room_new(s, room, STR("nick"));
+        } else {
+            free(r->nick);
+            r->nick = xstrdup(STR("nick"));
+        }
+        snprintf(r->edge, sizeof(r->edge), "%s", env_str(e, "edge"));
+        snprintf(r->dev, sizeof(r->dev), "%s", env_str(e, "dev"));
+        snprintf(r->req_id, sizeof(r->req_id), "%s", STR("id"));
+        send_join(s, r, STR("pass"));
+    } else if (strcmp(t, "leave") == 0) {
+        if (!r) {
+            session_req_error(s, e, "not_in_room", "you are not in that room");
+            return true;
+        }
+        char to[2100];
+        snprintf(to, sizeof(to), "%s/%s", r->jid, r->nick);
+        xmpp_stanza_t *p = xmpp_presence_new(ctx);
+        xmpp_stanza_set_to(p, to);
+        xmpp_stanza_set_type(p, "unavailable");
+        send_stanza(s, p);
+        room_drop(s, r);
+        session_req_ok(s, e, NULL);
+    } else if (strcmp(t, "subject") == 0 || strcmp(t, "invite") == 0) {
+        if (!r || !r->joined) {
+            session_req_error(s, e, "not_in_room", "join the room first");
+            return true;
+        }
+        xmpp_stanza_t *m = xmpp_message_new(ctx, t[0] == 's' ? "groupchat" : NULL,
+                                            r->jid, NULL);
+        if (t[0] == 's') {
+            xmpp_stanza_t *sub = stanza_add(ctx, m, "subject", NULL);
+            if (STR("subject") && *STR("subject")) {
+                xmpp_stanza_t *txt = xmpp_stanza_new(ctx);
+                xmpp_stanza_set_text(txt, STR("subject"));
+                xmpp_stanza_add_child(sub, txt);
+                xmpp_stanza_release(txt);
+            }
+        } else {
+            xmpp_stanza_t *x = stanza_add(ctx, m, "x", STANZA_NS_MUC_USER);
+            xmpp_stanza_t *inv = stanza_add(ctx, x, "invite", NULL);
+            xmpp_stanza_set_attribute(inv, "to", STR("to"));
+            if (STR("reason") && *STR("reason"))
+                stanza_add_text(ctx, inv, "reason", STR("reason"));
+        }
+        send_stanza(s, m);
+        session_req_ok(s, e, NULL);
+    } else {
+        return false;
+    }
+#undef STR
+    return true;
+}
+
+static const char *error_condition(xmpp_stanza_t *st)
+{
+    xmpp_stanza_t *err = xmpp_stanza_get_child_by_name(st, "error");
+    for (xmpp_stanza_t *c = err ? xmpp_stanza_get_children(err) : NULL; c;
+         c = xmpp_stanza_get_next(c)) {
+        const char *n = xmpp_stanza_get_name(c), *ns = xmpp_stanza_get_ns(c);
+        if (n && ns && !strcmp(ns, STANZA_NS_STANZAS) && strcmp(n, "text") &&
+            schema_id_ok(n, 64))
+            return n;
+    }
+    return "undefined-condition";
+}
+
+bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
+{
+    const char *from = xmpp_stanza_get_from(st);
+    char bare[ENV_MAX_JID + 1];
+    if (!from || !schema_bare_jid(from, bare, sizeof(bare)))
+        return false;
+    struct room *r = strmap_get(&s->rooms, bare);
+    if (!r)
+        return false;
+    const char *nick = strchr(from, '/');
+    const char *type = xmpp_stanza_get_type(st);
+    if (type && strcmp(type, "error") == 0) {
+        if (!r->joined) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "the room refused the join: %s", error_condition(st));
+            LOG(INFO, "muc_join_failed", "jid=%s room=%s err=%s", s->jid, r->jid,
+                error_condition(st));
+            answer_join(s, r, "refused", msg);
+            room_drop(s, r);
+        }
+        return true;
+    }
+    if (!nick || !nick[1])
+        return true;
+    nick++;
+    xmpp_stanza_t *x = xmpp_stanza_get_child_by_name_and_ns(st, "x", STANZA_NS_MUC_USER);
+    xmpp_stanza_t *item = x ? xmpp_stanza_get_child_by_name(x, "item") : NULL;
+    bool me = strcmp(nick, r->nick) == 0;
+    for (xmpp_stanza_t *c = x ? xmpp_stanza_get_children(x) : NULL; c;
+         c = xmpp_stanza_get_next(c)) {
+        const char *n = xmpp_stanza_get_name(c);
+        const char *code = xmpp_stanza_get_attribute(c, "code");
+        if (n && !strcmp(n, "status") && code && !strcmp(code, "110"))
+            me = true;
+    }
+    bool gone = type && strcmp(type, "unavailable") == 0;
+    json_t *f = json_pack("{s:s, s:s, s:s, s:s}", "t", "occupant", "room", r->jid,
+                          "nick", nick, "show", gone ? "offline" : "online");
+    const char *role = item ? xmpp_stanza_get_attribute(item, "role") : NULL;
+    const char *aff = item ? xmpp_stanza_get_attribute(item, "affiliation") : NULL;
+    const char *real = item ? xmpp_stanza_get_attribute(item, "jid") : NULL;
+    if (role && schema_id_ok(role, 64))
+        json_object_set_new(f, "role", json_string(role));
+    if (aff && schema_id_ok(aff, 64))
+        json_object_set_new(f, "affiliation", json_string(aff));
+    if (real && schema_jid_ok(real, ENV_MAX_JID))
+        json_object_set_new(f, "jid", json_string(real));
+    if (me)
+        json_object_set_new(f, "me", json_true());
+    char err[120];
+    if (proto_check(proto_event("occupant"), f, err, sizeof(err)))
+        session_event(s, f, NULL, NULL, false);
+    else
+        json_decref(f);
+    if (gone)
+        strmap_del(&r->occupants, nick);
+    else if (r->occupants.count < 10000)
+        strmap_put(&r->occupants, nick, (void *)1);
+    if (me && gone) {
+        /* Left, kicked or banned: the room is gone for the user. */
+        LOG(INFO, "muc_left", "jid=%s room=%s", s->jid, r->jid);
+        answer_join(s, r, "refused", "the room removed you");
+        room_drop(s, r);
+    } else if (me && !r->joined) {
+        r->joined = true;
+        LOG(INFO, "muc_joined", "jid=%s room=%s occupants=%zu", s->jid, r->jid,
+            r->occupants.count);
+        room_store(s, r);
+        answer_join(s, r, NULL, NULL);
+    }
+    return true;
+}
+
+/* An invitation in msg: mediated (from the room, XEP-0045 7.8.2) or direct
+ * (XEP-0249). Kept until a phone has it. */
+static bool on_invite(struct session *s, xmpp_stanza_t *m)
+{
+    const char *from = xmpp_stanza_get_from(m);
+    char bare[ENV_MAX_JID + 1];
+    if (!from || !schema_jid_ok(from, ENV_MAX_JID) ||
+        !schema_bare_jid(from, bare, sizeof(bare)))
+        return false;
+    const char *room = NULL, *inviter = NULL, *reason = NULL, *pass = NULL;
+    char *reason_text = NULL, *pass_text = NULL; /* owned, libstrophe's */
+    xmpp_ctx_t *ctx = s->w->ctx;
+    xmpp_stanza_t *x = xmpp_stanza_get_child_by_name_and_ns(m, "x", STANZA_NS_MUC_USER);
+    xmpp_stanza_t *inv = x ? xmpp_stanza_get_child_by_name(x, "invite") : NULL;
+    xmpp_stanza_t *d = xmpp_stanza_get_child_by_name_and_ns(m, "x", STANZA_NS_CONFERENCE);
+    if (inv) {
+        room = bare;
+        inviter = xmpp_stanza_get_attribute(inv, "from");
+        xmpp_stanza_t *rs = xmpp_stanza_get_child_by_name(inv, "reason");
+        reason = reason_text = rs ? xmpp_stanza_get_text(rs) : NULL;
+        xmpp_stanza_t *pw = xmpp_stanza_get_child_by_name(x, "password");
+        pass = pass_text = pw ? xmpp_stanza_get_text(pw) : NULL;
+    } else if (d) {
+        room = xmpp_stanza_get_attribute(d, "jid");
+        inviter = from;
+        reason = xmpp_stanza_get_attribute(d, "reason");
+        pass = xmpp_stanza_get_attribute(d, "password");
+    } else {
+        return false;
+    }
+    if (room && inviter && schema_jid_ok(room, ENV_MAX_JID) && !strchr(room, '/') &&
+        schema_jid_ok(inviter, ENV_MAX_JID)) {
+        json_t *f = json_pack("{s:s, s:s, s:s}", "t", "invite", "room", room,
+                              "from", inviter);
+        if (reason && *reason && strlen(reason) <= 1024 &&
+            schema_text_ok(reason, strlen(reason)))
+            json_object_set_new(f, "reason", json_string(reason));
+        if (pass && *pass && strlen(pass) <= 1024 && schema_text_ok(pass, strlen(pass)))
+            json_object_set_new(f, "pass", json_string(pass));
+        char err[120];
+        if (proto_check(proto_event("invite"), f, err, sizeof(err)))
+            session_event(s, f, NULL, NULL, true);
+        else
+            json_decref(f);
+    }
+    if (reason_text)
+        xmpp_free(ctx, reason_text);
+    if (pass_text)
+        xmpp_free(ctx, pass_text);
+    return true;
+}
+
+bool muc_on_message(struct session *s, xmpp_stanza_t *m)
+{
+    const char *type = xmpp_stanza_get_type(m);
+    if (!type || strcmp(type, "groupchat") != 0)
+        return on_invite(s, m);
+    const char *from = xmpp_stanza_get_from(m);
+    char bare[ENV_MAX_JID + 1];
+    if (!from || !schema_jid_ok(from, ENV_MAX_JID) ||
+        !schema_bare_jid(from, bare, sizeof(bare)))
+        return true;
+    struct room *r = strmap_get(&s->rooms, bare);
+    if (!r)
+        return true; /* a room the user is not in (any more) */
+    const char *nick = strchr(from, '/');
+    xmpp_stanza_t *body = xmpp_stanza_get_child_by_name(m, "body");
+    xmpp_stanza_t *subj = xmpp_stanza_get_child_by_name(m, "subject");
+    if (subj && !body) {
+        char *text = xmpp_stanza_get_text(subj);
+        json_t *f = json_pack("{s:s, s:s, s:s}", "t", "subject", "room", r->jid,
+                              "subject", text && schema_text_ok(text, strlen(text)) &&
+                                                 strlen(text) <= 1024 ? text : "");
+        if (nick && nick[1])
+            json_object_set_new(f, "by", json_string(nick + 1));
+        if (text)
+            xmpp_free(s->w->ctx, text);
+        char err[120];
+        if (proto_check(proto_event("subject"), f, err, sizeof(err)))
+            session_event(s, f, NULL, NULL, false);
+        else
+            json_decref(f);
+        return true;
+    }
+    if (!body || !nick || !nick[1])
+        return true;
+    int64_t ts = stanza_time(m);
+    bool delayed = xmpp_stanza_get_child_by_name_and_ns(m, "delay", "urn:xmpp:delay") != NULL;
+    if (delayed && ts <= r->last_ts)
+        return true; /* history the user already has */
+    struct env *e;
+    char err[200];
+    if (stanza_message_to_env(s->w->ctx, m, s->jid, &e, err, sizeof(err)) != STANZA_ENVELOPE) {
+        s->w->stats.bad_stanzas++;
+        return true;
+    }
+    env_set_str(e, "room", r->jid);
+    if (ts > r->last_ts) {
+        r->last_ts = ts;
+        room_store(s, r);
+    }
+    s->w->stats.msgs_from_xmpp++;
+    session_deliver_chat(s, e, from);
+    return true;
+}
+
+void muc_free(struct session *s)
+{
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&s->rooms, &it); e;
+         e = strmap_next(&s->rooms, &it))
+        room_free(e->value);
+    strmap_free(&s->rooms);
+}

@@ -1,0 +1,137 @@
+/* req.c - the plumbing every chat feature shares: a phone's request arrives
+ * as a "req" envelope and is routed to the feature that serves it (im.c,
+ * muc.c, archive.c); answers and news go back to phones as "event"
+ * envelopes, to one device or all, stored and numbered when they must
+ * survive a phone being away; IQs sent for a request wait in the session's
+ * list until the server answers. */
+#include "log.h"
+#include "proto.h"
+#include "util.h"
+#include "xmppd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void session_event(struct session *s, json_t *frame, const char *edge,
+                   const char *dev, bool durable)
+{
+    struct env *e = env_new(ENV_EVENT);
+    env_set_str(e, "to", s->jid);
+    env_set_json(e, "frame", frame);
+    if (edge && dev && *edge && *dev) {
+        env_set_str(e, "edge", edge);
+        env_set_str(e, "dev", dev);
+    }
+    s->w->stats.events++;
+    if (durable)
+        worker_deliver(s->w, s->jid, e, NULL);
+    else
+        worker_publish(s->w, "p", s->jid, e);
+}
+
+static const char *req_id(const struct env *req)
+{
+    return json_string_value(json_object_get(env_json(req, "frame"), "id"));
+}
+
+void session_req_ok(struct session *s, const struct env *req, json_t *extra)
+{
+    const char *id = req_id(req);
+    if (!id) {
+        json_decref(extra);
+        return;
+    }
+    json_t *f = json_pack("{s:s, s:s}", "t", "ok", "id", id);
+    if (extra)
+        json_object_update(f, extra);
+    json_decref(extra);
+    session_event(s, f, env_str(req, "edge"), env_str(req, "dev"), false);
+}
+
+void session_req_error(struct session *s, const struct env *req,
+                       const char *code, const char *msg)
+{
+    struct env *e = env_new(ENV_ERROR);
+    env_set_str(e, "to", s->jid);
+    env_set_str(e, "code", code);
+    env_set_str(e, "msg", msg);
+    if (req_id(req))
+        env_set_str(e, "id", req_id(req));
+    env_set_str(e, "edge", env_str(req, "edge"));
+    env_set_str(e, "dev", env_str(req, "dev"));
+    worker_publish(s->w, "p", s->jid, e);
+}
+
+static int on_iq_answer(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
+{
+    struct session *s = userdata;
+    const char *id = xmpp_stanza_get_id(st);
+    for (struct pending_iq **pp = &s->iqs; *pp; pp = &(*pp)->next) {
+        struct pending_iq *pq = *pp;
+        if (!id || strcmp(pq->iq_id, id) != 0)
+            continue;
+        *pp = pq->next;
+        if (pq->kind == PQ_HISTORY)
+            archive_iq_answer(s, pq, st);
+        else
+            im_iq_answer(s, pq, st);
+        free(pq->archive);
+        free(pq);
+        break;
+    }
+    return 0; /* one-shot */
+}
+
+struct pending_iq *session_iq_new(struct session *s, enum pending_kind kind,
+                                  const struct env *req)
+{
+    struct pending_iq *pq = xcalloc(1, sizeof(*pq));
+    pq->kind = kind;
+    snprintf(pq->iq_id, sizeof(pq->iq_id), "imbi%llu",
+             (unsigned long long)++s->w->next_ping);
+    if (req) {
+        snprintf(pq->edge, sizeof(pq->edge), "%s", env_str(req, "edge"));
+        snprintf(pq->dev, sizeof(pq->dev), "%s", env_str(req, "dev"));
+        if (req_id(req))
+            snprintf(pq->req_id, sizeof(pq->req_id), "%s", req_id(req));
+    }
+    pq->next = s->iqs;
+    s->iqs = pq;
+    xmpp_id_handler_add(s->conn, on_iq_answer, pq->iq_id, s);
+    return pq;
+}
+
+void session_iqs_free(struct session *s)
+{
+    while (s->iqs) {
+        struct pending_iq *pq = s->iqs;
+        s->iqs = pq->next;
+        free(pq->archive);
+        free(pq);
+    }
+}
+
+void session_on_req(struct session *s, struct env *e)
+{
+    char err[200];
+    json_t *frame = env_json(e, "frame");
+    /* The edge checked it; the bus is not to be trusted: check again. */
+    if (!proto_check_request(frame, err, sizeof(err))) {
+        s->w->stats.bad_envelopes++;
+        LOG(WARN, "request_invalid", "jid=%s err=\"%s\"", s->jid, err);
+        session_req_error(s, e, "bad_frame", err);
+        return;
+    }
+    if (s->state != SESSION_ONLINE) {
+        session_req_error(s, e, "unavailable", "the XMPP session is not up, send again");
+        return;
+    }
+    s->w->stats.requests++;
+    if (im_on_req(s, e, frame) || muc_on_req(s, e, frame) ||
+        archive_on_req(s, e, frame)) {
+        worker_kick(s->w);
+        return;
+    }
+    session_req_error(s, e, "unknown_type", "this bridge does not serve that request");
+}
