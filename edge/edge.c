@@ -737,11 +737,16 @@ static void on_bus_msg(void *owner, const char *channel, const char *payload,
     env_free(e);
 }
 
+static void on_tick(evutil_socket_t fd, short what, void *arg);
+
 static void on_bus_state(void *owner, bool up)
 {
     struct edge *edge = owner;
     if (!up)
         return;
+    /* Say at once that this edge is alive: bridges drop devices of edges
+     * missing from the registry. */
+    on_tick(-1, 0, edge);
     /* Pub/sub lost whatever was published while the link was down: every
      * phone catches up from the inbox. */
     struct strmap_iter it;

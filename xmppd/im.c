@@ -117,7 +117,7 @@ static void csi_update(struct session *s)
     xmpp_stanza_t *n = xmpp_stanza_new(s->w->ctx);
     xmpp_stanza_set_name(n, inactive ? "inactive" : "active");
     xmpp_stanza_set_ns(n, "urn:xmpp:csi:0");
-    LOG(DEBUG, "csi", "jid=%s state=%s", s->jid, inactive ? "inactive" : "active");
+    LOG(INFO, "csi", "jid=%s state=%s", s->jid, inactive ? "inactive" : "active");
     send_stanza(s, n);
 }
 
@@ -131,6 +131,13 @@ void im_on_online(struct session *s)
     struct pending_iq *pq = session_iq_new(s, PQ_CARBONS, NULL);
     xmpp_stanza_set_id(iq, pq->iq_id);
     stanza_add(w->ctx, iq, "enable", STANZA_NS_CARBONS);
+    send_stanza(s, iq);
+    /* Ask for the roster: the server then treats the session as an
+     * "interested resource" (RFC 6121) and sends it roster pushes and
+     * subscription requests. */
+    pq = session_iq_new(s, PQ_ROSTER_GET, NULL);
+    iq = xmpp_iq_new(w->ctx, "get", pq->iq_id);
+    stanza_add(w->ctx, iq, "query", STANZA_NS_ROSTER);
     send_stanza(s, iq);
     char key[1200];
     pres_key(s, key, sizeof(key));
@@ -155,6 +162,20 @@ void im_on_attach(struct session *s, const char *edge, const char *dev)
 }
 
 /* ---- requests ----------------------------------------------------------- */
+
+/* Is jid (full: that resource; bare: any) online as far as we know? */
+static bool contact_online(const struct session *s, const char *jid)
+{
+    if (strchr(jid, '/'))
+        return strmap_get(&s->presence, jid) != NULL;
+    size_t n = strlen(jid);
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&s->presence, &it); e;
+         e = strmap_next(&s->presence, &it))
+        if (strncasecmp(e->key, jid, n) == 0 && e->key[n] == '/')
+            return true;
+    return false;
+}
 
 bool im_on_req(struct session *s, const struct env *e, const json_t *f)
 {
@@ -204,7 +225,11 @@ bool im_on_req(struct session *s, const struct env *e, const json_t *f)
         xmpp_stanza_set_type(p, STR("type"));
         send_stanza(s, p);
     } else if (strcmp(t, "typing") == 0) {
-        /* A chat state alone: never stored offline, never archived. */
+        /* A chat state alone: never stored offline, never archived. Sent
+         * only to a contact seen online (to someone offline the server
+         * would keep it in offline storage despite the hint). */
+        if (!contact_online(s, STR("to")))
+            return true;
         xmpp_stanza_t *m = xmpp_message_new(w->ctx, "chat", STR("to"), NULL);
         stanza_add(w->ctx, m, STR("state"), STANZA_NS_CHATSTATES);
         stanza_add(w->ctx, m, "no-store", STANZA_NS_HINTS);

@@ -79,6 +79,27 @@ static void metrics(void *owner, struct evbuffer *out)
                stats.bad_envelopes)
     PER_WORKER(counter, "imb_xmppd_bad_stanzas_total", "Stanzas that failed validation.",
                stats.bad_stanzas)
+    PER_WORKER(counter, "imb_xmppd_requests_total", "Phone requests served (presence, roster, rooms...).",
+               stats.requests)
+    PER_WORKER(counter, "imb_xmppd_events_total", "Event frames sent to phones.",
+               stats.events)
+    PER_WORKER(counter, "imb_xmppd_receipts_sent_total",
+               "Delivery receipts sent once a phone acked.", stats.receipts_sent)
+    PER_WORKER(counter, "imb_xmppd_push_total",
+               "Push envelopes for messages that found no phone connected.", stats.pushes)
+    /* The filter's verdicts, by direction and reason (masked ones passed). */
+    for (int d = 0; d < 2; d++)
+        for (int r = FR_MASKED; r < FILTER_REASONS; r++)
+            for (int i = 0; i < sv->n; i++) {
+                char l[128];
+                snprintf(l, sizeof(l), "worker=\"%d\",direction=\"%s\",reason=\"%s\"", i,
+                         d == FILTER_OUT ? "out" : "in", filter_reason_name((enum filter_reason)r));
+                metrics_counter(out, "imb_xmppd_filtered_total",
+                                d == 0 && r == FR_MASKED && i == 0
+                                    ? "Messages the filter masked or refused."
+                                    : NULL,
+                                l, sv->reports[i].stats.filtered[d][r]);
+            }
     PER_WORKER(counter, "imb_bus_published_total", "PUBLISH that reached a subscriber.",
                bus.published)
     PER_WORKER(counter, "imb_bus_publish_missed_total", "PUBLISH that reached nobody.",

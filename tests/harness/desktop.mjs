@@ -1,6 +1,8 @@
 // "The desktop user": an XMPP client the project did not write (xmpp.js),
 // connected straight to Prosody's c2s over plain TCP (SCRAM-SHA-1).
 import { client, xml } from '@xmpp/client';
+
+export { xml };
 import { bareJid, HOST, toPredicate, uniqueId, withTimeout } from './util.mjs';
 
 export class DesktopPeer {
@@ -38,8 +40,14 @@ export class DesktopPeer {
     }
     this.xmpp.on('error', (e) => { this.errors.push(e); });
     this.xmpp.on('offline', () => { this.online = false; });
+    this.stanzas = [];          // every stanza that is not a message, unconsumed
+    this._stWaiters = [];
     this.xmpp.on('stanza', (st) => {
-      if (!st.is('message')) return;
+      if (!st.is('message')) {
+        this.stanzas.push(st);
+        this._pumpStanzas();
+        return;
+      }
       const m = {
         from: st.attrs.from,
         to: st.attrs.to,
@@ -69,6 +77,53 @@ export class DesktopPeer {
   async send(to, body, { id = uniqueId('d'), type = 'chat' } = {}) {
     await this.xmpp.send(xml('message', { to, type, id }, xml('body', {}, body)));
     return id;
+  }
+
+  /**
+   * Fetch the roster (as real clients do at login): the server then treats
+   * this resource as "interested" (RFC 6121) and sends it subscription
+   * requests, answers and roster pushes. Resolves the <query/> element.
+   */
+  async getRoster() {
+    const r = await this.iq(xml('iq', { type: 'get' }, xml('query', { xmlns: 'jabber:iq:roster' })));
+    return r;
+  }
+
+  /** Send any stanza built with xml(). */
+  async sendXml(el) {
+    await this.xmpp.send(el);
+  }
+
+  /** An IQ request; resolves the result stanza (throws on an error reply). */
+  iq(el, timeout = 5000) {
+    return withTimeout(this.xmpp.iqCaller.request(el, timeout), timeout + 500, 'iq');
+  }
+
+  _pumpStanzas() {
+    for (let wi = 0; wi < this._stWaiters.length; wi++) {
+      const w = this._stWaiters[wi];
+      const i = this.stanzas.findIndex(w.pred);
+      if (i >= 0) {
+        const [st] = this.stanzas.splice(i, 1);
+        this._stWaiters.splice(wi, 1);
+        wi -= 1;
+        w.resolve(st);
+      }
+    }
+  }
+
+  /** Next non-message stanza (an xml element, consumed) for which pred(el) is true. */
+  nextStanza(pred, timeout = 5000, what = 'stanza') {
+    const i = this.stanzas.findIndex(pred);
+    if (i >= 0) return Promise.resolve(this.stanzas.splice(i, 1)[0]);
+    let w;
+    const prom = new Promise((resolve) => { w = { pred, resolve }; });
+    this._stWaiters.push(w);
+    return withTimeout(prom, timeout, `${this.bare}: ${what}`).catch((e) => {
+      this._stWaiters = this._stWaiters.filter((x) => x !== w);
+      e.message += `; other stanzas: ${this.stanzas.map((x) => x.toString()).join(' ')}`;
+      throw e;
+    });
   }
 
   /** Round trip to the server (XEP-0199 ping): everything sent before is processed. */

@@ -199,3 +199,49 @@ export async function startRedis(stack, { port, extraArgs, auth, appendonly = fa
   }
   throw lastErr;
 }
+
+/**
+ * redisSubscriber(stack, port, pattern) -> { messages, next(pred, timeout) }
+ * A raw RESP connection that PSUBSCRIBEs `pattern` (subscribed when this
+ * resolves) and collects every message as [channel, payload] in `messages`.
+ * next(pred) resolves the first not yet taken message with pred(channel,
+ * payload) true, waiting up to timeout ms. Closed at stack cleanup.
+ */
+export async function redisSubscriber(stack, port, pattern, { host = HOST } = {}) {
+  const s = net.connect({ port, host });
+  await new Promise((res, rej) => { s.once('connect', res); s.once('error', rej); });
+  const messages = [];
+  const taken = new Set();
+  let buf = Buffer.alloc(0);
+  let subscribed;
+  const ready = new Promise((res) => { subscribed = res; });
+  s.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    for (;;) {
+      const r = parseReply(buf, 0);
+      if (!r) break;
+      buf = buf.subarray(r[1]);
+      const v = r[0];
+      if (Array.isArray(v) && v[0] === 'psubscribe') subscribed();
+      if (Array.isArray(v) && v[0] === 'pmessage') messages.push([v[2], v[3]]);
+    }
+  });
+  s.write(encodeCommand(['PSUBSCRIBE', pattern]));
+  stack.onCleanup(`redis-subscriber ${pattern}`, () => s.destroy());
+  await ready;
+  const next = async (pred = () => true, timeout = 5000) => {
+    const t0 = Date.now();
+    for (;;) {
+      const i = messages.findIndex((m, k) => !taken.has(k) && pred(m[0], m[1]));
+      if (i >= 0) {
+        taken.add(i);
+        return messages[i];
+      }
+      if (Date.now() - t0 > timeout) {
+        throw new Error(`no message on ${pattern} within ${timeout} ms; got ${JSON.stringify(messages)}`);
+      }
+      await sleep(20);
+    }
+  };
+  return { messages, next };
+}

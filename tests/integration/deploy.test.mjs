@@ -17,7 +17,7 @@ import { test } from 'node:test';
 import {
   itest, startBridge, startRedis, startProsody, startXmppd, startEdge, connectPhone,
   startDesktop, randomCredKey, freePort, waitFor, sleep, binPath, bareJid, REPO_ROOT, HOST,
-  canConnect, loopbackHaproxyCfg, haproxyStates,
+  canConnect, loopbackHaproxyCfg, haproxyStates, redisSubscriber,
 } from '../harness/index.mjs';
 
 const DEPLOY = path.join(REPO_ROOT, 'deploy');
@@ -235,50 +235,6 @@ itest('haproxy (deploy/haproxy.cfg) balances phones over 2 edges; with one edge 
 // ---------------------------------------------------------------------------
 // (d) imtap
 
-/** A minimal RESP subscriber: PSUBSCRIBE pattern, collects [channel, payload]. */
-async function rawSubscriber(stack, port, pattern) {
-  const s = net.connect({ port, host: HOST });
-  await new Promise((res, rej) => { s.once('connect', res); s.once('error', rej); });
-  const msgs = [];
-  let buf = Buffer.alloc(0);
-  const parse = (b, o) => { // returns [value, next] or null
-    const nl = b.indexOf('\r\n', o);
-    if (nl < 0) return null;
-    const ty = String.fromCharCode(b[o]);
-    const line = b.toString('utf8', o + 1, nl);
-    if (ty === '$') {
-      const n = Number(line);
-      if (b.length < nl + 2 + n + 2) return null;
-      return [b.toString('utf8', nl + 2, nl + 2 + n), nl + 2 + n + 2];
-    }
-    if (ty === '*') {
-      const arr = [];
-      let p = nl + 2;
-      for (let i = 0; i < Number(line); i++) {
-        const r = parse(b, p);
-        if (!r) return null;
-        arr.push(r[0]);
-        p = r[1];
-      }
-      return [arr, p];
-    }
-    return [line, nl + 2];
-  };
-  s.on('data', (d) => {
-    buf = Buffer.concat([buf, d]);
-    for (;;) {
-      const r = parse(buf, 0);
-      if (!r) break;
-      buf = buf.subarray(r[1]);
-      if (Array.isArray(r[0]) && r[0][0] === 'pmessage') msgs.push([r[0][2], r[0][3]]);
-    }
-  });
-  s.write(`*2\r\n$10\r\nPSUBSCRIBE\r\n$${Buffer.byteLength(pattern)}\r\n${pattern}\r\n`);
-  stack.onCleanup('raw-subscriber', () => s.destroy());
-  await sleep(100);
-  return msgs;
-}
-
 /** Send commands on one connection; resolves the first line of each reply. */
 function rawCommands(port, cmds) {
   return new Promise((resolve, reject) => {
@@ -309,7 +265,7 @@ const TAP_PASS = 'Tap-Pw-9c41e7-never-printed';
 itest('imtap prints login and chat envelopes live and never a password or sealed credential',
   { bins: ['imb-edge', 'imb-xmppd', 'imtap'], timeout: 60000 }, async (t, stack) => {
     const b = await startBridge(stack, { users: [['tapper', TAP_PASS], ['bob', 'secret'], ['carol', 'secret']] });
-    const raw = await rawSubscriber(stack, b.redis.port, 'imb:*');
+    const raw = (await redisSubscriber(stack, b.redis.port, 'imb:*')).messages;
     const tap = startTap(stack, b.redis.port);
     const tapJson = startTap(stack, b.redis.port, ['--json', '--user', 'TAPPER@localhost', '--type', 'login,login_ok,chat,ack'], 'imb-tap-json');
     await Promise.all([tap, tapJson].map((p) => p.waitForLine(/subscribed imb:\* on/, { timeout: 5000 })));
