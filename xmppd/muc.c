@@ -17,6 +17,9 @@
 #include <strings.h>
 #include <time.h>
 
+/* Ids of the newest messages remembered per room. */
+#define RECENT_KEEP 32
+
 static void send_stanza(struct session *s, xmpp_stanza_t *st)
 {
     xmpp_send(s->conn, st);
@@ -33,7 +36,8 @@ static void room_store(struct session *s, const struct room *r)
 {
     char key[1200];
     rooms_key(s, key, sizeof(key));
-    json_t *v = json_pack("{s:s, s:I}", "nick", r->nick, "ts", (json_int_t)r->last_ts);
+    json_t *v = json_pack("{s:s, s:I, s:O}", "nick", r->nick, "ts", (json_int_t)r->last_ts,
+                          "recent", r->recent);
     char *text = json_dumps(v, JSON_COMPACT);
     json_decref(v);
     const char *argv[] = {"HSET", key, r->jid, text};
@@ -43,6 +47,7 @@ static void room_store(struct session *s, const struct room *r)
 
 static void room_free(struct room *r)
 {
+    json_decref(r->recent);
     strmap_free(&r->occupants);
     free(r->jid);
     free(r->nick);
@@ -64,6 +69,7 @@ static struct room *room_new(struct session *s, const char *jid, const char *nic
     struct room *r = xcalloc(1, sizeof(*r));
     r->jid = xstrdup(jid);
     r->nick = xstrdup(nick);
+    r->recent = json_array();
     strmap_init(&r->occupants);
     strmap_put(&s->rooms, jid, r);
     return r;
@@ -83,7 +89,7 @@ static void send_join(struct session *s, struct room *r, const char *pass)
     xmpp_stanza_t *h = stanza_add(ctx, x, "history", NULL);
     if (r->last_ts > 0) {
         char since[40];
-        time_t t = (time_t)(r->last_ts / 1000);
+        time_t t = (time_t)(r->last_ts / 1000) - 1; /* stamps are in seconds */
         struct tm tm;
         gmtime_r(&t, &tm);
         strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -116,6 +122,12 @@ static void on_rooms_loaded(void *owner, void *data, redisReply *rep)
             !strmap_get(&s->rooms, room)) {
             struct room *r = room_new(s, room, nick);
             r->last_ts = ts > 0 ? ts : 0;
+            json_t *recent = json_object_get(v, "recent");
+            size_t k;
+            json_t *id;
+            json_array_foreach(recent, k, id)
+                if (json_is_string(id) && k < RECENT_KEEP)
+                    json_array_append(r->recent, id);
             LOG(INFO, "muc_rejoin", "jid=%s room=%s", s->jid, room);
             send_join(s, r, NULL);
         }
@@ -262,13 +274,28 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
     nick++;
     xmpp_stanza_t *x = xmpp_stanza_get_child_by_name_and_ns(st, "x", STANZA_NS_MUC_USER);
     xmpp_stanza_t *item = x ? xmpp_stanza_get_child_by_name(x, "item") : NULL;
-    bool me = strcmp(nick, r->nick) == 0;
+    bool me = strcmp(nick, r->nick) == 0, created = false;
     for (xmpp_stanza_t *c = x ? xmpp_stanza_get_children(x) : NULL; c;
          c = xmpp_stanza_get_next(c)) {
         const char *n = xmpp_stanza_get_name(c);
         const char *code = xmpp_stanza_get_attribute(c, "code");
         if (n && !strcmp(n, "status") && code && !strcmp(code, "110"))
             me = true;
+        if (n && !strcmp(n, "status") && code && !strcmp(code, "201"))
+            created = true;
+    }
+    if (me && created) {
+        /* The user's join created the room, which stays locked until its
+         * owner configures it: accept the defaults (an "instant room"). */
+        struct pending_iq *pq = session_iq_new(s, PQ_MUC_CONFIG, NULL);
+        pq->archive = xstrdup(r->jid);
+        xmpp_stanza_t *iq = xmpp_iq_new(s->w->ctx, "set", pq->iq_id);
+        xmpp_stanza_set_to(iq, r->jid);
+        xmpp_stanza_t *q = stanza_add(s->w->ctx, iq, "query", STANZA_NS_MUC "#owner");
+        xmpp_stanza_t *form = stanza_add(s->w->ctx, q, "x", "jabber:x:data");
+        xmpp_stanza_set_type(form, "submit");
+        send_stanza(s, iq);
+        LOG(INFO, "muc_created", "jid=%s room=%s", s->jid, r->jid);
     }
     bool gone = type && strcmp(type, "unavailable") == 0;
     json_t *f = json_pack("{s:s, s:s, s:s, s:s}", "t", "occupant", "room", r->jid,
@@ -303,9 +330,22 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
         LOG(INFO, "muc_joined", "jid=%s room=%s occupants=%zu", s->jid, r->jid,
             r->occupants.count);
         room_store(s, r);
-        answer_join(s, r, NULL, NULL);
+        if (!created)
+            answer_join(s, r, NULL, NULL); /* else once the room is unlocked */
     }
     return true;
+}
+
+void muc_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st)
+{
+    struct room *r = pq->archive ? strmap_get(&s->rooms, pq->archive) : NULL;
+    if (!r)
+        return;
+    const char *type = xmpp_stanza_get_type(st);
+    if (type && strcmp(type, "result") == 0)
+        answer_join(s, r, NULL, NULL);
+    else
+        answer_join(s, r, "refused", "the new room could not be opened to others");
 }
 
 /* An invitation in msg: mediated (from the room, XEP-0045 7.8.2) or direct
@@ -395,9 +435,25 @@ bool muc_on_message(struct session *s, xmpp_stanza_t *m)
     if (!body || !nick || !nick[1])
         return true;
     int64_t ts = stanza_time(m);
+    /* The message's identity: the room's archive id, else sender and id. */
+    char key[ENV_MAX_JID + 80];
+    const char *sid = stanza_archive_id(m, r->jid), *xid = xmpp_stanza_get_id(m);
+    if (sid)
+        snprintf(key, sizeof(key), "a:%s", sid);
+    else
+        snprintf(key, sizeof(key), "m:%s|%s", nick + 1, xid ? xid : "");
     bool delayed = xmpp_stanza_get_child_by_name_and_ns(m, "delay", "urn:xmpp:delay") != NULL;
-    if (delayed && ts <= r->last_ts)
-        return true; /* history the user already has */
+    if (delayed) {
+        /* History the room sends at a rejoin, from the second of the
+         * newest message stored: skip what the user already has. */
+        size_t k;
+        json_t *id;
+        json_array_foreach(r->recent, k, id)
+            if (strcmp(json_string_value(id), key) == 0)
+                return true;
+        if (ts < r->last_ts - 1000)
+            return true;
+    }
     struct env *e;
     char err[200];
     if (stanza_message_to_env(s->w->ctx, m, s->jid, &e, err, sizeof(err)) != STANZA_ENVELOPE) {
@@ -405,10 +461,12 @@ bool muc_on_message(struct session *s, xmpp_stanza_t *m)
         return true;
     }
     env_set_str(e, "room", r->jid);
-    if (ts > r->last_ts) {
+    if (ts > r->last_ts)
         r->last_ts = ts;
-        room_store(s, r);
-    }
+    json_array_append_new(r->recent, json_string(key));
+    while (json_array_size(r->recent) > RECENT_KEEP)
+        json_array_remove(r->recent, 0);
+    room_store(s, r);
     s->w->stats.msgs_from_xmpp++;
     session_deliver_chat(s, e, from);
     return true;

@@ -74,6 +74,8 @@ static int on_iq_answer(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
         *pp = pq->next;
         if (pq->kind == PQ_HISTORY)
             archive_iq_answer(s, pq, st);
+        else if (pq->kind == PQ_MUC_CONFIG)
+            muc_iq_answer(s, pq, st);
         else
             im_iq_answer(s, pq, st);
         free(pq->archive);

@@ -129,6 +129,7 @@ enum pending_kind {
     PQ_ROSTER_SET,  /**< answer: "ok" (set or remove) */
     PQ_HISTORY,     /**< archive query for a phone: "hist" frames, "history" */
     PQ_CARBONS,     /**< enabling carbons: log a refusal */
+    PQ_MUC_CONFIG,  /**< accepting a new room's defaults: then the join is ok */
 };
 
 struct pending_iq {
@@ -138,7 +139,8 @@ struct pending_iq {
     char edge[65], dev[65];  /* who asked, "" for the session itself */
     char req_id[65];         /* the request's id, to answer */
     char qid[24];            /* PQ_HISTORY: the query's tag on results */
-    char *archive;           /* PQ_HISTORY: whose archive (user or room) */
+    char *archive;           /* PQ_HISTORY: whose archive (user or room);
+                                PQ_MUC_CONFIG: the room */
     int count;               /* PQ_HISTORY: results sent so far */
 };
 
@@ -149,6 +151,8 @@ struct room {
     bool joined;             /* the room sent the user's own presence */
     char edge[65], dev[65], req_id[65]; /* the join request to answer, or "" */
     int64_t last_ts;         /* time of the newest room message stored */
+    json_t *recent;          /* ids of the newest room messages stored (array):
+                                history replayed at a rejoin is matched on them */
     struct strmap occupants; /* nick -> (void *)1 */
 };
 
@@ -326,6 +330,7 @@ bool muc_on_req(struct session *s, const struct env *e, const json_t *frame);
 /* true when st was about a room (consumed). */
 bool muc_on_presence(struct session *s, xmpp_stanza_t *st);
 bool muc_on_message(struct session *s, xmpp_stanza_t *msg);
+void muc_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st);
 void muc_free(struct session *s);
 
 /* archive.c: history (XEP-0313) for phones. */

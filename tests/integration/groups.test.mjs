@@ -1,0 +1,206 @@
+// Chat features, part 2 (docs/PROTOCOL.md section 10): several devices of one
+// user (shared session, copies of what each sends, carbons of the user's
+// other XMPP clients, a cursor per device), group chat rooms (XEP-0045) and
+// history pages (XEP-0313), against Prosody and xmpp.js.
+import assert from 'node:assert/strict';
+import { itest, startBridge, bareJid, xml, sleep, connectPhone } from '../harness/index.mjs';
+
+const ROOM = 'lobby@conference.localhost';
+
+itest('two phones of one user: both receive, each sees what the other sent, carbons', async (t, stack) => {
+  const b = await startBridge(stack);
+  const bob = await b.desktop('bob');
+  const a1 = await connectPhone(stack, b.edge.port, 'alice-pixel');
+  await a1.login(b.jid('alice'), b.pass('alice'), { dev: 'pixel' });
+  const a2 = await connectPhone(stack, b.edge.port, 'alice-tablet');
+  await a2.login(b.jid('alice'), b.pass('alice'), { dev: 'tablet' });
+
+  await bob.send('alice@localhost', 'to both of you');
+  const m1 = await a1.nextMsg({ body: 'to both of you' });
+  const m2 = await a2.nextMsg({ body: 'to both of you' });
+  assert.equal(m1.seq, m2.seq, 'one stream, one numbering');
+
+  // What one phone sends, the other sees as sent (the sender gets no echo).
+  await a1.msg('bob@localhost', 'sent from the pixel', { id: 'p1' });
+  const copy = await a2.nextMsg({ body: 'sent from the pixel' });
+  assert.equal(copy.sent, true);
+  assert.equal(copy.to, 'bob@localhost');
+  assert.equal(copy.id, 'p1');
+  await bob.nextMessage({ body: 'sent from the pixel' });
+  assert.ok(await a1.noFrame({ t: 'msg', body: 'sent from the pixel' }, 500), 'no echo to the sender');
+
+  // Alice also runs a desktop client: carbons bring its traffic to the phones.
+  const aliceDesk = await b.desktop('alice', 'laptop');
+  await aliceDesk.send('bob@localhost', 'typed on the laptop');
+  const carbon = await a1.nextMsg({ body: 'typed on the laptop' });
+  assert.equal(carbon.sent, true);
+  assert.equal(bareJid(carbon.to), 'bob@localhost');
+  assert.equal(carbon.from, aliceDesk.jid);
+  await a2.nextMsg({ body: 'typed on the laptop' });
+  await bob.sendXml(xml('message', { to: aliceDesk.jid, type: 'chat', id: 'to-laptop' }, xml('body', {}, 'to the laptop only')));
+  const rc = await a1.nextMsg({ body: 'to the laptop only' });
+  assert.equal(rc.sent, undefined);
+  assert.equal(rc.from, bob.jid);
+
+  // Each device keeps its own place: the tablet goes away, the pixel acks
+  // everything, the tablet still gets what it missed.
+  const before = (await (async () => { a2.send({ t: 'ack', seq: rc.seq }); return rc.seq; })());
+  await a2.nextMsg({ body: 'to the laptop only' });
+  a2.destroy();
+  await sleep(200);
+  await bob.send('alice@localhost', 'while the tablet was away 1');
+  await bob.send('alice@localhost', 'while the tablet was away 2');
+  const last = await a1.nextMsg({ body: 'while the tablet was away 2' });
+  a1.send({ t: 'ack', seq: last.seq });
+  await sleep(300);
+  const back = await connectPhone(stack, b.edge.port, 'alice-tablet-back');
+  const sync = (await back.login(b.jid('alice'), b.pass('alice'), { dev: 'tablet', epoch: m2.epoch ?? undefined, seq: before }));
+  assert.equal(sync.t, 'welcome');
+  const r1 = await back.nextMsg({ body: 'while the tablet was away 1' });
+  const r2 = await back.nextMsg({ body: 'while the tablet was away 2' });
+  assert.ok(r2.seq > r1.seq && r1.seq > before);
+  const s = back.frames.find((f) => f.t === 'sync'); // login() waited for it
+  assert.equal(s.missed, undefined, 'nothing missed: the other phone\'s acks did not drop them');
+});
+
+itest('group chat: join, occupants, send and receive, subject, invitations, leave', async (t, stack) => {
+  const b = await startBridge(stack);
+  const alice = await b.loginPhone('alice');
+  const bob = await b.desktop('bob');
+  const carol = await b.desktop('carol');
+
+  alice.send({ t: 'join', id: 'j1', room: ROOM, nick: 'Alice' });
+  const joined = await alice.expect({ t: 'ok', id: 'j1' }, 10000);
+  assert.equal(joined.room, ROOM);
+  assert.equal(joined.nick, 'Alice');
+  const me = await alice.expect({ t: 'occupant', room: ROOM, nick: 'Alice' });
+  assert.equal(me.me, true);
+  assert.equal(me.affiliation, 'owner', 'the first to join a new room owns it');
+
+  // Bob joins from the desktop: the phone sees him arrive.
+  await bob.sendXml(xml('presence', { to: `${ROOM}/Bob` }, xml('x', { xmlns: 'http://jabber.org/protocol/muc' })));
+  const occ = await alice.expect({ t: 'occupant', room: ROOM, nick: 'Bob' });
+  assert.equal(occ.show, 'online');
+  await bob.nextStanza((el) => el.is('presence') && el.attrs.from === `${ROOM}/Bob`, 5000, 'own room presence');
+
+  // Room messages both ways.
+  await bob.sendXml(xml('message', { to: ROOM, type: 'groupchat', id: 'g1' }, xml('body', {}, 'hello room')));
+  const gm = await alice.nextMsg({ body: 'hello room' });
+  assert.equal(gm.room, ROOM);
+  assert.equal(gm.from, `${ROOM}/Bob`);
+  assert.ok(gm.seq > 0, 'room messages are numbered and stored like chats');
+  alice.send({ t: 'msg', id: 'g2', to: ROOM, body: 'hi from the phone', group: true });
+  await alice.expect({ t: 'ack', id: 'g2' });
+  const bm = await bob.nextMessage({ body: 'hi from the phone' });
+  assert.equal(bm.type, 'groupchat');
+  assert.equal(bm.from, `${ROOM}/Alice`);
+
+  // Subject: set from the phone (the owner may), seen by all occupants.
+  alice.send({ t: 'subject', id: 's1', room: ROOM, subject: 'Plans for Friday' });
+  await alice.expect({ t: 'ok', id: 's1' });
+  const subj = await bob.nextMessage((m) => m.stanza.getChildText('subject') === 'Plans for Friday');
+  assert.equal(subj.from, `${ROOM}/Alice`);
+  const se = await alice.expect({ t: 'subject', subject: 'Plans for Friday' });
+  assert.equal(se.by, 'Alice');
+
+  // Invitations: the phone invites Carol; Bob invites Dave's phone.
+  alice.send({ t: 'invite', room: ROOM, to: 'carol@localhost', reason: 'come along' });
+  const inv = await carol.nextMessage((m) => !!m.stanza.getChild('x', 'http://jabber.org/protocol/muc#user'));
+  const invEl = inv.stanza.getChild('x', 'http://jabber.org/protocol/muc#user').getChild('invite');
+  // The room names the inviter by real JID or, in a semi-anonymous room, by nick.
+  assert.ok(['alice@localhost', ROOM].includes(bareJid(invEl.attrs.from)), invEl.toString());
+  assert.equal(invEl.getChildText('reason'), 'come along');
+  const dave = await b.loginPhone('dave');
+  await bob.sendXml(xml('message', { to: ROOM }, xml('x', { xmlns: 'http://jabber.org/protocol/muc#user' },
+    xml('invite', { to: 'dave@localhost' }, xml('reason', {}, 'join us')))));
+  const di = await dave.expect({ t: 'invite' });
+  assert.equal(di.room, ROOM);
+  assert.ok(['bob@localhost', ROOM].includes(bareJid(di.from)), JSON.stringify(di));
+  assert.equal(di.reason, 'join us');
+  assert.ok(di.seq > 0, 'an invitation is kept until a phone has it');
+
+  // Leave: Bob sees Alice go.
+  alice.send({ t: 'leave', id: 'l1', room: ROOM });
+  await alice.expect({ t: 'ok', id: 'l1' });
+  await bob.nextStanza((el) => el.is('presence') && el.attrs.from === `${ROOM}/Alice` && el.attrs.type === 'unavailable');
+  alice.send({ t: 'msg', id: 'g3', to: ROOM, body: 'after leaving', group: true });
+  const err = await alice.expect((f) => (f.t === 'error' || f.t === 'ack') && f.id === 'g3');
+  // The room refuses messages from non-occupants (a bounce), never a crash.
+  if (err.t === 'ack') await alice.expect({ t: 'error', code: 'undeliverable' });
+  // Joining a room with a wrong password is refused with a reason.
+});
+
+itest('a room survives a bridge restart: the new session rejoins and misses nothing', async (t, stack) => {
+  const b = await startBridge(stack, { workers: 1 });
+  const alice = await b.loginPhone('alice');
+  const bob = await b.desktop('bob');
+  alice.send({ t: 'join', id: 'j1', room: ROOM, nick: 'Alice' });
+  await alice.expect({ t: 'ok', id: 'j1' }, 10000);
+  await bob.sendXml(xml('presence', { to: `${ROOM}/Bob` }, xml('x', { xmlns: 'http://jabber.org/protocol/muc' })));
+  await bob.sendXml(xml('message', { to: ROOM, type: 'groupchat' }, xml('body', {}, 'before')));
+  const m0 = await alice.nextMsg({ body: 'before' });
+  // The worker dies: the edge re-opens the session, which rejoins the room.
+  const pid = Number(/worker_ready .*pid=(\d+)/.exec(b.xmppd.lines().find((l) => /worker_ready/.test(l)) ?? '')?.[1]);
+  if (pid > 0) process.kill(pid, 'SIGKILL');
+  else b.xmppd.kill('SIGKILL');
+  await b.xmppd.waitForLines(/muc_joined jid=alice@localhost room=lobby/, { count: 2, timeout: 20000 });
+  await bob.sendXml(xml('message', { to: ROOM, type: 'groupchat' }, xml('body', {}, 'after')));
+  const m1 = await alice.nextMsg({ body: 'after' }, 20000);
+  assert.ok(m1.seq > m0.seq);
+  await sleep(500);
+  assert.equal(alice.frames.filter((f) => f.t === 'msg' && f.body === 'before').length, 1, 'history not delivered twice');
+});
+
+itest('history pages of a conversation and of a room (XEP-0313)', async (t, stack) => {
+  const b = await startBridge(stack);
+  const alice = await b.loginPhone('alice');
+  const bob = await b.desktop('bob');
+  for (let i = 1; i <= 5; i++) await bob.send('alice@localhost', `old ${i}`);
+  const m5 = await alice.nextMsg({ body: 'old 5' });
+  await alice.msg('bob@localhost', 'my answer', { id: 'h-ans' });
+  await bob.nextMessage({ body: 'my answer' });
+  await sleep(300);
+
+  alice.send({ t: 'history', id: 'h1', with: 'bob@localhost', max: 4 });
+  const page1 = [];
+  for (let i = 0; i < 4; i++) page1.push(await alice.expect({ t: 'hist', id: 'h1' }));
+  const end1 = await alice.expect({ t: 'history', id: 'h1' });
+  assert.equal(end1.complete, false);
+  assert.equal(end1.count, 4);
+  assert.deepEqual(page1.map((h) => h.body), ['old 3', 'old 4', 'old 5', 'my answer'], 'the newest page, oldest first');
+  assert.equal(page1[3].to, 'bob@localhost');
+  assert.equal(bareJid(page1[3].from), 'alice@localhost');
+  assert.equal(page1[0].first, undefined);
+  assert.ok(page1.every((h) => typeof h.aid === 'string' && typeof h.ts === 'number'));
+  assert.equal(end1.first, page1[0].aid);
+
+  alice.send({ t: 'history', id: 'h2', with: 'bob@localhost', before: end1.first, max: 4 });
+  const p2a = await alice.expect({ t: 'hist', id: 'h2' });
+  const p2b = await alice.expect({ t: 'hist', id: 'h2' });
+  const end2 = await alice.expect({ t: 'history', id: 'h2' });
+  assert.deepEqual([p2a.body, p2b.body], ['old 1', 'old 2']);
+  assert.equal(end2.complete, true);
+  assert.ok(m5.seq > 0);
+
+  // A room's archive.
+  alice.send({ t: 'join', id: 'j1', room: ROOM, nick: 'Alice' });
+  await alice.expect({ t: 'ok', id: 'j1' }, 10000);
+  await bob.sendXml(xml('presence', { to: `${ROOM}/Bob` }, xml('x', { xmlns: 'http://jabber.org/protocol/muc' })));
+  for (let i = 1; i <= 3; i++) {
+    await bob.sendXml(xml('message', { to: ROOM, type: 'groupchat' }, xml('body', {}, `room ${i}`)));
+  }
+  await alice.nextMsg({ body: 'room 3' });
+  await sleep(300);
+  alice.send({ t: 'history', id: 'h3', room: ROOM });
+  const rh = [];
+  for (let i = 0; i < 3; i++) rh.push(await alice.expect({ t: 'hist', id: 'h3' }));
+  assert.deepEqual(rh.map((h) => h.body), ['room 1', 'room 2', 'room 3']);
+  assert.ok(rh.every((h) => h.room === ROOM && h.from === `${ROOM}/Bob`));
+  const end3 = await alice.expect({ t: 'history', id: 'h3' });
+  assert.equal(end3.complete, true);
+
+  // An archive the server will not give: an error with the request's id.
+  alice.send({ t: 'history', id: 'h4', room: 'nowhere@conference.localhost' });
+  const e4 = await alice.expect({ t: 'error', id: 'h4' });
+  assert.equal(e4.code, 'refused');
+});
