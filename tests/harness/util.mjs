@@ -169,3 +169,22 @@ export function bareJid(j) {
   const i = s.indexOf('/');
   return i < 0 ? s : s.slice(0, i);
 }
+
+/** GET http://addr/path -> {status, text}. */
+export async function httpGet(addr, path) {
+  const r = await fetch(`http://${addr}${path}`);
+  return { status: r.status, text: await r.text() };
+}
+
+/** The address a service started with --http-listen 127.0.0.1:0 serves on. */
+export function httpAddr(proc) {
+  const m = /http_serving addr=(\S+)/.exec(proc.stderr);
+  if (!m) throw new Error(`${proc.name} did not log http_serving`);
+  return m[1];
+}
+
+/** The value of one sample line of /metrics text, e.g. 'imb_edge_logins_total{result="ok"}'. */
+export function metricValue(text, sample) {
+  const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
+  return line === undefined ? undefined : Number(line.slice(sample.length + 1));
+}

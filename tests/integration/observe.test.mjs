@@ -2,24 +2,10 @@
 // receive round trip through Redis; the XMPP server reachable for xmppd) and
 // /metrics speaks the Prometheus text format.
 import assert from 'node:assert/strict';
-import { itest, startBridge, waitFor } from '../harness/index.mjs';
+import { itest, startBridge, waitFor, httpGet, httpAddr, metricValue } from '../harness/index.mjs';
 
-async function get(addr, path) {
-  const r = await fetch(`http://${addr}${path}`);
-  return { status: r.status, text: await r.text() };
-}
-
-function httpAddr(proc) {
-  const m = /http_serving addr=(\S+)/.exec(proc.stderr);
-  assert.ok(m, `${proc.name} did not log http_serving`);
-  return m[1];
-}
-
-/** The value of one sample line, e.g. metric(text, 'imb_edge_logins_total{result="ok"}'). */
-function metric(text, sample) {
-  const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
-  return line === undefined ? undefined : Number(line.slice(sample.length + 1));
-}
+const get = httpGet;
+const metric = metricValue;
 
 itest('/healthz and /metrics on edge and xmppd, through a Redis and an XMPP outage', { timeout: 90000 }, async (t, stack) => {
   const http = ['--http-listen', '127.0.0.1:0'];

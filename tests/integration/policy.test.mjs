@@ -1,0 +1,166 @@
+// Chat features, part 3 (docs/PROTOCOL.md section 10): the central message
+// filter (rules file, both directions, reasons to the phone, metrics, SIGHUP
+// reload) and the push hook (one envelope per message for a user whose phone
+// is not connected, even with several bridges).
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  itest, startBridge, startXmppd, xml, sleep, httpGet, httpAddr, metricValue, redisSubscriber,
+  redisCommand, DEFAULT_USERS, connectPhone,
+} from '../harness/index.mjs';
+
+const RULES = `# imbridge message filter (test)
+max_length 40
+mask darn heck
+reject spamword
+block mallory@localhost
+rate 6/60
+`;
+
+itest('message filter: both directions, reasons, metrics, reload on SIGHUP', { timeout: 90000 }, async (t, stack) => {
+  const dir = stack.tempDir('imb-rules-');
+  const rules = path.join(dir, 'filter.rules');
+  fs.writeFileSync(rules, RULES);
+  const users = [...DEFAULT_USERS, ['mallory', 'secret']];
+  const b = await startBridge(stack, { users, workers: 1, xmppdArgs: ['--filter-rules', rules, '--http-listen', '127.0.0.1:0'] });
+  await b.xmppd.waitForLine(/filter_rules_loaded .*rules=6/);
+  const alice = await b.loginPhone('alice');
+  const bob = await b.desktop('bob');
+  const mallory = await b.desktop('mallory');
+
+  // Out: masked words pass masked; the rest is refused with a reason.
+  await alice.msg('bob@localhost', 'well darn it', { id: 'f1' });
+  assert.equal((await bob.nextMessageFrom('alice@localhost')).body, 'well **** it');
+  const refused = async (to, body, id, reason) => {
+    alice.send({ t: 'msg', id, to, body });
+    const e = await alice.expect({ t: 'error', id });
+    assert.equal(e.code, 'filtered', JSON.stringify(e));
+    assert.equal(e.reason, reason, JSON.stringify(e));
+    assert.equal(typeof e.msg, 'string');
+  };
+  await refused('bob@localhost', 'x'.repeat(41), 'f2', 'too_long');
+  await alice.msg('bob@localhost', 'é'.repeat(40), { id: 'f2b' }); // 40 characters, 80 bytes: passes
+  await refused('bob@localhost', 'buy SPAMWORD now', 'f3', 'banned_word');
+  await refused('mallory@localhost', 'hello', 'f4', 'blocked');
+  // Rate: 6 per minute per user (refused messages do not count).
+  for (let i = 3; i <= 6; i++) await alice.msg('bob@localhost', `ok ${i}`, { id: `r${i}` });
+  await refused('bob@localhost', 'one too many', 'r7', 'rate_limited');
+
+  // In: masked for the phone, refused ones bounce to the sender.
+  await bob.send('alice@localhost', 'oh heck, again');
+  const masked = await alice.nextMsg({ body: 'oh ****, again' });
+  assert.equal(masked.filtered, 'masked');
+  const sid = await bob.send('alice@localhost', 'spamword inside');
+  const bounce = await bob.nextMessage((m) => m.type === 'error' && m.id === sid);
+  assert.match(bounce.error, /policy-violation/);
+  await mallory.send('alice@localhost', 'let me in');
+  await mallory.nextMessage((m) => m.type === 'error');
+  assert.ok(await alice.noFrame((f) => f.t === 'msg' && /spamword|let me in/.test(f.body), 500));
+
+  const m = (await httpGet(httpAddr(b.xmppd), '/metrics')).text;
+  const n = (dir2, reason) => metricValue(m, `imb_xmppd_filtered_total{worker="0",direction="${dir2}",reason="${reason}"}`);
+  assert.equal(n('out', 'masked'), 1);
+  assert.equal(n('out', 'too_long'), 1);
+  assert.equal(n('out', 'banned_word'), 1);
+  assert.equal(n('out', 'blocked'), 1);
+  assert.equal(n('out', 'rate_limited'), 1);
+  assert.equal(n('in', 'masked'), 1);
+  assert.equal(n('in', 'banned_word'), 1);
+  assert.equal(n('in', 'blocked'), 1);
+
+  // SIGHUP re-reads the rules: a broken file keeps the old ones...
+  fs.writeFileSync(rules, 'max_length forty\n');
+  b.xmppd.kill('SIGHUP');
+  await b.xmppd.waitForLine(/filter_rules_invalid .*filter.rules:1: max_length/);
+  await refused('bob@localhost', 'still refused: spamword', 'h1', 'banned_word');
+  // ...a good one replaces them.
+  fs.writeFileSync(rules, 'reject spamword\n');
+  b.xmppd.kill('SIGHUP');
+  await b.xmppd.waitForLine(/filter_rules_loaded .*rules=1/);
+  await alice.msg('bob@localhost', 'darn, no more masking', { id: 'h2' });
+  assert.equal((await bob.nextMessage({ body: 'darn, no more masking' })).body, 'darn, no more masking');
+});
+
+itest('a bad rules file stops the bridge at start with the line at fault', async (t, stack) => {
+  const dir = stack.tempDir('imb-rules-');
+  const rules = path.join(dir, 'bad.rules');
+  fs.writeFileSync(rules, 'mask ok\nfrobnicate now\n');
+  const b = await startBridge(stack, { probe: false }).catch((e) => e);
+  assert.ok(!(b instanceof Error));
+  const p = await startXmppd(stack, {
+    redisPort: b.redis.port, xmppPort: b.prosody.c2sPort, credKey: b.credKey,
+    extraArgs: ['--filter-rules', rules], wait: false,
+  });
+  p.unclean = true; // it is meant to refuse to start
+  const exit = await p.waitExit(5000);
+  assert.notEqual(exit.code, 0);
+  assert.match(p.stderr, /bad\.rules:2: unknown rule 'frobnicate'/);
+});
+
+itest('push: one envelope per message while no phone is connected, several bridges', { timeout: 60000 }, async (t, stack) => {
+  const b = await startBridge(stack, { xmppdArgs: ['--push-preview', 'full'] });
+  // A second bridge: sessions are held by one of the two, pushes are not doubled.
+  await startXmppd(stack, {
+    redisPort: b.redis.port, xmppPort: b.prosody.c2sPort, credKey: b.credKey,
+    extraArgs: ['--push-preview', 'full'],
+  });
+  const pushes = await redisSubscriber(stack, b.redis.port, 'imb:push');
+  const bob = await b.desktop('bob');
+  const alice = await connectPhone(stack, b.edge.port, 'alice');
+  const w = await alice.login(b.jid('alice'), b.pass('alice'));
+  await bob.send('alice@localhost', 'while you look');
+  await alice.nextMsg({ body: 'while you look' });
+  await sleep(300);
+  assert.equal(pushes.messages.length, 0, 'no push while a phone is connected');
+
+  // The phone drops (the session lives on in the resume window).
+  alice.destroy();
+  await b.xmppd.waitForLine(/device_detach jid=alice@localhost/).catch(() => {});
+  await sleep(300);
+  for (let i = 1; i <= 5; i++) await bob.send('alice@localhost', `missed ${i}: ${'long text '.repeat(20)}`);
+  const got = [];
+  for (let i = 1; i <= 5; i++) got.push(JSON.parse((await pushes.next())[1]));
+  await sleep(500);
+  assert.equal(pushes.messages.length, 5, 'exactly one push per message');
+  got.sort((x, y) => x.seq - y.seq);
+  for (const [i, p] of got.entries()) {
+    assert.equal(p.type, 'push');
+    assert.equal(p.to, 'alice@localhost');
+    assert.equal(p.from, 'bob@localhost');
+    assert.ok(p.preview.startsWith(`missed ${i + 1}: long text`));
+    assert.equal([...p.preview].length, 100, 'the preview is cut at 100 characters');
+    assert.equal(typeof p.seq, 'number');
+    assert.equal(typeof p.ts, 'number');
+  }
+  assert.deepEqual(got.map((p) => p.unread), [2, 3, 4, 5, 6], 'unread counts what waits for the phone');
+  // The same envelopes wait in a list for a consumer that must not miss any.
+  const q = await redisCommand(b.redis.port, ['LRANGE', 'imb:pushq', '0', '-1']);
+  assert.equal(q.length, 5);
+  assert.deepEqual(q.map((x) => JSON.parse(x).seq).reverse(), got.map((p) => p.seq));
+
+  // Back online: the messages are replayed, and no more pushes.
+  const again = await connectPhone(stack, b.edge.port, 'alice-again');
+  await again.login(b.jid('alice'), b.pass('alice'));
+  await again.nextMsg({ body: /missed 5/ });
+  await bob.send('alice@localhost', 'you are back');
+  await again.nextMsg({ body: 'you are back' });
+  await sleep(300);
+  assert.equal(pushes.messages.length, 5);
+  assert.equal(w.t, 'welcome');
+});
+
+itest('push privacy: push_preview none tells neither sender nor text', async (t, stack) => {
+  const b = await startBridge(stack, { xmppdArgs: ['--push-preview', 'none'] });
+  const pushes = await redisSubscriber(stack, b.redis.port, 'imb:push');
+  const bob = await b.desktop('bob');
+  const alice = await b.loginPhone('alice');
+  alice.destroy();
+  await sleep(500);
+  await bob.send('alice@localhost', 'secret text');
+  const p = JSON.parse((await pushes.next())[1]);
+  assert.equal(p.to, 'alice@localhost');
+  assert.equal(p.from, undefined);
+  assert.equal(p.preview, undefined);
+  assert.equal(p.unread, 1);
+});
