@@ -1,7 +1,8 @@
 // bench/run.mjs - `make bench`: every benchmark of docs/BENCHMARKS.md, each
 // against a baseline measured in the same run, on 127.0.0.x only.
 //
-//   node bench/run.mjs [--quick] [--only idle,real,chat,sio,wire] [--runs 3]
+//   node bench/run.mjs [--quick] [--only idle,real,chat,sio,wire,capacity] [--runs 3]
+//   node bench/run.mjs --render bench/results/latest.json   (tables only, no runs)
 //   env: BENCH_QUICK=1 (small sizes, ~2 min), BENCH_BIN_DIR (default bin/),
 //        BENCH_WRITE_DOCS=0|1 (default: 1 for a full run of every section)
 //
@@ -31,18 +32,27 @@ const argv = process.argv.slice(2);
 const QUICK = process.env.BENCH_QUICK === '1' || argv.includes('--quick');
 const onlyArg = argv.includes('--only') ? argv[argv.indexOf('--only') + 1].split(',') : null;
 const RUNS = Number(argv.includes('--runs') ? argv[argv.indexOf('--runs') + 1] : 3);
-const SECTIONS = onlyArg ?? ['idle', 'real', 'chat', 'sio', 'wire'];
+const SECTIONS = onlyArg ?? ['idle', 'real', 'chat', 'sio', 'wire', 'capacity'];
 const WRITE_DOCS = process.env.BENCH_WRITE_DOCS ? process.env.BENCH_WRITE_DOCS === '1' : (!QUICK && !onlyArg);
 const FD_LIMIT = Number(execFileSync('sh', ['-c', 'ulimit -Hn']).toString().trim()) || 1024;
 
 const CFG = QUICK ? {
   idleN: [2000], realN: 200, realWorkers: 1, tlsN: 100, chatWarm: 0.5, chatSecs: 2, inflight: [1, 100],
   pairs: 20, pairsInflight: 4, sioIdleN: 2000, total: 150,
+  capacity: [{ name: 'cap', workers: 2, maxSessions: 150, target: 320, step: 160, budgetMs: 30000, idleMs: 2000 }],
 } : {
   // One process may hold at most `ulimit -Hn` descriptors (no CAP_SYS_RESOURCE
   // here): the largest idle size stays under it.
   idleN: [10000, Math.min(100000, FD_LIMIT - 1000)], realN: 1500, realWorkers: 2, tlsN: 500,
-  chatWarm: 1, chatSecs: 5, inflight: [1, 100], pairs: 50, pairsInflight: 4, sioIdleN: 10000, total: 900,
+  chatWarm: 1, chatSecs: 5, inflight: [1, 100], pairs: 50, pairsInflight: 4, sioIdleN: 10000, total: 1020,
+  // Capacity: 8 workers of 900 (the most a worker may hold), 400 phones
+  // more than that; then as many workers as it takes to hold more sessions
+  // than one process may open descriptors (Prosody holds one per session).
+  capacity: [
+    { name: 'cap', workers: 8, maxSessions: 900, target: 8 * 900 + 400, step: 2000, budgetMs: 120000, idleMs: 5000 },
+    { name: 'wall', workers: Math.min(256, Math.ceil((Math.min(FD_LIMIT, 60000) + 500) / 900)), maxSessions: 900,
+      target: Math.min(FD_LIMIT, 60000) + 500, step: 2500, budgetMs: 240000, idleMs: 5000 },
+  ],
 };
 
 const log = (...a) => process.stderr.write(`[bench] ${a.join(' ')}\n`);
@@ -125,16 +135,17 @@ async function startEdge(stack, redisPort, credKey, name = 'imb-edge') {
   await sleep(300); // bus connected, worker list read
   return p;
 }
-async function startXmppd(stack, redisPort, xmppPort, credKey, workers, { tls = 'disabled', cafile } = {}) {
+async function startXmppd(stack, redisPort, xmppPort, credKey, workers, { tls = 'disabled', cafile, maxSessions } = {}) {
   const args = ['--redis-host', '127.0.0.1', '--redis-port', String(redisPort), '--cred-key', credKey, '--log-level', 'warn',
     '--xmpp-host', '127.0.0.1', '--xmpp-port', String(xmppPort), '--xmpp-tls', tls, '--workers', String(workers)];
   if (cafile) args.push('--xmpp-cafile', cafile);
+  if (maxSessions) args.push('--max-sessions', String(maxSessions));
   const p = stack.spawn('imb-xmppd', path.join(BIN, 'imb-xmppd'), args);
   await waitFor(async () => {
     if (!p.running) throw new Error(`imb-xmppd exited: ${p.tail(2000)}`);
     const w = await stackRedis(redisPort, ['HLEN', 'imb:workers']);
     return w >= workers;
-  }, { timeout: 15000, interval: 100, what: 'xmppd workers registered' });
+  }, { timeout: 30000, interval: 100, what: 'xmppd workers registered' });
   return p;
 }
 async function stackRedis(port, args) {
@@ -431,6 +442,177 @@ async function sectionSio() {
   return out;
 }
 
+// --------------------------------------- 6: capacity of one xmppd instance
+// One xmppd (supervisor + W workers, --max-sessions M) against one Prosody,
+// filled through two edges in steps: each step is two loadgens (one per edge)
+// whose phones log in and then stay, idle, until the plan ends. The fill
+// stops at the first step with a failed login, when a process exits, when
+// the target is reached or when the plan's time budget is spent. Plans:
+//   cap   W × M below every limit of the machine: the configured ceiling,
+//         and what a phone gets past it;
+//   wall  enough workers for more sessions than one process may hold
+//         descriptors: the first resource of the machine that runs out.
+// Node raises its soft descriptor limit to the hard one at start; the
+// services inherit it (the limits are recorded), loadgen raises its own.
+function fdCount(pid) { try { return fs.readdirSync(`/proc/${pid}/fd`).length; } catch { return NaN; } }
+function fdLimit(pid) {
+  try { return Number(/Max open files\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/limits`, 'utf8'))[1]); } catch { return NaN; }
+}
+function cpuStat() {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return { idle: f[3] + f[4], all: f.reduce((a, b) => a + b, 0) };
+}
+async function workerLoads(redisPort) {
+  const h = await stackRedis(redisPort, ['HGETALL', 'imb:workers']);
+  const out = [];
+  for (let i = 0; i + 1 < h.length; i += 2) {
+    const [, sessions, capacity] = String(h[i + 1]).split(' ').map(Number);
+    out.push({ id: h[i], sessions, capacity });
+  }
+  return out;
+}
+// CPU of each group over fn()'s run, in cores busy; plus the whole machine's.
+async function cpuOver(groups, fn) {
+  const g0 = Object.fromEntries(Object.entries(groups).map(([k, f]) => [k, cpuTicks(f())]));
+  const m0 = cpuStat(); const t0 = Date.now();
+  const r = await fn();
+  const secs = (Date.now() - t0) / 1000; const m1 = cpuStat();
+  const cores = Object.fromEntries(Object.entries(groups).map(([k, f]) => [k, (cpuTicks(f()) - g0[k]) / 100 / secs]));
+  cores.machine = ((m1.all - m0.all) - (m1.idle - m0.idle)) / (m1.all - m0.all) * os.cpus().length;
+  return { r, secs, cores };
+}
+
+async function capacityPlan(plan) {
+  const st = new Stack(`capacity-${plan.name}`);
+  const users = Array.from({ length: plan.target }, (_, i) => `u${i}`);
+  const out = { ...plan, steps: [] };
+  try {
+    const [redis, prosody] = await Promise.all([startRedis(st), startBenchProsody(st, users)]);
+    const key = randomCredKey();
+    const xm = await startXmppd(st, redis.port, prosody.c2sPort, key, plan.workers, { maxSessions: plan.maxSessions });
+    const edges = [await startEdge(st, redis.port, key, 'imb-edge-1'), await startEdge(st, redis.port, key, 'imb-edge-2')];
+    await sleep(1500);
+    const workerPids = () => childPids(xm.pid);
+    const gens = [];
+    const groups = {
+      xmppd: () => [xm.pid, ...workerPids()], prosody: () => [prosody.proc.pid], edges: () => edges.map((e) => e.pid),
+      redis: () => [redis.proc.pid], loadgen: () => gens.filter((g) => g.running).map((g) => g.pid),
+    };
+    const rss = () => Object.fromEntries(Object.entries(groups).map(([k, f]) => [k, f().reduce((a, pid) => a + rssKiB(pid), 0)]));
+    const fds = () => ({
+      prosody: fdCount(prosody.proc.pid), edges: edges.map((e) => fdCount(e.pid)),
+      worker_max: Math.max(...workerPids().map(fdCount)), supervisor: fdCount(xm.pid),
+    });
+    out.fd_limits = { prosody: fdLimit(prosody.proc.pid), edge: fdLimit(edges[0].pid), worker: fdLimit(workerPids()[0]), supervisor: fdLimit(xm.pid) };
+    out.rss_kib_before = rss();
+    out.fds_before = fds();
+    out.mem_avail_kib_before = kernelMem().memAvailKiB;
+    let next = 0; let held = 0; let failed = 0; let fillSecs = 0;
+    const notes = [];
+    for (let step = 0; next < plan.target; step++) {
+      const k = Math.min(plan.step, plan.target - next);
+      const parts = [Math.ceil(k / 2), Math.floor(k / 2)];
+      const { r, secs, cores } = await cpuOver(groups, async () => {
+        const batch = [];
+        let u = next;
+        parts.forEach((n, j) => {
+          if (!n) return;
+          const g = loadgen(st, `loadgen-${step}-${j}`, ['--mode', 'idle', '--port', String(edges[j].port), '--conns', String(n), '--user-fmt', 'u%d@localhost',
+            '--user-start', String(u), '--src-base', String(2 + (gens.length % 240)), '--src-count', '1', '--concurrency', '64', '--timeout', '1500', '--hold', '1500']);
+          u += n;
+          gens.push(g); batch.push(g);
+        });
+        const ready = await Promise.all(batch.map((g) => g.nextStdoutLine((l) => l.includes('"event":"ready"'), 300000).then(JSON.parse)
+          .catch((e) => ({ ok: 0, failed: 0, error: e.message }))));
+        return { batch, ready };
+      });
+      next += k;
+      const ok = r.ready.reduce((a, x) => a + x.ok, 0);
+      const bad = k - ok;
+      held += ok; failed += bad; fillSecs += secs;
+      await sleep(1500); // let the workers publish their session counts
+      const loads = await workerLoads(redis.port);
+      const s = {
+        step, tried: k, ok, failed: bad, secs, logins_per_s: ok / secs, held,
+        sessions_reported: loads.reduce((a, w) => a + w.sessions, 0),
+        per_worker_min: Math.min(...loads.map((w) => w.sessions)), per_worker_max: Math.max(...loads.map((w) => w.sessions)),
+        workers_full: loads.filter((w) => w.sessions >= w.capacity).length,
+        rss_kib: rss(), fds: fds(), cores, mem_avail_kib: kernelMem().memAvailKiB,
+      };
+      out.steps.push(s);
+      log(`capacity ${plan.name} step ${step}: ${ok}/${k} in ${secs.toFixed(1)} s (${s.logins_per_s.toFixed(0)}/s), held ${held}, workers ${s.per_worker_min}–${s.per_worker_max} sessions (${s.workers_full} full), ` +
+        `xmppd ${(s.rss_kib.xmppd / 1024).toFixed(0)} MiB, prosody ${(s.rss_kib.prosody / 1024).toFixed(0)} MiB, fds prosody ${s.fds.prosody} edges ${s.fds.edges.join('+')}, ` +
+        `cores prosody ${cores.prosody.toFixed(2)} xmppd ${cores.xmppd.toFixed(2)} edges ${cores.edges.toFixed(2)} redis ${cores.redis.toFixed(2)} loadgen ${cores.loadgen.toFixed(2)} machine ${cores.machine.toFixed(2)}`);
+      if (bad > 0) {
+        for (const g of r.batch) {
+          for (const l of g.lines('stderr')) if (/error frame|lost:|timeout/.test(l) && notes.length < 6) notes.push(l.replace(/^loadgen: /, '').slice(0, 300));
+        }
+        for (const x of r.ready) if (x.error && notes.length < 8) notes.push(x.error.slice(0, 300));
+        out.stop_kind = 'failed_logins';
+        break;
+      }
+      const dead = [['imb-xmppd', xm], ['prosody', prosody.proc], ...edges.map((e, i) => [`imb-edge-${i + 1}`, e])].filter(([, p]) => !p.running);
+      if (dead.length) { out.stop_kind = 'process_exited'; notes.push(`exited: ${dead.map(([n]) => n).join(', ')}`); break; }
+      if (fillSecs * 1000 > plan.budgetMs && next < plan.target) { out.stop_kind = 'time_budget'; break; }
+    }
+    if (!out.stop_kind) out.stop_kind = 'target_reached';
+    out.held = held; out.tried = next; out.failed = failed; out.fill_secs = fillSecs;
+    const last = out.steps.at(-1);
+    out.rss_kib_after = last.rss_kib;
+    out.bytes_per_session = Object.fromEntries(Object.keys(out.rss_kib_before).filter((k) => k !== 'loadgen')
+      .map((k) => [k, held ? ((last.rss_kib[k] - out.rss_kib_before[k]) * 1024) / held : NaN]));
+    out.fill_cores = {};
+    for (const k of Object.keys(last.cores)) out.fill_cores[k] = out.steps.reduce((a, x) => a + x.cores[k] * x.secs, 0) / fillSecs;
+    // What the held sessions cost when nothing happens (heartbeats, lease
+    // renewals, libstrophe's timers and keepalives).
+    await sleep(3000);
+    out.idle_cores = (await cpuOver(groups, () => sleep(plan.idleMs))).cores;
+    out.workers_alive = workerPids().length;
+    out.supervisor_rss_kib = rssKiB(xm.pid);
+    out.worker_rss_kib = workerPids().map(rssKiB);
+    out.mem_avail_kib_after = kernelMem().memAvailKiB;
+    // Evidence for what stopped the fill.
+    out.prosody_log = prosody.logText().split('\n').filter((l) => /\b(error|warn)\b/i.test(l)).slice(-5).map((l) => l.slice(0, 300));
+    out.xmppd_log = xm.stderr.split('\n').filter((l) => l.trim()).slice(-5).map((l) => l.slice(0, 300));
+    out.edge_log = edges.flatMap((e) => e.stderr.split('\n').filter((l) => l.trim()).slice(-3)).map((l) => l.slice(0, 300));
+    out.notes = notes;
+    out.stopped_by = capacityVerdict(out);
+    log(`capacity ${plan.name}: held ${held} of ${next} tried (${failed} failed) in ${fillSecs.toFixed(0)} s; ` +
+      `xmppd ${out.bytes_per_session.xmppd.toFixed(0)} B/session; idle cores xmppd ${out.idle_cores.xmppd.toFixed(2)} prosody ${out.idle_cores.prosody.toFixed(2)}; stopped by: ${out.stopped_by}`);
+    for (const g of gens) g.endStdin();
+    await Promise.race([Promise.all(gens.map((g) => g.exited)), sleep(15000)]);
+  } finally { await st.cleanup(); }
+  return out;
+}
+
+// The limit that stopped a plan, named from what was measured.
+function capacityVerdict(o) {
+  const last = o.steps.at(-1);
+  const near = (n, lim) => Number.isFinite(lim) && n >= lim - 64;
+  const why = [];
+  if (o.stop_kind === 'failed_logins') {
+    if (last.workers_full === o.workers) why.push(`every worker at max_sessions (${o.workers} × ${o.maxSessions}): logins past it are refused`);
+    if (near(last.fds.prosody, o.fd_limits.prosody)) why.push(`Prosody's descriptors (${last.fds.prosody} of ${o.fd_limits.prosody} open)`);
+    last.fds.edges.forEach((n, i) => { if (near(n, o.fd_limits.edge)) why.push(`edge ${i + 1}'s descriptors (${n} of ${o.fd_limits.edge})`); });
+    if (near(last.fds.worker_max, o.fd_limits.worker)) why.push(`a worker's descriptors (${last.fds.worker_max} of ${o.fd_limits.worker})`);
+    if (last.mem_avail_kib < 512 * 1024) why.push(`memory (${(last.mem_avail_kib / 1024).toFixed(0)} MiB left)`);
+    if (!why.length) why.push('failed logins with no resource at its limit (see notes)');
+  } else if (o.stop_kind === 'process_exited') {
+    why.push(`a process exited (${o.notes.join('; ')})`);
+  } else if (o.stop_kind === 'time_budget') {
+    why.push(`the time budget (${(o.budgetMs / 1000).toFixed(0)} s of filling)`);
+  } else {
+    why.push(`nothing: all ${o.target} phones logged in`);
+  }
+  return why.join('; ');
+}
+
+async function sectionCapacity() {
+  const out = { plans: {} };
+  for (const plan of CFG.capacity) out.plans[plan.name] = await capacityPlan(plan);
+  return out;
+}
+
 // ---------------------------------------------------------- 4: bytes on wire
 function rawHttp(port, body, extraHeaders = '') {
   return new Promise((resolve, reject) => {
@@ -537,6 +719,33 @@ function render(res) {
     L.push(`| imb-edge (logged in via the stub bridge) | ${sp(x.edge_mem)} | ${f2(x.edge_mem.median / x.sio_mem.median)}× | ${sp(x.edge_redis)} |`);
     L.push('');
   }
+  if (S.capacity) {
+    const P = Object.values(S.capacity.plans);
+    const mib = (k) => f0(k / 1024);
+    L.push('### 6. Capacity of one xmppd instance (plaintext XMPP, two edges, one run)', '');
+    L.push(`| | ${P.map((x) => `plan \`${x.name}\``).join(' | ')} |`, `|---|${P.map(() => '---').join('|')}|`);
+    const row = (name, f) => L.push(`| ${name} | ${P.map(f).join(' | ')} |`);
+    row('workers × max_sessions', (x) => `${x.workers} × ${x.maxSessions}`);
+    row('phones tried / sessions held', (x) => `${f0(x.tried)} / **${f0(x.held)}**`);
+    row('sessions per worker', (x) => `${f0(x.steps.at(-1).per_worker_min)}–${f0(x.steps.at(-1).per_worker_max)}`);
+    row('stopped by', (x) => x.stopped_by);
+    row('logins/s while filling: overall (first step → last step)', (x) => `${f0(x.held / x.fill_secs)} (${f0(x.steps[0].logins_per_s)} → ${f0(x.steps.at(-1).logins_per_s)})`);
+    row('xmppd B/session (supervisor + workers, RSS delta / sessions)', (x) => f0(x.bytes_per_session.xmppd));
+    row('Prosody B/session', (x) => f0(x.bytes_per_session.prosody));
+    row('edges B/phone (both edges)', (x) => f0(x.bytes_per_session.edges));
+    row('Redis B/phone', (x) => f0(x.bytes_per_session.redis));
+    row('cores busy while filling: Prosody / xmppd / whole machine', (x) => `${f2(x.fill_cores.prosody)} / ${f2(x.fill_cores.xmppd)} / ${f2(x.fill_cores.machine)}`);
+    row('cores busy idle, all sessions held: xmppd / Prosody / edges / Redis', (x) => `${f2(x.idle_cores.xmppd)} / ${f2(x.idle_cores.prosody)} / ${f2(x.idle_cores.edges)} / ${f2(x.idle_cores.redis)}`);
+    row('xmppd idle CPU per 1,000 sessions (cores)', (x) => f2((x.idle_cores.xmppd / x.held) * 1000));
+    const w = P.at(-1);
+    L.push('', `Filling step by step (plan ${w.name}; fd limits: Prosody ${f0(w.fd_limits.prosody)}, edge ${f0(w.fd_limits.edge)}, worker ${f0(w.fd_limits.worker)}):`, '');
+    L.push('| sessions held | logins/s in the step | failed | xmppd RSS MiB | Prosody RSS MiB | Prosody fds | edge fds | busiest worker fds | cores: Prosody | xmppd | edges | Redis | whole machine |');
+    L.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+    for (const z of w.steps) {
+      L.push(`| ${f0(z.held)} | ${f0(z.logins_per_s)} | ${f0(z.failed)} | ${mib(z.rss_kib.xmppd)} | ${mib(z.rss_kib.prosody)} | ${f0(z.fds.prosody)} | ${z.fds.edges.map(f0).join(' + ')} | ${f0(z.fds.worker_max)} | ${f2(z.cores.prosody)} | ${f2(z.cores.xmppd)} | ${f2(z.cores.edges)} | ${f2(z.cores.redis)} | ${f2(z.cores.machine)} |`);
+    }
+    L.push('');
+  }
   if (S.wire) {
     const p = S.wire.phone.find((r) => r.ok)?.steps ?? {};
     const xs = S.wire.xmpp.find((r) => r.ok)?.steps ?? {};
@@ -565,7 +774,7 @@ async function main() {
   results.machine = machine();
   results.edge_flags = edgeFlags();
   log(`${QUICK ? 'quick' : 'full'} run, sections ${SECTIONS.join(',')}, ${RUNS} runs each; edge flags ${edgeFlags().join(' ')}`);
-  const fns = { idle: sectionIdle, real: sectionReal, chat: sectionChat, sio: sectionSio, wire: sectionWire };
+  const fns = { idle: sectionIdle, real: sectionReal, chat: sectionChat, sio: sectionSio, wire: sectionWire, capacity: sectionCapacity };
   for (const s of SECTIONS) {
     const t0 = Date.now();
     try { results.sections[s] = await fns[s](); } catch (e) { log(`section ${s} failed: ${e.stack ?? e}`); results.sections[s + '_error'] = String(e.stack ?? e); }
@@ -594,5 +803,10 @@ async function main() {
   return failed.length ? 1 : 0;
 }
 
+if (argv.includes('--render')) {
+  // Re-render the tables of a saved result file (no benchmark runs).
+  process.stdout.write(render(JSON.parse(fs.readFileSync(argv[argv.indexOf('--render') + 1], 'utf8'))) + '\n');
+  process.exit(0);
+}
 const guard = setTimeout(() => { log(`overall time limit (${CFG.total + 300} s) reached`); process.exit(3); }, (CFG.total + 300) * 1000);
 main().then((code) => { clearTimeout(guard); process.exit(code); }, (e) => { log(e.stack ?? String(e)); process.exit(1); });
