@@ -25,18 +25,13 @@
 #define HELD_MAX 256
 
 /* The frame for a stored item: a chat becomes "msg", an event carries its
- * own frame. NULL when this connection must not see it (its own message,
- * copied back for the user's other devices). */
-static json_t *item_frame(struct conn *c, const struct env *e)
+ * own frame. */
+static json_t *item_frame(const struct env *e)
 {
     json_t *f;
     if (e->type == ENV_EVENT) {
         f = json_deep_copy(env_json(e, "frame"));
     } else {
-        if (json_is_true(env_json(e, "sent")) && env_str(e, "dev") &&
-            strcmp(env_str(e, "dev"), c->dev) == 0 && env_str(e, "edge") &&
-            strcmp(env_str(e, "edge"), c->edge->id) == 0)
-            return NULL;
         f = json_pack("{s:s, s:s, s:O}", "t", "msg", "from", env_str(e, "from"),
                       "body", env_json(e, "body"));
         if (env_str(e, "id"))
@@ -60,9 +55,7 @@ static json_t *item_frame(struct conn *c, const struct env *e)
 
 static void write_chat(struct conn *c, const struct env *e, bool paced)
 {
-    json_t *f = item_frame(c, e);
-    if (!f)
-        return;
+    json_t *f = item_frame(e);
     if (paced)
         conn_send_paced(c, f);
     else

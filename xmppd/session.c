@@ -82,11 +82,19 @@ static void device_key(char *out, size_t n, const char *edge, const char *dev)
     snprintf(out, n, "%s/%s", edge, dev);
 }
 
-static void device_attach(struct session *s, const char *edge, const char *dev)
+static void device_attach(struct session *s, const char *edge, const char *dev,
+                          const char *label)
 {
     char key[140];
     device_key(key, sizeof(key), edge, dev);
     strmap_put(&s->devices, key, (void *)1);
+    /* A second phone (by label: the same phone reconnecting is not one). */
+    if (!label || !*label)
+        label = "-";
+    if (!s->first_label)
+        s->first_label = xstrdup(label);
+    else if (strcmp(s->first_label, label) != 0)
+        s->multi_device = true;
     if (s->timer && s->state == SESSION_ONLINE)
         evtimer_del(s->timer); /* a phone is back: the resume window ends */
 }
@@ -115,7 +123,7 @@ static void answer_waiters(struct session *s, const char *code, const char *msg)
             reply_login(w, s->jid, wt->edge, wt->dev, "auth_failed",
                         "wrong user or password");
         } else {
-            device_attach(s, wt->edge, wt->dev);
+            device_attach(s, wt->edge, wt->dev, wt->label);
             w->stats.logins_ok++;
             reply_login(w, s->jid, wt->edge, wt->dev, NULL, NULL);
             im_on_attach(s, wt->edge, wt->dev);
@@ -188,6 +196,25 @@ static void on_acked_loaded(void *owner, void *data, redisReply *r)
             acked_remember(s, r->element[i]->str);
 }
 
+/* Phones of the user that acked lately (the inbox's cursors): two or more
+ * make the user a several-device user. */
+static void on_devices_counted(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    char *jid = data;
+    struct session *s = strmap_get(&w->sessions, jid);
+    free(jid);
+    if (s && r && r->type == REDIS_REPLY_INTEGER && r->integer >= 2)
+        s->multi_device = true;
+}
+
+static void devices_load(struct session *s)
+{
+    char key[1200];
+    snprintf(key, sizeof(key), "%s:cursor:%s", bus_prefix(s->w->bus), s->jid);
+    bus_command(s->w->bus, on_devices_counted, xstrdup(s->jid), "HLEN %s", key);
+}
+
 static void acked_load(struct session *s)
 {
     char key[1200];
@@ -252,6 +279,7 @@ static struct session *session_new(struct worker *w, const char *jid)
     idset_init(&s->seen, ACKED_KEEP);
     strmap_put(&w->sessions, jid, s);
     acked_load(s);
+    devices_load(s);
     /* Subscribe before any phone can learn the session exists. */
     bus_subscribe(w->bus, s->channel_in);
     return s;
@@ -298,6 +326,7 @@ void session_free(struct session *s)
         free(s->password);
     }
     strmap_free(&s->devices);
+    free(s->first_label);
     im_free(s);
     muc_free(s);
     session_iqs_free(s);
@@ -993,6 +1022,8 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
         struct waiter *wt = xcalloc(1, sizeof(*wt));
         snprintf(wt->edge, sizeof(wt->edge), "%s", edge);
         snprintf(wt->dev, sizeof(wt->dev), "%s", dev);
+        snprintf(wt->label, sizeof(wt->label), "%s",
+                 env_str(e, "label") ? env_str(e, "label") : "");
         memcpy(wt->pass_hash, hash, 32);
         wt->payload = xstrndup(payload, len);
         wt->len = len;
@@ -1005,7 +1036,7 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
             w->stats.logins_auth_failed++;
             reply_login(w, jid, edge, dev, "auth_failed", "wrong user or password");
         } else {
-            device_attach(s, edge, dev);
+            device_attach(s, edge, dev, env_str(e, "label"));
             w->stats.logins_ok++;
             w->stats.logins_reused++;
             LOG(INFO, "session_reused", "jid=%s edge=%s dev=%s", jid, edge, dev);
@@ -1183,8 +1214,9 @@ void session_on_env(struct session *s, struct env *e)
         xmpp_send(s->conn, m);
         xmpp_stanza_release(m);
         w->stats.msgs_to_xmpp++;
-        if (!group) {
-            /* A copy for the user's other phones (a room echoes it itself). */
+        if (!group && s->multi_device) {
+            /* A copy for the user's phones, in the numbered stream (a room
+             * echoes group messages itself). */
             struct env *copy = env_new(ENV_CHAT);
             env_set_str(copy, "from", s->jid);
             env_set_str(copy, "to", s->jid);

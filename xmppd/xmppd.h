@@ -72,6 +72,7 @@ struct idset {
 struct waiter {
     struct waiter *next;
     char edge[65], dev[65];
+    char label[65];        /* the phone's device label, "" if none */
     uint8_t pass_hash[32]; /* SHA-256(salt | password) */
     char *payload;         /* the login envelope, to forward if needed */
     size_t len;
@@ -118,6 +119,9 @@ struct session {
     char show[8];            /* the user's presence: PROTO_SHOWS */
     char *status;            /* and its status text, or NULL */
     bool csi_inactive;       /* <inactive/> was sent: no phone in front */
+    bool multi_device;       /* the user has more than one phone: what one
+                                sends is copied to the stream for the others */
+    char *first_label;       /* label of the first phone attached (owned) */
     double rate_tokens;      /* the filter's per-user message rate */
     int64_t rate_ms;
 };

@@ -525,7 +525,14 @@ export class ReliablePhone extends Model {
     this.maxSeq = Math.max(this.maxSeq, seq);
     this.stats.received++;
     this._ev(`msg seq=${seq} id=${f.id}${sess.state === 'replay' ? ' (replay)' : ''}`);
-    if (f.id && this.visibleIds.has(f.id)) {
+    if (f.sent === true) {
+      // A copy of what the user sent (PROTOCOL.md 10.9): one of ours, or
+      // nothing this model sends from elsewhere. Numbered, so acked.
+      if (!this.outbox?.has?.(f.id) && !String(f.id).startsWith(`${this.name}-`)) {
+        this._violation(`a sent copy of a message this phone never sent: ${JSON.stringify(f)}`);
+      }
+      this.stats.sentCopies = (this.stats.sentCopies ?? 0) + 1;
+    } else if (f.id && this.visibleIds.has(f.id)) {
       this.stats.dupIdDropped++;
       this._ev(`dup id ${f.id} seq=${seq} dropped`);
     } else {
