@@ -121,6 +121,11 @@ itest('group chat: join, occupants, send and receive, subject, invitations, leav
   assert.ok(['bob@localhost', ROOM].includes(bareJid(di.from)), JSON.stringify(di));
   assert.equal(di.reason, 'join us');
   assert.ok(di.seq > 0, 'an invitation is kept until a phone has it');
+  // A refused join (the nickname is taken) answers an error with the reason.
+  dave.send({ t: 'join', id: 'j2', room: ROOM, nick: 'Bob' });
+  const refused = await dave.expect({ t: 'error', id: 'j2' });
+  assert.equal(refused.code, 'refused');
+  assert.match(refused.msg, /conflict/);
 
   // Leave: Bob sees Alice go.
   alice.send({ t: 'leave', id: 'l1', room: ROOM });
