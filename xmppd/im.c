@@ -20,13 +20,6 @@
 /* Contacts' presences remembered per session, at most. */
 #define PRESENCE_KEEP 5000
 
-static void send_stanza(struct session *s, xmpp_stanza_t *st)
-{
-    xmpp_send(s->conn, st);
-    xmpp_stanza_release(st);
-    worker_kick(s->w);
-}
-
 /* The text of child `name` of el if it is safe to forward (and short
  * enough), else NULL. Free with xmpp_free. */
 static char *safe_text(struct session *s, xmpp_stanza_t *el, const char *name,
@@ -68,7 +61,7 @@ static void send_own_presence(struct session *s)
         if (s->status)
             stanza_add_text(s->w->ctx, p, "status", s->status);
     }
-    send_stanza(s, p);
+    session_send(s, p);
 }
 
 static void set_show(struct session *s, const char *show, const char *status)
@@ -118,7 +111,7 @@ static void csi_update(struct session *s)
     xmpp_stanza_set_name(n, inactive ? "inactive" : "active");
     xmpp_stanza_set_ns(n, "urn:xmpp:csi:0");
     LOG(INFO, "csi", "jid=%s state=%s", s->jid, inactive ? "inactive" : "active");
-    send_stanza(s, n);
+    session_send(s, n);
 }
 
 void im_on_online(struct session *s)
@@ -131,14 +124,14 @@ void im_on_online(struct session *s)
     struct pending_iq *pq = session_iq_new(s, PQ_CARBONS, NULL);
     xmpp_stanza_set_id(iq, pq->iq_id);
     stanza_add(w->ctx, iq, "enable", STANZA_NS_CARBONS);
-    send_stanza(s, iq);
+    session_send(s, iq);
     /* Ask for the roster: the server then treats the session as an
      * "interested resource" (RFC 6121) and sends it roster pushes and
      * subscription requests. */
     pq = session_iq_new(s, PQ_ROSTER_GET, NULL);
     iq = xmpp_iq_new(w->ctx, "get", pq->iq_id);
     stanza_add(w->ctx, iq, "query", STANZA_NS_ROSTER);
-    send_stanza(s, iq);
+    session_send(s, iq);
     char key[1200];
     pres_key(s, key, sizeof(key));
     bus_command(w->bus, on_pres_loaded, xstrdup(s->jid), "HMGET %s show status", key);
@@ -216,14 +209,14 @@ bool im_on_req(struct session *s, const struct env *e, const json_t *f)
                     stanza_add_text(w->ctx, item, "group", STR("group"));
             }
         }
-        send_stanza(s, iq);
+        session_send(s, iq);
     } else if (strcmp(t, "sub") == 0) {
         xmpp_stanza_t *p = xmpp_presence_new(w->ctx);
         char bare[ENV_MAX_JID + 1];
         schema_bare_jid(STR("to"), bare, sizeof(bare));
         xmpp_stanza_set_to(p, bare);
         xmpp_stanza_set_type(p, STR("type"));
-        send_stanza(s, p);
+        session_send(s, p);
     } else if (strcmp(t, "typing") == 0) {
         /* A chat state alone: never stored offline, never archived. Sent
          * only to a contact seen online (to someone offline the server
@@ -233,13 +226,13 @@ bool im_on_req(struct session *s, const struct env *e, const json_t *f)
         xmpp_stanza_t *m = xmpp_message_new(w->ctx, "chat", STR("to"), NULL);
         stanza_add(w->ctx, m, STR("state"), STANZA_NS_CHATSTATES);
         stanza_add(w->ctx, m, "no-store", STANZA_NS_HINTS);
-        send_stanza(s, m);
+        session_send(s, m);
     } else if (strcmp(t, "read") == 0) {
         xmpp_stanza_t *m = xmpp_message_new(w->ctx, "chat", STR("to"), NULL);
         xmpp_stanza_t *d = stanza_add(w->ctx, m, "displayed", STANZA_NS_MARKERS);
         xmpp_stanza_set_id(d, STR("id"));
         stanza_add(w->ctx, m, "store", STANZA_NS_HINTS);
-        send_stanza(s, m);
+        session_send(s, m);
     } else {
         return false;
     }
@@ -263,7 +256,7 @@ void im_on_acked(struct session *s, const struct env *e)
         xmpp_stanza_t *r = stanza_add(s->w->ctx, m, "received", STANZA_NS_RECEIPTS);
         xmpp_stanza_set_id(r, id);
         stanza_add(s->w->ctx, m, "store", STANZA_NS_HINTS);
-        send_stanza(s, m);
+        session_send(s, m);
         s->w->stats.receipts_sent++;
     }
 }
@@ -295,16 +288,8 @@ static json_t *roster_item(struct session *s, xmpp_stanza_t *item)
 static void answer_error(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st)
 {
     char msg[200];
-    xmpp_stanza_t *err = xmpp_stanza_get_child_by_name(st, "error");
-    const char *cond = "undefined-condition";
-    for (xmpp_stanza_t *c = err ? xmpp_stanza_get_children(err) : NULL; c;
-         c = xmpp_stanza_get_next(c)) {
-        const char *n = xmpp_stanza_get_name(c), *ns = xmpp_stanza_get_ns(c);
-        if (n && ns && !strcmp(ns, STANZA_NS_STANZAS) && strcmp(n, "text") &&
-            schema_id_ok(n, 64))
-            cond = n;
-    }
-    snprintf(msg, sizeof(msg), "the XMPP server refused it: %s", cond);
+    snprintf(msg, sizeof(msg), "the XMPP server refused it: %s",
+             stanza_error_condition(st));
     struct env *e = env_new(ENV_ERROR);
     env_set_str(e, "to", s->jid);
     env_set_str(e, "code", "refused");
@@ -363,7 +348,7 @@ static void iq_reply(struct session *s, xmpp_stanza_t *st, bool error)
         xmpp_stanza_set_type(e, "cancel");
         stanza_add(s->w->ctx, e, "service-unavailable", STANZA_NS_STANZAS);
     }
-    send_stanza(s, r);
+    session_send(s, r);
 }
 
 int im_on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)

@@ -19,13 +19,8 @@
 
 /* Ids of the newest messages remembered per room. */
 #define RECENT_KEEP 32
-
-static void send_stanza(struct session *s, xmpp_stanza_t *st)
-{
-    xmpp_send(s->conn, st);
-    xmpp_stanza_release(st);
-    worker_kick(s->w);
-}
+/* Rooms one user may be in (each costs a presence and room state). */
+#define ROOMS_MAX 100
 
 static void rooms_key(const struct session *s, char *out, size_t n)
 {
@@ -99,7 +94,7 @@ static void send_join(struct session *s, struct room *r, const char *pass)
     }
     if (pass && *pass)
         stanza_add_text(ctx, x, "password", pass);
-    send_stanza(s, p);
+    session_send(s, p);
 }
 
 static void on_rooms_loaded(void *owner, void *data, redisReply *rep)
@@ -180,6 +175,10 @@ bool muc_on_req(struct session *s, const struct env *e, const json_t *f)
             session_req_ok(s, e, json_pack("{s:s, s:s}", "room", r->jid, "nick", r->nick));
             return true;
         }
+        if (!r && s->rooms.count >= ROOMS_MAX) {
+            session_req_error(s, e, "refused", "too many rooms: leave one first");
+            return true;
+        }
         if (!r) {
             r = room_new(s, room, STR("nick"));
         } else {
@@ -200,7 +199,7 @@ bool muc_on_req(struct session *s, const struct env *e, const json_t *f)
         xmpp_stanza_t *p = xmpp_presence_new(ctx);
         xmpp_stanza_set_to(p, to);
         xmpp_stanza_set_type(p, "unavailable");
-        send_stanza(s, p);
+        session_send(s, p);
         room_drop(s, r);
         session_req_ok(s, e, NULL);
     } else if (strcmp(t, "subject") == 0 || strcmp(t, "invite") == 0) {
@@ -225,26 +224,13 @@ bool muc_on_req(struct session *s, const struct env *e, const json_t *f)
             if (STR("reason") && *STR("reason"))
                 stanza_add_text(ctx, inv, "reason", STR("reason"));
         }
-        send_stanza(s, m);
+        session_send(s, m);
         session_req_ok(s, e, NULL);
     } else {
         return false;
     }
 #undef STR
     return true;
-}
-
-static const char *error_condition(xmpp_stanza_t *st)
-{
-    xmpp_stanza_t *err = xmpp_stanza_get_child_by_name(st, "error");
-    for (xmpp_stanza_t *c = err ? xmpp_stanza_get_children(err) : NULL; c;
-         c = xmpp_stanza_get_next(c)) {
-        const char *n = xmpp_stanza_get_name(c), *ns = xmpp_stanza_get_ns(c);
-        if (n && ns && !strcmp(ns, STANZA_NS_STANZAS) && strcmp(n, "text") &&
-            schema_id_ok(n, 64))
-            return n;
-    }
-    return "undefined-condition";
 }
 
 bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
@@ -261,9 +247,9 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
     if (type && strcmp(type, "error") == 0) {
         if (!r->joined) {
             char msg[200];
-            snprintf(msg, sizeof(msg), "the room refused the join: %s", error_condition(st));
+            snprintf(msg, sizeof(msg), "the room refused the join: %s", stanza_error_condition(st));
             LOG(INFO, "muc_join_failed", "jid=%s room=%s err=%s", s->jid, r->jid,
-                error_condition(st));
+                stanza_error_condition(st));
             answer_join(s, r, "refused", msg);
             room_drop(s, r);
         }
@@ -294,7 +280,7 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
         xmpp_stanza_t *q = stanza_add(s->w->ctx, iq, "query", STANZA_NS_MUC "#owner");
         xmpp_stanza_t *form = stanza_add(s->w->ctx, q, "x", "jabber:x:data");
         xmpp_stanza_set_type(form, "submit");
-        send_stanza(s, iq);
+        session_send(s, iq);
         LOG(INFO, "muc_created", "jid=%s room=%s", s->jid, r->jid);
     }
     bool gone = type && strcmp(type, "unavailable") == 0;

@@ -13,6 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+void session_send(struct session *s, xmpp_stanza_t *st)
+{
+    xmpp_send(s->conn, st);
+    xmpp_stanza_release(st);
+    worker_kick(s->w);
+}
+
 void session_event(struct session *s, json_t *frame, const char *edge,
                    const char *dev, bool durable)
 {

@@ -190,17 +190,16 @@ int64_t stanza_time(xmpp_stanza_t *msg)
     return t > 0 ? t : util_wall_ms();
 }
 
-/* "item-not-found" from <error><item-not-found xmlns=..stanzas/></error>. */
-static const char *error_condition(xmpp_stanza_t *msg)
+const char *stanza_error_condition(xmpp_stanza_t *msg)
 {
     xmpp_stanza_t *e = xmpp_stanza_get_child_by_name(msg, "error");
     for (xmpp_stanza_t *c = e ? xmpp_stanza_get_children(e) : NULL; c;
          c = xmpp_stanza_get_next(c)) {
         const char *ns = xmpp_stanza_get_ns(c);
         const char *name = xmpp_stanza_get_name(c);
-        if (name && ns && strcmp(ns, "urn:ietf:params:xml:ns:xmpp-stanzas") == 0 &&
+        if (name && ns && strcmp(ns, STANZA_NS_STANZAS) == 0 &&
             strcmp(name, "text") != 0)
-            return name;
+            return schema_id_ok(name, 64) ? name : "undefined-condition";
     }
     return "undefined-condition";
 }
@@ -225,7 +224,7 @@ enum stanza_verdict stanza_message_to_env(xmpp_ctx_t *ctx, xmpp_stanza_t *msg,
         env_set_str(e, "code", "undeliverable");
         char text[256];
         snprintf(text, sizeof(text), "the XMPP server could not deliver it: %s",
-                 error_condition(msg));
+                 stanza_error_condition(msg));
         /* A long condition name is cut: never in the middle of a UTF-8
          * character, or json_string() refuses the text and "msg" is lost. */
         size_t n = strlen(text), k = n;

@@ -35,6 +35,9 @@ xmpp_stanza_t *stanza_add(xmpp_ctx_t *ctx, xmpp_stanza_t *parent,
 /* Append <name>text</name> to parent. */
 void stanza_add_text(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
                      const char *text);
+/* The condition of an error stanza: "item-not-found" from <error>
+ * <item-not-found xmlns=..stanzas/></error>; "undefined-condition" if none. */
+const char *stanza_error_condition(xmpp_stanza_t *st);
 /* The <delay/> stamp of msg (XEP-0203) in ms since the epoch, or now. */
 int64_t stanza_time(xmpp_stanza_t *msg);
 /* <iq type='get' id=.. to=domain><ping xmlns='urn:xmpp:ping'/></iq> */

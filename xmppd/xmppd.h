@@ -293,6 +293,8 @@ void session_deliver_chat(struct session *s, struct env *e, const char *peer);
 bool session_foreground(const struct session *s);
 
 /* req.c: the plumbing of phone requests and events. */
+/* Send st (released) on the session's stream. */
+void session_send(struct session *s, xmpp_stanza_t *st);
 /* Send frame (consumed) to the user's phones: to one device when edge and
  * dev are set, else to all; durable ones are numbered and stored like
  * chats (replayed to a phone that was away), the others only published. */
