@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -28,6 +29,7 @@
 
 #include "frame.h"
 #include "log.h"
+#include "proto.h"
 #include "tlsctx.h"
 #include "util.h"
 
@@ -51,6 +53,15 @@
 /* No legal frame is longer than this, so neither is a useful stdin line. */
 #define STDIN_LINE_MAX FRAME_MAX_LIMIT
 #define DEV_MAX 64
+/* How many rooms (a user may be in 100), contacts' last messages and
+ * unanswered requests imcat remembers: the server (untrusted) can only make
+ * it forget, not grow. */
+#define MRU_MAX 128
+/* A join of a JID that is no room may go unanswered (docs/PROTOCOL.md
+ * 10.6): after this long, say so. */
+#define JOIN_TIMEOUT_MS 30000
+/* Page size of /history when none is given: a screenful. */
+#define HISTORY_DEFAULT 20
 
 enum exit_code { EXIT_OK = 0, EXIT_LOGIN = 1, EXIT_USAGE = 2, EXIT_LINK = 3 };
 
@@ -73,6 +84,37 @@ struct options {
     bool quiet;
     bool tls;           /* TLS to the edge, peer verified */
     const char *cafile; /* CA to verify the edge with; NULL: system store */
+};
+
+/* What a request with an id asked for, so its answer can say so. */
+enum req_kind {
+    REQ_NONE,
+    REQ_ROSTER,
+    REQ_ROSTER_SET,    /* a: the contact */
+    REQ_ROSTER_REMOVE, /* a: the contact */
+    REQ_JOIN,          /* a: the room, b: the nick */
+    REQ_LEAVE,         /* a: the room */
+    REQ_SUBJECT,       /* a: the room */
+    REQ_HISTORY,       /* a: the contact or room, n: page size, room: which */
+};
+
+struct entry {
+    char *key;
+    enum req_kind kind;
+    char *a;
+    char *b;
+    long n;
+    long count; /* REQ_HISTORY: messages received so far */
+    bool room;
+    int64_t due; /* monotonic ms after which an unanswered request failed; 0: none */
+};
+
+/* A small table, most recently touched first; the oldest entry goes when a
+ * new one does not fit. */
+struct mru {
+    struct entry e[MRU_MAX];
+    size_t n;
+    bool icase; /* keys are bare JIDs: compare them ignoring ASCII case */
 };
 
 struct imcat {
@@ -108,8 +150,18 @@ struct imcat {
     size_t max_out;
 
     char *to;
+    bool to_room; /* the current recipient is a room: lines go with group:true */
     char id_prefix[9];
     unsigned long id_seq;
+
+    struct mru rooms;   /* key room JID, a our nick, b its subject */
+    struct mru last_in; /* key a contact's bare JID, a the full JID of its last message, b its id */
+    struct mru pending; /* key a request's id */
+    /* Where /more continues: the last /history and the page before it. */
+    char *more_target;
+    bool more_room;
+    long more_max;
+    char *more_before;
 };
 
 static void pump_stdin(struct imcat *c);
@@ -202,6 +254,90 @@ static void next_msg_id(struct imcat *c, char *out, size_t n)
     snprintf(out, n, "%s-m%lu", c->id_prefix, ++c->id_seq);
 }
 
+static void set_str(char **dst, const char *s)
+{
+    free(*dst);
+    *dst = s ? xstrdup(s) : NULL;
+}
+
+/* The bare part of a JID ("a@b/c" -> "a@b"), allocated. */
+static char *bare_of(const char *jid)
+{
+    return xstrndup(jid, strcspn(jid, "/"));
+}
+
+/* ---- remembered state: rooms, last messages, unanswered requests -------- */
+
+static bool mru_same(const struct mru *m, const char *x, const char *y)
+{
+    return (m->icase ? strcasecmp(x, y) : strcmp(x, y)) == 0;
+}
+
+static struct entry *mru_get(struct mru *m, const char *key)
+{
+    for (size_t i = 0; key && i < m->n; i++)
+        if (mru_same(m, m->e[i].key, key))
+            return &m->e[i];
+    return NULL;
+}
+
+static void entry_free(struct entry *e)
+{
+    free(e->key);
+    free(e->a);
+    free(e->b);
+    memset(e, 0, sizeof(*e));
+}
+
+/* The entry for key, created empty if new, moved to the front. The pointer
+ * is only good until the table changes again. */
+static struct entry *mru_touch(struct mru *m, const char *key)
+{
+    size_t i = 0;
+    while (i < m->n && !mru_same(m, m->e[i].key, key))
+        i++;
+    struct entry e;
+    if (i < m->n) {
+        e = m->e[i];
+    } else {
+        if (m->n == MRU_MAX)
+            entry_free(&m->e[--i]);
+        else
+            m->n++;
+        e = (struct entry){.key = xstrdup(key)};
+    }
+    memmove(&m->e[1], &m->e[0], i * sizeof(m->e[0]));
+    m->e[0] = e;
+    return &m->e[0];
+}
+
+static void mru_del(struct mru *m, const char *key)
+{
+    struct entry *e = mru_get(m, key);
+    if (!e)
+        return;
+    size_t i = (size_t)(e - m->e);
+    entry_free(e);
+    memmove(&m->e[i], &m->e[i + 1], (m->n - i - 1) * sizeof(m->e[0]));
+    m->n--;
+    memset(&m->e[m->n], 0, sizeof(m->e[0]));
+}
+
+static void mru_clear(struct mru *m)
+{
+    for (size_t i = 0; i < m->n; i++)
+        entry_free(&m->e[i]);
+    m->n = 0;
+}
+
+static void expire_requests(struct imcat *c, int64_t now);
+
+/* Is jid a room: the current one, or one we know we are in? */
+static bool is_room(struct imcat *c, const char *jid)
+{
+    return (c->to_room && c->to && strcasecmp(c->to, jid) == 0) || mru_get(&c->rooms, jid);
+}
+
 /* ---- output ------------------------------------------------------------- */
 
 /* Once stdout is gone (e.g. `imcat --json | head -1`) nobody sees what we
@@ -225,17 +361,27 @@ static void flush_stdout(struct imcat *c)
 
 /* Server text ends up on a terminal: neutralise control characters (C0, DEL
  * and the UTF-8 encoded C1 range) so a message cannot move the cursor, change
- * colours or retitle the window. Newlines and tabs stay for multi-line text. */
-static void put_clean(FILE *f, const char *s, size_t n)
+ * colours or retitle the window, and the bidirectional overrides and isolates
+ * (U+202A..U+202E, U+2066..U+2069) so a name cannot make the rest of the line
+ * read backwards. Newlines and tabs stay for multi-line text, unless the text
+ * is one field of a one-line event: then they become spaces. */
+static void put_clean(FILE *f, const char *s, size_t n, bool one_line)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if ((ch < 0x20 && ch != '\n' && ch != '\t') || ch == 0x7f) {
+        unsigned char c1 = i + 1 < n ? (unsigned char)s[i + 1] : 0;
+        unsigned char c2 = i + 2 < n ? (unsigned char)s[i + 2] : 0;
+        if (ch == '\n' || ch == '\t' || (ch == '\r' && one_line)) {
+            fputc(one_line ? ' ' : ch, f);
+        } else if (ch < 0x20 || ch == 0x7f) {
             fputc('?', f);
-        } else if (ch == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
-                   (unsigned char)s[i + 1] <= 0x9f) {
+        } else if (ch == 0xc2 && c1 >= 0x80 && c1 <= 0x9f) {
             fputc('?', f);
             i++;
+        } else if (ch == 0xe2 && ((c1 == 0x80 && c2 >= 0xaa && c2 <= 0xae) ||
+                                  (c1 == 0x81 && c2 >= 0xa6 && c2 <= 0xa9))) {
+            fputc('?', f);
+            i += 2;
         } else {
             fputc(ch, f);
         }
@@ -244,7 +390,32 @@ static void put_clean(FILE *f, const char *s, size_t n)
 
 static void put_clean_json(FILE *f, json_t *str)
 {
-    put_clean(f, json_string_value(str), json_string_length(str));
+    put_clean(f, json_string_value(str), json_string_length(str), false);
+}
+
+/* One field of an event line on stdout: cleaned, on one line; "?" when the
+ * server left it out or sent something else than a string. */
+static void out_json(json_t *str)
+{
+    if (json_is_string(str))
+        put_clean(stdout, json_string_value(str), json_string_length(str), true);
+    else
+        fputc('?', stdout);
+}
+
+static void out_field(json_t *root, const char *key)
+{
+    out_json(json_object_get(root, key));
+}
+
+static void out_str(const char *s)
+{
+    put_clean(stdout, s, strlen(s), true);
+}
+
+static const char *str_field(json_t *root, const char *key)
+{
+    return json_string_value(json_object_get(root, key));
 }
 
 /* Status lines for humans go to stderr so stdout stays the conversation. */
@@ -263,13 +434,64 @@ static void status(const struct imcat *c, const char *fmt, ...)
 
 static void print_chat_help(FILE *f)
 {
-    fputs("Type a line to send it to the current recipient. Commands:\n"
-          "  /to JID     set the recipient\n"
-          "  /raw JSON   send a raw protocol frame\n"
-          "  /quit       log out and exit (end of input does the same)\n"
-          "  /help       this text\n"
-          "  //text      send a line that starts with '/'\n",
+    fputs("Type a line to send it to the current recipient, a contact or a room.\n"
+          "Commands (JID: a contact such as bob@example.com; ROOM: a room's JID):\n"
+          " chat\n"
+          "  /to JID                  talk to JID (no JID: show the current recipient)\n"
+          "  /room ROOM               talk in ROOM: lines go to everyone there\n"
+          "  /read                    tell the current contact you read their last message\n"
+          "  /typing [STATE]          tell the current contact you are typing; STATE:\n"
+          "                           composing (default), paused, active, inactive, gone\n"
+          "  /history [JID|ROOM] [N]  the last N (1..100, default 20) archived messages\n"
+          "                           with JID or in ROOM (default: the current recipient)\n"
+          "  /more                    the page before, after /history\n"
+          " presence and contacts\n"
+          "  /presence online|away|busy|offline [TEXT]\n"
+          "                           what contacts see of you, with a status TEXT\n"
+          "  /bg, /fg                 app in the background (no live presence, typing or\n"
+          "                           occupant events), in front again\n"
+          "  /roster                  list your contacts\n"
+          "  /add JID [NAME]          add a contact, or rename one\n"
+          "  /remove JID              remove a contact\n"
+          "  /sub JID                 ask to see JID's presence\n"
+          "  /unsub JID               stop seeing JID's presence\n"
+          "  /allow JID               let JID see your presence (answers a request)\n"
+          "  /deny JID                refuse JID's request, or stop JID seeing it\n"
+          " rooms\n"
+          "  /join ROOM [NICK [PASSWORD]]\n"
+          "                           join ROOM (NICK: one word, default your user name)\n"
+          "                           and talk there\n"
+          "  /leave [ROOM]            leave ROOM (default: the current room)\n"
+          "  /subject [TEXT]          set the current room's subject (no TEXT: show it)\n"
+          "  /invite JID [REASON]     invite JID to the current room\n"
+          " other\n"
+          "  /raw JSON                send a raw protocol frame\n"
+          "  /quit                    log out and exit (end of input does the same)\n"
+          "  /help                    this text\n"
+          "  //text                   send a line that starts with '/'\n",
           f);
+}
+
+/* Requests that may go unanswered (a join of a JID that is no room): tell
+ * the user once their time is up, and forget them. */
+static void expire_requests(struct imcat *c, int64_t now)
+{
+    for (size_t i = 0; i < c->pending.n;) {
+        struct entry *e = &c->pending.e[i];
+        if (!e->due || e->due > now) {
+            i++;
+            continue;
+        }
+        if (!c->stdout_dead) {
+            fputs("! no answer to joining ", stdout);
+            out_str(e->a ? e->a : "?");
+            printf(" within %d s: is it a room?\n", JOIN_TIMEOUT_MS / 1000);
+            flush_stdout(c);
+        }
+        char *key = xstrdup(e->key);
+        mru_del(&c->pending, key);
+        free(key);
+    }
 }
 
 /* ---- sending ------------------------------------------------------------ */
@@ -338,6 +560,9 @@ static void arm_timer(struct imcat *c)
         int64_t hb_due = c->last_sent + c->hb_ms;
         int64_t dead_due = c->last_recv + dead_ms(c);
         due = hb_due < dead_due ? hb_due : dead_due;
+        for (size_t i = 0; i < c->pending.n; i++)
+            if (c->pending.e[i].due && c->pending.e[i].due < due)
+                due = c->pending.e[i].due;
         break;
     }
     default:
@@ -378,6 +603,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
             finish(c, EXIT_LINK);
             return;
         }
+        expire_requests(c, now);
         if (now - c->last_sent >= c->hb_ms) {
             send_simple(c, "hb");
             /* Even if the send was refused, wait a full period before trying
@@ -465,7 +691,7 @@ static void send_json_text(struct imcat *c, const char *text, size_t len)
 static void send_chat(struct imcat *c, const char *text, size_t len)
 {
     if (!c->to) {
-        fprintf(stderr, "imcat: no recipient yet; set one with /to JID\n");
+        fprintf(stderr, "imcat: no recipient yet; set one with /to JID or /room ROOM\n");
         return;
     }
     json_t *body = json_stringn(text, len);
@@ -480,9 +706,482 @@ static void send_chat(struct imcat *c, const char *text, size_t len)
     json_object_set_new(f, "id", json_string(id));
     json_object_set_new(f, "to", json_string(c->to));
     json_object_set_new(f, "body", body);
+    if (c->to_room)
+        json_object_set_new(f, "group", json_true());
     send_frame(c, f, false);
     json_decref(f);
 }
+
+/* ---- commands ----------------------------------------------------------- */
+
+/* Cut the first word off *p (in place): returns it, or NULL when nothing is
+ * left; *p then points at the rest, leading blanks skipped. */
+static char *cut_word(char **p)
+{
+    char *s = *p;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (!*s) {
+        *p = s;
+        return NULL;
+    }
+    char *w = s;
+    while (*s && *s != ' ' && *s != '\t')
+        s++;
+    if (*s)
+        *s++ = '\0';
+    while (*s == ' ' || *s == '\t')
+        s++;
+    *p = s;
+    return w;
+}
+
+/* Is word one of the '|'-separated choices? */
+static bool word_in(const char *word, const char *choices)
+{
+    size_t n = strlen(word);
+    for (const char *p = choices; *p;) {
+        size_t k = strcspn(p, "|");
+        if (k == n && memcmp(p, word, n) == 0)
+            return true;
+        p += k + (p[k] == '|');
+    }
+    return false;
+}
+
+static json_t *request_new(const char *type)
+{
+    json_t *f = json_object();
+    json_object_set_new(f, "t", json_string(type));
+    return f;
+}
+
+/* Send a request frame (taken over). With a kind it gets an id, and what it
+ * asked is remembered until its answer comes. It is checked against the
+ * protocol's own schema first, so a bad argument is named here instead of
+ * coming back as a bad_frame error. */
+static bool send_request(struct imcat *c, const char *cmd, json_t *f, enum req_kind kind,
+                         const char *a, const char *b, long n, bool room)
+{
+    char id[32] = "";
+    if (kind != REQ_NONE) {
+        snprintf(id, sizeof(id), "%s-q%lu", c->id_prefix, ++c->id_seq);
+        json_object_set_new(f, "id", json_string(id));
+    }
+    char err[200];
+    const struct proto_frame *pf = proto_request(json_string_value(json_object_get(f, "t")));
+    if (pf && !proto_check(pf, f, err, sizeof(err))) {
+        fprintf(stderr, "imcat: %s: %s; not sent\n", cmd, err);
+        json_decref(f);
+        return false;
+    }
+    int r = send_frame(c, f, json_object_get(f, "pass") != NULL);
+    json_decref(f);
+    if (r != 0)
+        return false;
+    if (kind != REQ_NONE) {
+        struct entry *e = mru_touch(&c->pending, id);
+        e->kind = kind;
+        set_str(&e->a, a);
+        set_str(&e->b, b);
+        e->n = n;
+        e->count = 0;
+        e->room = room;
+        e->due = kind == REQ_JOIN ? util_mono_ms() + JOIN_TIMEOUT_MS : 0;
+        if (e->due)
+            arm_timer(c);
+    }
+    return true;
+}
+
+static bool no_more_args(const char *rest, const char *usage_text)
+{
+    if (!*rest)
+        return true;
+    fprintf(stderr, "imcat: usage: %s\n", usage_text);
+    return false;
+}
+
+/* The JID argument of a command, or NULL after saying what is wrong. */
+static char *jid_arg(char **args, const char *usage_text, bool room)
+{
+    char *jid = cut_word(args);
+    if (!jid) {
+        fprintf(stderr, "imcat: usage: %s\n", usage_text);
+        return NULL;
+    }
+    if (!plausible_jid(jid)) {
+        fprintf(stderr, "imcat: not a JID: %s\n", jid);
+        return NULL;
+    }
+    if (strchr(jid, '/')) {
+        fprintf(stderr, "imcat: give the bare JID, without /resource: %s\n", jid);
+        return NULL;
+    }
+    if (room && !strchr(jid, '@')) {
+        fprintf(stderr, "imcat: not a room JID (name@service): %s\n", jid);
+        return NULL;
+    }
+    return jid;
+}
+
+static const char *current_contact(struct imcat *c, const char *cmd)
+{
+    if (!c->to)
+        fprintf(stderr, "imcat: %s: no recipient yet; set one with /to JID\n", cmd);
+    else if (c->to_room)
+        fprintf(stderr, "imcat: %s is for a contact, and %s is a room\n", cmd, c->to);
+    else
+        return c->to;
+    return NULL;
+}
+
+static const char *current_room(struct imcat *c, const char *cmd)
+{
+    if (c->to && c->to_room)
+        return c->to;
+    fprintf(stderr, "imcat: %s: no current room; pick one with /room ROOM\n", cmd);
+    return NULL;
+}
+
+static void set_recipient(struct imcat *c, const char *jid, bool room)
+{
+    set_str(&c->to, jid);
+    c->to_room = room;
+    status(c, room ? "now talking in room %s" : "now talking to %s", jid);
+}
+
+static void cmd_to(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    if (!*args) {
+        fprintf(stderr, "imcat: current recipient: %s%s\n", c->to ? c->to : "(none)",
+                c->to && c->to_room ? " (room)" : "");
+        return;
+    }
+    if (!plausible_jid(args)) {
+        fprintf(stderr, "imcat: not a JID: %s\n", args);
+        return;
+    }
+    /* Lines to a room we are in only make sense as group messages. */
+    set_recipient(c, args, mru_get(&c->rooms, args) != NULL);
+}
+
+static void cmd_room(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    const char *room = jid_arg(&args, "/room ROOM", true);
+    if (room && no_more_args(args, "/room ROOM"))
+        set_recipient(c, room, true);
+}
+
+static void cmd_presence(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    const char *usage_text = "/presence " PROTO_SHOWS " [TEXT]";
+    const char *show = cut_word(&args);
+    if (!show || !word_in(show, PROTO_SHOWS)) {
+        fprintf(stderr, "imcat: usage: %s\n", usage_text);
+        return;
+    }
+    json_t *f = request_new("presence");
+    json_object_set_new(f, "show", json_string(show));
+    if (*args)
+        json_object_set_new(f, "status", json_string(args));
+    if (send_request(c, cmd, f, REQ_NONE, NULL, NULL, 0, false))
+        status(c, "contacts now see you %s%s%s", show, *args ? ": " : "", args);
+}
+
+static void cmd_state(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    bool active = strcmp(cmd, "/fg") == 0;
+    if (!no_more_args(args, cmd))
+        return;
+    json_t *f = request_new("state");
+    json_object_set_new(f, "active", json_boolean(active));
+    if (send_request(c, cmd, f, REQ_NONE, NULL, NULL, 0, false))
+        status(c, "%s", active ? "in front again" :
+                                 "in the background: no live presence, typing or occupant events");
+}
+
+static void cmd_roster(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    if (no_more_args(args, "/roster"))
+        send_request(c, cmd, request_new("roster"), REQ_ROSTER, NULL, NULL, 0, false);
+}
+
+static void cmd_add(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    const char *jid = jid_arg(&args, "/add JID [NAME]", false);
+    if (!jid)
+        return;
+    json_t *f = request_new("roster_set");
+    json_object_set_new(f, "jid", json_string(jid));
+    if (*args)
+        json_object_set_new(f, "name", json_string(args));
+    send_request(c, cmd, f, REQ_ROSTER_SET, jid, NULL, 0, false);
+}
+
+static void cmd_remove(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    const char *jid = jid_arg(&args, "/remove JID", false);
+    if (!jid || !no_more_args(args, "/remove JID"))
+        return;
+    json_t *f = request_new("roster_remove");
+    json_object_set_new(f, "jid", json_string(jid));
+    send_request(c, cmd, f, REQ_ROSTER_REMOVE, jid, NULL, 0, false);
+}
+
+/* /sub, /unsub, /allow, /deny: extra is the subscription type. */
+static void cmd_sub(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    char usage_text[32];
+    snprintf(usage_text, sizeof(usage_text), "%s JID", cmd);
+    const char *jid = jid_arg(&args, usage_text, false);
+    if (!jid || !no_more_args(args, usage_text))
+        return;
+    json_t *f = request_new("sub");
+    json_object_set_new(f, "to", json_string(jid));
+    json_object_set_new(f, "type", json_string(extra));
+    if (!send_request(c, cmd, f, REQ_NONE, NULL, NULL, 0, false))
+        return;
+    if (strcmp(extra, "subscribe") == 0)
+        status(c, "asked %s to let you see their presence", jid);
+    else if (strcmp(extra, "unsubscribe") == 0)
+        status(c, "you stop seeing %s's presence", jid);
+    else if (strcmp(extra, "subscribed") == 0)
+        status(c, "%s may see your presence", jid);
+    else
+        status(c, "%s may not see your presence", jid);
+}
+
+static void cmd_join(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    const char *room = jid_arg(&args, "/join ROOM [NICK [PASSWORD]]", true);
+    if (!room)
+        return;
+    char *nick = cut_word(&args);
+    char *own = NULL;
+    if (!nick)
+        nick = own = xstrndup(c->opt.user, strcspn(c->opt.user, "@"));
+    json_t *f = request_new("join");
+    json_object_set_new(f, "room", json_string(room));
+    json_object_set_new(f, "nick", json_string(nick));
+    if (*args)
+        json_object_set_new(f, "pass", json_string(args));
+    if (send_request(c, cmd, f, REQ_JOIN, room, nick, 0, true))
+        status(c, "joining %s as %s", room, nick);
+    free(own);
+}
+
+static void cmd_leave(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    const char *room;
+    if (*args) {
+        room = jid_arg(&args, "/leave [ROOM]", true);
+        if (!room || !no_more_args(args, "/leave [ROOM]"))
+            return;
+    } else if (!(room = current_room(c, cmd))) {
+        return;
+    }
+    json_t *f = request_new("leave");
+    json_object_set_new(f, "room", json_string(room));
+    send_request(c, cmd, f, REQ_LEAVE, room, NULL, 0, true);
+}
+
+static void cmd_subject(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    const char *room = current_room(c, cmd);
+    if (!room)
+        return;
+    if (!*args) {
+        struct entry *r = mru_get(&c->rooms, room);
+        if (c->stdout_dead)
+            return;
+        fputs("* ", stdout);
+        out_str(room);
+        fputs(": ", stdout);
+        if (r && r->b && *r->b) {
+            fputs("subject \"", stdout);
+            out_str(r->b);
+            fputs("\"\n", stdout);
+        } else {
+            fputs("no subject known\n", stdout);
+        }
+        flush_stdout(c);
+        return;
+    }
+    json_t *f = request_new("subject");
+    json_object_set_new(f, "room", json_string(room));
+    json_object_set_new(f, "subject", json_string(args));
+    send_request(c, cmd, f, REQ_SUBJECT, room, NULL, 0, true);
+}
+
+static void cmd_invite(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    const char *room = current_room(c, cmd);
+    if (!room)
+        return;
+    const char *jid = jid_arg(&args, "/invite JID [REASON]", false);
+    if (!jid)
+        return;
+    json_t *f = request_new("invite");
+    json_object_set_new(f, "room", json_string(room));
+    json_object_set_new(f, "to", json_string(jid));
+    if (*args)
+        json_object_set_new(f, "reason", json_string(args));
+    if (send_request(c, cmd, f, REQ_NONE, NULL, NULL, 0, false))
+        status(c, "invited %s to %s", jid, room);
+}
+
+static bool parse_count(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 1 || v > PROTO_HISTORY_MAX)
+        return false;
+    *out = v;
+    return true;
+}
+
+static void send_history(struct imcat *c, const char *cmd, const char *target, bool room,
+                         long max, const char *before)
+{
+    json_t *f = request_new("history");
+    json_object_set_new(f, room ? "room" : "with", json_string(target));
+    json_object_set_new(f, "max", json_integer(max));
+    if (before)
+        json_object_set_new(f, "before", json_string(before));
+    send_request(c, cmd, f, REQ_HISTORY, target, NULL, max, room);
+}
+
+static void cmd_history(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    static const char usage_text[] = "/history [JID|ROOM] [N]";
+    const char *w1 = cut_word(&args);
+    const char *w2 = cut_word(&args);
+    const char *target = w1;
+    const char *count = w2;
+    long max = HISTORY_DEFAULT;
+    if (*args) {
+        fprintf(stderr, "imcat: usage: %s\n", usage_text);
+        return;
+    }
+    if (w1 && !w2 && w1[strspn(w1, "0123456789")] == '\0') {
+        target = NULL;
+        count = w1;
+    }
+    if (count && !parse_count(count, &max)) {
+        fprintf(stderr, "imcat: %s: N must be a number from 1 to %d\n", cmd, PROTO_HISTORY_MAX);
+        return;
+    }
+    if (!target) {
+        if (!c->to) {
+            fprintf(stderr, "imcat: %s: no recipient yet; name a JID or ROOM\n", cmd);
+            return;
+        }
+        target = c->to;
+    } else if (!plausible_jid(target) || strchr(target, '/')) {
+        fprintf(stderr, "imcat: not a bare JID: %s\n", target);
+        return;
+    }
+    send_history(c, cmd, target, is_room(c, target), max, NULL);
+}
+
+static void cmd_more(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    if (!no_more_args(args, "/more"))
+        return;
+    if (!c->more_target)
+        fprintf(stderr, "imcat: /more continues a /history; there was none yet\n");
+    else if (!c->more_before)
+        fprintf(stderr, "imcat: nothing older in the history of %s\n", c->more_target);
+    else
+        send_history(c, cmd, c->more_target, c->more_room, c->more_max, c->more_before);
+}
+
+static void cmd_read(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    const char *to = current_contact(c, cmd);
+    if (!to || !no_more_args(args, "/read"))
+        return;
+    char *bare = bare_of(to);
+    struct entry *m = mru_get(&c->last_in, bare);
+    if (!m) {
+        fprintf(stderr, "imcat: no message from %s yet\n", bare);
+    } else if (!m->b) {
+        fprintf(stderr, "imcat: the last message from %s has no id: cannot mark it read\n", bare);
+    } else {
+        json_t *f = request_new("read");
+        json_object_set_new(f, "to", json_string(m->a));
+        json_object_set_new(f, "id", json_string(m->b));
+        if (send_request(c, cmd, f, REQ_NONE, NULL, NULL, 0, false))
+            status(c, "told %s you read their last message", bare);
+    }
+    free(bare);
+}
+
+static void cmd_typing(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    static const char usage_text[] = "/typing [" PROTO_CHAT_STATES "]";
+    const char *to = current_contact(c, cmd);
+    if (!to)
+        return;
+    const char *state = cut_word(&args);
+    if (!state)
+        state = "composing";
+    if (!word_in(state, PROTO_CHAT_STATES) || *args) {
+        fprintf(stderr, "imcat: usage: %s\n", usage_text);
+        return;
+    }
+    json_t *f = request_new("typing");
+    json_object_set_new(f, "to", json_string(to));
+    json_object_set_new(f, "state", json_string(state));
+    send_request(c, cmd, f, REQ_NONE, NULL, NULL, 0, false);
+}
+
+static void cmd_raw(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    send_json_text(c, args, strlen(args));
+}
+
+static void cmd_quit(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    begin_logout(c);
+}
+
+static void cmd_help(struct imcat *c, const char *cmd, char *args, const char *extra)
+{
+    print_chat_help(stderr);
+}
+
+static const struct command {
+    const char *name;
+    void (*fn)(struct imcat *c, const char *cmd, char *args, const char *extra);
+    const char *extra;
+} commands[] = {
+    {"/to", cmd_to, NULL},
+    {"/room", cmd_room, NULL},
+    {"/read", cmd_read, NULL},
+    {"/typing", cmd_typing, NULL},
+    {"/history", cmd_history, NULL},
+    {"/more", cmd_more, NULL},
+    {"/presence", cmd_presence, NULL},
+    {"/bg", cmd_state, NULL},
+    {"/fg", cmd_state, NULL},
+    {"/roster", cmd_roster, NULL},
+    {"/add", cmd_add, NULL},
+    {"/remove", cmd_remove, NULL},
+    {"/sub", cmd_sub, "subscribe"},
+    {"/unsub", cmd_sub, "unsubscribe"},
+    {"/allow", cmd_sub, "subscribed"},
+    {"/deny", cmd_sub, "unsubscribed"},
+    {"/join", cmd_join, NULL},
+    {"/leave", cmd_leave, NULL},
+    {"/subject", cmd_subject, NULL},
+    {"/invite", cmd_invite, NULL},
+    {"/raw", cmd_raw, NULL},
+    {"/quit", cmd_quit, NULL},
+    {"/help", cmd_help, NULL},
+};
 
 static void run_command(struct imcat *c, const char *line, size_t len)
 {
@@ -495,31 +1194,20 @@ static void run_command(struct imcat *c, const char *line, size_t len)
     while (arg_len > 0 && (arg[arg_len - 1] == ' ' || arg[arg_len - 1] == '\t'))
         arg_len--;
 
-#define IS_CMD(name) (cmd_len == sizeof(name) - 1 && memcmp(line, name, cmd_len) == 0)
-    if (IS_CMD("/to")) {
-        if (arg_len == 0) {
-            fprintf(stderr, "imcat: current recipient: %s\n", c->to ? c->to : "(none)");
-            return;
-        }
-        char *jid = xstrndup(arg, arg_len);
-        if (!plausible_jid(jid)) {
-            fprintf(stderr, "imcat: not a JID: %s\n", jid);
-            free(jid);
-            return;
-        }
-        free(c->to);
-        c->to = jid;
-        status(c, "now talking to %s", c->to);
-    } else if (IS_CMD("/quit")) {
-        begin_logout(c);
-    } else if (IS_CMD("/raw")) {
-        send_json_text(c, arg, arg_len);
-    } else if (IS_CMD("/help")) {
-        print_chat_help(stderr);
-    } else {
+    const struct command *cmd = NULL;
+    for (size_t i = 0; i < ARRAY_LEN(commands) && !cmd; i++)
+        if (strlen(commands[i].name) == cmd_len && memcmp(line, commands[i].name, cmd_len) == 0)
+            cmd = &commands[i];
+    if (!cmd) {
         fprintf(stderr, "imcat: unknown command %.*s (try /help)\n", (int)cmd_len, line);
+        return;
     }
-#undef IS_CMD
+    char *args = xstrndup(arg, arg_len);
+    if (!is_utf8(args))
+        fprintf(stderr, "imcat: line %lu is not valid UTF-8; not sent\n", c->stdin_lineno);
+    else
+        cmd->fn(c, cmd->name, args, cmd->extra);
+    free(args);
 }
 
 static void handle_line(struct imcat *c, char *line, size_t len)
@@ -678,13 +1366,12 @@ static void on_welcome(struct imcat *c, json_t *root)
     if (!c->opt.json && !c->opt.quiet) {
         fputs("* logged in as ", stderr);
         if (json_is_string(jid))
-            put_clean_json(stderr, jid);
+            put_clean(stderr, json_string_value(jid), json_string_length(jid), true);
         else
             fputs(c->opt.user, stderr);
         if (c->to)
             fprintf(stderr, ", talking to %s", c->to);
-        fputc('\n', stderr);
-        print_chat_help(stderr);
+        fputs("; type a line to send it, /help for the commands\n", stderr);
     }
     arm_timer(c);
     if (c->stdout_dead)
@@ -693,27 +1380,58 @@ static void on_welcome(struct imcat *c, json_t *root)
         start_stdin(c);
 }
 
+/* What a remembered request asked, for the line that tells its answer. */
+static void out_request(const struct entry *req)
+{
+    switch (req->kind) {
+    case REQ_ROSTER: fputs("roster", stdout); return;
+    case REQ_ROSTER_SET: fputs("adding ", stdout); break;
+    case REQ_ROSTER_REMOVE: fputs("removing ", stdout); break;
+    case REQ_JOIN: fputs("joining ", stdout); break;
+    case REQ_LEAVE: fputs("leaving ", stdout); break;
+    case REQ_SUBJECT: fputs("subject of ", stdout); break;
+    case REQ_HISTORY: fputs(req->room ? "history of " : "history with ", stdout); break;
+    case REQ_NONE: return;
+    }
+    out_str(req->a ? req->a : "?");
+}
+
 static void on_error(struct imcat *c, json_t *root)
 {
     json_t *code = json_object_get(root, "code");
     json_t *msg = json_object_get(root, "msg");
     json_t *id = json_object_get(root, "id");
-    if (!c->opt.json && !c->stdout_dead) {
-        fputs("! error ", stdout);
-        if (json_is_string(code))
-            put_clean_json(stdout, code);
-        else
-            fputs("(no code)", stdout);
-        fputs(": ", stdout);
-        if (json_is_string(msg))
-            put_clean_json(stdout, msg);
-        if (json_is_string(id)) {
-            fputs(" (id ", stdout);
-            put_clean_json(stdout, id);
-            fputc(')', stdout);
+    json_t *reason = json_object_get(root, "reason");
+    if (!c->opt.json) {
+        struct entry *req = json_is_string(id) ? mru_get(&c->pending, json_string_value(id)) : NULL;
+        if (!c->stdout_dead) {
+            fputs("! error ", stdout);
+            if (json_is_string(code))
+                out_json(code);
+            else
+                fputs("(no code)", stdout);
+            if (json_is_string(reason)) {
+                fputs(" (", stdout);
+                out_json(reason);
+                fputc(')', stdout);
+            }
+            fputs(": ", stdout);
+            if (json_is_string(msg))
+                out_json(msg);
+            if (req) {
+                fputs(" (", stdout);
+                out_request(req);
+                fputc(')', stdout);
+            } else if (json_is_string(id)) {
+                fputs(" (id ", stdout);
+                out_json(id);
+                fputc(')', stdout);
+            }
+            fputc('\n', stdout);
+            flush_stdout(c);
         }
-        fputc('\n', stdout);
-        flush_stdout(c);
+        if (req)
+            mru_del(&c->pending, json_string_value(id));
     }
     if (c->phase == PH_LOGIN) {
         char buf[64];
@@ -739,30 +1457,95 @@ static void on_bye(struct imcat *c, json_t *root)
     finish(c, c->phase == PH_LOGIN ? EXIT_LOGIN : EXIT_LINK);
 }
 
-static void on_msg(struct imcat *c, json_t *root)
+/* "HH:MM:SS" for a timestamp (ms since the epoch) of today, with the date
+ * before it for another day or when asked; now when there is no usable one. */
+static void format_ts(json_t *ts, bool with_date, char *out, size_t n)
 {
-    json_t *from = json_object_get(root, "from");
-    json_t *body = json_object_get(root, "body");
-    json_t *ts = json_object_get(root, "ts");
-    if (!json_is_string(from) || !json_is_string(body)) {
-        LOG(WARN, "bad_msg", "error=\"msg frame without string from/body\"");
-        return;
-    }
-    time_t secs = time(NULL);
+    time_t now = time(NULL);
+    time_t secs = now;
     /* Only trust a timestamp that fits a double-precision JS number. */
     if (json_is_integer(ts) && json_integer_value(ts) > 0 &&
         json_integer_value(ts) < ((json_int_t)1 << 53))
         secs = (time_t)(json_integer_value(ts) / 1000);
-    struct tm tm;
-    char clock[16] = "??:??:??";
-    if (localtime_r(&secs, &tm))
-        strftime(clock, sizeof(clock), "%H:%M:%S", &tm);
+    struct tm tm, today;
+    snprintf(out, n, "??:??:??");
+    if (!localtime_r(&secs, &tm))
+        return;
+    if (!with_date && localtime_r(&now, &today) &&
+        (tm.tm_year != today.tm_year || tm.tm_yday != today.tm_yday))
+        with_date = true;
+    if (strftime(out, n, with_date ? "%Y-%m-%d %H:%M:%S" : "%H:%M:%S", &tm) == 0)
+        snprintf(out, n, "??:??:??");
+}
+
+/* Who said a message: "(room) nick" in a room, else the sender's JID. */
+static void out_sender(json_t *from, json_t *room)
+{
+    if (!json_is_string(room)) {
+        out_json(from);
+        return;
+    }
+    fputc('(', stdout);
+    out_json(room);
+    fputs(") ", stdout);
+    const char *f = json_string_value(from);
+    size_t rl = json_string_length(room);
+    if (f && strncasecmp(f, json_string_value(room), rl) == 0 && f[rl] == '/')
+        out_str(f + rl + 1);
+    else
+        out_json(from);
+}
+
+static void on_msg(struct imcat *c, json_t *root)
+{
+    json_t *from = json_object_get(root, "from");
+    json_t *body = json_object_get(root, "body");
+    json_t *room = json_object_get(root, "room");
+    json_t *filtered = json_object_get(root, "filtered");
+    bool sent = json_is_true(json_object_get(root, "sent"));
+    if (!json_is_string(from) || !json_is_string(body)) {
+        LOG(WARN, "bad_msg", "error=\"msg frame without string from/body\"");
+        return;
+    }
+    /* With several phones, the copy of what we sent comes back to us too:
+     * it is already on the screen. */
+    const char *id = str_field(root, "id");
+    size_t plen = strlen(c->id_prefix);
+    if (sent && id && strncmp(id, c->id_prefix, plen) == 0 && id[plen] == '-' && id[plen + 1] == 'm')
+        return;
+    if (json_is_string(room)) {
+        mru_touch(&c->rooms, json_string_value(room));
+    } else if (!sent) {
+        /* For /read: a contact's last message, by its bare JID. */
+        char *bare = bare_of(json_string_value(from));
+        struct entry *e = mru_touch(&c->last_in, bare);
+        set_str(&e->a, json_string_value(from));
+        set_str(&e->b, id);
+        free(bare);
+    }
     if (c->stdout_dead)
         return;
-    printf("[%s] ", clock);
-    put_clean_json(stdout, from);
+    char when[32];
+    format_ts(json_object_get(root, "ts"), false, when, sizeof(when));
+    printf("[%s] ", when);
+    if (sent && !json_is_string(room)) {
+        /* Sent by the user from another phone or XMPP client. */
+        fputs("me -> ", stdout);
+        out_field(root, "to");
+    } else {
+        out_sender(from, room);
+    }
     fputs(": ", stdout);
     put_clean_json(stdout, body);
+    if (json_is_string(filtered)) {
+        if (strcmp(json_string_value(filtered), "masked") == 0) {
+            fputs(" (words masked by the filter)", stdout);
+        } else {
+            fputs(" (filtered: ", stdout);
+            out_json(filtered);
+            fputc(')', stdout);
+        }
+    }
     fputc('\n', stdout);
     flush_stdout(c);
 }
@@ -777,9 +1560,425 @@ static void on_ack(struct imcat *c, json_t *root)
     if (c->stdout_dead)
         return;
     fputs("(delivered to server: ", stdout);
-    put_clean_json(stdout, id);
+    out_json(id);
     fputs(")\n", stdout);
     flush_stdout(c);
+}
+
+static void on_sync(struct imcat *c, json_t *root)
+{
+    json_t *missed = json_object_get(root, "missed");
+    if (c->stdout_dead)
+        return;
+    if (json_is_integer(missed) && json_integer_value(missed) > 0) {
+        printf("! %lld messages could not be replayed: they were kept too long or too many\n",
+               (long long)json_integer_value(missed));
+        flush_stdout(c);
+    }
+    if (json_is_true(json_object_get(root, "reset"))) {
+        fputs("! the server lost its place in your messages: some may be lost\n", stdout);
+        flush_stdout(c);
+    }
+}
+
+/* The rest are one line each, "* " first: events and answers of section 10. */
+
+static bool event_begin(struct imcat *c)
+{
+    if (c->stdout_dead)
+        return false;
+    fputs("* ", stdout);
+    return true;
+}
+
+static void event_end(struct imcat *c)
+{
+    fputc('\n', stdout);
+    flush_stdout(c);
+}
+
+static void on_presence(struct imcat *c, json_t *root)
+{
+    if (!event_begin(c))
+        return;
+    out_field(root, "from");
+    fputs(" is ", stdout);
+    out_field(root, "show");
+    json_t *st = json_object_get(root, "status");
+    if (json_is_string(st) && json_string_length(st) > 0) {
+        fputs(": ", stdout);
+        out_json(st);
+    }
+    event_end(c);
+}
+
+static void on_typing(struct imcat *c, json_t *root)
+{
+    static const struct { const char *state, *says; } words[] = {
+        {"composing", "is typing"},     {"paused", "stopped typing"},
+        {"active", "is in the chat"},   {"inactive", "is not looking at the chat"},
+        {"gone", "left the chat"},
+    };
+    if (!event_begin(c))
+        return;
+    const char *state = str_field(root, "state");
+    out_field(root, "from");
+    const char *says = NULL;
+    for (size_t i = 0; state && i < ARRAY_LEN(words) && !says; i++)
+        if (strcmp(state, words[i].state) == 0)
+            says = words[i].says;
+    if (says) {
+        printf(" %s", says);
+    } else {
+        fputs(" typing state ", stdout);
+        out_field(root, "state");
+    }
+    if (json_is_string(json_object_get(root, "room"))) {
+        fputs(" in ", stdout);
+        out_field(root, "room");
+    }
+    event_end(c);
+}
+
+static void on_receipt(struct imcat *c, json_t *root)
+{
+    const char *state = str_field(root, "state");
+    if (c->stdout_dead)
+        return;
+    /* Beside "(delivered to server: ID)": the next two stages of a message. */
+    if (state && strcmp(state, "delivered") == 0) {
+        fputs("(delivered to ", stdout);
+    } else if (state && strcmp(state, "read") == 0) {
+        fputs("(read by ", stdout);
+    } else {
+        fputc('(', stdout);
+        out_field(root, "state");
+        fputs(" by ", stdout);
+    }
+    out_field(root, "from");
+    fputs(": ", stdout);
+    out_field(root, "id");
+    fputs(")\n", stdout);
+    flush_stdout(c);
+}
+
+/* "bob@example.com (Bob, group Friends): you see each other's presence" */
+static void out_contact(json_t *item)
+{
+    static const struct { const char *sub, *says; } words[] = {
+        {"none", "no presence shared"},
+        {"to", "you see their presence"},
+        {"from", "they see your presence"},
+        {"both", "you see each other's presence"},
+    };
+    out_field(item, "jid");
+    json_t *name = json_object_get(item, "name");
+    json_t *group = json_object_get(item, "group");
+    bool has_name = json_is_string(name) && json_string_length(name) > 0;
+    bool has_group = json_is_string(group) && json_string_length(group) > 0;
+    if (has_name || has_group) {
+        fputs(" (", stdout);
+        if (has_name)
+            out_json(name);
+        if (has_group) {
+            fputs(has_name ? ", group " : "group ", stdout);
+            out_json(group);
+        }
+        fputc(')', stdout);
+    }
+    const char *sub = str_field(item, "sub");
+    if (sub && strcmp(sub, "remove") == 0) {
+        fputs(" removed", stdout);
+        return;
+    }
+    const char *says = NULL;
+    for (size_t i = 0; sub && i < ARRAY_LEN(words) && !says; i++)
+        if (strcmp(sub, words[i].sub) == 0)
+            says = words[i].says;
+    fputs(": ", stdout);
+    if (says) {
+        fputs(says, stdout);
+    } else {
+        fputs("subscription ", stdout);
+        out_field(item, "sub");
+    }
+    if (json_is_string(json_object_get(item, "ask")))
+        fputs(", your request to see theirs is pending", stdout);
+}
+
+/* The answer to /roster: a count, then one contact per line. */
+static void on_roster(struct imcat *c, json_t *root)
+{
+    const char *id = str_field(root, "id");
+    if (id)
+        mru_del(&c->pending, id);
+    json_t *items = json_object_get(root, "items");
+    size_t n = 0, i;
+    json_t *item;
+    json_array_foreach(items, i, item)
+        n += json_is_object(item);
+    if (!event_begin(c))
+        return;
+    if (n == 0)
+        fputs("roster: no contacts", stdout);
+    else
+        printf("roster: %zu contact%s", n, n == 1 ? "" : "s");
+    fputc('\n', stdout);
+    json_array_foreach(items, i, item) {
+        if (!json_is_object(item))
+            continue;
+        fputs("    ", stdout);
+        out_contact(item);
+        fputc('\n', stdout);
+    }
+    flush_stdout(c);
+}
+
+static void on_roster_push(struct imcat *c, json_t *root)
+{
+    if (!event_begin(c))
+        return;
+    fputs("contact ", stdout);
+    out_contact(root);
+    event_end(c);
+}
+
+static void on_sub(struct imcat *c, json_t *root)
+{
+    const char *type = str_field(root, "type");
+    if (!event_begin(c))
+        return;
+    out_field(root, "from");
+    if (type && strcmp(type, "subscribe") == 0) {
+        fputs(" asks to see your presence: /allow ", stdout);
+        out_field(root, "from");
+        fputs(" or /deny ", stdout);
+        out_field(root, "from");
+    } else if (type && strcmp(type, "subscribed") == 0) {
+        fputs(" lets you see their presence", stdout);
+    } else if (type && strcmp(type, "unsubscribe") == 0) {
+        fputs(" no longer follows your presence", stdout);
+    } else if (type && strcmp(type, "unsubscribed") == 0) {
+        fputs(" does not let you see their presence", stdout);
+    } else {
+        fputs(" sent a subscription ", stdout);
+        out_field(root, "type");
+    }
+    event_end(c);
+}
+
+static void on_occupant(struct imcat *c, json_t *root)
+{
+    const char *room = str_field(root, "room");
+    const char *show = str_field(root, "show");
+    const char *nick = str_field(root, "nick");
+    bool me = json_is_true(json_object_get(root, "me"));
+    bool gone = show && strcmp(show, "offline") == 0;
+    if (me && room) {
+        if (gone) {
+            mru_del(&c->rooms, room);
+        } else {
+            struct entry *r = mru_touch(&c->rooms, room);
+            set_str(&r->a, nick);
+        }
+    }
+    if (!event_begin(c))
+        return;
+    out_field(root, "room");
+    fputs(": ", stdout);
+    if (me) {
+        fputs(gone ? "you (" : "you are here as ", stdout);
+        out_field(root, "nick");
+        if (gone)
+            fputs(") left", stdout);
+    } else {
+        out_field(root, "nick");
+        if (json_is_string(json_object_get(root, "jid"))) {
+            fputs(" (", stdout);
+            out_field(root, "jid");
+            fputc(')', stdout);
+        }
+        fputs(gone ? " left" : " is here", stdout);
+    }
+    if (!gone && show && strcmp(show, "online") != 0) {
+        fputs(", ", stdout);
+        out_str(show);
+    }
+    json_t *role = json_object_get(root, "role");
+    json_t *aff = json_object_get(root, "affiliation");
+    bool has_role = !gone && json_is_string(role) && strcmp(json_string_value(role), "none") != 0;
+    bool has_aff = !gone && json_is_string(aff) && strcmp(json_string_value(aff), "none") != 0;
+    if (has_role || has_aff) {
+        fputs(" [", stdout);
+        if (has_role)
+            out_json(role);
+        if (has_aff) {
+            fputs(has_role ? ", " : "", stdout);
+            out_json(aff);
+        }
+        fputc(']', stdout);
+    }
+    event_end(c);
+}
+
+static void on_subject(struct imcat *c, json_t *root)
+{
+    const char *room = str_field(root, "room");
+    const char *subject = str_field(root, "subject");
+    if (room) {
+        struct entry *r = mru_touch(&c->rooms, room);
+        set_str(&r->b, subject);
+    }
+    if (!event_begin(c))
+        return;
+    out_field(root, "room");
+    if (subject && *subject) {
+        fputs(": subject \"", stdout);
+        out_str(subject);
+        fputc('"', stdout);
+    } else {
+        fputs(": no subject", stdout);
+    }
+    if (json_is_string(json_object_get(root, "by"))) {
+        fputs(" (set by ", stdout);
+        out_field(root, "by");
+        fputc(')', stdout);
+    }
+    event_end(c);
+}
+
+static void on_invite(struct imcat *c, json_t *root)
+{
+    json_t *reason = json_object_get(root, "reason");
+    json_t *pass = json_object_get(root, "pass");
+    if (!event_begin(c))
+        return;
+    out_field(root, "from");
+    fputs(" invites you to ", stdout);
+    out_field(root, "room");
+    if (json_is_string(reason) && json_string_length(reason) > 0) {
+        fputs(": ", stdout);
+        out_json(reason);
+    }
+    fputs("; to accept: /join ", stdout);
+    out_field(root, "room");
+    if (json_is_string(pass)) {
+        fputs(" NICK ", stdout);
+        out_json(pass);
+    }
+    event_end(c);
+}
+
+static void on_ok(struct imcat *c, json_t *root)
+{
+    const char *id = str_field(root, "id");
+    struct entry *req = id ? mru_get(&c->pending, id) : NULL;
+    if (!req) {
+        if (c->stdout_dead)
+            return;
+        fputs("(ok: ", stdout);
+        out_field(root, "id");
+        fputs(")\n", stdout);
+        flush_stdout(c);
+        return;
+    }
+    enum req_kind kind = req->kind;
+    char *what = req->a ? xstrdup(req->a) : NULL;
+    char *nick = xstrdup(str_field(root, "nick") ? str_field(root, "nick") : req->b ? req->b : "?");
+    mru_del(&c->pending, id);
+    bool cleared = false;
+    if (kind == REQ_JOIN && what) {
+        struct entry *r = mru_touch(&c->rooms, what);
+        set_str(&r->a, nick);
+        set_str(&c->to, what);
+        c->to_room = true;
+    } else if (kind == REQ_LEAVE && what) {
+        mru_del(&c->rooms, what);
+        if (c->to && c->to_room && strcasecmp(c->to, what) == 0) {
+            free(c->to);
+            c->to = NULL;
+            c->to_room = false;
+            cleared = true;
+        }
+    }
+    if (event_begin(c)) {
+        switch (kind) {
+        case REQ_ROSTER_SET: fputs("contact ", stdout); break;
+        case REQ_ROSTER_REMOVE: fputs("removed contact ", stdout); break;
+        case REQ_JOIN: fputs("joined ", stdout); break;
+        case REQ_LEAVE: fputs("left ", stdout); break;
+        case REQ_SUBJECT: fputs("changed the subject of ", stdout); break;
+        default: fputs("ok: ", stdout); break;
+        }
+        out_str(what ? what : "?");
+        if (kind == REQ_ROSTER_SET)
+            fputs(" saved", stdout);
+        if (kind == REQ_JOIN) {
+            fputs(" as ", stdout);
+            out_str(nick);
+            fputs("; lines now go there", stdout);
+        }
+        if (cleared)
+            fputs("; no recipient now", stdout);
+        event_end(c);
+    }
+    free(what);
+    free(nick);
+}
+
+/* One archived message, with its date: it is history, not news. */
+static void on_hist(struct imcat *c, json_t *root)
+{
+    const char *id = str_field(root, "id");
+    struct entry *req = id ? mru_get(&c->pending, id) : NULL;
+    if (req)
+        req->count++;
+    json_t *from = json_object_get(root, "from");
+    json_t *body = json_object_get(root, "body");
+    if (c->stdout_dead)
+        return;
+    char when[32];
+    format_ts(json_object_get(root, "ts"), true, when, sizeof(when));
+    printf("[%s] ", when);
+    out_sender(from, json_object_get(root, "room"));
+    fputs(": ", stdout);
+    if (json_is_string(body))
+        put_clean_json(stdout, body);
+    fputc('\n', stdout);
+    flush_stdout(c);
+}
+
+/* The end of a history page; remembers where /more goes on. */
+static void on_history(struct imcat *c, json_t *root)
+{
+    const char *id = str_field(root, "id");
+    struct entry *req = id ? mru_get(&c->pending, id) : NULL;
+    bool complete = json_is_true(json_object_get(root, "complete"));
+    const char *first = str_field(root, "first");
+    bool more = !complete && first;
+    long count = -1;
+    if (req) {
+        count = req->count;
+        set_str(&c->more_target, req->a);
+        c->more_room = req->room;
+        c->more_max = req->n;
+        set_str(&c->more_before, more ? first : NULL);
+    } else if (json_is_integer(json_object_get(root, "count"))) {
+        count = (long)json_integer_value(json_object_get(root, "count"));
+    }
+    if (event_begin(c)) {
+        fputs("end of history", stdout);
+        if (req) {
+            fputs(req->room ? " of " : " with ", stdout);
+            out_str(req->a ? req->a : "?");
+        }
+        if (count >= 0)
+            printf(": %ld message%s", count, count == 1 ? "" : "s");
+        fputs(more ? "; /more for older ones" : "; nothing older", stdout);
+        event_end(c);
+    }
+    if (req)
+        mru_del(&c->pending, id);
 }
 
 static void print_json_frame(struct imcat *c, json_t *root)
@@ -796,6 +1995,22 @@ static void print_json_frame(struct imcat *c, json_t *root)
     free(s);
     flush_stdout(c);
 }
+
+/* How interactive mode shows each frame of the protocol but welcome, error,
+ * bye and hb. */
+static const struct {
+    const char *t;
+    void (*fn)(struct imcat *c, json_t *root);
+} printers[] = {
+    {"msg", on_msg},           {"ack", on_ack},
+    {"sync", on_sync},         {"presence", on_presence},
+    {"typing", on_typing},     {"receipt", on_receipt},
+    {"roster", on_roster},     {"roster_push", on_roster_push},
+    {"sub", on_sub},           {"occupant", on_occupant},
+    {"subject", on_subject},   {"invite", on_invite},
+    {"ok", on_ok},             {"hist", on_hist},
+    {"history", on_history},
+};
 
 static void handle_frame(struct imcat *c, const char *body, size_t len)
 {
@@ -819,31 +2034,35 @@ static void handle_frame(struct imcat *c, const char *body, size_t len)
     if (c->opt.json)
         print_json_frame(c, root);
 
-    /* An incoming message is "stored" once printed: ack its seq (cumulative)
-     * so the server stops keeping it for a replay. */
+    if (strcmp(t, "welcome") == 0) {
+        on_welcome(c, root);
+    } else if (strcmp(t, "error") == 0) {
+        on_error(c, root);
+    } else if (strcmp(t, "bye") == 0) {
+        on_bye(c, root);
+    } else if (c->opt.json || strcmp(t, "hb") == 0) {
+        /* already printed as JSON, or nothing to show */
+    } else {
+        size_t i = 0;
+        while (i < ARRAY_LEN(printers) && strcmp(t, printers[i].t) != 0)
+            i++;
+        if (i < ARRAY_LEN(printers))
+            printers[i].fn(c, root);
+        else
+            LOG(WARN, "unknown_frame", "t=%s", clean_text(t, t_buf, sizeof(t_buf), false));
+    }
+
+    /* Messages and stored events count as stored once printed: ack their seq
+     * (acks are cumulative) so the server stops keeping them for a replay.
+     * Not when nobody could read them: then they come again next time. A
+     * sync has a seq too, but it only says where the stream stands. */
     json_t *seq = json_object_get(root, "seq");
-    if (strcmp(t, "msg") == 0 && json_is_integer(seq) && json_integer_value(seq) > 0 &&
-        c->phase != PH_DONE) {
+    if (strcmp(t, "sync") != 0 && json_is_integer(seq) && json_integer_value(seq) > 0 &&
+        (c->phase == PH_READY || c->phase == PH_LOGOUT) && !c->stdout_dead) {
         json_t *ack = json_pack("{s:s, s:I}", "t", "ack", "seq", json_integer_value(seq));
         send_frame(c, ack, false);
         json_decref(ack);
     }
-
-    if (strcmp(t, "welcome") == 0)
-        on_welcome(c, root);
-    else if (strcmp(t, "error") == 0)
-        on_error(c, root);
-    else if (strcmp(t, "bye") == 0)
-        on_bye(c, root);
-    else if (c->opt.json || strcmp(t, "hb") == 0 || strcmp(t, "sync") == 0) {
-        /* already printed as JSON, or nothing to show (a sync frame only
-         * matters to a client that resumes across runs) */
-    } else if (strcmp(t, "msg") == 0)
-        on_msg(c, root);
-    else if (strcmp(t, "ack") == 0)
-        on_ack(c, root);
-    else
-        LOG(WARN, "unknown_frame", "t=%s", clean_text(t, t_buf, sizeof(t_buf), false));
     json_decref(root);
 }
 
@@ -1195,6 +2414,8 @@ int main(int argc, char **argv)
     c.max_out = DEFAULT_MAX_FRAME;
     c.hb_ms = (int64_t)DEFAULT_HB_S * 1000;
     c.to = c.opt.to ? xstrdup(c.opt.to) : NULL;
+    c.rooms.icase = true;
+    c.last_in.icase = true;
     c.phase = PH_CONNECTING;
     c.exit_code = EXIT_LINK;
 
@@ -1269,6 +2490,11 @@ out:
     if (c.addrs)
         freeaddrinfo(c.addrs);
     free(c.to);
+    mru_clear(&c.rooms);
+    mru_clear(&c.last_in);
+    mru_clear(&c.pending);
+    free(c.more_target);
+    free(c.more_before);
     explicit_bzero(c.opt.password, strlen(c.opt.password));
     free(c.opt.password);
     libevent_global_shutdown();
