@@ -74,11 +74,16 @@ function cpuTicks(pids) {
   }
   return t;
 }
-// Run a pairs bench and note how busy the servers were (cores, out of os.cpus()).
-async function withCpu(pids, fn) {
-  const c0 = cpuTicks(pids()); const t0 = Date.now();
+// Run a pairs bench and note how busy the servers were (cores, out of
+// os.cpus()), each named group of them, and the whole machine.
+async function withCpu(pids, fn, named = {}) {
+  const c0 = cpuTicks(pids()); const t0 = Date.now(); const m0 = cpuStat();
+  const n0 = Object.fromEntries(Object.entries(named).map(([k, f]) => [k, cpuTicks(f())]));
   const r = await fn();
-  r.server_cores_busy = (cpuTicks(pids()) - c0) / 100 / ((Date.now() - t0) / 1000);
+  const secs = (Date.now() - t0) / 1000; const m1 = cpuStat();
+  r.server_cores_busy = (cpuTicks(pids()) - c0) / 100 / secs;
+  r.server_cores_by = Object.fromEntries(Object.entries(named).map(([k, f]) => [k, (cpuTicks(f()) - n0[k]) / 100 / secs]));
+  r.machine_cores_busy = ((m1.all - m0.all) - (m1.idle - m0.idle)) / (m1.all - m0.all) * os.cpus().length;
   return r;
 }
 function childPids(pid) {
@@ -395,7 +400,8 @@ async function sectionSio() {
           p.port = Number(/listening port=(\d+)/.exec(await p.waitForLine(/listening port=\d+/, { timeout: 10000 }))[1]);
           nodes.push(p);
         }
-        runs.sio.push(await withCpu(() => [redis.proc.pid, ...nodes.map((x) => x.pid)], () => procJson(st, 'sio-load', process.execPath, [path.join(HERE, 'sio-load.mjs'), '--mode', 'pairs', '--port', String(nodes[0].port), '--port2', String(nodes[1].port), ...common], { timeout: 120000 })));
+        runs.sio.push(await withCpu(() => [redis.proc.pid, ...nodes.map((x) => x.pid)], () => procJson(st, 'sio-load', process.execPath, [path.join(HERE, 'sio-load.mjs'), '--mode', 'pairs', '--port', String(nodes[0].port), '--port2', String(nodes[1].port), ...common], { timeout: 120000 }),
+          { 'Socket.IO nodes': () => nodes.map((x) => x.pid), Redis: () => [redis.proc.pid] }));
         // Memory per connection: N idle sockets on node 0, each in its user's room.
         sioIdle.push(await measureHold(st, () => st.spawn('sio-load-idle', process.execPath, [path.join(HERE, 'sio-load.mjs'), '--mode', 'idle', '--port', String(nodes[0].port), '--conns', String(CFG.sioIdleN), '--timeout', '170'], { stdin: 'pipe' }),
           { server: () => [nodes[0].pid] }, { n: CFG.sioIdleN, redisPort: redis.port, settleMs: 3000 }));
@@ -412,7 +418,8 @@ async function sectionSio() {
         const e1 = await startEdge(st, redis.port, key, 'imb-edge-1');
         const e2 = await startEdge(st, redis.port, key, 'imb-edge-2');
         await sleep(1200);
-        runs.edge_stub.push(await withCpu(() => [redis.proc.pid, stub.pid, e1.pid, e2.pid], () => procJson(st, 'loadgen-pairs', path.join(BBIN, 'loadgen'), ['--mode', 'pairs', '--port', String(e1.port), '--port2', String(e2.port), '--user-fmt', 'a%d@localhost', '--peer-fmt', 'b%d@localhost', ...common], { timeout: 120000 })));
+        runs.edge_stub.push(await withCpu(() => [redis.proc.pid, stub.pid, e1.pid, e2.pid], () => procJson(st, 'loadgen-pairs', path.join(BBIN, 'loadgen'), ['--mode', 'pairs', '--port', String(e1.port), '--port2', String(e2.port), '--user-fmt', 'a%d@localhost', '--peer-fmt', 'b%d@localhost', ...common], { timeout: 120000 }),
+          { edges: () => [e1.pid, e2.pid], Redis: () => [redis.proc.pid], 'stub bridge': () => [stub.pid] }));
         edgeIdle.push(await measureHold(st, () => loadgen(st, 'loadgen', ['--mode', 'idle', '--port', String(e1.port), '--conns', String(CFG.sioIdleN), '--user-fmt', 'i%d@localhost', '--concurrency', '512', '--timeout', '170']),
           { server: () => [e1.pid] }, { n: CFG.sioIdleN, redisPort: redis.port }));
       } finally { await st.cleanup(); }
@@ -427,7 +434,8 @@ async function sectionSio() {
         const xm = await startXmppd(st, redis.port, prosody.c2sPort, key, 2);
         const e1 = await startEdge(st, redis.port, key, 'imb-edge-1');
         const e2 = await startEdge(st, redis.port, key, 'imb-edge-2');
-        runs.full.push(await withCpu(() => [redis.proc.pid, prosody.proc.pid, e1.pid, e2.pid, ...childPids(xm.pid)], () => procJson(st, 'loadgen-pairs', path.join(BBIN, 'loadgen'), ['--mode', 'pairs', '--port', String(e1.port), '--port2', String(e2.port), '--user-fmt', 'a%d@localhost', '--peer-fmt', 'b%d@localhost', '--concurrency', '32', ...common], { timeout: 120000 })));
+        runs.full.push(await withCpu(() => [redis.proc.pid, prosody.proc.pid, e1.pid, e2.pid, ...childPids(xm.pid)], () => procJson(st, 'loadgen-pairs', path.join(BBIN, 'loadgen'), ['--mode', 'pairs', '--port', String(e1.port), '--port2', String(e2.port), '--user-fmt', 'a%d@localhost', '--peer-fmt', 'b%d@localhost', '--concurrency', '32', ...common], { timeout: 120000 }),
+          { edges: () => [e1.pid, e2.pid], Redis: () => [redis.proc.pid], xmppd: () => childPids(xm.pid), Prosody: () => [prosody.proc.pid] }));
       } finally { await st.cleanup(); }
     }
     log(`sio run ${r + 1}: socket.io ${runs.sio.at(-1).msgs_per_s?.toFixed(0)} msg/s, edge+stub ${runs.edge_stub.at(-1).msgs_per_s.toFixed(0)} msg/s, full path ${runs.full.at(-1).msgs_per_s.toFixed(0)} msg/s; memory/conn socket.io ${sioIdle.at(-1).bytes_per_conn.server.toFixed(0)} B, edge ${edgeIdle.at(-1).bytes_per_conn.server.toFixed(0)} B`);
@@ -714,10 +722,36 @@ function render(res) {
     L.push(`| Socket.IO, 2 nodes + Redis adapter | ${sp(x.sio.msgs_per_s)} | 1× | ${ms(x.sio.p50_us)} | ${ms(x.sio.p99_us)} | ${sp(x.sio.cores, f2)} |`);
     L.push(`| imbridge: 2 edges + Redis + stub bridge (no XMPP) | ${sp(x.edge_stub.msgs_per_s)} | ${f2(x.edge_stub.msgs_per_s.median / x.sio.msgs_per_s.median)}× | ${ms(x.edge_stub.p50_us)} | ${ms(x.edge_stub.p99_us)} | ${sp(x.edge_stub.cores, f2)} |`);
     L.push(`| imbridge: 2 edges + Redis + xmppd + Prosody (full path) | ${sp(x.full.msgs_per_s)} | ${f2(x.full.msgs_per_s.median / x.sio.msgs_per_s.median)}× | ${ms(x.full.p50_us)} | ${ms(x.full.p99_us)} | ${sp(x.full.cores, f2)} |`);
+    const split = (list) => {
+      const keys = Object.keys(list[0]?.server_cores_by ?? {});
+      if (!keys.length) return null;
+      const parts = keys.map((k) => `${k} ${f2(med(list.map((x) => x.server_cores_by[k])))}`);
+      return `${parts.join(', ')}; whole machine ${f2(med(list.map((x) => x.machine_cores_busy)))}`;
+    };
+    const splits = [['Socket.IO', S.sio.runs.sio], ['stub bridge path', S.sio.runs.edge_stub], ['full path', S.sio.runs.full]].map(([n, l]) => [n, split(l)]).filter(([, t]) => t);
+    if (splits.length) L.push('', `CPU by process (cores busy, median): ${splits.map(([n, t]) => `${n}: ${t}`).join(' — ')}.`);
     L.push('', `| memory per idle connection (N=${f0(CFG.sioIdleN)}, one node) | server B/conn | vs Socket.IO | Redis B/conn |`, '|---|---|---|---|');
     L.push(`| Socket.IO (websocket, joined its user's room) | ${sp(x.sio_mem)} | 1× | ${sp(x.sio_redis)} |`);
     L.push(`| imb-edge (logged in via the stub bridge) | ${sp(x.edge_mem)} | ${f2(x.edge_mem.median / x.sio_mem.median)}× | ${sp(x.edge_redis)} |`);
     L.push('');
+  }
+  if (S.wire) {
+    const p = S.wire.phone.find((r) => r.ok)?.steps ?? {};
+    const xs = S.wire.xmpp.find((r) => r.ok)?.steps ?? {};
+    const b = S.wire.bosh.find((r) => !r.error) ?? {};
+    L.push('### 4. Bytes on the wire (TCP payload; one run shown, they do not vary)', '');
+    L.push('| exchange | phone link (imb-edge) | XMPP c2s (libstrophe ↔ Prosody) | ratio | BOSH (HTTP/1.1, minimal headers) |');
+    L.push('|---|---|---|---|---|');
+    const r = (a, c) => (a && c ? `${f2(a / c)}×` : '');
+    L.push(`| chat message sent (5-byte body) | ${p.out_msg} | ${xs.msg_out?.out} | ${r(p.out_msg, xs.msg_out?.out)} | ${b.message_request ?? 'n/a'} request + ${b.message_response ?? 'n/a'} response |`);
+    L.push(`| chat message received | ${p.in_msg} | ${xs.msg_in?.in} | ${r(p.in_msg, xs.msg_in?.in)} | response to a pending poll + a new ${b.empty_poll_request ?? 'n/a'}-byte poll |`);
+    L.push(`| ack of a sent message (server has it) | ${p.in_ack} | no ack in plain c2s (XEP-0198 \`<a h='1' xmlns='urn:xmpp:sm:3'/>\` would be 31, after a 23-byte \`<r/>\`) | | |`);
+    L.push(`| ack of a received message (phone → server) | ${p.out_ack} | — | | |`);
+    L.push(`| delivery receipt to the sender | not implemented (no XEP-0184 translation) | ${xs.receipt_out?.out} (XEP-0184) | | |`);
+    L.push(`| heartbeat request + answer | ${p.out_hb} + ${p.in_hb} | ${xs.ping_iq_roundtrip?.out} + ${xs.ping_iq_roundtrip?.in} (XEP-0199 ping), or 1 byte of whitespace (no answer) | ${r(p.out_hb + p.in_hb, (xs.ping_iq_roundtrip?.out ?? 0) + (xs.ping_iq_roundtrip?.in ?? 0))} | ${b.empty_poll_request ?? 'n/a'} + ${b.empty_poll_response ?? 'n/a'} (empty poll) |`);
+    L.push(`| login | ${p.out_login} + ${p.in_welcome} + ${p.in_sync} (login, welcome, sync) | ${xs.login?.out} + ${xs.login?.in} (stream, SCRAM, bind, session) | ${r(p.out_login + p.in_welcome + p.in_sync, (xs.login?.out ?? 0) + (xs.login?.in ?? 0))} | |`);
+    const hbHour = 3600 / 30 * (p.out_hb + p.in_hb);
+    L.push('', `Idle hour with the default heartbeat (30 s): 120 × ${p.out_hb + p.in_hb} = ${f0(hbHour)} bytes of payload; with TCP/IP headers (52 bytes per segment with timestamps; request, answer, and the phone's ACK) about ${f0(120 * (p.out_hb + p.in_hb + 3 * 52))} bytes.`, '');
   }
   if (S.capacity) {
     const P = Object.values(S.capacity.plans);
@@ -745,24 +779,6 @@ function render(res) {
       L.push(`| ${f0(z.held)} | ${f0(z.logins_per_s)} | ${f0(z.failed)} | ${mib(z.rss_kib.xmppd)} | ${mib(z.rss_kib.prosody)} | ${f0(z.fds.prosody)} | ${z.fds.edges.map(f0).join(' + ')} | ${f0(z.fds.worker_max)} | ${f2(z.cores.prosody)} | ${f2(z.cores.xmppd)} | ${f2(z.cores.edges)} | ${f2(z.cores.redis)} | ${f2(z.cores.machine)} |`);
     }
     L.push('');
-  }
-  if (S.wire) {
-    const p = S.wire.phone.find((r) => r.ok)?.steps ?? {};
-    const xs = S.wire.xmpp.find((r) => r.ok)?.steps ?? {};
-    const b = S.wire.bosh.find((r) => !r.error) ?? {};
-    L.push('### 4. Bytes on the wire (TCP payload; one run shown, they do not vary)', '');
-    L.push('| exchange | phone link (imb-edge) | XMPP c2s (libstrophe ↔ Prosody) | ratio | BOSH (HTTP/1.1, minimal headers) |');
-    L.push('|---|---|---|---|---|');
-    const r = (a, c) => (a && c ? `${f2(a / c)}×` : '');
-    L.push(`| chat message sent (5-byte body) | ${p.out_msg} | ${xs.msg_out?.out} | ${r(p.out_msg, xs.msg_out?.out)} | ${b.message_request ?? 'n/a'} request + ${b.message_response ?? 'n/a'} response |`);
-    L.push(`| chat message received | ${p.in_msg} | ${xs.msg_in?.in} | ${r(p.in_msg, xs.msg_in?.in)} | response to a pending poll + a new ${b.empty_poll_request ?? 'n/a'}-byte poll |`);
-    L.push(`| ack of a sent message (server has it) | ${p.in_ack} | no ack in plain c2s (XEP-0198 \`<a h='1' xmlns='urn:xmpp:sm:3'/>\` would be 31, after a 23-byte \`<r/>\`) | | |`);
-    L.push(`| ack of a received message (phone → server) | ${p.out_ack} | — | | |`);
-    L.push(`| delivery receipt to the sender | not implemented (no XEP-0184 translation) | ${xs.receipt_out?.out} (XEP-0184) | | |`);
-    L.push(`| heartbeat request + answer | ${p.out_hb} + ${p.in_hb} | ${xs.ping_iq_roundtrip?.out} + ${xs.ping_iq_roundtrip?.in} (XEP-0199 ping), or 1 byte of whitespace (no answer) | ${r(p.out_hb + p.in_hb, (xs.ping_iq_roundtrip?.out ?? 0) + (xs.ping_iq_roundtrip?.in ?? 0))} | ${b.empty_poll_request ?? 'n/a'} + ${b.empty_poll_response ?? 'n/a'} (empty poll) |`);
-    L.push(`| login | ${p.out_login} + ${p.in_welcome} + ${p.in_sync} (login, welcome, sync) | ${xs.login?.out} + ${xs.login?.in} (stream, SCRAM, bind, session) | ${r(p.out_login + p.in_welcome + p.in_sync, (xs.login?.out ?? 0) + (xs.login?.in ?? 0))} | |`);
-    const hbHour = 3600 / 30 * (p.out_hb + p.in_hb);
-    L.push('', `Idle hour with the default heartbeat (30 s): 120 × ${p.out_hb + p.in_hb} = ${f0(hbHour)} bytes of payload; with TCP/IP headers (52 bytes per segment with timestamps; request, answer, and the phone's ACK) about ${f0(120 * (p.out_hb + p.in_hb + 3 * 52))} bytes.`, '');
   }
   return L.join('\n');
 }
