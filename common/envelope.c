@@ -15,12 +15,12 @@ struct env_schema {
 };
 
 /* Shorthands for the table. */
-#define JID(n, r) {n, F_JID, ENV_MAX_JID, r}
-#define ID(n, r) {n, F_ID, 64, r}
-#define TEXT(n, max, r) {n, F_TEXT, max, r}
+#define JID(n, r) {n, F_JID, ENV_MAX_JID, r, NULL}
+#define ID(n, r) {n, F_ID, 64, r, NULL}
+#define TEXT(n, max, r) {n, F_TEXT, max, r, NULL}
 
 static const struct env_schema schemas[ENV_TYPE_COUNT] = {
-    [ENV_LOGIN] = {"login", {JID("jid", true), {"cred", F_STR, 8192, true},
+    [ENV_LOGIN] = {"login", {JID("jid", true), {"cred", F_STR, 8192, true, NULL},
                              ID("edge", true), ID("dev", true),
                              ID("label", false)}},
     [ENV_LOGIN_OK] = {"login_ok", {JID("jid", true), ID("edge", true),
@@ -31,13 +31,13 @@ static const struct env_schema schemas[ENV_TYPE_COUNT] = {
     [ENV_CHAT] = {"chat", {JID("from", true), JID("to", true),
                            TEXT("body", ENV_MAX_BODY, true), ID("id", false),
                            ID("edge", false), ID("dev", false),
-                           {"ts", F_INT, 0, false}, {"seq", F_INT, 0, false},
+                           {"ts", F_INT, 0, false, NULL}, {"seq", F_INT, 0, false, NULL},
                            ID("epoch", false), ID("aid", false),
-                           JID("room", false), {"sent", F_BOOL, 0, false},
+                           JID("room", false), {"sent", F_BOOL, 0, false, NULL},
                            JID("with", false),
-                           {"rr", F_BOOL, 0, false}, ID("filtered", false),
-                           {"group", F_BOOL, 0, false}}},
-    [ENV_ACK] = {"ack", {JID("to", true), {"ids", F_IDS, 1024, true},
+                           {"rr", F_BOOL, 0, false, NULL}, ID("filtered", false),
+                           {"group", F_BOOL, 0, false, NULL}}},
+    [ENV_ACK] = {"ack", {JID("to", true), {"ids", F_IDS, 1024, true, NULL},
                          ID("edge", false), ID("dev", false)}},
     [ENV_ERROR] = {"error", {JID("to", true), ID("code", true),
                              TEXT("msg", 1024, false), ID("id", false),
@@ -50,12 +50,12 @@ static const struct env_schema schemas[ENV_TYPE_COUNT] = {
     [ENV_SESSION_END] = {"session_end", {JID("to", true),
                                          ID("reason", true)}},
     [ENV_REQ] = {"req", {JID("from", true), ID("edge", true), ID("dev", true),
-                         {"frame", F_OBJ, 0, true}}},
-    [ENV_EVENT] = {"event", {JID("to", true), {"frame", F_OBJ, 0, true},
+                         {"frame", F_OBJ, 0, true, NULL}}},
+    [ENV_EVENT] = {"event", {JID("to", true), {"frame", F_OBJ, 0, true, NULL},
                              ID("edge", false), ID("dev", false),
-                             {"seq", F_INT, 0, false}, ID("epoch", false),
-                             {"ts", F_INT, 0, false}}},
-    [ENV_ACKED] = {"acked", {JID("from", true), {"rr", F_LIST, 1000, true}}},
+                             {"seq", F_INT, 0, false, NULL}, ID("epoch", false),
+                             {"ts", F_INT, 0, false, NULL}}},
+    [ENV_ACKED] = {"acked", {JID("from", true), {"rr", F_LIST, 1000, true, NULL}}},
 };
 
 static size_t nfields(const struct env_schema *s)

@@ -171,6 +171,10 @@ bool muc_on_req(struct session *s, const struct env *e, const json_t *f)
     }
     struct room *r = room ? strmap_get(&s->rooms, room) : NULL;
     if (strcmp(t, "join") == 0) {
+        if (r && r->leaving) {
+            session_req_error(s, e, "unavailable", "still leaving that room, join again in a moment");
+            return true;
+        }
         if (r && r->joined && strcmp(r->nick, STR("nick")) == 0) {
             session_req_ok(s, e, json_pack("{s:s, s:s}", "room", r->jid, "nick", r->nick));
             return true;
@@ -190,7 +194,7 @@ bool muc_on_req(struct session *s, const struct env *e, const json_t *f)
         snprintf(r->req_id, sizeof(r->req_id), "%s", STR("id"));
         send_join(s, r, STR("pass"));
     } else if (strcmp(t, "leave") == 0) {
-        if (!r) {
+        if (!r || r->leaving) {
             session_req_error(s, e, "not_in_room", "you are not in that room");
             return true;
         }
@@ -200,7 +204,16 @@ bool muc_on_req(struct session *s, const struct env *e, const json_t *f)
         xmpp_stanza_set_to(p, to);
         xmpp_stanza_set_type(p, "unavailable");
         session_send(s, p);
-        room_drop(s, r);
+        /* Forgotten at once for later sessions; here once the room says
+         * the user is out (its last presence is the room's, not a
+         * contact's). */
+        char key[1200];
+        rooms_key(s, key, sizeof(key));
+        const char *argv[] = {"HDEL", key, r->jid};
+        bus_command_argv(s->w->bus, NULL, NULL, 3, argv, NULL);
+        r->leaving = true;
+        if (!r->joined)
+            room_drop(s, r);
         session_req_ok(s, e, NULL);
     } else if (strcmp(t, "subject") == 0 || strcmp(t, "invite") == 0) {
         if (!r || !r->joined) {
@@ -309,7 +322,8 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
     if (me && gone) {
         /* Left, kicked or banned: the room is gone for the user. */
         LOG(INFO, "muc_left", "jid=%s room=%s", s->jid, r->jid);
-        answer_join(s, r, "refused", "the room removed you");
+        if (!r->leaving)
+            answer_join(s, r, "refused", "the room removed you");
         room_drop(s, r);
     } else if (me && !r->joined) {
         r->joined = true;

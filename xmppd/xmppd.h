@@ -153,6 +153,7 @@ struct room {
     char *jid;               /* bare room JID, owned */
     char *nick;              /* the user's nickname there, owned */
     bool joined;             /* the room sent the user's own presence */
+    bool leaving;            /* left: waiting for the room to confirm */
     char edge[65], dev[65], req_id[65]; /* the join request to answer, or "" */
     int64_t last_ts;         /* time of the newest room message stored */
     json_t *recent;          /* ids of the newest room messages stored (array):

@@ -131,6 +131,9 @@ itest('group chat: join, occupants, send and receive, subject, invitations, leav
   alice.send({ t: 'leave', id: 'l1', room: ROOM });
   await alice.expect({ t: 'ok', id: 'l1' });
   await bob.nextStanza((el) => el.is('presence') && el.attrs.from === `${ROOM}/Alice` && el.attrs.type === 'unavailable');
+  const gone = await alice.expect({ t: 'occupant', room: ROOM, nick: 'Alice', show: 'offline' });
+  assert.equal(gone.me, true, 'the room confirms the user is out');
+  assert.ok(await alice.noFrame({ t: 'presence' }, 300), 'a room is no contact');
   alice.send({ t: 'msg', id: 'g3', to: ROOM, body: 'after leaving', group: true });
   const err = await alice.expect((f) => (f.t === 'error' || f.t === 'ack') && f.id === 'g3');
   // The room refuses messages from non-occupants (a bounce), never a crash.
