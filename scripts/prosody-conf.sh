@@ -9,6 +9,10 @@
 # With PROSODY_TLS=1 in the environment, c2s requires STARTTLS with a
 # self-signed certificate for DOMAIN made into DIR/certs/DOMAIN.{crt,key}
 # (use DIR/certs/DOMAIN.crt as the CA to verify it).
+# With PROSODY_PUSH=PORT:SECRET, an external component push.DOMAIN (XEP-0114)
+# on 127.0.0.1:PORT with that secret, and mod_cloud_notify (XEP-0357, from
+# the prosody-modules package) telling it of every message stored offline,
+# with sender and body (the bridge decides what its push envelopes show).
 # Prints nothing on success.
 set -eu
 
@@ -41,6 +45,23 @@ if [ "${PROSODY_TLS:-0}" = 1 ]; then
     encryption="c2s_require_encryption = true"
 fi
 
+push_module=""
+push_settings=""
+push_component=""
+if [ -n "${PROSODY_PUSH:-}" ]; then
+    push_port=${PROSODY_PUSH%%:*}
+    push_secret=${PROSODY_PUSH#*:}
+    case $push_port in ''|*[!0-9]*) echo "$0: bad PROSODY_PUSH port: $push_port" >&2; exit 2 ;; esac
+    case $push_secret in ''|*[!A-Za-z0-9]*) echo "$0: PROSODY_PUSH secret must be alphanumeric" >&2; exit 2 ;; esac
+    push_module='"cloud_notify";'
+    push_settings="component_ports = { $push_port }
+component_interfaces = { \"127.0.0.1\" }
+push_notification_with_body = true
+push_notification_with_sender = true"
+    push_component="Component \"push.$domain\"
+    component_secret = \"$push_secret\""
+fi
+
 # Lua string literal for the directory (escape backslashes and double quotes).
 ldir=$(printf '%s' "$dir" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
 
@@ -69,7 +90,7 @@ network_settings = { nagle = false }
 modules_enabled = {
     "roster"; "saslauth"; "disco"; "ping"; "presence";
     "carbons"; "mam"; "smacks"; "offline"; "csi_simple";
-    "bosh"; "websocket"; "blocklist"; "vcard_legacy"; $tls_module
+    "bosh"; "websocket"; "blocklist"; "vcard_legacy"; $tls_module $push_module
 }
 modules_disabled = { "s2s" }
 
@@ -82,9 +103,12 @@ authentication = "internal_hashed"
 storage = "internal"
 default_iteration_count = 128
 smacks_hibernation_time = 2
+$push_settings
 
 VirtualHost "$domain"
 
 Component "conference.$domain" "muc"
     modules_enabled = { "muc_mam" }
+
+$push_component
 CFG

@@ -97,6 +97,11 @@ static void on_pres_loaded(void *owner, void *data, redisReply *r)
         json_decref(probe);
     }
     send_own_presence(s);
+    /* Register for pushes only now: before the initial presence the server
+     * would store (and push) what arrives for a user with no available
+     * resource. For the same reason phones are welcomed only now. */
+    push_on_online(s);
+    session_available(s);
 }
 
 static void csi_update(struct session *s)
@@ -305,9 +310,10 @@ void im_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st)
 {
     const char *type = xmpp_stanza_get_type(st);
     bool ok = type && strcmp(type, "result") == 0;
-    if (pq->kind == PQ_CARBONS) {
+    if (pq->kind == PQ_CARBONS || pq->kind == PQ_PUSH) {
         if (!ok)
-            LOG(WARN, "carbons_refused", "jid=%s", s->jid);
+            LOG(WARN, pq->kind == PQ_CARBONS ? "carbons_refused" : "push_enable_refused",
+                "jid=%s err=%s", s->jid, stanza_error_condition(st));
         return;
     }
     if (!pq->edge[0])

@@ -54,6 +54,13 @@ static const struct opt options[] = {
      "what push envelopes tell: none | sender | full (sender and text)"},
     {"filter_rules", OPT_STR, offsetof(T, filter_rules), "", 0, 0, OPT_RELOAD,
      "message filter rules file (empty: no filter); re-read on SIGHUP"},
+    {"push_jid", OPT_STR, offsetof(T, push_jid), "", 0, 0, 0,
+     "component JID the XMPP server notifies of messages stored offline "
+     "(XEP-0357 push after the resume window); empty: off"},
+    {"push_secret", OPT_STR, offsetof(T, push_secret), "", 0, 0, OPT_SECRET,
+     "that component's secret (XEP-0114)"},
+    {"push_port", OPT_INT, offsetof(T, push_port), "5347", 1, 65535, 0,
+     "the XMPP server's component port"},
     {"bridge_id", OPT_STR, offsetof(T, bridge_id), "", 0, 0, 0,
      "this bridge's id on the bus (empty: random)"},
 };
@@ -170,6 +177,12 @@ static bool check_cfg(const void *c, char *err, size_t n)
         if (!f)
             return false;
         filter_free(f);
+    }
+    if (*cfg->push_jid && (!schema_jid_ok(cfg->push_jid, 1023) ||
+                           strchr(cfg->push_jid, '@') || strchr(cfg->push_jid, '/') ||
+                           !*cfg->push_secret)) {
+        snprintf(err, n, "push_jid must be a domain (a component) and push_secret set");
+        return false;
     }
     if (*cfg->bridge_id && !schema_id_ok(cfg->bridge_id, 40)) {
         snprintf(err, n, "bridge_id must be 1..40 chars of [A-Za-z0-9._:-]");

@@ -85,6 +85,8 @@ static void metrics(void *owner, struct evbuffer *out)
                stats.events)
     PER_WORKER(counter, "imb_xmppd_receipts_sent_total",
                "Delivery receipts sent once a phone acked.", stats.receipts_sent)
+    PER_WORKER(gauge, "imb_xmppd_push_component_up",
+               "This worker holds the push component (one in the deployment does).", push_up)
     PER_WORKER(counter, "imb_xmppd_push_total",
                "Push envelopes for messages that found no phone connected.", stats.pushes)
     /* The filter's verdicts, by direction and reason (masked ones passed). */

@@ -765,11 +765,8 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
         im_on_online(s);  /* carbons, then the user's presence */
         muc_on_online(s); /* rooms the user was in */
         mam_catch_up(s);
-        LOG(INFO, "session_online", "jid=%s ms=%lld", s->jid,
-            (long long)(util_mono_ms() - s->started_ms));
-        answer_waiters(s, NULL, NULL);
-        if (s->devices.count == 0)
-            session_close(s, "no_device");
+        /* The phones are welcomed once the initial presence is out
+         * (session_available, after im.c loaded the user's presence). */
         worker_kick(w);
         return;
     }
@@ -832,6 +829,16 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
         LOG(INFO, "session_closed", "jid=%s", s->jid);
     }
     session_bury(s);
+}
+
+void session_available(struct session *s)
+{
+    LOG(INFO, "session_online", "jid=%s ms=%lld", s->jid,
+        (long long)(util_mono_ms() - s->started_ms));
+    answer_waiters(s, NULL, NULL);
+    if (s->devices.count == 0)
+        session_close(s, "no_device");
+    worker_kick(s->w);
 }
 
 /* ---- connect ------------------------------------------------------------ */
@@ -1063,6 +1070,8 @@ static void last_device_gone(struct session *s, bool logout)
 {
     if (s->devices.count > 0 || s->state != SESSION_ONLINE)
         return;
+    if (logout)
+        push_on_logout(s);
     if (logout || s->w->cfg->resume_window == 0) {
         session_close(s, logout ? "logout" : "detach");
     } else {

@@ -352,6 +352,7 @@ static void report(struct worker *w)
     r->bus_up = bus_up(w->bus);
     r->heartbeat_age_ms = bus_heartbeat_age_ms(w->bus);
     r->xmpp_ok = w->xmpp_ok;
+    r->push_up = push_component_up();
     r->stats = w->stats;
     r->bus = *bus_stats(w->bus);
     r->latency = w->latency;
@@ -481,6 +482,8 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     evtimer_add(w->tick, &tk);
     w->stop_timer = evtimer_new(w->base, on_stop_timer, w);
     w->redeliver_timer = evtimer_new(w->base, redeliver_cb, w);
+    if (index == 0)
+        push_component_start(w); /* one per bridge is enough */
     struct event *sigs[3];
     int signums[3] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {
@@ -491,6 +494,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     event_base_dispatch(w->base);
 
     LOG(INFO, "worker_stopped", "worker=%s", w->id);
+    push_component_stop();
     struct strmap_iter it;
     for (struct strmap_entry *e = strmap_first(&w->sessions, &it); e;
          e = strmap_next(&w->sessions, &it))
@@ -503,9 +507,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
         struct pending_delivery *pd = w->redeliver;
         w->redeliver = pd->next;
         LOG(ERROR, "delivery_dropped", "jid=%s reason=\"worker stopped with Redis away\"", pd->jid);
-        free(pd->jid);
-        free(pd->payload);
-        free(pd);
+        pending_free(pd);
     }
     event_free(w->redeliver_timer);
     if (w->probe)

@@ -49,6 +49,10 @@ struct xmppd_cfg {
                              (XEP-0352) | "off": the server lacks it */
     char *push_preview;   /* push envelopes carry: "none" | "sender" | "full" */
     char *filter_rules;   /* rules file of the message filter, "" = none */
+    char *push_jid;       /* component JID the XMPP server notifies of
+                             messages stored offline (XEP-0357); "" = off */
+    char *push_secret;    /* its component secret (XEP-0114) */
+    long push_port;       /* the XMPP server's component port */
 };
 
 enum session_state {
@@ -134,6 +138,7 @@ enum pending_kind {
     PQ_HISTORY,     /**< archive query for a phone: "hist" frames, "history" */
     PQ_CARBONS,     /**< enabling carbons: log a refusal */
     PQ_MUC_CONFIG,  /**< accepting a new room's defaults: then the join is ok */
+    PQ_PUSH,        /**< push (XEP-0357) enable or disable: log a refusal */
 };
 
 struct pending_iq {
@@ -187,6 +192,7 @@ struct worker_report {
     bool bus_up;
     int64_t heartbeat_age_ms; /* bus publish->receive, -1 when down */
     bool xmpp_ok;            /* the XMPP server accepted a TCP probe */
+    bool push_up;            /* this worker holds the push component */
     struct worker_stats stats;
     struct bus_stats bus;
     struct metrics_hist latency;
@@ -290,6 +296,8 @@ void session_lease_renew(struct worker *w, bus_reply_cb *cb);
  * envelope if no phone is connected, then the inbox. peer: the sender (or,
  * for a copy of what the user sent elsewhere, the recipient). */
 void session_deliver_chat(struct session *s, struct env *e, const char *peer);
+/* The user's initial presence is out: answer the waiting logins. */
+void session_available(struct session *s);
 /* Does any device of s want traffic now (attached and in the foreground)? */
 bool session_foreground(const struct session *s);
 
@@ -345,6 +353,14 @@ bool archive_on_req(struct session *s, const struct env *e, const json_t *frame)
 /* true when msg was a result of a phone's query (consumed). */
 bool archive_on_message(struct session *s, xmpp_stanza_t *msg);
 void archive_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st);
+
+/* push.c: push envelopes for messages stored offline (XEP-0357). */
+void push_on_online(struct session *s);
+void push_on_logout(struct session *s);
+/* The component connection, in the first worker of a bridge. */
+void push_component_start(struct worker *w);
+void push_component_stop(void);
+bool push_component_up(void);
 
 /* The worker's message filter (loaded from filter_rules), or NULL. */
 struct filter *worker_filter(void);

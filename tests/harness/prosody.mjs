@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 // A real Prosody per test, configured by scripts/prosody-conf.sh in a temp dir.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -16,9 +17,13 @@ export const DEFAULT_USERS = [
 ];
 
 export class ProsodyServer {
-  constructor(stack, { dir, domain, tls = false }) {
+  constructor(stack, { dir, domain, tls = false, push = false }) {
     this.stack = stack;
     this.tls = tls; // c2s requires STARTTLS; this.caFile verifies it
+    // push: an external component push.DOMAIN that mod_cloud_notify notifies
+    // (this.push = {jid, port, secret} once configured)
+    this.wantPush = push;
+    this.push = null;
     this.dir = dir;
     this.domain = domain;
     this.cfg = path.join(dir, 'prosody.cfg.lua');
@@ -31,9 +36,14 @@ export class ProsodyServer {
 
   /** (Re)write the config for the given ports. */
   async configure(c2sPort, httpPort) {
+    const extra = this.tls ? { PROSODY_TLS: '1' } : {};
+    if (this.wantPush) {
+      this.push = { jid: `push.${this.domain}`, port: await freePort(), secret: randomBytes(12).toString('hex') };
+      extra.PROSODY_PUSH = `${this.push.port}:${this.push.secret}`;
+    }
     const { stdout, stderr } = await execFileP(path.join(SCRIPTS_DIR, 'prosody-conf.sh'),
       [this.dir, String(c2sPort), String(httpPort), this.domain],
-      { env: childEnv(this.tls ? { PROSODY_TLS: '1' } : {}) });
+      { env: childEnv(extra) });
     if (this.tls) this.caFile = path.join(this.dir, 'certs', `${this.domain}.crt`);
     if (stdout || stderr) throw new Error(`prosody-conf.sh printed output:\n${stdout}${stderr}`);
     this.c2sPort = c2sPort;
@@ -96,9 +106,9 @@ export class ProsodyServer {
  * ProsodyServer (started, users registered).  Retries with new ports when a
  * port turns out to be taken.
  */
-export async function startProsody(stack, { users = DEFAULT_USERS, domain = 'localhost', tls = false } = {}) {
+export async function startProsody(stack, { users = DEFAULT_USERS, domain = 'localhost', tls = false, push = false } = {}) {
   const dir = stack.tempDir('imb-prosody-');
-  const p = new ProsodyServer(stack, { dir, domain, tls });
+  const p = new ProsodyServer(stack, { dir, domain, tls, push });
   await p.configure(await freePort(), await freePort());
   await Promise.all(users.map(([u, pw]) => p.register(u, pw)));
   stack.onCleanup('prosody-log', () => {}, () => {

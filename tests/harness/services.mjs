@@ -155,14 +155,16 @@ export async function waitBridgeReady(port, { domain = 'localhost', timeout = 10
  */
 export async function startBridge(stack, {
   users = DEFAULT_USERS, workers = 2, edge: edgeOpts = {}, xmppdArgs = [], edgeArgs = [], probe = true,
+  push = false,
 } = {}) {
   requireBin('imb-xmppd');
   requireBin('imb-edge');
   const credKey = randomCredKey();
   const [redis, prosody] = await Promise.all([
     startRedis(stack),
-    startProsody(stack, { users }),
+    startProsody(stack, { users, push }),
   ]);
+  if (push) xmppdArgs = [...pushArgs(prosody), ...xmppdArgs];
   const [xmppd, edge] = await Promise.all([
     startXmppd(stack, { redisPort: redis.port, xmppPort: prosody.c2sPort, workers, credKey, extraArgs: xmppdArgs }),
     startEdge(stack, { redisPort: redis.port, credKey, extraArgs: edgeArgs, ...edgeOpts }),
@@ -187,6 +189,12 @@ export async function startBridge(stack, {
     }),
   };
   return b;
+}
+
+/** xmppd flags that make it the push component of a Prosody started with push. */
+export function pushArgs(prosody) {
+  const p = prosody.push;
+  return ['--push-jid', p.jid, '--push-secret', p.secret, '--push-port', String(p.port)];
 }
 
 /**

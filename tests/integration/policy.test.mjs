@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   itest, startBridge, startXmppd, xml, sleep, httpGet, httpAddr, metricValue, redisSubscriber,
-  redisCommand, DEFAULT_USERS, connectPhone,
+  redisCommand, DEFAULT_USERS, connectPhone, pushArgs,
 } from '../harness/index.mjs';
 
 const RULES = `# imbridge message filter (test)
@@ -163,4 +163,60 @@ itest('push privacy: push_preview none tells neither sender nor text', async (t,
   assert.equal(p.from, undefined);
   assert.equal(p.preview, undefined);
   assert.equal(p.unread, 1);
+});
+
+itest('push after the resume window: the XMPP server notifies the bridge (XEP-0357), one per message', { timeout: 60000 }, async (t, stack) => {
+  const b = await startBridge(stack, {
+    push: true, xmppdArgs: ['--resume-window', '1', '--push-preview', 'sender'],
+  });
+  // A second bridge competes for the component: only one holds it.
+  const second = await startXmppd(stack, {
+    redisPort: b.redis.port, xmppPort: b.prosody.c2sPort, credKey: b.credKey,
+    extraArgs: [...pushArgs(b.prosody), '--resume-window', '1'],
+  });
+  await b.xmppd.waitForLine(/push_component_up/, { timeout: 10000 }).catch(() => {});
+  const holders = [b.xmppd, second].filter((p) => /push_component_up/.test(p.stderr));
+  assert.equal(holders.length, 1, 'exactly one bridge holds the push component');
+
+  const pushes = await redisSubscriber(stack, b.redis.port, 'imb:push');
+  const bob = await b.desktop('bob');
+  const alice = await b.loginPhone('alice');
+  await bob.send('alice@localhost', 'seen live');
+  const live = await alice.nextMsg({ body: 'seen live' });
+  // The app is closed: the resume window (1 s) ends, the session closes.
+  alice.destroy();
+  const closing = holders[0] === b.xmppd ? [b.xmppd, second] : [second, b.xmppd];
+  await Promise.any(closing.map((p) => p.waitForLine(/session_close jid=alice@localhost reason=resume_window_over/, { timeout: 10000 })));
+  await sleep(300);
+  await bob.send('alice@localhost', 'after the window 1');
+  await bob.send('alice@localhost', 'after the window 2');
+  const p1 = JSON.parse((await pushes.next(undefined, 10000))[1]);
+  const p2 = JSON.parse((await pushes.next(undefined, 10000))[1]);
+  await sleep(1000);
+  assert.equal(pushes.messages.length, 2, `one push per message: ${JSON.stringify(pushes.messages)}`);
+  for (const p of [p1, p2]) {
+    assert.equal(p.type, 'push');
+    assert.equal(p.to, 'alice@localhost');
+    assert.equal(p.from, 'bob@localhost');
+    assert.equal(p.preview, undefined, 'push_preview sender: no text');
+  }
+  // unread: the live message was never acked (1), then 1 and 2 stored offline.
+  assert.deepEqual([p1.unread, p2.unread], [2, 3]);
+  assert.ok(live.seq > 0);
+
+  // Back: everything arrives, and pushes stop while the session lives.
+  const again = await b.loginPhone('alice', 'alice-back');
+  await again.nextMsg({ body: 'after the window 2' });
+  await bob.send('alice@localhost', 'you are online');
+  await again.nextMsg({ body: 'you are online' });
+  await sleep(500);
+  assert.equal(pushes.messages.length, 2);
+
+  // Logging out says "no more pushes": the server stops notifying.
+  again.send({ t: 'logout' });
+  await again.expect({ t: 'bye' });
+  await sleep(1500);
+  await bob.send('alice@localhost', 'after logout');
+  await sleep(1500);
+  assert.equal(pushes.messages.length, 2, 'no push after a logout');
 });
