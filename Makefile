@@ -133,7 +133,7 @@ FUZZ_OPTS    := -timeout=10 -rss_limit_mb=2048 -max_len=8192 -print_final_stats=
 FUZZ_HDRS    := $(wildcard common/*.h edge/*.h xmppd/*.h)
 
 FUZZ_SRC_frame    := common/frame.c edge/phone.c common/proto.c common/schema.c common/util.c
-FUZZ_SRC_envelope := common/envelope.c common/schema.c common/seal.c common/util.c
+FUZZ_SRC_envelope := common/envelope.c common/proto.c common/schema.c common/seal.c common/util.c
 FUZZ_SRC_stanza   := xmppd/stanza.c common/envelope.c common/schema.c common/util.c
 
 .SECONDEXPANSION:

@@ -8,6 +8,9 @@
  *     the same type, and encoding is stable (encode . decode . encode is the
  *     identity on encoded text);
  *   - a decoded login's "cred" is opened the way a worker opens it;
+ *   - the frame of a "req" or "event" is judged by the frame catalogue
+ *     (common/proto.c) the way the worker and the edge judge it: a frame
+ *     it accepts names a catalogue entry;
  *   - the input, as sealed text, is refused by seal_decrypt (or opened) without
  *     a fault;
  *   - the input, as a secret, survives seal_encrypt + seal_decrypt and is
@@ -15,6 +18,7 @@
  * Buffers handed to the decoders are exact-size heap copies so ASan sees any
  * read past their end. */
 #include "envelope.h"
+#include "proto.h"
 #include "seal.h"
 
 #include <stdint.h>
@@ -58,6 +62,9 @@ static const char *const required[ENV_TYPE_COUNT][5] = {
     [ENV_LOGOUT] = {"from", "edge", "dev"},
     [ENV_DETACH] = {"from", "edge", "dev"},
     [ENV_SESSION_END] = {"to", "reason"},
+    [ENV_REQ] = {"from", "edge", "dev", "frame"},
+    [ENV_EVENT] = {"to", "frame"},
+    [ENV_ACKED] = {"from", "rr"},
 };
 
 static void check_envelope(const uint8_t *data, size_t size)
@@ -104,6 +111,17 @@ static void check_envelope(const uint8_t *data, size_t size)
     env_free(d);
     free(json);
 
+    if (e->type == ENV_REQ || e->type == ENV_EVENT) {
+        json_t *frame = env_json(e, "frame");
+        const struct proto_frame *pf = e->type == ENV_REQ
+                                           ? proto_check_request(frame, err, sizeof(err))
+                                           : proto_check_event(frame, err, sizeof(err));
+        const char *t = json_string_value(json_object_get(frame, "t"));
+        if (pf)
+            INVARIANT(t && strcmp(pf->t, t) == 0, "frame accepted as another type");
+        else
+            INVARIANT(err[0] != '\0', "frame refused without a reason");
+    }
     if (e->type == ENV_LOGIN) {
         /* A worker opens the credential with the envelope's own JID. */
         char *secret = seal_decrypt(key, env_str(e, "jid"), env_str(e, "cred"),
