@@ -30,27 +30,172 @@
 static const char *const state_names[] = {"new", "logging_in", "ready",
                                           "closing"};
 
-/* The socket no longer counts against its address's unauthenticated limit. */
+/* ---- the source address, while not logged in ---------------------------- */
+
+/* The key of an address in edge->unauth: dotted quad for IPv4 (mapped or
+ * not), RFC 5952 text for IPv6. */
+static void ip_text(const uint8_t ip[16], char *out, size_t n)
+{
+    if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)ip))
+        inet_ntop(AF_INET, ip + 12, out, (socklen_t)n);
+    else
+        inet_ntop(AF_INET6, ip, out, (socklen_t)n);
+}
+
+static bool unauthenticated(const struct conn *c)
+{
+    return c->state == CONN_NEW || c->state == CONN_LOGGING_IN;
+}
+
+/* The socket no longer counts against its address's unauthenticated limit
+ * (once, when it leaves NEW/LOGGING_IN: the address's bytes are reused). */
 static void unauth_release(struct conn *c)
 {
-    if (!c->ip[0])
-        return;
+    char ip[INET6_ADDRSTRLEN];
+    ip_text(c->ip, ip, sizeof(ip));
     struct strmap *m = &c->edge->unauth;
-    uintptr_t n = (uintptr_t)strmap_get(m, c->ip);
+    uintptr_t n = (uintptr_t)strmap_get(m, ip);
     if (n <= 1)
-        strmap_del(m, c->ip);
+        strmap_del(m, ip);
     else
-        strmap_put(m, c->ip, (void *)(n - 1));
-    c->ip[0] = '\0';
+        strmap_put(m, ip, (void *)(n - 1));
+}
+
+/* ---- deadlines before READY: one timer per edge ---------------------------
+ * A socket in NEW must log in within login_timeout of its accept (or of its
+ * last failed login); one in LOGGING_IN gets the bridge's answer within
+ * bridge_timeout. Each timeout is the same for every socket of an edge, so
+ * each state's sockets queue in deadline order and one timer, armed for the
+ * earliest head, serves them all: an idle socket owns no event of its own.
+ * An edge's queues live here, made on first use and freed when empty. */
+struct dl_queue {
+    struct conn *head, *tail;
+};
+
+struct sweep {
+    struct edge *edge;
+    struct event *ev;
+    struct dl_queue q[2]; /* [0] NEW, [1] LOGGING_IN */
+    bool running;         /* inside sweep_cb: not freed */
+    struct sweep *next;
+};
+
+static struct sweep *sweeps;
+
+static void sweep_cb(evutil_socket_t fd, short what, void *arg);
+
+static struct sweep *sweep_of(struct edge *edge, bool create)
+{
+    for (struct sweep *sw = sweeps; sw; sw = sw->next)
+        if (sw->edge == edge)
+            return sw;
+    if (!create)
+        return NULL;
+    struct sweep *sw = xcalloc(1, sizeof(*sw));
+    sw->edge = edge;
+    sw->ev = evtimer_new(edge->base, sweep_cb, sw);
+    sw->next = sweeps;
+    sweeps = sw;
+    return sw;
+}
+
+static void sweep_free_if_empty(struct sweep *sw)
+{
+    if (sw->running || sw->q[0].head || sw->q[1].head)
+        return;
+    for (struct sweep **pp = &sweeps; *pp; pp = &(*pp)->next) {
+        if (*pp == sw) {
+            *pp = sw->next;
+            break;
+        }
+    }
+    event_free(sw->ev);
+    free(sw);
+}
+
+/* Arm the timer for the earliest deadline of both queues. */
+static void sweep_arm(struct sweep *sw)
+{
+    int64_t first = INT64_MAX;
+    for (int i = 0; i < 2; i++)
+        if (sw->q[i].head && sw->q[i].head->deadline_ms < first)
+            first = sw->q[i].head->deadline_ms;
+    if (first == INT64_MAX)
+        return;
+    int64_t wait = first - util_mono_ms();
+    if (wait < 0)
+        wait = 0;
+    struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
+    evtimer_add(sw->ev, &tv);
+}
+
+/* Queue c (in NEW or LOGGING_IN: its state picks the queue) for a deadline
+ * timeout_s from now. */
+static void dl_add(struct conn *c, long timeout_s)
+{
+    struct sweep *sw = sweep_of(c->edge, true);
+    struct dl_queue *q = &sw->q[c->state == CONN_LOGGING_IN];
+    c->deadline_ms = util_mono_ms() + (int64_t)timeout_s * 1000;
+    c->dl_next = NULL;
+    c->dl_prev = q->tail;
+    if (q->tail)
+        q->tail->dl_next = c;
+    else
+        q->head = c;
+    q->tail = c;
+    if (q->head == c)
+        sweep_arm(sw); /* a new head may come before the other queue's */
+}
+
+/* Take c (in NEW or LOGGING_IN) off its queue, if it is on it. */
+static void dl_remove(struct conn *c)
+{
+    struct sweep *sw = sweep_of(c->edge, false);
+    if (!sw)
+        return;
+    struct dl_queue *q = &sw->q[c->state == CONN_LOGGING_IN];
+    if (!c->dl_prev && q->head != c)
+        return;
+    if (c->dl_prev)
+        c->dl_prev->dl_next = c->dl_next;
+    else
+        q->head = c->dl_next;
+    if (c->dl_next)
+        c->dl_next->dl_prev = c->dl_prev;
+    else
+        q->tail = c->dl_prev;
+    c->dl_prev = c->dl_next = NULL;
+    /* A removed head may leave the timer armed early: sweep_cb re-arms. */
+    sweep_free_if_empty(sw);
+}
+
+static void conn_deadline(struct conn *c);
+
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sweep *sw = arg;
+    sw->running = true;
+    int64_t now = util_mono_ms();
+    for (int i = 0; i < 2; i++) {
+        struct conn *c;
+        while ((c = sw->q[i].head) && c->deadline_ms <= now) {
+            dl_remove(c);
+            conn_deadline(c); /* may queue it again, or close it */
+        }
+    }
+    sw->running = false;
+    sweep_arm(sw);
+    sweep_free_if_empty(sw);
 }
 
 static void conn_free(struct conn *c)
 {
-    unauth_release(c);
+    if (unauthenticated(c)) {
+        dl_remove(c);
+        unauth_release(c);
+    }
     edge_on_conn_gone(c);
     strmap_del(&c->edge->conns, c->dev);
-    if (c->timer)
-        event_free(c->timer);
     json_decref(c->held);
     json_decref(c->inflight);
     seal_wipe_free(c->pending_pass);
@@ -60,26 +205,27 @@ static void conn_free(struct conn *c)
 
 void conn_set_state(struct conn *c, enum conn_state s)
 {
-    if (c->state == s)
+    /* A closing connection never comes back. */
+    if (c->state == s || c->state == CONN_CLOSING)
         return;
     LOG(DEBUG, "conn_state", "dev=%s from=%s to=%s", c->dev,
         state_names[c->state], state_names[s]);
+    bool was_unauth = unauthenticated(c);
+    if (was_unauth)
+        dl_remove(c);
     c->state = s;
     struct timeval tv = {0, 0};
     switch (s) {
     case CONN_NEW:
         /* An absolute deadline to log in: sending heartbeats does not
          * extend it. */
-        tv.tv_sec = c->edge->cfg->login_timeout;
-        evtimer_add(c->timer, &tv);
+        dl_add(c, c->edge->cfg->login_timeout);
         break;
     case CONN_LOGGING_IN:
-        tv.tv_sec = c->edge->cfg->bridge_timeout;
-        evtimer_add(c->timer, &tv);
+        dl_add(c, c->edge->cfg->bridge_timeout);
         break;
     case CONN_READY:
-        event_free(c->timer);
-        c->timer = NULL;
+        /* The address first: the rate bucket takes its bytes. */
         unauth_release(c);
         c->tokens = 2.0 * (double)c->edge->cfg->max_msg_rate;
         c->tokens_ms = util_mono_ms();
@@ -89,8 +235,10 @@ void conn_set_state(struct conn *c, enum conn_state s)
         break;
     case CONN_CLOSING: {
         struct timeval wt = {CLOSE_FLUSH_TIMEOUT, 0};
-        if (c->timer)
-            evtimer_del(c->timer);
+        /* It stops counting against its address now, not once flushed
+         * (at most CLOSE_FLUSH_TIMEOUT later). */
+        if (was_unauth)
+            unauth_release(c);
         bufferevent_disable(c->bev, EV_READ);
         bufferevent_set_timeouts(c->bev, NULL, &wt);
         break;
@@ -312,10 +460,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     }
 }
 
-/* The login deadline (NEW) or the bridge's answer (LOGGING_IN) timed out. */
-static void timer_cb(evutil_socket_t fd, short what, void *arg)
+/* The login deadline (NEW) or the bridge's answer (LOGGING_IN) passed;
+ * c is already off its queue. */
+static void conn_deadline(struct conn *c)
 {
-    struct conn *c = arg;
     if (c->state == CONN_NEW) {
         LOG(INFO, "conn_timeout", "dev=%s reason=login_timeout", c->dev);
         conn_bye(c, "login_timeout");
@@ -326,11 +474,15 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen)
 {
-    char ip[INET6_ADDRSTRLEN] = "?";
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
+    uint8_t addr[16] = {0};
+    if (sa->sa_family == AF_INET) {
+        addr[10] = addr[11] = 0xff;
+        memcpy(addr + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        memcpy(addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    }
+    char ip[INET6_ADDRSTRLEN];
+    ip_text(addr, ip, sizeof(ip));
     uintptr_t unauth = (uintptr_t)strmap_get(&edge->unauth, ip);
     if (edge->draining || edge->conns.count >= (size_t)edge->cfg->max_conns ||
         unauth >= (uintptr_t)edge->cfg->max_unauth_per_ip) {
@@ -349,7 +501,7 @@ void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen
     c->state = CONN_NEW;
     snprintf(c->dev, sizeof(c->dev), "c%llu",
              (unsigned long long)++edge->next_conn);
-    snprintf(c->ip, sizeof(c->ip), "%s", ip);
+    memcpy(c->ip, addr, sizeof(c->ip));
     strmap_put(&edge->unauth, ip, (void *)(unauth + 1));
     if (edge->ssl_ctx) {
         SSL *ssl = SSL_new(edge->ssl_ctx);
@@ -362,9 +514,7 @@ void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen
         c->bev = bufferevent_socket_new(edge->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    c->timer = evtimer_new(edge->base, timer_cb, c);
-    struct timeval tv = {edge->cfg->login_timeout, 0};
-    evtimer_add(c->timer, &tv);
+    dl_add(c, edge->cfg->login_timeout);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     strmap_put(&edge->conns, c->dev, c);
     edge->stats.conns_accepted++;

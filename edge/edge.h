@@ -62,27 +62,36 @@ struct conn {
     char dev[20];             /* "c<n>": unique on this edge, names it on the bus */
     struct user *user;        /* set from LOGGING_IN on; the user owns the list */
     struct conn *user_next;   /* next connection of the same user */
-    struct event *timer;      /* owned, until READY: login deadline, then
-                                 the wait for the bridge's answer */
     uint8_t auth_failures;
     bool attached;            /* a bridge counts this dev among the user's devices */
     bool replaying;           /* fetching missed messages from the inbox */
     bool replay_paused;       /* waiting for the output to drain before the next page */
     bool reset;               /* the inbox epoch changed under the phone */
     bool positioned;          /* last_seq is something the phone said or saw */
+    bool bye_on_close;        /* a bye frame is queued: close after flush */
+    bool inactive;            /* the app is in the background ("state"):
+                                 presence and typing are not sent to it */
     int64_t last_seq;         /* highest seq written to this phone */
     char epoch[32];           /* inbox epoch last_seq belongs to ("" unknown) */
     json_t *held;             /* live chats that came during a replay, or NULL */
     char *pending_pass;       /* the password, only while LOGGING_IN; wiped */
     json_t *inflight;         /* client ids sent to the bridge, not yet acked or
                                  refused (array), or NULL */
-    bool bye_on_close;        /* a bye frame is queued: close after flush */
-    bool inactive;            /* the app is in the background ("state"):
-                                 presence and typing are not sent to it */
     char label[16];           /* device label the phone gave, or "" */
-    char ip[46];              /* source address while not logged in, else "" */
-    double tokens;            /* rate limit bucket: chat frames allowed now */
-    int64_t tokens_ms;        /* when tokens was last refilled (monotonic) */
+    /* conn.c's own, by state, sharing their bytes: every idle socket pays
+     * for this struct, so it stays small. */
+    union {
+        struct {              /* NEW, LOGGING_IN */
+            struct conn *dl_prev, *dl_next; /* in the edge's deadline queue */
+            int64_t deadline_ms;  /* login deadline, or the bridge's (monotonic) */
+            uint8_t ip[16];       /* source address (IPv4 as ::ffff:a.b.c.d),
+                                     counted against max_unauth_per_ip */
+        };
+        struct {              /* READY */
+            double tokens;        /* rate limit bucket: chat frames allowed now */
+            int64_t tokens_ms;    /* when tokens was last refilled (monotonic) */
+        };
+    };
 };
 
 /* A logged-in (or logging-in) user with >= 1 connection on this edge. */
