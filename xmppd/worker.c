@@ -18,9 +18,16 @@
 #include <event2/event.h>
 #include <sys/socket.h>
 
-/* A libstrophe pass runs on every readable socket and after every send; this
- * backstop also runs it for timed handlers and bytes OpenSSL buffered. */
-#define BACKSTOP_MS 20
+/* A libstrophe pass runs on every readable socket and after every send; a
+ * backstop also runs it for timed handlers and for bytes OpenSSL buffered
+ * (libstrophe reads one chunk per connection and pass). Those only matter
+ * right after traffic or while sessions connect: then the backstop runs
+ * every BACKSTOP_BUSY_MS, else every BACKSTOP_IDLE_MS. Each pass select()s
+ * over every socket of the worker, so an idle worker polling every 20 ms
+ * cost 0.05 cores per 1,000 sessions (docs/BENCHMARKS.md, section 6). */
+#define BACKSTOP_BUSY_MS 20
+#define BACKSTOP_IDLE_MS 1000
+#define BUSY_FOR_MS 500
 #define TICK_MS 1000
 /* How long a registry entry stays valid without a refresh. */
 #define REGISTRY_TTL_MS 5000
@@ -63,6 +70,7 @@ struct worker *worker_current(void)
 
 void worker_kick(struct worker *w)
 {
+    w->busy_until_ms = util_mono_ms() + BUSY_FOR_MS;
     event_active(w->run_ev, EV_TIMEOUT, 0);
 }
 
@@ -178,6 +186,18 @@ void worker_deliver(struct worker *w, const char *jid, struct env *e,
         return;
     }
     deliver_payload(w, pd);
+}
+
+static void run_pass(evutil_socket_t fd, short what, void *arg);
+
+static void on_backstop(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    run_pass(fd, what, w);
+    bool busy = w->connecting > 0 || util_mono_ms() < w->busy_until_ms;
+    int ms = busy ? BACKSTOP_BUSY_MS : BACKSTOP_IDLE_MS;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(w->backstop, &tv);
 }
 
 static void run_pass(evutil_socket_t fd, short what, void *arg)
@@ -474,8 +494,8 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     bus_subscribe(w->bus, w->channel);
 
     w->run_ev = event_new(w->base, -1, 0, run_pass, w);
-    w->backstop = event_new(w->base, -1, EV_PERSIST, run_pass, w);
-    struct timeval bs = {0, BACKSTOP_MS * 1000};
+    w->backstop = evtimer_new(w->base, on_backstop, w);
+    struct timeval bs = {0, BACKSTOP_BUSY_MS * 1000};
     evtimer_add(w->backstop, &bs);
     w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
     struct timeval tk = {TICK_MS / 1000, 0};

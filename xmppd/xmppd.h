@@ -238,6 +238,7 @@ struct worker {
     struct strmap by_conn;      /* "%p" of xmpp_conn_t -> struct session */
     struct event *run_ev;       /* one libstrophe pass, coalesced */
     struct event *backstop;     /* periodic pass: timers, TLS-buffered bytes */
+    int64_t busy_until_ms;      /* traffic lately: the backstop runs often */
     struct event *tick;         /* registry + lease renewal */
     struct event *stop_timer;   /* graceful stop: exit the loop */
     struct session **graveyard; /* closed sessions, freed after the pass */
