@@ -139,10 +139,11 @@ static void acked_key(const struct session *s, char *out, size_t n)
     snprintf(out, n, "%s:acked:%s", bus_prefix(s->w->bus), s->jid);
 }
 
+/* The ring is allocated at the first id: most sessions never need one. */
 static void idset_init(struct idset *set, size_t cap)
 {
     strmap_init(&set->map);
-    set->ring = xcalloc(cap, sizeof(*set->ring));
+    set->ring = NULL;
     set->cap = cap;
     set->next = 0;
 }
@@ -150,7 +151,7 @@ static void idset_init(struct idset *set, size_t cap)
 static void idset_free(struct idset *set)
 {
     strmap_free(&set->map);
-    for (size_t i = 0; i < set->cap; i++)
+    for (size_t i = 0; set->ring && i < set->cap; i++)
         free(set->ring[i]);
     free(set->ring);
 }
@@ -165,6 +166,8 @@ static void idset_add(struct idset *set, const char *id)
 {
     if (idset_has(set, id))
         return;
+    if (!set->ring)
+        set->ring = xcalloc(set->cap, sizeof(*set->ring));
     char *old = set->ring[set->next];
     if (old) {
         strmap_del(&set->map, old);

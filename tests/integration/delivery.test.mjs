@@ -34,7 +34,10 @@ itest('desktop -> phone: seq numbers, resume on another edge gets exactly the re
   // Messages while the phone is away: the XMPP session stays (resume window).
   for (let i = 4; i <= 6; i++) await bob.send('alice@localhost', `m${i}`);
   await bob.sync();
-  await sleep(300);
+  // Stored (m3 unacked + m4..m6) before the phone comes back, however slow
+  // the machine: this test is about the replay, not a race with it.
+  await waitFor(async () => Number(await b.redis.command('ZCARD', 'imb:inbox:alice@localhost')) >= 4,
+    { timeout: 5000, what: 'm4..m6 stored' });
 
   // Resume through the other edge, saying where we are: seq 3 of that epoch.
   const again = await connectPhone(stack, edge2.port, 'alice-again');
