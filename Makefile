@@ -168,7 +168,7 @@ fuzz: fuzz-regress
 # ---------------------------------------------------------------------------
 # Benchmarks (docs/BENCHMARKS.md). Never part of make test.
 #
-#   make bench                 every bench, 3 runs per figure (<= 20 minutes);
+#   make bench                 every bench, 3 runs per figure (<= 22 minutes);
 #                              rewrites the tables in docs/BENCHMARKS.md
 #   make bench BENCH_QUICK=1   small sizes, short runs (~2-3 minutes); tables
 #                              only in bench/results/latest.md

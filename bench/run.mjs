@@ -747,7 +747,11 @@ function render(res) {
     L.push(`| chat message received | ${p.in_msg} | ${xs.msg_in?.in} | ${r(p.in_msg, xs.msg_in?.in)} | response to a pending poll + a new ${b.empty_poll_request ?? 'n/a'}-byte poll |`);
     L.push(`| ack of a sent message (server has it) | ${p.in_ack} | no ack in plain c2s (XEP-0198 \`<a h='1' xmlns='urn:xmpp:sm:3'/>\` would be 31, after a 23-byte \`<r/>\`) | | |`);
     L.push(`| ack of a received message (phone → server) | ${p.out_ack} | — | | |`);
-    L.push(`| delivery receipt to the sender | not implemented (no XEP-0184 translation) | ${xs.receipt_out?.out} (XEP-0184) | | |`);
+    // The phone's receipt frame is not exchanged by the wire run (its peer is
+    // not an XMPP client): its size is that of the frame the edge writes for a
+    // delivery receipt from the same peer (PROTOCOL.md 10.4), computed.
+    const receiptFrame = 4 + Buffer.byteLength(JSON.stringify({ t: 'receipt', seq: 12, from: 'bob@localhost/desktop', id: 'c1', state: 'delivered' }));
+    L.push(`| delivery receipt to the sender (phone: the frame as written, computed) | ${receiptFrame} | ${xs.receipt_out?.out} (XEP-0184) | ${r(receiptFrame, xs.receipt_out?.out)} | |`);
     L.push(`| heartbeat request + answer | ${p.out_hb} + ${p.in_hb} | ${xs.ping_iq_roundtrip?.out} + ${xs.ping_iq_roundtrip?.in} (XEP-0199 ping), or 1 byte of whitespace (no answer) | ${r(p.out_hb + p.in_hb, (xs.ping_iq_roundtrip?.out ?? 0) + (xs.ping_iq_roundtrip?.in ?? 0))} | ${b.empty_poll_request ?? 'n/a'} + ${b.empty_poll_response ?? 'n/a'} (empty poll) |`);
     L.push(`| login | ${p.out_login} + ${p.in_welcome} + ${p.in_sync} (login, welcome, sync) | ${xs.login?.out} + ${xs.login?.in} (stream, SCRAM, bind, session) | ${r(p.out_login + p.in_welcome + p.in_sync, (xs.login?.out ?? 0) + (xs.login?.in ?? 0))} | |`);
     const hbHour = 3600 / 30 * (p.out_hb + p.in_hb);
@@ -770,7 +774,7 @@ function render(res) {
     row('Redis B/phone', (x) => f0(x.bytes_per_session.redis));
     row('cores busy while filling: Prosody / xmppd / whole machine', (x) => `${f2(x.fill_cores.prosody)} / ${f2(x.fill_cores.xmppd)} / ${f2(x.fill_cores.machine)}`);
     row('cores busy idle, all sessions held: xmppd / Prosody / edges / Redis', (x) => `${f2(x.idle_cores.xmppd)} / ${f2(x.idle_cores.prosody)} / ${f2(x.idle_cores.edges)} / ${f2(x.idle_cores.redis)}`);
-    row('xmppd idle CPU per 1,000 sessions (cores)', (x) => f2((x.idle_cores.xmppd / x.held) * 1000));
+    row('xmppd idle CPU per 1,000 sessions (cores)', (x) => ((x.idle_cores.xmppd / x.held) * 1000).toFixed(3));
     const w = P.at(-1);
     L.push('', `Filling step by step (plan ${w.name}; fd limits: Prosody ${f0(w.fd_limits.prosody)}, edge ${f0(w.fd_limits.edge)}, worker ${f0(w.fd_limits.worker)}):`, '');
     L.push('| sessions held | logins/s in the step | failed | xmppd RSS MiB | Prosody RSS MiB | Prosody fds | edge fds | busiest worker fds | cores: Prosody | xmppd | edges | Redis | whole machine |');
