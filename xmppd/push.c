@@ -54,6 +54,38 @@ static bool enabled(const struct xmppd_cfg *cfg)
     return cfg->push_jid && *cfg->push_jid;
 }
 
+json_t *push_envelope(const struct xmppd_cfg *cfg, const char *to,
+                      const char *sender, const char *room, const char *body,
+                      int64_t ts)
+{
+    const char *mode = cfg->push_preview;
+    json_t *p = json_pack("{s:i, s:s, s:s, s:I}", "v", ENV_VERSION, "type", "push",
+                          "to", to, "ts", (json_int_t)ts);
+    char bare[ENV_MAX_JID + 1];
+    if (strcmp(mode, "none") != 0 && sender && schema_jid_ok(sender, ENV_MAX_JID)) {
+        const char *nick = strchr(sender, '/');
+        if (room) {
+            json_object_set_new(p, "room", json_string(room));
+            if (nick)
+                json_object_set_new(p, "from", json_string(nick + 1));
+        } else if (schema_bare_jid(sender, bare, sizeof(bare))) {
+            json_object_set_new(p, "from", json_string(bare));
+        }
+    }
+    if (strcmp(mode, "full") == 0 && body && schema_text_ok(body, strlen(body))) {
+        /* The first 100 characters, never cutting one in two. */
+        size_t n = 0, chars = 0;
+        while (body[n] && chars < 100) {
+            n++;
+            while (((unsigned char)body[n] & 0xC0) == 0x80)
+                n++;
+            chars++;
+        }
+        json_object_set_new(p, "preview", json_stringn(body, n));
+    }
+    return p;
+}
+
 /* ---- sessions: register, and unregister at logout ------------------------ */
 
 static void send_push_iq(struct session *s, const char *what)
@@ -100,25 +132,9 @@ static char *field_value(xmpp_stanza_t *form, const char *var)
 /* A notification from the XMPP server: one message stored offline. */
 static void on_notification(struct worker *w, const char *node, xmpp_stanza_t *form)
 {
-    const char *mode = w->cfg->push_preview;
-    json_t *p = json_pack("{s:i, s:s, s:s, s:I}", "v", ENV_VERSION, "type", "push",
-                          "to", node, "ts", (json_int_t)util_wall_ms());
     char *sender = field_value(form, "last-message-sender");
     char *body = field_value(form, "last-message-body");
-    char bare[ENV_MAX_JID + 1];
-    if (strcmp(mode, "none") != 0 && sender && schema_jid_ok(sender, ENV_MAX_JID) &&
-        schema_bare_jid(sender, bare, sizeof(bare)))
-        json_object_set_new(p, "from", json_string(bare));
-    if (strcmp(mode, "full") == 0 && body && schema_text_ok(body, strlen(body))) {
-        size_t n = 0, chars = 0;
-        while (body[n] && chars < 100) {
-            n++;
-            while (((unsigned char)body[n] & 0xC0) == 0x80)
-                n++;
-            chars++;
-        }
-        json_object_set_new(p, "preview", json_stringn(body, n));
-    }
+    json_t *p = push_envelope(w->cfg, node, sender, NULL, body, util_wall_ms());
     if (sender)
         xmpp_free(w->ctx, sender);
     if (body)

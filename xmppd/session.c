@@ -526,39 +526,15 @@ static void bounce(struct session *s, const char *to, const char *id,
 
 /* The push envelope for a message that finds no phone connected, or NULL
  * when a phone is there. What it tells depends on push_preview. */
+/* The push envelope for a message that finds no phone connected, or NULL
+ * when a phone is there. */
 static json_t *push_for(struct session *s, const struct env *e, const char *peer)
 {
     if (s->devices.count > 0)
         return NULL;
-    const char *mode = s->w->cfg->push_preview;
-    json_t *p = json_pack("{s:i, s:s, s:s, s:I}", "v", ENV_VERSION, "type", "push",
-                          "to", s->jid, "ts", (json_int_t)env_int(e, "ts", util_wall_ms()));
-    if (strcmp(mode, "none") != 0) {
-        char bare[ENV_MAX_JID + 1];
-        const char *room = env_str(e, "room");
-        if (room) {
-            json_object_set_new(p, "room", json_string(room));
-            const char *nick = strchr(peer, '/');
-            if (nick)
-                json_object_set_new(p, "from", json_string(nick + 1));
-        } else if (schema_bare_jid(peer, bare, sizeof(bare))) {
-            json_object_set_new(p, "from", json_string(bare));
-        }
-    }
-    if (strcmp(mode, "full") == 0) {
-        /* The first 100 characters, never cutting one in two. */
-        const char *body = env_str(e, "body");
-        size_t n = 0, chars = 0;
-        while (body[n] && chars < 100) {
-            n++;
-            while (((unsigned char)body[n] & 0xC0) == 0x80)
-                n++;
-            chars++;
-        }
-        json_object_set_new(p, "preview", json_stringn(body, n));
-    }
     s->w->stats.pushes++;
-    return p;
+    return push_envelope(s->w->cfg, s->jid, peer, env_str(e, "room"),
+                         env_str(e, "body"), env_int(e, "ts", util_wall_ms()));
 }
 
 void session_deliver_chat(struct session *s, struct env *e, const char *peer)

@@ -356,6 +356,11 @@ bool archive_on_message(struct session *s, xmpp_stanza_t *msg);
 void archive_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st);
 
 /* push.c: push envelopes for messages stored offline (XEP-0357). */
+/* A push envelope (PROTOCOL.md 10.10) for a message to `to` from sender
+ * (full JID; in a room, room/nick), telling what push_preview allows. */
+json_t *push_envelope(const struct xmppd_cfg *cfg, const char *to,
+                      const char *sender, const char *room, const char *body,
+                      int64_t ts);
 void push_on_online(struct session *s);
 void push_on_logout(struct session *s);
 /* The component connection, in the first worker of a bridge. */
