@@ -80,7 +80,8 @@ static void on_pres_loaded(void *owner, void *data, redisReply *r)
     char *jid = data;
     struct session *s = strmap_get(&w->sessions, jid);
     free(jid);
-    if (!s || s->state != SESSION_ONLINE)
+    /* (A session of the same user opened since asks again for itself.) */
+    if (!s || s->state != SESSION_ONLINE || s->available)
         return;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         r->element[0]->type == REDIS_REPLY_STRING) {

@@ -812,6 +812,9 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
 
 void session_available(struct session *s)
 {
+    if (s->available)
+        return;
+    s->available = true;
     LOG(INFO, "session_online", "jid=%s ms=%lld", s->jid,
         (long long)(util_mono_ms() - s->started_ms));
     answer_waiters(s, NULL, NULL);
@@ -1002,7 +1005,11 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
     uint8_t hash[32];
     hash_password(s, pass ? pass : s->password, hash);
     seal_wipe_free(pass);
-    switch (s->state) {
+    /* Online but the initial presence not out yet: wait like the others. */
+    enum session_state st = s->state;
+    if (st == SESSION_ONLINE && !s->available)
+        st = SESSION_CONNECTING;
+    switch (st) {
     case SESSION_LEASING:
     case SESSION_CONNECTING: {
         struct waiter *wt = xcalloc(1, sizeof(*wt));

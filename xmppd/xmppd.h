@@ -123,6 +123,7 @@ struct session {
     char show[8];            /* the user's presence: PROTO_SHOWS */
     char *status;            /* and its status text, or NULL */
     bool csi_inactive;       /* <inactive/> was sent: no phone in front */
+    bool available;          /* initial presence sent, logins answered */
     bool multi_device;       /* the user has more than one phone: what one
                                 sends is copied to the stream for the others */
     char *first_label;       /* label of the first phone attached (owned) */
