@@ -119,3 +119,43 @@ itest('hostile clients get errors or closes; a legitimate conversation on the sa
   assert.ok(sentByAlice.length >= 20);
   assert.ok(b.edge.running && b.xmppd.running);
 });
+
+itest('hostile feature requests: each gets an error, the limits hold, the session carries on', { timeout: 60000 }, async (t, stack) => {
+  const b = await startBridge(stack, { edgeArgs: ['--max-msg-rate', '1000'] });
+  const bob = await b.desktop('bob');
+  const m = await b.loginPhone('alice');
+  const bad = [
+    [{ t: 'presence', show: 'sleeping' }, /show/],
+    [{ t: 'typing', to: 'bob@localhost', state: 'composing', extra: 'x'.repeat(10) }, null], // unknown fields: ignored
+    [{ t: 'join', id: 'j1', room: 'not a jid@@', nick: 'x' }, /room/],
+    [{ t: 'join', id: 'j2', room: 'r@conference.localhost/withresource', nick: 'x' }, /bare JID/],
+    [{ t: 'history', id: 'h1', max: 100000 }, /max/],
+    [{ t: 'roster_set', id: 'r1', jid: 'bob@localhost', name: 'nul\u0000byte' }, /u0000/],
+    [{ t: 'roster_set', id: 'r2', jid: 'bob@localhost', name: 'bell\u0007' }, /name/],
+    [{ t: 'read', to: 'bob@localhost' }, /id/],
+    [{ t: 'sub', to: 'bob@localhost', type: 'steal' }, /type/],
+    [{ t: 'subject', id: 's1', room: 'nowhere@conference.localhost', subject: 'x' }, /join the room first/],
+    [{ t: 'leave', id: 'l1', room: 'nowhere@conference.localhost' }, /not in that room/],
+  ];
+  for (const [frame, re] of bad) {
+    m.send(frame);
+    if (!re) continue;
+    const e = await m.expect((f) => f.t === 'error');
+    assert.match(e.msg, re, `${JSON.stringify(frame)} -> ${JSON.stringify(e)}`);
+  }
+  // The room limit: 100 rooms per user, the 101st refused.
+  for (let i = 0; i < 100; i++) m.send({ t: 'join', id: `r${i}`, room: `room${i}@conference.localhost`, nick: 'A' });
+  for (let i = 0; i < 100; i++) await m.expect({ t: 'ok', id: `r${i}` }, 20000);
+  m.send({ t: 'join', id: 'r100', room: 'room100@conference.localhost', nick: 'A' });
+  const full = await m.expect({ t: 'error', id: 'r100' });
+  assert.equal(full.code, 'refused');
+  // A burst of requests past the edge's rate limit is refused, not queued.
+  const r = await b.loginPhone('carol');
+  for (let i = 0; i < 3000; i++) r.send({ t: 'typing', to: 'bob@localhost', state: 'composing' });
+  await r.expect({ t: 'error', code: 'rate_limited' }, 10000);
+  // Through all of it the chat goes on.
+  await m.msg('bob@localhost', 'still here', { id: 'ok1' });
+  await bob.nextMessage({ body: 'still here' });
+  await bob.send('alice@localhost', 'and you?');
+  await m.nextMsg({ body: 'and you?' });
+});
