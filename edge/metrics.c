@@ -65,6 +65,11 @@ static void metrics(void *owner, struct evbuffer *out)
     metrics_counter(out, "imb_edge_messages_total", "Chat messages by direction.",
                     "direction=\"from_phone\"", s->msgs_in);
     metrics_counter(out, "imb_edge_messages_total", NULL, "direction=\"to_phone\"", s->msgs_out);
+    metrics_counter(out, "imb_edge_feature_frames_total",
+                    "Requests from phones and events to them (PROTOCOL.md section 10).",
+                    "direction=\"from_phone\"", s->reqs_in);
+    metrics_counter(out, "imb_edge_feature_frames_total", NULL, "direction=\"to_phone\"",
+                    s->events_out);
     metrics_counter(out, "imb_edge_acks_total", "Acks sent to phones.", "", s->acks);
     metrics_counter(out, "imb_edge_replayed_total", "Messages replayed from the inbox.", "",
                     s->replayed);
@@ -72,7 +77,7 @@ static void metrics(void *owner, struct evbuffer *out)
                     s->gaps);
     metrics_counter(out, "imb_edge_relogins_total", "Sessions re-opened on another worker.",
                     "", s->relogins);
-    metrics_counter(out, "imb_edge_rate_limited_total", "Chat frames refused by the rate limit.",
+    metrics_counter(out, "imb_edge_rate_limited_total", "Chat and request frames refused by the rate limit.",
                     "", s->rate_limited);
     metrics_counter(out, "imb_edge_slow_readers_total", "Phones cut for not reading.", "",
                     s->slow_readers);

@@ -21,6 +21,8 @@ itest('/healthz and /metrics on edge and xmppd, through a Redis and an XMPP outa
   await bob.nextMessage({ body: 'counted' });
   await bob.send('alice@localhost', 'counted back');
   await alice.next({ t: 'msg', body: 'counted back' });
+  alice.send({ t: 'roster', id: 'r1' });
+  await alice.next({ t: 'roster', id: 'r1' });
 
   const em = (await get(edge, '/metrics')).text;
   assert.match(em, /^# TYPE imb_edge_logins_total counter$/m);
@@ -29,6 +31,8 @@ itest('/healthz and /metrics on edge and xmppd, through a Redis and an XMPP outa
   assert.ok(metric(em, 'imb_edge_messages_total{direction="from_phone"}') >= 1);
   assert.ok(metric(em, 'imb_edge_messages_total{direction="to_phone"}') >= 1);
   assert.ok(metric(em, 'imb_edge_acks_total') >= 1);
+  assert.equal(metric(em, 'imb_edge_feature_frames_total{direction="from_phone"}'), 1);
+  assert.ok(metric(em, 'imb_edge_feature_frames_total{direction="to_phone"}') >= 1);
   assert.ok(metric(em, 'imb_envelope_latency_ms_count') >= 1);
   assert.equal(metric(em, 'imb_bus_up'), 1);
 
