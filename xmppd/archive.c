@@ -103,14 +103,8 @@ void archive_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *
     const char *type = xmpp_stanza_get_type(st);
     xmpp_stanza_t *fin = xmpp_stanza_get_child_by_name_and_ns(st, "fin", "urn:xmpp:mam:2");
     if (!type || strcmp(type, "result") != 0 || !fin) {
-        struct env *e = env_new(ENV_ERROR);
-        env_set_str(e, "to", s->jid);
-        env_set_str(e, "code", "refused");
-        env_set_str(e, "msg", "the XMPP server has no archive to offer for that");
-        env_set_str(e, "id", pq->req_id);
-        env_set_str(e, "edge", pq->edge);
-        env_set_str(e, "dev", pq->dev);
-        worker_publish(s->w, "p", s->jid, e);
+        session_error(s, pq->edge, pq->dev, pq->req_id, "refused", NULL,
+                      "the XMPP server has no archive to offer for that");
         return;
     }
     const char *complete = xmpp_stanza_get_attribute(fin, "complete");

@@ -296,15 +296,7 @@ static void answer_error(struct session *s, struct pending_iq *pq, xmpp_stanza_t
     char msg[200];
     snprintf(msg, sizeof(msg), "the XMPP server refused it: %s",
              stanza_error_condition(st));
-    struct env *e = env_new(ENV_ERROR);
-    env_set_str(e, "to", s->jid);
-    env_set_str(e, "code", "refused");
-    env_set_str(e, "msg", msg);
-    if (pq->req_id[0])
-        env_set_str(e, "id", pq->req_id);
-    env_set_str(e, "edge", pq->edge);
-    env_set_str(e, "dev", pq->dev);
-    worker_publish(s->w, "p", s->jid, e);
+    session_error(s, pq->edge, pq->dev, pq->req_id, "refused", NULL, msg);
 }
 
 void im_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st)

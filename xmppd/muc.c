@@ -143,14 +143,7 @@ static void answer_join(struct session *s, struct room *r, const char *code,
     if (!r->req_id[0])
         return;
     if (code) {
-        struct env *e = env_new(ENV_ERROR);
-        env_set_str(e, "to", s->jid);
-        env_set_str(e, "code", code);
-        env_set_str(e, "msg", msg);
-        env_set_str(e, "id", r->req_id);
-        env_set_str(e, "edge", r->edge);
-        env_set_str(e, "dev", r->dev);
-        worker_publish(s->w, "p", s->jid, e);
+        session_error(s, r->edge, r->dev, r->req_id, code, NULL, msg);
     } else {
         session_event(s, json_pack("{s:s, s:s, s:s, s:s}", "t", "ok", "id", r->req_id,
                                    "room", r->jid, "nick", r->nick),

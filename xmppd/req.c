@@ -56,18 +56,30 @@ void session_req_ok(struct session *s, const struct env *req, json_t *extra)
     session_event(s, f, env_str(req, "edge"), env_str(req, "dev"), false);
 }
 
-void session_req_error(struct session *s, const struct env *req,
-                       const char *code, const char *msg)
+void session_error(struct session *s, const char *edge, const char *dev,
+                   const char *id, const char *code, const char *reason,
+                   const char *msg)
 {
     struct env *e = env_new(ENV_ERROR);
     env_set_str(e, "to", s->jid);
     env_set_str(e, "code", code);
     env_set_str(e, "msg", msg);
-    if (req_id(req))
-        env_set_str(e, "id", req_id(req));
-    env_set_str(e, "edge", env_str(req, "edge"));
-    env_set_str(e, "dev", env_str(req, "dev"));
+    if (reason)
+        env_set_str(e, "reason", reason);
+    if (id && *id)
+        env_set_str(e, "id", id);
+    if (edge && dev && *edge && *dev) {
+        env_set_str(e, "edge", edge);
+        env_set_str(e, "dev", dev);
+    }
     worker_publish(s->w, "p", s->jid, e);
+}
+
+void session_req_error(struct session *s, const struct env *req,
+                       const char *code, const char *msg)
+{
+    session_error(s, env_str(req, "edge"), env_str(req, "dev"), req_id(req), code,
+                  NULL, msg);
 }
 
 static int on_iq_answer(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)

@@ -789,16 +789,9 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
         for (struct ack_batch *b = s->acks_head; b; b = b->next) {
             size_t i;
             json_t *v;
-            json_array_foreach(b->ids, i, v) {
-                struct env *err = env_new(ENV_ERROR);
-                env_set_str(err, "to", s->jid);
-                env_set_str(err, "code", "unavailable");
-                env_set_str(err, "msg", "the XMPP session dropped before the server confirmed it, send again");
-                env_set_str(err, "id", json_string_value(v));
-                env_set_str(err, "edge", b->edge);
-                env_set_str(err, "dev", b->dev);
-                worker_publish(w, "p", s->jid, err);
-            }
+            json_array_foreach(b->ids, i, v)
+                session_error(s, b->edge, b->dev, json_string_value(v), "unavailable", NULL,
+                              "the XMPP session dropped before the server confirmed it, send again");
         }
         struct env *e = env_new(ENV_SESSION_END);
         env_set_str(e, "to", s->jid);
@@ -1120,17 +1113,8 @@ void session_flush_acks(struct worker *w)
 static void reply_error(struct session *s, struct env *req, const char *code,
                         const char *msg)
 {
-    struct env *e = env_new(ENV_ERROR);
-    env_set_str(e, "to", s->jid);
-    env_set_str(e, "code", code);
-    env_set_str(e, "msg", msg);
-    if (env_str(req, "id"))
-        env_set_str(e, "id", env_str(req, "id"));
-    if (env_str(req, "edge") && env_str(req, "dev")) {
-        env_set_str(e, "edge", env_str(req, "edge"));
-        env_set_str(e, "dev", env_str(req, "dev"));
-    }
-    worker_publish(s->w, "p", s->jid, e);
+    session_error(s, env_str(req, "edge"), env_str(req, "dev"), env_str(req, "id"),
+                  code, NULL, msg);
 }
 
 void session_on_env(struct session *s, struct env *e)
@@ -1188,18 +1172,7 @@ void session_on_env(struct session *s, struct env *e)
             char msg[160];
             snprintf(msg, sizeof(msg), "the message filter refused it: %s",
                      filter_reason_name(fr));
-            struct env *err = env_new(ENV_ERROR);
-            env_set_str(err, "to", s->jid);
-            env_set_str(err, "code", "filtered");
-            env_set_str(err, "reason", filter_reason_name(fr));
-            env_set_str(err, "msg", msg);
-            if (id)
-                env_set_str(err, "id", id);
-            if (edge && dev) {
-                env_set_str(err, "edge", edge);
-                env_set_str(err, "dev", dev);
-            }
-            worker_publish(w, "p", s->jid, err);
+            session_error(s, edge, dev, id, "filtered", filter_reason_name(fr), msg);
             return;
         }
         if (masked)

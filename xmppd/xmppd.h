@@ -314,6 +314,11 @@ void session_event(struct session *s, json_t *frame, const char *edge,
 /* Answer the request in req (a "req" envelope): "ok" with the request's id
  * plus the fields of extra (consumed, may be NULL), or an error frame. */
 void session_req_ok(struct session *s, const struct env *req, json_t *extra);
+/* An error frame for one phone (edge + dev; else all the user's), naming
+ * the message or request id; reason may be NULL. */
+void session_error(struct session *s, const char *edge, const char *dev,
+                   const char *id, const char *code, const char *reason,
+                   const char *msg);
 void session_req_error(struct session *s, const struct env *req,
                        const char *code, const char *msg);
 /* Register an IQ about to be sent (its id written to pq->iq_id); its answer
