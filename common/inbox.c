@@ -35,6 +35,16 @@ static const char DELIVER[] =
     "redis.call('LPUSH',KEYS[3],t) redis.call('LTRIM',KEYS[3],0,ARGV[8]) end "
     "return {s,n}";
 
+/* KEYS: seq hash, inbox zset, push list. ARGV: push channel, envelope, list
+ * max index. "unread": what waits in the inbox plus what the XMPP server
+ * stored since the session closed (counted in the seq hash's "offline",
+ * reset by the next session). */
+static const char PUSH_OFFLINE[] =
+    "local n=redis.call('HINCRBY',KEYS[1],'offline',1) "
+    "local q=cjson.decode(ARGV[2]) q.unread=redis.call('ZCARD',KEYS[2])+n "
+    "local t=cjson.encode(q) redis.call('PUBLISH',ARGV[1],t) "
+    "redis.call('LPUSH',KEYS[3],t) redis.call('LTRIM',KEYS[3],0,ARGV[3]) return n";
+
 /* KEYS: seq hash, inbox zset, cursor hash. ARGV: upto, device, now ms,
  * ttl ms, the session's channel, the user's JID. The seq hash's "acked" is
  * the highest seq any device acked: receipts go out once, at the first. */
@@ -75,15 +85,25 @@ static void keys(struct bus *bus, const char *jid, char *seq, char *inbox,
     snprintf(inbox, n, "%s:inbox:%s", bus_prefix(bus), jid);
 }
 
+/* The push list, the push channel, and the list's last index kept. */
+struct push_names {
+    char list[200], channel[200], max[24];
+};
+
+static void push_names(struct bus *bus, struct push_names *pn)
+{
+    snprintf(pn->list, sizeof(pn->list), "%s:pushq", bus_prefix(bus));
+    snprintf(pn->channel, sizeof(pn->channel), "%s:push", bus_prefix(bus));
+    snprintf(pn->max, sizeof(pn->max), "%d", INBOX_PUSHQ_MAX - 1);
+}
+
 void inbox_deliver(struct bus *bus, const char *jid, const char *payload,
                    size_t len, long ttl_ms, long max_count, const char *push,
                    bus_reply_cb *cb, void *data)
 {
     char seq[1200], inbox[1200], channel[1200], ttl[24], max[24];
-    char pushq[200], pushch[200], qmax[24];
-    snprintf(pushq, sizeof(pushq), "%s:pushq", bus_prefix(bus));
-    snprintf(pushch, sizeof(pushch), "%s:push", bus_prefix(bus));
-    snprintf(qmax, sizeof(qmax), "%d", INBOX_PUSHQ_MAX - 1);
+    struct push_names pn;
+    push_names(bus, &pn);
     if (!push)
         push = "";
     char epoch[INBOX_EPOCH_MAX];
@@ -93,12 +113,12 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *payload,
     snprintf(max, sizeof(max), "%ld", max_count);
     util_random_hex(epoch, 6);
     /* The script prepends seq and epoch: hand it the object minus '{'. */
-    const char *argv[] = {"EVAL", DELIVER, "3", seq, inbox, pushq, channel,
-                          payload + 1, ttl, max, epoch, push, pushch, qmax};
+    const char *argv[] = {"EVAL", DELIVER, "3", seq, inbox, pn.list, channel,
+                          payload + 1, ttl, max, epoch, push, pn.channel, pn.max};
     size_t argvlen[] = {4, sizeof(DELIVER) - 1, 1, strlen(seq), strlen(inbox),
-                        strlen(pushq), strlen(channel), len - 1, strlen(ttl),
+                        strlen(pn.list), strlen(channel), len - 1, strlen(ttl),
                         strlen(max), strlen(epoch), strlen(push),
-                        strlen(pushch), strlen(qmax)};
+                        strlen(pn.channel), strlen(pn.max)};
     bus_command_argv(bus, cb, data, 14, argv, argvlen);
 }
 
@@ -127,4 +147,23 @@ void inbox_ack(struct bus *bus, const char *jid, const char *dev, int64_t upto,
     const char *argv[] = {"EVAL", ACK, "3", seq, inbox, cursor, u, dev, now,
                           ttl, channel, jid};
     bus_command_argv(bus, NULL, NULL, 12, argv, NULL);
+}
+
+void inbox_push_offline(struct bus *bus, const char *jid, const char *push)
+{
+    char seq[1200], inbox[1200];
+    struct push_names pn;
+    keys(bus, jid, seq, inbox, sizeof(seq));
+    push_names(bus, &pn);
+    const char *argv[] = {"EVAL", PUSH_OFFLINE, "3", seq, inbox, pn.list,
+                          pn.channel, push, pn.max};
+    bus_command_argv(bus, NULL, NULL, 9, argv, NULL);
+}
+
+void inbox_offline_reset(struct bus *bus, const char *jid)
+{
+    char seq[1200], inbox[1200];
+    keys(bus, jid, seq, inbox, sizeof(seq));
+    const char *argv[] = {"HDEL", seq, "offline"};
+    bus_command_argv(bus, NULL, NULL, 3, argv, NULL);
 }

@@ -33,6 +33,13 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *payload,
  * "<prefix>:push" and queue on "<prefix>:pushq" once the message is stored,
  * with "seq" and "unread" (messages waiting for the user) added. */
 #define INBOX_PUSHQ_MAX 100000
+/* A push envelope (JSON object) for a message the XMPP server stored
+ * offline (no session): published and queued like the others, with
+ * "unread" = the inbox plus what was stored offline since the last session. */
+void inbox_push_offline(struct bus *bus, const char *jid, const char *push);
+/* A session is up: nothing waits offline any more. */
+void inbox_offline_reset(struct bus *bus, const char *jid);
+
 /* A device unseen (no ack) for this long no longer holds messages back. */
 #define INBOX_CURSOR_TTL_MS (24L * 3600 * 1000)
 

@@ -104,8 +104,7 @@ static bool str_ok(const struct field *f, const char *s, size_t len)
     }
 }
 
-/* Is s (len bytes) one of the '|'-separated words of choices? */
-static bool choice_ok(const char *choices, const char *s, size_t len)
+bool schema_choice_ok(const char *choices, const char *s, size_t len)
 {
     for (const char *p = choices; *p;) {
         size_t n = strcspn(p, "|");
@@ -170,7 +169,7 @@ bool schema_check(const json_t *obj, const struct field *fields, size_t n,
         }
         case F_ENUM:
             ok = json_is_string(v) && f->choices &&
-                 choice_ok(f->choices, json_string_value(v), json_string_length(v));
+                 schema_choice_ok(f->choices, json_string_value(v), json_string_length(v));
             if (!ok) {
                 snprintf(err, errlen, "field '%s' must be one of %s", f->name,
                          f->choices ? f->choices : "?");

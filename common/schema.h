@@ -39,6 +39,8 @@ bool schema_check(const json_t *obj, const struct field *fields, size_t n,
 bool schema_id_ok(const char *s, size_t max);
 bool schema_jid_ok(const char *s, size_t max);
 bool schema_text_ok(const char *s, size_t len);
+/* Is s (len bytes) one of the '|'-separated words of choices? */
+bool schema_choice_ok(const char *choices, const char *s, size_t len);
 
 /* The bare part of a JID ("a@b/c" -> "a@b") into out; false if it won't fit. */
 bool schema_bare_jid(const char *jid, char *out, size_t n);

@@ -486,33 +486,48 @@ void conn_fail_inflight(struct conn *c, const char *why)
 
 /* ---- chat -------------------------------------------------------------- */
 
-struct msg_req {
+/* A frame the edge forwarded to the user's session: which socket, which id
+ * ("" when it has none). */
+struct forwarded {
     char dev[20];
     char id[PHONE_MAX_ID + 1];
 };
 
+static struct forwarded *forwarded_new(const struct conn *c, const char *id)
+{
+    struct forwarded *r = xcalloc(1, sizeof(*r));
+    snprintf(r->dev, sizeof(r->dev), "%s", c->dev);
+    snprintf(r->id, sizeof(r->id), "%s", id ? id : "");
+    return r;
+}
+
+static bool published(const redisReply *reply)
+{
+    return reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0;
+}
+
+/* A forwarded frame reached no worker (or the bus failed): the phone sends
+ * it again after a moment; a session nobody holds is re-opened. */
+static void publish_failed(struct edge *edge, struct conn *c, const redisReply *reply,
+                           const char *id)
+{
+    if (!reply || reply->type != REDIS_REPLY_INTEGER) {
+        conn_error(c, PERR_UNAVAILABLE, "message bus unavailable, send again", id);
+        return;
+    }
+    conn_error(c, PERR_UNAVAILABLE, "your session is moving, send again", id);
+    if (c->user)
+        user_relogin(edge, c->user, "publish_missed");
+}
+
 static void on_msg_published(void *owner, void *data, redisReply *reply)
 {
     struct edge *edge = owner;
-    struct msg_req *r = data;
+    struct forwarded *r = data;
     struct conn *c = strmap_get(&edge->conns, r->dev);
-    bool answered = reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0;
-    if (c && !answered && !inflight_done(c, r->id)) {
-        /* Already answered by a bulk failure. */
-        free(r);
-        return;
-    }
-    if (c && (!reply || reply->type != REDIS_REPLY_INTEGER))
-        conn_error(c, PERR_UNAVAILABLE, "message bus unavailable, send again",
-                   r->id);
-    else if (c && reply->integer == 0) {
-        /* No worker holds the session any more: re-open it; the phone
-         * sends again after a moment. */
-        conn_error(c, PERR_UNAVAILABLE, "your session is moving, send again",
-                   r->id);
-        if (c->user)
-            user_relogin(edge, c->user, "publish_missed");
-    }
+    /* (Not in flight any more: a bulk failure answered it already.) */
+    if (c && !published(reply) && inflight_done(c, r->id))
+        publish_failed(edge, c, reply, r->id);
     free(r);
 }
 
@@ -531,9 +546,7 @@ void edge_on_msg(struct conn *c, json_t *f)
     env_set_str(e, "id", id);
     env_set_str(e, "edge", edge->id);
     env_set_str(e, "dev", c->dev);
-    struct msg_req *r = xcalloc(1, sizeof(*r));
-    snprintf(r->dev, sizeof(r->dev), "%s", c->dev);
-    snprintf(r->id, sizeof(r->id), "%s", id);
+    struct forwarded *r = forwarded_new(c, id);
     /* Until an ack or an error names it, the edge owes the phone an answer
      * for this id, whatever happens to the bridge or the bus meanwhile. */
     if (!c->inflight)
@@ -544,24 +557,13 @@ void edge_on_msg(struct conn *c, json_t *f)
 
 /* ---- requests ---------------------------------------------------------- */
 
-struct req_ctx {
-    char dev[20];
-    char id[PHONE_MAX_ID + 1]; /* "" when the request has none */
-};
-
 static void on_req_published(void *owner, void *data, redisReply *reply)
 {
     struct edge *edge = owner;
-    struct req_ctx *r = data;
+    struct forwarded *r = data;
     struct conn *c = strmap_get(&edge->conns, r->dev);
-    const char *id = r->id[0] ? r->id : NULL;
-    if (c && (!reply || reply->type != REDIS_REPLY_INTEGER)) {
-        conn_error(c, PERR_UNAVAILABLE, "message bus unavailable, send again", id);
-    } else if (c && reply->integer == 0) {
-        conn_error(c, PERR_UNAVAILABLE, "your session is moving, send again", id);
-        if (c->user)
-            user_relogin(edge, c->user, "publish_missed");
-    }
+    if (c && !published(reply))
+        publish_failed(edge, c, reply, r->id[0] ? r->id : NULL);
     free(r);
 }
 
@@ -578,12 +580,9 @@ void edge_on_req(struct conn *c, json_t *f)
     env_set_str(e, "edge", edge->id);
     env_set_str(e, "dev", c->dev);
     env_set_json(e, "frame", json_incref(f));
-    struct req_ctx *r = xcalloc(1, sizeof(*r));
-    snprintf(r->dev, sizeof(r->dev), "%s", c->dev);
     const char *id = json_string_value(json_object_get(f, "id"));
     /* "read" names the message read, not the request: nothing answers it. */
-    if (id && strcmp(t, "read") != 0)
-        snprintf(r->id, sizeof(r->id), "%s", id);
+    struct forwarded *r = forwarded_new(c, strcmp(t, "read") != 0 ? id : NULL);
     publish(edge, "x", c->user->jid, e, on_req_published, r);
 }
 

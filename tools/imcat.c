@@ -30,6 +30,7 @@
 #include "frame.h"
 #include "log.h"
 #include "proto.h"
+#include "schema.h"
 #include "tlsctx.h"
 #include "util.h"
 
@@ -736,19 +737,6 @@ static char *cut_word(char **p)
     return w;
 }
 
-/* Is word one of the '|'-separated choices? */
-static bool word_in(const char *word, const char *choices)
-{
-    size_t n = strlen(word);
-    for (const char *p = choices; *p;) {
-        size_t k = strcspn(p, "|");
-        if (k == n && memcmp(p, word, n) == 0)
-            return true;
-        p += k + (p[k] == '|');
-    }
-    return false;
-}
-
 static json_t *request_new(const char *type)
 {
     json_t *f = json_object();
@@ -877,7 +865,7 @@ static void cmd_presence(struct imcat *c, const char *cmd, char *args, const cha
 {
     const char *usage_text = "/presence " PROTO_SHOWS " [TEXT]";
     const char *show = cut_word(&args);
-    if (!show || !word_in(show, PROTO_SHOWS)) {
+    if (!show || !schema_choice_ok(PROTO_SHOWS, show, strlen(show))) {
         fprintf(stderr, "imcat: usage: %s\n", usage_text);
         return;
     }
@@ -1128,7 +1116,7 @@ static void cmd_typing(struct imcat *c, const char *cmd, char *args, const char 
     const char *state = cut_word(&args);
     if (!state)
         state = "composing";
-    if (!word_in(state, PROTO_CHAT_STATES) || *args) {
+    if (!schema_choice_ok(PROTO_CHAT_STATES, state, strlen(state)) || *args) {
         fprintf(stderr, "imcat: usage: %s\n", usage_text);
         return;
     }

@@ -28,15 +28,6 @@
 #define NS_PUBSUB "http://jabber.org/protocol/pubsub"
 #define RETRY_S 5
 
-/* KEYS: seq hash, inbox zset, push list. ARGV: push channel, envelope, list
- * max index. "unread": what waits in the inbox plus what the server stored
- * since the session closed (counted here, reset by the next session). */
-static const char PUSH_OFFLINE[] =
-    "local n=redis.call('HINCRBY',KEYS[1],'offline',1) "
-    "local q=cjson.decode(ARGV[2]) q.unread=redis.call('ZCARD',KEYS[2])+n "
-    "local t=cjson.encode(q) redis.call('PUBLISH',ARGV[1],t) "
-    "redis.call('LPUSH',KEYS[3],t) redis.call('LTRIM',KEYS[3],0,ARGV[3]) return n";
-
 struct push_component {
     struct worker *w;
     xmpp_conn_t *conn;      /* NULL between attempts */
@@ -104,9 +95,7 @@ void push_on_online(struct session *s)
     if (!enabled(s->w->cfg))
         return;
     send_push_iq(s, "enable");
-    char key[1200];
-    snprintf(key, sizeof(key), "%s:seq:%s", bus_prefix(s->w->bus), s->jid);
-    bus_command(s->w->bus, NULL, NULL, "HDEL %s offline", key);
+    inbox_offline_reset(s->w->bus, s->jid);
 }
 
 void push_on_logout(struct session *s)
@@ -141,14 +130,7 @@ static void on_notification(struct worker *w, const char *node, xmpp_stanza_t *f
         xmpp_free(w->ctx, body);
     char *text = json_dumps(p, JSON_COMPACT);
     json_decref(p);
-    char seq[1200], inbox[1200], pushq[200], channel[200], qmax[24];
-    snprintf(seq, sizeof(seq), "%s:seq:%s", bus_prefix(w->bus), node);
-    snprintf(inbox, sizeof(inbox), "%s:inbox:%s", bus_prefix(w->bus), node);
-    snprintf(pushq, sizeof(pushq), "%s:pushq", bus_prefix(w->bus));
-    snprintf(channel, sizeof(channel), "%s:push", bus_prefix(w->bus));
-    snprintf(qmax, sizeof(qmax), "%d", INBOX_PUSHQ_MAX - 1);
-    const char *argv[] = {"EVAL", PUSH_OFFLINE, "3", seq, inbox, pushq, channel, text, qmax};
-    bus_command_argv(w->bus, NULL, NULL, 9, argv, NULL);
+    inbox_push_offline(w->bus, node, text);
     free(text);
     w->stats.pushes++;
     LOG(DEBUG, "push_offline", "jid=%s", node);

@@ -222,22 +222,12 @@ enum stanza_verdict stanza_message_to_env(xmpp_ctx_t *ctx, xmpp_stanza_t *msg,
         struct env *e = env_new(ENV_ERROR);
         env_set_str(e, "to", user);
         env_set_str(e, "code", "undeliverable");
-        char text[256];
+        /* The condition is a plain id (stanza_error_condition): the text
+         * is short ASCII, always a valid "msg". */
+        char text[128];
         snprintf(text, sizeof(text), "the XMPP server could not deliver it: %s",
                  stanza_error_condition(msg));
-        /* A long condition name is cut: never in the middle of a UTF-8
-         * character, or json_string() refuses the text and "msg" is lost. */
-        size_t n = strlen(text), k = n;
-        while (k > 0 && ((unsigned char)text[k - 1] & 0xC0) == 0x80)
-            k--;
-        if (k > 0 && (unsigned char)text[k - 1] >= 0xC0) {
-            unsigned char lead = (unsigned char)text[k - 1];
-            size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
-            if (n - (k - 1) < need)
-                text[k - 1] = '\0';
-        }
-        if (schema_text_ok(text, strlen(text)))
-            env_set_str(e, "msg", text);
+        env_set_str(e, "msg", text);
         if (id)
             env_set_str(e, "id", id);
         *out = e;
