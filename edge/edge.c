@@ -354,7 +354,10 @@ static void on_workers_refreshed(void *arg)
     for (struct strmap_entry *e = strmap_first(&edge->users, &it); e;
          e = strmap_next(&edge->users, &it)) {
         struct user *u = e->value;
-        if (u->worker && !u->relogging && !workers_alive(edge->workers, u->worker))
+        /* (A user already waiting to retry keeps its backoff.) */
+        if (u->worker && !u->relogging &&
+            !(u->retry && evtimer_pending(u->retry, NULL)) &&
+            !workers_alive(edge->workers, u->worker))
             user_relogin(edge, u, "worker_gone");
     }
 }

@@ -17,6 +17,8 @@ struct worker_info {
     char *id;
     long sessions;  /* as last reported, plus the logins we sent since */
     long capacity;
+    int64_t expires; /* its last heartbeat's promise (wall ms) */
+    bool listed;     /* in the last read; else kept until it expires */
 };
 
 /* Someone waiting for a refresh. */
@@ -53,14 +55,16 @@ static void on_hgetall(void *owner, void *data, redisReply *r)
 {
     struct workers *w = data;
     w->refreshing = false;
+    /* Those waiting now get this answer; whoever starts waiting during
+     * on_refresh gets the next one (its request is on its way already). */
+    struct refresh_waiter *rw = w->waiters;
+    w->waiters = NULL;
     /* Without an answer keep the last known list while Redis is away. */
     if (r && r->type == REDIS_REPLY_ARRAY) {
         parse_list(w, r);
         if (w->on_refresh)
             w->on_refresh(w->arg);
     }
-    struct refresh_waiter *rw = w->waiters;
-    w->waiters = NULL;
     while (rw) {
         struct refresh_waiter *next = rw->next;
         rw->done(rw->arg);
@@ -69,29 +73,49 @@ static void on_hgetall(void *owner, void *data, redisReply *r)
     }
 }
 
+static struct worker_info *find(struct worker_info *list, size_t n, const char *id,
+                                size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strlen(list[i].id) == len && memcmp(list[i].id, id, len) == 0)
+            return &list[i];
+    return NULL;
+}
+
+/* A worker missing from the hash is not dead yet: Redis may have restarted
+ * empty, and its workers put their entries back on reconnecting. It stays
+ * alive (never picked) until its last heartbeat's promise runs out, as a
+ * worker killed outright does; so a Redis restart moves no session. */
 static void parse_list(struct workers *w, redisReply *r)
 {
     int64_t now = util_wall_ms();
-    clear(w);
-    size_t cap = r->elements / 2;
+    size_t cap = r->elements / 2 + w->n;
     if (cap > MAX_WORKERS)
         cap = MAX_WORKERS;
-    w->list = xcalloc(cap ? cap : 1, sizeof(*w->list));
-    for (size_t i = 0; i + 1 < r->elements && w->n < cap; i += 2) {
+    struct worker_info *list = xcalloc(cap ? cap : 1, sizeof(*list));
+    size_t n = 0;
+    for (size_t i = 0; i + 1 < r->elements && n < cap; i += 2) {
         redisReply *k = r->element[i], *v = r->element[i + 1];
         if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
-            k->len == 0 || k->len > 64)
+            k->len == 0 || k->len > 64 || find(list, n, k->str, k->len))
             continue;
         long long expires;
         long sessions, capacity;
         if (sscanf(v->str, "%lld %ld %ld", &expires, &sessions, &capacity) != 3 ||
             expires < now)
             continue;
-        struct worker_info *wi = &w->list[w->n++];
-        wi->id = xstrndup(k->str, k->len);
-        wi->sessions = sessions;
-        wi->capacity = capacity;
+        list[n++] = (struct worker_info){xstrndup(k->str, k->len), sessions,
+                                         capacity, expires, true};
     }
+    for (size_t i = 0; i < w->n && n < cap; i++) {
+        struct worker_info *old = &w->list[i];
+        if (old->expires >= now && !find(list, n, old->id, strlen(old->id)))
+            list[n++] = (struct worker_info){xstrdup(old->id), 0, 0,
+                                             old->expires, false};
+    }
+    clear(w);
+    w->list = list;
+    w->n = n;
 }
 
 static void refresh(evutil_socket_t fd, short what, void *arg)
@@ -148,7 +172,10 @@ bool workers_alive(const struct workers *w, const char *id)
 
 size_t workers_count(const struct workers *w)
 {
-    return w->n;
+    size_t n = 0;
+    for (size_t i = 0; i < w->n; i++)
+        n += w->list[i].listed;
+    return n;
 }
 
 static bool excluded(const char *id, const char *const *ex, size_t n)
@@ -170,7 +197,8 @@ const char *workers_pick(struct workers *w, const char *const *exclude,
     unsigned ties = 0;
     for (size_t i = 0; i < w->n; i++) {
         struct worker_info *wi = &w->list[i];
-        if (excluded(wi->id, exclude, nexclude) || wi->sessions >= wi->capacity)
+        if (!wi->listed || excluded(wi->id, exclude, nexclude) ||
+            wi->sessions >= wi->capacity)
             continue;
         if (!best || wi->sessions < best->sessions) {
             best = wi;

@@ -15,7 +15,8 @@ struct workers;
 /* on_refresh(arg) runs after each successful read of the list. */
 struct workers *workers_new(struct event_base *base, struct bus *bus,
                             void (*on_refresh)(void *arg), void *arg);
-/* Is this worker in the live list? */
+/* Is this worker alive: listed, or missing from the list (Redis restarted
+ * empty) but within its last heartbeat's promise? */
 bool workers_alive(const struct workers *w, const char *id);
 void workers_free(struct workers *w);
 /* Pick a live worker not in exclude[0..nexclude); NULL if none. The pointer

@@ -55,6 +55,10 @@ itest('Redis restart mid-session: both services reconnect, chat works both ways 
   }
   assert.ok(got, 'desktop -> phone works again within ~10 s of the restart');
   t.diagnostic(`recovered ${Date.now() - t0} ms after redis came back`);
+  // The registry came back empty, but the worker was alive throughout: the
+  // session stayed where it was (no re-login, no XMPP reconnect).
+  assert.doesNotMatch(b.edge.stderr, / relogin /, 'a Redis restart moves no session');
+  assert.equal(b.xmppd.stderr.match(/session_online jid=alice@/g).length, 1);
   // Steady state: no retries needed any more.
   assert.equal((await alice.msg('bob@localhost', 'steady')).t, 'ack');
   await bob.nextMessage({ body: 'steady' });
