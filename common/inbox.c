@@ -133,6 +133,14 @@ void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,
     bus_command_argv(bus, cb, data, 7, argv, NULL);
 }
 
+void inbox_last_aid(struct bus *bus, const char *jid, bus_reply_cb *cb, void *data)
+{
+    char seq[1200], inbox[1200];
+    keys(bus, jid, seq, inbox, sizeof(seq));
+    const char *argv[] = {"HGET", seq, "aid"};
+    bus_command_argv(bus, cb, data, 3, argv, NULL);
+}
+
 void inbox_ack(struct bus *bus, const char *jid, const char *dev, int64_t upto,
                long ttl_ms)
 {

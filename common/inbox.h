@@ -48,6 +48,10 @@ void inbox_offline_reset(struct bus *bus, const char *jid);
 void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,
                  bus_reply_cb *cb, void *data);
 
+/* The server archive id ("aid") of the newest message stored, as a string
+ * reply (nil if none): where a new session's archive catch-up starts. */
+void inbox_last_aid(struct bus *bus, const char *jid, bus_reply_cb *cb, void *data);
+
 /* The device labelled dev has every envelope with seq <= upto. Envelopes
  * every device of the user seen within ttl_ms has acked are dropped; those
  * acked for the first time that asked for a delivery receipt ("rr") are

@@ -3,6 +3,7 @@
  * window, and close. Never releases a libstrophe conn inside a libstrophe
  * callback: a closed session goes to the worker's graveyard instead. */
 #include "bus.h"
+#include "inbox.h"
 #include "log.h"
 #include "schema.h"
 #include "stanza.h"
@@ -694,9 +695,7 @@ static void on_last_aid(void *owner, void *data, redisReply *r)
 
 static void mam_catch_up(struct session *s)
 {
-    char key[1200];
-    snprintf(key, sizeof(key), "%s:seq:%s", bus_prefix(s->w->bus), s->jid);
-    bus_command(s->w->bus, on_last_aid, xstrdup(s->jid), "HGET %s aid", key);
+    inbox_last_aid(s->w->bus, s->jid, on_last_aid, xstrdup(s->jid));
 }
 
 static int on_ping_reply(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
