@@ -17,6 +17,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include <event2/event.h>
+
 /* Ids of the newest messages remembered per room. */
 #define RECENT_KEEP 32
 /* Rooms one user may be in (each costs a presence and room state). */
@@ -42,6 +44,8 @@ static void room_store(struct session *s, const struct room *r)
 
 static void room_free(struct room *r)
 {
+    if (r->join_timer)
+        event_free(r->join_timer);
     json_decref(r->recent);
     strmap_free(&r->occupants);
     free(r->jid);
@@ -64,6 +68,7 @@ static struct room *room_new(struct session *s, const char *jid, const char *nic
     struct room *r = xcalloc(1, sizeof(*r));
     r->jid = xstrdup(jid);
     r->nick = xstrdup(nick);
+    r->s = s;
     r->recent = json_array();
     strmap_init(&r->occupants);
     strmap_put(&s->rooms, jid, r);
@@ -72,12 +77,13 @@ static struct room *room_new(struct session *s, const char *jid, const char *nic
 
 /* Presence to room/nick with <x xmlns=muc>: ask for history since the
  * newest message stored (none at a first join: history is the phone's to
- * ask for). */
-static void send_join(struct session *s, struct room *r, const char *pass)
+ * ask for). In a room already joined it asks for a new nickname. */
+static void send_join(struct session *s, struct room *r, const char *nick,
+                      const char *pass)
 {
     xmpp_ctx_t *ctx = s->w->ctx;
     char to[2100];
-    snprintf(to, sizeof(to), "%s/%s", r->jid, r->nick);
+    snprintf(to, sizeof(to), "%s/%s", r->jid, nick);
     xmpp_stanza_t *p = xmpp_presence_new(ctx);
     xmpp_stanza_set_to(p, to);
     xmpp_stanza_t *x = stanza_add(ctx, p, "x", STANZA_NS_MUC);
@@ -124,7 +130,7 @@ static void on_rooms_loaded(void *owner, void *data, redisReply *rep)
                 if (json_is_string(id) && k < RECENT_KEEP)
                     json_array_append(r->recent, id);
             LOG(INFO, "muc_rejoin", "jid=%s room=%s", s->jid, room);
-            send_join(s, r, NULL);
+            send_join(s, r, r->nick, NULL);
         }
         json_decref(v);
     }
@@ -150,6 +156,35 @@ static void answer_join(struct session *s, struct room *r, const char *code,
                       r->edge, r->dev, false);
     }
     r->req_id[0] = '\0';
+    if (r->join_timer)
+        evtimer_del(r->join_timer);
+}
+
+static void leave_room(struct session *s, const struct room *r)
+{
+    char to[2100];
+    snprintf(to, sizeof(to), "%s/%s", r->jid, r->nick);
+    xmpp_stanza_t *p = xmpp_presence_new(s->w->ctx);
+    xmpp_stanza_set_to(p, to);
+    xmpp_stanza_set_type(p, "unavailable");
+    session_send(s, p);
+}
+
+/* A JID that is no room (a user's, say) may never answer a join: the
+ * phone is told once muc_join_timeout runs out. */
+static void on_join_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct room *r = arg;
+    struct session *s = r->s;
+    LOG(INFO, "muc_join_timeout", "jid=%s room=%s joined=%d", s->jid, r->jid,
+        (int)r->joined);
+    answer_join(s, r, "unavailable", "the room did not answer");
+    if (!r->joined) {
+        leave_room(s, r); /* in case it answers after all */
+        room_drop(s, r);
+    }
 }
 
 bool muc_on_req(struct session *s, const struct env *e, const json_t *f)
@@ -178,25 +213,28 @@ bool muc_on_req(struct session *s, const struct env *e, const json_t *f)
         }
         if (!r) {
             r = room_new(s, room, STR("nick"));
-        } else {
+        } else if (!r->joined) {
             free(r->nick);
             r->nick = xstrdup(STR("nick"));
-        }
+        } /* else a new nickname: r->nick changes once the room says so */
+        if (r->req_id[0]) /* an earlier join of this room not answered yet */
+            session_error(s, r->edge, r->dev, r->req_id, "unavailable", NULL,
+                          "replaced by a newer join of the same room");
         snprintf(r->edge, sizeof(r->edge), "%s", env_str(e, "edge"));
         snprintf(r->dev, sizeof(r->dev), "%s", env_str(e, "dev"));
         snprintf(r->req_id, sizeof(r->req_id), "%s", STR("id"));
-        send_join(s, r, STR("pass"));
+        if (!r->join_timer)
+            r->join_timer = evtimer_new(s->w->base, on_join_timeout, r);
+        struct timeval tv = {s->w->cfg->muc_join_timeout, 0};
+        evtimer_add(r->join_timer, &tv);
+        send_join(s, r, STR("nick"), STR("pass"));
     } else if (strcmp(t, "leave") == 0) {
         if (!r || r->leaving) {
             session_req_error(s, e, "not_in_room", "you are not in that room");
             return true;
         }
-        char to[2100];
-        snprintf(to, sizeof(to), "%s/%s", r->jid, r->nick);
-        xmpp_stanza_t *p = xmpp_presence_new(ctx);
-        xmpp_stanza_set_to(p, to);
-        xmpp_stanza_set_type(p, "unavailable");
-        session_send(s, p);
+        leave_room(s, r);
+        answer_join(s, r, "unavailable", "you left the room");
         /* Forgotten at once for later sessions; here once the room says
          * the user is out (its last presence is the room's, not a
          * contact's). */
@@ -251,14 +289,14 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
     const char *nick = strchr(from, '/');
     const char *type = xmpp_stanza_get_type(st);
     if (type && strcmp(type, "error") == 0) {
-        if (!r->joined) {
-            char msg[200];
-            snprintf(msg, sizeof(msg), "the room refused the join: %s", stanza_error_condition(st));
-            LOG(INFO, "muc_join_failed", "jid=%s room=%s err=%s", s->jid, r->jid,
-                stanza_error_condition(st));
-            answer_join(s, r, "refused", msg);
+        char msg[200];
+        snprintf(msg, sizeof(msg), "the room refused the %s: %s",
+                 r->joined ? "nickname" : "join", stanza_error_condition(st));
+        LOG(INFO, "muc_join_failed", "jid=%s room=%s joined=%d err=%s", s->jid, r->jid,
+            (int)r->joined, stanza_error_condition(st));
+        answer_join(s, r, "refused", msg);
+        if (!r->joined)
             room_drop(s, r);
-        }
         return true;
     }
     if (!nick || !nick[1])
@@ -266,15 +304,16 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
     nick++;
     xmpp_stanza_t *x = xmpp_stanza_get_child_by_name_and_ns(st, "x", STANZA_NS_MUC_USER);
     xmpp_stanza_t *item = x ? xmpp_stanza_get_child_by_name(x, "item") : NULL;
-    bool me = strcmp(nick, r->nick) == 0, created = false;
+    bool me = strcmp(nick, r->nick) == 0, created = false, renamed = false;
     for (xmpp_stanza_t *c = x ? xmpp_stanza_get_children(x) : NULL; c;
          c = xmpp_stanza_get_next(c)) {
         const char *n = xmpp_stanza_get_name(c);
         const char *code = xmpp_stanza_get_attribute(c, "code");
-        if (n && !strcmp(n, "status") && code && !strcmp(code, "110"))
-            me = true;
-        if (n && !strcmp(n, "status") && code && !strcmp(code, "201"))
-            created = true;
+        if (!n || strcmp(n, "status") != 0 || !code)
+            continue;
+        me |= strcmp(code, "110") == 0;
+        created |= strcmp(code, "201") == 0;
+        renamed |= strcmp(code, "303") == 0; /* a new nickname (7.6) */
     }
     if (me && created) {
         /* The user's join created the room, which stays locked until its
@@ -312,7 +351,15 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
         strmap_del(&r->occupants, nick);
     else if (r->occupants.count < 10000)
         strmap_put(&r->occupants, nick, (void *)1);
-    if (me && gone) {
+    const char *new_nick = renamed && item ? xmpp_stanza_get_attribute(item, "nick") : NULL;
+    if (me && gone && new_nick && *new_nick && strlen(new_nick) <= 1023 &&
+        schema_text_ok(new_nick, strlen(new_nick))) {
+        /* The user's old nickname leaves; the new one's presence follows. */
+        LOG(INFO, "muc_nick", "jid=%s room=%s nick=%s", s->jid, r->jid, new_nick);
+        free(r->nick);
+        r->nick = xstrdup(new_nick);
+        room_store(s, r);
+    } else if (me && gone) {
         /* Left, kicked or banned: the room is gone for the user. */
         LOG(INFO, "muc_left", "jid=%s room=%s", s->jid, r->jid);
         if (!r->leaving)
@@ -325,6 +372,8 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
         room_store(s, r);
         if (!created)
             answer_join(s, r, NULL, NULL); /* else once the room is unlocked */
+    } else if (me && !gone) {
+        answer_join(s, r, NULL, NULL); /* a new nickname, if one was asked */
     }
     return true;
 }

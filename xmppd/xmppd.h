@@ -53,6 +53,7 @@ struct xmppd_cfg {
                              messages stored offline (XEP-0357); "" = off */
     char *push_secret;    /* its component secret (XEP-0114) */
     long push_port;       /* the XMPP server's component port */
+    long muc_join_timeout; /* seconds a room has to answer a join */
 };
 
 enum session_state {
@@ -161,6 +162,8 @@ struct room {
     bool joined;             /* the room sent the user's own presence */
     bool leaving;            /* left: waiting for the room to confirm */
     char edge[65], dev[65], req_id[65]; /* the join request to answer, or "" */
+    struct session *s;       /* the session the room belongs to */
+    struct event *join_timer; /* answers a join the room leaves unanswered */
     int64_t last_ts;         /* time of the newest room message stored */
     json_t *recent;          /* ids of the newest room messages stored (array):
                                 history replayed at a rejoin is matched on them */

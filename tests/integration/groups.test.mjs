@@ -141,6 +141,49 @@ itest('group chat: join, occupants, send and receive, subject, invitations, leav
   // Joining a room with a wrong password is refused with a reason.
 });
 
+itest('room joins: a new nickname, a taken one, a JID that never answers', async (t, stack) => {
+  const b = await startBridge(stack, { xmppdArgs: ['--muc-join-timeout', '2'] });
+  const alice = await b.loginPhone('alice');
+  const bob = await b.desktop('bob');
+  alice.send({ t: 'join', id: 'j1', room: ROOM, nick: 'Alice' });
+  await alice.expect({ t: 'ok', id: 'j1' }, 10000);
+  await bob.sendXml(xml('presence', { to: `${ROOM}/Bob` }, xml('x', { xmlns: 'http://jabber.org/protocol/muc' })));
+  await bob.nextStanza((el) => el.is('presence') && el.attrs.from === `${ROOM}/Bob`, 5000, 'own room presence');
+
+  // A join of a room the user is in, with another nickname, renames her.
+  alice.send({ t: 'join', id: 'j2', room: ROOM, nick: 'Ally' });
+  const renamed = await alice.expect({ t: 'ok', id: 'j2' }, 10000);
+  assert.equal(renamed.nick, 'Ally');
+  const old = await bob.nextStanza((el) => el.is('presence') && el.attrs.from === `${ROOM}/Alice` &&
+    el.attrs.type === 'unavailable', 5000, 'old nickname leaves');
+  assert.equal(old.getChild('x', 'http://jabber.org/protocol/muc#user').getChild('item').attrs.nick, 'Ally');
+  alice.send({ t: 'msg', id: 'g1', to: ROOM, body: 'my new name', group: true });
+  await alice.expect({ t: 'ack', id: 'g1' });
+  assert.equal((await bob.nextMessage({ body: 'my new name' })).from, `${ROOM}/Ally`);
+
+  // A taken nickname is refused, and she stays in the room as she was.
+  alice.send({ t: 'join', id: 'j3', room: ROOM, nick: 'Bob' });
+  const taken = await alice.expect({ t: 'error', id: 'j3' }, 10000);
+  assert.equal(taken.code, 'refused');
+  assert.match(taken.msg, /nickname: conflict/);
+  alice.send({ t: 'msg', id: 'g2', to: ROOM, body: 'still here', group: true });
+  await alice.expect({ t: 'ack', id: 'g2' });
+  assert.equal((await bob.nextMessage({ body: 'still here' })).from, `${ROOM}/Ally`);
+
+  // A user's JID is no room and never answers: the bridge says so in time.
+  const t0 = Date.now();
+  alice.send({ t: 'join', id: 'j4', room: 'bob@localhost', nick: 'Alice' });
+  const silent = await alice.expect({ t: 'error', id: 'j4' }, 6000);
+  assert.equal(silent.code, 'unavailable');
+  assert.match(silent.msg, /did not answer/);
+  assert.ok(Date.now() - t0 >= 1900, `answered after the timeout (${Date.now() - t0} ms)`);
+  alice.send({ t: 'leave', id: 'l1', room: 'bob@localhost' });
+  assert.equal((await alice.expect({ t: 'error', id: 'l1' })).code, 'not_in_room', 'the failed join left nothing behind');
+  // The real room is unaffected by all this.
+  await bob.sendXml(xml('message', { to: ROOM, type: 'groupchat' }, xml('body', {}, 'all fine')));
+  assert.equal((await alice.nextMsg({ body: 'all fine' })).room, ROOM);
+});
+
 itest('a room survives a bridge restart: the new session rejoins and misses nothing', async (t, stack) => {
   const b = await startBridge(stack, { workers: 1 });
   const alice = await b.loginPhone('alice');
