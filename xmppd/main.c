@@ -77,7 +77,14 @@ static pid_t spawn(struct supervisor *sv, int index)
     /* Worker: the supervisor's signal handlers (libevent's, writing to the
      * supervisor's loop) must not stay in force here, or a signal before the
      * worker's own loop is up would be lost: until then the defaults apply,
-     * so a supervisor that dies now takes this worker with it. */
+     * so a supervisor that dies now takes this worker with it. Deleting the
+     * supervisor's signal events (in this process only: signals touch no
+     * shared epoll state) also lets the worker's base own signals without
+     * libevent's warning about two bases. The base itself is not freed
+     * here: that would unregister the supervisor's descriptors from the
+     * epoll instance both processes share. */
+    for (int i = 0; i < 4; i++)
+        event_del(sv->sigs[i]);
     signal(SIGCHLD, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
@@ -241,11 +248,10 @@ int main(int argc, char **argv)
         return 1;
     }
     sv.base = event_base_new();
-    struct event *sigs[4];
     int signums[4] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 4; i++) {
-        sigs[i] = evsignal_new(sv.base, signums[i], i == 0 ? on_sigchld : on_signal, &sv);
-        event_add(sigs[i], NULL);
+        sv.sigs[i] = evsignal_new(sv.base, signums[i], i == 0 ? on_sigchld : on_signal, &sv);
+        event_add(sv.sigs[i], NULL);
     }
     sv.deadline = evtimer_new(sv.base, on_deadline, &sv);
     if (!bridge_metrics_start(&sv, err, sizeof(err))) {
@@ -264,7 +270,7 @@ int main(int argc, char **argv)
 
     httpd_free(sv.httpd);
     for (int i = 0; i < 4; i++)
-        event_free(sigs[i]);
+        event_free(sv.sigs[i]);
     event_free(sv.deadline);
     event_base_free(sv.base);
     munmap(sv.reports, sizeof(*sv.reports) * (size_t)sv.n);

@@ -221,6 +221,7 @@ struct supervisor {
     int alive;
     bool stopping;
     struct event *deadline;        /* SIGKILL what is left after a stop */
+    struct event *sigs[4];         /* SIGCHLD, SIGTERM, SIGINT, SIGHUP */
     struct httpd *httpd;           /* /healthz, /metrics; or NULL */
 };
 
