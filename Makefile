@@ -29,6 +29,12 @@ BUILD    := build/release
 BIN      := bin
 endif
 
+# Redis scripts (common/lua/*.lua) become C string literals in
+# $(BUILD)/gen/<name>.lua.h, included by common/inbox.c: comment lines and
+# indentation dropped, lines joined by spaces.
+LUA_H    := $(patsubst common/lua/%.lua,$(BUILD)/gen/%.lua.h,$(wildcard common/lua/*.lua))
+CFLAGS   += -I$(BUILD)/gen
+
 COMMON_SRC := $(wildcard common/*.c)
 EDGE_SRC   := $(wildcard edge/*.c)
 XMPPD_SRC  := $(wildcard xmppd/*.c)
@@ -52,6 +58,13 @@ all: $(PROGS)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/gen/%.lua.h: common/lua/%.lua
+	@mkdir -p $(dir $@)
+	sed -e 's/^[[:space:]]*//' -e '/^--/d' -e '/^$$/d' -e 's/\\/\\\\/g' \
+	    -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/ "/' $< > $@
+
+$(BUILD)/common/inbox.o: $(LUA_H)
 
 $(BIN)/imb-edge: $(EDGE_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(BIN)

@@ -15,6 +15,7 @@
 // Usage: node stubbridge.mjs --redis-port P [--prefix imb] [--id stub-w0]
 import { createClient } from 'redis';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
   if (a.startsWith('--')) acc.push([a.slice(2), all[i + 1]]);
@@ -25,17 +26,9 @@ const prefix = args.prefix ?? 'imb';
 const id = args.id ?? 'stub-w0';
 if (!port) { console.error('stubbridge: --redis-port required'); process.exit(2); }
 
-// Copied from common/inbox.c (DELIVER): the same atomic seq + store + publish.
-const DELIVER =
-  "local e=redis.call('HGET',KEYS[1],'epoch') " +
-  "if not e then e=ARGV[5] redis.call('HSET',KEYS[1],'epoch',e) end " +
-  "local s=redis.call('HINCRBY',KEYS[1],'seq',1) " +
-  "local p='{\"seq\":'..s..',\"epoch\":\"'..e..'\",'..ARGV[2] " +
-  "redis.call('ZADD',KEYS[2],s,p) " +
-  "redis.call('ZREMRANGEBYRANK',KEYS[2],0,-(tonumber(ARGV[4])+1)) " +
-  "redis.call('PEXPIRE',KEYS[2],ARGV[3]) " +
-  "redis.call('PEXPIRE',KEYS[1],tonumber(ARGV[3])*10) " +
-  "return {s,redis.call('PUBLISH',ARGV[1],p)}";
+// The very script xmppd runs (common/lua/deliver.lua, loaded as it is:
+// Redis skips the comments).
+const DELIVER = fs.readFileSync(new URL('../common/lua/deliver.lua', import.meta.url), 'utf8');
 
 const url = `redis://127.0.0.1:${port}`;
 const cmd = createClient({ url });
@@ -71,8 +64,10 @@ await sub.pSubscribe(`${prefix}:x:*`, (msg) => {
   const to = String(e.to).toLowerCase();
   const env = JSON.stringify({ v: 1, type: 'chat', ts: Date.now(), from: `${e.from}/phone`, to, body: e.body, id: e.id });
   cmd.evalSha(sha, {
-    keys: [`${prefix}:seq:${to}`, `${prefix}:inbox:${to}`],
-    arguments: [`${prefix}:p:${to}`, env.slice(1), '86400000', '1000', crypto.randomBytes(6).toString('hex')],
+    keys: [`${prefix}:seq:${to}`, `${prefix}:inbox:${to}`, `${prefix}:pushq`],
+    // (No push envelope: a phone of the bench is always connected.)
+    arguments: [`${prefix}:p:${to}`, env.slice(1), '86400000', '1000',
+      crypto.randomBytes(6).toString('hex'), '', `${prefix}:push`, '9999'],
   }).catch((err) => console.error('stubbridge deliver:', err.message));
   cmd.publish(`${prefix}:p:${e.from}`, JSON.stringify({
     v: 1, type: 'ack', ts: Date.now(), to: e.from, ids: [e.id], edge: e.edge, dev: e.dev,

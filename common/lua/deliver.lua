@@ -1,0 +1,45 @@
+-- deliver.lua: store one envelope for a user under the next sequence number
+-- and publish it, atomically, so the number, the stored copy and the PUBLISH
+-- can never disagree (common/inbox.c, inbox_deliver).
+--
+-- KEYS[1] seq hash {epoch, seq, aid}    KEYS[2] inbox zset (score = seq)
+-- KEYS[3] push list
+-- ARGV[1] the user's channel            ARGV[2] envelope JSON minus its '{'
+-- ARGV[3] inbox ttl (ms)                ARGV[4] envelopes kept at most
+-- ARGV[5] a fresh epoch, used only if the user has none yet
+-- ARGV[6] push envelope, or ''          ARGV[7] push channel
+-- ARGV[8] the push list's last index kept
+-- Returns {seq, receivers of the PUBLISH}.
+--
+-- (Whole-line comments only: the build drops them and joins the lines.)
+local e = redis.call('HGET', KEYS[1], 'epoch')
+if not e then
+  e = ARGV[5]
+  redis.call('HSET', KEYS[1], 'epoch', e)
+end
+local s = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local p = '{"seq":' .. s .. ',"epoch":"' .. e .. '",' .. ARGV[2]
+redis.call('ZADD', KEYS[2], s, p)
+-- The XMPP server's archive id of the newest message stored: after a lost
+-- session the bridge asks the archive for what came after it.
+local ok, d = pcall(cjson.decode, '{' .. ARGV[2])
+if ok and type(d) == 'table' and type(d.aid) == 'string' then
+  redis.call('HSET', KEYS[1], 'aid', d.aid)
+end
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[4]) + 1))
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+-- The counter lives ten times longer than the inbox, so an idle user keeps
+-- the epoch across long silences.
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 10)
+local n = redis.call('PUBLISH', ARGV[1], p)
+-- A push envelope: one per stored message, whichever bridge stored it.
+if ARGV[6] ~= '' then
+  local q = cjson.decode(ARGV[6])
+  q.seq = s
+  q.unread = redis.call('ZCARD', KEYS[2])
+  local t = cjson.encode(q)
+  redis.call('PUBLISH', ARGV[7], t)
+  redis.call('LPUSH', KEYS[3], t)
+  redis.call('LTRIM', KEYS[3], 0, ARGV[8])
+end
+return {s, n}
