@@ -67,7 +67,7 @@ await sub.pSubscribe(`${prefix}:x:*`, (msg) => {
     keys: [`${prefix}:seq:${to}`, `${prefix}:inbox:${to}`, `${prefix}:pushq`],
     // (No push envelope: a phone of the bench is always connected.)
     arguments: [`${prefix}:p:${to}`, env.slice(1), '86400000', '1000',
-      crypto.randomBytes(6).toString('hex'), '', `${prefix}:push`, '9999'],
+      crypto.randomBytes(6).toString('hex'), '', `${prefix}:push`, '9999', ''],
   }).catch((err) => console.error('stubbridge deliver:', err.message));
   cmd.publish(`${prefix}:p:${e.from}`, JSON.stringify({
     v: 1, type: 'ack', ts: Date.now(), to: e.from, ids: [e.id], edge: e.edge, dev: e.dev,

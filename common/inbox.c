@@ -40,14 +40,16 @@ static void push_names(struct bus *bus, struct push_names *pn)
 }
 
 void inbox_deliver(struct bus *bus, const char *jid, const char *payload,
-                   size_t len, long ttl_ms, long max_count, const char *push,
-                   bus_reply_cb *cb, void *data)
+                   size_t len, long ttl_ms, long max_count, const char *aid,
+                   const char *push, bus_reply_cb *cb, void *data)
 {
     char seq[1200], inbox[1200], channel[1200], ttl[24], max[24];
     struct push_names pn;
     push_names(bus, &pn);
     if (!push)
         push = "";
+    if (!aid)
+        aid = "";
     char epoch[INBOX_EPOCH_MAX];
     keys(bus, jid, seq, inbox, sizeof(seq));
     bus_channel(bus, channel, sizeof(channel), "p", jid);
@@ -56,12 +58,12 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *payload,
     util_random_hex(epoch, 6);
     /* The script prepends seq and epoch: hand it the object minus '{'. */
     const char *argv[] = {"EVAL", DELIVER, "3", seq, inbox, pn.list, channel,
-                          payload + 1, ttl, max, epoch, push, pn.channel, pn.max};
+                          payload + 1, ttl, max, epoch, push, pn.channel, pn.max, aid};
     size_t argvlen[] = {4, sizeof(DELIVER) - 1, 1, strlen(seq), strlen(inbox),
                         strlen(pn.list), strlen(channel), len - 1, strlen(ttl),
                         strlen(max), strlen(epoch), strlen(push),
-                        strlen(pn.channel), strlen(pn.max)};
-    bus_command_argv(bus, cb, data, 14, argv, argvlen);
+                        strlen(pn.channel), strlen(pn.max), strlen(aid)};
+    bus_command_argv(bus, cb, data, 15, argv, argvlen);
 }
 
 void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,

@@ -103,6 +103,7 @@ static void pending_free(struct pending_delivery *pd)
     free(pd->jid);
     free(pd->payload);
     free(pd->push);
+    free(pd->aid);
     free(pd);
 }
 
@@ -143,7 +144,7 @@ static void deliver_payload(struct worker *w, struct pending_delivery *pd)
 {
     pd->next = NULL;
     inbox_deliver(w->bus, pd->jid, pd->payload, pd->len, w->cfg->inbox_ttl * 1000,
-                  w->cfg->inbox_max, pd->push, on_delivered, pd);
+                  w->cfg->inbox_max, pd->aid, pd->push, on_delivered, pd);
 }
 
 static void redeliver_cb(evutil_socket_t fd, short what, void *arg)
@@ -173,6 +174,8 @@ void worker_deliver(struct worker *w, const char *jid, struct env *e,
     struct pending_delivery *pd = xcalloc(1, sizeof(*pd));
     pd->jid = xstrdup(jid);
     pd->payload = env_encode(e, &pd->len);
+    const char *aid = env_str(e, "aid");
+    pd->aid = aid && *aid ? xstrdup(aid) : NULL;
     env_free(e);
     if (push) {
         pd->push = json_dumps(push, JSON_COMPACT);

@@ -177,6 +177,7 @@ struct pending_delivery {
     char *payload;
     size_t len;
     char *push;       /* push envelope to publish once stored, or NULL */
+    char *aid;        /* the server's archive id of the message, or NULL */
 };
 
 struct worker_stats {

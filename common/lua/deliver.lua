@@ -9,6 +9,7 @@
 -- ARGV[5] a fresh epoch, used only if the user has none yet
 -- ARGV[6] push envelope, or ''          ARGV[7] push channel
 -- ARGV[8] the push list's last index kept
+-- ARGV[9] the XMPP server's archive id of the message, or ''
 -- Returns {seq, receivers of the PUBLISH}.
 --
 -- (Whole-line comments only: the build drops them and joins the lines.)
@@ -22,9 +23,8 @@ local p = '{"seq":' .. s .. ',"epoch":"' .. e .. '",' .. ARGV[2]
 redis.call('ZADD', KEYS[2], s, p)
 -- The XMPP server's archive id of the newest message stored: after a lost
 -- session the bridge asks the archive for what came after it.
-local ok, d = pcall(cjson.decode, '{' .. ARGV[2])
-if ok and type(d) == 'table' and type(d.aid) == 'string' then
-  redis.call('HSET', KEYS[1], 'aid', d.aid)
+if ARGV[9] ~= '' then
+  redis.call('HSET', KEYS[1], 'aid', ARGV[9])
 end
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[4]) + 1))
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
