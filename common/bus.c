@@ -332,8 +332,9 @@ static void sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
             on_heartbeat(bus, p->str, p->len);
             return;
         }
-        if ((uintptr_t)strmap_get(&bus->subs, channel) == SUB_UNSUB_PENDING)
-            return; /* no longer wanted */
+        /* Even on a channel being unsubscribed: Redis counted this message
+         * as received, so its publisher waits for what the owner does with
+         * it (a stopping worker answers a login, say). */
         bus->stats.received++;
         bus->on_msg(bus->owner, channel, p->str, p->len);
     } else if (strcasecmp(kind, "unsubscribe") == 0) {

@@ -48,7 +48,9 @@ bool bus_up(const struct bus *bus);
 const char *bus_prefix(const struct bus *bus);
 
 /* Subscriptions are tracked: subscribing twice or unsubscribing a channel
- * that is not subscribed is a no-op, and the set is restored on reconnect. */
+ * that is not subscribed is a no-op, and the set is restored on reconnect.
+ * Messages Redis delivered before it processed an UNSUBSCRIBE still reach
+ * on_msg: their publishers were told someone got them. */
 void bus_subscribe(struct bus *bus, const char *channel);
 void bus_unsubscribe(struct bus *bus, const char *channel);
 

@@ -326,6 +326,7 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
         xmpp_stanza_t *form = stanza_add(s->w->ctx, q, "x", "jabber:x:data");
         xmpp_stanza_set_type(form, "submit");
         session_send(s, iq);
+        r->configuring = true;
         LOG(INFO, "muc_created", "jid=%s room=%s", s->jid, r->jid);
     }
     bool gone = type && strcmp(type, "unavailable") == 0;
@@ -372,7 +373,7 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
         room_store(s, r);
         if (!created)
             answer_join(s, r, NULL, NULL); /* else once the room is unlocked */
-    } else if (me && !gone) {
+    } else if (me && !gone && !r->configuring) {
         answer_join(s, r, NULL, NULL); /* a new nickname, if one was asked */
     }
     return true;
@@ -383,6 +384,7 @@ void muc_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st)
     struct room *r = pq->archive ? strmap_get(&s->rooms, pq->archive) : NULL;
     if (!r)
         return;
+    r->configuring = false;
     const char *type = xmpp_stanza_get_type(st);
     if (type && strcmp(type, "result") == 0)
         answer_join(s, r, NULL, NULL);

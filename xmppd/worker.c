@@ -224,6 +224,32 @@ static void run_pass(evutil_socket_t fd, short what, void *arg)
 
 /* ---- bus ---------------------------------------------------------------- */
 
+/* An envelope for a session this worker no longer holds (it closed while
+ * the envelope was on its way): a chat or a request the phone waits an
+ * answer for gets an error; the rest needs none. */
+static void answer_orphan(struct worker *w, const struct env *e)
+{
+    if ((e->type != ENV_CHAT && e->type != ENV_REQ) || !env_str(e, "edge") ||
+        !env_str(e, "dev"))
+        return;
+    json_t *frame = json_object_get(e->obj, "frame");
+    const char *t = json_string_value(json_object_get(frame, "t"));
+    const char *id = e->type == ENV_CHAT ? env_str(e, "id")
+                                         : json_string_value(json_object_get(frame, "id"));
+    /* ("read" names the message read, not itself: nothing waits.) */
+    if (e->type == ENV_REQ && (!id || (t && strcmp(t, "read") == 0)))
+        return;
+    struct env *r = env_new(ENV_ERROR);
+    env_set_str(r, "to", env_str(e, "from"));
+    env_set_str(r, "code", "unavailable");
+    env_set_str(r, "msg", "the XMPP session is not up, log in again");
+    if (id)
+        env_set_str(r, "id", id);
+    env_set_str(r, "edge", env_str(e, "edge"));
+    env_set_str(r, "dev", env_str(e, "dev"));
+    worker_publish(w, "p", env_str(e, "from"), r);
+}
+
 static void on_bus_msg(void *owner, const char *channel, const char *payload,
                        size_t len)
 {
@@ -253,17 +279,8 @@ static void on_bus_msg(void *owner, const char *channel, const char *payload,
         struct session *s = strmap_get(&w->sessions, jid);
         if (s) {
             session_on_env(s, e);
-        } else if (e->type == ENV_CHAT && env_str(e, "edge") && env_str(e, "dev")) {
-            /* Subscribed a moment ago, session already gone. */
-            struct env *r = env_new(ENV_ERROR);
-            env_set_str(r, "to", env_str(e, "from"));
-            env_set_str(r, "code", "unavailable");
-            env_set_str(r, "msg", "the XMPP session is not up, log in again");
-            if (env_str(e, "id"))
-                env_set_str(r, "id", env_str(e, "id"));
-            env_set_str(r, "edge", env_str(e, "edge"));
-            env_set_str(r, "dev", env_str(e, "dev"));
-            worker_publish(w, "p", env_str(e, "from"), r);
+        } else {
+            answer_orphan(w, e);
         }
     }
     env_free(e);

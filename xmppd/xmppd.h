@@ -161,6 +161,8 @@ struct room {
     char *nick;              /* the user's nickname there, owned */
     bool joined;             /* the room sent the user's own presence */
     bool leaving;            /* left: waiting for the room to confirm */
+    bool configuring;        /* the join created it: the join is answered once
+                                the room accepted its default settings */
     char edge[65], dev[65], req_id[65]; /* the join request to answer, or "" */
     struct session *s;       /* the session the room belongs to */
     struct event *join_timer; /* answers a join the room leaves unanswered */
