@@ -71,6 +71,14 @@ struct worker *worker_current(void)
 void worker_kick(struct worker *w)
 {
     w->busy_until_ms = util_mono_ms() + BUSY_FOR_MS;
+    if (!w->backstop_busy) {
+        /* An idle backstop may be a second away: what this traffic starts
+         * (a TCP connect completing, bytes OpenSSL holds) needs passes now.
+         * Without this, logins on an idle worker waited up to a second. */
+        struct timeval tv = {0, BACKSTOP_BUSY_MS * 1000};
+        evtimer_add(w->backstop, &tv);
+        w->backstop_busy = true;
+    }
     event_active(w->run_ev, EV_TIMEOUT, 0);
 }
 
@@ -198,6 +206,7 @@ static void on_backstop(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     run_pass(fd, what, w);
     bool busy = w->connecting > 0 || util_mono_ms() < w->busy_until_ms;
+    w->backstop_busy = busy;
     int ms = busy ? BACKSTOP_BUSY_MS : BACKSTOP_IDLE_MS;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(w->backstop, &tv);
@@ -517,6 +526,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     w->backstop = evtimer_new(w->base, on_backstop, w);
     struct timeval bs = {0, BACKSTOP_BUSY_MS * 1000};
     evtimer_add(w->backstop, &bs);
+    w->backstop_busy = true;
     w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
     struct timeval tk = {TICK_MS / 1000, 0};
     evtimer_add(w->tick, &tk);

@@ -247,6 +247,7 @@ struct worker {
     struct event *run_ev;       /* one libstrophe pass, coalesced */
     struct event *backstop;     /* periodic pass: timers, TLS-buffered bytes */
     int64_t busy_until_ms;      /* traffic lately: the backstop runs often */
+    bool backstop_busy;         /* the backstop is armed BACKSTOP_BUSY_MS apart */
     struct event *tick;         /* registry + lease renewal */
     struct event *stop_timer;   /* graceful stop: exit the loop */
     struct session **graveyard; /* closed sessions, freed after the pass */
