@@ -2,6 +2,7 @@
 #include "workers.h"
 #include "bus.h"
 #include "log.h"
+#include "strmap.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -36,6 +37,8 @@ struct workers {
     struct event *timer;
     struct worker_info *list;
     size_t n;
+    struct strmap index; /* id -> its entry in list: lookups once per user
+                            and refresh stay O(1) with many workers */
     bool refreshing;
     char key[128];
 };
@@ -47,6 +50,7 @@ static void clear(struct workers *w)
     free(w->list);
     w->list = NULL;
     w->n = 0;
+    strmap_free(&w->index);
 }
 
 static void parse_list(struct workers *w, redisReply *r);
@@ -73,15 +77,6 @@ static void on_hgetall(void *owner, void *data, redisReply *r)
     }
 }
 
-static struct worker_info *find(struct worker_info *list, size_t n, const char *id,
-                                size_t len)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strlen(list[i].id) == len && memcmp(list[i].id, id, len) == 0)
-            return &list[i];
-    return NULL;
-}
-
 /* A worker missing from the hash is not dead yet: Redis may have restarted
  * empty, and its workers put their entries back on reconnecting. It stays
  * alive (never picked) until its last heartbeat's promise runs out, as a
@@ -94,28 +89,36 @@ static void parse_list(struct workers *w, redisReply *r)
         cap = MAX_WORKERS;
     struct worker_info *list = xcalloc(cap ? cap : 1, sizeof(*list));
     size_t n = 0;
+    /* (Fields of a hash are unique: no duplicate to skip.) */
     for (size_t i = 0; i + 1 < r->elements && n < cap; i += 2) {
         redisReply *k = r->element[i], *v = r->element[i + 1];
         if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
-            k->len == 0 || k->len > 64 || find(list, n, k->str, k->len))
+            k->len == 0 || k->len > 64 || strlen(k->str) != k->len)
             continue;
         long long expires;
         long sessions, capacity;
         if (sscanf(v->str, "%lld %ld %ld", &expires, &sessions, &capacity) != 3 ||
             expires < now)
             continue;
-        list[n++] = (struct worker_info){xstrndup(k->str, k->len), sessions,
-                                         capacity, expires, true};
+        list[n++] = (struct worker_info){xstrdup(k->str), sessions, capacity,
+                                         expires, true};
     }
+    struct strmap listed;
+    strmap_init(&listed);
+    for (size_t i = 0; i < n; i++)
+        strmap_put(&listed, list[i].id, &list[i]);
     for (size_t i = 0; i < w->n && n < cap; i++) {
         struct worker_info *old = &w->list[i];
-        if (old->expires >= now && !find(list, n, old->id, strlen(old->id)))
+        if (old->expires >= now && !strmap_get(&listed, old->id))
             list[n++] = (struct worker_info){xstrdup(old->id), 0, 0,
                                              old->expires, false};
     }
+    strmap_free(&listed);
     clear(w);
     w->list = list;
     w->n = n;
+    for (size_t i = 0; i < n; i++)
+        strmap_put(&w->index, list[i].id, &list[i]);
 }
 
 static void refresh(evutil_socket_t fd, short what, void *arg)
@@ -164,10 +167,7 @@ void workers_free(struct workers *w)
 
 bool workers_alive(const struct workers *w, const char *id)
 {
-    for (size_t i = 0; i < w->n; i++)
-        if (strcmp(w->list[i].id, id) == 0)
-            return true;
-    return false;
+    return strmap_get(&w->index, id) != NULL;
 }
 
 size_t workers_count(const struct workers *w)
