@@ -66,75 +66,58 @@ static void unauth_release(struct conn *c)
  * last failed login); one in LOGGING_IN gets the bridge's answer within
  * bridge_timeout. Each timeout is the same for every socket of an edge, so
  * each state's sockets queue in deadline order and one timer, armed for the
- * earliest head, serves them all: an idle socket owns no event of its own.
- * An edge's queues live here, made on first use and freed when empty. */
+ * earliest head, serves them all: an idle socket owns no event of its own. */
 struct dl_queue {
     struct conn *head, *tail;
 };
 
-struct sweep {
-    struct edge *edge;
+struct conn_deadlines {
     struct event *ev;
     struct dl_queue q[2]; /* [0] NEW, [1] LOGGING_IN */
-    bool running;         /* inside sweep_cb: not freed */
-    struct sweep *next;
 };
-
-static struct sweep *sweeps;
 
 static void sweep_cb(evutil_socket_t fd, short what, void *arg);
 
-static struct sweep *sweep_of(struct edge *edge, bool create)
+static struct conn_deadlines *deadlines(struct edge *edge)
 {
-    for (struct sweep *sw = sweeps; sw; sw = sw->next)
-        if (sw->edge == edge)
-            return sw;
-    if (!create)
-        return NULL;
-    struct sweep *sw = xcalloc(1, sizeof(*sw));
-    sw->edge = edge;
-    sw->ev = evtimer_new(edge->base, sweep_cb, sw);
-    sw->next = sweeps;
-    sweeps = sw;
-    return sw;
+    if (!edge->deadlines) {
+        edge->deadlines = xcalloc(1, sizeof(*edge->deadlines));
+        edge->deadlines->ev = evtimer_new(edge->base, sweep_cb, edge);
+    }
+    return edge->deadlines;
 }
 
-static void sweep_free_if_empty(struct sweep *sw)
+void conn_deadlines_free(struct edge *edge)
 {
-    if (sw->running || sw->q[0].head || sw->q[1].head)
+    if (!edge->deadlines)
         return;
-    for (struct sweep **pp = &sweeps; *pp; pp = &(*pp)->next) {
-        if (*pp == sw) {
-            *pp = sw->next;
-            break;
-        }
-    }
-    event_free(sw->ev);
-    free(sw);
+    event_free(edge->deadlines->ev);
+    free(edge->deadlines);
+    edge->deadlines = NULL;
 }
 
 /* Arm the timer for the earliest deadline of both queues. */
-static void sweep_arm(struct sweep *sw)
+static void sweep_arm(struct conn_deadlines *dl)
 {
     int64_t first = INT64_MAX;
     for (int i = 0; i < 2; i++)
-        if (sw->q[i].head && sw->q[i].head->deadline_ms < first)
-            first = sw->q[i].head->deadline_ms;
+        if (dl->q[i].head && dl->q[i].head->deadline_ms < first)
+            first = dl->q[i].head->deadline_ms;
     if (first == INT64_MAX)
         return;
     int64_t wait = first - util_mono_ms();
     if (wait < 0)
         wait = 0;
     struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
-    evtimer_add(sw->ev, &tv);
+    evtimer_add(dl->ev, &tv);
 }
 
 /* Queue c (in NEW or LOGGING_IN: its state picks the queue) for a deadline
  * timeout_s from now. */
 static void dl_add(struct conn *c, long timeout_s)
 {
-    struct sweep *sw = sweep_of(c->edge, true);
-    struct dl_queue *q = &sw->q[c->state == CONN_LOGGING_IN];
+    struct conn_deadlines *dl = deadlines(c->edge);
+    struct dl_queue *q = &dl->q[c->state == CONN_LOGGING_IN];
     c->deadline_ms = util_mono_ms() + (int64_t)timeout_s * 1000;
     c->dl_next = NULL;
     c->dl_prev = q->tail;
@@ -144,16 +127,17 @@ static void dl_add(struct conn *c, long timeout_s)
         q->head = c;
     q->tail = c;
     if (q->head == c)
-        sweep_arm(sw); /* a new head may come before the other queue's */
+        sweep_arm(dl); /* a new head may come before the other queue's */
 }
 
-/* Take c (in NEW or LOGGING_IN) off its queue, if it is on it. */
+/* Take c (in NEW or LOGGING_IN) off its queue, if it is on it. A removed
+ * head may leave the timer armed early: sweep_cb re-arms. */
 static void dl_remove(struct conn *c)
 {
-    struct sweep *sw = sweep_of(c->edge, false);
-    if (!sw)
+    struct conn_deadlines *dl = c->edge->deadlines;
+    if (!dl)
         return;
-    struct dl_queue *q = &sw->q[c->state == CONN_LOGGING_IN];
+    struct dl_queue *q = &dl->q[c->state == CONN_LOGGING_IN];
     if (!c->dl_prev && q->head != c)
         return;
     if (c->dl_prev)
@@ -165,27 +149,22 @@ static void dl_remove(struct conn *c)
     else
         q->tail = c->dl_prev;
     c->dl_prev = c->dl_next = NULL;
-    /* A removed head may leave the timer armed early: sweep_cb re-arms. */
-    sweep_free_if_empty(sw);
 }
 
 static void conn_deadline(struct conn *c);
 
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct sweep *sw = arg;
-    sw->running = true;
+    struct conn_deadlines *dl = ((struct edge *)arg)->deadlines;
     int64_t now = util_mono_ms();
     for (int i = 0; i < 2; i++) {
         struct conn *c;
-        while ((c = sw->q[i].head) && c->deadline_ms <= now) {
+        while ((c = dl->q[i].head) && c->deadline_ms <= now) {
             dl_remove(c);
             conn_deadline(c); /* may queue it again, or close it */
         }
     }
-    sw->running = false;
-    sweep_arm(sw);
-    sweep_free_if_empty(sw);
+    sweep_arm(dl);
 }
 
 static void conn_free(struct conn *c)

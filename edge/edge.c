@@ -915,6 +915,7 @@ void edge_free(struct edge *edge)
     for (struct strmap_entry *e = strmap_first(&edge->conns, &it); e;
          e = strmap_next(&edge->conns, &it))
         conn_destroy(e->value);
+    conn_deadlines_free(edge);
     /* The bus first: its pending callbacks (answered with NULL) still use
      * the worker list and the maps. */
     if (edge->tick)

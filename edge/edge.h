@@ -135,6 +135,8 @@ struct edge {
     struct evconnlistener *listener;
     struct ssl_ctx_st *ssl_ctx;  /* NULL: plaintext (tls = off) */
     struct strmap unauth;      /* source address -> (count) sockets not logged in */
+    struct conn_deadlines *deadlines; /* conn.c's queues of sockets not logged
+                                         in, by deadline; NULL before the first */
     struct strmap conns;       /* dev -> struct conn */
     struct strmap users;       /* bare jid -> struct user */
     uint64_t next_conn;        /* for dev ids */
@@ -197,5 +199,7 @@ void conn_set_state(struct conn *c, enum conn_state s);
 void conn_close_all(struct edge *edge, const char *reason);
 /* Free c at once: only at shutdown, outside any callback of c. */
 void conn_destroy(struct conn *c);
+/* At edge_free, after every connection was destroyed. */
+void conn_deadlines_free(struct edge *edge);
 
 #endif

@@ -60,19 +60,7 @@ void session_error(struct session *s, const char *edge, const char *dev,
                    const char *id, const char *code, const char *reason,
                    const char *msg)
 {
-    struct env *e = env_new(ENV_ERROR);
-    env_set_str(e, "to", s->jid);
-    env_set_str(e, "code", code);
-    env_set_str(e, "msg", msg);
-    if (reason)
-        env_set_str(e, "reason", reason);
-    if (id && *id)
-        env_set_str(e, "id", id);
-    if (edge && dev && *edge && *dev) {
-        env_set_str(e, "edge", edge);
-        env_set_str(e, "dev", dev);
-    }
-    worker_publish(s->w, "p", s->jid, e);
+    worker_error(s->w, s->jid, edge, dev, id, code, reason, msg);
 }
 
 void session_req_error(struct session *s, const struct env *req,

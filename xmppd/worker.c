@@ -99,6 +99,25 @@ void worker_publish(struct worker *w, const char *kind, const char *id,
     env_free(e);
 }
 
+void worker_error(struct worker *w, const char *jid, const char *edge,
+                  const char *dev, const char *id, const char *code,
+                  const char *reason, const char *msg)
+{
+    struct env *e = env_new(ENV_ERROR);
+    env_set_str(e, "to", jid);
+    env_set_str(e, "code", code);
+    env_set_str(e, "msg", msg);
+    if (reason)
+        env_set_str(e, "reason", reason);
+    if (id && *id)
+        env_set_str(e, "id", id);
+    if (edge && dev && *edge && *dev) {
+        env_set_str(e, "edge", edge);
+        env_set_str(e, "dev", dev);
+    }
+    worker_publish(w, "p", jid, e);
+}
+
 /* ---- delivery to phones: through the inbox, retried while Redis is away -- */
 
 #define REDELIVER_MAX 100000
@@ -248,15 +267,8 @@ static void answer_orphan(struct worker *w, const struct env *e)
     /* ("read" names the message read, not itself: nothing waits.) */
     if (e->type == ENV_REQ && (!id || (t && strcmp(t, "read") == 0)))
         return;
-    struct env *r = env_new(ENV_ERROR);
-    env_set_str(r, "to", env_str(e, "from"));
-    env_set_str(r, "code", "unavailable");
-    env_set_str(r, "msg", "the XMPP session is not up, log in again");
-    if (id)
-        env_set_str(r, "id", id);
-    env_set_str(r, "edge", env_str(e, "edge"));
-    env_set_str(r, "dev", env_str(e, "dev"));
-    worker_publish(w, "p", env_str(e, "from"), r);
+    worker_error(w, env_str(e, "from"), env_str(e, "edge"), env_str(e, "dev"), id,
+                 "unavailable", NULL, "the XMPP session is not up, log in again");
 }
 
 static void on_bus_msg(void *owner, const char *channel, const char *payload,

@@ -284,6 +284,11 @@ void worker_deliver(struct worker *w, const char *jid, struct env *e,
 /* Publish e to "<prefix>:<kind>:<id>"; e is freed. */
 void worker_publish(struct worker *w, const char *kind, const char *id,
                     struct env *e);
+/* An error frame for user jid's phone edge + dev (else all the user's
+ * phones), naming the message or request id; id and reason may be NULL. */
+void worker_error(struct worker *w, const char *jid, const char *edge,
+                  const char *dev, const char *id, const char *code,
+                  const char *reason, const char *msg);
 
 /* session.c */
 void session_on_login(struct worker *w, struct env *e, const char *payload,
