@@ -527,8 +527,6 @@ static void bounce(struct session *s, const char *to, const char *id,
 
 /* The push envelope for a message that finds no phone connected, or NULL
  * when a phone is there. What it tells depends on push_preview. */
-/* The push envelope for a message that finds no phone connected, or NULL
- * when a phone is there. */
 static json_t *push_for(struct session *s, const struct env *e, const char *peer)
 {
     if (s->devices.count > 0)
