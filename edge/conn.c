@@ -243,6 +243,36 @@ static void free_cb(const void *data, size_t len, void *arg)
     free((void *)data);
 }
 
+static void send_frame(struct conn *c, json_t *obj, bool paced);
+
+/* A frame longer than the max this edge announced: send what phone_fit makes
+ * of it, or, for a frame it cannot shorten, an error in its place. Never
+ * expected for frames other than msg, hist and roster, whose parts the
+ * bridge bounds. */
+static void send_oversized(struct conn *c, json_t *obj, size_t len, bool paced)
+{
+    const char *t = json_string_value(json_object_get(obj, "t"));
+    json_t *frames = phone_fit(obj, (size_t)c->edge->cfg->max_frame);
+    if (frames)
+        LOG(INFO, "frame_fitted", "dev=%s t=%s bytes=%zu max=%ld frames=%zu", c->dev,
+            t ? t : "-", len, c->edge->cfg->max_frame, json_array_size(frames));
+    else
+        LOG(ERROR, "frame_dropped", "dev=%s t=%s bytes=%zu max=%ld", c->dev,
+            t ? t : "-", len, c->edge->cfg->max_frame);
+    c->edge->stats.frames_fitted++;
+    if (!frames) {
+        const char *id = json_string_value(json_object_get(obj, "id"));
+        conn_error(c, PERR_INTERNAL, "the server had a frame too long for this connection", id);
+    } else {
+        size_t i;
+        json_t *f;
+        json_array_foreach(frames, i, f)
+            send_frame(c, json_incref(f), paced);
+        json_decref(frames);
+    }
+    json_decref(obj);
+}
+
 static void send_frame(struct conn *c, json_t *obj, bool paced)
 {
     if (c->state == CONN_CLOSING) {
@@ -251,6 +281,11 @@ static void send_frame(struct conn *c, json_t *obj, bool paced)
     }
     size_t len;
     char *buf = phone_encode(obj, &len);
+    if (len - FRAME_HEADER > (size_t)c->edge->cfg->max_frame) {
+        free(buf);
+        send_oversized(c, obj, len - FRAME_HEADER, paced);
+        return;
+    }
     json_decref(obj);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (!paced && evbuffer_get_length(out) + len > (size_t)c->edge->cfg->max_output) {
@@ -315,8 +350,9 @@ static void conn_frame(struct conn *c, const char *body, size_t len)
     int type = phone_decode(body, len, (size_t)c->edge->cfg->max_frame, &f,
                             err, sizeof(err));
     if (type < 0) {
+        char id[PHONE_MAX_ID + 1];
         c->edge->stats.bad_frames++;
-        conn_error(c, PERR_BAD_FRAME, err, NULL);
+        conn_error(c, PERR_BAD_FRAME, err, phone_error_id(body, len, id) ? id : NULL);
         return;
     }
     const char *id = json_string_value(json_object_get(f, "id"));
@@ -363,9 +399,12 @@ static void conn_frame(struct conn *c, const char *body, size_t len)
             edge_on_ack(c, f);
         break;
     case PHONE_LOGOUT:
-        if (c->state == CONN_READY)
+        if (c->state != CONN_READY) {
+            conn_error(c, PERR_NOT_LOGGED_IN, "log in first", NULL);
+        } else {
             edge_on_logout(c);
-        conn_bye(c, "logout");
+            conn_bye(c, "logout");
+        }
         break;
     default:
         c->edge->stats.bad_frames++;

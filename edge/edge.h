@@ -123,6 +123,8 @@ struct edge_stats {
     uint64_t relogins;       /* sessions re-opened on another worker */
     uint64_t rate_limited;   /* chat frames refused by the rate limit */
     uint64_t slow_readers;   /* connections cut for not reading */
+    uint64_t frames_fitted;  /* frames over max_frame, cut or split to fit
+                                (or, if they could not be, replaced by an error) */
 };
 
 struct edge {

@@ -81,6 +81,9 @@ static void metrics(void *owner, struct evbuffer *out)
                     "", s->rate_limited);
     metrics_counter(out, "imb_edge_slow_readers_total", "Phones cut for not reading.", "",
                     s->slow_readers);
+    metrics_counter(out, "imb_edge_frames_fitted_total",
+                    "Frames to phones longer than max_frame, cut or split to fit.", "",
+                    s->frames_fitted);
     metrics_counter(out, "imb_edge_bad_frames_total", "Malformed frames from phones.", "",
                     s->bad_frames);
     metrics_counter(out, "imb_edge_bad_envelopes_total", "Envelopes that failed validation.",

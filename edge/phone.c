@@ -117,3 +117,115 @@ json_t *phone_bye(const char *reason)
 {
     return json_pack("{s:s, s:s}", "t", "bye", "reason", reason);
 }
+
+bool phone_error_id(const char *body, size_t len, char *id)
+{
+    json_t *obj = json_loadb(body, len, 0, NULL);
+    const char *s = json_string_value(json_object_get(obj, "id"));
+    bool ok = s && schema_id_ok(s, PHONE_MAX_ID);
+    if (ok)
+        snprintf(id, PHONE_MAX_ID + 1, "%s", s);
+    json_decref(obj);
+    return ok;
+}
+
+/* ---- frames that must fit in max ---------------------------------------- */
+
+static size_t encoded_len(const json_t *obj)
+{
+    return json_dumpb(obj, NULL, 0, JSON_COMPACT);
+}
+
+/* Bytes jansson writes for byte c of a string (JSON_COMPACT, UTF-8 kept):
+ * '"' and '\\' and the short escapes take 2, other control bytes 6. */
+static size_t escaped_len(unsigned char c)
+{
+    if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' ||
+        c == '\r' || c == '\t')
+        return 2;
+    return c < 0x20 ? 6 : 1;
+}
+
+/* The longest prefix of s (valid UTF-8) whose escaped length is at most
+ * budget bytes, ending on a character boundary. */
+static size_t fit_prefix(const char *s, size_t len, size_t budget)
+{
+    size_t used = 0, cut = 0;
+    for (size_t i = 0; i < len;) {
+        size_t n = 1; /* bytes of the character at i */
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0xf0)
+            n = 4;
+        else if (c >= 0xe0)
+            n = 3;
+        else if (c >= 0xc0)
+            n = 2;
+        size_t w = n == 1 ? escaped_len(c) : n;
+        if (i + n > len || used + w > budget)
+            break;
+        used += w;
+        i += n;
+        cut = i;
+    }
+    return cut;
+}
+
+static json_t *fit_body(const json_t *obj, size_t max)
+{
+    const char *body = json_string_value(json_object_get(obj, "body"));
+    size_t blen = json_string_length(json_object_get(obj, "body"));
+    json_t *f = json_copy((json_t *)obj);
+    json_object_set_new(f, "body", json_string(""));
+    json_object_set_new(f, "truncated", json_true());
+    size_t rest = encoded_len(f);
+    if (rest > max) {
+        json_decref(f);
+        return NULL;
+    }
+    size_t cut = fit_prefix(body, blen, max - rest);
+    json_object_set_new(f, "body", json_stringn(body, cut));
+    json_t *out = json_array();
+    json_array_append_new(out, f);
+    return out;
+}
+
+static json_t *fit_items(const json_t *obj, size_t max)
+{
+    const json_t *items = json_object_get(obj, "items");
+    json_t *page = json_copy((json_t *)obj);
+    json_object_set_new(page, "items", json_array());
+    json_object_set_new(page, "more", json_true());
+    size_t rest = encoded_len(page), used = rest;
+    json_t *out = json_array();
+    size_t i;
+    json_t *item;
+    json_array_foreach(items, i, item) {
+        size_t n = encoded_len(item) + 1; /* and a comma */
+        if (rest + n > max)
+            goto fail; /* one item alone does not fit */
+        if (used + n > max) {
+            json_array_append_new(out, page);
+            page = json_copy(page);
+            json_object_set_new(page, "items", json_array());
+            used = rest;
+        }
+        json_array_append(json_object_get(page, "items"), item);
+        used += n;
+    }
+    json_object_del(page, "more");
+    json_array_append_new(out, page);
+    return out;
+fail:
+    json_decref(page);
+    json_decref(out);
+    return NULL;
+}
+
+json_t *phone_fit(const json_t *obj, size_t max)
+{
+    if (json_is_string(json_object_get(obj, "body")))
+        return fit_body(obj, max);
+    if (json_is_array(json_object_get(obj, "items")))
+        return fit_items(obj, max);
+    return NULL;
+}

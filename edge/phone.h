@@ -3,6 +3,7 @@
 #ifndef IMB_PHONE_H
 #define IMB_PHONE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -45,6 +46,22 @@ int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,
 /* Encode obj (not consumed) as one frame: 4-byte length + compact JSON.
  * Returns a malloc'd buffer of *len bytes. */
 char *phone_encode(const json_t *obj, size_t *len);
+
+/* The "id" of a frame body that phone_decode refused, when the body is a
+ * JSON object whose "id" is a valid client id: copied into id (size >=
+ * PHONE_MAX_ID + 1), so the error frame can name it. False otherwise. */
+bool phone_error_id(const char *body, size_t len, char *id);
+
+/* Make a frame to a phone fit in max body bytes (PROTOCOL.md section 3: no
+ * frame the server sends is longer than the "max" it announced). Called for
+ * a frame whose encoding is longer; obj is not consumed. Returns a new array
+ * of one or more frames that each fit:
+ *   - a frame with a "body" (msg, hist): the body cut at a UTF-8 character
+ *     boundary, with "truncated": true;
+ *   - a frame with an "items" list (roster): the items split over several
+ *     frames, each but the last with "more": true;
+ * or NULL when neither applies or the rest of the frame alone is too long. */
+json_t *phone_fit(const json_t *obj, size_t max);
 
 /* Builders for the frames the edge sends. Each returns a new reference. */
 json_t *phone_error(const char *code, const char *msg, const char *id);

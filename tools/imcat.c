@@ -105,7 +105,7 @@ struct entry {
     char *a;
     char *b;
     long n;
-    long count; /* REQ_HISTORY: messages received so far */
+    long count; /* REQ_HISTORY: messages received so far; REQ_ROSTER: parts */
     bool room;
     int64_t due; /* monotonic ms after which an unanswered request failed; 0: none */
 };
@@ -1534,6 +1534,8 @@ static void on_msg(struct imcat *c, json_t *root)
             fputc(')', stdout);
         }
     }
+    if (json_is_true(json_object_get(root, "truncated")))
+        fputs(" [cut: too long for the phone link]", stdout);
     fputc('\n', stdout);
     flush_stdout(c);
 }
@@ -1698,7 +1700,13 @@ static void out_contact(json_t *item)
 static void on_roster(struct imcat *c, json_t *root)
 {
     const char *id = str_field(root, "id");
-    if (id)
+    /* A long roster comes in parts: all but the last say "more". */
+    bool more = json_is_true(json_object_get(root, "more"));
+    struct entry *req = id ? mru_get(&c->pending, id) : NULL;
+    bool first = !req || req->count == 0;
+    if (req && more)
+        req->count++;
+    else if (id)
         mru_del(&c->pending, id);
     json_t *items = json_object_get(root, "items");
     size_t n = 0, i;
@@ -1707,10 +1715,12 @@ static void on_roster(struct imcat *c, json_t *root)
         n += json_is_object(item);
     if (!event_begin(c))
         return;
-    if (n == 0)
+    if (!first)
+        printf("roster (continued): %zu more", n);
+    else if (n == 0)
         fputs("roster: no contacts", stdout);
     else
-        printf("roster: %zu contact%s", n, n == 1 ? "" : "s");
+        printf("roster: %zu contact%s%s", n, n == 1 ? "" : "s", more ? ", more follow" : "");
     fputc('\n', stdout);
     json_array_foreach(items, i, item) {
         if (!json_is_object(item))
@@ -1932,6 +1942,8 @@ static void on_hist(struct imcat *c, json_t *root)
     fputs(": ", stdout);
     if (json_is_string(body))
         put_clean_json(stdout, body);
+    if (json_is_true(json_object_get(root, "truncated")))
+        fputs(" [cut: too long for the phone link]", stdout);
     fputc('\n', stdout);
     flush_stdout(c);
 }

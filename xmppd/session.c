@@ -973,12 +973,19 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
     char *pass = seal_decrypt(w->cred_key, jid, env_str(e, "cred"),
                               util_wall_ms(), 5 * 60 * 1000);
     if (!pass) {
-        LOG(ERROR, "cred_unreadable", "jid=%s edge=%s hint=\"cred_key differs "
-            "between edge and xmppd, or clocks differ by over 5 minutes\"", jid, edge);
+        /* Other logins open with this key: this one was sealed for another
+         * user, altered or replayed late, by whoever can publish on the bus. */
+        if (w->cred_opened_ms && util_mono_ms() - w->cred_opened_ms < 10 * 60 * 1000)
+            LOG(WARN, "cred_rejected", "jid=%s edge=%s hint=\"sealed for another user, "
+                "altered or too old; other logins open with this key\"", jid, edge);
+        else
+            LOG(ERROR, "cred_unreadable", "jid=%s edge=%s hint=\"cred_key differs "
+                "between edge and xmppd, or clocks differ by over 5 minutes\"", jid, edge);
         reply_login(w, jid, edge, dev, "unavailable",
                     "the bridge could not read the credentials");
         return;
     }
+    w->cred_opened_ms = util_mono_ms();
     struct session *s = strmap_get(&w->sessions, jid);
     if (!s && w->sessions.count >= (size_t)w->cfg->max_sessions) {
         reply_login(w, jid, edge, dev, "unavailable", "this bridge is full");

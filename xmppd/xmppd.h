@@ -256,6 +256,8 @@ struct worker {
     uint64_t next_ping;
     size_t connecting;          /* sessions in SESSION_CONNECTING */
     int64_t cert_rejected_ms;   /* when a server certificate was last refused */
+    int64_t cred_opened_ms;     /* when a sealed credential last opened (monotonic,
+                                   0 never): tells a forged one from a wrong key */
     struct pending_delivery *redeliver, *redeliver_tail; /* FIFO */
     size_t nredeliver;
     struct event *redeliver_timer;

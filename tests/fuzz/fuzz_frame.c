@@ -15,7 +15,10 @@
  *   - every decoded object re-encodes (phone_encode) to a frame that parses and
  *     decodes again to the same type;
  *   - the error frame the edge answers a bad frame with carries "msg"
- *     (PROTOCOL.md: always) and decodes as a frame.
+ *     (PROTOCOL.md: always) and decodes as a frame, and its id (if any) is a
+ *     valid client id;
+ *   - phone_fit, asked to fit a decoded object in a smaller max, gives NULL
+ *     or frames that each fit and that keep their "t".
  * Buffers handed to the parsers are exact-size heap copies so ASan sees any
  * read past their end. */
 #include "frame.h"
@@ -95,6 +98,21 @@ static void check_round_trip(const json_t *obj, int type, size_t max)
     free(frame);
 }
 
+/* What phone_fit makes of obj, asked for max bytes, fits and keeps "t". */
+static void check_fit(const json_t *obj, size_t max)
+{
+    json_t *out = phone_fit(obj, max);
+    size_t i;
+    json_t *f;
+    json_array_foreach(out, i, f) {
+        size_t n = json_dumpb(f, NULL, 0, JSON_COMPACT);
+        INVARIANT(n <= max, "fitted frame of %zu bytes above %zu", n, max);
+        INVARIANT(json_equal(json_object_get(f, "t"), json_object_get(obj, "t")),
+                  "fitted frame lost its type");
+    }
+    json_decref(out);
+}
+
 static void decode_body(const uint8_t *body, size_t len, size_t max)
 {
     uint8_t *copy = dup_exact(body, len);
@@ -108,12 +126,17 @@ static void decode_body(const uint8_t *body, size_t len, size_t max)
         INVARIANT(err[0] != '\0', "failed decode without a reason");
         INVARIANT(memchr(err, '\0', sizeof(err)) != NULL, "err not terminated");
         check_error_reply(err, max);
+        char id[PHONE_MAX_ID + 1];
+        if (phone_error_id((const char *)copy, len, id))
+            INVARIANT(strlen(id) >= 1 && strlen(id) <= PHONE_MAX_ID, "id of %zu bytes",
+                      strlen(id));
     } else {
         INVARIANT(type <= PHONE_UNKNOWN, "phone_decode returned %d", type);
         INVARIANT(json_is_object(obj), "decoded frame is not an object");
         INVARIANT(json_is_string(json_object_get(obj, "t")),
                   "decoded frame without a string 't'");
         check_round_trip(obj, type, max);
+        check_fit(obj, len / 2 + SMALLEST_MAX);
         json_decref(obj);
     }
     free(copy);

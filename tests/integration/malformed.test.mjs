@@ -125,3 +125,96 @@ itest('--max-frame is announced and enforced', async (t, stack) => {
   assert.equal((await alice.expect({ t: 'error' })).code, 'too_big');
   await alice.waitClose(5000);
 });
+
+// PROTOCOL.md section 3: no frame the server sends is longer than the max it
+// announced. What the XMPP side sends is bounded by the XMPP server, not by
+// the phone's max: a long message (live, replayed and in history) arrives
+// cut to fit with "truncated", a long roster split over frames with "more".
+itest('frames to a phone never exceed the announced max: long messages are cut, long rosters split', { timeout: 60000 }, async (t, stack) => {
+  const MAX = 2048;
+  const b = await startBridge(stack, { edge: { maxFrame: MAX } });
+  const bob = await b.desktop('bob');
+  const alice = await b.loginPhone('alice');
+  assert.equal(alice.welcome.max, MAX);
+  const sizeOf = (f) => Buffer.byteLength(JSON.stringify(f), 'utf8');
+  const within = () => alice.frames.every((f) => f.t === '__invalid__' || sizeOf(f) <= MAX);
+
+  // At the limit but under it: whole. (jansson's compact output is what
+  // JSON.stringify gives for these frames.)
+  const fits = 'f'.repeat(MAX - 200);
+  await bob.send('alice@localhost', fits);
+  const m0 = await alice.nextMsg({ body: fits });
+  assert.equal(m0.truncated, undefined);
+
+  // Over it, with characters that grow when escaped: cut at a character
+  // boundary, a prefix of what was sent, marked.
+  const long = 'é"\\\n'.repeat(1500) + 'END';
+  await bob.send('alice@localhost', long, { id: 'long1' });
+  const m1 = await alice.nextMsg((f) => f.id === 'long1');
+  assert.equal(m1.truncated, true);
+  assert.ok(long.startsWith(m1.body) && m1.body.length > MAX / 4, `a prefix: ${m1.body.length} chars`);
+  assert.ok(within(), 'every frame within max');
+
+  // The same message replayed at the next login: cut the same way.
+  alice.socket.destroy();
+  const again = await b.phone('alice-again');
+  await again.login('alice@localhost', b.pass('alice'), { seq: 0 });
+  const r1 = await again.nextMsg((f) => f.id === 'long1');
+  assert.equal(r1.truncated, true);
+  assert.equal(r1.body, m1.body);
+  assert.ok(again.frames.every((f) => sizeOf(f) <= MAX), 'replay within max');
+
+  // History holds it whole; the page carries it cut.
+  again.send({ t: 'history', id: 'h1', with: 'bob@localhost', max: 5 });
+  const hist = [];
+  for (;;) {
+    const f = await again.next((x) => (x.t === 'hist' || x.t === 'history') && x.id === 'h1', 10000);
+    if (f.t === 'history') break;
+    hist.push(f);
+  }
+  const h = hist.find((x) => x.mid === 'long1');
+  assert.ok(h && h.truncated === true && long.startsWith(h.body), JSON.stringify(hist.map((x) => [x.mid, x.truncated])));
+
+  // A roster longer than max: several frames, all but the last with more.
+  const N = 40;
+  for (let i = 0; i < N; i++) {
+    again.send({ t: 'roster_set', id: `rs${i}`, jid: `contact${i}@localhost`, name: `A contact with a long display name number ${i}` });
+    await again.expect({ t: 'ok', id: `rs${i}` }, 10000); // one at a time: under the rate limit
+  }
+  again.send({ t: 'roster', id: 'r1' });
+  const parts = [];
+  for (;;) {
+    const f = await again.expect({ t: 'roster', id: 'r1' });
+    parts.push(f);
+    if (!f.more) break;
+  }
+  const items = parts.flatMap((p) => p.items);
+  t.diagnostic(`roster of ${items.length} items in ${parts.length} frames of at most ${Math.max(...parts.map(sizeOf))} bytes (max ${MAX})`);
+  assert.ok(parts.length > 1);
+  for (let i = 0; i < N; i++) assert.ok(items.some((it) => it.jid === `contact${i}@localhost`), `contact${i}`);
+  assert.ok(again.frames.every((f) => sizeOf(f) <= MAX), 'every frame within max');
+  await b.edge.waitForLines(/frame_fitted .*t=roster/, { timeout: 2000 });
+  await b.edge.waitForLines(/frame_fitted .*t=hist/, { timeout: 2000 });
+});
+
+itest('a refused frame\'s error names its id; logout before login is not_logged_in', async (t, stack) => {
+  const b = await startBridge(stack);
+  const p = await b.phone();
+  p.send({ t: 'logout' });
+  const e0 = await p.expect({ t: 'error' });
+  assert.equal(e0.code, 'not_logged_in');
+  assert.ok(await p.noFrame({ t: 'bye' }, 300), 'no bye: the connection stays open');
+  await p.login('alice@localhost', b.pass('alice'));
+  p.send({ t: 'msg', id: 'm-bad', to: 'not a jid', body: 'x' });
+  const e1 = await p.expect({ t: 'error', code: 'bad_frame' });
+  assert.equal(e1.id, 'm-bad');
+  p.send({ t: 'msg', id: 'm-bad2', to: 'bob@localhost' });
+  const e2 = await p.expect({ t: 'error', code: 'bad_frame' });
+  assert.equal(e2.id, 'm-bad2');
+  assert.match(e2.msg, /body/);
+  p.sendFrame('{"t":"msg","id":"broken json');
+  const e3 = await p.expect({ t: 'error', code: 'bad_frame' });
+  assert.equal(e3.id, undefined);
+  p.send({ t: 'logout' });
+  assert.equal((await p.expect({ t: 'bye' })).reason, 'logout');
+});

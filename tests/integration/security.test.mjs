@@ -6,7 +6,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import path from 'node:path';
 import {
   itest, startBridge, startRedis, startProsody, startXmppd, startEdge, startImcat, connectPhone,
-  startDesktop, randomCredKey, sleep, waitFor, DEFAULT_USERS,
+  startDesktop, randomCredKey, sleep, waitFor, DEFAULT_USERS, redisSubscriber, redisCommand,
 } from '../harness/index.mjs';
 
 /** A self-signed certificate for 127.0.0.1/localhost in dir. */
@@ -215,4 +215,25 @@ itest('max_envelope: an oversized envelope on the bus is dropped and counted; th
   const bob = await b.desktop('bob');
   assert.equal((await alice.msg('bob@localhost', 'still fine')).t, 'ack');
   await bob.nextMessage({ body: 'still fine' });
+});
+
+// Whoever can publish on the bus can replay a login envelope with its sealed
+// credential for another user: refused, and logged as such (not blamed on
+// the configuration, since other logins open with the same key).
+itest('a sealed credential replayed for another user is refused and logged as a forgery', async (t, stack) => {
+  const b = await startBridge(stack, { workers: 1 });
+  const sub = await redisSubscriber(stack, b.redis.port, 'imb:w:*');
+  const alice = await b.loginPhone('alice');
+  const [channel, payload] = await sub.next((c, p) => p.includes('"login"') && p.includes('alice@localhost'));
+  const env = JSON.parse(payload);
+  const forged = JSON.stringify({ ...env, jid: 'bob@localhost', dev: 'c999' });
+  const n = await redisCommand(b.redis.port, ['PUBLISH', channel, forged]);
+  assert.ok(n >= 2, 'the worker (and this test) got the forged login');
+  const [line] = await b.xmppd.waitForLines(/cred_rejected jid=bob@localhost/, { timeout: 5000 });
+  assert.match(line, /WARN/);
+  assert.match(line, /sealed for another user/);
+  assert.ok(!b.xmppd.stderr.includes('cred_unreadable'), 'not blamed on the configuration');
+  await sleep(300);
+  assert.ok(!/session_online jid=bob@localhost/.test(b.xmppd.stderr), 'no session for bob');
+  assert.equal((await alice.msg('bob@localhost', 'still fine')).t, 'ack');
 });

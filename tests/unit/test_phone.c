@@ -331,6 +331,103 @@ TEST(phone_bad_frame_error_text_is_utf8)
     json_decref(e);
 }
 
+/* The encoded body length of obj. */
+static size_t enc_len(const json_t *obj)
+{
+    return json_dumpb(obj, NULL, 0, JSON_COMPACT);
+}
+
+/* A msg longer than max is cut to fit, at a character boundary, with
+ * "truncated": every other field kept; escapes count as jansson writes them. */
+TEST(phone_fit_body)
+{
+    /* "é" is 2 bytes, "\n" escapes to 2, "\x01" to 6: mixed on purpose. */
+    char body[3000];
+    size_t n = 0;
+    while (n + 8 < sizeof(body)) {
+        memcpy(body + n, "a\xc3\xa9\n\"\x01z", 7);
+        n += 7;
+    }
+    body[n] = '\0';
+    json_t *o = json_pack("{s:s, s:I, s:s, s:s, s:s, s:I}", "t", "msg", "seq",
+                          (json_int_t)42, "from", "bob@localhost/desk", "body", body,
+                          "id", "m1", "ts", (json_int_t)1732460000000);
+    CHECK(enc_len(o) > 1000);
+    for (size_t max = 200; max <= 1000; max += 37) {
+        json_t *out = phone_fit(o, max);
+        if (!CHECK(out && json_array_size(out) == 1))
+            break;
+        json_t *f = json_array_get(out, 0);
+        size_t len = enc_len(f);
+        CHECK(len <= max);
+        CHECK(len + 7 > max); /* no more than one character short of max */
+        CHECK(json_is_true(json_object_get(f, "truncated")));
+        CHECK_EQ_INT(json_integer_value(json_object_get(f, "seq")), 42);
+        CHECK_EQ_STR(json_string_value(json_object_get(f, "id")), "m1");
+        const char *cut = json_string_value(json_object_get(f, "body"));
+        CHECK(cut && strncmp(cut, body, strlen(cut)) == 0);
+        json_decref(out);
+    }
+    /* Too small for the rest of the frame: no way to fit. */
+    CHECK(phone_fit(o, 40) == NULL);
+    json_decref(o);
+    /* A frame with neither a body nor items cannot be fitted. */
+    json_t *p = json_pack("{s:s, s:s}", "t", "presence", "status", body);
+    CHECK(phone_fit(p, 100) == NULL);
+    json_decref(p);
+}
+
+/* A roster longer than max is split over frames with "more", in order. */
+TEST(phone_fit_items)
+{
+    json_t *items = json_array();
+    for (int i = 0; i < 300; i++) {
+        char jid[64];
+        snprintf(jid, sizeof(jid), "contact%03d@localhost", i);
+        json_array_append_new(items, json_pack("{s:s, s:s, s:s}", "jid", jid,
+                                               "sub", "both", "name", jid));
+    }
+    json_t *o = json_pack("{s:s, s:s, s:o}", "t", "roster", "id", "r1", "items", items);
+    size_t max = 2048;
+    CHECK(enc_len(o) > 4 * max);
+    json_t *out = phone_fit(o, max);
+    if (!CHECK(out && json_array_size(out) > 4))
+        return;
+    size_t total = 0, k;
+    json_t *f;
+    json_array_foreach(out, k, f) {
+        CHECK(enc_len(f) <= max);
+        CHECK_EQ_STR(json_string_value(json_object_get(f, "id")), "r1");
+        bool last = k + 1 == json_array_size(out);
+        CHECK(last ? json_object_get(f, "more") == NULL
+                   : json_is_true(json_object_get(f, "more")));
+        json_t *its = json_object_get(f, "items");
+        for (size_t j = 0; j < json_array_size(its); j++)
+            CHECK(json_equal(json_array_get(its, j), json_array_get(items, total + j)));
+        total += json_array_size(its);
+    }
+    CHECK_EQ_INT(total, 300);
+    json_decref(out);
+    /* One item alone above max: cannot be fitted. */
+    CHECK(phone_fit(o, 60) == NULL);
+    json_decref(o);
+}
+
+/* A refused frame's id is recovered for the error, when it is a valid id. */
+TEST(phone_error_id_of_bad_frames)
+{
+    char id[PHONE_MAX_ID + 1];
+    const char *b1 = "{\"t\":\"msg\",\"id\":\"c7\",\"to\":\"not a jid\",\"body\":\"x\"}";
+    CHECK(phone_error_id(b1, strlen(b1), id));
+    CHECK_EQ_STR(id, "c7");
+    const char *b2 = "{\"t\":\"msg\",\"id\":\"bad id!\"}";
+    CHECK(!phone_error_id(b2, strlen(b2), id));
+    const char *b3 = "{\"t\":\"msg\",\"id\":";
+    CHECK(!phone_error_id(b3, strlen(b3), id));
+    const char *b4 = "[\"id\"]";
+    CHECK(!phone_error_id(b4, strlen(b4), id));
+}
+
 int main(void)
 {
     RUN(phone_decode_login);
@@ -343,6 +440,9 @@ int main(void)
     RUN(phone_decode_body_limit);
     RUN(phone_encode_frame);
     RUN(phone_error_and_bye);
+    RUN(phone_fit_body);
+    RUN(phone_fit_items);
+    RUN(phone_error_id_of_bad_frames);
     RUN(phone_bad_frame_error_text_is_utf8);
     return unit_done();
 }
