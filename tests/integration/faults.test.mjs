@@ -2,7 +2,8 @@
 // numbered chat load (tests/harness/faultrun.mjs: nothing lost, nothing shown
 // twice, every phone message answered, the counts and the worst stall
 // printed).
-import { itest, runFaults } from '../harness/index.mjs';
+import assert from 'node:assert/strict';
+import { itest, runFaults, startBridge, sleep } from '../harness/index.mjs';
 
 const N = Number(process.env.IMB_FAULT_USERS || 4);
 const M = Number(process.env.IMB_FAULT_MSGS || 40);
@@ -33,3 +34,33 @@ itest('fault: Redis restarted without persistence while phones are connected', {
     { at: 0.6, name: 'restart Redis empty again', run: restartRedisEmpty },
   ],
 }));
+
+// Desktop clients that number their messages per session (1, 2, 3... again
+// after every reconnect) or reuse an id: each distinct message reaches the
+// phone once; a true resend (same sender, id and text) still once.
+itest('fault: a desktop client that reuses message ids loses nothing', { timeout: 60000 }, async (t, stack) => {
+  const b = await startBridge(stack);
+  const alice = await b.loginPhone('alice');
+  const sent = [];
+  let bob = await b.desktop('bob');
+  for (let i = 1; i <= 5; i++) {
+    await bob.send('alice@localhost', `first session #${i}`, { id: String(i) });
+    sent.push(`first session #${i}`);
+  }
+  await bob.send('alice@localhost', 'same id, new text', { id: '5' });
+  sent.push('same id, new text');
+  await bob.stop();
+  bob = await b.desktop('bob'); // a new session numbers from 1 again
+  for (let i = 1; i <= 5; i++) {
+    await bob.send('alice@localhost', `second session #${i}`, { id: String(i) });
+    sent.push(`second session #${i}`);
+  }
+  await bob.send('alice@localhost', 'second session #5', { id: '5' }); // a true resend
+  await bob.send('alice@localhost', 'the end', { id: 'end' });
+  await alice.nextMsg({ body: 'the end' }, 10000);
+  await sleep(300);
+  const got = alice.frames.filter((f) => f.t === 'msg').map((f) => f.body);
+  t.diagnostic(`sent ${sent.length + 2} stanzas (${sent.length + 1} distinct), the phone got ${got.length}`);
+  for (const body of sent) assert.equal(got.filter((x) => x === body).length, 1, `"${body}" once: ${JSON.stringify(got)}`);
+  assert.equal(got.length, sent.length + 1);
+});
