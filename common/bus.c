@@ -54,6 +54,18 @@ struct req {
     struct req *next; /* deferred-failure queue */
 };
 
+/* A publish that owes someone an answer, resent until a subscriber got it
+ * (bus_publish_owed). In the bus's list from start to end. */
+struct owed {
+    struct bus *bus;
+    char *channel, *payload; /* owned; payload is len bytes */
+    size_t len;
+    int64_t deadline_ms;     /* monotonic: give up after this */
+    int attempt;             /* sends so far */
+    struct event *timer;     /* the next resend */
+    struct owed *prev, *next;
+};
+
 struct bus {
     struct event_base *base;
     char *host, *user, *password, *prefix, *name;
@@ -67,6 +79,8 @@ struct bus {
     char hb_channel[96];        /* "<prefix>:bus:<random>": heartbeat, always subscribed */
     int64_t hb_last_rx_ms;      /* monotonic, last heartbeat seen on sub */
     struct event *hb_timer;
+    struct owed *owed;          /* publishes being resent until someone gets them */
+    bool closing;               /* bus_free runs: owed publishes end */
     struct req *deferred;       /* commands failed before sending, callback pending */
     struct event *deferred_ev;
     struct bus_stats stats;
@@ -448,6 +462,85 @@ void bus_publish(struct bus *bus, const char *channel, const char *payload,
         defer_failure(r);
 }
 
+/* ---- publishes that owe an answer --------------------------------------
+ * An ack or a login answer that reached nobody leaves a phone waiting: the
+ * edge that waits for it is resubscribing (Redis restarted, its link was
+ * killed) or the command link itself was down. Resend it with backoff until
+ * a subscriber got it or its time is up. */
+
+static void owed_send(struct owed *o);
+
+static void owed_free(struct owed *o)
+{
+    struct bus *bus = o->bus;
+    if (o->prev)
+        o->prev->next = o->next;
+    else
+        bus->owed = o->next;
+    if (o->next)
+        o->next->prev = o->prev;
+    event_free(o->timer);
+    free(o->channel);
+    free(o->payload);
+    free(o);
+}
+
+static void owed_cb(void *owner, void *data, redisReply *r)
+{
+    struct owed *o = data;
+    struct bus *bus = o->bus;
+    if (bus->closing || (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)) {
+        if (o->attempt > 1 && !bus->closing)
+            LOG(INFO, "publish_redelivered", "bus=%s channel=%s attempts=%d", bus->name,
+                o->channel, o->attempt);
+        owed_free(o);
+        return;
+    }
+    int64_t now = util_mono_ms();
+    if (now >= o->deadline_ms) {
+        LOG(WARN, "publish_undelivered", "bus=%s channel=%s attempts=%d why=%s", bus->name,
+            o->channel, o->attempt, r ? "no_subscriber" : "redis_unreachable");
+        bus->stats.owed_undelivered++;
+        owed_free(o);
+        return;
+    }
+    int ms = 50 << (o->attempt < 5 ? o->attempt - 1 : 4); /* 50 .. 800 ms */
+    if (now + ms > o->deadline_ms)
+        ms = (int)(o->deadline_ms - now);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(o->timer, &tv);
+}
+
+static void owed_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    owed_send(arg);
+}
+
+static void owed_send(struct owed *o)
+{
+    o->attempt++;
+    if (o->attempt > 1)
+        o->bus->stats.owed_resent++;
+    bus_publish(o->bus, o->channel, o->payload, o->len, owed_cb, o);
+}
+
+void bus_publish_owed(struct bus *bus, const char *channel, const char *payload,
+                      size_t len, int64_t within_ms)
+{
+    struct owed *o = xcalloc(1, sizeof(*o));
+    o->bus = bus;
+    o->channel = xstrdup(channel);
+    o->payload = xstrndup(payload, len);
+    o->len = len;
+    o->deadline_ms = util_mono_ms() + within_ms;
+    o->timer = evtimer_new(bus->base, owed_timer_cb, o);
+    o->next = bus->owed;
+    if (bus->owed)
+        bus->owed->prev = o;
+    bus->owed = o;
+    owed_send(o);
+}
+
 /* ---- heartbeat ---------------------------------------------------------- */
 
 static void hb_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -512,9 +605,12 @@ void bus_free(struct bus *bus)
     if (!bus)
         return;
     event_free(bus->hb_timer);
+    bus->closing = true;
     link_close(&bus->sub);
     link_close(&bus->cmd); /* pending command callbacks run with NULL */
-    deferred_run(-1, 0, bus);
+    deferred_run(-1, 0, bus); /* (owed publishes in flight end there) */
+    while (bus->owed)
+        owed_free(bus->owed); /* those waiting for their next send */
     event_free(bus->deferred_ev);
     strmap_free(&bus->subs);
     free(bus->host);

@@ -59,6 +59,15 @@ void bus_unsubscribe(struct bus *bus, const char *channel);
 void bus_publish(struct bus *bus, const char *channel, const char *payload,
                  size_t len, bus_reply_cb *cb, void *data);
 
+/* PUBLISH a message that owes someone an answer (an ack, a login answer, an
+ * error for a phone): resent with backoff (50 ms doubling to 800 ms) while
+ * it reaches no subscriber or Redis is away, for at most within_ms; then
+ * logged (publish_undelivered) and counted. The bus copies channel and
+ * payload. A resend may reach a subscriber that already had it: only for
+ * messages whose receivers ignore a second copy. */
+void bus_publish_owed(struct bus *bus, const char *channel, const char *payload,
+                      size_t len, int64_t within_ms);
+
 /* Any command on the cmd link, printf-style as redisAsyncCommand. */
 void bus_command(struct bus *bus, bus_reply_cb *cb, void *data,
                  const char *fmt, ...);
@@ -83,6 +92,8 @@ struct bus_stats {
     uint64_t published;      /* PUBLISH replies received */
     uint64_t publish_missed; /* PUBLISH that reached no subscriber */
     uint64_t publish_failed; /* PUBLISH that got no reply */
+    uint64_t owed_resent;    /* resends of owed publishes (bus_publish_owed) */
+    uint64_t owed_undelivered; /* owed publishes given up on */
     uint64_t received;       /* messages delivered to on_msg */
     uint64_t reconnects;     /* successful reconnects after a drop, both links */
     int64_t last_roundtrip_ms; /* heartbeat publish->receive, -1 before the first */

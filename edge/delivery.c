@@ -116,6 +116,24 @@ void delivery_drained(struct conn *c)
         fetch_page(c);
 }
 
+/* The numbering the phone knows is not the user's (Redis lost the counter,
+ * or the phone names an epoch or seq the server never gave): say so at once,
+ * before any message of the new numbering, so a client that drops a seq it
+ * already stored (PROTOCOL.md section 8) does not drop new messages under
+ * old numbers. The replay that follows starts from the first one stored. */
+static void numbering_reset(struct conn *c, const char *epoch)
+{
+    LOG(WARN, "numbering_reset", "dev=%s jid=%s old_epoch=%s old_seq=%lld epoch=%s",
+        c->dev, c->user->jid, c->epoch[0] ? c->epoch : "-", (long long)c->last_seq,
+        epoch[0] ? epoch : "-");
+    c->edge->stats.resets++;
+    snprintf(c->epoch, sizeof(c->epoch), "%s", epoch);
+    c->last_seq = 0;
+    c->positioned = false; /* what the phone said is void: no "missed" from it */
+    conn_send(c, json_pack("{s:s, s:s, s:i, s:b}", "t", "sync", "epoch", epoch, "seq", 0,
+                           "reset", 1));
+}
+
 static void hold(struct conn *c, const struct env *e)
 {
     if (!c->held)
@@ -136,12 +154,10 @@ void delivery_live(struct conn *c, const struct env *e)
         hold(c, e);
         return;
     }
-    if (epoch && c->epoch[0] && strcmp(epoch, c->epoch) != 0) {
+    if (epoch && strcmp(epoch, c->epoch) != 0 && (c->epoch[0] || c->last_seq > 0)) {
         /* The user's counter was lost and restarted: everything the phone
          * knew by number is void. Start over from the inbox. */
-        c->reset = true;
-        snprintf(c->epoch, sizeof(c->epoch), "%s", epoch);
-        c->last_seq = 0;
+        numbering_reset(c, epoch);
         hold(c, e);
         delivery_replay(c);
         return;
@@ -218,10 +234,11 @@ static void on_fetched(void *owner, void *data, redisReply *r)
     const char *epoch = r->element[0]->str;
     int64_t head = r->element[1]->integer;
     redisReply *items = r->element[2];
-    if (*epoch && c->epoch[0] && strcmp(epoch, c->epoch) != 0) {
-        c->reset = true;
-        snprintf(c->epoch, sizeof(c->epoch), "%s", epoch);
-        c->last_seq = 0;
+    /* A numbering the phone does not share: another epoch, none at all
+     * while the phone names one, or a seq past the newest one given. */
+    if ((c->epoch[0] && strcmp(epoch, c->epoch) != 0) ||
+        (c->positioned && c->last_seq > head && (!*epoch || !strcmp(epoch, c->epoch)))) {
+        numbering_reset(c, epoch);
         delivery_replay(c);
         return;
     }
@@ -277,9 +294,6 @@ static void on_fetched(void *owner, void *data, redisReply *r)
                              "seq", (json_int_t)c->last_seq);
     if (missed > 0)
         json_object_set_new(sync, "missed", json_integer(missed));
-    if (c->reset)
-        json_object_set_new(sync, "reset", json_true());
-    c->reset = false;
     conn_send(c, sync);
     if (missed > 0)
         LOG(WARN, "replay_missed", "dev=%s jid=%s missed=%lld", c->dev,

@@ -66,7 +66,6 @@ struct conn {
     bool attached;            /* a bridge counts this dev among the user's devices */
     bool replaying;           /* fetching missed messages from the inbox */
     bool replay_paused;       /* waiting for the output to drain before the next page */
-    bool reset;               /* the inbox epoch changed under the phone */
     bool positioned;          /* last_seq is something the phone said or saw */
     bool bye_on_close;        /* a bye frame is queued: close after flush */
     bool inactive;            /* the app is in the background ("state"):
@@ -120,6 +119,7 @@ struct edge_stats {
     uint64_t bad_envelopes;  /* envelopes from the bus that failed validation */
     uint64_t replayed;       /* chats written to phones from the inbox */
     uint64_t gaps;           /* sequence gaps that triggered an inbox fetch */
+    uint64_t resets;         /* phones told their numbering is void (sync reset) */
     uint64_t relogins;       /* sessions re-opened on another worker */
     uint64_t rate_limited;   /* chat frames refused by the rate limit */
     uint64_t slow_readers;   /* connections cut for not reading */

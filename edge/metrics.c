@@ -79,6 +79,8 @@ static void metrics(void *owner, struct evbuffer *out)
                     "", s->relogins);
     metrics_counter(out, "imb_edge_rate_limited_total", "Chat and request frames refused by the rate limit.",
                     "", s->rate_limited);
+    metrics_counter(out, "imb_edge_numbering_resets_total",
+                    "Phones told their numbering is void (sync with reset).", "", s->resets);
     metrics_counter(out, "imb_edge_slow_readers_total", "Phones cut for not reading.", "",
                     s->slow_readers);
     metrics_counter(out, "imb_edge_frames_fitted_total",

@@ -155,8 +155,10 @@ redis_log=$RUN_DIR/redis.log
 redis_port=""
 for attempt in 1 2 3 4 5; do
     p=$(random_port)
+    # AOF, as docker-compose runs it: the inbox of messages waiting for a
+    # phone and the per-user numbering survive a restart of Redis.
     start redis "$redis_log" redis-server --bind 127.0.0.1 --port "$p" \
-        --save '' --appendonly no --dir "$RUN_DIR/redis" --daemonize no
+        --save '' --appendonly yes --appendfsync everysec --dir "$RUN_DIR/redis" --daemonize no
     for ((i = 0; i < 100; i++)); do
         if [ "$(redis-cli -h 127.0.0.1 -p "$p" ping 2>/dev/null)" = PONG ]; then
             redis_port=$p

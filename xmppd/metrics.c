@@ -108,6 +108,11 @@ static void metrics(void *owner, struct evbuffer *out)
                bus.publish_missed)
     PER_WORKER(counter, "imb_bus_publish_failed_total", "PUBLISH without a reply.",
                bus.publish_failed)
+    PER_WORKER(counter, "imb_bus_owed_resent_total",
+               "Resends of answers (acks, login answers, errors) that reached nobody.",
+               bus.owed_resent)
+    PER_WORKER(counter, "imb_bus_owed_undelivered_total",
+               "Answers given up on after WORKER_OWED_MS of resends.", bus.owed_undelivered)
     PER_WORKER(counter, "imb_bus_reconnects_total", "Redis reconnects.", bus.reconnects)
     PER_WORKER(gauge, "imb_bus_roundtrip_ms", "Last heartbeat round trip through Redis.",
                bus.last_roundtrip_ms)

@@ -33,8 +33,10 @@ void session_event(struct session *s, json_t *frame, const char *edge,
     s->w->stats.events++;
     if (durable)
         worker_deliver(s->w, s->jid, e, NULL);
+    else if (edge && dev && *edge && *dev)
+        worker_publish(s->w, "p", s->jid, e); /* an answer: the phone waits for it */
     else
-        worker_publish(s->w, "p", s->jid, e);
+        worker_publish_volatile(s->w, "p", s->jid, e); /* news nobody waits for */
 }
 
 static const char *req_id(const struct env *req)

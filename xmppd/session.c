@@ -556,6 +556,24 @@ void session_deliver_chat(struct session *s, struct env *e, const char *peer)
     worker_deliver(s->w, s->jid, e, push);
 }
 
+/* What identifies an incoming message when the server gave it no archive id
+ * on one of the ways it came (live, or from the archive after a lost
+ * session): sender's full JID, its id and a digest (FNV-1a) of the body.
+ * Clients reuse ids (many count from 1 in every session): the id alone
+ * would drop a new message as a copy of an old one. */
+static void message_key(xmpp_ctx_t *ctx, xmpp_stanza_t *m, const char *from,
+                        const char *xid, char *out, size_t n)
+{
+    xmpp_stanza_t *b = xmpp_stanza_get_child_by_name(m, "body");
+    char *body = b ? xmpp_stanza_get_text(b) : NULL;
+    uint64_t h = 14695981039346656037ull;
+    for (const char *p = body; p && *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    if (body)
+        xmpp_free(ctx, body);
+    snprintf(out, n, "%s|%s|%016llx", from, xid, (unsigned long long)h);
+}
+
 static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
 {
     struct session *s = userdata;
@@ -583,11 +601,11 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
         if (muc_on_message(s, m))
             return 1;
     }
-    char key[ENV_MAX_JID + 80];
+    char key[ENV_MAX_JID + 100];
     const char *from = xmpp_stanza_get_from(m), *xid = xmpp_stanza_get_id(m);
-    bool has_key = from && xid && strlen(from) + strlen(xid) + 2 < sizeof(key);
+    bool has_key = from && xid && strlen(from) + strlen(xid) + 20 < sizeof(key);
     if (has_key)
-        snprintf(key, sizeof(key), "%.*s|%s", (int)strcspn(from, "/"), from, xid);
+        message_key(w->ctx, m, from, xid, key, sizeof(key));
     if ((aid && idset_has(&s->seen, aid)) || (has_key && idset_has(&s->seen, key)))
         return 1;
     struct env *e;

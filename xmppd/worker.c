@@ -82,8 +82,8 @@ void worker_kick(struct worker *w)
     event_active(w->run_ev, EV_TIMEOUT, 0);
 }
 
-void worker_publish(struct worker *w, const char *kind, const char *id,
-                    struct env *e)
+static void publish(struct worker *w, const char *kind, const char *id,
+                    struct env *e, bool owed)
 {
     char ch[1200];
     size_t len;
@@ -92,11 +92,24 @@ void worker_publish(struct worker *w, const char *kind, const char *id,
     env_set_int(e, "pts", util_wall_ms()); /* publish time, for latency */
     char *payload = env_encode(e, &len);
     bus_channel(w->bus, ch, sizeof(ch), kind, id);
-    bus_publish(w->bus, ch, payload, len, NULL, NULL);
-    if (e->type == ENV_CHAT)
-        LOG(DEBUG, "deliver", "channel=%s", ch);
+    if (owed)
+        bus_publish_owed(w->bus, ch, payload, len, WORKER_OWED_MS);
+    else
+        bus_publish(w->bus, ch, payload, len, NULL, NULL);
     free(payload);
     env_free(e);
+}
+
+void worker_publish(struct worker *w, const char *kind, const char *id,
+                    struct env *e)
+{
+    publish(w, kind, id, e, true);
+}
+
+void worker_publish_volatile(struct worker *w, const char *kind, const char *id,
+                             struct env *e)
+{
+    publish(w, kind, id, e, false);
 }
 
 void worker_error(struct worker *w, const char *jid, const char *edge,

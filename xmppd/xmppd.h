@@ -283,9 +283,15 @@ void worker_kick(struct worker *w);
  * may be NULL): a push envelope to publish once it is stored. */
 void worker_deliver(struct worker *w, const char *jid, struct env *e,
                     json_t *push);
-/* Publish e to "<prefix>:<kind>:<id>"; e is freed. */
+/* Publish e to "<prefix>:<kind>:<id>"; e is freed. It owes someone an
+ * answer (an ack, a login answer, an error, a session's end): resent until a
+ * subscriber got it, for up to WORKER_OWED_MS (bus_publish_owed). */
+#define WORKER_OWED_MS 10000
 void worker_publish(struct worker *w, const char *kind, const char *id,
                     struct env *e);
+/* The same for what nobody waits for (presence, typing): sent once. */
+void worker_publish_volatile(struct worker *w, const char *kind, const char *id,
+                             struct env *e);
 /* An error frame for user jid's phone edge + dev (else all the user's
  * phones), naming the message or request id; id and reason may be NULL. */
 void worker_error(struct worker *w, const char *jid, const char *edge,

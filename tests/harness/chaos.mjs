@@ -211,6 +211,19 @@ class Model {
     this.events = [];       // last `events` things that happened, for diagnostics
     this.violations = [];   // broken guarantees / protocol rules: the test fails on these
     this.stopped = false;
+    this.progressAt = [];   // when each of its messages was acked/confirmed (ms)
+  }
+
+  /** The longest time (ms) its outbox went without progress while it had
+   * something to send, from the traffic start (t0) to its last message. */
+  worstStall() {
+    let worst = 0;
+    let prev = this.t0;
+    for (const at of this.progressAt) {
+      worst = Math.max(worst, at - prev);
+      prev = at;
+    }
+    return worst;
   }
 
   _ev(text) {
@@ -265,6 +278,7 @@ export class ReliablePhone extends Model {
   constructor({
     name, jid, pass, peer, count, edges, pace = [150, 300], backoff = [100, 500],
     ackStallMs = 10000, stallIsViolation = true, loginTimeoutMs = 20000, label = 'app', t0,
+    allowReset = false,
   }) {
     super(name ?? jid.split('@')[0], { t0 });
     this.jid = jid;
@@ -277,6 +291,7 @@ export class ReliablePhone extends Model {
     this.backoff = backoff;
     this.ackStallMs = ackStallMs;
     this.stallIsViolation = stallIsViolation;
+    this.allowReset = allowReset; // a sync with reset is expected (Redis without persistence)
     this.stalls = [];          // {id, sentAt, ms, port}: messages that got no answer
     this.loginTimeoutMs = loginTimeoutMs;
     this.label = label;
@@ -296,7 +311,7 @@ export class ReliablePhone extends Model {
       connects: 0, connectFailures: 0, logins: 0, loginUnavailable: 0, loginErrors: {},
       msgFrames: 0, resends: 0, acked: 0, errorsById: {}, staleAnswers: 0, otherErrors: {},
       closes: 0, drops: 0, byes: {}, received: 0, replayed: 0, replayLogins: 0,
-      dupSeqDropped: 0, dupIdDropped: 0, syncs: 0, syncLoss: [], stalls: 0, hbs: 0,
+      dupSeqDropped: 0, dupIdDropped: 0, syncs: 0, syncLoss: [], resets: 0, stalls: 0, hbs: 0,
       ackLatencyMax: 0,
     };
   }
@@ -494,6 +509,7 @@ export class ReliablePhone extends Model {
     this._ev(`ack ${o.id} (${now - o.sentAt} ms)`);
     this.stats.ackLatencyMax = Math.max(this.stats.ackLatencyMax, now - o.sentAt);
     this.acked.add(o.k);
+    this.progressAt.push(now);
     this.outstanding = null;
     this.nextK = o.k + 1;
     this.nextSendAt = now + rand(this.pace);
@@ -537,13 +553,23 @@ export class ReliablePhone extends Model {
       this._ev(`dup id ${f.id} seq=${seq} dropped`);
     } else {
       if (f.id) this.visibleIds.add(f.id);
-      this.visible.push({ id: f.id, seq, body: f.body, from: f.from });
+      this.visible.push({ id: f.id, seq, epoch: this.epoch, body: f.body, from: f.from });
     }
     this._send(sess, { t: 'ack', seq });
   }
 
   _onSync(sess, f) {
     this.stats.syncs++;
+    if (f.reset && this.allowReset && !f.missed) {
+      // The server lost the numbering (PROTOCOL.md section 8): the stored
+      // seqs mean nothing now; what the app shows stays, deduplicated by id.
+      this.stats.resets++;
+      this._ev(`reset ${JSON.stringify(f)} (we had epoch=${this.epoch} seq=${this.maxSeq})`);
+      this.epoch = f.epoch || null;
+      this.maxSeq = 0;
+      this.stored.clear();
+      return;
+    }
     if (f.missed || f.reset) {
       this.stats.syncLoss.push(f);
       this._violation(`sync reports loss: ${JSON.stringify(f)} (we had epoch=${this.epoch} seq=${this.maxSeq})`);
@@ -792,6 +818,7 @@ export class ReliableDesktop extends Model {
       return;
     }
     this.confirmed.add(k);
+    this.progressAt.push(Date.now());
     this.stats.confirmed++;
     this._ev(`confirmed ${id} (${Date.now() - t1} ms)`);
     this.nextK = k + 1;

@@ -13,6 +13,7 @@ export * from './phone.mjs';
 export * from './services.mjs';
 export * from './haproxy.mjs';
 export * from './chaos.mjs';
+export * from './faultrun.mjs';
 
 /**
  * itest(name, [opts], fn): a node:test test that gets a fresh Stack:

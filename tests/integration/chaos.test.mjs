@@ -1,163 +1,62 @@
 // Failure injection: the delivery guarantees of docs/ARCHITECTURE.md
-// ("Guarantees") under fire.  N phone apps p1..pN and N desktop users
-// d1..dN (pi <-> di) each send M numbered messages while phone sockets
+// ("Guarantees") under fire.  N phone apps and N desktop users chat (the
+// load and the verdict: tests/harness/faultrun.mjs) while phone sockets
 // drop, an edge and a whole imb-xmppd are killed -9 (and replaced), Redis
-// (AOF, fsync always) restarts and Prosody restarts.  The clients are the
-// well-behaved ones of tests/harness/chaos.mjs (PROTOCOL.md section 8 for
-// the phones; resend-until-pinged for the desktops).  Afterwards every user
-// must have seen exactly the messages sent to it, each once, in order, and
-// no sync may report a loss (missed/reset).
+// (AOF, fsync always) restarts and Prosody restarts.
 //
 // Knobs (env): IMB_CHAOS_USERS (N, default 6), IMB_CHAOS_MSGS (M, default 60),
 // IMB_CHAOS_ALLOW_STALLS=1: a phone message that gets neither ack nor error
-// (the phone then reconnects and resends it after ACK_STALL_MS) is reported
-// but does not fail the test.
-import assert from 'node:assert/strict';
-import {
-  itest, startRedis, startProsody, startXmppd, startEdge, waitBridgeReady, killHard,
-  ReliablePhone, ReliableDesktop, BusTap, randomCredKey, sleep, waitFor,
-} from '../harness/index.mjs';
+// (the phone then reconnects and resends it after 8 s) is reported but does
+// not fail the test.
+import { itest, killHard, runFaults } from '../harness/index.mjs';
 
 const N = Number(process.env.IMB_CHAOS_USERS || 6);
 const M = Number(process.env.IMB_CHAOS_MSGS || 60);
-const PASS = 'secret';
-const PACE = [150, 300];                 // ms between one sender's messages
-const XMPPD_ARGS = ['--lease-ms', '3000', '--resume-window', '20'];
-const MIN_GAP_MS = 2000;                 // traffic flows at least this long between two steps
-const STEP_WAIT_MS = 30000;              // traffic that does not reach a step's mark by then: stuck
-const DRAIN_MS = 40000;
-const ACK_STALL_MS = 8000;               // a phone waits this long for an ack or error, then reconnects
-const ALLOW_STALLS = process.env.IMB_CHAOS_ALLOW_STALLS === '1';
 
 const pick = (a) => a[Math.floor(Math.random() * a.length)];
 const shuffled = (a) => a.map((x) => [Math.random(), x]).sort((x, y) => x[0] - y[0]).map(([, x]) => x);
 
-/** "k" numbers of `msgs` whose ids are "<prefix>-k" (NaN for other ids). */
-const ksOf = (msgs, prefix) => msgs.map((m) => (typeof m.id === 'string' && m.id.startsWith(`${prefix}-`)
-  ? Number(m.id.slice(prefix.length + 1)) : NaN));
-
-/** Problems with an app-visible sequence of k: must be exactly 1..n, strictly increasing. */
-function checkSequence(who, ks, n) {
-  const problems = [];
-  const want = new Set(Array.from({ length: n }, (_, i) => i + 1));
-  const got = new Set(ks);
-  const missing = [...want].filter((k) => !got.has(k));
-  const extra = ks.filter((k) => !want.has(k));
-  if (missing.length) problems.push(`${who}: missing k=${missing.join(',')}`);
-  if (extra.length) problems.push(`${who}: unexpected k=${extra.join(',')}`);
-  if (got.size !== ks.length) problems.push(`${who}: shown twice: ${ks.filter((k, i) => ks.indexOf(k) !== i).join(',')}`);
-  for (let i = 1; i < ks.length; i++) {
-    if (!(ks[i] > ks[i - 1])) {
-      problems.push(`${who}: out of order at position ${i}: ... ${ks.slice(Math.max(0, i - 3), i + 3).join(' ')} ...`);
-      break;
-    }
-  }
-  return problems;
-}
-
-/** Count each log event (4th field of the services' stderr lines) over procs. */
-function eventCounts(procs, names) {
-  const counts = Object.fromEntries(names.map((n) => [n, 0]));
-  for (const p of procs) {
-    for (const l of p.lines('stderr')) {
-      const ev = /^\S+ \S+ \S+ (\w+)/.exec(l)?.[1];
-      if (ev in counts) counts[ev]++;
-    }
-  }
-  return counts;
-}
+const dropSockets = (n, rst) => ({ phones }) => {
+  const victims = shuffled(phones).filter((p) => p.sess && !p.sess.conn.isClosed).slice(0, n);
+  for (const p of victims) p.drop({ rst });
+  return `dropped ${victims.map((p) => p.name).join(' ')}`;
+};
+const killEdge = async (ctx) => {
+  const victim = pick(ctx.edges);
+  ctx.edges.splice(ctx.edges.indexOf(victim), 1); // out of the load balancer first
+  await killHard(victim);
+  const fresh = await ctx.startEdge();
+  ctx.edges.push(fresh);
+  return `killed ${victim.name} (port ${victim.port}); started ${fresh.name} on ${fresh.port}`;
+};
+const killXmppd = async (ctx) => {
+  const victim = pick(ctx.xmppds);
+  ctx.xmppds.splice(ctx.xmppds.indexOf(victim), 1);
+  const pids = await killHard(victim);
+  const fresh = await ctx.startXmppd();
+  ctx.xmppds.push(fresh);
+  return `killed ${victim.name} (pids ${pids.join(' ')}); started ${fresh.name}`;
+};
+const restartRedis = async ({ redis }) => {
+  const t1 = Date.now();
+  await redis.stop();
+  await redis.start();
+  const len = await redis.command('DBSIZE');
+  return `redis down ${Date.now() - t1} ms, ${len} keys after restart`;
+};
+const restartProsody = async ({ prosody }) => {
+  const t1 = Date.now();
+  await prosody.stop();
+  await prosody.start();
+  return `prosody down ${Date.now() - t1} ms`;
+};
 
 itest(`chaos: ${N} phones + ${N} desktops x ${M} messages survive drops, kill -9 of an edge and an xmppd, ` +
-  'Redis and Prosody restarts; nothing lost, nothing doubled, in order', { timeout: 150000 }, async (t, stack) => {
-  const T0 = Date.now();
-  const say = (s) => t.diagnostic(`+${((Date.now() - T0) / 1000).toFixed(1)}s ${s}`);
-  const credKey = randomCredKey();
-  const users = [];
-  for (let i = 1; i <= N; i++) users.push([`p${i}`, PASS], [`d${i}`, PASS]);
-
-  // ---- topology: Redis (AOF), Prosody, 2 x xmppd (2 workers), 2 x edge
-  const [redis, prosody] = await Promise.all([
-    startRedis(stack, { appendonly: true }),
-    startProsody(stack, { users }),
-  ]);
-  const domain = prosody.domain;
-  assert.deepEqual(await redis.command('CONFIG', 'GET', 'appendfsync'), ['appendfsync', 'always']);
-  const tap = new BusTap(redis.port).start(); // the bus traffic, for failure reports
-  stack.onCleanup('bus tap', () => tap.stop());
-  const xmppdOpts = { redisPort: redis.port, xmppPort: prosody.c2sPort, workers: 2, credKey, extraArgs: XMPPD_ARGS };
-  const edgeOpts = { redisPort: redis.port, credKey };
-  const xmppds = await Promise.all([startXmppd(stack, xmppdOpts), startXmppd(stack, xmppdOpts)]);
-  const edges = await Promise.all([startEdge(stack, edgeOpts), startEdge(stack, edgeOpts)]);
-  await Promise.all(edges.map((e) => waitBridgeReady(e.port, { domain })));
-  const allXmppds = [...xmppds];
-  const allEdges = [...edges];
-  say(`stack up: redis ${redis.port}, prosody ${prosody.c2sPort}, edges ${edges.map((e) => e.port).join(' ')}`);
-
-  // ---- the clients
-  const t0 = Date.now();
-  const liveEdges = () => edges.map((e) => e.port); // the load balancer's list
-  const phones = [];
-  const desktops = [];
-  for (let i = 1; i <= N; i++) {
-    const phone = new ReliablePhone({
-      jid: `p${i}@${domain}`, pass: PASS, peer: `d${i}@${domain}`, count: M, edges: liveEdges, pace: PACE, t0,
-      ackStallMs: ACK_STALL_MS, stallIsViolation: !ALLOW_STALLS,
-    });
-    const desk = new ReliableDesktop({
-      stack, user: `d${i}`, pass: PASS, domain, port: prosody.c2sPort, peer: `p${i}@${domain}`, count: M, pace: PACE, t0,
-    });
-    phones.push(phone);
-    desktops.push(desk);
-    stack.onCleanup(`phone app p${i}`, () => phone.stop(), () => phone.describe());
-    stack.onCleanup(`desktop app d${i}`, () => desk.stop(), () => desk.describe());
-  }
-  const apps = [...phones, ...desktops];
-  const sentCount = () => phones.reduce((n, p) => n + p.acked.size, 0) + desktops.reduce((n, d) => n + d.confirmed.size, 0);
-  const progress = () => sentCount() / (2 * N * M);
-  const violations = () => apps.flatMap((a) => a.violations);
-  for (const d of desktops) d.start();
-  for (const p of phones) p.start();
-
-  // ---- the chaos schedule: each step fires once the traffic reached its
-  // mark (so every step hits flowing traffic whatever the machine's speed),
-  // and at least MIN_GAP_MS after the previous one ended.
-  const dropSockets = (n, rst) => () => {
-    const victims = shuffled(phones).filter((p) => p.sess && !p.sess.conn.isClosed).slice(0, n);
-    for (const p of victims) p.drop({ rst });
-    return `dropped ${victims.map((p) => p.name).join(' ')}`;
-  };
-  const killEdge = async () => {
-    const victim = pick(edges);
-    edges.splice(edges.indexOf(victim), 1); // out of the load balancer first
-    await killHard(victim);
-    const fresh = await startEdge(stack, edgeOpts);
-    allEdges.push(fresh);
-    edges.push(fresh);
-    return `killed ${victim.name} (port ${victim.port}); started ${fresh.name} on ${fresh.port}`;
-  };
-  const killXmppd = async () => {
-    const victim = pick(xmppds);
-    xmppds.splice(xmppds.indexOf(victim), 1);
-    const pids = await killHard(victim);
-    const fresh = await startXmppd(stack, xmppdOpts);
-    allXmppds.push(fresh);
-    xmppds.push(fresh);
-    return `killed ${victim.name} (pids ${pids.join(' ')}); started ${fresh.name}`;
-  };
-  const restartRedis = async () => {
-    const t1 = Date.now();
-    await redis.stop();
-    await redis.start();
-    const len = await redis.command('DBSIZE');
-    return `redis down ${Date.now() - t1} ms, ${len} keys after restart`;
-  };
-  const restartProsody = async () => {
-    const t1 = Date.now();
-    await prosody.stop();
-    await prosody.start();
-    return `prosody down ${Date.now() - t1} ms`;
-  };
-  const steps = [
+  'Redis and Prosody restarts; nothing lost, nothing doubled, in order', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
+  users: N,
+  msgs: M,
+  allowStalls: process.env.IMB_CHAOS_ALLOW_STALLS === '1',
+  steps: [
     { at: 0.06, name: 'drop 2 phone sockets', run: dropSockets(2, false) },
     { at: 0.11, name: 'drop 3 phone sockets (RST)', run: dropSockets(3, true) },
     { at: 0.16, name: 'drop 2 phone sockets', run: dropSockets(2, false) },
@@ -165,169 +64,5 @@ itest(`chaos: ${N} phones + ${N} desktops x ${M} messages survive drops, kill -9
     { at: 0.38, name: 'kill -9 a whole xmppd, start a replacement', run: killXmppd },
     { at: 0.52, name: 'restart Redis (AOF)', run: restartRedis },
     { at: 0.66, name: 'restart Prosody', run: restartProsody },
-  ];
-  const timeline = [];
-  const ran = [];                        // {name, start, end}
-  let lastEnd = Date.now();
-  for (const step of steps) {
-    const wait = Math.max(0, lastEnd + MIN_GAP_MS - Date.now());
-    if (wait) await sleep(wait);
-    try {
-      await waitFor(() => progress() >= step.at || violations().length > 0,
-        { timeout: STEP_WAIT_MS, interval: 50, what: `traffic to reach ${Math.round(step.at * 100)}%` });
-    } catch (e) {
-      throw new Error(`traffic stuck at ${(progress() * 100).toFixed(1)}% before step "${step.name}": ${e.message}; ` +
-        `violations: ${JSON.stringify(violations())}`);
-    }
-    const start = Date.now();
-    const p = progress();
-    const what = await step.run();
-    lastEnd = Date.now();
-    ran.push({ name: step.name, start, end: lastEnd });
-    timeline.push(`+${((start - t0) / 1000).toFixed(1)}s at ${(p * 100).toFixed(0)}% ${step.name}: ${what} ` +
-      `(${lastEnd - start} ms)`);
-    say(`${step.name}: ${what}`);
-  }
-  const chaosEnd = Date.now();
-  const progressAtEnd = progress();
-
-  // ---- drain: every outbox confirmed, every receiver complete
-  const complete = () => phones.every((p, i) => p.outboxDone && p.complete(`d${i + 1}`, M)) &&
-    desktops.every((d, i) => d.outboxDone && d.complete(`p${i + 1}`, M));
-  const doneAt = new Map();               // app name + ' out' / ' in' -> ms since t0
-  const noteDone = () => {
-    phones.forEach((p, i) => {
-      if (p.outboxDone && !doneAt.has(`${p.name} out`)) doneAt.set(`${p.name} out`, Date.now() - t0);
-      if (p.complete(`d${i + 1}`, M) && !doneAt.has(`${p.name} in`)) doneAt.set(`${p.name} in`, Date.now() - t0);
-    });
-    desktops.forEach((d, i) => {
-      if (d.outboxDone && !doneAt.has(`${d.name} out`)) doneAt.set(`${d.name} out`, Date.now() - t0);
-      if (d.complete(`p${i + 1}`, M) && !doneAt.has(`${d.name} in`)) doneAt.set(`${d.name} in`, Date.now() - t0);
-    });
-    return complete();
-  };
-  let drained = true;
-  try {
-    await waitFor(noteDone, { timeout: DRAIN_MS, interval: 100, what: 'all messages through' });
-  } catch {
-    drained = false;
-  }
-  const drainMs = Date.now() - chaosEnd;
-  const trafficMs = Date.now() - t0;
-  await Promise.all(apps.map((a) => a.stop()));
-
-  // ---- report
-  say(`traffic ${trafficMs} ms; chaos ended at ${(progressAtEnd * 100).toFixed(0)}% of the messages; ` +
-    `drain ${drained ? `${drainMs} ms` : `NOT DONE after ${DRAIN_MS} ms`}`);
-  for (const l of timeline) say(`  ${l}`);
-  say(`done (s since traffic start; outbox/inbox): ${apps.map((a) => `${a.name} ` +
-    `${((doneAt.get(`${a.name} out`) ?? NaN) / 1000).toFixed(1)}/${((doneAt.get(`${a.name} in`) ?? NaN) / 1000).toFixed(1)}`).join(', ')}`);
-  const sum = (xs, f) => xs.reduce((n, x) => n + f(x), 0);
-  say('per user: phone pi [acked/M, resends, msg errors, reconnects, replayed, dupId, dupSeq, received] ' +
-    '| desktop di [confirmed/M, resends, reconnects, dupId, delayed, received]');
-  for (let i = 0; i < N; i++) {
-    const p = phones[i].stats;
-    const d = desktops[i].stats;
-    const errs = Object.values(p.errorsById).reduce((a, b) => a + b, 0);
-    say(`  p${i + 1} [${phones[i].acked.size}/${M}, ${p.resends}, ${errs}, ${p.connects - 1}, ${p.replayed}, ` +
-      `${p.dupIdDropped}, ${p.dupSeqDropped}, ${phones[i].visible.length}] | d${i + 1} [${desktops[i].confirmed.size}/${M}, ` +
-      `${d.resends}, ${d.connects - 1}, ${d.dupIdDropped}, ${d.delayed}, ${desktops[i].visible.length}]`);
-  }
-  const P = (f) => sum(phones, (p) => f(p.stats));
-  const D = (f) => sum(desktops, (d) => f(d.stats));
-  const merge = (objs) => objs.reduce((acc, o) => { for (const [k, v] of Object.entries(o)) acc[k] = (acc[k] ?? 0) + v; return acc; }, {});
-  say(`phones: sent ${sum(phones, (p) => p.acked.size)} (msg frames ${P((s) => s.msgFrames)}, resent ${P((s) => s.resends)}), ` +
-    `received ${sum(phones, (p) => p.visible.length)} shown (${P((s) => s.received)} stored), ` +
-    `replayed at login ${P((s) => s.replayed)} (in ${P((s) => s.replayLogins)} logins), ` +
-    `dup dropped by id ${P((s) => s.dupIdDropped)}, by seq ${P((s) => s.dupSeqDropped)}; ` +
-    `connects ${P((s) => s.connects)} (failed ${P((s) => s.connectFailures)}), logins ${P((s) => s.logins)}, ` +
-    `login unavailable ${P((s) => s.loginUnavailable)}, msg errors ${JSON.stringify(merge(phones.map((p) => p.stats.errorsById)))}, ` +
-    `other errors ${JSON.stringify(merge(phones.map((p) => p.stats.otherErrors)))}, byes ${JSON.stringify(merge(phones.map((p) => p.stats.byes)))}, ` +
-    `stale answers ${P((s) => s.staleAnswers)}, stalls ${P((s) => s.stalls)}, max ack latency ${Math.max(...phones.map((p) => p.stats.ackLatencyMax))} ms`);
-  say(`desktops: sent ${sum(desktops, (d) => d.confirmed.size)} (stanzas ${D((s) => s.sends)}, resent ${D((s) => s.resends)}), ` +
-    `received ${sum(desktops, (d) => d.visible.length)} shown (${D((s) => s.received)} stanzas, ${D((s) => s.delayed)} from offline storage), ` +
-    `dup dropped by id ${D((s) => s.dupIdDropped)}; reconnects ${D((s) => s.connects) - N} (failed attempts ${D((s) => s.connectFailures)})`);
-  const syncLoss = phones.flatMap((p) => p.stats.syncLoss.map((f) => `${p.name}: ${JSON.stringify(f)}`));
-  say(`sync frames ${P((s) => s.syncs)}, with missed/reset: ${syncLoss.length}${syncLoss.length ? ` ${syncLoss.join('; ')}` : ''}`);
-  say(`service events: ${JSON.stringify(eventCounts([...allEdges, ...allXmppds], [
-    'relogin', 'relogin_ok', 'relogin_gave_up', 'session_online', 'session_reused', 'session_lost', 'login_forward',
-    'lease_taken_over', 'lease_lost', 'login_worker_missing', 'replay_missed', 'replay_failed', 'delivery_failed',
-    'delivery_dropped', 'redis_disconnected', 'session_connect_failed', 'envelope_invalid',
-  ]))}`);
-
-  // ---- verdict
-  const problems = [...violations()];
-  if (!drained) problems.push(`not drained within ${DRAIN_MS} ms`);
-  for (let i = 0; i < N; i++) {
-    const p = phones[i];
-    const d = desktops[i];
-    const pn = `p${i + 1}`;
-    const dn = `d${i + 1}`;
-    if (!p.outboxDone) problems.push(`${pn}: outbox not acked past k=${p.nextK - 1} (outstanding ${p.outstanding?.id})`);
-    if (!d.outboxDone) problems.push(`${dn}: outbox not confirmed past k=${d.nextK - 1}`);
-    problems.push(...checkSequence(`${pn} receiving from ${dn}`, ksOf(p.visible, dn), M));
-    problems.push(...checkSequence(`${dn} receiving from ${pn}`, ksOf(d.visible, pn), M));
-    for (const m of p.visible) {
-      const k = Number(m.id?.slice(dn.length + 1));
-      if (m.body !== `${dn}->${pn} #${k}` || !m.from?.startsWith(`${dn}@${domain}/`)) {
-        problems.push(`${pn}: msg ${JSON.stringify(m)}`);
-      }
-    }
-    const seqs = p.visible.map((m) => m.seq);
-    if (new Set(seqs).size !== seqs.length) problems.push(`${pn}: a seq shown twice`);
-  }
-  // Phone messages that got neither ack nor error: when, and what the bus
-  // carried around them (Redis MONITOR).
-  const show = (r) => {
-    if (!r.env) return `+${r.at - t0}ms ${r.client} ${r.text.slice(0, 300)}`;
-    const { v, ts, cred, ...rest } = r.env;
-    return `+${r.at - t0}ms ${r.client} ${r.cmd} ${r.channel} ${JSON.stringify(rest)}`;
-  };
-  for (const p of phones) {
-    for (const st of p.stalls) {
-      const step = ran.filter((r) => r.start <= st.sentAt + 200).pop();
-      say(`STALL ${st.id}: sent at +${st.sentAt - t0}ms on edge ${st.port}` +
-        (step ? `, ${st.sentAt - step.start} ms after "${step.name}" began` : '') +
-        `; no ack or error for ${st.ms} ms, the socket open; bus (Redis MONITOR, ${tap.connects} connections):`);
-      const around = tap.find(`:${p.jid}`, { from: st.sentAt - 1000, to: st.sentAt + 3000 })
-        .filter((r) => !r.text.includes(`"${st.id}"`) && r.env?.type !== 'chat' && !r.cmd.startsWith('EVAL'));
-      for (const r of [...tap.find(`"${st.id}"`), ...around].sort((x, y) => x.at - y.at)) say(`  ${show(r)}`);
-    }
-  }
-  // Messages a receiver never showed: when they were sent, and what the bus
-  // saw of them (an inbox EVAL carries the message when the bridge stored it).
-  const lost = [];
-  for (let i = 0; i < N; i++) {
-    const got = (app, prefix) => new Set(ksOf(app.visible, prefix));
-    const pGot = got(phones[i], `d${i + 1}`);
-    const dGot = got(desktops[i], `p${i + 1}`);
-    for (let k = 1; k <= M; k++) {
-      if (!pGot.has(k)) lost.push({ id: `d${i + 1}-${k}`, sender: desktops[i], receiver: phones[i] });
-      if (!dGot.has(k)) lost.push({ id: `p${i + 1}-${k}`, sender: phones[i], receiver: desktops[i] });
-    }
-  }
-  for (const { id, sender, receiver } of lost.slice(0, 10)) {
-    const evs = sender.events.filter((e) => new RegExp(`\\b${id}\\b`).test(e));
-    const at = Number(/^\+(\d+)ms/.exec(evs[0] ?? '')?.[1]);
-    const step = Number.isFinite(at) ? ran.filter((r) => r.start - t0 <= at + 200).pop() : null;
-    say(`LOST ${id} (${receiver.name} never showed it): sender's events: ${evs.join(' | ') || '(none kept)'}` +
-      (step ? `; sent ${t0 + at - step.start} ms after "${step.name}" began` : ''));
-    const recs = tap.find(`"${id}"`);
-    say(`  bus records with it: ${recs.length ? '' : 'none (never stored in an inbox, never published)'}`);
-    for (const r of recs) say(`    ${show(r)}`);
-  }
-  if (progressAtEnd >= 1) say('WARNING: all messages were through before the last chaos step; raise IMB_CHAOS_MSGS');
-  if (problems.length) {
-    // The services' log lines about the users concerned, for the report.
-    const names = [...new Set(problems.map((p) => /\b([pd]\d+)\b/.exec(p)?.[1]).filter(Boolean))];
-    const jids = new Set(names.map((n) => `p${n.slice(1)}@${domain}`));
-    for (const jid of jids) {
-      const lines = [...allEdges, ...allXmppds].flatMap((p) => p.lines('stderr')
-        .filter((l) => l.includes(`jid=${jid}`) || l.includes(`:${jid}`)).map((l) => `${p.name}: ${l}`))
-        .sort((a, b) => a.slice(a.indexOf(': ') + 2).localeCompare(b.slice(b.indexOf(': ') + 2)));
-      say(`service log lines about ${jid} (${lines.length}):`);
-      for (const l of lines.slice(-60)) say(`  ${l}`);
-    }
-  }
-  assert.deepEqual(problems, [], `delivery guarantees broken:\n  ${problems.join('\n  ')}`);
-});
+  ],
+}));

@@ -1,0 +1,66 @@
+// Faults that production meets every week, each on its own under a steady
+// numbered chat load (tests/harness/faultrun.mjs: nothing lost, nothing shown
+// twice, every phone message answered, the counts and the worst stall
+// printed).
+import assert from 'node:assert/strict';
+import { itest, runFaults, startBridge, sleep } from '../harness/index.mjs';
+
+const N = Number(process.env.IMB_FAULT_USERS || 4);
+const M = Number(process.env.IMB_FAULT_MSGS || 40);
+
+/** Redis restarted empty (no persistence): every counter, inbox and lease gone. */
+const restartRedisEmpty = async ({ redis }) => {
+  const t1 = Date.now();
+  await redis.stop();
+  await redis.start();
+  return `redis down ${Date.now() - t1} ms, ${await redis.command('DBSIZE')} keys after restart`;
+};
+
+// A forgotten numbering: the phone learns of the new epoch (sync with reset)
+// before any message numbered in it, so a client that drops a seq it already
+// stored (PROTOCOL.md section 8) loses nothing. Each restart also breaks
+// every Redis link: the answers owed to phones (acks, login answers) that
+// reach nobody while the edges resubscribe are sent again.
+// (Phones away while Redis loses their inbox lose what it held: see
+// docs/ARCHITECTURE.md, "Redis without persistence".)
+itest('fault: Redis restarted without persistence while phones are connected', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
+  users: N,
+  msgs: M,
+  appendonly: false,
+  allowReset: true,
+  maxStallMs: 5000,
+  steps: [
+    { at: 0.3, name: 'restart Redis empty', run: restartRedisEmpty },
+    { at: 0.6, name: 'restart Redis empty again', run: restartRedisEmpty },
+  ],
+}));
+
+// Desktop clients that number their messages per session (1, 2, 3... again
+// after every reconnect) or reuse an id: each distinct message reaches the
+// phone once; a true resend (same sender, id and text) still once.
+itest('fault: a desktop client that reuses message ids loses nothing', { timeout: 60000 }, async (t, stack) => {
+  const b = await startBridge(stack);
+  const alice = await b.loginPhone('alice');
+  const sent = [];
+  let bob = await b.desktop('bob');
+  for (let i = 1; i <= 5; i++) {
+    await bob.send('alice@localhost', `first session #${i}`, { id: String(i) });
+    sent.push(`first session #${i}`);
+  }
+  await bob.send('alice@localhost', 'same id, new text', { id: '5' });
+  sent.push('same id, new text');
+  await bob.stop();
+  bob = await b.desktop('bob'); // a new session numbers from 1 again
+  for (let i = 1; i <= 5; i++) {
+    await bob.send('alice@localhost', `second session #${i}`, { id: String(i) });
+    sent.push(`second session #${i}`);
+  }
+  await bob.send('alice@localhost', 'second session #5', { id: '5' }); // a true resend
+  await bob.send('alice@localhost', 'the end', { id: 'end' });
+  await alice.nextMsg({ body: 'the end' }, 10000);
+  await sleep(300);
+  const got = alice.frames.filter((f) => f.t === 'msg').map((f) => f.body);
+  t.diagnostic(`sent ${sent.length + 2} stanzas (${sent.length + 1} distinct), the phone got ${got.length}`);
+  for (const body of sent) assert.equal(got.filter((x) => x === body).length, 1, `"${body}" once: ${JSON.stringify(got)}`);
+  assert.equal(got.length, sent.length + 1);
+});
