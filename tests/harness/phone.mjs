@@ -229,7 +229,7 @@ export class PhoneClient {
   }
 
   describe() {
-    const fmt = (x) => JSON.stringify(x, (k, v) => (k === 'pass' ? '***' : v));
+    const fmt = (x) => JSON.stringify(x, (k, v) => (k === 'pass' || k === 'token' ? '***' : v));
     return `----- ${this.name}${this.jid ? ` (${this.jid})` : ''} ${this.isClosed ? 'closed' : 'open'} -----\n` +
       `sent: ${this.sent.map(fmt).join('\n      ')}\n` +
       `received: ${this.frames.map(fmt).join('\n          ')}`;
