@@ -375,19 +375,23 @@ static void on_workers_refreshed(void *arg)
     }
 }
 
-/* The throttle's verdict on a login: refuse it, or send it to a bridge. */
+/* The throttle's verdict on a login: refuse it, or send it to a bridge.
+ * (The user's channel is subscribed only now: a refused login costs Redis
+ * no SUBSCRIBE.) */
 static void on_throttle_checked(struct edge *edge, const char *dev, uint8_t seq,
-                                enum throttle_verdict v, long retry_s)
+                                const char *jid, enum throttle_verdict v,
+                                long retry_s)
 {
     struct conn *c = strmap_get(&edge->conns, dev);
     if (!c || c->state != CONN_LOGGING_IN || c->login_seq != seq ||
-        !c->pending_pass)
+        !c->pending_pass || c->user)
         return; /* gone, timed out, or logging in anew */
     if (v != THROTTLE_PASS) {
         login_refused(c, PERR_RATE_LIMITED,
                       "too many failed logins, try again later", retry_s);
         return;
     }
+    user_attach(edge, c, jid);
     char *cred = seal_encrypt(edge->cred_key, c->user->jid, c->pending_pass,
                               util_wall_ms());
     if (!cred) {
@@ -417,12 +421,11 @@ void edge_on_login(struct conn *c, json_t *f)
     json_t *seq = json_object_get(f, "seq");
     c->last_seq = seq ? (int64_t)json_integer_value(seq) : 0;
     c->positioned = seq != NULL;
-    user_attach(edge, c, jid);
     conn_set_state(c, CONN_LOGGING_IN);
     c->pending_pass = xstrdup(json_string_value(json_object_get(f, "pass")));
     LOG(DEBUG, "login_start", "dev=%s jid=%s", c->dev, jid);
     c->login_seq++;
-    throttle_check(edge, c, json_string_value(json_object_get(f, "token")),
+    throttle_check(edge, c, jid, json_string_value(json_object_get(f, "token")),
                    on_throttle_checked);
     free(jid);
 }

@@ -153,7 +153,7 @@ static void check_done(struct edge *edge, struct check *k)
         LOG(WARN, "login_throttled", "reason=%s jid=%s peer=%s dev=%s retry=%ld",
             throttle_reason(k->verdict), k->jid, k->peer, k->dev, k->retry_s);
     }
-    k->cb(edge, k->dev, k->seq, k->verdict, k->retry_s);
+    k->cb(edge, k->dev, k->seq, k->jid, k->verdict, k->retry_s);
     free(k);
 }
 
@@ -194,11 +194,10 @@ static void count_read(struct edge *edge, struct check *k, const char *kind,
     bus_command_argv(edge->bus, on_count, n, 4, argv, NULL);
 }
 
-void throttle_check(struct edge *edge, struct conn *c, const char *token,
-                    throttle_cb *cb)
+void throttle_check(struct edge *edge, struct conn *c, const char *jid,
+                    const char *token, throttle_cb *cb)
 {
     const struct edge_cfg *cfg = edge->cfg;
-    const char *jid = c->user->jid;
     struct check *k = xcalloc(1, sizeof(*k));
     snprintf(k->dev, sizeof(k->dev), "%s", c->dev);
     snprintf(k->jid, sizeof(k->jid), "%s", jid);

@@ -32,23 +32,23 @@ enum throttle_verdict {
     THROTTLE_VERDICTS
 };
 
-/* The verdict on the login numbered seq of connection dev (look it up
- * again: it may be gone, or logging in anew). retry_s: seconds until the
- * count that refused it expires (0 on PASS). */
+/* The verdict on the login numbered seq of connection dev for jid (look
+ * the connection up again: it may be gone, or logging in anew). retry_s:
+ * seconds until the count that refused it expires (0 on PASS). */
 typedef void throttle_cb(struct edge *edge, const char *dev, uint8_t seq,
-                         enum throttle_verdict v, long retry_s);
+                         const char *jid, enum throttle_verdict v, long retry_s);
 
 struct throttle *throttle_new(void);
 void throttle_free(struct throttle *t);
 
-/* Judge the login of c (LOGGING_IN, c->user set, numbered c->login_seq);
+/* Judge the login of c for jid (c in LOGGING_IN, numbered c->login_seq);
  * token: the device token the phone sent, or NULL. cb is called exactly
  * once, maybe before this returns (nothing to check). */
-void throttle_check(struct edge *edge, struct conn *c, const char *token,
-                    throttle_cb *cb);
+void throttle_check(struct edge *edge, struct conn *c, const char *jid,
+                    const char *token, throttle_cb *cb);
 
-/* The bridge answered auth_failed to c's login: count it against the
- * address, the account and the device (fire and forget). */
+/* The bridge answered auth_failed to c's login (c->user set): count it
+ * against the address, the account and the device (fire and forget). */
 void throttle_failed(struct edge *edge, struct conn *c);
 
 /* c's login succeeded: its new device token (malloc'd; the same device id
