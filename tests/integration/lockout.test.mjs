@@ -10,7 +10,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import {
-  itest, startBridge, startEdge, connectPhone, PhoneClient, binPath, sleep,
+  itest, startBridge, startEdge, startRedis, startProsody, startXmppd, connectPhone, PhoneClient,
+  binPath, randomCredKey, sleep,
 } from '../harness/index.mjs';
 
 const STALL_MS = 2000;
@@ -248,8 +249,22 @@ itest('a new device without a token for a throttled account is rate_limited unti
   t.diagnostic(`new device: rate_limited (retry ${refused.retry} s), then welcome ${waited} ms after the fourth failure (window 3 s)`);
   assert.equal(late.t, 'welcome', JSON.stringify(late));
   assert.ok(waited < 5000, `the count outlived its window: ${waited} ms`);
+  // A token is no master key: wrong passwords with it are counted against
+  // that device (a stolen phone gets the account's limit, per window).
+  const thief = [];
+  for (let i = 0; i < 4; i++) {
+    const p = await connectPhone(stack, b.edge.port, `thief${i}`);
+    thief.push((await p.tryLogin(b.jid('alice'), `stolen${i}`, { token })).code);
+    p.destroy();
+  }
+  const p = await connectPhone(stack, b.edge.port, 'thief-last');
+  const last = await p.tryLogin(b.jid('alice'), b.pass('alice'), { token });
+  t.diagnostic(`the same token with 4 wrong passwords: ${thief.join(',')}; then ${last.code ?? last.t}`);
+  assert.deepEqual(thief, Array(4).fill('auth_failed'));
+  assert.equal(last.code, 'rate_limited');
   await canary.stop(t);
   assert.match(b.edge.stderr, /login_throttled reason=account jid=alice@localhost peer=127\.0\.0\.1/);
+  assert.match(b.edge.stderr, /login_throttled reason=device jid=alice@localhost/);
 });
 
 itest('the per-address limit is shared by two edges on one Redis', { timeout: 120000 }, async (t, stack) => {
@@ -279,4 +294,32 @@ itest('the per-address limit is shared by two edges on one Redis', { timeout: 12
   t.diagnostic(`per-address limit 5: edge 1 answered ${answers.join(',')}; edge 2 then answered ${sixth.code} (retry ${sixth.retry} s)`);
   await canary.stop(t);
   assert.match(edge2.stderr, /login_throttled reason=ip jid=nobody5@localhost peer=127\.0\.0\.3/);
+});
+
+itest('the counts cannot be read (Redis refuses the edge their keys): logins pass unthrottled, and the edge says so', { timeout: 60000 }, async (t, stack) => {
+  const credKey = randomCredKey();
+  // The bridge may do anything; the edge's user may not touch imb:l* keys
+  // (the throttle's imb:lf:*, and nothing else of the edge's).
+  const redis = await startRedis(stack, {
+    extraArgs: ['--user', 'default', 'on', 'nopass', '-@all', '+ping',
+      '--user', 'imb', 'on', '>pw-1', '~*', '&*', '+@all',
+      '--user', 'edge', 'on', '>pw-2', '~imb:[^l]*', '&*', '+@all'],
+  });
+  const prosody = await startProsody(stack);
+  await startXmppd(stack, {
+    redisPort: redis.port, xmppPort: prosody.c2sPort, credKey, workers: 1,
+    extraArgs: ['--redis-user', 'imb', '--redis-password', 'pw-1'],
+  });
+  const edge = await startEdge(stack, {
+    redisPort: redis.port, credKey,
+    extraArgs: ['--redis-user', 'edge', '--redis-password', 'pw-2', ...throttleArgs(['--login-fail-per-account', '1'])],
+  });
+  await sleep(1200);
+  // Two wrong passwords for a limit of 1, then the right one: nothing is
+  // counted, so nothing is refused.
+  const p = await connectPhone(stack, edge.port, 'alice');
+  for (let i = 0; i < 2; i++) assert.equal((await p.tryLogin('alice@localhost', `nope${i}`)).code, 'auth_failed');
+  assert.equal((await p.login('alice@localhost', 'secret')).t, 'welcome');
+  assert.match(edge.stderr, /throttle_unavailable/);
+  t.diagnostic('Redis refused the throttle its keys: 2 wrong passwords then the right one, welcome; throttle_unavailable logged');
 });
