@@ -8,6 +8,7 @@
 #include "proto.h"
 #include "httpd.h"
 #include "schema.h"
+#include "throttle.h"
 #include "tlsctx.h"
 #include "util.h"
 #include "workers.h"
@@ -131,19 +132,31 @@ static void login_req_free(struct login_req *r)
     free(r);
 }
 
-static void login_failed(struct conn *c, const char *code, const char *msg)
+/* The login of c is over without success: the phone hears code (and, when
+ * retry_s > 0, after how many seconds to try again). */
+static void login_refused(struct conn *c, const char *code, const char *msg,
+                          long retry_s)
 {
     struct edge *edge = c->edge;
     edge->stats.logins_failed++;
     seal_wipe_free(c->pending_pass);
     c->pending_pass = NULL;
+    throttle_forget(edge, c);
     LOG(INFO, "login_failed", "dev=%s jid=%s code=%s", c->dev,
         c->user ? c->user->jid : "?", code);
     user_detach(edge, c);
     conn_set_state(c, CONN_NEW);
-    conn_error(c, code, msg, NULL);
+    json_t *f = phone_error(code, msg, NULL);
+    if (retry_s > 0)
+        json_object_set_new(f, "retry", json_integer(retry_s));
+    conn_send(c, f);
     if (strcmp(code, PERR_AUTH_FAILED) == 0 && ++c->auth_failures >= 3)
         conn_bye(c, "too_many_failures");
+}
+
+static void login_failed(struct conn *c, const char *code, const char *msg)
+{
+    login_refused(c, code, msg, 0);
 }
 
 static void login_send(struct edge *edge, struct login_req *r);
@@ -362,16 +375,41 @@ static void on_workers_refreshed(void *arg)
     }
 }
 
+/* The throttle's verdict on a login: refuse it, or send it to a bridge.
+ * (The user's channel is subscribed only now: a refused login costs Redis
+ * no SUBSCRIBE.) */
+static void on_throttle_checked(struct edge *edge, const char *dev, uint8_t seq,
+                                const char *jid, enum throttle_verdict v,
+                                long retry_s)
+{
+    struct conn *c = strmap_get(&edge->conns, dev);
+    if (!c || c->state != CONN_LOGGING_IN || c->login_seq != seq ||
+        !c->pending_pass || c->user)
+        return; /* gone, timed out, or logging in anew */
+    if (v != THROTTLE_PASS) {
+        login_refused(c, PERR_RATE_LIMITED,
+                      "too many failed logins, try again later", retry_s);
+        return;
+    }
+    user_attach(edge, c, jid);
+    char *cred = seal_encrypt(edge->cred_key, c->user->jid, c->pending_pass,
+                              util_wall_ms());
+    if (!cred) {
+        login_failed(c, PERR_INTERNAL, "the password could not be sealed");
+        return;
+    }
+    login_start(edge, c, cred, NULL);
+    seal_wipe_free(cred);
+}
+
 void edge_on_login(struct conn *c, json_t *f)
 {
     struct edge *edge = c->edge;
     char *jid = xstrdup(json_string_value(json_object_get(f, "jid")));
     jid_fold(jid);
     const char *label = json_string_value(json_object_get(f, "dev"));
-    char *cred = seal_encrypt(edge->cred_key, jid,
-                              json_string_value(json_object_get(f, "pass")),
-                              util_wall_ms());
-    if (!cred) {
+    /* (Sealed once the throttle lets the login pass.) */
+    if (strlen(json_string_value(json_object_get(f, "pass"))) > SEAL_MAX_SECRET) {
         conn_error(c, PERR_BAD_FRAME, "field 'pass' is too long", NULL);
         free(jid);
         return;
@@ -383,12 +421,12 @@ void edge_on_login(struct conn *c, json_t *f)
     json_t *seq = json_object_get(f, "seq");
     c->last_seq = seq ? (int64_t)json_integer_value(seq) : 0;
     c->positioned = seq != NULL;
-    user_attach(edge, c, jid);
     conn_set_state(c, CONN_LOGGING_IN);
     c->pending_pass = xstrdup(json_string_value(json_object_get(f, "pass")));
     LOG(DEBUG, "login_start", "dev=%s jid=%s", c->dev, jid);
-    login_start(edge, c, cred, NULL);
-    seal_wipe_free(cred);
+    c->login_seq++;
+    throttle_check(edge, c, jid, json_string_value(json_object_get(f, "token")),
+                   on_throttle_checked);
     free(jid);
 }
 
@@ -434,10 +472,15 @@ static void on_login_ok(struct edge *edge, struct env *e)
     edge->stats.logins_ok++;
     LOG(INFO, "login_ok", "dev=%s jid=%s worker=%s", dev, jid,
         env_str(e, "worker"));
-    conn_send(c, json_pack("{s:s, s:i, s:s, s:I, s:I}", "t", "welcome", "v",
-                           PHONE_VERSION, "jid", jid, "hb",
-                           (json_int_t)edge->cfg->heartbeat, "max",
-                           (json_int_t)edge->cfg->max_frame));
+    json_t *welcome = json_pack("{s:s, s:i, s:s, s:I, s:I}", "t", "welcome", "v",
+                                PHONE_VERSION, "jid", jid, "hb",
+                                (json_int_t)edge->cfg->heartbeat, "max",
+                                (json_int_t)edge->cfg->max_frame);
+    char *token = throttle_token(edge, c);
+    if (token)
+        json_object_set_new(welcome, "token", json_string(token));
+    free(token);
+    conn_send(c, welcome);
     /* Whatever waits in the inbox comes first, then a sync frame. */
     delivery_replay(c);
 }
@@ -455,6 +498,8 @@ static void on_login_fail(struct edge *edge, struct env *e)
         return;
     if (strcmp(code, PERR_AUTH_FAILED) != 0)
         code = PERR_UNAVAILABLE;
+    else
+        throttle_failed(edge, c);
     login_failed(c, code, msg ? msg : "login failed");
 }
 
@@ -603,6 +648,7 @@ void edge_on_conn_gone(struct conn *c)
     if (c->attached && c->user)
         send_detach(c->edge, c->user->jid, c->dev, ENV_DETACH);
     c->attached = false;
+    throttle_forget(c->edge, c);
     user_detach(c->edge, c);
 }
 
@@ -893,6 +939,7 @@ struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
                 edge->id);
     bus_subscribe(edge->bus, edge->reply_channel);
     edge->workers = workers_new(base, edge->bus, on_workers_refreshed, edge);
+    edge->throttle = throttle_new();
     edge->latency = xcalloc(1, sizeof(*edge->latency));
     if (!edge_metrics_start(edge, err, errlen))
         goto fail;
@@ -924,6 +971,7 @@ void edge_free(struct edge *edge)
     free(edge->latency);
     bus_free(edge->bus);
     workers_free(edge->workers);
+    throttle_free(edge->throttle);
     strmap_free(&edge->conns);
     strmap_free(&edge->users);
     strmap_free(&edge->unauth);

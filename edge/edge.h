@@ -43,6 +43,12 @@ struct edge_cfg {
     char *tls_key;        /* PEM private key */
     long max_unauth_per_ip; /* sockets not yet logged in, per source address */
     long max_msg_rate;    /* chat frames per second per connection (burst 2x) */
+    long login_fail_window;      /* seconds a count of failed logins lives */
+    long login_fail_per_ip;      /* failures per source address; 0 = no limit */
+    long login_fail_per_account; /* failures per account, and per device
+                                    token; 0 = no limit */
+    long device_token_days;      /* age at which a device token expires;
+                                    0 = no tokens */
 };
 
 enum conn_state {
@@ -63,6 +69,8 @@ struct conn {
     struct user *user;        /* set from LOGGING_IN on; the user owns the list */
     struct conn *user_next;   /* next connection of the same user */
     uint8_t auth_failures;
+    uint8_t login_seq;        /* bumped at each login frame: names the login
+                                 a throttle check answers (throttle.h) */
     bool attached;            /* a bridge counts this dev among the user's devices */
     bool replaying;           /* fetching missed messages from the inbox */
     bool replay_paused;       /* waiting for the output to drain before the next page */
@@ -125,6 +133,10 @@ struct edge_stats {
     uint64_t slow_readers;   /* connections cut for not reading */
     uint64_t frames_fitted;  /* frames over max_frame, cut or split to fit
                                 (or, if they could not be, replaced by an error) */
+    uint64_t logins_throttled[4]; /* refused by the failed-login throttle, by
+                                     enum throttle_verdict (0 unused) */
+    uint64_t token_logins;   /* logins judged on a valid device token */
+    uint64_t throttle_open;  /* checks that passed because Redis did not answer */
 };
 
 struct edge {
@@ -143,6 +155,7 @@ struct edge {
     struct strmap users;       /* bare jid -> struct user */
     uint64_t next_conn;        /* for dev ids */
     struct workers *workers;   /* live bridges, for picking one at login */
+    struct throttle *throttle; /* throttle.c's logins in flight with a token */
     struct event *tick;        /* registry entry in "<prefix>:edges" */
     struct httpd *httpd;       /* /healthz and /metrics, or NULL */
     struct metrics_hist *latency; /* envelope age on arrival, ms */

@@ -39,6 +39,18 @@ static const struct opt options[] = {
      1000000, 0, "sockets from one address that have not logged in yet"},
     {"max_msg_rate", OPT_INT, offsetof(T, max_msg_rate), "20", 1, 100000, 0,
      "chat frames per second per phone (bursts of twice that)"},
+    {"login_fail_window", OPT_INT, offsetof(T, login_fail_window), "300", 1,
+     86400, OPT_RELOAD, "seconds a count of failed logins lives, from its first failure"},
+    {"login_fail_per_ip", OPT_INT, offsetof(T, login_fail_per_ip), "20", 0,
+     1000000, OPT_RELOAD,
+     "failed logins from one address (IPv6: one /64) per window before its logins are "
+     "refused (rate_limited); 0 = no limit"},
+    {"login_fail_per_account", OPT_INT, offsetof(T, login_fail_per_account), "10", 0,
+     1000000, OPT_RELOAD,
+     "failed logins for one account per window before its logins without a device "
+     "token are refused; also the limit per device token; 0 = no limit"},
+    {"device_token_days", OPT_INT, offsetof(T, device_token_days), "30", 0, 3650, 0,
+     "days a device token (welcome -> login) stays valid; 0 = no tokens"},
 };
 #undef T
 

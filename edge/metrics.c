@@ -3,6 +3,7 @@
 #include "edge.h"
 #include "httpd.h"
 #include "log.h"
+#include "throttle.h"
 #include "workers.h"
 
 #include <stdio.h>
@@ -81,6 +82,19 @@ static void metrics(void *owner, struct evbuffer *out)
                     "", s->rate_limited);
     metrics_counter(out, "imb_edge_numbering_resets_total",
                     "Phones told their numbering is void (sync with reset).", "", s->resets);
+    metrics_counter(out, "imb_edge_logins_throttled_total",
+                    "Logins refused by the failed-login throttle, by the count over its limit.",
+                    "reason=\"ip\"", s->logins_throttled[THROTTLE_IP]);
+    metrics_counter(out, "imb_edge_logins_throttled_total", NULL, "reason=\"account\"",
+                    s->logins_throttled[THROTTLE_ACCOUNT]);
+    metrics_counter(out, "imb_edge_logins_throttled_total", NULL, "reason=\"device\"",
+                    s->logins_throttled[THROTTLE_DEVICE]);
+    metrics_counter(out, "imb_edge_token_logins_total",
+                    "Logins judged on a valid device token (not the address or account counts).",
+                    "", s->token_logins);
+    metrics_counter(out, "imb_edge_throttle_open_total",
+                    "Throttle checks passed unchecked because Redis did not answer.", "",
+                    s->throttle_open);
     metrics_counter(out, "imb_edge_slow_readers_total", "Phones cut for not reading.", "",
                     s->slow_readers);
     metrics_counter(out, "imb_edge_frames_fitted_total",

@@ -12,7 +12,7 @@
 
 struct phone_schema {
     const char *name;
-    struct field fields[6];
+    struct field fields[7];
     size_t nfields;
 };
 
@@ -23,8 +23,9 @@ static const struct phone_schema schemas[PHONE_TYPE_COUNT] = {
                       {"pass", F_TEXT, PHONE_MAX_PASS, true, NULL},
                       {"dev", F_ID, 64, false, NULL},
                       {"epoch", F_ID, 31, false, NULL},
-                      {"seq", F_INT, 0, false, NULL}},
-                     6},
+                      {"seq", F_INT, 0, false, NULL},
+                      {"token", F_TEXT, PHONE_MAX_TOKEN, false, NULL}},
+                     7},
     [PHONE_MSG] = {"msg",
                    {{"id", F_ID, PHONE_MAX_ID, true, NULL},
                     {"to", F_JID, ENV_MAX_JID, true, NULL},

@@ -11,6 +11,7 @@
 #define PHONE_VERSION 1
 #define PHONE_MAX_PASS 1024
 #define PHONE_MAX_ID 64
+#define PHONE_MAX_TOKEN 256 /* a device token (welcome -> login) */
 
 enum phone_type {
     PHONE_LOGIN,

@@ -133,6 +133,32 @@ static void answer_waiters(struct session *s, const char *code, const char *msg)
     }
 }
 
+/* The XMPP server refused the session's password: answer the logins that
+ * gave that same password. A login with another password was not tried, so
+ * it is not answered: the session is marked closing and session_free runs
+ * those logins again as fresh ones, each judged on its own password (one
+ * wrong login must not fail the right one that came while it was in
+ * flight). */
+static void answer_auth_failed(struct session *s)
+{
+    struct waiter **pp = &s->waiters;
+    while (*pp) {
+        struct waiter *wt = *pp;
+        if (CRYPTO_memcmp(wt->pass_hash, s->pass_hash, 32) != 0) {
+            pp = &wt->next;
+            continue;
+        }
+        *pp = wt->next;
+        reply_login(s->w, s->jid, wt->edge, wt->dev, "auth_failed",
+                    "wrong user or password");
+        waiter_free(wt);
+    }
+    if (s->waiters) {
+        LOG(INFO, "login_retry_others", "jid=%s", s->jid);
+        session_set_state(s, SESSION_CLOSING);
+    }
+}
+
 /* ---- client ids the XMPP server already has ----------------------------- */
 
 static void acked_key(const struct session *s, char *out, size_t n)
@@ -299,11 +325,21 @@ void session_free(struct session *s)
     struct worker *w = s->w;
     if (s->state == SESSION_CONNECTING)
         w->connecting--;
-    /* Logins that came while it was closing: run them again now that the
-     * user has no session here (outside every libstrophe callback). */
-    struct waiter *again = s->state == SESSION_CLOSING && !w->stopping ? s->waiters : NULL;
-    if (again)
-        s->waiters = NULL;
+    /* Logins that came while it was closing, or that a failed login left
+     * untried (answer_auth_failed): run them again now that the user has no
+     * session here (outside every libstrophe callback). */
+    struct waiter *again = NULL;
+    if (s->state == SESSION_CLOSING && !w->stopping) {
+        /* Oldest first (the list is newest first): each round of a flood
+         * of logins tries the oldest password waiting, so a login is never
+         * overtaken for ever by later ones. */
+        while (s->waiters) {
+            struct waiter *wt = s->waiters;
+            s->waiters = wt->next;
+            wt->next = again;
+            again = wt;
+        }
+    }
     if (s->conn) {
         char key[32];
         conn_key(key, sizeof(key), s->conn);
@@ -793,7 +829,10 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
         }
         LOG(INFO, "session_login_failed", "jid=%s code=%s error=%d", s->jid,
             code, error);
-        answer_waiters(s, code, msg);
+        if (strcmp(code, "auth_failed") == 0)
+            answer_auth_failed(s);
+        else
+            answer_waiters(s, code, msg);
     } else if (was == SESSION_ONLINE) {
         const char *reason = stream_error && stream_error->type == XMPP_SE_CONFLICT
                                  ? "conflict"

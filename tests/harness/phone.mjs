@@ -41,10 +41,11 @@ export class PhoneClient {
     socket.setNoDelay(true);
   }
 
-  /** Connect to the edge at host:port. */
-  static connect(port, { host = HOST, name = 'phone', timeout = 5000 } = {}) {
+  /** Connect to the edge at host:port; localAddress picks the source
+   *  address (any of 127.0.0.0/8 works on Linux loopback). */
+  static connect(port, { host = HOST, name = 'phone', timeout = 5000, localAddress } = {}) {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ port, host });
+      const s = net.connect({ port, host, ...(localAddress ? { localAddress } : {}) });
       const timer = setTimeout(() => { s.destroy(); reject(new Error(`${name}: connect timeout`)); }, timeout);
       s.once('connect', () => {
         clearTimeout(timer);
@@ -169,8 +170,8 @@ export class PhoneClient {
    * Send login and wait for the answer: resolves the welcome frame, throws an
    * Error (with .frame = the error frame) otherwise.
    */
-  async login(jid, pass, { v = 1, dev, epoch, seq, timeout = 10000 } = {}) {
-    const f = await this.tryLogin(jid, pass, { v, dev, epoch, seq, timeout });
+  async login(jid, pass, { v = 1, dev, epoch, seq, token, timeout = 10000 } = {}) {
+    const f = await this.tryLogin(jid, pass, { v, dev, epoch, seq, token, timeout });
     if (f.t !== 'welcome') {
       const e = new Error(`${this.name}: login ${jid} failed: ${JSON.stringify(f)}`);
       e.frame = f;
@@ -181,10 +182,12 @@ export class PhoneClient {
     return f;
   }
 
-  /** Send login; resolve the answer (welcome or error frame). */
-  async tryLogin(jid, pass, { v = 1, dev, epoch, seq, timeout = 10000 } = {}) {
+  /** Send login; resolve the answer (welcome or error frame). token: the
+   *  device token of an earlier welcome. */
+  async tryLogin(jid, pass, { v = 1, dev, epoch, seq, token, timeout = 10000 } = {}) {
     const obj = { t: 'login', v, jid, pass };
     if (dev !== undefined) obj.dev = dev;
+    if (token !== undefined) obj.token = token;
     if (epoch !== undefined) obj.epoch = epoch;
     if (seq !== undefined || epoch !== undefined) obj.seq = seq ?? 0;
     this.send(obj);
@@ -226,7 +229,7 @@ export class PhoneClient {
   }
 
   describe() {
-    const fmt = (x) => JSON.stringify(x, (k, v) => (k === 'pass' ? '***' : v));
+    const fmt = (x) => JSON.stringify(x, (k, v) => (k === 'pass' || k === 'token' ? '***' : v));
     return `----- ${this.name}${this.jid ? ` (${this.jid})` : ''} ${this.isClosed ? 'closed' : 'open'} -----\n` +
       `sent: ${this.sent.map(fmt).join('\n      ')}\n` +
       `received: ${this.frames.map(fmt).join('\n          ')}`;
@@ -243,8 +246,8 @@ function describePred(p) {
  * connectPhone(stack, port, name?) -> PhoneClient registered for cleanup and
  * for failure diagnostics.
  */
-export async function connectPhone(stack, port, name = 'phone') {
-  const p = await PhoneClient.connect(port, { name });
+export async function connectPhone(stack, port, name = 'phone', { localAddress } = {}) {
+  const p = await PhoneClient.connect(port, { name, localAddress });
   stack?.onCleanup(name, () => p.destroy(), () => p.describe());
   return p;
 }

@@ -52,6 +52,12 @@ TEST(phone_decode_login)
                         "\"pass\":\"s p\\u00e4ss\",\"dev\":\"pixel-7.a_b\"}", &o),
                  PHONE_LOGIN);
     json_decref(o);
+    /* With a device token (base64: '+', '/', '='). */
+    CHECK_EQ_INT(decode("{\"t\":\"login\",\"v\":1,\"jid\":\"alice@localhost\","
+                        "\"pass\":\"s\",\"token\":\"q0P1+/nw==\"}", &o),
+                 PHONE_LOGIN);
+    CHECK_EQ_STR(json_string_value(json_object_get(o, "token")), "q0P1+/nw==");
+    json_decref(o);
 }
 
 TEST(phone_decode_msg_hb_logout)
@@ -188,6 +194,8 @@ TEST(phone_decode_bad_login)
         "\"dev\":\"my phone\"}", "'dev'");
     BAD("{\"t\":\"login\",\"v\":1,\"jid\":\"alice@localhost\",\"pass\":\"s\","
         "\"dev\":\"\"}", "'dev'");
+    BAD("{\"t\":\"login\",\"v\":1,\"jid\":\"alice@localhost\",\"pass\":\"s\","
+        "\"token\":5}", "'token'");
     /* A password over PHONE_MAX_PASS bytes. */
     char *json = malloc(PHONE_MAX_PASS + 200);
     int n = sprintf(json, "{\"t\":\"login\",\"v\":1,\"jid\":\"a@b\",\"pass\":\"");
