@@ -25,7 +25,7 @@ static const struct opt options[] = {
     {"max_output", OPT_INT, offsetof(T, max_output), "1048576", 4096,
      268435456, 0, "bytes queued to a phone before it is cut as a slow reader"},
     {"max_conns", OPT_INT, offsetof(T, max_conns), "1000000", 1, 100000000, 0,
-     "phone sockets this edge accepts"},
+     "phone sockets this edge accepts (at most the descriptor limit minus 64)"},
     {"bridge_timeout", OPT_INT, offsetof(T, bridge_timeout), "20", 1, 600, 0,
      "seconds to wait for a bridge to answer a login"},
     {"edge_id", OPT_STR, offsetof(T, edge_id), "", 0, 0, 0,
