@@ -26,6 +26,9 @@
 #define MAX_AUTH_FAILURES 3
 /* Seconds a closing connection may take to flush its last frames. */
 #define CLOSE_FLUSH_TIMEOUT 2
+/* Deadlines handled per run of the sweep: other sockets wait for no more
+ * than this many closes. */
+#define SWEEP_BATCH 256
 
 static const char *const state_names[] = {"new", "logging_in", "ready",
                                           "closing"};
@@ -173,9 +176,17 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn_deadlines *dl = ((struct edge *)arg)->deadlines;
     int64_t now = util_mono_ms();
+    int n = 0;
     for (int i = 0; i < DL_QUEUES; i++) {
         struct conn *c;
         while ((c = dl->q[i].head) && c->deadline_ms <= now) {
+            if (n++ == SWEEP_BATCH) {
+                /* A storm's worth of deadlines: the rest after whatever
+                 * else is ready (the timer fires again at once). */
+                struct timeval zero = {0, 0};
+                evtimer_add(dl->ev, &zero);
+                return;
+            }
             dl_remove(c);
             conn_deadline(c); /* may queue it again, close or free it */
         }

@@ -779,6 +779,9 @@ static void on_bus_state(void *owner, bool up)
  * doubling while accept() keeps failing, up to the last. */
 #define ACCEPT_BACKOFF_MIN_MS 10
 #define ACCEPT_BACKOFF_MAX_MS 1000
+/* Sockets accepted in a row before the listener lets the other events of
+ * the loop run (a full listen queue is 1024 TLS set-ups). */
+#define ACCEPT_BATCH 64
 
 bool log_limit_ok(struct log_limit *l, uint64_t *suppressed)
 {
@@ -830,13 +833,19 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     struct edge *edge = arg;
     edge->accept_backoff_ms = 0;
     conn_accept(edge, fd, sa, salen);
+    if (++edge->accept_run >= ACCEPT_BATCH) {
+        /* Yield: accept the rest after the events already waiting. */
+        struct timeval zero = {0, 0};
+        evconnlistener_disable(l);
+        evtimer_add(edge->accept_timer, &zero);
+    }
 }
 
 static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct edge *edge = arg;
-    if (!edge->draining)
-        evconnlistener_enable(edge->listener);
+    edge->accept_run = 0;
+    evconnlistener_enable(edge->listener);
 }
 
 /* accept() failed for another reason than a retriable one (libevent

@@ -172,6 +172,7 @@ struct edge {
      * failing; the reserve descriptor lets it shed one pending socket each
      * time so the listen queue does not spin. */
     struct event *accept_timer;  /* re-enables the listener */
+    int accept_run;              /* accepted since the listener last paused */
     int accept_backoff_ms;       /* the current pause, 0: accepting normally */
     int reserve_fd;              /* a spare descriptor (/dev/null), or -1 */
     struct log_limit accept_log; /* accept_failed lines */

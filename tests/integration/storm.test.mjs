@@ -47,6 +47,9 @@ function closeWait(port) {
   return n;
 }
 
+/** The process runs a sanitized build (ASan keeps freed memory in quarantine). */
+const sanitized = (pid) => /libasan/.test(fs.readFileSync(`/proc/${pid}/maps`, 'utf8'));
+
 // ---- clients ----------------------------------------------------------------
 
 /** A phone over TLS (the edge's certificate is self-signed: not verified here). */
@@ -150,6 +153,12 @@ itest('TLS storm: half-open handshakes are closed by login_timeout, descriptors 
     // The storm: silent sockets, half a ClientHello, and half a ClientHello
     // then our FIN (the edge's side sits in CLOSE-WAIT until it closes).
     const t0 = Date.now();
+    const peak = { fds: 0, rss: 0, closeWait: 0 };
+    const sampler = setInterval(() => {
+      peak.fds = Math.max(peak.fds, fdCount(pid));
+      peak.rss = Math.max(peak.rss, rssKb(pid));
+      peak.closeWait = Math.max(peak.closeWait, closeWait(port));
+    }, 100);
     const silent = await openMany(port, 2000, () => {});
     const half = await openMany(port, 2000, (s) => s.write(HALF_HELLO));
     const fin = await openMany(port, 500, (s) => s.end(HALF_HELLO));
@@ -159,8 +168,6 @@ itest('TLS storm: half-open handshakes are closed by login_timeout, descriptors 
     const tc = Date.now();
     const carol = await tlsLogin(stack, b, 'carol', 'carol', 5000);
     const carolMs = Date.now() - tc;
-    await sleep(300);
-    const peak = { fds: fdCount(pid), rss: rssKb(pid), closeWait: closeWait(port) };
 
     // login_timeout + 2 s after the last one opened, every one is gone.
     await waitFor(() => all.every((s) => s.closedAt), {
@@ -168,6 +175,7 @@ itest('TLS storm: half-open handshakes are closed by login_timeout, descriptors 
     }).catch(() => {});
     const closed = all.filter((s) => s.closedAt).length;
     const lastClose = closed ? Math.max(...all.filter((s) => s.closedAt).map((s) => s.closedAt)) - t0 : '-';
+    clearInterval(sampler);
     for (const s of all) s.destroy();
     await sleep(1500); // the edge's once-a-second memory trim
     const after = { fds: fdCount(pid), rss: rssKb(pid), closeWait: closeWait(port) };
@@ -185,12 +193,12 @@ itest('TLS storm: half-open handshakes are closed by login_timeout, descriptors 
       `failed ${chat.failed}, worst round ${chat.worst} ms`);
 
     assert.equal(closed, all.length, `the edge closed ${closed} of ${all.length} storm sockets within login_timeout + 2 s`);
-    assert.ok(peak.fds > base.fds + 1000, `the storm reached the edge (peak fds ${peak.fds})`);
+    assert.ok(peak.fds > base.fds + 500, `the storm reached the edge (peak fds ${peak.fds})`);
     assert.ok(after.fds <= base.fds + 3, `descriptors back to baseline: ${after.fds} vs ${base.fds}`);
     assert.equal(after.closeWait, 0, 'no socket left in CLOSE-WAIT');
     // What stays is about a page per descriptor number the storm used
     // (libevent keeps a small slot per fd, which pins its heap page).
-    assert.ok(after.rss - base.rss < 0.2 * (peak.rss - base.rss) && after.rss - base.rss < 32 * 1024,
+    if (!sanitized(pid)) assert.ok(after.rss - base.rss < 0.2 * (peak.rss - base.rss) && after.rss - base.rss < 32 * 1024,
       `RSS back near baseline: ${mb(after.rss)} vs ${mb(base.rss)} MB (peak ${mb(peak.rss)})`);
     assert.equal(chat.failed, 0, `canary failures: ${chat.error}`);
     assert.ok(chat.ok >= 10, `canary rounds: ${chat.ok}`);
