@@ -26,6 +26,9 @@
 #define MAX_AUTH_FAILURES 3
 /* Seconds a closing connection may take to flush its last frames. */
 #define CLOSE_FLUSH_TIMEOUT 2
+/* Deadlines handled per run of the sweep: other sockets wait for no more
+ * than this many closes. */
+#define SWEEP_BATCH 256
 
 static const char *const state_names[] = {"new", "logging_in", "ready",
                                           "closing"};
@@ -61,20 +64,36 @@ static void unauth_release(struct conn *c)
         strmap_put(m, ip, (void *)(n - 1));
 }
 
-/* ---- deadlines before READY: one timer per edge ---------------------------
+/* ---- deadlines outside READY: one timer per edge --------------------------
  * A socket in NEW must log in within login_timeout of its accept (or of its
  * last failed login); one in LOGGING_IN gets the bridge's answer within
- * bridge_timeout. Each timeout is the same for every socket of an edge, so
- * each state's sockets queue in deadline order and one timer, armed for the
- * earliest head, serves them all: an idle socket owns no event of its own. */
+ * bridge_timeout; one in CLOSING is freed CLOSE_FLUSH_TIMEOUT after its
+ * close, flushed or not. Each timeout is the same for every socket of an
+ * edge, so each state's sockets queue in deadline order and one timer, armed
+ * for the earliest head, serves them all: an idle socket owns no event of
+ * its own, and no bufferevent timeout is needed (an openssl bufferevent
+ * stuck in its handshake never fires one). */
 struct dl_queue {
     struct conn *head, *tail;
 };
 
+#define DL_QUEUES 3
+
 struct conn_deadlines {
     struct event *ev;
-    struct dl_queue q[2]; /* [0] NEW, [1] LOGGING_IN */
+    struct dl_queue q[DL_QUEUES]; /* [0] NEW, [1] LOGGING_IN, [2] CLOSING */
 };
+
+/* The queue of c's state (NEW, LOGGING_IN or CLOSING). */
+static struct dl_queue *dl_queue_of(struct conn_deadlines *dl, const struct conn *c)
+{
+    return &dl->q[c->state == CONN_LOGGING_IN ? 1 : c->state == CONN_CLOSING ? 2 : 0];
+}
+
+static bool queued_state(const struct conn *c)
+{
+    return c->state != CONN_READY;
+}
 
 static void sweep_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -96,11 +115,11 @@ void conn_deadlines_free(struct edge *edge)
     edge->deadlines = NULL;
 }
 
-/* Arm the timer for the earliest deadline of both queues. */
+/* Arm the timer for the earliest deadline of all queues. */
 static void sweep_arm(struct conn_deadlines *dl)
 {
     int64_t first = INT64_MAX;
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < DL_QUEUES; i++)
         if (dl->q[i].head && dl->q[i].head->deadline_ms < first)
             first = dl->q[i].head->deadline_ms;
     if (first == INT64_MAX)
@@ -112,12 +131,12 @@ static void sweep_arm(struct conn_deadlines *dl)
     evtimer_add(dl->ev, &tv);
 }
 
-/* Queue c (in NEW or LOGGING_IN: its state picks the queue) for a deadline
- * timeout_s from now. */
+/* Queue c (not READY: its state picks the queue) for a deadline timeout_s
+ * from now. */
 static void dl_add(struct conn *c, long timeout_s)
 {
     struct conn_deadlines *dl = deadlines(c->edge);
-    struct dl_queue *q = &dl->q[c->state == CONN_LOGGING_IN];
+    struct dl_queue *q = dl_queue_of(dl, c);
     c->deadline_ms = util_mono_ms() + (int64_t)timeout_s * 1000;
     c->dl_next = NULL;
     c->dl_prev = q->tail;
@@ -127,17 +146,17 @@ static void dl_add(struct conn *c, long timeout_s)
         q->head = c;
     q->tail = c;
     if (q->head == c)
-        sweep_arm(dl); /* a new head may come before the other queue's */
+        sweep_arm(dl); /* a new head may come before the other queues' */
 }
 
-/* Take c (in NEW or LOGGING_IN) off its queue, if it is on it. A removed
- * head may leave the timer armed early: sweep_cb re-arms. */
+/* Take c (not READY) off its queue, if it is on it. A removed head may
+ * leave the timer armed early: sweep_cb re-arms. */
 static void dl_remove(struct conn *c)
 {
     struct conn_deadlines *dl = c->edge->deadlines;
     if (!dl)
         return;
-    struct dl_queue *q = &dl->q[c->state == CONN_LOGGING_IN];
+    struct dl_queue *q = dl_queue_of(dl, c);
     if (!c->dl_prev && q->head != c)
         return;
     if (c->dl_prev)
@@ -157,11 +176,19 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn_deadlines *dl = ((struct edge *)arg)->deadlines;
     int64_t now = util_mono_ms();
-    for (int i = 0; i < 2; i++) {
+    int n = 0;
+    for (int i = 0; i < DL_QUEUES; i++) {
         struct conn *c;
         while ((c = dl->q[i].head) && c->deadline_ms <= now) {
+            if (n++ == SWEEP_BATCH) {
+                /* A storm's worth of deadlines: the rest after whatever
+                 * else is ready (the timer fires again at once). */
+                struct timeval zero = {0, 0};
+                evtimer_add(dl->ev, &zero);
+                return;
+            }
             dl_remove(c);
-            conn_deadline(c); /* may queue it again, or close it */
+            conn_deadline(c); /* may queue it again, close or free it */
         }
     }
     sweep_arm(dl);
@@ -169,11 +196,12 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 
 static void conn_free(struct conn *c)
 {
-    if (unauthenticated(c)) {
+    if (queued_state(c))
         dl_remove(c);
+    if (unauthenticated(c))
         unauth_release(c);
-    }
     edge_on_conn_gone(c);
+    c->edge->freed++;
     strmap_del(&c->edge->conns, c->dev);
     json_decref(c->held);
     json_decref(c->inflight);
@@ -190,7 +218,7 @@ void conn_set_state(struct conn *c, enum conn_state s)
     LOG(DEBUG, "conn_state", "dev=%s from=%s to=%s", c->dev,
         state_names[c->state], state_names[s]);
     bool was_unauth = unauthenticated(c);
-    if (was_unauth)
+    if (queued_state(c))
         dl_remove(c);
     c->state = s;
     struct timeval tv = {0, 0};
@@ -212,26 +240,39 @@ void conn_set_state(struct conn *c, enum conn_state s)
         tv.tv_sec = 2 * c->edge->cfg->heartbeat;
         bufferevent_set_timeouts(c->bev, &tv, NULL);
         break;
-    case CONN_CLOSING: {
-        struct timeval wt = {CLOSE_FLUSH_TIMEOUT, 0};
+    case CONN_CLOSING:
         /* It stops counting against its address now, not once flushed
          * (at most CLOSE_FLUSH_TIMEOUT later). */
         if (was_unauth)
             unauth_release(c);
+        /* Its deadline queue bounds the flush, not a bufferevent timeout;
+         * the union's bytes now hold the queue links. */
         bufferevent_disable(c->bev, EV_READ);
-        bufferevent_set_timeouts(c->bev, NULL, &wt);
+        bufferevent_set_timeouts(c->bev, NULL, NULL);
+        dl_add(c, CLOSE_FLUSH_TIMEOUT);
         break;
-    }
     }
 }
 
-/* Close once the output is flushed. Never frees from inside a callback:
- * the write callback (or its timeout) does it later. */
+/* A TLS socket whose handshake has not finished: nothing written to it can
+ * ever reach the peer. */
+static bool tls_unfinished(const struct conn *c)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    return ssl && !SSL_is_init_finished(ssl);
+}
+
+/* Close once the output is flushed, CLOSE_FLUSH_TIMEOUT at most. Never
+ * frees from inside a callback: the write callback (or the deadline sweep)
+ * does it later. */
 static void conn_close(struct conn *c)
 {
     if (c->state != CONN_CLOSING)
         conn_set_state(c, CONN_CLOSING);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (tls_unfinished(c))
+        evbuffer_drain(out, evbuffer_get_length(out));
+    if (evbuffer_get_length(out) == 0) {
         /* Nothing to flush: let the write callback run once to free it. */
         bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS |
                                                   BEV_TRIG_DEFER_CALLBACKS);
@@ -462,10 +503,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
     if (what & BEV_EVENT_TIMEOUT) {
-        if (c->state == CONN_CLOSING) {
-            conn_free(c); /* could not flush in time */
-            return;
-        }
+        if (c->state == CONN_CLOSING)
+            return; /* (none is set in CLOSING: the sweep frees it) */
         LOG(INFO, "conn_timeout", "dev=%s reason=idle_timeout", c->dev);
         /* The read side timed out and libevent disabled it; say bye. */
         conn_bye(c, "idle_timeout");
@@ -478,8 +517,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     }
 }
 
-/* The login deadline (NEW) or the bridge's answer (LOGGING_IN) passed;
- * c is already off its queue. */
+/* The login deadline (NEW), the bridge's answer (LOGGING_IN) or the flush
+ * of a close (CLOSING) passed; c is already off its queue. */
 static void conn_deadline(struct conn *c)
 {
     if (c->state == CONN_NEW) {
@@ -487,6 +526,12 @@ static void conn_deadline(struct conn *c)
         conn_bye(c, "login_timeout");
     } else if (c->state == CONN_LOGGING_IN) {
         edge_on_login_timeout(c);
+    } else if (c->state == CONN_CLOSING) {
+        /* The peer does not read (or never finished its handshake). */
+        LOG(DEBUG, "conn_close_forced", "dev=%s queued=%zu", c->dev,
+            evbuffer_get_length(bufferevent_get_output(c->bev)));
+        c->edge->stats.closes_forced++;
+        conn_free(c);
     }
 }
 
@@ -505,10 +550,14 @@ void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen
     if (edge->draining || edge->conns.count >= (size_t)edge->cfg->max_conns ||
         unauth >= (uintptr_t)edge->cfg->max_unauth_per_ip) {
         edge->stats.conns_rejected++;
-        LOG(INFO, "conn_rejected", "peer=%s reason=%s", ip,
-            edge->draining ? "draining"
-            : unauth >= (uintptr_t)edge->cfg->max_unauth_per_ip ? "unauth_per_ip"
-                                                                : "max_conns");
+        /* A storm is refused at its own pace: one line a second. */
+        uint64_t skipped;
+        if (log_limit_ok(&edge->reject_log, &skipped))
+            LOG(INFO, "conn_rejected", "peer=%s reason=%s suppressed=%llu", ip,
+                edge->draining ? "draining"
+                : unauth >= (uintptr_t)edge->cfg->max_unauth_per_ip ? "unauth_per_ip"
+                                                                    : "max_conns",
+                (unsigned long long)skipped);
         evutil_closesocket(fd);
         return;
     }

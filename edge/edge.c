@@ -14,12 +14,18 @@
 #include "workers.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -812,6 +818,44 @@ static void on_bus_state(void *owner, bool up)
 /* ---- lifecycle --------------------------------------------------------- */
 
 #define EDGE_REGISTRY_TTL_MS 5000
+/* Sockets freed since the last trim that make the next tick give free heap
+ * pages back to the system (an idle TLS socket holds tens of KB). */
+#define TRIM_AFTER_FREES 128
+/* The pause of the listener after a failed accept(): from the first value,
+ * doubling while accept() keeps failing, up to the last. */
+#define ACCEPT_BACKOFF_MIN_MS 10
+#define ACCEPT_BACKOFF_MAX_MS 1000
+/* Sockets accepted in a row before the listener lets the other events of
+ * the loop run (a full listen queue is 1024 TLS set-ups). */
+#define ACCEPT_BATCH 64
+
+bool log_limit_ok(struct log_limit *l, uint64_t *suppressed)
+{
+    int64_t now = util_mono_ms();
+    if (l->last_ms && now - l->last_ms < 1000) {
+        l->suppressed++;
+        return false;
+    }
+    l->last_ms = now;
+    *suppressed = l->suppressed;
+    l->suppressed = 0;
+    return true;
+}
+
+/* After a storm of closes glibc keeps the freed heap: give it back. Called
+ * by the once-a-second tick (the half second keeps the extra tick of a bus
+ * reconnect from trimming twice). */
+static void edge_trim(struct edge *edge)
+{
+    int64_t now = util_mono_ms();
+    if (edge->freed < TRIM_AFTER_FREES || now - edge->trimmed_ms < 500)
+        return;
+    edge->freed = 0;
+    edge->trimmed_ms = now;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
 
 /* Keep "<prefix>:edges" saying this edge is alive: bridges drop devices of
  * edges that vanished (killed) from their sessions. */
@@ -819,6 +863,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct edge *edge = arg;
     char key[128];
+    edge_trim(edge);
     snprintf(key, sizeof(key), "%s:edges", bus_prefix(edge->bus));
     if (edge->draining) {
         bus_command(edge->bus, NULL, NULL, "HDEL %s %s", key, edge->id);
@@ -831,15 +876,60 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
                       struct sockaddr *sa, int salen, void *arg)
 {
-    conn_accept(arg, fd, sa, salen);
+    struct edge *edge = arg;
+    edge->accept_backoff_ms = 0;
+    conn_accept(edge, fd, sa, salen);
+    if (++edge->accept_run >= ACCEPT_BATCH) {
+        /* Yield: accept the rest after the events already waiting. */
+        struct timeval zero = {0, 0};
+        evconnlistener_disable(l);
+        evtimer_add(edge->accept_timer, &zero);
+    }
 }
 
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct edge *edge = arg;
+    edge->accept_run = 0;
+    evconnlistener_enable(edge->listener);
+}
+
+/* accept() failed for another reason than a retriable one (libevent
+ * swallows EAGAIN, EINTR, ECONNABORTED): out of descriptors (EMFILE,
+ * ENFILE) or of kernel memory (ENOBUFS, ENOMEM). The pending socket stays
+ * in the listen queue, so the listener would wake at once and fail again:
+ * shed that socket with the reserve descriptor and pause the listener. */
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
+    struct edge *edge = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    /* EMFILE and friends: keep running, the listener retries on the next
-     * readable event. */
-    LOG(WARN, "accept_failed", "err=\"%s\"", evutil_socket_error_to_string(err));
+    edge->stats.accept_failures++;
+    int shed = -1;
+    if (err == EMFILE || err == ENFILE) {
+        if (edge->reserve_fd >= 0) {
+            close(edge->reserve_fd);
+            edge->reserve_fd = -1;
+        }
+        shed = accept(evconnlistener_get_fd(l), NULL, NULL);
+        if (shed >= 0) {
+            close(shed);
+            edge->stats.conns_rejected++;
+        }
+        edge->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    int ms = edge->accept_backoff_ms;
+    ms = ms ? (ms * 2 > ACCEPT_BACKOFF_MAX_MS ? ACCEPT_BACKOFF_MAX_MS : ms * 2)
+            : ACCEPT_BACKOFF_MIN_MS;
+    edge->accept_backoff_ms = ms;
+    uint64_t skipped;
+    if (log_limit_ok(&edge->accept_log, &skipped))
+        LOG(WARN, "accept_failed", "err=\"%s\" backoff_ms=%d shed=%d reserve=%d "
+            "suppressed=%llu conns=%zu",
+            evutil_socket_error_to_string(err), ms, shed >= 0,
+            edge->reserve_fd >= 0, (unsigned long long)skipped, edge->conns.count);
+    evconnlistener_disable(l);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(edge->accept_timer, &tv);
 }
 
 /* "127.0.0.1:7222", "[::1]:7222", "0.0.0.0:0" (port 0: the kernel picks). */
@@ -885,6 +975,9 @@ struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
     strmap_init(&edge->conns);
     strmap_init(&edge->users);
     strmap_init(&edge->unauth);
+    /* Taken before the listener: the one descriptor that can always be
+     * freed to shed a socket when accept() runs out of them. */
+    edge->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (strcmp(cfg->tls, "on") == 0) {
         if (!*cfg->tls_cert || !*cfg->tls_key) {
             snprintf(err, errlen, "tls = on needs tls_cert and tls_key "
@@ -925,6 +1018,7 @@ struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
         goto fail;
     }
     evconnlistener_set_error_cb(edge->listener, accept_error_cb);
+    edge->accept_timer = evtimer_new(base, accept_resume_cb, edge);
 
     struct bus_opts bo = {
         .host = cfg->common.redis_host,
@@ -958,6 +1052,10 @@ void edge_free(struct edge *edge)
         return;
     if (edge->listener)
         evconnlistener_free(edge->listener);
+    if (edge->accept_timer)
+        event_free(edge->accept_timer);
+    if (edge->reserve_fd >= 0)
+        close(edge->reserve_fd);
     struct strmap_iter it;
     for (struct strmap_entry *e = strmap_first(&edge->conns, &it); e;
          e = strmap_next(&edge->conns, &it))

@@ -55,7 +55,8 @@ enum conn_state {
     CONN_NEW,        /**< connected, no login yet */
     CONN_LOGGING_IN, /**< login sent to a bridge, waiting for its answer */
     CONN_READY,      /**< logged in: chat flows */
-    CONN_CLOSING,    /**< bye sent or socket dead; freed once flushed */
+    CONN_CLOSING,    /**< bye sent or socket dead; freed once flushed, or
+                          CLOSE_FLUSH_TIMEOUT (conn.c) after the close */
 };
 
 struct user;
@@ -88,11 +89,14 @@ struct conn {
     /* conn.c's own, by state, sharing their bytes: every idle socket pays
      * for this struct, so it stays small. */
     union {
-        struct {              /* NEW, LOGGING_IN */
-            struct conn *dl_prev, *dl_next; /* in the edge's deadline queue */
-            int64_t deadline_ms;  /* login deadline, or the bridge's (monotonic) */
-            uint8_t ip[16];       /* source address (IPv4 as ::ffff:a.b.c.d),
-                                     counted against max_unauth_per_ip */
+        struct {              /* NEW, LOGGING_IN, CLOSING */
+            struct conn *dl_prev, *dl_next; /* in the edge's deadline queue
+                                               of the state */
+            int64_t deadline_ms;  /* login deadline, the bridge's, or the
+                                     end of a close's flush (monotonic) */
+            uint8_t ip[16];       /* NEW, LOGGING_IN: source address (IPv4
+                                     as ::ffff:a.b.c.d), counted against
+                                     max_unauth_per_ip */
         };
         struct {              /* READY */
             double tokens;        /* rate limit bucket: chat frames allowed now */
@@ -137,7 +141,21 @@ struct edge_stats {
                                      enum throttle_verdict (0 unused) */
     uint64_t token_logins;   /* logins judged on a valid device token */
     uint64_t throttle_open;  /* checks that passed because Redis did not answer */
+    uint64_t closes_forced;  /* closing sockets freed unflushed after
+                                CLOSE_FLUSH_TIMEOUT */
+    uint64_t accept_failures;/* accept() errors (EMFILE, ENFILE, ENOBUFS...) */
 };
+
+/* Logging of one event at most once a second; what is left out is counted
+ * and said on the next line. */
+struct log_limit {
+    int64_t last_ms;         /* monotonic time of the last line, 0: never */
+    uint64_t suppressed;     /* events since then without a line */
+};
+
+/* Whether to log an event now; *suppressed gets how many were left out
+ * since the last line. */
+bool log_limit_ok(struct log_limit *l, uint64_t *suppressed);
 
 struct edge {
     struct event_base *base;
@@ -161,6 +179,18 @@ struct edge {
     struct metrics_hist *latency; /* envelope age on arrival, ms */
     bool draining;             /* no new connections */
     struct edge_stats stats;
+    uint64_t freed;            /* sockets freed since the last malloc_trim */
+    int64_t trimmed_ms;        /* monotonic time of the last malloc_trim */
+    struct log_limit reject_log; /* conn_rejected lines */
+    /* accept() failing (out of descriptors or memory): the listener stops
+     * for accept_backoff_ms, doubling up to a second while it keeps
+     * failing; the reserve descriptor lets it shed one pending socket each
+     * time so the listen queue does not spin. */
+    struct event *accept_timer;  /* re-enables the listener */
+    int accept_run;              /* accepted since the listener last paused */
+    int accept_backoff_ms;       /* the current pause, 0: accepting normally */
+    int reserve_fd;              /* a spare descriptor (/dev/null), or -1 */
+    struct log_limit accept_log; /* accept_failed lines */
 };
 
 /* metrics.c: /healthz and /metrics. */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <event2/event.h>
 
@@ -24,7 +25,7 @@ static const struct opt options[] = {
     {"max_output", OPT_INT, offsetof(T, max_output), "1048576", 4096,
      268435456, 0, "bytes queued to a phone before it is cut as a slow reader"},
     {"max_conns", OPT_INT, offsetof(T, max_conns), "1000000", 1, 100000000, 0,
-     "phone sockets this edge accepts"},
+     "phone sockets this edge accepts (at most the descriptor limit minus 64)"},
     {"bridge_timeout", OPT_INT, offsetof(T, bridge_timeout), "20", 1, 600, 0,
      "seconds to wait for a bridge to answer a login"},
     {"edge_id", OPT_STR, offsetof(T, edge_id), "", 0, 0, 0,
@@ -53,6 +54,10 @@ static const struct opt options[] = {
      "days a device token (welcome -> login) stays valid; 0 = no tokens"},
 };
 #undef T
+
+/* Descriptors kept beyond max_conns: Redis links, HTTP clients, the
+ * listeners, log and reserve descriptors. */
+#define FD_HEADROOM 64
 
 static struct edge *the_edge;
 static struct edge_cfg cfg;
@@ -88,6 +93,37 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     evtimer_add(drain_timer, &tv);
 }
 
+/* Phones must never take the descriptors Redis and HTTP need: raise the
+ * soft descriptor limit to the hard one, and keep max_conns FD_HEADROOM
+ * under it. */
+static void fd_headroom(struct edge_cfg *c)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            LOG(INFO, "nofile_raised", "from=%llu to=%llu", (unsigned long long)was,
+                (unsigned long long)rl.rlim_cur);
+        else
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY ||
+        (unsigned long long)c->max_conns + FD_HEADROOM <= (unsigned long long)rl.rlim_cur)
+        return;
+    long was = c->max_conns;
+    c->max_conns = rl.rlim_cur > FD_HEADROOM ? (long)rl.rlim_cur - FD_HEADROOM : 1;
+    /* Only the default (a million) is expected to be clamped. */
+    if (was == 1000000)
+        LOG(INFO, "max_conns_clamped", "max_conns=%ld configured=%ld nofile=%llu headroom=%d",
+            c->max_conns, was, (unsigned long long)rl.rlim_cur, FD_HEADROOM);
+    else
+        LOG(WARN, "max_conns_clamped", "max_conns=%ld configured=%ld nofile=%llu headroom=%d",
+            c->max_conns, was, (unsigned long long)rl.rlim_cur, FD_HEADROOM);
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -99,6 +135,7 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     char err[512];
+    fd_headroom(&cfg);
 
     struct event_base *base = event_base_new();
     the_edge = edge_new(base, &cfg, err, sizeof(err));

@@ -41,7 +41,7 @@ static void metrics(void *owner, struct evbuffer *out)
 {
     struct edge *edge = owner;
     const struct edge_stats *s = &edge->stats;
-    size_t ready = 0, pending = 0;
+    size_t ready = 0, pending = 0, closing = 0;
     struct strmap_iter it;
     for (struct strmap_entry *e = strmap_first(&edge->conns, &it); e;
          e = strmap_next(&edge->conns, &it)) {
@@ -50,10 +50,16 @@ static void metrics(void *owner, struct evbuffer *out)
             ready++;
         else if (c->state != CONN_CLOSING)
             pending++;
+        else
+            closing++;
     }
     metrics_gauge(out, "imb_edge_connections", "Phone sockets by state.",
                   "state=\"ready\"", (double)ready);
     metrics_gauge(out, "imb_edge_connections", NULL, "state=\"login\"", (double)pending);
+    metrics_gauge(out, "imb_edge_connections", NULL, "state=\"closing\"", (double)closing);
+    metrics_gauge(out, "imb_edge_max_connections",
+                  "max_conns in force (clamped to the descriptor limit).", "",
+                  (double)edge->cfg->max_conns);
     metrics_gauge(out, "imb_edge_users", "Users with a socket on this edge.", "",
                   (double)edge->users.count);
     metrics_counter(out, "imb_edge_connections_accepted_total", "Sockets accepted.", "",
@@ -100,6 +106,12 @@ static void metrics(void *owner, struct evbuffer *out)
     metrics_counter(out, "imb_edge_frames_fitted_total",
                     "Frames to phones longer than max_frame, cut or split to fit.", "",
                     s->frames_fitted);
+    metrics_counter(out, "imb_edge_accept_failures_total",
+                    "accept() failures (out of descriptors or memory): the listener backs off.",
+                    "", s->accept_failures);
+    metrics_counter(out, "imb_edge_closes_forced_total",
+                    "Closing sockets freed unflushed after the flush timeout.", "",
+                    s->closes_forced);
     metrics_counter(out, "imb_edge_bad_frames_total", "Malformed frames from phones.", "",
                     s->bad_frames);
     metrics_counter(out, "imb_edge_bad_envelopes_total", "Envelopes that failed validation.",

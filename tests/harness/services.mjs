@@ -57,11 +57,12 @@ export async function startXmppd(stack, {
 
 /**
  * startEdge(stack, {redisPort, credKey, heartbeat, loginTimeout, maxFrame,
- *   extraArgs=[], timeout=10000}) -> Proc with .port (parsed from the
+ *   extraArgs=[], timeout=10000, tls, wrap}) -> Proc with .port (parsed from the
  *   `listening addr=127.0.0.1:PORT` stderr line).  Listens on 127.0.0.1:0.
+ *   wrap: a command run in front of the binary, e.g. ['prlimit', '--nofile=300:300'].
  */
 export async function startEdge(stack, {
-  redisPort, credKey, heartbeat, loginTimeout, maxFrame, extraArgs = [], timeout = 10000, name, tls,
+  redisPort, credKey, heartbeat, loginTimeout, maxFrame, extraArgs = [], timeout = 10000, name, tls, wrap,
 } = {}) {
   if (!redisPort || !credKey) throw new Error('startEdge: redisPort, credKey required');
   const bin = requireBin('imb-edge');
@@ -76,7 +77,7 @@ export async function startEdge(stack, {
   if (tls) args.push('--tls', 'on', '--tls-cert', tls.cert, '--tls-key', tls.key);
   else args.push('--tls', 'off');
   args.push(...extraArgs);
-  const proc = stack.spawn(pname, bin, args, { logFile: path.join(logDir, 'imb-edge.log') });
+  const proc = stack.spawn(pname, bin, args, { logFile: path.join(logDir, 'imb-edge.log'), wrap });
   const line = await proc.waitForLine(/listening addr=127\.0\.0\.1:\d+/, { timeout });
   proc.port = Number(/listening addr=127\.0\.0\.1:(\d+)/.exec(line)[1]);
   if (!(proc.port > 0)) throw new Error(`imb-edge: bad listening line: ${line}`);

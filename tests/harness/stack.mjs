@@ -299,6 +299,12 @@ export class Stack {
       args = [...w.slice(1), cmd, ...args];
       cmd = w[0];
     }
+    // opts.wrap (e.g. ['prlimit', '--nofile=300:300']): a command that execs
+    // the rest, outermost (the pid stays the service's).
+    if (opts.wrap?.length) {
+      args = [...opts.wrap.slice(1), cmd, ...args];
+      cmd = opts.wrap[0];
+    }
     const p = new Proc(name, cmd, args, { env: childEnv(opts.envExtra), ...opts });
     p.late = !!opts.late;
     this.procs.push(p);
