@@ -36,11 +36,14 @@ enum phone_type {
 #define PERR_FILTERED "filtered"
 
 /* Decode one frame body. On success returns the type and stores the object
- * (owned by the caller) in *out; fields of known types are validated. On a
- * malformed frame returns -1 with the reason in err and *out NULL. body_max
- * bounds a message body in bytes. */
+ * (owned by the caller) in *out; fields of known types are validated and
+ * their JIDs prepared in place (jid.h: the form the XMPP server uses). On a
+ * malformed frame returns -1 with the reason in err, *out NULL, and the
+ * frame's "id" in id (PHONE_MAX_ID + 1 bytes; "" if it has no valid one;
+ * id may be NULL) for the error frame. body_max bounds a message body in
+ * bytes. */
 int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,
-                 char *err, size_t errlen);
+                 char *id, char *err, size_t errlen);
 
 /* Encode obj (not consumed) as one frame: 4-byte length + compact JSON.
  * Returns a malloc'd buffer of *len bytes. */
