@@ -224,6 +224,59 @@ TEST(jid_ascii_fast_path_is_libidn)
     CHECK_EQ_INT(bad, 0);
 }
 
+/* What comes out is a fixed point: every code point up to U+2FFFF between
+ * two letters, in every part, prepared twice gives the same bytes (the
+ * worker prepares again what the edge prepared; a JID must not drift). */
+static size_t utf8(unsigned c, char *o)
+{
+    if (c < 0x80) {
+        o[0] = (char)c;
+        return 1;
+    }
+    if (c < 0x800) {
+        o[0] = (char)(0xC0 | (c >> 6));
+        o[1] = (char)(0x80 | (c & 63));
+        return 2;
+    }
+    if (c < 0x10000) {
+        o[0] = (char)(0xE0 | (c >> 12));
+        o[1] = (char)(0x80 | ((c >> 6) & 63));
+        o[2] = (char)(0x80 | (c & 63));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | (c >> 18));
+    o[1] = (char)(0x80 | ((c >> 12) & 63));
+    o[2] = (char)(0x80 | ((c >> 6) & 63));
+    o[3] = (char)(0x80 | (c & 63));
+    return 4;
+}
+
+TEST(jid_prepared_is_a_fixed_point)
+{
+    int prepared = 0, drift = 0;
+    for (unsigned c = 1; c < 0x30000; c++) {
+        if (c >= 0xD800 && c < 0xE000)
+            continue;
+        for (int part = JID_NODE; part <= JID_RESOURCE; part++) {
+            char in[8], a[512], b[512];
+            size_t n = 0;
+            in[n++] = 'a';
+            n += utf8(c, in + n);
+            in[n++] = 'z';
+            if (jid_prep_part(part, in, n, a, sizeof(a), true) != JID_OK)
+                continue;
+            prepared++;
+            if (jid_prep_part(part, a, strlen(a), b, sizeof(b), true) != JID_OK ||
+                strcmp(a, b) != 0) {
+                if (drift++ < 5)
+                    printf("    part %d U+%04X: \"%s\" -> \"%s\"\n", part, c, a, b);
+            }
+        }
+    }
+    printf("    %d prepared, %d drift\n", prepared, drift);
+    CHECK_EQ_INT(drift, 0);
+}
+
 /* The phone codec prepares what phones name; a JID it cannot prepare is a
  * bad frame naming the field, with the frame's id. */
 TEST(jid_phone_frames_prepared)
@@ -309,6 +362,7 @@ int main(void)
     RUN(jid_invalid_utf8);
     RUN(jid_bare);
     RUN(jid_ascii_fast_path_is_libidn);
+    RUN(jid_prepared_is_a_fixed_point);
     RUN(jid_phone_frames_prepared);
     RUN(jid_filter_rules_prepared);
     return unit_done();
