@@ -12,10 +12,14 @@
  * JID_PART_MAX; one longer than this is refused as too long outright. */
 #define PART_IN_MAX 4095
 
-/* Bytes a node may not hold after preparation (nodeprep's own list, RFC 6122
- * appendix A.5, plus space); a domain may not hold them either, nor any
- * ASCII control (nameprep lets those through; no DNS name has them). */
-static const char node_forbidden[] = "\"&'/:<>@ ";
+/* ASCII a prepared part may not hold: no part a control; a node none of
+ * nodeprep's own list (RFC 6122 appendix A.5) nor space; a domain neither
+ * (nameprep lets them through; no DNS name has them). A table, so the
+ * per-byte check is one load. */
+static const bool node_bad[128] = {
+    [' '] = true, ['"'] = true, ['&'] = true, ['\''] = true, ['/'] = true,
+    [':'] = true, ['<'] = true, ['>'] = true, ['@'] = true,
+};
 
 static bool ascii_only(const char *s, size_t len)
 {
@@ -30,30 +34,16 @@ static char ascii_lower(char c)
     return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c;
 }
 
-static bool ascii_ctl(unsigned char c)
-{
-    return c < 0x20 || c == 0x7f;
-}
-
 /* The checks every prepared part passes, whichever path prepared it. */
 static int check_prepared(enum jid_part part, const char *s, size_t len)
 {
+    bool resource = part == JID_RESOURCE;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        switch (part) {
-        case JID_NODE:
-            if (ascii_ctl(c) || (c < 0x80 && strchr(node_forbidden, c)))
-                return JID_E_NODE;
-            break;
-        case JID_DOMAIN:
-            if (ascii_ctl(c) || (c < 0x80 && strchr(node_forbidden, c)))
-                return JID_E_DOMAIN;
-            break;
-        case JID_RESOURCE:
-            if (ascii_ctl(c))
-                return JID_E_RESOURCE;
-            break;
-        }
+        if (c < 0x20 || c == 0x7f || (!resource && c < 0x80 && node_bad[c]))
+            return part == JID_NODE     ? JID_E_NODE
+                   : part == JID_DOMAIN ? JID_E_DOMAIN
+                                        : JID_E_RESOURCE;
     }
     return JID_OK;
 }

@@ -24,6 +24,7 @@
 #include "frame.h"
 #include "jid.h"
 #include "phone.h"
+#include "proto.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -99,6 +100,25 @@ static void check_round_trip(const json_t *obj, int type, size_t max)
     free(frame);
 }
 
+/* Every JID field of the frame's schema is in prepared form (fields the
+ * schema does not name are not the bridge's business). */
+static void check_field_prepared(const json_t *obj, const char *f)
+{
+    const char *j = json_string_value(json_object_get(obj, f));
+    INVARIANT(!j || jid_is_prepared(j), "field '%s' not prepared: %s", f, j);
+}
+
+static void check_prepared(const json_t *obj, int type)
+{
+    if (type == PHONE_LOGIN || type == PHONE_MSG)
+        check_field_prepared(obj, type == PHONE_LOGIN ? "jid" : "to");
+    const struct proto_frame *pf =
+        type == PHONE_REQ ? proto_request(json_string_value(json_object_get(obj, "t"))) : NULL;
+    for (size_t i = 0; pf && i < PROTO_MAXF && pf->fields[i].name; i++)
+        if (pf->fields[i].kind == F_JID)
+            check_field_prepared(obj, pf->fields[i].name);
+}
+
 static void decode_body(const uint8_t *body, size_t len, size_t max)
 {
     uint8_t *copy = dup_exact(body, len);
@@ -118,12 +138,7 @@ static void decode_body(const uint8_t *body, size_t len, size_t max)
         INVARIANT(json_is_object(obj), "decoded frame is not an object");
         INVARIANT(json_is_string(json_object_get(obj, "t")),
                   "decoded frame without a string 't'");
-        static const char *const jid_fields[] = {"to", "jid", "room", "with"};
-        for (size_t i = 0; type != PHONE_UNKNOWN && i < 4; i++) {
-            const char *j = json_string_value(json_object_get(obj, jid_fields[i]));
-            INVARIANT(!j || jid_is_prepared(j), "field '%s' not prepared: %s",
-                      jid_fields[i], j);
-        }
+        check_prepared(obj, type);
         check_round_trip(obj, type, max);
         json_decref(obj);
     }
