@@ -105,9 +105,14 @@ int jid_prep_part(enum jid_part part, const char *in, size_t len, char *out,
         rc = prep_idn(part, in, len, out, outlen);
     }
     size_t n = rc == JID_OK ? strlen(out) : 0;
-    /* The root label's dot: "example.org." is "example.org". */
-    if (rc == JID_OK && part == JID_DOMAIN && n > 0 && out[n - 1] == '.')
+    /* The root label's dot: "example.org." is "example.org". One more
+     * ("example.org..") is an empty label: no domain (and stripping it too
+     * would make preparing twice differ from preparing once). */
+    if (rc == JID_OK && part == JID_DOMAIN && n > 0 && out[n - 1] == '.') {
         out[--n] = '\0';
+        if (n > 0 && out[n - 1] == '.')
+            rc = JID_E_DOMAIN;
+    }
     if (rc == JID_OK && n == 0)
         rc = JID_E_EMPTY; /* mapped to nothing, or "." */
     if (rc == JID_OK && n > JID_PART_MAX)

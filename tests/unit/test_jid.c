@@ -123,6 +123,12 @@ TEST(jid_trailing_dot)
     PREP("bob@Localhost./r", "bob@localhost/r");
     /* ． (U+FF0E) is a dot once folded. */
     PREP("bob@localhost\xef\xbc\x8e", "bob@localhost");
+    /* Found by fuzzing (tests/fuzz/regress/stanza/domain-of-dots): a second
+     * trailing dot is an empty label, not a root dot to strip again;
+     * stripping one per preparation made preparing twice differ. */
+    BAD("bob@localhost..", JID_E_DOMAIN);
+    BAD("bob@lo....", JID_E_DOMAIN);
+    BAD("bob@localhost.\xef\xbc\x8e", JID_E_DOMAIN);
 }
 
 TEST(jid_too_long)
