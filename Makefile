@@ -8,7 +8,7 @@
 #   make CC=clang   any C11 compiler
 
 CC       ?= cc
-PKGS     := libevent libevent_openssl hiredis libstrophe jansson openssl
+PKGS     := libevent libevent_openssl hiredis libstrophe jansson openssl libidn
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -145,9 +145,9 @@ FUZZ_LIBS    := $(PKG_LIBS) -lm
 FUZZ_OPTS    := -timeout=10 -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1
 FUZZ_HDRS    := $(wildcard common/*.h edge/*.h xmppd/*.h)
 
-FUZZ_SRC_frame    := common/frame.c edge/phone.c common/proto.c common/schema.c common/util.c
-FUZZ_SRC_envelope := common/envelope.c common/proto.c common/schema.c common/seal.c common/util.c
-FUZZ_SRC_stanza   := xmppd/stanza.c common/envelope.c common/schema.c common/util.c
+FUZZ_SRC_frame    := common/frame.c edge/phone.c common/proto.c common/schema.c common/jid.c common/util.c
+FUZZ_SRC_envelope := common/envelope.c common/proto.c common/schema.c common/jid.c common/seal.c common/util.c
+FUZZ_SRC_stanza   := xmppd/stanza.c common/envelope.c common/schema.c common/jid.c common/util.c
 
 .SECONDEXPANSION:
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRC_$$*) $(FUZZ_HDRS)

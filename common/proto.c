@@ -11,7 +11,7 @@
 #define TEXT(n, max, r) {n, F_TEXT, max, r, NULL}
 #define ENUM(n, choices, r) {n, F_ENUM, 0, r, choices}
 #define BOOL(n, r) {n, F_BOOL, 0, r, NULL}
-#define NICK(n, r) {n, F_TEXT, 1023, r, NULL}
+#define NICK(n, r) {n, F_NICK, 1023, r, NULL}
 
 static const struct proto_frame requests[] = {
     {"presence", {ENUM("show", PROTO_SHOWS, true), TEXT("status", 1024, false)}},
@@ -79,13 +79,24 @@ const struct proto_frame *proto_event(const char *t)
     return find(events, sizeof(events) / sizeof(events[0]), t);
 }
 
-bool proto_check(const struct proto_frame *pf, const json_t *frame, char *err,
-                 size_t errlen)
+static size_t nfields(const struct proto_frame *pf)
 {
     size_t n = 0;
     while (n < PROTO_MAXF && pf->fields[n].name)
         n++;
-    return schema_check(frame, pf->fields, n, err, errlen);
+    return n;
+}
+
+bool proto_check(const struct proto_frame *pf, const json_t *frame, char *err,
+                 size_t errlen)
+{
+    return schema_check(frame, pf->fields, nfields(pf), err, errlen);
+}
+
+bool proto_prep(const struct proto_frame *pf, json_t *frame, char *err,
+                size_t errlen)
+{
+    return schema_prep(frame, pf->fields, nfields(pf), err, errlen);
 }
 
 static const struct proto_frame *check_in(const struct proto_frame *(*lookup)(const char *),

@@ -32,6 +32,12 @@ const struct proto_frame *proto_event(const char *t);
 bool proto_check(const struct proto_frame *pf, const json_t *frame, char *err,
                  size_t errlen);
 
+/* Normalise the JIDs (and room nicknames) of a checked frame in place, as
+ * the XMPP server would prepare them (jid.h); false with the field named in
+ * err if one cannot be prepared. */
+bool proto_prep(const struct proto_frame *pf, json_t *frame, char *err,
+                size_t errlen);
+
 /* Validate obj as a request (or event): its "t" names a catalogue entry and
  * its fields pass. Returns the entry or NULL with the reason in err. */
 const struct proto_frame *proto_check_request(const json_t *obj, char *err,

@@ -1,5 +1,6 @@
 /* schema.c - field rules for untrusted JSON. */
 #include "schema.h"
+#include "jid.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -34,43 +35,37 @@ bool schema_text_ok(const char *s, size_t len)
     return true;
 }
 
-/* localpart forbids "&'/:<>@ and space (RFC 7622); domain must be non-empty,
- * no '@'. The resource may hold any text but control characters. */
+/* Why s (len bytes) is not a JID of at most max bytes once prepared, or
+ * JID_OK; -1 for an embedded NUL. The syntax and the profiles are jid.c's. */
+static int jid_problem(const char *s, size_t len, size_t max)
+{
+    if (len != strlen(s))
+        return -1;
+    if (len > max)
+        return JID_E_TOO_LONG;
+    char buf[3 * (JID_PART_MAX + 1)];
+    int rc = jid_prep(s, buf, sizeof(buf));
+    if (rc == JID_OK && strlen(buf) > max)
+        rc = JID_E_TOO_LONG;
+    return rc;
+}
+
+static int nick_problem(const char *s, size_t len, size_t max)
+{
+    if (len != strlen(s))
+        return -1;
+    if (len > max)
+        return JID_E_TOO_LONG;
+    char buf[JID_PART_MAX + 1];
+    int rc = jid_prep_part(JID_RESOURCE, s, len, buf, sizeof(buf), true);
+    if (rc == JID_OK && strlen(buf) > max)
+        rc = JID_E_TOO_LONG;
+    return rc;
+}
+
 bool schema_jid_ok(const char *s, size_t max)
 {
-    size_t len = strlen(s);
-    if (len == 0 || len > max)
-        return false;
-    const char *slash = strchr(s, '/');
-    size_t bare_len = slash ? (size_t)(slash - s) : len;
-    const char *at = memchr(s, '@', bare_len);
-    const char *domain = at ? at + 1 : s;
-    size_t domain_len = bare_len - (size_t)(domain - s);
-    if (domain_len == 0 || domain_len > 1023)
-        return false;
-    if (at) {
-        size_t local_len = (size_t)(at - s);
-        if (local_len == 0 || local_len > 1023)
-            return false;
-        for (size_t i = 0; i < local_len; i++)
-            if (strchr("\"&'/:<>@ ", s[i]) || (unsigned char)s[i] < 0x21 ||
-                s[i] == 0x7f)
-                return false;
-    }
-    for (size_t i = 0; i < domain_len; i++) {
-        unsigned char c = (unsigned char)domain[i];
-        if (c <= 0x20 || c == 0x7f || strchr("\"&'/:<>@", c))
-            return false;
-    }
-    if (slash) {
-        size_t res_len = len - bare_len - 1;
-        if (res_len == 0 || res_len > 1023 || !schema_text_ok(slash + 1, res_len))
-            return false;
-        for (size_t i = 0; i < res_len; i++)
-            if ((unsigned char)slash[1 + i] < 0x20)
-                return false;
-    }
-    return true;
+    return jid_problem(s, strlen(s), max) == JID_OK;
 }
 
 bool schema_bare_jid(const char *jid, char *out, size_t n)
@@ -89,7 +84,9 @@ static bool str_ok(const struct field *f, const char *s, size_t len)
     case F_ID:
         return len == strlen(s) && schema_id_ok(s, f->max);
     case F_JID:
-        return len == strlen(s) && schema_jid_ok(s, f->max);
+        return jid_problem(s, len, f->max) == JID_OK;
+    case F_NICK:
+        return nick_problem(s, len, f->max) == JID_OK;
     case F_TEXT:
         return len <= f->max && schema_text_ok(s, len);
     case F_STR:
@@ -120,6 +117,7 @@ static const char *kind_name(enum field_kind k)
     switch (k) {
     case F_ID: return "an id ([A-Za-z0-9._:-])";
     case F_JID: return "a valid JID";
+    case F_NICK: return "a valid nickname (an XMPP resource)";
     case F_TEXT: return "text without control characters";
     case F_STR: return "a printable token";
     case F_INT: return "a non-negative integer";
@@ -201,11 +199,50 @@ bool schema_check(const json_t *obj, const struct field *fields, size_t n,
             }
             break;
         }
+        if (!ok && json_is_string(v) && (f->kind == F_JID || f->kind == F_NICK)) {
+            const char *s = json_string_value(v);
+            size_t len = json_string_length(v);
+            int why = f->kind == F_JID ? jid_problem(s, len, f->max)
+                                       : nick_problem(s, len, f->max);
+            if (why > 0) {
+                snprintf(err, errlen, "field '%s' must be %s: %s", f->name,
+                         kind_name(f->kind), jid_strerror(why));
+                return false;
+            }
+        }
         if (!ok) {
             snprintf(err, errlen, "field '%s' must be %s", f->name,
                      kind_name(f->kind));
             return false;
         }
+    }
+    return true;
+}
+
+bool schema_prep(json_t *obj, const struct field *fields, size_t n, char *err,
+                 size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct field *f = &fields[i];
+        if (f->kind != F_JID && f->kind != F_NICK)
+            continue;
+        json_t *v = json_object_get(obj, f->name);
+        const char *s = json_string_value(v);
+        if (!s)
+            continue;
+        char buf[3 * (JID_PART_MAX + 1)];
+        int rc = f->kind == F_JID
+                     ? jid_prep(s, buf, sizeof(buf))
+                     : jid_prep_part(JID_RESOURCE, s, strlen(s), buf, sizeof(buf), true);
+        if (rc == JID_OK && strlen(buf) > f->max)
+            rc = JID_E_TOO_LONG;
+        if (rc != JID_OK) {
+            snprintf(err, errlen, "field '%s' must be %s: %s", f->name,
+                     kind_name(f->kind), jid_strerror(rc));
+            return false;
+        }
+        if (strcmp(buf, s) != 0)
+            json_string_set(v, buf);
     }
     return true;
 }

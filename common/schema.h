@@ -10,7 +10,9 @@
 
 enum field_kind {
     F_ID,    /**< 1..max chars of [A-Za-z0-9._:-] */
-    F_JID,   /**< an XMPP address, bare or full, <= max bytes */
+    F_JID,   /**< an XMPP address, bare or full, <= max bytes once prepared
+                  (jid.h): checked by schema_check, normalised by schema_prep */
+    F_NICK,  /**< a room nickname: an XMPP resource (resourceprep), <= max */
     F_TEXT,  /**< UTF-8 that XML can carry: no control chars but \t \n \r */
     F_STR,   /**< printable ASCII, no spaces (tokens, base64) */
     F_INT,   /**< a JSON integer, 0..max (max 0: any non-negative) */
@@ -35,8 +37,16 @@ struct field {
 bool schema_check(const json_t *obj, const struct field *fields, size_t n,
                   char *err, size_t errlen);
 
+/* Replace every F_JID and F_NICK string of obj by its prepared form (jid.h):
+ * "ＢＯＢ@ｌｏｃａｌｈｏｓｔ" becomes "bob@localhost". What cannot be prepared:
+ * false, with "field 'to' must be a valid JID: <which part>" in err. Run it
+ * after schema_check, on every object whose JIDs the bridge acts on. */
+bool schema_prep(json_t *obj, const struct field *fields, size_t n, char *err,
+                 size_t errlen);
+
 /* The same rules on their own, for values that do not come in JSON. */
 bool schema_id_ok(const char *s, size_t max);
+/* s is a JID that can be prepared (jid.h) into at most max bytes. */
 bool schema_jid_ok(const char *s, size_t max);
 bool schema_text_ok(const char *s, size_t len);
 /* Is s (len bytes) one of the '|'-separated words of choices? */

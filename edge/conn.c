@@ -386,14 +386,13 @@ static bool rate_ok(struct conn *c)
 /* One complete frame body: decode, check it is allowed now, dispatch. */
 static void conn_frame(struct conn *c, const char *body, size_t len)
 {
-    char err[256];
+    char err[256], bad_id[PHONE_MAX_ID + 1];
     json_t *f;
     int type = phone_decode(body, len, (size_t)c->edge->cfg->max_frame, &f,
-                            err, sizeof(err));
+                            bad_id, err, sizeof(err));
     if (type < 0) {
-        char id[PHONE_MAX_ID + 1];
         c->edge->stats.bad_frames++;
-        conn_error(c, PERR_BAD_FRAME, err, phone_error_id(body, len, id) ? id : NULL);
+        conn_error(c, PERR_BAD_FRAME, err, bad_id[0] ? bad_id : NULL);
         return;
     }
     const char *id = json_string_value(json_object_get(f, "id"));

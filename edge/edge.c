@@ -13,7 +13,6 @@
 #include "util.h"
 #include "workers.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -250,14 +249,6 @@ void edge_on_login_timeout(struct conn *c)
     login_failed(c, PERR_UNAVAILABLE, "no answer from a bridge, retry soon");
 }
 
-/* Lowercase the bare JID so "Alice@Example.org" and "alice@example.org"
- * share one session and one channel (XMPP compares them case-insensitively). */
-static void jid_fold(char *jid)
-{
-    for (char *p = jid; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-}
-
 /* Send a login for connection c of its user, with sealed credentials;
  * avoid names a worker not to pick (it is going away), or NULL. */
 static void login_start(struct edge *edge, struct conn *c, const char *cred,
@@ -411,8 +402,10 @@ static void on_throttle_checked(struct edge *edge, const char *dev, uint8_t seq,
 void edge_on_login(struct conn *c, json_t *f)
 {
     struct edge *edge = c->edge;
+    /* Prepared by phone_decode (jid.h), as the XMPP server prepares it:
+     * "ＢＯＢ@localhost" and "bob@localhost" share one session and one
+     * channel. */
     char *jid = xstrdup(json_string_value(json_object_get(f, "jid")));
-    jid_fold(jid);
     const char *label = json_string_value(json_object_get(f, "dev"));
     /* (Sealed once the throttle lets the login pass.) */
     if (strlen(json_string_value(json_object_get(f, "pass"))) > SEAL_MAX_SECRET) {

@@ -37,10 +37,22 @@ static const struct phone_schema schemas[PHONE_TYPE_COUNT] = {
     [PHONE_ACK] = {"ack", {{"seq", F_INT, 0, true, NULL}}, 1},
 };
 
+/* The frame's "id" into id (PHONE_MAX_ID + 1 bytes) if it is a valid one,
+ * for the error that answers a bad frame. */
+static void take_id(const json_t *obj, char *id)
+{
+    const char *v = json_string_value(json_object_get(obj, "id"));
+    if (id && v && json_string_length(json_object_get(obj, "id")) == strlen(v) &&
+        schema_id_ok(v, PHONE_MAX_ID))
+        snprintf(id, PHONE_MAX_ID + 1, "%s", v);
+}
+
 int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,
-                 char *err, size_t errlen)
+                 char *id, char *err, size_t errlen)
 {
     *out = NULL;
+    if (id)
+        id[0] = '\0';
     json_error_t jerr;
     json_t *obj = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!obj) {
@@ -64,8 +76,11 @@ int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,
     for (int i = 0; i < PHONE_TYPE_COUNT; i++) {
         if (strcmp(t, schemas[i].name) != 0)
             continue;
+        /* Every JID is checked, then prepared as the XMPP server would
+         * (jid.h): "ＢＯＢ@localhost" logs in as "bob@localhost". */
         if (!schema_check(obj, schemas[i].fields, schemas[i].nfields, err,
-                          errlen))
+                          errlen) ||
+            !schema_prep(obj, schemas[i].fields, schemas[i].nfields, err, errlen))
             goto fail;
         if (i == PHONE_MSG &&
             json_string_length(json_object_get(obj, "body")) > body_max) {
@@ -81,8 +96,9 @@ int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,
         *out = obj;
         return i;
     }
-    if (proto_request(t)) {
-        if (!proto_check_request(obj, err, errlen))
+    const struct proto_frame *pf = proto_request(t);
+    if (pf) {
+        if (!proto_check_request(obj, err, errlen) || !proto_prep(pf, obj, err, errlen))
             goto fail;
         *out = obj;
         return PHONE_REQ;
@@ -90,6 +106,7 @@ int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,
     *out = obj;
     return PHONE_UNKNOWN;
 fail:
+    take_id(obj, id);
     json_decref(obj);
     return -1;
 }
@@ -117,17 +134,6 @@ json_t *phone_error(const char *code, const char *msg, const char *id)
 json_t *phone_bye(const char *reason)
 {
     return json_pack("{s:s, s:s}", "t", "bye", "reason", reason);
-}
-
-bool phone_error_id(const char *body, size_t len, char *id)
-{
-    json_t *obj = json_loadb(body, len, 0, NULL);
-    const char *s = json_string_value(json_object_get(obj, "id"));
-    bool ok = s && schema_id_ok(s, PHONE_MAX_ID);
-    if (ok)
-        snprintf(id, PHONE_MAX_ID + 1, "%s", s);
-    json_decref(obj);
-    return ok;
 }
 
 /* ---- frames that must fit in max ---------------------------------------- */

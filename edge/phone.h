@@ -38,20 +38,18 @@ enum phone_type {
 #define PERR_FILTERED "filtered"
 
 /* Decode one frame body. On success returns the type and stores the object
- * (owned by the caller) in *out; fields of known types are validated. On a
- * malformed frame returns -1 with the reason in err and *out NULL. body_max
- * bounds a message body in bytes. */
+ * (owned by the caller) in *out; fields of known types are validated and
+ * their JIDs prepared in place (jid.h: the form the XMPP server uses). On a
+ * malformed frame returns -1 with the reason in err, *out NULL, and the
+ * frame's "id" in id (PHONE_MAX_ID + 1 bytes; "" if it has no valid one;
+ * id may be NULL) for the error frame. body_max bounds a message body in
+ * bytes. */
 int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,
-                 char *err, size_t errlen);
+                 char *id, char *err, size_t errlen);
 
 /* Encode obj (not consumed) as one frame: 4-byte length + compact JSON.
  * Returns a malloc'd buffer of *len bytes. */
 char *phone_encode(const json_t *obj, size_t *len);
-
-/* The "id" of a frame body that phone_decode refused, when the body is a
- * JSON object whose "id" is a valid client id: copied into id (size >=
- * PHONE_MAX_ID + 1), so the error frame can name it. False otherwise. */
-bool phone_error_id(const char *body, size_t len, char *id);
 
 /* Make a frame to a phone fit in max body bytes (PROTOCOL.md section 3: no
  * frame the server sends is longer than the "max" it announced). Called for

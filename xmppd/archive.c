@@ -66,6 +66,8 @@ bool archive_on_message(struct session *s, xmpp_stanza_t *msg)
     xmpp_stanza_t *m = stanza_mam_result(msg, pq->archive, pq->qid, &aid);
     if (!m)
         return true; /* a forged or broken result: not the archive's */
+    if (!session_prep_stanza(s, m))
+        return true;
     xmpp_stanza_t *body_el = xmpp_stanza_get_child_by_name(m, "body");
     char *body = body_el ? xmpp_stanza_get_text(body_el) : NULL;
     const char *from = xmpp_stanza_get_from(m), *to = xmpp_stanza_get_to(m);

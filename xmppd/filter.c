@@ -2,7 +2,7 @@
  * (delimited by anything but letters, digits and non-ASCII bytes), ASCII
  * letters case-insensitively; lengths count characters, not bytes. */
 #include "filter.h"
-#include "schema.h"
+#include "jid.h"
 #include "strmap.h"
 #include "util.h"
 
@@ -23,7 +23,7 @@ struct filter {
     double rate_n;       /* messages ... */
     double rate_s;       /* ... per this many seconds; 0: none */
     struct wordlist mask, reject;
-    struct strmap blocked; /* lowercased bare JID -> (void *)1 */
+    struct strmap blocked; /* prepared bare JID (jid.h) -> (void *)1 */
 };
 
 static void words_add(struct wordlist *l, const char *w, size_t len)
@@ -59,12 +59,6 @@ size_t filter_rule_count(const struct filter *f)
 {
     return (f->max_length > 0) + (f->rate_s > 0) + f->mask.n + f->reject.n +
            f->blocked.count;
-}
-
-static void lower(char *s)
-{
-    for (; *s; s++)
-        *s = (char)tolower((unsigned char)*s);
 }
 
 /* One "key value..." line; false with err set. */
@@ -115,12 +109,15 @@ static bool parse_line(struct filter *f, char *line, char *err, size_t errlen)
     }
     for (; arg; arg = strtok_r(NULL, " \t", &save)) {
         if (block) {
-            if (!schema_jid_ok(arg, 1023) || strchr(arg, '/')) {
-                snprintf(err, errlen, "'%s' is not a bare JID", arg);
+            /* Kept prepared (jid.h), as the peers it is compared with. */
+            char bare[3 * (JID_PART_MAX + 1)];
+            int rc = strchr(arg, '/') ? -1 : jid_prep_bare(arg, bare, sizeof(bare));
+            if (rc != JID_OK) {
+                snprintf(err, errlen, "'%s' is not a bare JID%s%s", arg,
+                         rc > 0 ? ": " : "", rc > 0 ? jid_strerror(rc) : "");
                 return false;
             }
-            lower(arg);
-            strmap_put(&f->blocked, arg, (void *)1);
+            strmap_put(&f->blocked, bare, (void *)1);
         } else {
             words_add(l, arg, strlen(arg));
         }
@@ -213,10 +210,13 @@ enum filter_reason filter_check(const struct filter *f, const char *peer,
     *masked = NULL;
     if (!f)
         return FR_PASS;
-    char bare[1024];
-    if (peer && schema_bare_jid(peer, bare, sizeof(bare))) {
-        lower(bare);
-        if (strmap_get(&f->blocked, bare))
+    if (peer && f->blocked.count > 0) {
+        /* Prepared as the rules are: "ＢＬＯＣＫＥＤ@localhost" is
+         * "blocked@localhost". What cannot be prepared, no XMPP server
+         * would route: refused as blocked. */
+        char bare[3 * (JID_PART_MAX + 1)];
+        if (jid_prep_bare(peer, bare, sizeof(bare)) != JID_OK ||
+            strmap_get(&f->blocked, bare))
             return FR_BLOCKED;
     }
     size_t len = strlen(body);

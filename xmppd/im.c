@@ -272,6 +272,8 @@ void im_on_acked(struct session *s, const struct env *e)
 /* A roster <item/> as a phone sees it, or NULL if unusable. */
 static json_t *roster_item(struct session *s, xmpp_stanza_t *item)
 {
+    if (!stanza_prep_attr(item, "jid", false))
+        return NULL; /* none, or one that cannot be prepared */
     const char *jid = xmpp_stanza_get_attribute(item, "jid");
     const char *name = xmpp_stanza_get_attribute(item, "name");
     const char *sub = xmpp_stanza_get_attribute(item, "subscription");
@@ -356,6 +358,8 @@ int im_on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
     const char *type = xmpp_stanza_get_type(st);
     if (!type || (strcmp(type, "get") && strcmp(type, "set")))
         return 1; /* answers: matched by id elsewhere */
+    if (!session_prep_stanza(s, st))
+        return 1;
     xmpp_stanza_t *q = xmpp_stanza_get_child_by_name_and_ns(st, "query", STANZA_NS_ROSTER);
     const char *from = xmpp_stanza_get_from(st);
     if (q && strcmp(type, "set") == 0 && (!from || strcasecmp(from, s->jid) == 0)) {
@@ -403,6 +407,8 @@ static const char *show_of(xmpp_stanza_t *p, char *buf)
 int im_on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
 {
     struct session *s = userdata;
+    if (!session_prep_stanza(s, st))
+        return 1;
     const char *from = xmpp_stanza_get_from(st);
     if (!from || !schema_jid_ok(from, ENV_MAX_JID))
         return 1;

@@ -4,6 +4,7 @@
  * re-opened on another worker joins them again and asks the room only for
  * what came after the newest message stored. */
 #include "bus.h"
+#include "jid.h"
 #include "log.h"
 #include "proto.h"
 #include "schema.h"
@@ -334,7 +335,9 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
                           "nick", nick, "show", gone ? "offline" : "online");
     const char *role = item ? xmpp_stanza_get_attribute(item, "role") : NULL;
     const char *aff = item ? xmpp_stanza_get_attribute(item, "affiliation") : NULL;
-    const char *real = item ? xmpp_stanza_get_attribute(item, "jid") : NULL;
+    const char *real = item && stanza_prep_attr(item, "jid", false)
+                           ? xmpp_stanza_get_attribute(item, "jid")
+                           : NULL;
     if (role && schema_id_ok(role, 64))
         json_object_set_new(f, "role", json_string(role));
     if (aff && schema_id_ok(aff, 64))
@@ -352,9 +355,14 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
         strmap_del(&r->occupants, nick);
     else if (r->occupants.count < 10000)
         strmap_put(&r->occupants, nick, (void *)1);
-    const char *new_nick = renamed && item ? xmpp_stanza_get_attribute(item, "nick") : NULL;
-    if (me && gone && new_nick && *new_nick && strlen(new_nick) <= 1023 &&
-        schema_text_ok(new_nick, strlen(new_nick))) {
+    /* A nickname is a resource of the room's JID: prepared like one. */
+    const char *raw_nick = renamed && item ? xmpp_stanza_get_attribute(item, "nick") : NULL;
+    char nick_buf[JID_PART_MAX + 1];
+    const char *new_nick = raw_nick && jid_prep_part(JID_RESOURCE, raw_nick, strlen(raw_nick),
+                                                     nick_buf, sizeof(nick_buf), true) == JID_OK
+                               ? nick_buf
+                               : NULL;
+    if (me && gone && new_nick) {
         /* The user's old nickname leaves; the new one's presence follows. */
         LOG(INFO, "muc_nick", "jid=%s room=%s nick=%s", s->jid, r->jid, new_nick);
         free(r->nick);
@@ -409,13 +417,14 @@ static bool on_invite(struct session *s, xmpp_stanza_t *m)
     xmpp_stanza_t *d = xmpp_stanza_get_child_by_name_and_ns(m, "x", STANZA_NS_CONFERENCE);
     if (inv) {
         room = bare;
-        inviter = xmpp_stanza_get_attribute(inv, "from");
+        inviter = stanza_prep_attr(inv, "from", false) ? xmpp_stanza_get_attribute(inv, "from")
+                                                       : NULL;
         xmpp_stanza_t *rs = xmpp_stanza_get_child_by_name(inv, "reason");
         reason = reason_text = rs ? xmpp_stanza_get_text(rs) : NULL;
         xmpp_stanza_t *pw = xmpp_stanza_get_child_by_name(x, "password");
         pass = pass_text = pw ? xmpp_stanza_get_text(pw) : NULL;
     } else if (d) {
-        room = xmpp_stanza_get_attribute(d, "jid");
+        room = stanza_prep_attr(d, "jid", false) ? xmpp_stanza_get_attribute(d, "jid") : NULL;
         inviter = from;
         reason = xmpp_stanza_get_attribute(d, "reason");
         pass = xmpp_stanza_get_attribute(d, "password");

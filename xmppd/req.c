@@ -128,7 +128,9 @@ void session_on_req(struct session *s, struct env *e)
     char err[200];
     json_t *frame = env_json(e, "frame");
     /* The edge checked it; the bus is not to be trusted: check again. */
-    if (!proto_check_request(frame, err, sizeof(err))) {
+    const struct proto_frame *pf = proto_check_request(frame, err, sizeof(err));
+    /* ... and its JIDs prepared (the edge did; a no-op then). */
+    if (!pf || !proto_prep(pf, frame, err, sizeof(err))) {
         s->w->stats.bad_envelopes++;
         LOG(WARN, "request_invalid", "jid=%s err=\"%s\"", s->jid, err);
         session_req_error(s, e, "bad_frame", err);

@@ -4,6 +4,7 @@
  * callback: a closed session goes to the worker's graveyard instead. */
 #include "bus.h"
 #include "inbox.h"
+#include "jid.h"
 #include "log.h"
 #include "schema.h"
 #include "stanza.h"
@@ -610,10 +611,23 @@ static void message_key(xmpp_ctx_t *ctx, xmpp_stanza_t *m, const char *from,
     snprintf(out, n, "%s|%s|%016llx", from, xid, (unsigned long long)h);
 }
 
+bool session_prep_stanza(struct session *s, xmpp_stanza_t *st)
+{
+    char err[200];
+    if (stanza_prep_addresses(st, err, sizeof(err)))
+        return true;
+    s->w->stats.bad_stanzas++;
+    LOG(WARN, "stanza_bad_jid", "jid=%s name=%s err=\"%s\"", s->jid,
+        xmpp_stanza_get_name(st) ? xmpp_stanza_get_name(st) : "?", err);
+    return false;
+}
+
 static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
 {
     struct session *s = userdata;
     struct worker *w = s->w;
+    if (!session_prep_stanza(s, st))
+        return 1;
     if (archive_on_message(s, st))
         return 1; /* a page of history a phone asked for */
     /* A message from the archive (catching up after a lost session), or a
@@ -622,6 +636,8 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
     const char *aid = NULL;
     bool sent = false;
     xmpp_stanza_t *m = s->mam_qid[0] ? stanza_mam_result(st, s->jid, s->mam_qid, &aid) : NULL;
+    if (m && !session_prep_stanza(s, m))
+        return 1;
     if (m) {
         const char *to = xmpp_stanza_get_to(m);
         char bare[ENV_MAX_JID + 1];
@@ -631,6 +647,8 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
         aid = stanza_archive_id(st, s->jid);
         /* A carbon: what another client of the user sent or received. */
         if (!(m = im_unwrap_carbon(s, st, &sent)))
+            return 1;
+        if (m != st && !session_prep_stanza(s, m))
             return 1;
         if (!sent)
             im_on_signals(s, m); /* receipts, read markers, typing */
@@ -1023,8 +1041,11 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
 {
     const char *jid = env_str(e, "jid"), *edge = env_str(e, "edge"),
                *dev = env_str(e, "dev");
-    if (strchr(jid, '/')) {
+    /* The edge prepared it (jid.h); one that is not prepared would open a
+     * second session for the same account. */
+    if (strchr(jid, '/') || !jid_is_prepared(jid)) {
         w->stats.bad_envelopes++;
+        LOG(WARN, "login_jid_unprepared", "edge=%s", edge ? edge : "-");
         return;
     }
     char *pass = seal_decrypt(w->cred_key, jid, env_str(e, "cred"),
@@ -1217,7 +1238,17 @@ void session_on_env(struct session *s, struct env *e)
                 queue_ack(s, id, edge, dev); /* acked with the original */
             return;
         }
-        const char *to = env_str(e, "to"), *body = env_str(e, "body");
+        const char *body = env_str(e, "body");
+        /* The edge prepared it; the bus is not to be trusted: again. */
+        char to[3 * (JID_PART_MAX + 1)];
+        int jrc = jid_prep(env_str(e, "to"), to, sizeof(to));
+        if (jrc != JID_OK) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "field 'to' must be a valid JID: %s",
+                     jid_strerror(jrc));
+            reply_error(s, e, "bad_frame", msg);
+            return;
+        }
         char *masked = NULL;
         enum filter_reason fr = filter_check(worker_filter(), to, body, &masked);
         if (fr == FR_PASS || fr == FR_MASKED) {

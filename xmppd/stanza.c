@@ -1,5 +1,6 @@
 /* stanza.c - stanza <-> envelope translation. */
 #include "stanza.h"
+#include "jid.h"
 #include "schema.h"
 #include "util.h"
 
@@ -41,6 +42,40 @@ xmpp_stanza_t *stanza_presence(xmpp_ctx_t *ctx, bool available)
     if (!available)
         xmpp_stanza_set_type(p, "unavailable");
     return p;
+}
+
+/* Prepare attr of st into its prepared form; JID_OK when absent. */
+static int prep_attr(xmpp_stanza_t *st, const char *attr, bool bare)
+{
+    const char *v = xmpp_stanza_get_attribute(st, attr);
+    if (!v)
+        return JID_OK;
+    char buf[3 * (JID_PART_MAX + 1)];
+    int rc = bare ? jid_prep_bare(v, buf, sizeof(buf)) : jid_prep(v, buf, sizeof(buf));
+    if (rc == JID_OK && strlen(buf) > ENV_MAX_JID)
+        rc = JID_E_TOO_LONG;
+    if (rc == JID_OK && strcmp(buf, v) != 0)
+        xmpp_stanza_set_attribute(st, attr, buf);
+    return rc;
+}
+
+bool stanza_prep_addresses(xmpp_stanza_t *st, char *err, size_t errlen)
+{
+    static const char *const attrs[] = {"from", "to"};
+    for (size_t i = 0; i < 2; i++) {
+        int rc = prep_attr(st, attrs[i], false);
+        if (rc != JID_OK) {
+            snprintf(err, errlen, "'%s' is not a valid JID: %s", attrs[i],
+                     jid_strerror(rc));
+            return false;
+        }
+    }
+    return true;
+}
+
+bool stanza_prep_attr(xmpp_stanza_t *el, const char *attr, bool bare)
+{
+    return xmpp_stanza_get_attribute(el, attr) && prep_attr(el, attr, bare) == JID_OK;
 }
 
 #define NS_SID "urn:xmpp:sid:0"

@@ -45,6 +45,15 @@ xmpp_stanza_t *stanza_ping(xmpp_ctx_t *ctx, const char *id, const char *to);
 /* <presence/>, or <presence type='unavailable'/> */
 xmpp_stanza_t *stanza_presence(xmpp_ctx_t *ctx, bool available);
 
+/* Prepare st's 'from' and 'to' in place (jid.h), as the XMPP server would,
+ * so what follows compares and forwards canonical JIDs. False with err set
+ * if one cannot be prepared: log it and drop the stanza. */
+bool stanza_prep_addresses(xmpp_stanza_t *st, char *err, size_t errlen);
+
+/* Prepare attribute attr of el in place; false (attribute left alone) if
+ * it is absent or cannot be prepared. bare: keep only the bare JID. */
+bool stanza_prep_attr(xmpp_stanza_t *el, const char *attr, bool bare);
+
 enum stanza_verdict {
     STANZA_ENVELOPE, /**< *out holds an envelope for the phone */
     STANZA_IGNORE,   /**< nothing for the phone (no body, chat state, ...) */

@@ -319,6 +319,10 @@ void session_lease_renew(struct worker *w, bus_reply_cb *cb);
  * envelope if no phone is connected, then the inbox. peer: the sender (or,
  * for a copy of what the user sent elsewhere, the recipient). */
 void session_deliver_chat(struct session *s, struct env *e, const char *peer);
+/* Every stanza from the XMPP server passes here first: its 'from' and 'to'
+ * prepared in place (jid.h). False (logged, counted as a bad stanza) when
+ * one cannot be prepared: drop the stanza. */
+bool session_prep_stanza(struct session *s, xmpp_stanza_t *st);
 /* The user's initial presence is out: answer the waiting logins. */
 void session_available(struct session *s);
 /* Does any device of s want traffic now (attached and in the foreground)? */

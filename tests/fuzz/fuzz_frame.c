@@ -14,15 +14,19 @@
  *     with a JSON object;
  *   - every decoded object re-encodes (phone_encode) to a frame that parses and
  *     decodes again to the same type;
- *   - the error frame the edge answers a bad frame with carries "msg"
- *     (PROTOCOL.md: always) and decodes as a frame, and its id (if any) is a
- *     valid client id;
+ *   - the error frame the edge answers a bad frame with (with the frame's
+ *     id, when it had one) carries "msg" (PROTOCOL.md: always) and decodes
+ *     as a frame;
+ *   - every JID of a decoded frame is in prepared form (jid.h) and the
+ *     round trip keeps it.
  *   - phone_fit, asked to fit a decoded object in a smaller max, gives NULL
  *     or frames that each fit and that keep their "t".
  * Buffers handed to the parsers are exact-size heap copies so ASan sees any
  * read past their end. */
 #include "frame.h"
+#include "jid.h"
 #include "phone.h"
+#include "proto.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -54,9 +58,9 @@ static uint8_t *dup_exact(const uint8_t *p, size_t n)
 }
 
 /* What the edge sends back for a bad frame must itself be a valid frame. */
-static void check_error_reply(const char *err, size_t max)
+static void check_error_reply(const char *err, const char *id, size_t max)
 {
-    json_t *e = phone_error(PERR_BAD_FRAME, err, NULL);
+    json_t *e = phone_error(PERR_BAD_FRAME, err, id[0] ? id : NULL);
     INVARIANT(e != NULL, "phone_error returned NULL");
     INVARIANT(json_is_string(json_object_get(e, "msg")),
               "error frame without 'msg' for error text \"%s\"", err);
@@ -65,7 +69,7 @@ static void check_error_reply(const char *err, size_t max)
     json_t *back = NULL;
     char err2[256];
     int t = phone_decode(enc + FRAME_HEADER, elen - FRAME_HEADER, max, &back,
-                         err2, sizeof(err2));
+                         NULL, err2, sizeof(err2));
     INVARIANT(t >= 0, "the edge's own error frame does not decode: %s", err2);
     json_decref(back);
     free(enc);
@@ -90,7 +94,7 @@ static void check_round_trip(const json_t *obj, int type, size_t max)
     uint8_t *copy = dup_exact(body, blen);
     json_t *again = NULL;
     char err[256] = "";
-    int t2 = phone_decode((const char *)copy, blen, max, &again, err, sizeof(err));
+    int t2 = phone_decode((const char *)copy, blen, max, &again, NULL, err, sizeof(err));
     INVARIANT(t2 == type, "type %d re-decodes as %d (%s): %.*s", type, t2, err,
               (int)blen, (const char *)copy);
     json_decref(again);
@@ -113,28 +117,45 @@ static void check_fit(const json_t *obj, size_t max)
     json_decref(out);
 }
 
+/* Every JID field of the frame's schema is in prepared form (fields the
+ * schema does not name are not the bridge's business). */
+static void check_field_prepared(const json_t *obj, const char *f)
+{
+    const char *j = json_string_value(json_object_get(obj, f));
+    INVARIANT(!j || jid_is_prepared(j), "field '%s' not prepared: %s", f, j);
+}
+
+static void check_prepared(const json_t *obj, int type)
+{
+    if (type == PHONE_LOGIN || type == PHONE_MSG)
+        check_field_prepared(obj, type == PHONE_LOGIN ? "jid" : "to");
+    const struct proto_frame *pf =
+        type == PHONE_REQ ? proto_request(json_string_value(json_object_get(obj, "t"))) : NULL;
+    for (size_t i = 0; pf && i < PROTO_MAXF && pf->fields[i].name; i++)
+        if (pf->fields[i].kind == F_JID)
+            check_field_prepared(obj, pf->fields[i].name);
+}
+
 static void decode_body(const uint8_t *body, size_t len, size_t max)
 {
     uint8_t *copy = dup_exact(body, len);
     json_t *obj = (json_t *)1;
-    char err[256];
+    char err[256], id[PHONE_MAX_ID + 1];
     err[0] = '\0';
-    int type = phone_decode((const char *)copy, len, max, &obj, err, sizeof(err));
+    int type = phone_decode((const char *)copy, len, max, &obj, id, err, sizeof(err));
     if (type < 0) {
         INVARIANT(type == -1, "phone_decode returned %d", type);
         INVARIANT(obj == NULL, "failed decode left an object");
         INVARIANT(err[0] != '\0', "failed decode without a reason");
         INVARIANT(memchr(err, '\0', sizeof(err)) != NULL, "err not terminated");
-        check_error_reply(err, max);
-        char id[PHONE_MAX_ID + 1];
-        if (phone_error_id((const char *)copy, len, id))
-            INVARIANT(strlen(id) >= 1 && strlen(id) <= PHONE_MAX_ID, "id of %zu bytes",
-                      strlen(id));
+        INVARIANT(strlen(id) <= PHONE_MAX_ID, "id of %zu bytes", strlen(id));
+        check_error_reply(err, id, max);
     } else {
         INVARIANT(type <= PHONE_UNKNOWN, "phone_decode returned %d", type);
         INVARIANT(json_is_object(obj), "decoded frame is not an object");
         INVARIANT(json_is_string(json_object_get(obj, "t")),
                   "decoded frame without a string 't'");
+        check_prepared(obj, type);
         check_round_trip(obj, type, max);
         check_fit(obj, len / 2 + SMALLEST_MAX);
         json_decref(obj);

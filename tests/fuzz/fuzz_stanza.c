@@ -9,12 +9,16 @@
  *   - every envelope the bridge would publish passes the receiving edge's
  *     validation: env_encode + env_decode succeed with the same type, and it
  *     is addressed to the user, and an error envelope carries "msg";
+ *   - stanza_prep_addresses (which the session runs on every stanza first)
+ *     leaves 'from' and 'to' in prepared form (jid.h) when it accepts them,
+ *     and says why when it refuses; only accepted stanzas are translated;
  *   - stanza_parse_time runs on every attribute value of the tree (and on the
  *     raw input when it is not XML) without a fault, and a parsed <delay/>
  *     stamp becomes the chat envelope's "ts".
  * Buffers handed to the parsers are exact-size heap copies so ASan sees any
  * read past their end. */
 #include "envelope.h"
+#include "jid.h"
 #include "stanza.h"
 
 #include <stdint.h>
@@ -93,6 +97,13 @@ static void check_message(xmpp_stanza_t *msg)
     struct env *e = (struct env *)1;
     char err[256];
     err[0] = '\0';
+    if (!stanza_prep_addresses(msg, err, sizeof(err))) {
+        INVARIANT(err[0] != '\0', "an address refused without a reason");
+        return;
+    }
+    const char *from = xmpp_stanza_get_from(msg), *to = xmpp_stanza_get_to(msg);
+    INVARIANT(!from || jid_is_prepared(from), "from not prepared: %s", from);
+    INVARIANT(!to || jid_is_prepared(to), "to not prepared: %s", to);
     enum stanza_verdict v =
         stanza_message_to_env(ctx, msg, USER, &e, err, sizeof(err));
     switch (v) {

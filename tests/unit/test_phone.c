@@ -14,7 +14,7 @@ static char err[256];
 static int decode(const char *json, json_t **out)
 {
     err[0] = '\0';
-    return phone_decode(json, strlen(json), BODY_MAX, out, err, sizeof(err));
+    return phone_decode(json, strlen(json), BODY_MAX, out, NULL, err, sizeof(err));
 }
 
 /* json must be refused: -1, *out NULL, a reason naming want (if given). */
@@ -82,7 +82,7 @@ TEST(phone_decode_msg_hb_logout)
     json_decref(o);
     /* Only len bytes are read. */
     const char *buf = "{\"t\":\"hb\"}{\"t\":";
-    CHECK_EQ_INT(phone_decode(buf, 10, BODY_MAX, &o, err, sizeof(err)), PHONE_HB);
+    CHECK_EQ_INT(phone_decode(buf, 10, BODY_MAX, &o, NULL, err, sizeof(err)), PHONE_HB);
     json_decref(o);
 }
 
@@ -216,25 +216,25 @@ TEST(phone_decode_body_limit)
     const char *head = MSG "\"id\":\"c1\",\"to\":\"bob@localhost\",\"body\":\"";
     /* body_max 10: 10 bytes pass, 11 do not. */
     snprintf(json, sizeof(json), "%s0123456789\"}", head);
-    CHECK_EQ_INT(phone_decode(json, strlen(json), 10, &o, err, sizeof(err)),
+    CHECK_EQ_INT(phone_decode(json, strlen(json), 10, &o, NULL, err, sizeof(err)),
                  PHONE_MSG);
     json_decref(o);
     o = (json_t *)1;
     snprintf(json, sizeof(json), "%s0123456789a\"}", head);
-    CHECK_EQ_INT(phone_decode(json, strlen(json), 10, &o, err, sizeof(err)), -1);
+    CHECK_EQ_INT(phone_decode(json, strlen(json), 10, &o, NULL, err, sizeof(err)), -1);
     CHECK(o == NULL);
     CHECK(strstr(err, "'body'") != NULL);
     /* The limit counts bytes: 6 x U+00E9 is 12 bytes. */
     snprintf(json, sizeof(json),
              "%s\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\"}", head);
-    CHECK_EQ_INT(phone_decode(json, strlen(json), 10, &o, err, sizeof(err)), -1);
+    CHECK_EQ_INT(phone_decode(json, strlen(json), 10, &o, NULL, err, sizeof(err)), -1);
     /* Bodies above the envelope's own maximum are refused whatever body_max. */
     size_t big = 64 * 1024 + 1;
     char *s = malloc(strlen(head) + big + 3);
     strcpy(s, head);
     memset(s + strlen(head), 'x', big);
     strcpy(s + strlen(head) + big, "\"}");
-    CHECK_EQ_INT(phone_decode(s, strlen(s), 1 << 20, &o, err, sizeof(err)), -1);
+    CHECK_EQ_INT(phone_decode(s, strlen(s), 1 << 20, &o, NULL, err, sizeof(err)), -1);
     free(s);
 }
 
@@ -311,7 +311,7 @@ TEST(phone_error_and_bye)
     char *frame = phone_encode(e, &len);
     json_t *o = NULL;
     CHECK_EQ_INT(phone_decode(frame + FRAME_HEADER, len - FRAME_HEADER, BODY_MAX,
-                              &o, err, sizeof(err)),
+                              &o, NULL, err, sizeof(err)),
                  PHONE_UNKNOWN);
     json_decref(o);
     free(frame);
@@ -329,7 +329,7 @@ TEST(phone_bad_frame_error_text_is_utf8)
     const char *body = "{\"t\":\"\\\xc3\xa9\"}"; /* {"t":"\é"} */
     json_t *out = (json_t *)1;
     err[0] = '\0';
-    CHECK_EQ_INT(phone_decode(body, strlen(body), BODY_MAX, &out, err,
+    CHECK_EQ_INT(phone_decode(body, strlen(body), BODY_MAX, &out, NULL, err,
                               sizeof(err)),
                  -1);
     CHECK(out == NULL);
@@ -421,21 +421,6 @@ TEST(phone_fit_items)
     json_decref(o);
 }
 
-/* A refused frame's id is recovered for the error, when it is a valid id. */
-TEST(phone_error_id_of_bad_frames)
-{
-    char id[PHONE_MAX_ID + 1];
-    const char *b1 = "{\"t\":\"msg\",\"id\":\"c7\",\"to\":\"not a jid\",\"body\":\"x\"}";
-    CHECK(phone_error_id(b1, strlen(b1), id));
-    CHECK_EQ_STR(id, "c7");
-    const char *b2 = "{\"t\":\"msg\",\"id\":\"bad id!\"}";
-    CHECK(!phone_error_id(b2, strlen(b2), id));
-    const char *b3 = "{\"t\":\"msg\",\"id\":";
-    CHECK(!phone_error_id(b3, strlen(b3), id));
-    const char *b4 = "[\"id\"]";
-    CHECK(!phone_error_id(b4, strlen(b4), id));
-}
-
 int main(void)
 {
     RUN(phone_decode_login);
@@ -450,7 +435,6 @@ int main(void)
     RUN(phone_error_and_bye);
     RUN(phone_fit_body);
     RUN(phone_fit_items);
-    RUN(phone_error_id_of_bad_frames);
     RUN(phone_bad_frame_error_text_is_utf8);
     return unit_done();
 }
