@@ -3,7 +3,7 @@
 // twice, every phone message answered, the counts and the worst stall
 // printed).
 import assert from 'node:assert/strict';
-import { itest, runFaults, startBridge, sleep } from '../harness/index.mjs';
+import { itest, runFaults, startBridge, sleep, descendantPids } from '../harness/index.mjs';
 
 const N = Number(process.env.IMB_FAULT_USERS || 4);
 const M = Number(process.env.IMB_FAULT_MSGS || 40);
@@ -64,3 +64,31 @@ itest('fault: a desktop client that reuses message ids loses nothing', { timeout
   for (const body of sent) assert.equal(got.filter((x) => x === body).length, 1, `"${body}" once: ${JSON.stringify(got)}`);
   assert.equal(got.length, sent.length + 1);
 });
+
+const LEASE_MS = 3000;
+
+/** SIGSTOP every process of an xmppd (supervisor and workers) for ms, then
+ * SIGCONT: a VM pause, a swap storm, a partition that heals. */
+const freezeXmppd = (ms) => async ({ xmppds }) => {
+  const victim = xmppds[Math.floor(Math.random() * xmppds.length)];
+  const pids = [victim.pid, ...descendantPids(victim.pid)];
+  for (const pid of pids) process.kill(pid, 'SIGSTOP');
+  await sleep(ms);
+  for (const pid of pids) process.kill(pid, 'SIGCONT');
+  return `froze ${victim.name} (pids ${pids.join(' ')}) for ${ms} ms`;
+};
+
+// A bridge that hangs longer than its lease and wakes up: its users move to
+// another worker within lease + 2 s, and when it wakes it can no longer
+// store, number or answer anything for them (fencing): nothing shown twice.
+itest('fault: an xmppd frozen (SIGSTOP) past its lease, then woken (SIGCONT)', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
+  users: N,
+  msgs: 2 * M,
+  xmppdArgs: ['--lease-ms', String(LEASE_MS), '--resume-window', '20'],
+  maxStallMs: LEASE_MS + 2000,
+  noDuplicates: true,
+  steps: [
+    { at: 0.2, name: `freeze an xmppd for ${LEASE_MS + 3000} ms`, run: freezeXmppd(LEASE_MS + 3000) },
+    { at: 0.5, name: `freeze an xmppd for ${LEASE_MS + 3000} ms`, run: freezeXmppd(LEASE_MS + 3000) },
+  ],
+}));
