@@ -630,8 +630,16 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
     if (m) {
         const char *to = xmpp_stanza_get_to(m);
         char bare[ENV_MAX_JID + 1];
-        if (!to || !schema_bare_jid(to, bare, sizeof(bare)) || strcasecmp(bare, s->jid) != 0)
-            return 1; /* one the user sent: not for the phone */
+        if (!to || !schema_bare_jid(to, bare, sizeof(bare)) || strcasecmp(bare, s->jid) != 0) {
+            /* One the user sent: not for the phone. Perhaps a phone's
+             * message that the worker before this one sent and could not
+             * ack (it died or froze): the server has it, so a resend of
+             * that id is acked, not sent twice. */
+            const char *xid = xmpp_stanza_get_id(m);
+            if (xid && schema_id_ok(xid, 64))
+                acked_remember(s, xid);
+            return 1;
+        }
     } else {
         aid = stanza_archive_id(st, s->jid);
         /* A carbon: what another client of the user sent or received. */
@@ -696,6 +704,32 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
 
 #define MAM_PAGE 100
 #define MAM_MAX_PAGES 20
+/* A catch-up the archive does not finish in this long lets the phones in. */
+#define MAM_CATCH_UP_MS 5000
+
+/* The catch-up is over (or there was none): what it found is on its way to
+ * the inbox, ahead of anything newer, so the initial presence may go out now
+ * (the server answers it with offline messages, which are newer). */
+static void catch_up_done(struct session *s, const char *how)
+{
+    if (!s->catching_up)
+        return;
+    s->catching_up = false;
+    LOG(DEBUG, "mam_catch_up_done", "jid=%s how=%s pages=%d", s->jid, how, s->mam_pages);
+    if (s->presence_waiting) {
+        s->presence_waiting = false;
+        im_go_available(s);
+    }
+}
+
+static int catch_up_timeout(xmpp_conn_t *conn, void *userdata)
+{
+    struct session *s = userdata;
+    if (s->catching_up)
+        LOG(WARN, "mam_catch_up_slow", "jid=%s pages=%d", s->jid, s->mam_pages);
+    catch_up_done(s, "timeout");
+    return 0; /* once */
+}
 
 /* The archive query's answer: <fin complete='true'/> or the last id of the
  * page, to ask for the next one. */
@@ -712,10 +746,12 @@ static int on_mam_fin(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
     if (!fin)
         LOG(WARN, "mam_failed", "jid=%s type=%s", s->jid,
             xmpp_stanza_get_type(st) ? xmpp_stanza_get_type(st) : "?");
-    if (more)
+    if (more) {
         mam_next(s, last_id);
-    else
+    } else {
         s->mam_qid[0] = '\0';
+        catch_up_done(s, fin ? "complete" : "failed");
+    }
     if (last_id)
         xmpp_free(s->w->ctx, last_id);
     return 0;
@@ -745,15 +781,20 @@ static void on_last_aid(void *owner, void *data, redisReply *r)
     char *jid = data;
     struct session *s = strmap_get(&w->sessions, jid);
     free(jid);
-    if (!s || s->state != SESSION_ONLINE || !r || r->type != REDIS_REPLY_STRING ||
-        !schema_id_ok(r->str, 64))
+    if (!s || s->state != SESSION_ONLINE)
         return;
+    if (!r || r->type != REDIS_REPLY_STRING || !schema_id_ok(r->str, 64)) {
+        catch_up_done(s, "nothing stored");
+        return;
+    }
     LOG(INFO, "mam_catch_up", "jid=%s after=%s", s->jid, r->str);
     mam_next(s, r->str);
 }
 
 static void mam_catch_up(struct session *s)
 {
+    s->catching_up = true;
+    xmpp_timed_handler_add(s->conn, catch_up_timeout, MAM_CATCH_UP_MS, s);
     inbox_last_aid(s->w->bus, s->jid, on_last_aid, xstrdup(s->jid));
 }
 
@@ -799,11 +840,12 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
         xmpp_handler_add(conn, on_message, NULL, "message", NULL, s);
         xmpp_handler_add(conn, im_on_presence, NULL, "presence", NULL, s);
         xmpp_handler_add(conn, im_on_iq, NULL, "iq", NULL, s);
+        mam_catch_up(s);  /* (first: the initial presence waits for it) */
         im_on_online(s);  /* carbons, then the user's presence */
         muc_on_online(s); /* rooms the user was in */
-        mam_catch_up(s);
         /* The phones are welcomed once the initial presence is out
-         * (session_available, after im.c loaded the user's presence). */
+         * (session_available, after im.c loaded the user's presence and
+         * the archive catch-up is over). */
         worker_kick(w);
         return;
     }
