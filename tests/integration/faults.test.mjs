@@ -92,3 +92,34 @@ itest('fault: an xmppd frozen (SIGSTOP) past its lease, then woken (SIGCONT)', {
     { at: 0.5, name: `freeze an xmppd for ${LEASE_MS + 3000} ms`, run: freezeXmppd(LEASE_MS + 3000) },
   ],
 }));
+
+/** CLIENT KILL the Redis links whose name (CLIENT SETNAME: "imb-<bus>-<link>")
+ * matches re; every link when re is omitted. */
+const killRedisLinks = (re) => async ({ redis }) => {
+  const list = String(await redis.command('CLIENT', 'LIST'));
+  const victims = list.split('\n').map((l) => ({
+    id: /\bid=(\d+)/.exec(l)?.[1], name: /\bname=(\S*)/.exec(l)?.[1] ?? '',
+  })).filter((c) => c.id && /^imb-/.test(c.name) && (!re || re.test(c.name)));
+  for (const c of victims) await redis.command('CLIENT', 'KILL', 'ID', c.id);
+  return `killed ${victims.length} links: ${[...new Set(victims.map((c) => c.name.replace(/^imb-/, '')))].join(' ')}`;
+};
+
+// A broken Redis link (a proxy restart, a failover, CLIENT KILL): every
+// process reconnects and resubscribes; every answer owed to a phone (ack,
+// error, login answer) reaches it, or the phone is told to resend, and a
+// resend is not delivered twice. The bridge's command link alone is the
+// hard case: the edges see nothing wrong while the acks it was publishing
+// are lost with the link.
+itest('fault: Redis links killed: the bridge command links, then every link, repeatedly', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
+  users: N,
+  msgs: 2 * M,
+  maxStallMs: 5000,
+  noDuplicates: true,
+  minGapMs: 1000,
+  steps: [
+    ...[0.1, 0.2, 0.3, 0.4, 0.5].map((at) => ({
+      at, name: 'CLIENT KILL every worker command link', run: killRedisLinks(/-w\d+\.\d+-cmd$/),
+    })),
+    ...[0.6, 0.7].map((at) => ({ at, name: 'CLIENT KILL every link', run: killRedisLinks() })),
+  ],
+}));
