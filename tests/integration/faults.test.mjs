@@ -123,3 +123,30 @@ itest('fault: Redis links killed: the bridge command links, then every link, rep
     ...[0.6, 0.7].map((at) => ({ at, name: 'CLIENT KILL every link', run: killRedisLinks() })),
   ],
 }));
+
+/** SIGSTOP for ms, then SIGCONT, the edge most phones are on; the load
+ * balancer's health check takes it out meanwhile (as haproxy's would). */
+const freezeEdge = (ms) => async ({ edges, phones }) => {
+  const count = (e) => phones.filter((p) => p.sess?.port === e.port).length;
+  const victim = [...edges].sort((a, b) => count(b) - count(a))[0];
+  const on = count(victim);
+  edges.splice(edges.indexOf(victim), 1);
+  process.kill(victim.pid, 'SIGSTOP');
+  await sleep(ms);
+  process.kill(victim.pid, 'SIGCONT');
+  edges.push(victim);
+  return `froze ${victim.name} (pid ${victim.pid}, ${on} phones on it) for ${ms} ms`;
+};
+
+// An edge that hangs: its phones find their link dead (no answer within
+// their own timeout, here 4 s) and resume on another edge; what the frozen
+// edge still holds when it wakes reaches nobody twice.
+itest('fault: an edge frozen (SIGSTOP) for 10 s, then woken', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
+  users: N,
+  msgs: 2 * M,
+  ackStallMs: 4000,
+  allowStalls: true, // (the frozen edge's phones waiting out their own timeout)
+  maxStallMs: 4000 + 2000,
+  noDuplicates: true,
+  steps: [{ at: 0.3, name: 'freeze an edge for 10 s', run: freezeEdge(10000) }],
+}));
