@@ -26,9 +26,10 @@ const prefix = args.prefix ?? 'imb';
 const id = args.id ?? 'stub-w0';
 if (!port) { console.error('stubbridge: --redis-port required'); process.exit(2); }
 
-// The very script xmppd runs (common/lua/deliver.lua, loaded as it is:
-// Redis skips the comments).
-const DELIVER = fs.readFileSync(new URL('../common/lua/deliver.lua', import.meta.url), 'utf8');
+// The very script xmppd runs (common/lua/fence.lua then deliver.lua, loaded
+// as they are: Redis skips the comments).
+const lua = (name) => fs.readFileSync(new URL(`../common/lua/${name}`, import.meta.url), 'utf8');
+const DELIVER = `${lua('fence.lua')}\n${lua('deliver.lua')}`;
 
 const url = `redis://127.0.0.1:${port}`;
 const cmd = createClient({ url });
@@ -64,10 +65,12 @@ await sub.pSubscribe(`${prefix}:x:*`, (msg) => {
   const to = String(e.to).toLowerCase();
   const env = JSON.stringify({ v: 1, type: 'chat', ts: Date.now(), from: `${e.from}/phone`, to, body: e.body, id: e.id });
   cmd.evalSha(sha, {
-    keys: [`${prefix}:seq:${to}`, `${prefix}:inbox:${to}`, `${prefix}:pushq`],
-    // (No push envelope: a phone of the bench is always connected.)
+    keys: [`${prefix}:seq:${to}`, `${prefix}:inbox:${to}`, `${prefix}:pushq`,
+      `${prefix}:lease:${to}`, `${prefix}:fence:${to}`],
+    // (No push envelope: a phone of the bench is always connected. No lease:
+    // the stub holds none, and the fence lets a writer through when nobody does.)
     arguments: [`${prefix}:p:${to}`, env.slice(1), '86400000', '1000',
-      crypto.randomBytes(6).toString('hex'), '', `${prefix}:push`, '9999', ''],
+      crypto.randomBytes(6).toString('hex'), '', `${prefix}:push`, '9999', '', `${id} 0`],
   }).catch((err) => console.error('stubbridge deliver:', err.message));
   cmd.publish(`${prefix}:p:${e.from}`, JSON.stringify({
     v: 1, type: 'ack', ts: Date.now(), to: e.from, ids: [e.id], edge: e.edge, dev: e.dev,

@@ -223,6 +223,19 @@ static void resubscribe_all(struct bus *bus)
         redisAsyncCommandArgv(bus->sub.ac, sub_cb, bus, argc, argv, NULL);
 }
 
+/* Name the link "imb-<bus name>-cmd|sub" (CLIENT LIST shows which process
+ * and which link; an operator can CLIENT KILL one). Not a name Redis takes
+ * (an ACL without +client): the link works the same. */
+static void send_name(struct link *l)
+{
+    char name[160];
+    snprintf(name, sizeof(name), "imb-%s-%s", l->bus->name, link_name(l));
+    for (char *p = name; *p; p++)
+        if (*p <= ' ' || *p > '~')
+            *p = '_';
+    redisAsyncCommand(l->ac, NULL, NULL, "CLIENT SETNAME %s", name);
+}
+
 static void on_connect(const redisAsyncContext *cac, int status)
 {
     struct link *l = cac->data;
@@ -246,6 +259,7 @@ static void on_connect(const redisAsyncContext *cac, int status)
     l->ever_up = true;
     LOG(INFO, "redis_connected", "bus=%s link=%s", l->bus->name, link_name(l));
     send_auth(l);
+    send_name(l);
     if (l->is_sub) {
         l->bus->hb_last_rx_ms = util_mono_ms();
         resubscribe_all(l->bus);

@@ -1,13 +1,16 @@
 /* inbox.c - the delivery window: Lua scripts run atomically in Redis, so the
  * sequence number, the stored copy and the PUBLISH can never disagree. */
 #include "inbox.h"
+#include "lease.h"
 #include "util.h"
 
 #include <stdio.h>
 #include <string.h>
 
-/* The scripts, with their keys and arguments, are in common/lua/. */
+/* The scripts, with their keys and arguments, are in common/lua/. A script
+ * that writes on a user's behalf starts with the fence check (lease.h). */
 static const char DELIVER[] =
+#include "fence.lua.h"
 #include "deliver.lua.h"
     ;
 static const char PUSH_OFFLINE[] =
@@ -39,11 +42,13 @@ static void push_names(struct bus *bus, struct push_names *pn)
     snprintf(pn->max, sizeof(pn->max), "%d", INBOX_PUSHQ_MAX - 1);
 }
 
-void inbox_deliver(struct bus *bus, const char *jid, const char *payload,
-                   size_t len, long ttl_ms, long max_count, const char *aid,
-                   const char *push, bus_reply_cb *cb, void *data)
+void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
+                   const char *payload, size_t len, long ttl_ms, long max_count,
+                   const char *aid, const char *push, bus_reply_cb *cb, void *data)
 {
     char seq[1200], inbox[1200], channel[1200], ttl[24], max[24];
+    char lease[1200], fence[1200];
+    lease_keys(bus, jid, lease, fence, sizeof(lease));
     struct push_names pn;
     push_names(bus, &pn);
     if (!push)
@@ -57,13 +62,14 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *payload,
     snprintf(max, sizeof(max), "%ld", max_count);
     util_random_hex(epoch, 6);
     /* The script prepends seq and epoch: hand it the object minus '{'. */
-    const char *argv[] = {"EVAL", DELIVER, "3", seq, inbox, pn.list, channel,
-                          payload + 1, ttl, max, epoch, push, pn.channel, pn.max, aid};
+    const char *argv[] = {"EVAL", DELIVER, "5", seq, inbox, pn.list, lease, fence,
+                          channel, payload + 1, ttl, max, epoch, push, pn.channel,
+                          pn.max, aid, holder};
     size_t argvlen[] = {4, sizeof(DELIVER) - 1, 1, strlen(seq), strlen(inbox),
-                        strlen(pn.list), strlen(channel), len - 1, strlen(ttl),
-                        strlen(max), strlen(epoch), strlen(push),
-                        strlen(pn.channel), strlen(pn.max), strlen(aid)};
-    bus_command_argv(bus, cb, data, 15, argv, argvlen);
+                        strlen(pn.list), strlen(lease), strlen(fence), strlen(channel),
+                        len - 1, strlen(ttl), strlen(max), strlen(epoch), strlen(push),
+                        strlen(pn.channel), strlen(pn.max), strlen(aid), strlen(holder)};
+    bus_command_argv(bus, cb, data, 18, argv, argvlen);
 }
 
 void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,

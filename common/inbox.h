@@ -22,14 +22,16 @@
 
 #define INBOX_EPOCH_MAX 32
 
-/* Store and publish an envelope (encoded JSON object, "{...}") for jid. The
- * reply handed to cb is an array {seq, receivers} (integers). The stored and
- * published text is the envelope with "seq" and "epoch" added in front.
- * aid: the XMPP server's archive id of the message, or NULL; kept as the
- * newest one stored (where a new session's archive catch-up starts). */
-void inbox_deliver(struct bus *bus, const char *jid, const char *payload,
-                   size_t len, long ttl_ms, long max_count, const char *aid,
-                   const char *push, bus_reply_cb *cb, void *data);
+/* Store and publish an envelope (encoded JSON object, "{...}") for jid, on
+ * behalf of holder ("<owner> <token>", the session's lease: lease.h). The
+ * reply handed to cb is an array {seq, receivers} (integers); seq is -1 and
+ * nothing was written when holder no longer owns the user (fenced). The
+ * stored and published text is the envelope with "seq" and "epoch" added in
+ * front. aid: the XMPP server's archive id of the message, or NULL; kept as
+ * the newest one stored (where a new session's archive catch-up starts). */
+void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
+                   const char *payload, size_t len, long ttl_ms, long max_count,
+                   const char *aid, const char *push, bus_reply_cb *cb, void *data);
 
 /* push: NULL, or a push envelope (JSON object) to publish on
  * "<prefix>:push" and queue on "<prefix>:pushq" once the message is stored,

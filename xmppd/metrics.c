@@ -73,6 +73,15 @@ static void metrics(void *owner, struct evbuffer *out)
                stats.dup_msgs)
     PER_WORKER(counter, "imb_xmppd_delivery_retries_total",
                "Messages for phones kept while Redis was away.", stats.delivery_retries)
+    PER_WORKER(counter, "imb_xmppd_delivery_fenced_total",
+               "Messages for phones refused: another worker holds the user (fencing).",
+               stats.delivery_fenced)
+    PER_WORKER(counter, "imb_xmppd_leases_lost_total",
+               "Sessions that found another worker holding their user, and stepped down.",
+               stats.leases_lost)
+    PER_WORKER(counter, "imb_xmppd_deferred_total",
+               "Envelopes held until a renewal confirmed the session's lease.",
+               stats.deferred)
     PER_WORKER(counter, "imb_xmppd_delivery_dropped_total",
                "Messages for phones dropped (retry queue full).", stats.delivery_dropped)
     PER_WORKER(counter, "imb_xmppd_bad_envelopes_total", "Envelopes that failed validation.",

@@ -32,7 +32,7 @@ void session_event(struct session *s, json_t *frame, const char *edge,
     }
     s->w->stats.events++;
     if (durable)
-        worker_deliver(s->w, s->jid, e, NULL);
+        worker_deliver(s, e, NULL);
     else if (edge && dev && *edge && *dev)
         worker_publish(s->w, "p", s->jid, e); /* an answer: the phone waits for it */
     else

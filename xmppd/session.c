@@ -5,6 +5,7 @@
 #include "bus.h"
 #include "inbox.h"
 #include "jid.h"
+#include "lease.h"
 #include "log.h"
 #include "schema.h"
 #include "stanza.h"
@@ -21,17 +22,6 @@
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-
-/* Lease scripts: take the lease if free or ours (and renew it); answer the
- * holder. Release only if ours. */
-static const char LEASE_ACQUIRE[] =
-    "local c=redis.call('GET',KEYS[1]) "
-    "if (not c) or c==ARGV[1] then "
-    "redis.call('SET',KEYS[1],ARGV[1],'PX',ARGV[2]) return ARGV[1] end "
-    "return c";
-static const char LEASE_RELEASE[] =
-    "if redis.call('GET',KEYS[1])==ARGV[1] then "
-    "return redis.call('DEL',KEYS[1]) end return 0";
 
 static const char *const state_names[] = {"leasing", "connecting", "online",
                                           "closing"};
@@ -371,6 +361,7 @@ void session_free(struct session *s)
     im_free(s);
     muc_free(s);
     session_iqs_free(s);
+    session_deferred_free(s);
     idset_free(&s->acked);
     idset_free(&s->seen);
     free(s->channel_in);
@@ -397,10 +388,8 @@ static void session_bury(struct session *s)
         return; /* already buried */
     strmap_del(&w->sessions, s->jid);
     bus_unsubscribe(w->bus, s->channel_in);
-    char key[256];
-    snprintf(key, sizeof(key), "%s:lease:%s", bus_prefix(w->bus), s->jid);
-    const char *argv[] = {"EVAL", LEASE_RELEASE, "1", key, w->id};
-    bus_command_argv(w->bus, NULL, NULL, 5, argv, NULL);
+    if (s->token[0] && !s->lease_lost)
+        lease_release(w->bus, s->jid, w->id, s->token, NULL, NULL);
     if (s->fd_ev) {
         event_free(s->fd_ev);
         s->fd_ev = NULL;
@@ -590,7 +579,7 @@ void session_deliver_chat(struct session *s, struct env *e, const char *peer)
         return;
     }
     json_t *push = json_is_true(env_json(e, "sent")) ? NULL : push_for(s, e, peer);
-    worker_deliver(s->w, s->jid, e, push);
+    worker_deliver(s, e, push);
 }
 
 /* What identifies an incoming message when the server gave it no archive id
@@ -641,8 +630,16 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
     if (m) {
         const char *to = xmpp_stanza_get_to(m);
         char bare[ENV_MAX_JID + 1];
-        if (!to || !schema_bare_jid(to, bare, sizeof(bare)) || strcasecmp(bare, s->jid) != 0)
-            return 1; /* one the user sent: not for the phone */
+        if (!to || !schema_bare_jid(to, bare, sizeof(bare)) || strcasecmp(bare, s->jid) != 0) {
+            /* One the user sent: not for the phone. Perhaps a phone's
+             * message that the worker before this one sent and could not
+             * ack (it died or froze): the server has it, so a resend of
+             * that id is acked, not sent twice. */
+            const char *xid = xmpp_stanza_get_id(m);
+            if (xid && schema_id_ok(xid, 64))
+                acked_remember(s, xid);
+            return 1;
+        }
     } else {
         aid = stanza_archive_id(st, s->jid);
         /* A carbon: what another client of the user sent or received. */
@@ -707,6 +704,32 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
 
 #define MAM_PAGE 100
 #define MAM_MAX_PAGES 20
+/* A catch-up the archive does not finish in this long lets the phones in. */
+#define MAM_CATCH_UP_MS 5000
+
+/* The catch-up is over (or there was none): what it found is on its way to
+ * the inbox, ahead of anything newer, so the initial presence may go out now
+ * (the server answers it with offline messages, which are newer). */
+static void catch_up_done(struct session *s, const char *how)
+{
+    if (!s->catching_up)
+        return;
+    s->catching_up = false;
+    LOG(DEBUG, "mam_catch_up_done", "jid=%s how=%s pages=%d", s->jid, how, s->mam_pages);
+    if (s->presence_waiting) {
+        s->presence_waiting = false;
+        im_go_available(s);
+    }
+}
+
+static int catch_up_timeout(xmpp_conn_t *conn, void *userdata)
+{
+    struct session *s = userdata;
+    if (s->catching_up)
+        LOG(WARN, "mam_catch_up_slow", "jid=%s pages=%d", s->jid, s->mam_pages);
+    catch_up_done(s, "timeout");
+    return 0; /* once */
+}
 
 /* The archive query's answer: <fin complete='true'/> or the last id of the
  * page, to ask for the next one. */
@@ -723,10 +746,12 @@ static int on_mam_fin(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
     if (!fin)
         LOG(WARN, "mam_failed", "jid=%s type=%s", s->jid,
             xmpp_stanza_get_type(st) ? xmpp_stanza_get_type(st) : "?");
-    if (more)
+    if (more) {
         mam_next(s, last_id);
-    else
+    } else {
         s->mam_qid[0] = '\0';
+        catch_up_done(s, fin ? "complete" : "failed");
+    }
     if (last_id)
         xmpp_free(s->w->ctx, last_id);
     return 0;
@@ -756,15 +781,20 @@ static void on_last_aid(void *owner, void *data, redisReply *r)
     char *jid = data;
     struct session *s = strmap_get(&w->sessions, jid);
     free(jid);
-    if (!s || s->state != SESSION_ONLINE || !r || r->type != REDIS_REPLY_STRING ||
-        !schema_id_ok(r->str, 64))
+    if (!s || s->state != SESSION_ONLINE)
         return;
+    if (!r || r->type != REDIS_REPLY_STRING || !schema_id_ok(r->str, 64)) {
+        catch_up_done(s, "nothing stored");
+        return;
+    }
     LOG(INFO, "mam_catch_up", "jid=%s after=%s", s->jid, r->str);
     mam_next(s, r->str);
 }
 
 static void mam_catch_up(struct session *s)
 {
+    s->catching_up = true;
+    xmpp_timed_handler_add(s->conn, catch_up_timeout, MAM_CATCH_UP_MS, s);
     inbox_last_aid(s->w->bus, s->jid, on_last_aid, xstrdup(s->jid));
 }
 
@@ -810,11 +840,12 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
         xmpp_handler_add(conn, on_message, NULL, "message", NULL, s);
         xmpp_handler_add(conn, im_on_presence, NULL, "presence", NULL, s);
         xmpp_handler_add(conn, im_on_iq, NULL, "iq", NULL, s);
+        mam_catch_up(s);  /* (first: the initial presence waits for it) */
         im_on_online(s);  /* carbons, then the user's presence */
         muc_on_online(s); /* rooms the user was in */
-        mam_catch_up(s);
         /* The phones are welcomed once the initial presence is out
-         * (session_available, after im.c loaded the user's presence). */
+         * (session_available, after im.c loaded the user's presence and
+         * the archive catch-up is over). */
         worker_kick(w);
         return;
     }
@@ -931,22 +962,76 @@ static void session_connect(struct session *s)
 
 /* ---- login -------------------------------------------------------------- */
 
-/* A login handed to the worker that holds the user's lease. */
+/* A login handed to the worker that holds the user's lease. Kept until
+ * that lease has had time to lapse: a holder that hangs (a paused VM, a
+ * swap storm) still takes the login off its channel but answers nothing,
+ * so the login runs here once its lease is gone. In the worker's list. */
 struct forward {
+    struct worker *w;
     char *jid;
     char *owner;           /* the lease holder it went to */
+    char token[LEASE_TOKEN_MAX]; /* and its token then */
+    int64_t ttl_ms;        /* the time its lease had left */
     char edge[65], dev[65];
     char *payload;         /* the login envelope, to run here if the holder is dead */
     size_t len;
+    struct event *recheck; /* when the holder's lease should have been renewed */
+    struct forward *prev, *next;
 };
 
 static void forward_free(struct forward *f)
 {
+    struct worker *w = f->w;
+    if (f->prev)
+        f->prev->next = f->next;
+    else if (w->forwards == f)
+        w->forwards = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    if (f->recheck)
+        event_free(f->recheck);
     OPENSSL_cleanse(f->payload, f->len);
     free(f->payload);
     free(f->owner);
     free(f->jid);
     free(f);
+}
+
+void session_forwards_free(struct worker *w)
+{
+    while (w->forwards)
+        forward_free(w->forwards);
+}
+
+/* The holder's lease should have been renewed by now if it is alive: take
+ * it if it lapsed, and run the login here. */
+static void on_recheck_taken(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    struct forward *f = data;
+    struct lease_answer a;
+    if (lease_parse(r, &a) && strcmp(a.holder, w->id) == 0) {
+        /* Ours now: the session the login makes here finds it so (a lease
+         * this worker holds is handed to its next session of the user). */
+        char err[200];
+        struct env *e = env_decode(f->payload, f->len, err, sizeof(err));
+        if (e) {
+            LOG(WARN, "lease_taken_over", "jid=%s hung_owner=%s", f->jid, f->owner);
+            session_on_login(w, e, f->payload, f->len);
+            env_free(e);
+        }
+    }
+    forward_free(f);
+}
+
+static void recheck_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct forward *f = arg;
+    if (f->w->stopping) {
+        forward_free(f);
+        return;
+    }
+    lease_take(f->w->bus, f->jid, f->w->id, "", f->w->cfg->lease_ms, on_recheck_taken, f);
 }
 
 static void on_stolen(void *owner, void *data, redisReply *r)
@@ -971,7 +1056,14 @@ static void on_forwarded(void *owner, void *data, redisReply *r)
     struct worker *w = owner;
     struct forward *f = data;
     if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
-        forward_free(f);
+        if (w->stopping) {
+            forward_free(f);
+            return;
+        }
+        f->recheck = evtimer_new(w->base, recheck_cb, f);
+        int64_t ms = f->ttl_ms + 100;
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+        evtimer_add(f->recheck, &tv);
         return;
     }
     if (!r || r->type != REDIS_REPLY_INTEGER) {
@@ -983,39 +1075,56 @@ static void on_forwarded(void *owner, void *data, redisReply *r)
     /* Nobody listens on the holder's channel: it died without releasing
      * the lease. Drop the lease if it is still that holder's (never a live
      * one's) and log in here instead of waiting for it to expire. */
-    char key[1200];
-    snprintf(key, sizeof(key), "%s:lease:%s", bus_prefix(w->bus), f->jid);
-    const char *argv[] = {"EVAL", LEASE_RELEASE, "1", key, f->owner};
-    bus_command_argv(w->bus, on_stolen, f, 5, argv, NULL);
+    lease_release(w->bus, f->jid, f->owner, f->token, on_stolen, f);
 }
+
+/* A lease request in flight: for whom, and when it was sent (a lease is
+ * sure to last lease_ms from then). */
+struct lease_req {
+    char *jid;
+    int64_t sent_ms;
+};
 
 static void on_lease_acquired(void *owner, void *data, redisReply *r)
 {
     struct worker *w = owner;
-    char *jid = data;
-    struct session *s = strmap_get(&w->sessions, jid);
-    free(jid);
+    struct lease_req *lr = data;
+    struct session *s = strmap_get(&w->sessions, lr->jid);
+    int64_t sent_ms = lr->sent_ms;
+    free(lr->jid);
+    free(lr);
     if (!s || s->state != SESSION_LEASING)
         return;
-    if (!r || r->type != REDIS_REPLY_STRING) {
+    struct lease_answer a;
+    if (!lease_parse(r, &a) || !a.holder[0]) {
         answer_waiters(s, "unavailable", "message bus unavailable, retry soon");
         session_bury(s);
         return;
     }
-    if (strcmp(r->str, w->id) == 0) {
+    if (strcmp(a.holder, w->id) == 0) {
+        snprintf(s->token, sizeof(s->token), "%s", a.token);
+        s->lease_until = sent_ms + w->cfg->lease_ms;
         session_connect(s);
         return;
     }
     /* Another worker holds the session: hand the logins to it. */
-    LOG(INFO, "login_forward", "jid=%s owner=%s", s->jid, r->str);
+    LOG(INFO, "login_forward", "jid=%s owner=%s ttl_ms=%lld", s->jid, a.holder,
+        (long long)a.ttl_ms);
     char ch[128];
-    bus_channel(w->bus, ch, sizeof(ch), "w", r->str);
+    bus_channel(w->bus, ch, sizeof(ch), "w", a.holder);
     while (s->waiters) {
         struct waiter *wt = s->waiters;
         s->waiters = wt->next;
         struct forward *f = xcalloc(1, sizeof(*f));
+        f->w = w;
+        f->next = w->forwards;
+        if (w->forwards)
+            w->forwards->prev = f;
+        w->forwards = f;
         f->jid = xstrdup(s->jid);
-        f->owner = xstrdup(r->str);
+        f->owner = xstrdup(a.holder);
+        snprintf(f->token, sizeof(f->token), "%s", a.token);
+        f->ttl_ms = a.ttl_ms;
         memcpy(f->edge, wt->edge, sizeof(f->edge));
         memcpy(f->dev, wt->dev, sizeof(f->dev));
         f->payload = wt->payload;
@@ -1027,13 +1136,14 @@ static void on_lease_acquired(void *owner, void *data, redisReply *r)
     session_bury(s);
 }
 
-static void lease_request(struct worker *w, const char *jid, bus_reply_cb *cb)
+/* Take (held "") or renew (held: the session's token) jid's lease. */
+static void lease_request(struct worker *w, const char *jid, const char *held,
+                          bus_reply_cb *cb)
 {
-    char key[1200], ms[24];
-    snprintf(key, sizeof(key), "%s:lease:%s", bus_prefix(w->bus), jid);
-    snprintf(ms, sizeof(ms), "%ld", w->cfg->lease_ms);
-    const char *argv[] = {"EVAL", LEASE_ACQUIRE, "1", key, w->id, ms};
-    bus_command_argv(w->bus, cb, xstrdup(jid), 6, argv, NULL);
+    struct lease_req *lr = xcalloc(1, sizeof(*lr));
+    lr->jid = xstrdup(jid);
+    lr->sent_ms = util_mono_ms();
+    lease_take(w->bus, jid, w->id, held, w->cfg->lease_ms, cb, lr);
 }
 
 void session_on_login(struct worker *w, struct env *e, const char *payload,
@@ -1075,7 +1185,7 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
         s->password = pass;
         hash_password(s, pass, s->pass_hash);
         pass = NULL;
-        lease_request(w, jid, on_lease_acquired);
+        lease_request(w, jid, "", on_lease_acquired);
     }
     uint8_t hash[32];
     hash_password(s, pass ? pass : s->password, hash);
@@ -1291,7 +1401,7 @@ void session_on_env(struct session *s, struct env *e)
             }
             if (masked)
                 env_set_str(copy, "filtered", "masked");
-            worker_deliver(w, s->jid, copy, NULL);
+            worker_deliver(s, copy, NULL);
         }
         free(masked);
         if (id && edge && dev)
@@ -1320,18 +1430,6 @@ void session_on_env(struct session *s, struct env *e)
             env_type_name(e->type));
         break;
     }
-}
-
-void session_on_lease(struct session *s, const char *owner)
-{
-    if (strcmp(owner, s->w->id) == 0)
-        return;
-    LOG(WARN, "lease_lost", "jid=%s owner=%s", s->jid, owner);
-    struct env *e = env_new(ENV_SESSION_END);
-    env_set_str(e, "to", s->jid);
-    env_set_str(e, "reason", "moved");
-    worker_publish(s->w, "p", s->jid, e);
-    session_close(s, "lease_lost");
 }
 
 bool session_foreground(const struct session *s)
@@ -1377,10 +1475,9 @@ void session_close_all(struct worker *w, const char *reason)
         struct session *s = e->value;
         /* Free the lease first (same link, so Redis sees it before the
          * announcement): the edges' re-logins must find it free. */
-        char key[1200];
-        snprintf(key, sizeof(key), "%s:lease:%s", bus_prefix(w->bus), s->jid);
-        const char *argv[] = {"EVAL", LEASE_RELEASE, "1", key, w->id};
-        bus_command_argv(w->bus, NULL, NULL, 5, argv, NULL);
+        if (s->token[0] && !s->lease_lost)
+            lease_release(w->bus, s->jid, w->id, s->token, NULL, NULL);
+        s->lease_lost = true; /* released: not again at bury */
         struct env *end = env_new(ENV_SESSION_END);
         env_set_str(end, "to", s->jid);
         env_set_str(end, "reason", reason);
@@ -1389,13 +1486,139 @@ void session_close_all(struct worker *w, const char *reason)
     }
 }
 
-void session_lease_renew(struct worker *w, bus_reply_cb *cb)
+/* ---- the lease held: renewal, and a worker that was frozen -------------- */
+
+/* Envelopes that came for a session while it could not be sure of its lease,
+ * in arrival order (session_defer). */
+struct deferred {
+    struct deferred *next;
+    char *channel;
+    char *payload;   /* len bytes, owned; wiped (a login carries a sealed password) */
+    size_t len;
+};
+
+static void deferred_free(struct deferred *d)
+{
+    OPENSSL_cleanse(d->payload, d->len);
+    free(d->payload);
+    free(d->channel);
+    free(d);
+}
+
+void session_deferred_free(struct session *s)
+{
+    while (s->deferred) {
+        struct deferred *d = s->deferred;
+        s->deferred = d->next;
+        deferred_free(d);
+    }
+    s->deferred_tail = NULL;
+}
+
+/* Hand what waited back to the worker's dispatch, as if it came now: to
+ * this session if it still holds the user, else to whatever answers for a
+ * session that is gone or closing. */
+static void session_undefer(struct session *s)
+{
+    struct worker *w = s->w;
+    struct deferred *d = s->deferred;
+    s->deferred = s->deferred_tail = NULL;
+    while (d) {
+        struct deferred *next = d->next;
+        worker_dispatch(w, d->channel, d->payload, d->len);
+        deferred_free(d);
+        d = next;
+    }
+}
+
+static void on_renewed(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    struct lease_req *lr = data;
+    struct session *s = strmap_get(&w->sessions, lr->jid);
+    int64_t sent_ms = lr->sent_ms;
+    free(lr->jid);
+    free(lr);
+    if (!s || s->lease_lost)
+        return;
+    s->renewing = false;
+    struct lease_answer a;
+    if (!lease_parse(r, &a))
+        return; /* Redis away: the next renewal tells */
+    if (!strcmp(a.holder, w->id) && !strcmp(a.token, s->token)) {
+        s->lease_until = sent_ms + w->cfg->lease_ms;
+        session_undefer(s);
+        return;
+    }
+    /* Another worker took the user while this one could not renew (it was
+     * frozen, or cut from Redis): whatever it would still write for the user
+     * is fenced off; step down, and let the edges attach the phones to the
+     * new holder. */
+    s->lease_lost = true;
+    w->stats.leases_lost++;
+    LOG(WARN, "lease_lost", "jid=%s owner=%s token=%s ours=%s", s->jid,
+        a.holder[0] ? a.holder : "-", a.token, s->token);
+    struct env *e = env_new(ENV_SESSION_END);
+    env_set_str(e, "to", s->jid);
+    env_set_str(e, "reason", "moved");
+    worker_publish(w, "p", s->jid, e);
+    session_close(s, "lease_lost");
+    session_undefer(s);
+}
+
+/* Renew s's lease now (once at a time). */
+static void session_renew(struct session *s)
+{
+    if (s->renewing || s->lease_lost || !s->token[0])
+        return;
+    s->renewing = true;
+    lease_request(s->w, s->jid, s->token, on_renewed);
+}
+
+void session_lease_renew(struct worker *w)
 {
     struct strmap_iter it;
     for (struct strmap_entry *e = strmap_first(&w->sessions, &it); e;
          e = strmap_next(&w->sessions, &it)) {
         struct session *s = e->value;
         if (s->state == SESSION_CONNECTING || s->state == SESSION_ONLINE)
-            lease_request(w, s->jid, cb);
+            session_renew(s);
+    }
+}
+
+bool session_defer(struct session *s, const char *channel, const char *payload,
+                   size_t len)
+{
+    if (!s->token[0] || s->lease_lost ||
+        (util_mono_ms() < s->lease_until && !s->deferred))
+        return false;
+    /* The lease may have lapsed (this worker was frozen longer than it
+     * lasts): act for the user only once a renewal says it is still ours. */
+    struct deferred *d = xcalloc(1, sizeof(*d));
+    d->channel = xstrdup(channel);
+    d->payload = xstrndup(payload, len);
+    d->len = len;
+    if (s->deferred_tail)
+        s->deferred_tail->next = d;
+    else
+        s->deferred = d;
+    s->deferred_tail = d;
+    s->w->stats.deferred++;
+    LOG(DEBUG, "envelope_deferred", "jid=%s lease_age_ms=%lld", s->jid,
+        (long long)(util_mono_ms() - s->lease_until + s->w->cfg->lease_ms));
+    session_renew(s);
+    return true;
+}
+
+void session_fenced(struct worker *w, const char *jid, const char *holder)
+{
+    struct session *s = strmap_get(&w->sessions, jid);
+    char mine[LEASE_HOLDER_MAX];
+    if (!s || !s->token[0])
+        return;
+    lease_holder(mine, w->id, s->token);
+    if (strcmp(mine, holder) == 0) {
+        s->lease_until = 0; /* not sure of it any more */
+        session_renew(s);
     }
 }

@@ -3,6 +3,7 @@
  * the renewal of its sessions' leases. */
 #include "bus.h"
 #include "inbox.h"
+#include "lease.h"
 #include "log.h"
 #include "util.h"
 #include "watchdog.h"
@@ -151,6 +152,16 @@ static void on_delivered(void *owner, void *data, redisReply *r)
 {
     struct worker *w = owner;
     struct pending_delivery *pd = data;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer < 0) {
+        /* Fenced: another worker holds the user now (this one was frozen or
+         * cut off). Its copy of the message is its business. */
+        w->stats.delivery_fenced++;
+        LOG(WARN, "delivery_fenced", "jid=%s holder=\"%s\"", pd->jid, pd->holder);
+        session_fenced(w, pd->jid, pd->holder);
+        pending_free(pd);
+        return;
+    }
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
         LOG(DEBUG, "delivered", "jid=%s seq=%lld receivers=%lld", pd->jid,
             r->element[0]->integer, r->element[1]->integer);
@@ -183,8 +194,9 @@ static void on_delivered(void *owner, void *data, redisReply *r)
 static void deliver_payload(struct worker *w, struct pending_delivery *pd)
 {
     pd->next = NULL;
-    inbox_deliver(w->bus, pd->jid, pd->payload, pd->len, w->cfg->inbox_ttl * 1000,
-                  w->cfg->inbox_max, pd->aid, pd->push, on_delivered, pd);
+    inbox_deliver(w->bus, pd->jid, pd->holder, pd->payload, pd->len,
+                  w->cfg->inbox_ttl * 1000, w->cfg->inbox_max, pd->aid, pd->push,
+                  on_delivered, pd);
 }
 
 static void redeliver_cb(evutil_socket_t fd, short what, void *arg)
@@ -205,14 +217,16 @@ static void redeliver_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void worker_deliver(struct worker *w, const char *jid, struct env *e,
-                    json_t *push)
+void worker_deliver(struct session *s, struct env *e, json_t *push)
 {
+    struct worker *w = s->w;
+    const char *jid = s->jid;
     if (!json_object_get(e->obj, "ts"))
         env_set_int(e, "ts", util_wall_ms());
     env_set_int(e, "pts", util_wall_ms());
     struct pending_delivery *pd = xcalloc(1, sizeof(*pd));
     pd->jid = xstrdup(jid);
+    lease_holder(pd->holder, w->id, s->token);
     pd->payload = env_encode(e, &pd->len);
     const char *aid = env_str(e, "aid");
     pd->aid = aid && *aid ? xstrdup(aid) : NULL;
@@ -284,16 +298,19 @@ static void answer_orphan(struct worker *w, const struct env *e)
                  "unavailable", NULL, "the XMPP session is not up, log in again");
 }
 
-static void on_bus_msg(void *owner, const char *channel, const char *payload,
-                       size_t len)
+void worker_dispatch(struct worker *w, const char *channel, const char *payload,
+                     size_t len)
 {
-    struct worker *w = owner;
     struct env *e = bus_envelope(channel, payload, len, &w->latency,
                                  &w->stats.bad_envelopes);
     if (!e)
         return;
     if (strcmp(channel, w->channel) == 0) {
-        if (e->type == ENV_LOGIN && !w->stopping)
+        struct session *s = e->type == ENV_LOGIN ? strmap_get(&w->sessions, env_str(e, "jid"))
+                                                 : NULL;
+        if (s && session_defer(s, channel, payload, len))
+            ; /* run once the lease is known to be ours */
+        else if (e->type == ENV_LOGIN && !w->stopping)
             session_on_login(w, e, payload, len);
         else if (e->type == ENV_LOGIN) {
             /* Stopping: the edge tries another worker after a moment. */
@@ -311,13 +328,20 @@ static void on_bus_msg(void *owner, const char *channel, const char *payload,
         size_t plen = strlen(bus_prefix(w->bus));
         const char *jid = channel + plen + 3;
         struct session *s = strmap_get(&w->sessions, jid);
-        if (s) {
+        if (s && session_defer(s, channel, payload, len))
+            ; /* run once the lease is known to be ours */
+        else if (s)
             session_on_env(s, e);
-        } else {
+        else
             answer_orphan(w, e);
-        }
     }
     env_free(e);
+}
+
+static void on_bus_msg(void *owner, const char *channel, const char *payload,
+                       size_t len)
+{
+    worker_dispatch(owner, channel, payload, len);
 }
 
 static void on_registered(void *owner, void *data, redisReply *r)
@@ -330,6 +354,14 @@ static void on_registered(void *owner, void *data, redisReply *r)
     }
 }
 
+/* How long the registry entry promises this worker is alive: never longer
+ * than its leases last, so edges give up on a frozen worker's users about
+ * when other workers may take them over. */
+static long registry_ttl_ms(const struct worker *w)
+{
+    return w->cfg->lease_ms < REGISTRY_TTL_MS ? w->cfg->lease_ms : REGISTRY_TTL_MS;
+}
+
 static void registry_update(struct worker *w)
 {
     char key[128], val[96];
@@ -339,19 +371,9 @@ static void registry_update(struct worker *w)
         return;
     }
     snprintf(val, sizeof(val), "%lld %zu %ld",
-             (long long)(util_wall_ms() + REGISTRY_TTL_MS), w->sessions.count,
+             (long long)(util_wall_ms() + registry_ttl_ms(w)), w->sessions.count,
              w->cfg->max_sessions);
     bus_command(w->bus, on_registered, NULL, "HSET %s %s %s", key, w->id, val);
-}
-
-static void on_lease_renewed(void *owner, void *data, redisReply *r)
-{
-    struct worker *w = owner;
-    char *jid = data;
-    struct session *s = strmap_get(&w->sessions, jid);
-    if (s && r && r->type == REDIS_REPLY_STRING)
-        session_on_lease(s, r->str);
-    free(jid);
 }
 
 static void on_bus_state(void *owner, bool up)
@@ -361,7 +383,7 @@ static void on_bus_state(void *owner, bool up)
         /* Redis may have restarted empty: put back our registry entry and
          * leases at once rather than at the next tick. */
         registry_update(w);
-        session_lease_renew(w, on_lease_renewed);
+        session_lease_renew(w);
     }
 }
 
@@ -458,7 +480,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     int64_t now = util_mono_ms();
     if (now - last_renew >= w->cfg->lease_ms / 3) {
         last_renew = now;
-        session_lease_renew(w, on_lease_renewed);
+        session_lease_renew(w);
     }
 }
 
@@ -577,7 +599,11 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     for (size_t i = 0; i < w->ngrave; i++)
         session_free(w->graveyard[i]);
     free(w->graveyard);
+    /* Replies still pending find no session (bus_free calls them). */
+    strmap_free(&w->sessions);
+    strmap_init(&w->sessions);
     bus_free(w->bus); /* pending deliveries come back to the retry queue */
+    session_forwards_free(w); /* (after: pending replies name them) */
     while (w->redeliver) {
         struct pending_delivery *pd = w->redeliver;
         w->redeliver = pd->next;

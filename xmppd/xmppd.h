@@ -20,6 +20,7 @@
 #include "envelope.h"
 #include "seal.h"
 #include "bus.h"
+#include "lease.h"
 #include "httpd.h"
 #include "strmap.h"
 #include "filter.h"
@@ -128,6 +129,19 @@ struct session {
     bool multi_device;       /* the user has more than one phone: what one
                                 sends is copied to the stream for the others */
     char *first_label;       /* label of the first phone attached (owned) */
+    char token[LEASE_TOKEN_MAX]; /* the token of the lease held ("" while
+                                    LEASING): every write for the user is
+                                    fenced on it (lease.h) */
+    int64_t lease_until;     /* monotonic ms until which the lease is sure to
+                                hold (a renewal's send time + lease_ms) */
+    bool renewing;           /* a renewal is in flight */
+    bool lease_lost;         /* another worker took the user (or the lease was
+                                released): nothing more is done for it */
+    struct deferred *deferred, *deferred_tail; /* envelopes waiting for a
+                                renewal to confirm the lease (session_defer) */
+    bool catching_up;        /* the archive catch-up runs: the initial presence
+                                (and the phones' welcome) waits for it */
+    bool presence_waiting;   /* the user's presence is loaded, waiting for it */
     double rate_tokens;      /* the filter's per-user message rate */
     int64_t rate_ms;
 };
@@ -180,12 +194,17 @@ struct pending_delivery {
     size_t len;
     char *push;       /* push envelope to publish once stored, or NULL */
     char *aid;        /* the server's archive id of the message, or NULL */
+    char holder[LEASE_HOLDER_MAX]; /* the session's lease ("<owner> <token>"):
+                                      the write is fenced on it */
 };
 
 struct worker_stats {
     uint64_t logins_ok, logins_auth_failed, logins_unavailable, logins_reused;
     uint64_t msgs_to_xmpp, msgs_from_xmpp, acks, undelivered, bad_envelopes,
         bad_stanzas, dup_msgs, delivery_retries, delivery_dropped;
+    uint64_t delivery_fenced;  /* deliveries refused: another worker holds the user */
+    uint64_t leases_lost;      /* sessions that found another worker holding them */
+    uint64_t deferred;         /* envelopes held until a renewal confirmed the lease */
     uint64_t requests, events, receipts_sent, pushes;
     uint64_t filtered[2][FILTER_REASONS]; /* [direction][reason] */
 };
@@ -251,6 +270,8 @@ struct worker {
     struct event *tick;         /* registry + lease renewal */
     struct event *stop_timer;   /* graceful stop: exit the loop */
     struct session **graveyard; /* closed sessions, freed after the pass */
+    struct forward *forwards;   /* logins forwarded to other holders, kept
+                                   until their leases should have been renewed */
     size_t ngrave, capgrave;
     struct session *flush;      /* sessions with unpinged acks */
     uint64_t next_ping;
@@ -281,8 +302,7 @@ void worker_kick(struct worker *w);
 /* Store e (a chat or event for the phones) in the user's inbox and publish
  * it; keeps it for a retry while Redis is away. e is freed. push (consumed,
  * may be NULL): a push envelope to publish once it is stored. */
-void worker_deliver(struct worker *w, const char *jid, struct env *e,
-                    json_t *push);
+void worker_deliver(struct session *s, struct env *e, json_t *push);
 /* Publish e to "<prefix>:<kind>:<id>"; e is freed. It owes someone an
  * answer (an ack, a login answer, an error, a session's end): resent until a
  * subscriber got it, for up to WORKER_OWED_MS (bus_publish_owed). */
@@ -304,7 +324,21 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
 void session_on_env(struct session *s, struct env *e);
 void session_flush_acks(struct worker *w);
 /* Lease renewal answered: owner is who holds it now. */
-void session_on_lease(struct session *s, const char *owner);
+/* The body of the bus's message callback: an envelope on channel. */
+void worker_dispatch(struct worker *w, const char *channel, const char *payload,
+                     size_t len);
+/* The session's lease may have lapsed (its worker was frozen longer than the
+ * lease lasts, or could not renew): keep the envelope, renew, and dispatch it
+ * again once the renewal answered (to this session if it still holds the
+ * user). False when the lease is known to be good: handle it now. */
+bool session_defer(struct session *s, const char *channel, const char *payload,
+                   size_t len);
+void session_deferred_free(struct session *s);
+/* A delivery made for holder was fenced: if it is jid's session here, it
+ * renews at once (and learns that it lost the user). */
+void session_fenced(struct worker *w, const char *jid, const char *holder);
+/* Pending forwarded logins (their recheck timers), at worker stop. */
+void session_forwards_free(struct worker *w);
 /* Note which connecting sessions' sockets have reached the server. */
 void session_check_connecting(struct worker *w);
 /* Forget devices whose edge is not in live (edge id -> anything). */
@@ -314,7 +348,7 @@ void session_close_all(struct worker *w, const char *reason);
 void session_free(struct session *s);
 /* Renew the lease of every connecting or online session; cb gets each
  * holder (data: the jid, malloc'd). */
-void session_lease_renew(struct worker *w, bus_reply_cb *cb);
+void session_lease_renew(struct worker *w);
 /* A chat from the XMPP side for the phones (e consumed): the filter, a push
  * envelope if no phone is connected, then the inbox. peer: the sender (or,
  * for a copy of what the user sent elsewhere, the recipient). */
@@ -357,6 +391,9 @@ void session_on_req(struct session *s, struct env *e);
 /* im.c: presence, client state, roster, subscriptions, typing, receipts,
  * read markers, carbons. */
 void im_on_online(struct session *s);
+/* Send the initial presence and welcome the phones (once the user's presence
+ * is loaded and the archive catch-up is over). */
+void im_go_available(struct session *s);
 void im_on_attach(struct session *s, const char *edge, const char *dev);
 void im_on_devices_changed(struct session *s);
 bool im_on_req(struct session *s, const struct env *e, const json_t *frame);

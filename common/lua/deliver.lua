@@ -3,16 +3,21 @@
 -- can never disagree (common/inbox.c, inbox_deliver).
 --
 -- KEYS[1] seq hash {epoch, seq, aid}    KEYS[2] inbox zset (score = seq)
--- KEYS[3] push list
+-- KEYS[3] push list    KEYS[4] the user's lease    KEYS[5] its fence
 -- ARGV[1] the user's channel            ARGV[2] envelope JSON minus its '{'
 -- ARGV[3] inbox ttl (ms)                ARGV[4] envelopes kept at most
 -- ARGV[5] a fresh epoch, used only if the user has none yet
 -- ARGV[6] push envelope, or ''          ARGV[7] push channel
 -- ARGV[8] the push list's last index kept
 -- ARGV[9] the XMPP server's archive id of the message, or ''
--- Returns {seq, receivers of the PUBLISH}.
+-- ARGV[10] the writer's lease "<owner> <token>" (fence.lua runs first)
+-- Returns {seq, receivers of the PUBLISH}; {-1, 0} and no write when the
+-- writer no longer owns the user.
 --
 -- (Whole-line comments only: the build drops them and joins the lines.)
+if not imb_owns(KEYS[4], KEYS[5], ARGV[10]) then
+  return {-1, 0}
+end
 local e = redis.call('HGET', KEYS[1], 'epoch')
 if not e then
   e = ARGV[5]

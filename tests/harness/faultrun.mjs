@@ -6,7 +6,8 @@
 // phones; resend-until-pinged for the desktops).  Afterwards every user must
 // have seen exactly the messages sent to it, each once, in order, no sync may
 // report a loss (missed; reset only where allowReset says it is expected),
-// and no sender may wait longer than maxStallMs for its next ack.  The
+// no sender may wait longer than maxStallMs for its next ack, and with
+// noDuplicates no app may have had to drop a copy by its id.  The
 // counts (sent, acked, delivered, lost, duplicated, worst stall) are printed.
 //
 //   runFaults(t, stack, { steps: [{ at, name, run(ctx) }], ... })
@@ -63,7 +64,7 @@ export async function runFaults(t, stack, {
   xmppdArgs = ['--lease-ms', '3000', '--resume-window', '20'], edgeArgs = [],
   xmppds: nXmppds = 2, edges: nEdges = 2, workers = 2, steps,
   minGapMs = 2000, stepWaitMs = 30000, drainTimeoutMs = 40000, ackStallMs = 8000,
-  allowStalls = false, allowReset = false, maxStallMs = 0,
+  allowStalls = false, allowReset = false, maxStallMs = 0, noDuplicates = false,
 } = {}) {
   const T0 = Date.now();
   const say = (s) => t.diagnostic(`+${((Date.now() - T0) / 1000).toFixed(1)}s ${s}`);
@@ -212,7 +213,7 @@ export async function runFaults(t, stack, {
   say(`worst stall (longest time a sender waited for its next ack or confirmation): ${worst[0][1]} ms (${worst[0][0]}); ` +
     `next: ${worst.slice(1, 4).map(([n, ms]) => `${n} ${ms} ms`).join(', ')}`);
   say(`service events: ${JSON.stringify(eventCounts([...allEdges, ...allXmppds], [
-    'numbering_reset', 'relogin', 'relogin_ok', 'relogin_gave_up', 'session_online', 'session_reused', 'session_lost', 'login_forward',
+    'numbering_reset', 'delivery_fenced', 'publish_redelivered', 'publish_undelivered', 'relogin', 'relogin_ok', 'relogin_gave_up', 'session_online', 'session_reused', 'session_lost', 'login_forward',
     'lease_taken_over', 'lease_lost', 'login_worker_missing', 'replay_missed', 'replay_failed', 'delivery_failed',
     'delivery_dropped', 'redis_disconnected', 'session_connect_failed', 'envelope_invalid',
   ]))}`);
@@ -221,6 +222,9 @@ export async function runFaults(t, stack, {
   const problems = [...violations()];
   if (!drained) problems.push(`not drained within ${drainTimeoutMs} ms`);
   if (maxStallMs && worst[0][1] > maxStallMs) problems.push(`${worst[0][0]} waited ${worst[0][1]} ms (over ${maxStallMs} ms)`);
+  // A copy the app recognised by its id is still a duplicate the server sent.
+  const dups = P((s) => s.dupIdDropped) + D((s) => s.dupIdDropped);
+  if (noDuplicates && dups) problems.push(`${dups} messages delivered twice (dropped by the apps by id)`);
   for (let i = 0; i < N; i++) {
     const p = phones[i];
     const d = desktops[i];

@@ -3,7 +3,7 @@
 // twice, every phone message answered, the counts and the worst stall
 // printed).
 import assert from 'node:assert/strict';
-import { itest, runFaults, startBridge, sleep } from '../harness/index.mjs';
+import { itest, runFaults, startBridge, sleep, descendantPids } from '../harness/index.mjs';
 
 const N = Number(process.env.IMB_FAULT_USERS || 4);
 const M = Number(process.env.IMB_FAULT_MSGS || 40);
@@ -64,3 +64,89 @@ itest('fault: a desktop client that reuses message ids loses nothing', { timeout
   for (const body of sent) assert.equal(got.filter((x) => x === body).length, 1, `"${body}" once: ${JSON.stringify(got)}`);
   assert.equal(got.length, sent.length + 1);
 });
+
+const LEASE_MS = 3000;
+
+/** SIGSTOP every process of an xmppd (supervisor and workers) for ms, then
+ * SIGCONT: a VM pause, a swap storm, a partition that heals. */
+const freezeXmppd = (ms) => async ({ xmppds }) => {
+  const victim = xmppds[Math.floor(Math.random() * xmppds.length)];
+  const pids = [victim.pid, ...descendantPids(victim.pid)];
+  for (const pid of pids) process.kill(pid, 'SIGSTOP');
+  await sleep(ms);
+  for (const pid of pids) process.kill(pid, 'SIGCONT');
+  return `froze ${victim.name} (pids ${pids.join(' ')}) for ${ms} ms`;
+};
+
+// A bridge that hangs longer than its lease and wakes up: its users move to
+// another worker within lease + 2 s, and when it wakes it can no longer
+// store, number or answer anything for them (fencing): nothing shown twice.
+itest('fault: an xmppd frozen (SIGSTOP) past its lease, then woken (SIGCONT)', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
+  users: N,
+  msgs: 2 * M,
+  xmppdArgs: ['--lease-ms', String(LEASE_MS), '--resume-window', '20'],
+  maxStallMs: LEASE_MS + 2000,
+  noDuplicates: true,
+  steps: [
+    { at: 0.2, name: `freeze an xmppd for ${LEASE_MS + 3000} ms`, run: freezeXmppd(LEASE_MS + 3000) },
+    { at: 0.5, name: `freeze an xmppd for ${LEASE_MS + 3000} ms`, run: freezeXmppd(LEASE_MS + 3000) },
+  ],
+}));
+
+/** CLIENT KILL the Redis links whose name (CLIENT SETNAME: "imb-<bus>-<link>")
+ * matches re; every link when re is omitted. */
+const killRedisLinks = (re) => async ({ redis }) => {
+  const list = String(await redis.command('CLIENT', 'LIST'));
+  const victims = list.split('\n').map((l) => ({
+    id: /\bid=(\d+)/.exec(l)?.[1], name: /\bname=(\S*)/.exec(l)?.[1] ?? '',
+  })).filter((c) => c.id && /^imb-/.test(c.name) && (!re || re.test(c.name)));
+  for (const c of victims) await redis.command('CLIENT', 'KILL', 'ID', c.id);
+  return `killed ${victims.length} links: ${[...new Set(victims.map((c) => c.name.replace(/^imb-/, '')))].join(' ')}`;
+};
+
+// A broken Redis link (a proxy restart, a failover, CLIENT KILL): every
+// process reconnects and resubscribes; every answer owed to a phone (ack,
+// error, login answer) reaches it, or the phone is told to resend, and a
+// resend is not delivered twice. The bridge's command link alone is the
+// hard case: the edges see nothing wrong while the acks it was publishing
+// are lost with the link.
+itest('fault: Redis links killed: the bridge command links, then every link, repeatedly', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
+  users: N,
+  msgs: 2 * M,
+  maxStallMs: 5000,
+  noDuplicates: true,
+  minGapMs: 1000,
+  steps: [
+    ...[0.1, 0.2, 0.3, 0.4, 0.5].map((at) => ({
+      at, name: 'CLIENT KILL every worker command link', run: killRedisLinks(/-w\d+\.\d+-cmd$/),
+    })),
+    ...[0.6, 0.7].map((at) => ({ at, name: 'CLIENT KILL every link', run: killRedisLinks() })),
+  ],
+}));
+
+/** SIGSTOP for ms, then SIGCONT, the edge most phones are on; the load
+ * balancer's health check takes it out meanwhile (as haproxy's would). */
+const freezeEdge = (ms) => async ({ edges, phones }) => {
+  const count = (e) => phones.filter((p) => p.sess?.port === e.port).length;
+  const victim = [...edges].sort((a, b) => count(b) - count(a))[0];
+  const on = count(victim);
+  edges.splice(edges.indexOf(victim), 1);
+  process.kill(victim.pid, 'SIGSTOP');
+  await sleep(ms);
+  process.kill(victim.pid, 'SIGCONT');
+  edges.push(victim);
+  return `froze ${victim.name} (pid ${victim.pid}, ${on} phones on it) for ${ms} ms`;
+};
+
+// An edge that hangs: its phones find their link dead (no answer within
+// their own timeout, here 4 s) and resume on another edge; what the frozen
+// edge still holds when it wakes reaches nobody twice.
+itest('fault: an edge frozen (SIGSTOP) for 10 s, then woken', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
+  users: N,
+  msgs: 2 * M,
+  ackStallMs: 4000,
+  allowStalls: true, // (the frozen edge's phones waiting out their own timeout)
+  maxStallMs: 4000 + 2000,
+  noDuplicates: true,
+  steps: [{ at: 0.3, name: 'freeze an edge for 10 s', run: freezeEdge(10000) }],
+}));

@@ -1,0 +1,60 @@
+/* lease.c - a user's session lease and its fencing token (see lease.h). */
+#include "lease.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* The scripts, with their keys and arguments, are in common/lua/. */
+static const char TAKE[] =
+#include "lease_take.lua.h"
+    ;
+static const char RELEASE[] =
+#include "lease_release.lua.h"
+    ;
+
+void lease_keys(const struct bus *bus, const char *jid, char *lease, char *fence,
+                size_t n)
+{
+    snprintf(lease, n, "%s:lease:%s", bus_prefix(bus), jid);
+    snprintf(fence, n, "%s:fence:%s", bus_prefix(bus), jid);
+}
+
+void lease_holder(char *out, const char *owner, const char *token)
+{
+    snprintf(out, LEASE_HOLDER_MAX, "%s %s", owner, token);
+}
+
+void lease_take(struct bus *bus, const char *jid, const char *owner,
+                const char *held, long ms, bus_reply_cb *cb, void *data)
+{
+    char lease[1200], fence[1200], t[24];
+    lease_keys(bus, jid, lease, fence, sizeof(lease));
+    snprintf(t, sizeof(t), "%ld", ms);
+    const char *argv[] = {"EVAL", TAKE, "2", lease, fence, owner, t, held ? held : ""};
+    bus_command_argv(bus, cb, data, 8, argv, NULL);
+}
+
+bool lease_parse(const redisReply *r, struct lease_answer *out)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_STRING ||
+        r->element[2]->type != REDIS_REPLY_INTEGER ||
+        r->element[0]->len >= sizeof(out->holder) ||
+        r->element[1]->len >= sizeof(out->token))
+        return false;
+    memcpy(out->holder, r->element[0]->str, r->element[0]->len + 1);
+    memcpy(out->token, r->element[1]->str, r->element[1]->len + 1);
+    out->ttl_ms = r->element[2]->integer > 0 ? r->element[2]->integer : 0;
+    return true;
+}
+
+void lease_release(struct bus *bus, const char *jid, const char *owner,
+                   const char *token, bus_reply_cb *cb, void *data)
+{
+    char lease[1200], fence[1200], holder[LEASE_HOLDER_MAX];
+    lease_keys(bus, jid, lease, fence, sizeof(lease));
+    lease_holder(holder, owner, token);
+    const char *argv[] = {"EVAL", RELEASE, "1", lease, holder};
+    bus_command_argv(bus, cb, data, 5, argv, NULL);
+}
