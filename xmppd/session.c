@@ -555,7 +555,9 @@ static void bounce(struct session *s, const char *to, const char *id,
  * when a phone is there. What it tells depends on push_preview. */
 static json_t *push_for(struct session *s, const struct env *e, const char *peer)
 {
-    if (s->devices.count > 0)
+    /* A phone attached, or one logging in (the session is catching up
+     * before it welcomes the phones that asked for it): nobody to wake. */
+    if (s->devices.count > 0 || s->waiters || !s->available)
         return NULL;
     s->w->stats.pushes++;
     return push_envelope(s->w->cfg, s->jid, peer, env_str(e, "room"),
