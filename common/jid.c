@@ -122,6 +122,19 @@ int jid_prep_part(enum jid_part part, const char *in, size_t len, char *out,
     return rc;
 }
 
+/* After the part just written at *p (NUL-terminated), the separator ch;
+ * *p and *room move past both. False when it does not fit. */
+static bool append_sep(char **p, size_t *room, char ch)
+{
+    size_t n = strlen(*p);
+    if (n + 1 >= *room)
+        return false;
+    (*p)[n] = ch;
+    *p += n + 1;
+    *room -= n + 1;
+    return true;
+}
+
 /* Prepare in into out; with_resource false drops the resource unchecked. */
 static int prep(const char *in, char *out, size_t outlen, bool with_resource)
 {
@@ -144,26 +157,18 @@ static int prep(const char *in, char *out, size_t outlen, bool with_resource)
     if (at) {
         if ((rc = jid_prep_part(JID_NODE, in, (size_t)(at - in), p, room, true)) != JID_OK)
             goto fail;
-        size_t n = strlen(p);
-        if (n + 1 >= room) {
+        if (!append_sep(&p, &room, '@')) {
             rc = JID_E_TOO_LONG;
             goto fail;
         }
-        p[n] = '@';
-        p += n + 1;
-        room -= n + 1;
     }
     if ((rc = jid_prep_part(JID_DOMAIN, domain, domain_len, p, room, true)) != JID_OK)
         goto fail;
     if (with_resource && in[bare_len] == '/') {
-        size_t n = strlen(p);
-        if (n + 1 >= room) {
+        if (!append_sep(&p, &room, '/')) {
             rc = JID_E_TOO_LONG;
             goto fail;
         }
-        p[n] = '/';
-        p += n + 1;
-        room -= n + 1;
         const char *res = in + bare_len + 1;
         if ((rc = jid_prep_part(JID_RESOURCE, res, strlen(res), p, room, true)) != JID_OK)
             goto fail;

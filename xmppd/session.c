@@ -1087,14 +1087,23 @@ struct lease_req {
     int64_t sent_ms;
 };
 
+/* The session a lease request was for (NULL if gone), and when the request
+ * was sent; frees lr. */
+static struct session *lease_req_done(struct worker *w, struct lease_req *lr,
+                                      int64_t *sent_ms)
+{
+    struct session *s = strmap_get(&w->sessions, lr->jid);
+    *sent_ms = lr->sent_ms;
+    free(lr->jid);
+    free(lr);
+    return s;
+}
+
 static void on_lease_acquired(void *owner, void *data, redisReply *r)
 {
     struct worker *w = owner;
-    struct lease_req *lr = data;
-    struct session *s = strmap_get(&w->sessions, lr->jid);
-    int64_t sent_ms = lr->sent_ms;
-    free(lr->jid);
-    free(lr);
+    int64_t sent_ms;
+    struct session *s = lease_req_done(w, data, &sent_ms);
     if (!s || s->state != SESSION_LEASING)
         return;
     struct lease_answer a;
@@ -1536,11 +1545,8 @@ static void session_undefer(struct session *s)
 static void on_renewed(void *owner, void *data, redisReply *r)
 {
     struct worker *w = owner;
-    struct lease_req *lr = data;
-    struct session *s = strmap_get(&w->sessions, lr->jid);
-    int64_t sent_ms = lr->sent_ms;
-    free(lr->jid);
-    free(lr);
+    int64_t sent_ms;
+    struct session *s = lease_req_done(w, data, &sent_ms);
     if (!s || s->lease_lost)
         return;
     s->renewing = false;
