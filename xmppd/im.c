@@ -97,16 +97,6 @@ static void on_pres_loaded(void *owner, void *data, redisReply *r)
             set_show(s, show, status);
         json_decref(probe);
     }
-    if (s->catching_up) {
-        /* What the archive holds goes first (session.c calls back). */
-        s->presence_waiting = true;
-        return;
-    }
-    im_go_available(s);
-}
-
-void im_go_available(struct session *s)
-{
     send_own_presence(s);
     /* Register for pushes only now: before the initial presence the server
      * would store (and push) what arrives for a user with no available

@@ -362,6 +362,9 @@ void session_free(struct session *s)
     muc_free(s);
     session_iqs_free(s);
     session_deferred_free(s);
+    for (size_t i = 0; i < s->nheld; i++)
+        xmpp_stanza_release(s->held[i]);
+    free(s->held);
     idset_free(&s->acked);
     idset_free(&s->seen);
     free(s->channel_in);
@@ -613,6 +616,9 @@ bool session_prep_stanza(struct session *s, xmpp_stanza_t *st)
     return false;
 }
 
+static void session_undefer(struct session *s);
+static void session_renew(struct session *s);
+
 static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
 {
     struct session *s = userdata;
@@ -629,6 +635,15 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
     xmpp_stanza_t *m = s->mam_qid[0] ? stanza_mam_result(st, s->jid, s->mam_qid, &aid) : NULL;
     if (m && !session_prep_stanza(s, m))
         return 1;
+    if (!m && s->catching_up) {
+        /* Live, while the archive is read: after what it holds (older). */
+        if (s->nheld == s->capheld) {
+            s->capheld = s->capheld ? 2 * s->capheld : 16;
+            s->held = xrealloc(s->held, s->capheld * sizeof(*s->held));
+        }
+        s->held[s->nheld++] = xmpp_stanza_clone(st);
+        return 1;
+    }
     if (m) {
         const char *to = xmpp_stanza_get_to(m);
         char bare[ENV_MAX_JID + 1];
@@ -710,18 +725,31 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
 #define MAM_CATCH_UP_MS 5000
 
 /* The catch-up is over (or there was none): what it found is on its way to
- * the inbox, ahead of anything newer, so the initial presence may go out now
- * (the server answers it with offline messages, which are newer). */
+ * the inbox, so what came live meanwhile (newer: the server flushes offline
+ * messages at the initial presence) goes now, after it, and so do the
+ * phones' envelopes that waited (a resend of what the catch-up showed the
+ * server has is acked, not sent twice). */
 static void catch_up_done(struct session *s, const char *how)
 {
     if (!s->catching_up)
         return;
     s->catching_up = false;
-    LOG(DEBUG, "mam_catch_up_done", "jid=%s how=%s pages=%d", s->jid, how, s->mam_pages);
-    if (s->presence_waiting) {
-        s->presence_waiting = false;
-        im_go_available(s);
+    LOG(DEBUG, "mam_catch_up_done", "jid=%s how=%s pages=%d held=%zu", s->jid, how,
+        s->mam_pages, s->nheld);
+    xmpp_stanza_t **held = s->held;
+    size_t n = s->nheld;
+    s->held = NULL;
+    s->nheld = s->capheld = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s->state == SESSION_ONLINE)
+            on_message(s->conn, held[i], s);
+        xmpp_stanza_release(held[i]);
     }
+    free(held);
+    if (util_mono_ms() < s->lease_until)
+        session_undefer(s);
+    else
+        session_renew(s);
 }
 
 static int catch_up_timeout(xmpp_conn_t *conn, void *userdata)
@@ -1555,7 +1583,8 @@ static void on_renewed(void *owner, void *data, redisReply *r)
         return; /* Redis away: the next renewal tells */
     if (!strcmp(a.holder, w->id) && !strcmp(a.token, s->token)) {
         s->lease_until = sent_ms + w->cfg->lease_ms;
-        session_undefer(s);
+        if (!s->catching_up)
+            session_undefer(s); /* (else when it is over) */
         return;
     }
     /* Another worker took the user while this one could not renew (it was
@@ -1597,11 +1626,12 @@ void session_lease_renew(struct worker *w)
 bool session_defer(struct session *s, const char *channel, const char *payload,
                    size_t len)
 {
-    if (!s->token[0] || s->lease_lost ||
-        (util_mono_ms() < s->lease_until && !s->deferred))
+    bool unsure = util_mono_ms() >= s->lease_until;
+    if (!s->token[0] || s->lease_lost || (!unsure && !s->catching_up && !s->deferred))
         return false;
     /* The lease may have lapsed (this worker was frozen longer than it
-     * lasts): act for the user only once a renewal says it is still ours. */
+     * lasts): act for the user only once a renewal says it is still ours.
+     * Or the archive catch-up runs: wait for what it shows the server has. */
     struct deferred *d = xcalloc(1, sizeof(*d));
     d->channel = xstrdup(channel);
     d->payload = xstrndup(payload, len);
@@ -1612,9 +1642,10 @@ bool session_defer(struct session *s, const char *channel, const char *payload,
         s->deferred = d;
     s->deferred_tail = d;
     s->w->stats.deferred++;
-    LOG(DEBUG, "envelope_deferred", "jid=%s lease_age_ms=%lld", s->jid,
-        (long long)(util_mono_ms() - s->lease_until + s->w->cfg->lease_ms));
-    session_renew(s);
+    LOG(DEBUG, "envelope_deferred", "jid=%s lease_age_ms=%lld catching_up=%d", s->jid,
+        (long long)(util_mono_ms() - s->lease_until + s->w->cfg->lease_ms), s->catching_up);
+    if (unsure)
+        session_renew(s);
     return true;
 }
 

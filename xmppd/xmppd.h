@@ -139,9 +139,11 @@ struct session {
                                 released): nothing more is done for it */
     struct deferred *deferred, *deferred_tail; /* envelopes waiting for a
                                 renewal to confirm the lease (session_defer) */
-    bool catching_up;        /* the archive catch-up runs: the initial presence
-                                (and the phones' welcome) waits for it */
-    bool presence_waiting;   /* the user's presence is loaded, waiting for it */
+    bool catching_up;        /* the archive catch-up runs: messages that come
+                                live meanwhile, and the phones' envelopes,
+                                wait for it (held, deferred) */
+    xmpp_stanza_t **held;    /* live messages held during the catch-up (refs) */
+    size_t nheld, capheld;
     double rate_tokens;      /* the filter's per-user message rate */
     int64_t rate_ms;
 };
@@ -391,9 +393,6 @@ void session_on_req(struct session *s, struct env *e);
 /* im.c: presence, client state, roster, subscriptions, typing, receipts,
  * read markers, carbons. */
 void im_on_online(struct session *s);
-/* Send the initial presence and welcome the phones (once the user's presence
- * is loaded and the archive catch-up is over). */
-void im_go_available(struct session *s);
 void im_on_attach(struct session *s, const char *edge, const char *dev);
 void im_on_devices_changed(struct session *s);
 bool im_on_req(struct session *s, const struct env *e, const json_t *frame);

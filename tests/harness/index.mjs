@@ -14,6 +14,7 @@ export * from './services.mjs';
 export * from './haproxy.mjs';
 export * from './chaos.mjs';
 export * from './faultrun.mjs';
+export * from './canary.mjs';
 
 /**
  * itest(name, [opts], fn): a node:test test that gets a fresh Stack:

@@ -7,6 +7,7 @@ import { itest, runFaults, startBridge, sleep, descendantPids } from '../harness
 
 const N = Number(process.env.IMB_FAULT_USERS || 4);
 const M = Number(process.env.IMB_FAULT_MSGS || 40);
+const PACE = [80, 160]; // ms between one sender's messages
 
 /** Redis restarted empty (no persistence): every counter, inbox and lease gone. */
 const restartRedisEmpty = async ({ redis }) => {
@@ -26,6 +27,7 @@ const restartRedisEmpty = async ({ redis }) => {
 itest('fault: Redis restarted without persistence while phones are connected', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
   users: N,
   msgs: M,
+  pace: PACE,
   appendonly: false,
   allowReset: true,
   maxStallMs: 5000,
@@ -84,12 +86,13 @@ const freezeXmppd = (ms) => async ({ xmppds }) => {
 itest('fault: an xmppd frozen (SIGSTOP) past its lease, then woken (SIGCONT)', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
   users: N,
   msgs: 2 * M,
+  pace: PACE,
   xmppdArgs: ['--lease-ms', String(LEASE_MS), '--resume-window', '20'],
   maxStallMs: LEASE_MS + 2000,
   noDuplicates: true,
   steps: [
-    { at: 0.2, name: `freeze an xmppd for ${LEASE_MS + 3000} ms`, run: freezeXmppd(LEASE_MS + 3000) },
-    { at: 0.5, name: `freeze an xmppd for ${LEASE_MS + 3000} ms`, run: freezeXmppd(LEASE_MS + 3000) },
+    { at: 0.2, name: `freeze an xmppd for ${LEASE_MS + 2000} ms`, run: freezeXmppd(LEASE_MS + 2000) },
+    { at: 0.5, name: `freeze an xmppd for ${LEASE_MS + 2000} ms`, run: freezeXmppd(LEASE_MS + 2000) },
   ],
 }));
 
@@ -113,6 +116,7 @@ const killRedisLinks = (re) => async ({ redis }) => {
 itest('fault: Redis links killed: the bridge command links, then every link, repeatedly', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
   users: N,
   msgs: 2 * M,
+  pace: PACE,
   maxStallMs: 5000,
   noDuplicates: true,
   minGapMs: 1000,
@@ -141,12 +145,13 @@ const freezeEdge = (ms) => async ({ edges, phones }) => {
 // An edge that hangs: its phones find their link dead (no answer within
 // their own timeout, here 4 s) and resume on another edge; what the frozen
 // edge still holds when it wakes reaches nobody twice.
-itest('fault: an edge frozen (SIGSTOP) for 10 s, then woken', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
+itest('fault: an edge frozen (SIGSTOP) for 6 s, then woken', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
   users: N,
   msgs: 2 * M,
+  pace: PACE,
   ackStallMs: 4000,
   allowStalls: true, // (the frozen edge's phones waiting out their own timeout)
   maxStallMs: 4000 + 2000,
   noDuplicates: true,
-  steps: [{ at: 0.3, name: 'freeze an edge for 10 s', run: freezeEdge(10000) }],
+  steps: [{ at: 0.3, name: 'freeze an edge for 6 s', run: freezeEdge(6000) }],
 }));

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import {
   itest, startBridge, startEdge, startRedis, startProsody, startXmppd, connectPhone, PhoneClient,
-  binPath, randomCredKey, sleep,
+  binPath, randomCredKey, sleep, startCanary,
 } from '../harness/index.mjs';
 
 const STALL_MS = 2000;
@@ -22,42 +22,11 @@ const help = spawnSync(binPath('imb-edge'), ['--help']);
 const HAS_THROTTLE = /login-fail-per-ip/.test(`${help.stdout}${help.stderr}`);
 const throttleArgs = (args) => (HAS_THROTTLE ? args : []);
 
-/** carol and dave chat both ways until stop(); any ack or delivery slower
- *  than STALL_MS fails. Resolves {n, worstAck, worstDelivery}. */
-async function startCanary(b) {
+/** carol and dave chat both ways until stop() (tests/harness/canary.mjs). */
+async function startCanaryPair(b) {
   const carol = await b.loginPhone('carol', 'canary-carol');
   const dave = await b.loginPhone('dave', 'canary-dave');
-  let stop = false;
-  const st = { n: 0, worstAck: 0, worstDelivery: 0 };
-  const run = (async () => {
-    for (let i = 1; !stop; i++) {
-      for (const [from, to, peer] of [[carol, dave, 'dave'], [dave, carol, 'carol']]) {
-        const t0 = Date.now();
-        const ack = await from.msg(b.jid(peer), `canary ${peer} ${i}`, { id: `k${peer}${i}`, timeout: 10000 });
-        assert.equal(ack.t, 'ack', `canary: ${JSON.stringify(ack)}`);
-        st.worstAck = Math.max(st.worstAck, Date.now() - t0);
-        const m = await to.nextMsg({ body: `canary ${peer} ${i}` }, 10000);
-        st.worstDelivery = Math.max(st.worstDelivery, Date.now() - t0);
-        to.send({ t: 'ack', seq: m.seq });
-        st.n += 1;
-      }
-      await sleep(20);
-    }
-  })();
-  // (Stored, not left unhandled: a failure elsewhere closes the phones.)
-  run.catch((e) => { st.error = e; });
-  return {
-    async stop(t) {
-      stop = true;
-      await run.catch(() => {});
-      if (st.error) throw st.error;
-      t.diagnostic(`canary: ${st.n} messages, worst ack ${st.worstAck} ms, worst delivery ${st.worstDelivery} ms`);
-      assert.ok(st.n >= 4, `canary sent ${st.n}`);
-      assert.ok(st.worstAck < STALL_MS, `canary stalled: ack took ${st.worstAck} ms`);
-      assert.ok(st.worstDelivery < STALL_MS, `canary stalled: delivery took ${st.worstDelivery} ms`);
-      return st;
-    },
-  };
+  return startCanary(carol, b.jid('carol'), dave, b.jid('dave'), { stallMs: STALL_MS });
 }
 
 /** The answer to a login frame sent on p: welcome, error or bye. */
@@ -71,7 +40,7 @@ itest('the lockout race: five wrong logins, then the right one 10 ms later: the 
   const b = await startBridge(stack, {
     edgeArgs: throttleArgs(['--login-fail-per-ip', '100000', '--login-fail-per-account', '100000']),
   });
-  const canary = await startCanary(b);
+  const canary = await startCanaryPair(b);
   const ROUNDS = 8;
   let rightOk = 0, rightFailed = 0, wrongFailed = 0;
   const failures = [];
@@ -110,7 +79,7 @@ itest('the lockout race: five wrong logins, then the right one 10 ms later: the 
  *  (127.0.0.1) logs in and out 20 times with its token. Resolves the counts. */
 async function flood(t, stack, edgeArgs) {
   const b = await startBridge(stack, { edgeArgs: ['--http-listen', '127.0.0.1:0', ...edgeArgs] });
-  const canary = await startCanary(b);
+  const canary = await startCanaryPair(b);
   // The legitimate device logs in once before the attack: its token.
   const first = await b.loginPhone('alice', 'alice-first');
   let token = first.welcome.token;
@@ -203,7 +172,7 @@ itest('a new device without a token for a throttled account is rate_limited unti
   const b = await startBridge(stack, {
     edgeArgs: throttleArgs(['--login-fail-window', '3', '--login-fail-per-account', '4', '--login-fail-per-ip', '1000']),
   });
-  const canary = await startCanary(b);
+  const canary = await startCanaryPair(b);
   const first = await b.loginPhone('alice', 'alice-first');
   const token = first.welcome.token;
   assert.equal(typeof token, 'string', 'welcome carries a device token');
@@ -271,7 +240,7 @@ itest('the per-address limit is shared by two edges on one Redis', { timeout: 12
   const args = throttleArgs(['--login-fail-per-ip', '5', '--login-fail-per-account', '1000']);
   const b = await startBridge(stack, { edgeArgs: args });
   const edge2 = await startEdge(stack, { redisPort: b.redis.port, credKey: b.credKey, extraArgs: args });
-  const canary = await startCanary(b);
+  const canary = await startCanaryPair(b);
   // Five wrong logins for five different accounts on edge 1 (a spray).
   const answers = [];
   for (let i = 0; i < 5; i++) {

@@ -2,7 +2,7 @@
 // code, a too-big length prefix gets too_big + close, and meanwhile another
 // phone keeps chatting with the desktop.
 import assert from 'node:assert/strict';
-import { itest, startBridge, encodeFrame, sleep } from '../harness/index.mjs';
+import { itest, startBridge, encodeFrame, sleep, startCanary } from '../harness/index.mjs';
 
 /** Send something (fn) and return the next frame, asserting it is an error with `code`. */
 async function expectError(phone, code, fn, what) {
@@ -133,6 +133,8 @@ itest('--max-frame is announced and enforced', async (t, stack) => {
 itest('frames to a phone never exceed the announced max: long messages are cut, long rosters split', { timeout: 60000 }, async (t, stack) => {
   const MAX = 2048;
   const b = await startBridge(stack, { edge: { maxFrame: MAX } });
+  const canary = startCanary(await b.loginPhone('carol'), 'carol@localhost',
+    await b.loginPhone('dave'), 'dave@localhost');
   const bob = await b.desktop('bob');
   const alice = await b.loginPhone('alice');
   assert.equal(alice.welcome.max, MAX);
@@ -195,6 +197,7 @@ itest('frames to a phone never exceed the announced max: long messages are cut, 
   assert.ok(again.frames.every((f) => sizeOf(f) <= MAX), 'every frame within max');
   await b.edge.waitForLines(/frame_fitted .*t=roster/, { timeout: 2000 });
   await b.edge.waitForLines(/frame_fitted .*t=hist/, { timeout: 2000 });
+  await canary.stop(t);
 });
 
 itest('a refused frame\'s error names its id; logout before login is not_logged_in', async (t, stack) => {
