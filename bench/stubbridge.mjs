@@ -70,7 +70,7 @@ await sub.pSubscribe(`${prefix}:x:*`, (msg) => {
     // (No push envelope: a phone of the bench is always connected. No lease:
     // the stub holds none, and the fence lets a writer through when nobody does.)
     arguments: [`${prefix}:p:${to}`, env.slice(1), '86400000', '1000',
-      crypto.randomBytes(6).toString('hex'), '', `${prefix}:push`, '9999', '', `${id} 0`],
+      crypto.randomBytes(6).toString('hex'), '', `${prefix}:push`, '9999', '', `${id} 0`, ''],
   }).catch((err) => console.error('stubbridge deliver:', err.message));
   cmd.publish(`${prefix}:p:${e.from}`, JSON.stringify({
     v: 1, type: 'ack', ts: Date.now(), to: e.from, ids: [e.id], edge: e.edge, dev: e.dev,

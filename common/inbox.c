@@ -43,8 +43,9 @@ static void push_names(struct bus *bus, struct push_names *pn)
 }
 
 void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
-                   const char *payload, size_t len, long ttl_ms, long max_count,
-                   const char *aid, const char *push, bus_reply_cb *cb, void *data)
+                   const char *expect, const char *payload, size_t len, long ttl_ms,
+                   long max_count, const char *aid, const char *push, bus_reply_cb *cb,
+                   void *data)
 {
     char seq[1200], inbox[1200], channel[1200], ttl[24], max[24];
     char lease[1200], fence[1200];
@@ -64,12 +65,13 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
     /* The script prepends seq and epoch: hand it the object minus '{'. */
     const char *argv[] = {"EVAL", DELIVER, "5", seq, inbox, pn.list, lease, fence,
                           channel, payload + 1, ttl, max, epoch, push, pn.channel,
-                          pn.max, aid, holder};
+                          pn.max, aid, holder, expect};
     size_t argvlen[] = {4, sizeof(DELIVER) - 1, 1, strlen(seq), strlen(inbox),
                         strlen(pn.list), strlen(lease), strlen(fence), strlen(channel),
                         len - 1, strlen(ttl), strlen(max), strlen(epoch), strlen(push),
-                        strlen(pn.channel), strlen(pn.max), strlen(aid), strlen(holder)};
-    bus_command_argv(bus, cb, data, 18, argv, argvlen);
+                        strlen(pn.channel), strlen(pn.max), strlen(aid), strlen(holder),
+                        strlen(expect)};
+    bus_command_argv(bus, cb, data, 19, argv, argvlen);
 }
 
 void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,
@@ -81,6 +83,14 @@ void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,
     snprintf(l, sizeof(l), "%d", limit);
     const char *argv[] = {"EVAL", FETCH, "2", seq, inbox, a, l};
     bus_command_argv(bus, cb, data, 7, argv, NULL);
+}
+
+void inbox_epoch(struct bus *bus, const char *jid, bus_reply_cb *cb, void *data)
+{
+    char seq[1200], inbox[1200];
+    keys(bus, jid, seq, inbox, sizeof(seq));
+    const char *argv[] = {"HGET", seq, "epoch"};
+    bus_command_argv(bus, cb, data, 3, argv, NULL);
 }
 
 void inbox_last_aid(struct bus *bus, const char *jid, bus_reply_cb *cb, void *data)

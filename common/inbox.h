@@ -23,15 +23,18 @@
 #define INBOX_EPOCH_MAX 32
 
 /* Store and publish an envelope (encoded JSON object, "{...}") for jid, on
- * behalf of holder ("<owner> <token>", the session's lease: lease.h). The
- * reply handed to cb is an array {seq, receivers} (integers); seq is -1 and
- * nothing was written when holder no longer owns the user (fenced). The
- * stored and published text is the envelope with "seq" and "epoch" added in
- * front. aid: the XMPP server's archive id of the message, or NULL; kept as
- * the newest one stored (where a new session's archive catch-up starts). */
+ * behalf of holder ("<owner> <token>", the session's lease: lease.h), under
+ * the numbering expect (the epoch the writer last stored under; "": any).
+ * The reply handed to cb is an array {seq, receivers, epoch}; seq is -1 and
+ * nothing was written when holder no longer owns the user (fenced), -2 when
+ * the user's numbering is not expect (Redis lost it). The stored and
+ * published text is the envelope with "seq" and "epoch" added in front.
+ * aid: the XMPP server's archive id of the message, or NULL; kept as the
+ * newest one stored (where a new session's archive catch-up starts). */
 void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
-                   const char *payload, size_t len, long ttl_ms, long max_count,
-                   const char *aid, const char *push, bus_reply_cb *cb, void *data);
+                   const char *expect, const char *payload, size_t len, long ttl_ms,
+                   long max_count, const char *aid, const char *push, bus_reply_cb *cb,
+                   void *data);
 
 /* push: NULL, or a push envelope (JSON object) to publish on
  * "<prefix>:push" and queue on "<prefix>:pushq" once the message is stored,
@@ -51,6 +54,9 @@ void inbox_offline_reset(struct bus *bus, const char *jid);
  * {epoch (string, "" if none), head seq (integer), items (array of strings)}. */
 void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,
                  bus_reply_cb *cb, void *data);
+
+/* The user's epoch, as a string reply (nil if Redis has none). */
+void inbox_epoch(struct bus *bus, const char *jid, bus_reply_cb *cb, void *data);
 
 /* The server archive id ("aid") of the newest message stored, as a string
  * reply (nil if none): where a new session's archive catch-up starts. */

@@ -76,6 +76,9 @@ static void metrics(void *owner, struct evbuffer *out)
     PER_WORKER(counter, "imb_xmppd_delivery_fenced_total",
                "Messages for phones refused: another worker holds the user (fencing).",
                stats.delivery_fenced)
+    PER_WORKER(counter, "imb_xmppd_numbering_lost_total",
+               "Users whose numbering Redis lost while a session stored for them.",
+               stats.numbering_lost)
     PER_WORKER(counter, "imb_xmppd_leases_lost_total",
                "Sessions that found another worker holding their user, and stepped down.",
                stats.leases_lost)

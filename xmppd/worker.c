@@ -138,6 +138,92 @@ void worker_error(struct worker *w, const char *jid, const char *edge,
 #define REDELIVER_MS 500
 
 static void deliver_payload(struct worker *w, struct pending_delivery *pd);
+static void pending_free(struct pending_delivery *pd);
+
+/* A stored delivery joins the ring of recent ones (the oldest goes). */
+static void keep_recent(struct worker *w, struct pending_delivery *pd)
+{
+    struct pending_delivery **slot = &w->recent[w->recent_next];
+    if (*slot)
+        pending_free(*slot);
+    *slot = pd;
+    pd->next = NULL;
+    free(pd->push); /* a second copy never pushes */
+    pd->push = NULL;
+    w->recent_next = (w->recent_next + 1) % WORKER_RECENT;
+}
+
+static struct pending_delivery *pending_copy(const struct pending_delivery *pd)
+{
+    struct pending_delivery *c = xcalloc(1, sizeof(*c));
+    c->jid = xstrdup(pd->jid);
+    c->payload = xstrndup(pd->payload, pd->len);
+    c->len = pd->len;
+    c->aid = pd->aid ? xstrdup(pd->aid) : NULL;
+    memcpy(c->holder, pd->holder, sizeof(c->holder));
+    return c;
+}
+
+/* pd was to go into a numbering Redis no longer has (a restart without
+ * persistence, keys evicted or deleted): what was stored in it lately may
+ * have gone with it before any phone got it (Redis does not flush what it
+ * was sending to subscribers when it stops). Store those again first, then
+ * pd, in the new numbering; phones learn of it (sync reset) and drop by id
+ * what they already have. */
+static void restore_recent(struct worker *w, struct session *s, const char *lost)
+{
+    if (!lost[0] || !strcmp(s->epoch_lost, lost))
+        return; /* done already (one call per delivery that found it lost) */
+    size_t again = 0;
+    for (size_t i = 0; i < WORKER_RECENT; i++) {
+        const struct pending_delivery *old = w->recent[(w->recent_next + i) % WORKER_RECENT];
+        if (old && !strcmp(old->jid, s->jid) && !strcmp(old->epoch, lost)) {
+            deliver_payload(w, pending_copy(old));
+            again++;
+        }
+    }
+    w->stats.numbering_lost++;
+    LOG(WARN, "numbering_lost", "jid=%s epoch=%s stored_again=%zu", s->jid, lost, again);
+    memcpy(s->epoch_lost, lost, sizeof(s->epoch_lost));
+    s->epoch[0] = '\0';
+}
+
+static void numbering_lost(struct worker *w, struct pending_delivery *pd)
+{
+    struct session *s = strmap_get(&w->sessions, pd->jid);
+    if (s)
+        restore_recent(w, s, pd->epoch);
+    pd->epoch[0] = '\0';
+    deliver_payload(w, pd);
+}
+
+/* After the bus came back: a user's numbering that Redis lost meanwhile is
+ * found now, not only at the user's next message (there may be none). */
+static void on_epoch_checked(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    char *jid = data;
+    struct session *s = strmap_get(&w->sessions, jid);
+    free(jid);
+    if (!s || !s->epoch[0] || !r || (r->type != REDIS_REPLY_NIL && r->type != REDIS_REPLY_STRING))
+        return;
+    if (r->type == REDIS_REPLY_NIL || strcmp(r->str, s->epoch) != 0) {
+        char lost[INBOX_EPOCH_MAX];
+        memcpy(lost, s->epoch, sizeof(lost));
+        restore_recent(w, s, lost);
+    }
+}
+
+static void check_numbering(struct worker *w)
+{
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&w->sessions, &it); e;
+         e = strmap_next(&w->sessions, &it)) {
+        struct session *s = e->value;
+        if (s->epoch[0])
+            inbox_epoch(w->bus, s->jid, on_epoch_checked, xstrdup(s->jid));
+    }
+}
 
 static void pending_free(struct pending_delivery *pd)
 {
@@ -153,7 +239,7 @@ static void on_delivered(void *owner, void *data, redisReply *r)
     struct worker *w = owner;
     struct pending_delivery *pd = data;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer < 0) {
+        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == -1) {
         /* Fenced: another worker holds the user now (this one was frozen or
          * cut off). Its copy of the message is its business. */
         w->stats.delivery_fenced++;
@@ -162,10 +248,20 @@ static void on_delivered(void *owner, void *data, redisReply *r)
         pending_free(pd);
         return;
     }
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == -2) {
+        numbering_lost(w, pd);
+        return;
+    }
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+        r->element[2]->type == REDIS_REPLY_STRING && r->element[2]->len < INBOX_EPOCH_MAX) {
         LOG(DEBUG, "delivered", "jid=%s seq=%lld receivers=%lld", pd->jid,
             r->element[0]->integer, r->element[1]->integer);
-        pending_free(pd);
+        memcpy(pd->epoch, r->element[2]->str, r->element[2]->len + 1);
+        struct session *s = strmap_get(&w->sessions, pd->jid);
+        if (s)
+            memcpy(s->epoch, pd->epoch, sizeof(s->epoch));
+        keep_recent(w, pd);
         return;
     }
     /* Redis is away (or refused the script): keep it, in order, for later. */
@@ -194,7 +290,7 @@ static void on_delivered(void *owner, void *data, redisReply *r)
 static void deliver_payload(struct worker *w, struct pending_delivery *pd)
 {
     pd->next = NULL;
-    inbox_deliver(w->bus, pd->jid, pd->holder, pd->payload, pd->len,
+    inbox_deliver(w->bus, pd->jid, pd->holder, pd->epoch, pd->payload, pd->len,
                   w->cfg->inbox_ttl * 1000, w->cfg->inbox_max, pd->aid, pd->push,
                   on_delivered, pd);
 }
@@ -227,6 +323,7 @@ void worker_deliver(struct session *s, struct env *e, json_t *push)
     struct pending_delivery *pd = xcalloc(1, sizeof(*pd));
     pd->jid = xstrdup(jid);
     lease_holder(pd->holder, w->id, s->token);
+    memcpy(pd->epoch, s->epoch, sizeof(pd->epoch));
     pd->payload = env_encode(e, &pd->len);
     const char *aid = env_str(e, "aid");
     pd->aid = aid && *aid ? xstrdup(aid) : NULL;
@@ -384,6 +481,13 @@ static void on_bus_state(void *owner, bool up)
          * leases at once rather than at the next tick. */
         registry_update(w);
         session_lease_renew(w);
+        /* What waited for Redis goes first, then the check of each user's
+         * numbering (one link: their answers come in this order). */
+        if (w->redeliver) {
+            evtimer_del(w->redeliver_timer);
+            redeliver_cb(-1, 0, w);
+        }
+        check_numbering(w);
     }
 }
 
@@ -610,6 +714,9 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
         LOG(ERROR, "delivery_dropped", "jid=%s reason=\"worker stopped with Redis away\"", pd->jid);
         pending_free(pd);
     }
+    for (size_t i = 0; i < WORKER_RECENT; i++)
+        if (w->recent[i])
+            pending_free(w->recent[i]);
     event_free(w->redeliver_timer);
     if (w->probe)
         bufferevent_free(w->probe);

@@ -21,6 +21,7 @@
 #include "seal.h"
 #include "bus.h"
 #include "lease.h"
+#include "inbox.h"
 #include "httpd.h"
 #include "strmap.h"
 #include "filter.h"
@@ -139,6 +140,10 @@ struct session {
                                 released): nothing more is done for it */
     struct deferred *deferred, *deferred_tail; /* envelopes waiting for a
                                 renewal to confirm the lease (session_defer) */
+    char epoch[INBOX_EPOCH_MAX]; /* the numbering the session last stored
+                                    under ("" before the first) */
+    char epoch_lost[INBOX_EPOCH_MAX]; /* the last numbering found lost (its
+                                    recent messages were stored again) */
     bool catching_up;        /* the archive catch-up runs: messages that come
                                 live meanwhile, and the phones' envelopes,
                                 wait for it (held, deferred) */
@@ -198,13 +203,19 @@ struct pending_delivery {
     char *aid;        /* the server's archive id of the message, or NULL */
     char holder[LEASE_HOLDER_MAX]; /* the session's lease ("<owner> <token>"):
                                       the write is fenced on it */
+    char epoch[INBOX_EPOCH_MAX]; /* the numbering it must go into ("": any);
+                                    once stored, the one it went into */
 };
+
+/* Deliveries a worker keeps after they were stored (see struct worker). */
+#define WORKER_RECENT 256
 
 struct worker_stats {
     uint64_t logins_ok, logins_auth_failed, logins_unavailable, logins_reused;
     uint64_t msgs_to_xmpp, msgs_from_xmpp, acks, undelivered, bad_envelopes,
         bad_stanzas, dup_msgs, delivery_retries, delivery_dropped;
     uint64_t delivery_fenced;  /* deliveries refused: another worker holds the user */
+    uint64_t numbering_lost;   /* users whose numbering Redis lost under a session */
     uint64_t leases_lost;      /* sessions that found another worker holding them */
     uint64_t deferred;         /* envelopes held until a renewal confirmed the lease */
     uint64_t requests, events, receipts_sent, pushes;
@@ -282,6 +293,10 @@ struct worker {
     int64_t cred_opened_ms;     /* when a sealed credential last opened (monotonic,
                                    0 never): tells a forged one from a wrong key */
     struct pending_delivery *redeliver, *redeliver_tail; /* FIFO */
+    struct pending_delivery *recent[WORKER_RECENT]; /* the last deliveries
+                                   stored, a ring (recent_next: the oldest), to
+                                   store again if Redis loses their numbering */
+    size_t recent_next;
     size_t nredeliver;
     struct event *redeliver_timer;
     bool ready_logged;

@@ -11,14 +11,20 @@
 -- ARGV[8] the push list's last index kept
 -- ARGV[9] the XMPP server's archive id of the message, or ''
 -- ARGV[10] the writer's lease "<owner> <token>" (fence.lua runs first)
--- Returns {seq, receivers of the PUBLISH}; {-1, 0} and no write when the
--- writer no longer owns the user.
+-- ARGV[11] the epoch the writer last stored under, or '' (any)
+-- Returns {seq, receivers of the PUBLISH, epoch}; {-1, 0} and no write when
+-- the writer no longer owns the user; {-2, 0} and no write when the user's
+-- numbering is not the one the writer knew (Redis lost it): the writer first
+-- stores again what may have gone with it.
 --
 -- (Whole-line comments only: the build drops them and joins the lines.)
 if not imb_owns(KEYS[4], KEYS[5], ARGV[10]) then
   return {-1, 0}
 end
 local e = redis.call('HGET', KEYS[1], 'epoch')
+if ARGV[11] ~= '' and e ~= ARGV[11] then
+  return {-2, 0}
+end
 if not e then
   e = ARGV[5]
   redis.call('HSET', KEYS[1], 'epoch', e)
@@ -47,4 +53,4 @@ if ARGV[6] ~= '' then
   redis.call('LPUSH', KEYS[3], t)
   redis.call('LTRIM', KEYS[3], 0, ARGV[8])
 end
-return {s, n}
+return {s, n, e}
