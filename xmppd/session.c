@@ -311,6 +311,23 @@ static void conn_key(char *out, size_t n, const xmpp_conn_t *conn)
     snprintf(out, n, "%p", (const void *)conn);
 }
 
+/* Envelopes that came for a session while it could not be sure of its lease,
+ * in arrival order (session_defer). */
+struct deferred {
+    struct deferred *next;
+    char *channel;
+    char *payload;   /* len bytes, owned; wiped (a login carries a sealed password) */
+    size_t len;
+};
+
+static void deferred_free(struct deferred *d)
+{
+    OPENSSL_cleanse(d->payload, d->len);
+    free(d->payload);
+    free(d->channel);
+    free(d);
+}
+
 void session_free(struct session *s)
 {
     struct worker *w = s->w;
@@ -331,6 +348,11 @@ void session_free(struct session *s)
             again = wt;
         }
     }
+    /* Envelopes that waited for a renewal or the catch-up: they go where
+     * envelopes for a session that is gone go. */
+    struct deferred *later = w->stopping ? NULL : s->deferred;
+    if (later)
+        s->deferred = s->deferred_tail = NULL;
     if (s->conn) {
         char key[32];
         conn_key(key, sizeof(key), s->conn);
@@ -379,6 +401,12 @@ void session_free(struct session *s)
             session_on_login(w, e, wt->payload, wt->len);
         env_free(e);
         waiter_free(wt);
+    }
+    while (later) {
+        struct deferred *d = later;
+        later = d->next;
+        worker_dispatch(w, d->channel, d->payload, d->len);
+        deferred_free(d);
     }
 }
 
@@ -1527,22 +1555,6 @@ void session_close_all(struct worker *w, const char *reason)
 
 /* ---- the lease held: renewal, and a worker that was frozen -------------- */
 
-/* Envelopes that came for a session while it could not be sure of its lease,
- * in arrival order (session_defer). */
-struct deferred {
-    struct deferred *next;
-    char *channel;
-    char *payload;   /* len bytes, owned; wiped (a login carries a sealed password) */
-    size_t len;
-};
-
-static void deferred_free(struct deferred *d)
-{
-    OPENSSL_cleanse(d->payload, d->len);
-    free(d->payload);
-    free(d->channel);
-    free(d);
-}
 
 void session_deferred_free(struct session *s)
 {
@@ -1626,8 +1638,11 @@ void session_lease_renew(struct worker *w)
 bool session_defer(struct session *s, const char *channel, const char *payload,
                    size_t len)
 {
+    /* (Only for a session that acts for the user: one still connecting or
+     * already closing answers envelopes its own way.) */
     bool unsure = util_mono_ms() >= s->lease_until;
-    if (!s->token[0] || s->lease_lost || (!unsure && !s->catching_up && !s->deferred))
+    if (s->state != SESSION_ONLINE || !s->token[0] || s->lease_lost ||
+        (!unsure && !s->catching_up && !s->deferred))
         return false;
     /* The lease may have lapsed (this worker was frozen longer than it
      * lasts): act for the user only once a renewal says it is still ours.
