@@ -846,7 +846,15 @@ static void on_last_aid(void *owner, void *data, redisReply *r)
         return;
     }
     LOG(INFO, "mam_catch_up", "jid=%s after=%s", s->jid, r->str);
-    mam_next(s, r->str);
+    if (s->available) {
+        mam_next(s, r->str);
+    } else {
+        /* Asked once the initial presence is out: a message that comes
+         * while the user has no available resource is archived (and, for a
+         * client that reads the archive, not stored offline), so the query
+         * must come after it to see it. */
+        snprintf(s->catch_up_after, sizeof(s->catch_up_after), "%s", r->str);
+    }
 }
 
 static void mam_catch_up(struct session *s)
@@ -972,6 +980,10 @@ void session_available(struct session *s)
     LOG(INFO, "session_online", "jid=%s ms=%lld", s->jid,
         (long long)(util_mono_ms() - s->started_ms));
     answer_waiters(s, NULL, NULL);
+    if (s->catch_up_after[0]) {
+        mam_next(s, s->catch_up_after);
+        s->catch_up_after[0] = '\0';
+    }
     if (s->devices.count == 0)
         session_close(s, "no_device");
     worker_kick(s->w);

@@ -144,6 +144,8 @@ struct session {
                                     under ("" before the first) */
     char epoch_lost[INBOX_EPOCH_MAX]; /* the last numbering found lost (its
                                     recent messages were stored again) */
+    char catch_up_after[65]; /* the archive id the catch-up starts after, kept
+                                until the initial presence is out ("": none) */
     bool catching_up;        /* the archive catch-up runs: messages that come
                                 live meanwhile, and the phones' envelopes,
                                 wait for it (held, deferred) */
