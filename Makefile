@@ -64,7 +64,7 @@ $(BUILD)/gen/%.lua.h: common/lua/%.lua
 	sed -e 's/^[[:space:]]*//' -e '/^--/d' -e '/^$$/d' -e 's/\\/\\\\/g' \
 	    -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/ "/' $< > $@
 
-$(BUILD)/common/inbox.o $(BUILD)/common/lease.o: $(LUA_H)
+$(BUILD)/common/inbox.o $(BUILD)/common/lease.o $(BUILD)/xmppd/session.o $(BUILD)/tests/unit/test_lease.o: $(LUA_H)
 
 $(BIN)/imb-edge: $(EDGE_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(BIN)

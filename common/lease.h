@@ -5,7 +5,7 @@
  * Keys: "<prefix>:lease:<jid>"  "<owner> <token>", expires (PX lease time)
  *       "<prefix>:fence:<jid>"  the last token given for the user
  * A token only grows (above the last one given and above the server's clock
- * in ms), so a worker that hung, lost its lease and woke up holds an older
+ * in microseconds), so a worker that hung, lost its lease and woke up holds an older
  * token than whoever took over. Scripts that write for a user (the inbox's
  * deliver.lua) start with fence.lua's check and refuse a stale holder, so
  * such a worker can no longer number, store or publish anything for that

@@ -245,25 +245,29 @@ static void acked_load(struct session *s)
 }
 
 /* Record a batch of acked ids in Redis: a day, at most ACKED_KEEP. */
+/* The script that records confirmed ids: fenced, like every write for the
+ * user (common/lua/acked.lua after fence.lua). */
+static const char ACKED_STORE[] =
+#include "fence.lua.h"
+#include "acked.lua.h"
+    ;
+
 static void acked_store(struct session *s, json_t *ids)
 {
-    char key[1200], now[24], keep[24];
+    char key[1200], lease[1200], fence[1200], holder[LEASE_HOLDER_MAX], now[24], keep[24];
     acked_key(s, key, sizeof(key));
+    lease_keys(s->w->bus, s->jid, lease, fence, sizeof(lease));
+    lease_holder(holder, s->w->id, s->token);
     snprintf(now, sizeof(now), "%lld", (long long)util_wall_ms());
+    snprintf(keep, sizeof(keep), "%d", ACKED_KEEP);
     size_t n = json_array_size(ids);
-    const char **argv = xcalloc(2 + 2 * n, sizeof(*argv));
-    argv[0] = "ZADD";
-    argv[1] = key;
-    for (size_t i = 0; i < n; i++) {
-        argv[2 + 2 * i] = now;
-        argv[3 + 2 * i] = json_string_value(json_array_get(ids, i));
-    }
-    bus_command_argv(s->w->bus, NULL, NULL, (int)(2 + 2 * n), argv, NULL);
+    const char **argv = xcalloc(9 + n, sizeof(*argv));
+    const char *head[] = {"EVAL", ACKED_STORE, "3", key, lease, fence, holder, now, keep};
+    memcpy(argv, head, sizeof(head));
+    for (size_t i = 0; i < n; i++)
+        argv[9 + i] = json_string_value(json_array_get(ids, i));
+    bus_command_argv(s->w->bus, NULL, NULL, (int)(9 + n), argv, NULL);
     free(argv);
-    snprintf(keep, sizeof(keep), "%d", -(ACKED_KEEP + 1));
-    const char *trim[] = {"ZREMRANGEBYRANK", key, "0", keep};
-    bus_command_argv(s->w->bus, NULL, NULL, 4, trim, NULL);
-    bus_command(s->w->bus, NULL, NULL, "EXPIRE %s 86400", key);
 }
 
 /* Is id waiting in an ack batch already? */

@@ -10,8 +10,8 @@
 -- another holder the ms its lease has left.
 --
 -- Tokens only grow: the next is above the last given and above the server's
--- clock in ms, so a Redis that lost the fence key still never gives a token
--- an older session holds.
+-- clock in microseconds, so a Redis that lost the fence key still never gives
+-- a token an older session holds.
 local cur = redis.call('GET', KEYS[1])
 local held = ARGV[3]
 if cur then
@@ -29,8 +29,8 @@ end
 local t = held
 if held == '' then
   local now = redis.call('TIME')
-  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  t = string.format('%.0f', math.max(f + 1, ms))
+  local us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  t = string.format('%.0f', math.max(f + 1, us))
   redis.call('SET', KEYS[2], t, 'PX', 86400000)
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. t, 'PX', ARGV[2])

@@ -6,72 +6,16 @@
 #include "unit.h"
 #include "util.h"
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
-static pid_t redis_pid = -1;
 static int redis_port;
 static redisContext *cli; /* a plain client: publishes in its own order */
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    int port = 0;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static bool redis_start(void)
-{
-    redis_port = free_port();
-    char port[16];
-    snprintf(port, sizeof(port), "%d", redis_port);
-    redis_pid = fork();
-    if (redis_pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, 1);
-        execlp("redis-server", "redis-server", "--bind", "127.0.0.1", "--port", port,
-               "--save", "", "--appendonly", "no", (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 100 && redis_pid > 0; i++) {
-        cli = redisConnect("127.0.0.1", redis_port);
-        if (cli && !cli->err)
-            return true;
-        redisFree(cli);
-        cli = NULL;
-        usleep(50 * 1000);
-    }
-    return false;
-}
-
-static void redis_stop(void)
-{
-    if (cli)
-        redisFree(cli);
-    if (redis_pid > 0) {
-        kill(redis_pid, SIGTERM);
-        waitpid(redis_pid, NULL, 0);
-    }
-}
 
 /* Receivers of a PUBLISH from the plain client. */
 static long long publish(const char *channel, const char *payload)
@@ -149,12 +93,12 @@ done:
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    if (!redis_start()) {
+    if (!(cli = unit_redis_start(&redis_port))) {
         printf("test_bus: could not start redis-server\n");
-        redis_stop();
+        unit_redis_stop(NULL);
         return 1;
     }
     RUN(bus_delivers_what_redis_sent_before_an_unsubscribe);
-    redis_stop();
+    unit_redis_stop(cli);
     return unit_done();
 }

@@ -33,4 +33,12 @@ bool unit_check_str(const char *got, const char *want, const char *file,
 bool unit_check_int(long long got, long long want, const char *file, int line,
                     const char *gexpr, const char *wexpr);
 
+/* A redis-server of the test's own (loopback, a free port, no persistence),
+ * for tests of modules whose contract is with Redis: started, and a plain
+ * client connected to it (NULL if it would not start; *port its port).
+ * unit_redis_stop(client) frees the client and stops the server. */
+struct redisContext;
+struct redisContext *unit_redis_start(int *port);
+void unit_redis_stop(struct redisContext *client);
+
 #endif
