@@ -244,7 +244,6 @@ static void acked_load(struct session *s)
                 "ZRANGE %s -%d -1", key, ACKED_KEEP);
 }
 
-/* Record a batch of acked ids in Redis: a day, at most ACKED_KEEP. */
 /* The script that records confirmed ids: fenced, like every write for the
  * user (common/lua/acked.lua after fence.lua). */
 static const char ACKED_STORE[] =
@@ -252,6 +251,7 @@ static const char ACKED_STORE[] =
 #include "acked.lua.h"
     ;
 
+/* Record a batch of acked ids in Redis: a day, at most ACKED_KEEP. */
 static void acked_store(struct session *s, json_t *ids)
 {
     char key[1200], lease[1200], fence[1200], holder[LEASE_HOLDER_MAX], now[24], keep[24];
@@ -590,8 +590,8 @@ static void bounce(struct session *s, const char *to, const char *id,
  * when a phone is there. What it tells depends on push_preview. */
 static json_t *push_for(struct session *s, const struct env *e, const char *peer)
 {
-    /* A phone attached, or one logging in (the session is catching up
-     * before it welcomes the phones that asked for it): nobody to wake. */
+    /* A phone attached, or one being welcomed (the session opened for it
+     * and is not available yet): nobody to wake. */
     if (s->devices.count > 0 || s->waiters || !s->available)
         return NULL;
     s->w->stats.pushes++;
@@ -753,7 +753,8 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
 
 #define MAM_PAGE 100
 #define MAM_MAX_PAGES 20
-/* A catch-up the archive does not finish in this long lets the phones in. */
+/* A catch-up the archive does not finish in this long is given up: what it
+ * held back (live messages, the phones' envelopes) goes on. */
 #define MAM_CATCH_UP_MS 5000
 
 /* The catch-up is over (or there was none): what it found is on its way to
@@ -910,12 +911,14 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
         xmpp_handler_add(conn, on_message, NULL, "message", NULL, s);
         xmpp_handler_add(conn, im_on_presence, NULL, "presence", NULL, s);
         xmpp_handler_add(conn, im_on_iq, NULL, "iq", NULL, s);
-        mam_catch_up(s);  /* (first: the initial presence waits for it) */
+        /* The archive catch-up: from now on, live messages and the phones'
+         * envelopes wait for it; its query goes out after the initial
+         * presence (session_available). */
+        mam_catch_up(s);
         im_on_online(s);  /* carbons, then the user's presence */
         muc_on_online(s); /* rooms the user was in */
         /* The phones are welcomed once the initial presence is out
-         * (session_available, after im.c loaded the user's presence and
-         * the archive catch-up is over). */
+         * (session_available, after im.c loaded the user's presence). */
         worker_kick(w);
         return;
     }
@@ -1570,7 +1573,6 @@ void session_close_all(struct worker *w, const char *reason)
 }
 
 /* ---- the lease held: renewal, and a worker that was frozen -------------- */
-
 
 void session_deferred_free(struct session *s)
 {

@@ -153,6 +153,7 @@ static void keep_recent(struct worker *w, struct pending_delivery *pd)
     w->recent_next = (w->recent_next + 1) % WORKER_RECENT;
 }
 
+/* A copy of a stored delivery to store again: no push, any epoch. */
 static struct pending_delivery *pending_copy(const struct pending_delivery *pd)
 {
     struct pending_delivery *c = xcalloc(1, sizeof(*c));
@@ -164,12 +165,13 @@ static struct pending_delivery *pending_copy(const struct pending_delivery *pd)
     return c;
 }
 
-/* pd was to go into a numbering Redis no longer has (a restart without
- * persistence, keys evicted or deleted): what was stored in it lately may
- * have gone with it before any phone got it (Redis does not flush what it
- * was sending to subscribers when it stops). Store those again first, then
- * pd, in the new numbering; phones learn of it (sync reset) and drop by id
- * what they already have. */
+/* The numbering lost (an epoch Redis no longer has: a restart without
+ * persistence, keys evicted or deleted) took with it what was stored in it
+ * lately, perhaps before any phone got it (Redis does not flush what it was
+ * sending to subscribers when it stops; phones that were away had only the
+ * inbox). Store s's recent deliveries of that epoch again, first, in the new
+ * numbering; phones learn of it (sync reset) and drop by id what they
+ * already have. */
 static void restore_recent(struct worker *w, struct session *s, const char *lost)
 {
     if (!lost[0] || !strcmp(s->epoch_lost, lost))
@@ -188,6 +190,8 @@ static void restore_recent(struct worker *w, struct session *s, const char *lost
     s->epoch[0] = '\0';
 }
 
+/* pd was refused for going into a numbering Redis no longer has: what went
+ * with it first, then pd, in a new one. */
 static void numbering_lost(struct worker *w, struct pending_delivery *pd)
 {
     struct session *s = strmap_get(&w->sessions, pd->jid);
