@@ -1080,8 +1080,7 @@ void session_forwards_free(struct worker *w)
         forward_free(w->forwards);
 }
 
-/* The holder's lease should have been renewed by now if it is alive: take
- * it if it lapsed, and run the login here. */
+/* The holder hangs: take its lease if it lapsed, and run the login here. */
 static void on_recheck_taken(void *owner, void *data, redisReply *r)
 {
     struct worker *w = owner;
@@ -1101,6 +1100,22 @@ static void on_recheck_taken(void *owner, void *data, redisReply *r)
     forward_free(f);
 }
 
+/* The holder's registry entry: a holder that still promises to be alive
+ * took the login off its channel and answered it (its lease may simply be
+ * gone because that session ended); one whose promise ran out with its
+ * lease hangs, and the login runs here. */
+static void on_holder_checked(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    struct forward *f = data;
+    long long expires = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+    if (!r || r->type == REDIS_REPLY_ERROR || expires > util_wall_ms() || w->stopping) {
+        forward_free(f);
+        return;
+    }
+    lease_take(w->bus, f->jid, w->id, "", w->cfg->lease_ms, on_recheck_taken, f);
+}
+
 static void recheck_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct forward *f = arg;
@@ -1108,7 +1123,10 @@ static void recheck_cb(evutil_socket_t fd, short what, void *arg)
         forward_free(f);
         return;
     }
-    lease_take(f->w->bus, f->jid, f->w->id, "", f->w->cfg->lease_ms, on_recheck_taken, f);
+    char key[128];
+    snprintf(key, sizeof(key), "%s:workers", bus_prefix(f->w->bus));
+    const char *argv[] = {"HGET", key, f->owner};
+    bus_command_argv(f->w->bus, on_holder_checked, f, 3, argv, NULL);
 }
 
 static void on_stolen(void *owner, void *data, redisReply *r)
