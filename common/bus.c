@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include <event2/event.h>
+#include <openssl/evp.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 
@@ -24,6 +25,7 @@
 /* No heartbeat back on the sub link for this long: the subscription is dead. */
 #define HEARTBEAT_DEAD_MS 5000
 #define RESUBSCRIBE_BATCH 256
+#define BUS_SCRIPTS_MAX 32
 
 enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
 
@@ -52,6 +54,10 @@ struct req {
     void *data;       /* the caller's; handed to cb */
     bool is_publish;
     struct req *next; /* deferred-failure queue */
+    /* bus_eval: the formatted EVALSHA, kept to repeat it after NOSCRIPT. */
+    struct bus_script *script;
+    char *cmd;
+    size_t cmdlen;
 };
 
 /* A publish that owes someone an answer, resent until a subscriber got it
@@ -83,11 +89,14 @@ struct bus {
     bool closing;               /* bus_free runs: owed publishes end */
     struct req *deferred;       /* commands failed before sending, callback pending */
     struct event *deferred_ev;
+    struct bus_script *scripts[BUS_SCRIPTS_MAX]; /* loaded on every connect */
+    size_t nscripts;
     struct bus_stats stats;
 };
 
 static void link_connect(struct link *l);
 static void sub_cb(redisAsyncContext *ac, void *reply, void *privdata);
+static void script_load(struct bus *bus, const struct bus_script *s);
 
 static const char *link_name(const struct link *l)
 {
@@ -127,6 +136,7 @@ static void deferred_run(evutil_socket_t fd, short what, void *arg)
             bus->stats.publish_failed++;
         if (ordered->cb)
             ordered->cb(bus->owner, ordered->data, NULL);
+        free(ordered->cmd);
         free(ordered);
         ordered = next;
     }
@@ -260,6 +270,9 @@ static void on_connect(const redisAsyncContext *cac, int status)
     LOG(INFO, "redis_connected", "bus=%s link=%s", l->bus->name, link_name(l));
     send_auth(l);
     send_name(l);
+    if (!l->is_sub)
+        for (size_t i = 0; i < l->bus->nscripts; i++)
+            script_load(l->bus, l->bus->scripts[i]);
     if (l->is_sub) {
         l->bus->hb_last_rx_ms = util_mono_ms();
         resubscribe_all(l->bus);
@@ -416,6 +429,18 @@ static void cmd_cb(redisAsyncContext *ac, void *reply, void *privdata)
     struct req *r = privdata;
     struct bus *bus = r->bus;
     redisReply *rep = reply;
+    if (r->script && rep && rep->type == REDIS_REPLY_ERROR &&
+        strncmp(rep->str, "NOSCRIPT", 8) == 0 && bus->cmd.state == LINK_UP) {
+        /* Redis forgot the script (SCRIPT FLUSH): load it, then the call
+         * again, once; commands behind it on the link may run first. */
+        LOG(WARN, "redis_noscript", "bus=%s sha=%s", bus->name, r->script->sha);
+        struct bus_script *s = r->script;
+        r->script = NULL;
+        redisAsyncCommand(bus->cmd.ac, NULL, NULL, "SCRIPT LOAD %s", s->text);
+        if (redisAsyncFormattedCommand(bus->cmd.ac, cmd_cb, r, r->cmd, r->cmdlen) == REDIS_OK)
+            return;
+        rep = NULL;
+    }
     if (r->is_publish) {
         if (!rep || rep->type != REDIS_REPLY_INTEGER)
             bus->stats.publish_failed++;
@@ -426,6 +451,7 @@ static void cmd_cb(redisAsyncContext *ac, void *reply, void *privdata)
     }
     if (r->cb)
         r->cb(bus->owner, r->data, rep);
+    free(r->cmd);
     free(r);
 }
 
@@ -447,6 +473,61 @@ void bus_command_argv(struct bus *bus, bus_reply_cb *cb, void *data, int argc,
     if (bus->cmd.state != LINK_UP ||
         redisAsyncCommandArgv(bus->cmd.ac, cmd_cb, r, argc, argv, argvlen) !=
             REDIS_OK)
+        defer_failure(r);
+}
+
+static void script_load(struct bus *bus, const struct bus_script *s)
+{
+    redisAsyncCommand(bus->cmd.ac, NULL, NULL, "SCRIPT LOAD %s", s->text);
+}
+
+/* The script's SHA1, and its place in the list loaded on connect. */
+static void script_know(struct bus *bus, struct bus_script *s)
+{
+    if (!s->sha[0]) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int n = 0;
+        EVP_Digest(s->text, strlen(s->text), md, &n, EVP_sha1(), NULL);
+        for (unsigned int i = 0; i < n && i < 20; i++)
+            snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
+    }
+    for (size_t i = 0; i < bus->nscripts; i++)
+        if (bus->scripts[i] == s)
+            return;
+    if (bus->nscripts < BUS_SCRIPTS_MAX) {
+        bus->scripts[bus->nscripts++] = s;
+        if (bus->cmd.state == LINK_UP)
+            script_load(bus, s);
+    }
+}
+
+void bus_eval(struct bus *bus, struct bus_script *script, bus_reply_cb *cb,
+              void *data, int argc, const char **argv, const size_t *argvlen)
+{
+    script_know(bus, script);
+    const char *stack_v[40];
+    size_t stack_l[40];
+    bool heap = argc + 2 > 40;
+    const char **v = heap ? xcalloc((size_t)argc + 2, sizeof(*v)) : stack_v;
+    size_t *l = heap ? xcalloc((size_t)argc + 2, sizeof(*l)) : stack_l;
+    v[0] = "EVALSHA";
+    l[0] = 7;
+    v[1] = script->sha;
+    l[1] = 40;
+    for (int i = 0; i < argc; i++) {
+        v[i + 2] = argv[i];
+        l[i + 2] = argvlen ? argvlen[i] : strlen(argv[i]);
+    }
+    struct req *r = req_new(bus, cb, data, false);
+    r->script = script;
+    int n = redisFormatCommandArgv(&r->cmd, argc + 2, v, l);
+    if (heap) {
+        free(v);
+        free(l);
+    }
+    r->cmdlen = n > 0 ? (size_t)n : 0;
+    if (n <= 0 || bus->cmd.state != LINK_UP ||
+        redisAsyncFormattedCommand(bus->cmd.ac, cmd_cb, r, r->cmd, r->cmdlen) != REDIS_OK)
         defer_failure(r);
 }
 

@@ -74,6 +74,23 @@ void bus_command(struct bus *bus, bus_reply_cb *cb, void *data,
 void bus_command_argv(struct bus *bus, bus_reply_cb *cb, void *data, int argc,
                       const char **argv, const size_t *argvlen);
 
+/* A Lua script, run by its SHA1 (EVALSHA): Redis keeps it compiled, and a
+ * call carries 40 bytes instead of its text. The text is loaded on every
+ * connect of the command link, and again (then the call repeated, in order
+ * on the link) if Redis answers NOSCRIPT (SCRIPT FLUSH). Declare one per
+ * script, static: BUS_SCRIPT("...text..."). */
+struct bus_script {
+    const char *text;
+    char sha[41]; /* hex SHA1 of text, filled at the first call */
+    bool known;   /* in the bus's list of scripts to load */
+};
+#define BUS_SCRIPT(lit) {lit, "", false}
+
+/* EVALSHA script: argv is what follows the SHA (numkeys, keys, args);
+ * argvlen as for bus_command_argv (NULL: strlen). cb as for bus_command. */
+void bus_eval(struct bus *bus, struct bus_script *script, bus_reply_cb *cb,
+              void *data, int argc, const char **argv, const size_t *argvlen);
+
 /* Format "<prefix>:<kind>:<id>" into out (size n). Returns false when it does
  * not fit. */
 bool bus_channel(const struct bus *bus, char *out, size_t n, const char *kind,

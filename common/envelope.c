@@ -55,7 +55,8 @@ static const struct env_schema schemas[ENV_TYPE_COUNT] = {
                              ID("edge", false), ID("dev", false),
                              {"seq", F_INT, 0, false, NULL}, ID("epoch", false),
                              {"ts", F_INT, 0, false, NULL}}},
-    [ENV_ACKED] = {"acked", {JID("from", true), {"rr", F_LIST, 1000, true, NULL}}},
+    [ENV_ACKED] = {"acked", {JID("from", true), {"upto", F_INT, 0, true, NULL},
+                             {"after", F_INT, 0, true, NULL}}},
 };
 
 static size_t nfields(const struct env_schema *s)
@@ -149,6 +150,11 @@ struct env *env_decode(const char *buf, size_t len, char *err, size_t errlen)
         snprintf(err, errlen, "bad JSON: %s", jerr.text);
         return NULL;
     }
+    return env_check(obj, err, errlen);
+}
+
+struct env *env_check(json_t *obj, char *err, size_t errlen)
+{
     if (!json_is_object(obj)) {
         snprintf(err, errlen, "not a JSON object");
         goto fail;

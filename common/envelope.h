@@ -29,8 +29,8 @@ enum env_type {
     ENV_SESSION_END, /**< worker -> edge: the XMPP session ended */
     ENV_REQ,         /**< edge -> worker: a phone's request frame (proto.h) */
     ENV_EVENT,       /**< worker -> edge: a frame for phones (proto.h) */
-    ENV_ACKED,       /**< inbox -> worker: phones acked messages that asked
-                          for a delivery receipt */
+    ENV_ACKED,       /**< inbox -> worker: phones acked up to "upto", past a
+                          message that asked for a delivery receipt */
     ENV_TYPE_COUNT
 };
 
@@ -67,5 +67,8 @@ void env_set_max_bytes(size_t max);
  * JSON, duplicate keys, wrong version, unknown type, a field missing or
  * malformed, too large. */
 struct env *env_decode(const char *buf, size_t len, char *err, size_t errlen);
+/* The same for a decoded value (one element of a batch); takes obj's
+ * reference either way. */
+struct env *env_check(json_t *obj, char *err, size_t errlen);
 
 #endif

@@ -9,19 +9,22 @@
 
 /* The scripts, with their keys and arguments, are in common/lua/. A script
  * that writes on a user's behalf starts with the fence check (lease.h). */
-static const char DELIVER[] =
+static struct bus_script DELIVER = {
 #include "fence.lua.h"
 #include "deliver.lua.h"
-    ;
-static const char PUSH_OFFLINE[] =
+    , "", false};
+static struct bus_script PUSH_OFFLINE = {
 #include "push_offline.lua.h"
-    ;
-static const char ACK[] =
+    , "", false};
+static struct bus_script ACK = {
 #include "ack.lua.h"
-    ;
-static const char FETCH[] =
+    , "", false};
+static struct bus_script UNACKED = {
+#include "unacked.lua.h"
+    , "", false};
+static struct bus_script FETCH = {
 #include "fetch.lua.h"
-    ;
+    , "", false};
 
 static void keys(struct bus *bus, const char *jid, char *seq, char *inbox,
                  size_t n)
@@ -43,35 +46,42 @@ static void push_names(struct bus *bus, struct push_names *pn)
 }
 
 void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
-                   const char *expect, const char *payload, size_t len, long ttl_ms,
-                   long max_count, const char *aid, const char *push, bus_reply_cb *cb,
+                   const char *expect, const struct inbox_item *items, size_t n,
+                   const char *aid, long ttl_ms, long max_count, bus_reply_cb *cb,
                    void *data)
 {
-    char seq[1200], inbox[1200], channel[1200], ttl[24], max[24];
-    char lease[1200], fence[1200];
+    char seq[1200], inbox[1200], cursor[1200], channel[1200], ttl[24], max[24];
+    char lease[1200], fence[1200], rr[24] = "";
+    char epoch[INBOX_EPOCH_MAX];
     lease_keys(bus, jid, lease, fence, sizeof(lease));
     struct push_names pn;
     push_names(bus, &pn);
-    if (!push)
-        push = "";
-    if (!aid)
-        aid = "";
-    char epoch[INBOX_EPOCH_MAX];
     keys(bus, jid, seq, inbox, sizeof(seq));
+    snprintf(cursor, sizeof(cursor), "%s:cursor:%s", bus_prefix(bus), jid);
     bus_channel(bus, channel, sizeof(channel), "p", jid);
     snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
     snprintf(max, sizeof(max), "%ld", max_count);
     util_random_hex(epoch, 6);
-    /* The script prepends seq and epoch: hand it the object minus '{'. */
-    const char *argv[] = {"EVAL", DELIVER, "5", seq, inbox, pn.list, lease, fence,
-                          channel, payload + 1, ttl, max, epoch, push, pn.channel,
-                          pn.max, aid, holder, expect};
-    size_t argvlen[] = {4, sizeof(DELIVER) - 1, 1, strlen(seq), strlen(inbox),
-                        strlen(pn.list), strlen(lease), strlen(fence), strlen(channel),
-                        len - 1, strlen(ttl), strlen(max), strlen(epoch), strlen(push),
-                        strlen(pn.channel), strlen(pn.max), strlen(aid), strlen(holder),
-                        strlen(expect)};
-    bus_command_argv(bus, cb, data, 19, argv, argvlen);
+    for (size_t i = 0; i < n; i++)
+        if (items[i].rr)
+            snprintf(rr, sizeof(rr), "%zu", i + 1);
+    enum { HEAD = 17 };
+    const char *argv[HEAD + 2 * INBOX_BATCH_MAX] = {
+        "6", seq, inbox, pn.list, lease, fence, cursor, channel, ttl, max, epoch,
+        pn.channel, pn.max, holder, expect, aid ? aid : "", rr};
+    size_t argvlen[HEAD + 2 * INBOX_BATCH_MAX];
+    for (int i = 0; i < HEAD; i++)
+        argvlen[i] = strlen(argv[i]);
+    if (n > INBOX_BATCH_MAX)
+        n = INBOX_BATCH_MAX; /* (callers batch at most that many) */
+    for (size_t i = 0; i < n; i++) {
+        /* The script prepends seq and epoch: hand it the object minus '{'. */
+        argv[HEAD + 2 * i] = items[i].payload + 1;
+        argvlen[HEAD + 2 * i] = items[i].len - 1;
+        argv[HEAD + 2 * i + 1] = items[i].push ? items[i].push : "";
+        argvlen[HEAD + 2 * i + 1] = items[i].push ? strlen(items[i].push) : 0;
+    }
+    bus_eval(bus, &DELIVER, cb, data, (int)(HEAD + 2 * n), argv, argvlen);
 }
 
 void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,
@@ -81,8 +91,8 @@ void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,
     keys(bus, jid, seq, inbox, sizeof(seq));
     snprintf(a, sizeof(a), "%lld", (long long)after);
     snprintf(l, sizeof(l), "%d", limit);
-    const char *argv[] = {"EVAL", FETCH, "2", seq, inbox, a, l};
-    bus_command_argv(bus, cb, data, 7, argv, NULL);
+    const char *argv[] = {"2", seq, inbox, a, l};
+    bus_eval(bus, &FETCH, cb, data, 5, argv, NULL);
 }
 
 void inbox_epoch(struct bus *bus, const char *jid, bus_reply_cb *cb, void *data)
@@ -112,9 +122,19 @@ void inbox_ack(struct bus *bus, const char *jid, const char *dev, int64_t upto,
     snprintf(u, sizeof(u), "%lld", (long long)upto);
     snprintf(now, sizeof(now), "%lld", (long long)util_wall_ms());
     snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
-    const char *argv[] = {"EVAL", ACK, "3", seq, inbox, cursor, u, dev, now,
-                          ttl, channel, jid};
-    bus_command_argv(bus, NULL, NULL, 12, argv, NULL);
+    const char *argv[] = {"2", inbox, cursor, u, dev, now, ttl, channel, jid};
+    bus_eval(bus, &ACK, NULL, NULL, 9, argv, NULL);
+}
+
+void inbox_unacked(struct bus *bus, const char *jid, int limit, bus_reply_cb *cb,
+                   void *data)
+{
+    char seq[1200], inbox[1200], cursor[1200], l[24];
+    keys(bus, jid, seq, inbox, sizeof(seq));
+    snprintf(cursor, sizeof(cursor), "%s:cursor:%s", bus_prefix(bus), jid);
+    snprintf(l, sizeof(l), "%d", limit);
+    const char *argv[] = {"2", inbox, cursor, l};
+    bus_eval(bus, &UNACKED, cb, data, 4, argv, NULL);
 }
 
 void inbox_push_offline(struct bus *bus, const char *jid, const char *push)
@@ -123,9 +143,9 @@ void inbox_push_offline(struct bus *bus, const char *jid, const char *push)
     struct push_names pn;
     keys(bus, jid, seq, inbox, sizeof(seq));
     push_names(bus, &pn);
-    const char *argv[] = {"EVAL", PUSH_OFFLINE, "3", seq, inbox, pn.list,
+    const char *argv[] = {"3", seq, inbox, pn.list,
                           pn.channel, push, pn.max};
-    bus_command_argv(bus, NULL, NULL, 9, argv, NULL);
+    bus_eval(bus, &PUSH_OFFLINE, NULL, NULL, 7, argv, NULL);
 }
 
 void inbox_offline_reset(struct bus *bus, const char *jid)

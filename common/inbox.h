@@ -7,7 +7,9 @@
  *                               archive id of the newest message stored
  *       "<prefix>:inbox:<jid>" zset score=seq member=envelope JSON
  *       "<prefix>:cursor:<jid>" hash device label -> "<seq> <ms>": how far
- *                               each of the user's devices has acked
+ *                               each of the user's devices has acked; "~top"
+ *                               the highest seq acked, "~rr" the newest seq
+ *                               that asked for a delivery receipt
  *       "<prefix>:pushq"       list of push envelopes (newest first)
  * The epoch is a random id made with the counter: if Redis loses the counter
  * (restart without persistence), the epoch changes and phones learn that
@@ -15,6 +17,7 @@
 #ifndef IMB_INBOX_H
 #define IMB_INBOX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,18 +25,29 @@
 
 #define INBOX_EPOCH_MAX 32
 
-/* Store and publish an envelope (encoded JSON object, "{...}") for jid, on
- * behalf of holder ("<owner> <token>", the session's lease: lease.h), under
- * the numbering expect (the epoch the writer last stored under; "": any).
- * The reply handed to cb is an array {seq, receivers, epoch}; seq is -1 and
- * nothing was written when holder no longer owns the user (fenced), -2 when
- * the user's numbering is not expect (Redis lost it). The stored and
- * published text is the envelope with "seq" and "epoch" added in front.
- * aid: the XMPP server's archive id of the message, or NULL; kept as the
- * newest one stored (where a new session's archive catch-up starts). */
+/* One envelope for inbox_deliver. */
+struct inbox_item {
+    const char *payload; /* encoded JSON object, "{...}" */
+    size_t len;
+    const char *push;    /* NULL, or a push envelope (below) */
+    bool rr;             /* a delivery receipt is owed once a phone acks it */
+};
+
+/* Store and publish n envelopes (n <= INBOX_BATCH_MAX) for jid, in order,
+ * under consecutive sequence numbers, in one script call, on behalf of
+ * holder ("<owner> <token>", the session's lease: lease.h), under the
+ * numbering expect (the epoch the writer last stored under; "": any). The
+ * reply handed to cb is an array {first seq, receivers, epoch}; the first
+ * seq is -1 and nothing was written when holder no longer owns the user
+ * (fenced), -2 when the user's numbering is not expect (Redis lost it). The
+ * stored text is each envelope with "seq" and "epoch" added in front; one
+ * PUBLISH carries it, or a JSON array of them when n > 1.
+ * aid: the XMPP server's archive id of the newest message, or NULL; kept as
+ * where a new session's archive catch-up starts. */
+#define INBOX_BATCH_MAX 64
 void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
-                   const char *expect, const char *payload, size_t len, long ttl_ms,
-                   long max_count, const char *aid, const char *push, bus_reply_cb *cb,
+                   const char *expect, const struct inbox_item *items, size_t n,
+                   const char *aid, long ttl_ms, long max_count, bus_reply_cb *cb,
                    void *data);
 
 /* push: NULL, or a push envelope (JSON object) to publish on
@@ -63,10 +77,17 @@ void inbox_epoch(struct bus *bus, const char *jid, bus_reply_cb *cb, void *data)
 void inbox_last_aid(struct bus *bus, const char *jid, bus_reply_cb *cb, void *data);
 
 /* The device labelled dev has every envelope with seq <= upto. Envelopes
- * every device of the user seen within ttl_ms has acked are dropped; those
- * acked for the first time that asked for a delivery receipt ("rr") are
- * published to the user's session as one "acked" envelope. */
+ * every device of the user seen within ttl_ms has acked are dropped. When
+ * upto passes, for the first time, a seq that asked for a delivery receipt,
+ * the user's session gets an "acked" envelope {upto, after}: it sends the
+ * receipts of the seqs in (after, upto]. */
 void inbox_ack(struct bus *bus, const char *jid, const char *dev, int64_t upto,
                long ttl_ms);
+
+/* The envelopes after the highest seq any phone acked, for a session that
+ * takes the user over (the receipts it owes). The reply is an array
+ * {highest acked (integer), envelopes (array of strings)}. */
+void inbox_unacked(struct bus *bus, const char *jid, int limit, bus_reply_cb *cb,
+                   void *data);
 
 #endif

@@ -5,12 +5,12 @@
 #include <string.h>
 
 /* The scripts, with their keys and arguments, are in common/lua/. */
-static const char TAKE[] =
+static struct bus_script TAKE = {
 #include "lease_take.lua.h"
-    ;
-static const char RELEASE[] =
+    , "", false};
+static struct bus_script RELEASE = {
 #include "lease_release.lua.h"
-    ;
+    , "", false};
 
 void lease_keys(const struct bus *bus, const char *jid, char *lease, char *fence,
                 size_t n)
@@ -30,8 +30,8 @@ void lease_take(struct bus *bus, const char *jid, const char *owner,
     char lease[1200], fence[1200], t[24];
     lease_keys(bus, jid, lease, fence, sizeof(lease));
     snprintf(t, sizeof(t), "%ld", ms);
-    const char *argv[] = {"EVAL", TAKE, "2", lease, fence, owner, t, held ? held : ""};
-    bus_command_argv(bus, cb, data, 8, argv, NULL);
+    const char *argv[] = {"2", lease, fence, owner, t, held ? held : ""};
+    bus_eval(bus, &TAKE, cb, data, 6, argv, NULL);
 }
 
 bool lease_parse(const redisReply *r, struct lease_answer *out)
@@ -55,6 +55,6 @@ void lease_release(struct bus *bus, const char *jid, const char *owner,
     char lease[1200], fence[1200], holder[LEASE_HOLDER_MAX];
     lease_keys(bus, jid, lease, fence, sizeof(lease));
     lease_holder(holder, owner, token);
-    const char *argv[] = {"EVAL", RELEASE, "1", lease, holder};
-    bus_command_argv(bus, cb, data, 5, argv, NULL);
+    const char *argv[] = {"1", lease, holder};
+    bus_eval(bus, &RELEASE, cb, data, 3, argv, NULL);
 }

@@ -18,6 +18,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 
 #define REPLAY_PAGE 100
 /* Live chats kept while a replay runs; past this they are dropped here and
@@ -309,6 +310,47 @@ void edge_on_ack(struct conn *c, json_t *f)
                    NULL);
         return;
     }
-    inbox_ack(c->edge->bus, c->user->jid, c->label[0] ? c->label : "-", seq,
-              INBOX_CURSOR_TTL_MS);
+    /* Cumulative: only the newest of a loop turn goes to the inbox. */
+    if (seq <= c->ack_upto)
+        return;
+    struct edge *edge = c->edge;
+    if (c->ack_upto == 0) {
+        if (edge->nacks == edge->capacks) {
+            edge->capacks = edge->capacks ? 2 * edge->capacks : 64;
+            edge->acks = xrealloc(edge->acks, edge->capacks * sizeof(*edge->acks));
+        }
+        edge->acks[edge->nacks++] = c;
+        if (edge->nacks == 1)
+            event_active(edge->ack_ev, EV_TIMEOUT, 0);
+    }
+    c->ack_upto = seq;
+}
+
+static void send_ack(struct conn *c)
+{
+    if (c->user)
+        inbox_ack(c->edge->bus, c->user->jid, c->label[0] ? c->label : "-", c->ack_upto,
+                  INBOX_CURSOR_TTL_MS);
+    c->ack_upto = 0;
+}
+
+void delivery_flush_acks(evutil_socket_t fd, short what, void *arg)
+{
+    struct edge *edge = arg;
+    for (size_t i = 0; i < edge->nacks; i++)
+        send_ack(edge->acks[i]);
+    edge->nacks = 0;
+}
+
+void delivery_drop_ack(struct conn *c)
+{
+    if (c->ack_upto == 0)
+        return;
+    send_ack(c); /* now: the connection goes, its ack stands */
+    struct edge *edge = c->edge;
+    for (size_t i = 0; i < edge->nacks; i++)
+        if (edge->acks[i] == c) {
+            edge->acks[i] = edge->acks[--edge->nacks];
+            break;
+        }
 }

@@ -644,6 +644,7 @@ void edge_on_logout(struct conn *c)
 
 void edge_on_conn_gone(struct conn *c)
 {
+    delivery_drop_ack(c);
     if (c->attached && c->user)
         send_detach(c->edge, c->user->jid, c->dev, ENV_DETACH);
     c->attached = false;
@@ -754,10 +755,54 @@ static void on_user_env(struct edge *edge, struct user *u, struct env *e)
     }
 }
 
+/* Several envelopes stored for a user in one call (deliver.lua): a JSON
+ * array of them, in seq order. */
+static void on_user_batch(struct edge *edge, struct user *u, const char *channel,
+                          const char *payload, size_t len)
+{
+    char err[256];
+    json_error_t jerr;
+    json_t *all = len <= 64 * (size_t)ENV_MAX_BYTES
+                      ? json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr)
+                      : NULL;
+    if (!json_is_array(all)) {
+        edge->stats.bad_envelopes++;
+        LOG(WARN, "envelope_invalid", "channel=%s err=\"not an array of envelopes\"", channel);
+        json_decref(all);
+        return;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(all, i, v) {
+        struct env *e = env_check(json_incref(v), err, sizeof(err));
+        if (!e) {
+            edge->stats.bad_envelopes++;
+            LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
+            continue;
+        }
+        int64_t pts = env_int(e, "pts", -1);
+        if (pts > 0)
+            metrics_hist_observe(edge->latency, (double)(util_wall_ms() - pts));
+        on_user_env(edge, u, e);
+        env_free(e);
+    }
+    json_decref(all);
+}
+
 static void on_bus_msg(void *owner, const char *channel, const char *payload,
                        size_t len)
 {
     struct edge *edge = owner;
+    if (len > 0 && payload[0] == '[') {
+        size_t plen = strlen(bus_prefix(edge->bus));
+        struct user *u = NULL;
+        if (strncmp(channel, bus_prefix(edge->bus), plen) == 0 &&
+            strncmp(channel + plen, ":p:", 3) == 0)
+            u = strmap_get(&edge->users, channel + plen + 3);
+        if (u)
+            on_user_batch(edge, u, channel, payload, len);
+        return;
+    }
     struct env *e = bus_envelope(channel, payload, len, edge->latency,
                                  &edge->stats.bad_envelopes);
     if (!e)
@@ -1031,6 +1076,7 @@ struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
     if (!edge_metrics_start(edge, err, errlen))
         goto fail;
     edge->tick = event_new(base, -1, EV_PERSIST, on_tick, edge);
+    edge->ack_ev = event_new(base, -1, 0, delivery_flush_acks, edge);
     struct timeval tv = {1, 0};
     evtimer_add(edge->tick, &tv);
     return edge;
@@ -1058,6 +1104,9 @@ void edge_free(struct edge *edge)
      * the worker list and the maps. */
     if (edge->tick)
         event_free(edge->tick);
+    if (edge->ack_ev)
+        event_free(edge->ack_ev);
+    free(edge->acks);
     httpd_free(edge->httpd);
     free(edge->latency);
     bus_free(edge->bus);

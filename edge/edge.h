@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <event2/util.h>
 #include <jansson.h>
 
 #include "config.h"
@@ -86,6 +87,9 @@ struct conn {
     json_t *inflight;         /* client ids sent to the bridge, not yet acked or
                                  refused (array), or NULL */
     char label[16];           /* device label the phone gave, or "" */
+    int64_t ack_upto;         /* the phone's newest ack, not yet sent to the
+                                 inbox (0: none): acks are cumulative, one
+                                 per connection and loop turn goes out */
     /* conn.c's own, by state, sharing their bytes: every idle socket pays
      * for this struct, so it stays small. */
     union {
@@ -191,7 +195,15 @@ struct edge {
     int accept_backoff_ms;       /* the current pause, 0: accepting normally */
     int reserve_fd;              /* a spare descriptor (/dev/null), or -1 */
     struct log_limit accept_log; /* accept_failed lines */
+    struct conn **acks;          /* connections with an ack_upto to send at
+                                    the end of this loop turn (ack_ev) */
+    size_t nacks, capacks;
+    struct event *ack_ev;
 };
+
+/* delivery.c: the acks of a loop turn, one per connection. */
+void delivery_flush_acks(evutil_socket_t fd, short what, void *arg);
+void delivery_drop_ack(struct conn *c);
 
 /* metrics.c: /healthz and /metrics. */
 bool edge_metrics_start(struct edge *edge, char *err, size_t errlen);

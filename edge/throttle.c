@@ -16,15 +16,15 @@
 #include <string.h>
 
 /* A count and its seconds to live, in one round trip (absent: 0, -2). */
-static const char COUNT_READ[] =
+static struct bus_script COUNT_READ = BUS_SCRIPT(
     "return {tonumber(redis.call('GET',KEYS[1]) or '0'),"
-    "redis.call('TTL',KEYS[1])}";
+    "redis.call('TTL',KEYS[1])}");
 /* One more failure; the window starts at the first (a count without a
  * TTL is given one, so none outlives its window by mistake). */
-static const char COUNT_ADD[] =
+static struct bus_script COUNT_ADD = BUS_SCRIPT(
     "local n=redis.call('INCR',KEYS[1]) "
     "if redis.call('TTL',KEYS[1])<0 then "
-    "redis.call('EXPIRE',KEYS[1],ARGV[1]) end return n";
+    "redis.call('EXPIRE',KEYS[1],ARGV[1]) end return n");
 
 #define DEVICE_HEX 16     /* a device id: 64 random bits in hex */
 #define KEY_MAX 1200      /* prefix + ":lf:u:" + a JID */
@@ -190,8 +190,8 @@ static void count_read(struct edge *edge, struct check *k, const char *kind,
     n->reason = reason;
     n->limit = limit;
     k->pending++;
-    const char *argv[] = {"EVAL", COUNT_READ, "1", key};
-    bus_command_argv(edge->bus, on_count, n, 4, argv, NULL);
+    const char *argv[] = {"1", key};
+    bus_eval(edge->bus, &COUNT_READ, on_count, n, 2, argv, NULL);
 }
 
 void throttle_check(struct edge *edge, struct conn *c, const char *jid,
@@ -230,8 +230,8 @@ static void count_add(struct edge *edge, const char *kind, const char *id)
     char key[KEY_MAX + 32], window[24];
     count_key(edge, key, sizeof(key), kind, id);
     snprintf(window, sizeof(window), "%ld", edge->cfg->login_fail_window);
-    const char *argv[] = {"EVAL", COUNT_ADD, "1", key, window};
-    bus_command_argv(edge->bus, NULL, NULL, 5, argv, NULL);
+    const char *argv[] = {"1", key, window};
+    bus_eval(edge->bus, &COUNT_ADD, NULL, NULL, 3, argv, NULL);
 }
 
 void throttle_failed(struct edge *edge, struct conn *c)

@@ -530,6 +530,24 @@ out:
 static void on_message(struct tap *t, const char *channel, const char *payload,
                        size_t len)
 {
+    if (len > 0 && payload[0] == '[') {
+        /* Several envelopes for one user in one PUBLISH (deliver.lua): each
+         * is shown as its own. */
+        json_t *all = json_loadb(payload, len, 0, NULL);
+        if (json_is_array(all)) {
+            size_t i;
+            json_t *v;
+            json_array_foreach(all, i, v) {
+                char *one = json_dumps(v, JSON_COMPACT);
+                if (one)
+                    on_message(t, channel, one, strlen(one));
+                free(one);
+            }
+            json_decref(all);
+            return;
+        }
+        json_decref(all);
+    }
     const char *p = t->opt.prefix;
     if (strncmp(channel, p, t->prefix_len) != 0 || channel[t->prefix_len] != ':')
         return; /* a prefix with glob characters can match more */

@@ -4,6 +4,7 @@
  * and read markers (XEP-0333) both ways, and carbons (XEP-0280) so what the
  * user's other XMPP clients send and receive reaches the phones too. */
 #include "bus.h"
+#include "inbox.h"
 #include "log.h"
 #include "proto.h"
 #include "schema.h"
@@ -246,25 +247,102 @@ bool im_on_req(struct session *s, const struct env *e, const json_t *f)
     return true;
 }
 
-/* Phones acked messages whose senders asked for a receipt: send them. */
+/* ---- delivery receipts (XEP-0184), sent once a phone acks --------------- */
+
+/* At most this many receipts wait per user (the inbox's own bound is of the
+ * same order); past it the oldest is dropped. */
+#define RECEIPTS_MAX 1000
+
+void session_receipt_owed(struct session *s, int64_t seq, const char *to, const char *id)
+{
+    /* Kept by seq; a seq already known (loaded, then stored here) once. */
+    size_t i = s->nreceipts;
+    while (i > 0 && s->receipts[i - 1].seq > seq)
+        i--;
+    if (i > 0 && s->receipts[i - 1].seq == seq)
+        return;
+    if (s->nreceipts == RECEIPTS_MAX) {
+        if (i == 0)
+            return; /* older than everything kept */
+        free(s->receipts[0].to);
+        free(s->receipts[0].id);
+        memmove(s->receipts, s->receipts + 1, --s->nreceipts * sizeof(*s->receipts));
+        i--;
+    }
+    if (s->nreceipts == s->capreceipts) {
+        s->capreceipts = s->capreceipts ? 2 * s->capreceipts : 8;
+        s->receipts = xrealloc(s->receipts, s->capreceipts * sizeof(*s->receipts));
+    }
+    memmove(s->receipts + i + 1, s->receipts + i, (s->nreceipts - i) * sizeof(*s->receipts));
+    s->receipts[i] = (struct owed_receipt){seq, xstrdup(to), xstrdup(id)};
+    s->nreceipts++;
+}
+
+void session_receipts_forget(struct session *s)
+{
+    for (size_t i = 0; i < s->nreceipts; i++) {
+        free(s->receipts[i].to);
+        free(s->receipts[i].id);
+    }
+    free(s->receipts);
+    s->receipts = NULL;
+    s->nreceipts = s->capreceipts = 0;
+}
+
+/* A phone acked up to "upto": the receipts of every seq up to it go out. */
 void im_on_acked(struct session *s, const struct env *e)
 {
-    if (s->state != SESSION_ONLINE)
-        return;
-    size_t i;
-    json_t *it;
-    json_array_foreach(env_json(e, "rr"), i, it) {
-        const char *to = json_string_value(json_object_get(it, "to"));
-        const char *id = json_string_value(json_object_get(it, "id"));
-        if (!to || !id || !schema_jid_ok(to, ENV_MAX_JID) || !schema_id_ok(id, 64))
-            continue;
-        xmpp_stanza_t *m = xmpp_message_new(s->w->ctx, "chat", to, NULL);
-        xmpp_stanza_t *r = stanza_add(s->w->ctx, m, "received", STANZA_NS_RECEIPTS);
-        xmpp_stanza_set_id(r, id);
-        stanza_add(s->w->ctx, m, "store", STANZA_NS_HINTS);
-        session_send(s, m);
-        s->w->stats.receipts_sent++;
+    int64_t upto = env_int(e, "upto", 0);
+    size_t n = 0;
+    while (n < s->nreceipts && s->receipts[n].seq <= upto)
+        n++;
+    for (size_t i = 0; i < n; i++) {
+        const struct owed_receipt *o = &s->receipts[i];
+        if (s->state == SESSION_ONLINE) {
+            xmpp_stanza_t *m = xmpp_message_new(s->w->ctx, "chat", o->to, NULL);
+            xmpp_stanza_t *r = stanza_add(s->w->ctx, m, "received", STANZA_NS_RECEIPTS);
+            xmpp_stanza_set_id(r, o->id);
+            stanza_add(s->w->ctx, m, "store", STANZA_NS_HINTS);
+            session_send(s, m);
+            s->w->stats.receipts_sent++;
+        }
+        free(o->to);
+        free(o->id);
     }
+    s->nreceipts -= n;
+    memmove(s->receipts, s->receipts + n, s->nreceipts * sizeof(*s->receipts));
+}
+
+static void on_unacked(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    char *jid = data;
+    struct session *s = strmap_get(&w->sessions, jid);
+    free(jid);
+    if (!s || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[1]->type != REDIS_REPLY_ARRAY)
+        return;
+    redisReply *items = r->element[1];
+    for (size_t i = 0; i < items->elements; i++) {
+        char err[200];
+        if (items->element[i]->type != REDIS_REPLY_STRING)
+            continue;
+        struct env *e = env_decode(items->element[i]->str, items->element[i]->len, err,
+                                   sizeof(err));
+        if (e && e->type == ENV_CHAT && json_is_true(env_json(e, "rr")) && env_str(e, "id") &&
+            env_int(e, "seq", 0) > 0)
+            session_receipt_owed(s, env_int(e, "seq", 0), env_str(e, "from"), env_str(e, "id"));
+        env_free(e);
+    }
+    if (s->nreceipts)
+        LOG(INFO, "receipts_owed", "jid=%s n=%zu", s->jid, s->nreceipts);
+}
+
+/* A session that takes the user over (from a worker that died, or after a
+ * logout) owes the receipts of what no phone acked yet. */
+void im_receipts_load(struct session *s)
+{
+    inbox_unacked(s->w->bus, s->jid, RECEIPTS_MAX, on_unacked, xstrdup(s->jid));
 }
 
 /* ---- answers to IQs ------------------------------------------------------ */

@@ -225,7 +225,13 @@ static void on_devices_counted(void *owner, void *data, redisReply *r)
     char *jid = data;
     struct session *s = strmap_get(&w->sessions, jid);
     free(jid);
-    if (s && r && r->type == REDIS_REPLY_INTEGER && r->integer >= 2)
+    if (!s || !r || r->type != REDIS_REPLY_ARRAY)
+        return;
+    size_t devices = 0; /* (fields "~..." are the inbox's own) */
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING && r->element[i]->str[0] != '~')
+            devices++;
+    if (devices >= 2)
         s->multi_device = true;
 }
 
@@ -233,7 +239,7 @@ static void devices_load(struct session *s)
 {
     char key[1200];
     snprintf(key, sizeof(key), "%s:cursor:%s", bus_prefix(s->w->bus), s->jid);
-    bus_command(s->w->bus, on_devices_counted, xstrdup(s->jid), "HLEN %s", key);
+    bus_command(s->w->bus, on_devices_counted, xstrdup(s->jid), "HKEYS %s", key);
 }
 
 static void acked_load(struct session *s)
@@ -244,30 +250,36 @@ static void acked_load(struct session *s)
                 "ZRANGE %s -%d -1", key, ACKED_KEEP);
 }
 
-/* The script that records confirmed ids: fenced, like every write for the
- * user (common/lua/acked.lua after fence.lua). */
-static const char ACKED_STORE[] =
-#include "fence.lua.h"
-#include "acked.lua.h"
-    ;
-
-/* Record a batch of acked ids in Redis: a day, at most ACKED_KEEP. */
+/* Record a batch of acked ids in Redis (a day, at most ACKED_KEEP). No
+ * fence: that the XMPP server has an id is true whoever writes it, and a
+ * stale writer can only make a resend be acked instead of sent again, which
+ * is right. One ZADD per batch; the trim and the expiry after every
+ * ACKED_TRIM_EVERY ids or an hour. */
+#define ACKED_TRIM_EVERY (ACKED_KEEP / 4)
 static void acked_store(struct session *s, json_t *ids)
 {
-    char key[1200], lease[1200], fence[1200], holder[LEASE_HOLDER_MAX], now[24], keep[24];
+    char key[1200], now[24];
     acked_key(s, key, sizeof(key));
-    lease_keys(s->w->bus, s->jid, lease, fence, sizeof(lease));
-    lease_holder(holder, s->w->id, s->token);
     snprintf(now, sizeof(now), "%lld", (long long)util_wall_ms());
-    snprintf(keep, sizeof(keep), "%d", ACKED_KEEP);
     size_t n = json_array_size(ids);
-    const char **argv = xcalloc(9 + n, sizeof(*argv));
-    const char *head[] = {"EVAL", ACKED_STORE, "3", key, lease, fence, holder, now, keep};
-    memcpy(argv, head, sizeof(head));
-    for (size_t i = 0; i < n; i++)
-        argv[9 + i] = json_string_value(json_array_get(ids, i));
-    bus_command_argv(s->w->bus, NULL, NULL, (int)(9 + n), argv, NULL);
+    const char **argv = xcalloc(2 + 2 * n, sizeof(*argv));
+    argv[0] = "ZADD";
+    argv[1] = key;
+    for (size_t i = 0; i < n; i++) {
+        argv[2 + 2 * i] = now;
+        argv[3 + 2 * i] = json_string_value(json_array_get(ids, i));
+    }
+    bus_command_argv(s->w->bus, NULL, NULL, (int)(2 + 2 * n), argv, NULL);
     free(argv);
+    s->acked_since_trim += n;
+    int64_t mono = util_mono_ms();
+    if (s->acked_since_trim >= ACKED_TRIM_EVERY || !s->acked_trim_ms ||
+        mono - s->acked_trim_ms > 3600 * 1000) {
+        s->acked_since_trim = 0;
+        s->acked_trim_ms = mono;
+        bus_command(s->w->bus, NULL, NULL, "ZREMRANGEBYRANK %s 0 %d", key, -(ACKED_KEEP + 1));
+        bus_command(s->w->bus, NULL, NULL, "EXPIRE %s 86400", key);
+    }
 }
 
 /* Is id waiting in an ack batch already? */
@@ -305,6 +317,7 @@ static struct session *session_new(struct worker *w, const char *jid)
     strmap_put(&w->sessions, jid, s);
     acked_load(s);
     devices_load(s);
+    im_receipts_load(s);
     /* Subscribe before any phone can learn the session exists. */
     bus_subscribe(w->bus, s->channel_in);
     return s;
@@ -334,6 +347,7 @@ static void deferred_free(struct deferred *d)
 
 void session_free(struct session *s)
 {
+    session_receipts_forget(s);
     struct worker *w = s->w;
     if (s->state == SESSION_CONNECTING)
         w->connecting--;

@@ -161,6 +161,8 @@ static struct pending_delivery *pending_copy(const struct pending_delivery *pd)
     c->payload = xstrndup(pd->payload, pd->len);
     c->len = pd->len;
     c->aid = pd->aid ? xstrdup(pd->aid) : NULL;
+    c->rr_to = pd->rr_to ? xstrdup(pd->rr_to) : NULL;
+    c->rr_id = pd->rr_id ? xstrdup(pd->rr_id) : NULL;
     memcpy(c->holder, pd->holder, sizeof(c->holder));
     return c;
 }
@@ -184,6 +186,8 @@ static void restore_recent(struct worker *w, struct session *s, const char *lost
             again++;
         }
     }
+    session_receipts_forget(s); /* their seqs are void; stored again, they
+                                   come back with new ones */
     w->stats.numbering_lost++;
     LOG(WARN, "numbering_lost", "jid=%s epoch=%s stored_again=%zu", s->jid, lost, again);
     memcpy(s->epoch_lost, lost, sizeof(s->epoch_lost));
@@ -235,40 +239,21 @@ static void pending_free(struct pending_delivery *pd)
     free(pd->payload);
     free(pd->push);
     free(pd->aid);
+    free(pd->rr_to);
+    free(pd->rr_id);
     free(pd);
 }
 
-static void on_delivered(void *owner, void *data, redisReply *r)
+/* One script call: up to INBOX_BATCH_MAX deliveries for one user, in order. */
+struct delivery_batch {
+    size_t n;
+    struct pending_delivery *pd[INBOX_BATCH_MAX];
+};
+
+/* Redis is away (or refused the script): keep pd, in order, for later. */
+static void redeliver_later(struct worker *w, struct pending_delivery *pd,
+                            const redisReply *r)
 {
-    struct worker *w = owner;
-    struct pending_delivery *pd = data;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == -1) {
-        /* Fenced: another worker holds the user now (this one was frozen or
-         * cut off). Its copy of the message is its business. */
-        w->stats.delivery_fenced++;
-        LOG(WARN, "delivery_fenced", "jid=%s holder=\"%s\"", pd->jid, pd->holder);
-        session_fenced(w, pd->jid, pd->holder);
-        pending_free(pd);
-        return;
-    }
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == -2) {
-        numbering_lost(w, pd);
-        return;
-    }
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
-        r->element[2]->type == REDIS_REPLY_STRING && r->element[2]->len < INBOX_EPOCH_MAX) {
-        LOG(DEBUG, "delivered", "jid=%s seq=%lld receivers=%lld", pd->jid,
-            r->element[0]->integer, r->element[1]->integer);
-        memcpy(pd->epoch, r->element[2]->str, r->element[2]->len + 1);
-        struct session *s = strmap_get(&w->sessions, pd->jid);
-        if (s)
-            memcpy(s->epoch, pd->epoch, sizeof(s->epoch));
-        keep_recent(w, pd);
-        return;
-    }
-    /* Redis is away (or refused the script): keep it, in order, for later. */
     if (w->nredeliver >= REDELIVER_MAX) {
         w->stats.delivery_dropped++;
         LOG(ERROR, "delivery_dropped", "jid=%s reason=\"retry queue full\"", pd->jid);
@@ -291,12 +276,106 @@ static void on_delivered(void *owner, void *data, redisReply *r)
     }
 }
 
+static void on_delivered(void *owner, void *data, redisReply *r)
+{
+    struct worker *w = owner;
+    struct delivery_batch *b = data;
+    struct pending_delivery *pd0 = b->pd[0];
+    int64_t first = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+                            r->element[0]->type == REDIS_REPLY_INTEGER
+                        ? r->element[0]->integer
+                        : 0;
+    if (first == -1) {
+        /* Fenced: another worker holds the user now (this one was frozen or
+         * cut off). Its copy of the messages is its business. */
+        w->stats.delivery_fenced += b->n;
+        LOG(WARN, "delivery_fenced", "jid=%s holder=\"%s\" n=%zu", pd0->jid, pd0->holder,
+            b->n);
+        session_fenced(w, pd0->jid, pd0->holder);
+        for (size_t i = 0; i < b->n; i++)
+            pending_free(b->pd[i]);
+    } else if (first == -2) {
+        for (size_t i = 0; i < b->n; i++)
+            numbering_lost(w, b->pd[i]);
+    } else if (first > 0 && r->elements == 3 && r->element[2]->type == REDIS_REPLY_STRING &&
+               r->element[2]->len < INBOX_EPOCH_MAX) {
+        LOG(DEBUG, "delivered", "jid=%s seq=%lld n=%zu receivers=%lld", pd0->jid,
+            (long long)first, b->n, r->element[1]->integer);
+        struct session *s = strmap_get(&w->sessions, pd0->jid);
+        for (size_t i = 0; i < b->n; i++) {
+            struct pending_delivery *pd = b->pd[i];
+            memcpy(pd->epoch, r->element[2]->str, r->element[2]->len + 1);
+            if (s && pd->rr_to)
+                session_receipt_owed(s, first + (int64_t)i, pd->rr_to, pd->rr_id);
+            keep_recent(w, pd);
+        }
+        if (s)
+            memcpy(s->epoch, pd0->epoch, sizeof(s->epoch));
+    } else {
+        for (size_t i = 0; i < b->n; i++)
+            redeliver_later(w, b->pd[i], r);
+    }
+    free(b);
+}
+
+static bool same_call(const struct pending_delivery *a, const struct pending_delivery *b)
+{
+    return !strcmp(a->jid, b->jid) && !strcmp(a->holder, b->holder) &&
+           !strcmp(a->epoch, b->epoch);
+}
+
+/* Send one batch: the first delivery of list for its user, and those after
+ * it for the same user, holder and numbering (up to INBOX_BATCH_MAX; never
+ * past one that differs, so each user's order holds). Returns the list
+ * without them. */
+static struct pending_delivery *send_batch(struct worker *w, struct pending_delivery *list)
+{
+    struct delivery_batch *b = xcalloc(1, sizeof(*b));
+    struct inbox_item items[INBOX_BATCH_MAX];
+    const char *aid = NULL;
+    struct pending_delivery **link = &list;
+    struct pending_delivery *head = list;
+    while (*link && b->n < INBOX_BATCH_MAX) {
+        struct pending_delivery *pd = *link;
+        if (pd != head && strcmp(pd->jid, head->jid) != 0) {
+            link = &pd->next;
+            continue;
+        }
+        if (pd != head && !same_call(pd, head))
+            break;
+        *link = pd->next;
+        pd->next = NULL;
+        items[b->n] = (struct inbox_item){pd->payload, pd->len, pd->push, pd->rr_to != NULL};
+        if (pd->aid)
+            aid = pd->aid;
+        b->pd[b->n++] = pd;
+    }
+    inbox_deliver(w->bus, head->jid, head->holder, head->epoch, items, b->n, aid,
+                  w->cfg->inbox_ttl * 1000, w->cfg->inbox_max, on_delivered, b);
+    return list;
+}
+
+/* The end of a loop turn: what it delivered goes to Redis, one call per
+ * user (a burst of messages costs Redis one script run, not one each). */
+static void flush_deliveries(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct pending_delivery *list = w->outq;
+    w->outq = w->outq_tail = NULL;
+    while (list)
+        list = send_batch(w, list);
+}
+
 static void deliver_payload(struct worker *w, struct pending_delivery *pd)
 {
     pd->next = NULL;
-    inbox_deliver(w->bus, pd->jid, pd->holder, pd->epoch, pd->payload, pd->len,
-                  w->cfg->inbox_ttl * 1000, w->cfg->inbox_max, pd->aid, pd->push,
-                  on_delivered, pd);
+    if (w->outq_tail)
+        w->outq_tail->next = pd;
+    else {
+        w->outq = pd;
+        event_active(w->flush_ev, EV_TIMEOUT, 0);
+    }
+    w->outq_tail = pd;
 }
 
 static void redeliver_cb(evutil_socket_t fd, short what, void *arg)
@@ -331,6 +410,10 @@ void worker_deliver(struct session *s, struct env *e, json_t *push)
     pd->payload = env_encode(e, &pd->len);
     const char *aid = env_str(e, "aid");
     pd->aid = aid && *aid ? xstrdup(aid) : NULL;
+    if (json_is_true(env_json(e, "rr")) && env_str(e, "id")) {
+        pd->rr_to = xstrdup(env_str(e, "from"));
+        pd->rr_id = xstrdup(env_str(e, "id"));
+    }
     env_free(e);
     if (push) {
         pd->push = json_dumps(push, JSON_COMPACT);
@@ -687,6 +770,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     evtimer_add(w->tick, &tk);
     w->stop_timer = evtimer_new(w->base, on_stop_timer, w);
     w->redeliver_timer = evtimer_new(w->base, redeliver_cb, w);
+    w->flush_ev = event_new(w->base, -1, 0, flush_deliveries, w);
     if (index == 0)
         push_component_start(w); /* one per bridge is enough */
     struct event *sigs[3];
@@ -710,6 +794,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     /* Replies still pending find no session (bus_free calls them). */
     strmap_free(&w->sessions);
     strmap_init(&w->sessions);
+    flush_deliveries(-1, 0, w); /* (Redis answers no more: they come back) */
     bus_free(w->bus); /* pending deliveries come back to the retry queue */
     session_forwards_free(w); /* (after: pending replies name them) */
     while (w->redeliver) {
@@ -722,6 +807,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
         if (w->recent[i])
             pending_free(w->recent[i]);
     event_free(w->redeliver_timer);
+    event_free(w->flush_ev);
     if (w->probe)
         bufferevent_free(w->probe);
     for (int i = 0; i < 3; i++)

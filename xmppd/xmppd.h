@@ -94,6 +94,12 @@ struct ack_batch {
     json_t *ids;        /* array of client ids, owned */
 };
 
+/* A delivery receipt (XEP-0184) owed to a sender once a phone acks seq. */
+struct owed_receipt {
+    int64_t seq;
+    char *to, *id;
+};
+
 struct session {
     struct worker *w;
     char *jid;               /* bare JID, owned */
@@ -142,6 +148,11 @@ struct session {
                                 renewal to confirm the lease (session_defer) */
     char epoch[INBOX_EPOCH_MAX]; /* the numbering the session last stored
                                     under ("" before the first) */
+    size_t acked_since_trim; /* ids stored since the acked list's last trim */
+    int64_t acked_trim_ms;   /* monotonic, that trim (0: none yet) */
+    struct owed_receipt *receipts; /* delivery receipts owed once a phone acks
+                                      the seq (ascending seq) */
+    size_t nreceipts, capreceipts;
     char epoch_lost[INBOX_EPOCH_MAX]; /* the last numbering found lost (its
                                     recent messages were stored again) */
     char catch_up_after[65]; /* the archive id the catch-up starts after, kept
@@ -207,6 +218,8 @@ struct pending_delivery {
                                       the write is fenced on it */
     char epoch[INBOX_EPOCH_MAX]; /* the numbering it must go into ("": any);
                                     once stored, the one it went into */
+    char *rr_to, *rr_id; /* a receipt owed to rr_to for rr_id once a phone
+                            acks it, or NULL */
 };
 
 /* Deliveries a worker keeps after they were stored (see struct worker). */
@@ -295,6 +308,10 @@ struct worker {
     int64_t cred_opened_ms;     /* when a sealed credential last opened (monotonic,
                                    0 never): tells a forged one from a wrong key */
     struct pending_delivery *redeliver, *redeliver_tail; /* FIFO */
+    struct pending_delivery *outq, *outq_tail; /* deliveries of this loop
+                                   turn, stored at its end in one script call
+                                   per user (flush_ev) */
+    struct event *flush_ev;
     struct pending_delivery *recent[WORKER_RECENT]; /* the last deliveries
                                    stored, a ring (recent_next: the oldest), to
                                    store again if Redis loses their numbering */
@@ -414,6 +431,13 @@ void im_on_attach(struct session *s, const char *edge, const char *dev);
 void im_on_devices_changed(struct session *s);
 bool im_on_req(struct session *s, const struct env *e, const json_t *frame);
 void im_on_acked(struct session *s, const struct env *e);
+/* Receipts owed once a phone acks a seq: noted when the message is stored
+ * (worker.c), read back from the inbox when a session takes the user over
+ * (im_receipts_load), forgotten when the numbering is lost (the messages
+ * are stored again under new seqs) or the session ends. */
+void session_receipt_owed(struct session *s, int64_t seq, const char *to, const char *id);
+void session_receipts_forget(struct session *s);
+void im_receipts_load(struct session *s);
 int im_on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata);
 int im_on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata);
 void im_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st);

@@ -1,56 +1,91 @@
--- deliver.lua: store one envelope for a user under the next sequence number
--- and publish it, atomically, so the number, the stored copy and the PUBLISH
--- can never disagree (common/inbox.c, inbox_deliver).
+-- deliver.lua: store envelopes for one user under the next sequence numbers
+-- and publish them, atomically, so the numbers, the stored copies and the
+-- PUBLISH can never disagree (common/inbox.c, inbox_deliver). One call
+-- carries every envelope a bridge has for the user in one loop turn: the
+-- cost in Redis is per call, nearly not per envelope.
 --
 -- KEYS[1] seq hash {epoch, seq, aid}    KEYS[2] inbox zset (score = seq)
 -- KEYS[3] push list    KEYS[4] the user's lease    KEYS[5] its fence
--- ARGV[1] the user's channel            ARGV[2] envelope JSON minus its '{'
--- ARGV[3] inbox ttl (ms)                ARGV[4] envelopes kept at most
--- ARGV[5] a fresh epoch, used only if the user has none yet
--- ARGV[6] push envelope, or ''          ARGV[7] push channel
--- ARGV[8] the push list's last index kept
--- ARGV[9] the XMPP server's archive id of the message, or ''
--- ARGV[10] the writer's lease "<owner> <token>" (fence.lua runs first)
--- ARGV[11] the epoch the writer last stored under, or '' (any)
--- Returns {seq, receivers of the PUBLISH, epoch}; {-1, 0} and no write when
--- the writer no longer owns the user; {-2, 0} and no write when the user's
--- numbering is not the one the writer knew (Redis lost it): the writer first
--- stores again what may have gone with it.
+-- KEYS[6] cursor hash (inbox_ack): "~rr" = newest seq asking for a receipt
+-- ARGV[1] the user's channel            ARGV[2] inbox ttl (ms)
+-- ARGV[3] envelopes kept at most        ARGV[4] a fresh epoch, used only if
+--         the user has none yet         ARGV[5] push channel
+-- ARGV[6] the push list's last index kept
+-- ARGV[7] the writer's lease "<owner> <token>" (fence.lua runs first)
+-- ARGV[8] the epoch the writer last stored under, or '' (any)
+-- ARGV[9] the XMPP server's archive id of the newest message, or ''
+-- ARGV[10] the position (1-based) of the last envelope asking for a
+--          delivery receipt, or ''
+-- ARGV[11], ARGV[12], ...: per envelope, its JSON minus the '{', then a
+--          push envelope or ''
+-- Publishes the stored envelope, or a JSON array of them when there are
+-- several. Returns {first seq, receivers of the PUBLISH, epoch}; {-1, 0}
+-- and no write when the writer no longer owns the user; {-2, 0} and no
+-- write when the user's numbering is not the one the writer knew (Redis
+-- lost it): the writer first stores again what may have gone with it.
 --
 -- (Whole-line comments only: the build drops them and joins the lines.)
-if not imb_owns(KEYS[4], KEYS[5], ARGV[10]) then
+if not imb_owns(KEYS[4], KEYS[5], ARGV[7]) then
   return {-1, 0}
 end
 local e = redis.call('HGET', KEYS[1], 'epoch')
-if ARGV[11] ~= '' and e ~= ARGV[11] then
+if ARGV[8] ~= '' and e ~= ARGV[8] then
   return {-2, 0}
 end
 if not e then
-  e = ARGV[5]
+  e = ARGV[4]
   redis.call('HSET', KEYS[1], 'epoch', e)
 end
-local s = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local p = '{"seq":' .. s .. ',"epoch":"' .. e .. '",' .. ARGV[2]
-redis.call('ZADD', KEYS[2], s, p)
+local n = (#ARGV - 10) / 2
+local last = redis.call('HINCRBY', KEYS[1], 'seq', n)
+local first = last - n + 1
+local z, out = {}, {}
+for i = 1, n do
+  local s = first + i - 1
+  local p = '{"seq":' .. s .. ',"epoch":"' .. e .. '",' .. ARGV[9 + 2 * i]
+  z[2 * i - 1] = s
+  z[2 * i] = p
+  out[i] = p
+end
+redis.call('ZADD', KEYS[2], unpack(z))
 -- The XMPP server's archive id of the newest message stored: after a lost
 -- session the bridge asks the archive for what came after it.
 if ARGV[9] ~= '' then
   redis.call('HSET', KEYS[1], 'aid', ARGV[9])
 end
-redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[4]) + 1))
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+-- A receipt is owed once a phone acks this one (ack.lua tells the session).
+if ARGV[10] ~= '' then
+  redis.call('HSET', KEYS[6], '~rr', first + tonumber(ARGV[10]) - 1)
+end
+-- The count limit, enforced every eighth of it: fetch.lua never hands out
+-- more than the limit, and the zset holds at most an eighth more.
+local max = tonumber(ARGV[3])
+local step = math.max(1, math.floor(max / 8))
+if last > max and math.floor(last / step) ~= math.floor((first - 1) / step) then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', last - max)
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 -- The counter lives ten times longer than the inbox, so an idle user keeps
 -- the epoch across long silences.
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 10)
-local n = redis.call('PUBLISH', ARGV[1], p)
--- A push envelope: one per stored message, whichever bridge stored it.
-if ARGV[6] ~= '' then
-  local q = cjson.decode(ARGV[6])
-  q.seq = s
-  q.unread = redis.call('ZCARD', KEYS[2])
-  local t = cjson.encode(q)
-  redis.call('PUBLISH', ARGV[7], t)
-  redis.call('LPUSH', KEYS[3], t)
-  redis.call('LTRIM', KEYS[3], 0, ARGV[8])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 10)
+local r
+if n == 1 then
+  r = redis.call('PUBLISH', ARGV[1], out[1])
+else
+  r = redis.call('PUBLISH', ARGV[1], '[' .. table.concat(out, ',') .. ']')
 end
-return {s, n, e}
+-- A push envelope: one per stored message, whichever bridge stored it (only
+-- for a user whose phones are all away: not the hot path).
+for i = 1, n do
+  local q = ARGV[10 + 2 * i]
+  if q ~= '' then
+    q = cjson.decode(q)
+    q.seq = first + i - 1
+    q.unread = redis.call('ZCARD', KEYS[2])
+    local t = cjson.encode(q)
+    redis.call('PUBLISH', ARGV[5], t)
+    redis.call('LPUSH', KEYS[3], t)
+    redis.call('LTRIM', KEYS[3], 0, ARGV[6])
+  end
+end
+return {first, r, e}

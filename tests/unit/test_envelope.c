@@ -53,7 +53,10 @@ static struct env *make(const struct sample *s)
     if (s->type == ENV_EVENT)
         env_set_json(e, "frame", json_pack("{s:s, s:s}", "t", "ok", "id", "r1"));
     if (s->type == ENV_ACKED)
-        env_set_json(e, "rr", json_pack("[{s:s, s:s}]", "to", "bob@localhost/d", "id", "m1"));
+    {
+        env_set_int(e, "upto", 7);
+        env_set_int(e, "after", 3);
+    }
     return e;
 }
 
@@ -209,7 +212,7 @@ TEST(env_decode_rejects_missing_field)
         [ENV_SESSION_END] = {"to", "reason"},
         [ENV_REQ] = {"from", "edge", "dev", "frame"},
         [ENV_EVENT] = {"to", "frame"},
-        [ENV_ACKED] = {"from", "rr"},
+        [ENV_ACKED] = {"from", "upto", "after"},
     };
     for (size_t i = 0; i < NSAMPLES; i++) {
         for (int k = 0; required[samples[i].type][k]; k++) {

@@ -1,7 +1,9 @@
 /* test_lease.c - the ownership scripts (common/lua/lease_take.lua,
- * fence.lua, and the writes fenced by it: deliver.lua, acked.lua) against a
- * real redis-server: who holds a user, which token, and that a writer whose
- * token is stale can no longer store anything, whatever Redis lost. */
+ * fence.lua, and the write fenced by it: deliver.lua; then ack.lua) against
+ * a real redis-server: who holds a user, which token, and that a writer
+ * whose token is stale can no longer store anything, whatever Redis lost;
+ * a batch stored under consecutive seqs in one call; acks that trim and
+ * tell the session only when a receipt is owed. */
 #include "lease.h"
 #include "unit.h"
 
@@ -18,9 +20,8 @@ static const char DELIVER[] =
 #include "fence.lua.h"
 #include "deliver.lua.h"
     ;
-static const char ACKED[] =
-#include "fence.lua.h"
-#include "acked.lua.h"
+static const char ACK[] =
+#include "ack.lua.h"
     ;
 
 static redisContext *cli;
@@ -35,17 +36,26 @@ static bool take(const char *owner, const char *held, struct lease_answer *a)
     return ok;
 }
 
-/* deliver.lua for holder under epoch expect: the seq (or -1, -2). */
-static long long deliver(const char *holder, const char *expect, char *epoch_out)
+/* deliver.lua for holder under epoch expect, n envelopes (the last asking
+ * for a receipt when rr): the first seq (or -1, -2). */
+static long long deliver_n(const char *holder, const char *expect, char *epoch_out, int n,
+                           bool rr)
 {
     static unsigned calls;
     char fresh[16]; /* the epoch a new numbering gets (random in inbox.c) */
     snprintf(fresh, sizeof(fresh), "e%011u", ++calls);
-    const char *argv[] = {"EVAL", DELIVER, "5", "t:seq:u", "t:inbox:u", "t:pushq",
-                          "t:lease:u", "t:fence:u", "t:p:u", "\"type\":\"chat\"}",
-                          "60000", "100", fresh, "", "t:push", "99", "", holder,
-                          expect};
-    redisReply *r = redisCommandArgv(cli, 19, argv, NULL);
+    char rrpos[8] = "";
+    if (rr)
+        snprintf(rrpos, sizeof(rrpos), "%d", n);
+    const char *argv[19 + 2 * 8] = {"EVAL", DELIVER, "6", "t:seq:u", "t:inbox:u", "t:pushq",
+                                    "t:lease:u", "t:fence:u", "t:cursor:u", "t:p:u",
+                                    "60000", "100", fresh, "t:push", "99", holder, expect,
+                                    "", rrpos};
+    for (int i = 0; i < n && i < 8; i++) {
+        argv[19 + 2 * i] = "\"type\":\"chat\"}";
+        argv[20 + 2 * i] = "";
+    }
+    redisReply *r = redisCommandArgv(cli, 19 + 2 * n, argv, NULL);
     long long seq = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2
                         ? r->element[0]->integer
                         : -99;
@@ -55,10 +65,28 @@ static long long deliver(const char *holder, const char *expect, char *epoch_out
     return seq;
 }
 
-static long long acked(const char *holder)
+static long long deliver(const char *holder, const char *expect, char *epoch_out)
 {
-    redisReply *r = redisCommand(cli, "EVAL %s 3 t:acked:u t:lease:u t:fence:u %s 1 512 c1",
-                                 ACKED, holder);
+    return deliver_n(holder, expect, epoch_out, 1, false);
+}
+
+/* ack.lua: device dev acked upto at now: the seq trimmed up to. */
+static long long ack(const char *dev, long long upto, long long now)
+{
+    char u[24], t[24];
+    snprintf(u, sizeof(u), "%lld", upto);
+    snprintf(t, sizeof(t), "%lld", now);
+    const char *argv[] = {"EVAL", ACK, "2", "t:inbox:u", "t:cursor:u", u, dev, t, "100000",
+                          "t:x:u", "u@localhost"};
+    redisReply *r = redisCommandArgv(cli, 11, argv, NULL);
+    long long low = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -99;
+    freeReplyObject(r);
+    return low;
+}
+
+static long long zcard(void)
+{
+    redisReply *r = redisCommand(cli, "ZCARD t:inbox:u");
     long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -99;
     freeReplyObject(r);
     return n;
@@ -99,7 +127,6 @@ TEST(fence_refuses_a_stale_holder)
     take("A", "", &a);
     lease_holder(ha, "A", a.token);
     CHECK_EQ_INT(deliver(ha, "", NULL), 1);
-    CHECK_EQ_INT(acked(ha), 1);
     /* A freezes; its lease lapses; B takes the user with a larger token. */
     cmd("DEL t:lease:u");
     CHECK(take("B", "", &b));
@@ -108,7 +135,6 @@ TEST(fence_refuses_a_stale_holder)
     lease_holder(hb, "B", b.token);
     /* A wakes: nothing it writes for the user is taken. */
     CHECK_EQ_INT(deliver(ha, "", NULL), -1);
-    CHECK_EQ_INT(acked(ha), -1);
     CHECK_EQ_INT(deliver(hb, "", NULL), 2);
     /* Its renewal says it lost the user. */
     struct lease_answer r;
@@ -160,6 +186,70 @@ TEST(deliver_refuses_a_numbering_it_does_not_know)
     CHECK(strcmp(e1, e2) != 0);
 }
 
+TEST(deliver_a_batch_then_acks)
+{
+    cmd("FLUSHALL");
+    /* A subscriber on the user's channel sees one PUBLISH per call. */
+    int port = cli->tcp.port;
+    redisContext *sub = redisConnect("127.0.0.1", port);
+    redisReply *r = redisCommand(sub, "SUBSCRIBE t:p:u");
+    freeReplyObject(r);
+    CHECK_EQ_INT(deliver_n("A 1", "", NULL, 3, false), 1);
+    CHECK_EQ_INT(deliver_n("A 1", "", NULL, 1, false), 4);
+    CHECK_EQ_INT(zcard(), 4);
+    void *reply;
+    CHECK(redisGetReply(sub, &reply) == REDIS_OK);
+    r = reply;
+    CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+          r->element[2]->str[0] == '[' && strstr(r->element[2]->str, "\"seq\":3,"));
+    freeReplyObject(r);
+    CHECK(redisGetReply(sub, &reply) == REDIS_OK);
+    r = reply;
+    CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+          r->element[2]->str[0] == '{' && strstr(r->element[2]->str, "\"seq\":4,"));
+    freeReplyObject(r);
+    redisFree(sub);
+    /* One device: what it acked goes. Another, seen lately, holds back
+     * what it has not acked. */
+    CHECK_EQ_INT(ack("p1", 2, 1000), 2);
+    CHECK_EQ_INT(zcard(), 2);
+    CHECK_EQ_INT(ack("p2", 1, 1000), 1);
+    CHECK_EQ_INT(ack("p1", 4, 1001), 1);
+    CHECK_EQ_INT(zcard(), 2);
+    /* p2 unseen for longer than the cursor ttl: forgotten. */
+    CHECK_EQ_INT(ack("p1", 4, 1000 + 100001), 4);
+    CHECK_EQ_INT(zcard(), 0);
+    redisReply *h = redisCommand(cli, "HGET t:cursor:u ~top");
+    CHECK(h && h->type == REDIS_REPLY_STRING && strcmp(h->str, "4") == 0);
+    freeReplyObject(h);
+}
+
+TEST(ack_tells_the_session_only_when_a_receipt_is_owed)
+{
+    cmd("FLUSHALL");
+    redisContext *sub = redisConnect("127.0.0.1", cli->tcp.port);
+    freeReplyObject(redisCommand(sub, "SUBSCRIBE t:x:u"));
+    CHECK_EQ_INT(deliver_n("A 1", "", NULL, 2, false), 1); /* 1, 2: no receipt */
+    ack("p1", 2, 1000);   /* nothing owed: no message */
+    CHECK_EQ_INT(deliver_n("A 1", "", NULL, 2, true), 3);  /* 4 asks for one */
+    ack("p1", 4, 1001);   /* passes 4: the session hears of it */
+    ack("p1", 4, 1002);   /* again: not twice */
+    freeReplyObject(redisCommand(cli, "PUBLISH t:x:u end"));
+    void *reply;
+    CHECK(redisGetReply(sub, &reply) == REDIS_OK);
+    redisReply *r = reply;
+    CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+          strstr(r->element[2]->str, "\"type\":\"acked\"") &&
+          strstr(r->element[2]->str, "\"upto\":4") && strstr(r->element[2]->str, "\"after\":2"));
+    freeReplyObject(r);
+    CHECK(redisGetReply(sub, &reply) == REDIS_OK);
+    r = reply;
+    CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+          strcmp(r->element[2]->str, "end") == 0);
+    freeReplyObject(r);
+    redisFree(sub);
+}
+
 int main(void)
 {
     int port;
@@ -172,6 +262,8 @@ int main(void)
     RUN(fence_refuses_a_stale_holder);
     RUN(fence_survives_redis_losing_everything);
     RUN(deliver_refuses_a_numbering_it_does_not_know);
+    RUN(deliver_a_batch_then_acks);
+    RUN(ack_tells_the_session_only_when_a_receipt_is_owed);
     unit_redis_stop(cli);
     return unit_done();
 }
