@@ -82,18 +82,119 @@ static void user_detach(struct edge *edge, struct conn *c)
 /* ---- envelopes out ----------------------------------------------------- */
 
 /* Publish e on "<prefix>:<kind>:<id>"; e is freed. */
-static void publish(struct edge *edge, const char *kind, const char *id,
-                    struct env *e, bus_reply_cb *cb, void *data)
+/* ---- envelopes to a user's session, one PUBLISH per user and loop turn --
+ * A phone's frames of one loop turn (often several: a burst read at once)
+ * go to its session's channel together, as a JSON array when there are
+ * several; each keeps its own reply callback. Everything for the channel
+ * takes this path, so the session sees the frames in the order sent. */
+
+struct outgoing {
+    struct outgoing *next;
+    char *channel, *payload;
+    size_t len;
+    bus_reply_cb *cb;
+    void *data;
+};
+
+/* The callbacks of a batch, each called with the one reply. */
+struct out_batch {
+    size_t n;
+    struct outgoing **o;
+};
+
+static void outgoing_free(struct outgoing *o)
+{
+    free(o->channel);
+    free(o->payload);
+    free(o);
+}
+
+static void on_batch_published(void *owner, void *data, redisReply *reply)
+{
+    struct out_batch *b = data;
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->o[i]->cb)
+            b->o[i]->cb(owner, b->o[i]->data, reply);
+        outgoing_free(b->o[i]);
+    }
+    free(b->o);
+    free(b);
+}
+
+#define OUT_BATCH_MAX 64
+
+/* Publish the first envelope of list and those after it for the same
+ * channel (at most OUT_BATCH_MAX); returns the list without them. */
+static struct outgoing *publish_batch(struct edge *edge, struct outgoing *list)
+{
+    struct outgoing *head = list, **link = &list;
+    struct outgoing *taken[OUT_BATCH_MAX];
+    size_t n = 0, bytes = 2;
+    while (*link && n < OUT_BATCH_MAX) {
+        struct outgoing *o = *link;
+        if (strcmp(o->channel, head->channel) != 0) {
+            link = &o->next;
+            continue;
+        }
+        *link = o->next;
+        taken[n++] = o;
+        bytes += o->len + 1;
+    }
+    if (n == 1) {
+        bus_publish(edge->bus, head->channel, head->payload, head->len, head->cb, head->data);
+        outgoing_free(head);
+        return list;
+    }
+    char *all = xmalloc(bytes);
+    size_t at = 0;
+    all[at++] = '[';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            all[at++] = ',';
+        memcpy(all + at, taken[i]->payload, taken[i]->len);
+        at += taken[i]->len;
+    }
+    all[at++] = ']';
+    struct out_batch *b = xmalloc(sizeof(*b));
+    b->n = n;
+    b->o = xmalloc(n * sizeof(*b->o));
+    memcpy(b->o, taken, n * sizeof(*b->o));
+    bus_publish(edge->bus, head->channel, all, at, on_batch_published, b);
+    free(all);
+    return list;
+}
+
+static void flush_outgoing(evutil_socket_t fd, short what, void *arg)
+{
+    struct edge *edge = arg;
+    struct outgoing *list = edge->out;
+    edge->out = edge->out_tail = NULL;
+    while (list)
+        list = publish_batch(edge, list);
+}
+
+/* Like publish(), to the user's session channel ("x"), at the end of the
+ * loop turn. */
+static void publish_to_session(struct edge *edge, const char *jid, struct env *e,
+                               bus_reply_cb *cb, void *data)
 {
     char ch[1200];
-    size_t len;
+    struct outgoing *o = xcalloc(1, sizeof(*o));
     env_set_int(e, "ts", util_wall_ms());
-    env_set_int(e, "pts", util_wall_ms()); /* publish time, for latency */
-    char *payload = env_encode(e, &len);
-    bus_channel(edge->bus, ch, sizeof(ch), kind, id);
-    bus_publish(edge->bus, ch, payload, len, cb, data);
-    free(payload);
+    env_set_int(e, "pts", util_wall_ms());
+    o->payload = env_encode(e, &o->len);
     env_free(e);
+    bus_channel(edge->bus, ch, sizeof(ch), "x", jid);
+    o->channel = xstrdup(ch);
+    o->cb = cb;
+    o->data = data;
+    if (edge->out_tail)
+        edge->out_tail->next = o;
+    else {
+        edge->out = o;
+        event_active(edge->out_ev, EV_TIMEOUT, 0);
+    }
+    edge->out_tail = o;
 }
 
 /* Tell the user's bridge that this device is gone (dropped or unwanted). */
@@ -104,7 +205,7 @@ static void send_detach(struct edge *edge, const char *jid, const char *dev,
     env_set_str(e, "from", jid);
     env_set_str(e, "edge", edge->id);
     env_set_str(e, "dev", dev);
-    publish(edge, "x", jid, e, NULL, NULL);
+    publish_to_session(edge, jid, e, NULL, NULL);
 }
 
 /* ---- login ------------------------------------------------------------- */
@@ -599,7 +700,7 @@ void edge_on_msg(struct conn *c, json_t *f)
     if (!c->inflight)
         c->inflight = json_array();
     json_array_append_new(c->inflight, json_string(id));
-    publish(edge, "x", c->user->jid, e, on_msg_published, r);
+    publish_to_session(edge, c->user->jid, e, on_msg_published, r);
 }
 
 /* ---- requests ---------------------------------------------------------- */
@@ -630,7 +731,7 @@ void edge_on_req(struct conn *c, json_t *f)
     const char *id = json_string_value(json_object_get(f, "id"));
     /* "read" names the message read, not the request: nothing answers it. */
     struct forwarded *r = forwarded_new(c, strcmp(t, "read") != 0 ? id : NULL);
-    publish(edge, "x", c->user->jid, e, on_req_published, r);
+    publish_to_session(edge, c->user->jid, e, on_req_published, r);
 }
 
 void edge_on_logout(struct conn *c)
@@ -1077,6 +1178,7 @@ struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
         goto fail;
     edge->tick = event_new(base, -1, EV_PERSIST, on_tick, edge);
     edge->ack_ev = event_new(base, -1, 0, delivery_flush_acks, edge);
+    edge->out_ev = event_new(base, -1, 0, flush_outgoing, edge);
     struct timeval tv = {1, 0};
     evtimer_add(edge->tick, &tv);
     return edge;
@@ -1107,6 +1209,10 @@ void edge_free(struct edge *edge)
     if (edge->ack_ev)
         event_free(edge->ack_ev);
     free(edge->acks);
+    if (edge->out_ev) {
+        flush_outgoing(-1, 0, edge); /* (the bus, freed next, answers them) */
+        event_free(edge->out_ev);
+    }
     httpd_free(edge->httpd);
     free(edge->latency);
     bus_free(edge->bus);

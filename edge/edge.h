@@ -199,6 +199,9 @@ struct edge {
                                     the end of this loop turn (ack_ev) */
     size_t nacks, capacks;
     struct event *ack_ev;
+    struct outgoing *out, *out_tail; /* envelopes to sessions, published at
+                                        the end of the loop turn (out_ev) */
+    struct event *out_ev;
 };
 
 /* delivery.c: the acks of a loop turn, one per connection. */

@@ -482,9 +482,59 @@ static void answer_orphan(struct worker *w, const struct env *e)
                  "unavailable", NULL, "the XMPP session is not up, log in again");
 }
 
+/* Several envelopes for one session in one PUBLISH (an edge's frames of
+ * one loop turn): deferred together, or handled one by one, in order. */
+static void dispatch_batch(struct worker *w, const char *channel, const char *payload,
+                           size_t len)
+{
+    size_t plen = strlen(bus_prefix(w->bus));
+    if (strncmp(channel, bus_prefix(w->bus), plen) != 0 || strncmp(channel + plen, ":x:", 3)) {
+        w->stats.bad_envelopes++;
+        LOG(WARN, "envelope_invalid", "channel=%s err=\"a batch on a worker channel\"", channel);
+        return;
+    }
+    struct session *s = strmap_get(&w->sessions, channel + plen + 3);
+    if (s && session_defer(s, channel, payload, len))
+        return; /* run once the lease is known to be ours */
+    json_error_t jerr;
+    json_t *all = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_array(all)) {
+        w->stats.bad_envelopes++;
+        LOG(WARN, "envelope_invalid", "channel=%s err=\"not an array of envelopes\"", channel);
+        json_decref(all);
+        return;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(all, i, v) {
+        char err[256];
+        struct env *e = env_check(json_incref(v), err, sizeof(err));
+        if (!e) {
+            w->stats.bad_envelopes++;
+            LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
+            continue;
+        }
+        int64_t pts = env_int(e, "pts", -1);
+        if (pts > 0)
+            metrics_hist_observe(&w->latency, (double)(util_wall_ms() - pts));
+        /* (A session may close on one envelope: look it up each time.) */
+        s = strmap_get(&w->sessions, channel + plen + 3);
+        if (s)
+            session_on_env(s, e);
+        else
+            answer_orphan(w, e);
+        env_free(e);
+    }
+    json_decref(all);
+}
+
 void worker_dispatch(struct worker *w, const char *channel, const char *payload,
                      size_t len)
 {
+    if (len > 0 && payload[0] == '[') {
+        dispatch_batch(w, channel, payload, len);
+        return;
+    }
     struct env *e = bus_envelope(channel, payload, len, &w->latency,
                                  &w->stats.bad_envelopes);
     if (!e)

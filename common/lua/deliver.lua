@@ -76,12 +76,16 @@ else
 end
 -- A push envelope: one per stored message, whichever bridge stored it (only
 -- for a user whose phones are all away: not the hot path).
+local card
 for i = 1, n do
   local q = ARGV[10 + 2 * i]
   if q ~= '' then
     q = cjson.decode(q)
     q.seq = first + i - 1
-    q.unread = redis.call('ZCARD', KEYS[2])
+-- What waited for the phone when this one came: the batch's later ones
+-- not counted.
+    card = card or redis.call('ZCARD', KEYS[2])
+    q.unread = card - n + i
     local t = cjson.encode(q)
     redis.call('PUBLISH', ARGV[5], t)
     redis.call('LPUSH', KEYS[3], t)
