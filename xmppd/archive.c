@@ -41,8 +41,7 @@ bool archive_on_req(struct session *s, const struct env *e, const json_t *f)
     };
 #undef STR
     xmpp_stanza_t *q = stanza_mam_query(s->w->ctx, pq->iq_id, &mq);
-    xmpp_send(s->conn, q);
-    xmpp_stanza_release(q);
+    session_send(s, q);
     return true;
 }
 

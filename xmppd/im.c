@@ -110,7 +110,12 @@ static void csi_update(struct session *s)
 {
     if (strcmp(s->w->cfg->xmpp_csi, "on") != 0 || s->state != SESSION_ONLINE)
         return;
-    bool inactive = !session_foreground(s);
+    /* Inactive only while phones are attached and all in the background.
+     * With none attached the bridge itself reads for the user (the inbox,
+     * push): a held-back stream would only delay that, and Prosody 0.12
+     * (mod_csi_simple) was seen holding messages with a body for more than
+     * 5 s right after <inactive/>. */
+    bool inactive = s->devices.count > 0 && !session_foreground(s);
     if (inactive == s->csi_inactive)
         return;
     s->csi_inactive = inactive;

@@ -13,11 +13,80 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Stanzas for an online session are gathered as text and written at the
+ * start of the next libstrophe pass in one piece: a burst costs the server
+ * (and this process) one write, not one per stanza. Stream management is
+ * off (session.c), so libstrophe counts no stanzas it would not see. */
 void session_send(struct session *s, xmpp_stanza_t *st)
 {
-    xmpp_send(s->conn, st);
+    char *text = NULL;
+    size_t len = 0;
+    if (s->state != SESSION_ONLINE || !s->conn ||
+        xmpp_stanza_to_text(st, &text, &len) != XMPP_EOK) {
+        xmpp_send(s->conn, st);
+        xmpp_stanza_release(st);
+        worker_kick(s->w);
+        return;
+    }
     xmpp_stanza_release(st);
+    if (s->outlen + len > s->outcap) {
+        s->outcap = s->outcap ? s->outcap : 512;
+        while (s->outlen + len > s->outcap)
+            s->outcap *= 2;
+        s->out = xrealloc(s->out, s->outcap);
+    }
+    memcpy(s->out + s->outlen, text, len);
+    s->outlen += len;
+    xmpp_free(s->w->ctx, text);
+    if (!s->out_queued) {
+        s->out_queued = true;
+        s->out_next = s->w->outs;
+        s->w->outs = s;
+    }
     worker_kick(s->w);
+}
+
+void session_flush_out(struct session *s)
+{
+    if (!s->outlen)
+        return;
+    if (s->conn && (s->state == SESSION_ONLINE || s->state == SESSION_CLOSING))
+        xmpp_send_raw(s->conn, s->out, s->outlen);
+    s->outlen = 0;
+    /* A big burst's buffer is not kept for an idle session. */
+    if (s->outcap > 16384) {
+        free(s->out);
+        s->out = NULL;
+        s->outcap = 0;
+    }
+}
+
+void worker_flush_out(struct worker *w)
+{
+    struct session *s = w->outs;
+    w->outs = NULL;
+    while (s) {
+        struct session *next = s->out_next;
+        s->out_queued = false;
+        s->out_next = NULL;
+        session_flush_out(s);
+        s = next;
+    }
+}
+
+void session_drop_out(struct session *s)
+{
+    if (s->out_queued) {
+        for (struct session **pp = &s->w->outs; *pp; pp = &(*pp)->out_next)
+            if (*pp == s) {
+                *pp = s->out_next;
+                break;
+            }
+        s->out_queued = false;
+    }
+    free(s->out);
+    s->out = NULL;
+    s->outlen = s->outcap = 0;
 }
 
 void session_event(struct session *s, json_t *frame, const char *edge,

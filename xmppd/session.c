@@ -348,6 +348,7 @@ static void deferred_free(struct deferred *d)
 void session_free(struct session *s)
 {
     session_receipts_forget(s);
+    session_drop_out(s);
     struct worker *w = s->w;
     if (s->state == SESSION_CONNECTING)
         w->connecting--;
@@ -447,6 +448,7 @@ static void session_bury(struct session *s)
     s->fd = -1;
     if (s->timer)
         evtimer_del(s->timer);
+    session_drop_out(s);
     /* Unlink from the ack flush list. */
     for (struct session **pp = &w->flush; *pp; pp = &(*pp)->flush_next)
         if (*pp == s) {
@@ -468,8 +470,8 @@ static void session_close(struct session *s, const char *reason)
     if (s->state == SESSION_ONLINE || s->state == SESSION_CONNECTING) {
         if (s->state == SESSION_ONLINE) {
             xmpp_stanza_t *p = stanza_presence(s->w->ctx, false);
-            xmpp_send(s->conn, p);
-            xmpp_stanza_release(p);
+            session_send(s, p);
+            session_flush_out(s); /* (before the stream's end) */
         }
         session_set_state(s, SESSION_CLOSING);
         xmpp_disconnect(s->conn);
@@ -596,8 +598,7 @@ static void bounce(struct session *s, const char *to, const char *id,
     xmpp_stanza_set_text(txt, filter_reason_name(r));
     xmpp_stanza_add_child(t, txt);
     xmpp_stanza_release(txt);
-    xmpp_send(s->conn, m);
-    xmpp_stanza_release(m);
+    session_send(s, m);
 }
 
 /* The push envelope for a message that finds no phone connected, or NULL
@@ -844,9 +845,7 @@ static void mam_next(struct session *s, const char *after)
     xmpp_id_handler_add(s->conn, on_mam_fin, iq_id, s);
     struct mam_query mq = {.queryid = s->mam_qid, .after = after, .max = MAM_PAGE};
     xmpp_stanza_t *q = stanza_mam_query(w->ctx, iq_id, &mq);
-    xmpp_send(s->conn, q);
-    xmpp_stanza_release(q);
-    worker_kick(w);
+    session_send(s, q);
 }
 
 /* The archive id of the newest message stored for the user: if there is
@@ -1415,8 +1414,7 @@ void session_flush_acks(struct worker *w)
             continue;
         xmpp_id_handler_add(s->conn, on_ping_reply, id, s);
         xmpp_stanza_t *iq = stanza_ping(w->ctx, id, NULL);
-        xmpp_send(s->conn, iq);
-        xmpp_stanza_release(iq);
+        session_send(s, iq); /* after the messages it vouches for */
     }
 }
 
@@ -1499,8 +1497,7 @@ void session_on_env(struct session *s, struct env *e)
             body = masked;
         bool group = json_is_true(env_json(e, "group"));
         xmpp_stanza_t *m = stanza_chat(w->ctx, to, body, id, group);
-        xmpp_send(s->conn, m);
-        xmpp_stanza_release(m);
+        session_send(s, m);
         w->stats.msgs_to_xmpp++;
         if (!group && s->multi_device) {
             /* A copy for the user's phones, in the numbered stream (a room

@@ -446,6 +446,7 @@ static void run_pass(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     session_flush_acks(w);
+    worker_flush_out(w); /* (the pings after what they vouch for) */
     /* Before libstrophe may read the server's first bytes (and the only
      * readable event): note which connecting sockets have a peer. */
     session_check_connecting(w);

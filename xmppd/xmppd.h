@@ -150,6 +150,11 @@ struct session {
                                     under ("" before the first) */
     size_t acked_since_trim; /* ids stored since the acked list's last trim */
     int64_t acked_trim_ms;   /* monotonic, that trim (0: none yet) */
+    char *out;               /* stanzas of this loop turn, written to the
+                                server at its end in one piece (req.c) */
+    size_t outlen, outcap;
+    struct session *out_next; /* in the worker's list of sessions with out */
+    bool out_queued;
     struct owed_receipt *receipts; /* delivery receipts owed once a phone acks
                                       the seq (ascending seq) */
     size_t nreceipts, capreceipts;
@@ -297,6 +302,7 @@ struct worker {
     bool backstop_busy;         /* the backstop is armed BACKSTOP_BUSY_MS apart */
     struct event *tick;         /* registry + lease renewal */
     struct event *stop_timer;   /* graceful stop: exit the loop */
+    struct session *outs;    /* sessions with stanzas waiting in out */
     struct session **graveyard; /* closed sessions, freed after the pass */
     struct forward *forwards;   /* logins forwarded to other holders, kept
                                    until their leases should have been renewed */
@@ -401,6 +407,12 @@ bool session_foreground(const struct session *s);
 /* req.c: the plumbing of phone requests and events. */
 /* Send st (released) on the session's stream. */
 void session_send(struct session *s, xmpp_stanza_t *st);
+/* Write what session_send gathered: every session's (at the start of each
+ * libstrophe pass), or one session's (before it closes its stream). */
+void worker_flush_out(struct worker *w);
+void session_flush_out(struct session *s);
+/* Forget s's unwritten stanzas (its stream is gone). */
+void session_drop_out(struct session *s);
 /* Send frame (consumed) to the user's phones: to one device when edge and
  * dev are set, else to all; durable ones are numbered and stored like
  * chats (replayed to a phone that was away), the others only published. */
