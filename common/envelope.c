@@ -57,6 +57,8 @@ static const struct env_schema schemas[ENV_TYPE_COUNT] = {
                              {"ts", F_INT, 0, false, NULL}}},
     [ENV_ACKED] = {"acked", {JID("from", true), {"upto", F_INT, 0, true, NULL},
                              {"after", F_INT, 0, true, NULL}}},
+    [ENV_HANDOVER] = {"handover", {JID("from", true), {"env", F_OBJ, 0, true, NULL},
+                                   {"hops", F_INT, 0, true, NULL}}},
 };
 
 static size_t nfields(const struct env_schema *s)

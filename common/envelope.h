@@ -31,6 +31,8 @@ enum env_type {
     ENV_EVENT,       /**< worker -> edge: a frame for phones (proto.h) */
     ENV_ACKED,       /**< inbox -> worker: phones acked up to "upto", past a
                           message that asked for a delivery receipt */
+    ENV_HANDOVER,    /**< worker -> worker: what a worker that no longer owns
+                          the user could not store ("env"), for the owner */
     ENV_TYPE_COUNT
 };
 

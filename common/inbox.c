@@ -111,8 +111,8 @@ void inbox_last_aid(struct bus *bus, const char *jid, bus_reply_cb *cb, void *da
     bus_command_argv(bus, cb, data, 3, argv, NULL);
 }
 
-void inbox_ack(struct bus *bus, const char *jid, const char *dev, int64_t upto,
-               long ttl_ms)
+void inbox_ack(struct bus *bus, const char *jid, const char *dev, const char *epoch,
+               int64_t upto, long ttl_ms)
 {
     char seq[1200], inbox[1200], cursor[1200], channel[1200];
     char u[24], now[24], ttl[24];
@@ -122,8 +122,8 @@ void inbox_ack(struct bus *bus, const char *jid, const char *dev, int64_t upto,
     snprintf(u, sizeof(u), "%lld", (long long)upto);
     snprintf(now, sizeof(now), "%lld", (long long)util_wall_ms());
     snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
-    const char *argv[] = {"2", inbox, cursor, u, dev, now, ttl, channel, jid};
-    bus_eval(bus, &ACK, NULL, NULL, 9, argv, NULL);
+    const char *argv[] = {"3", inbox, cursor, seq, u, dev, now, ttl, channel, jid, epoch};
+    bus_eval(bus, &ACK, NULL, NULL, 11, argv, NULL);
 }
 
 void inbox_unacked(struct bus *bus, const char *jid, int limit, bus_reply_cb *cb,

@@ -76,13 +76,14 @@ void inbox_epoch(struct bus *bus, const char *jid, bus_reply_cb *cb, void *data)
  * reply (nil if none): where a new session's archive catch-up starts. */
 void inbox_last_aid(struct bus *bus, const char *jid, bus_reply_cb *cb, void *data);
 
-/* The device labelled dev has every envelope with seq <= upto. Envelopes
+/* The device labelled dev has every envelope with seq <= upto of the
+ * numbering epoch (an ack of another one, lost with Redis, is ignored). Envelopes
  * every device of the user seen within ttl_ms has acked are dropped. When
  * upto passes, for the first time, a seq that asked for a delivery receipt,
  * the user's session gets an "acked" envelope {upto, after}: it sends the
  * receipts of the seqs in (after, upto]. */
-void inbox_ack(struct bus *bus, const char *jid, const char *dev, int64_t upto,
-               long ttl_ms);
+void inbox_ack(struct bus *bus, const char *jid, const char *dev, const char *epoch,
+               int64_t upto, long ttl_ms);
 
 /* The envelopes after the highest seq any phone acked, for a session that
  * takes the user over (the receipts it owes). The reply is an array

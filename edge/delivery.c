@@ -128,6 +128,7 @@ static void numbering_reset(struct conn *c, const char *epoch)
         c->dev, c->user->jid, c->epoch[0] ? c->epoch : "-", (long long)c->last_seq,
         epoch[0] ? epoch : "-");
     c->edge->stats.resets++;
+    c->ack_upto = 0; /* an ack not sent yet is of the old numbering */
     snprintf(c->epoch, sizeof(c->epoch), "%s", epoch);
     c->last_seq = 0;
     c->positioned = false; /* what the phone said is void: no "missed" from it */
@@ -314,7 +315,8 @@ void edge_on_ack(struct conn *c, json_t *f)
     if (seq <= c->ack_upto)
         return;
     struct edge *edge = c->edge;
-    if (c->ack_upto == 0) {
+    if (!c->ack_listed) {
+        c->ack_listed = true;
         if (edge->nacks == edge->capacks) {
             edge->capacks = edge->capacks ? 2 * edge->capacks : 64;
             edge->acks = xrealloc(edge->acks, edge->capacks * sizeof(*edge->acks));
@@ -328,25 +330,30 @@ void edge_on_ack(struct conn *c, json_t *f)
 
 static void send_ack(struct conn *c)
 {
-    if (c->user)
-        inbox_ack(c->edge->bus, c->user->jid, c->label[0] ? c->label : "-", c->ack_upto,
-                  INBOX_CURSOR_TTL_MS);
+    if (c->user && c->epoch[0])
+        inbox_ack(c->edge->bus, c->user->jid, c->label[0] ? c->label : "-", c->epoch,
+                  c->ack_upto, INBOX_CURSOR_TTL_MS);
     c->ack_upto = 0;
 }
 
 void delivery_flush_acks(evutil_socket_t fd, short what, void *arg)
 {
     struct edge *edge = arg;
-    for (size_t i = 0; i < edge->nacks; i++)
-        send_ack(edge->acks[i]);
+    for (size_t i = 0; i < edge->nacks; i++) {
+        edge->acks[i]->ack_listed = false;
+        if (edge->acks[i]->ack_upto > 0)
+            send_ack(edge->acks[i]);
+    }
     edge->nacks = 0;
 }
 
 void delivery_drop_ack(struct conn *c)
 {
-    if (c->ack_upto == 0)
+    if (!c->ack_listed)
         return;
-    send_ack(c); /* now: the connection goes, its ack stands */
+    c->ack_listed = false;
+    if (c->ack_upto > 0)
+        send_ack(c); /* now: the connection goes, its ack stands */
     struct edge *edge = c->edge;
     for (size_t i = 0; i < edge->nacks; i++)
         if (edge->acks[i] == c) {

@@ -77,6 +77,7 @@ struct conn {
     bool replaying;           /* fetching missed messages from the inbox */
     bool replay_paused;       /* waiting for the output to drain before the next page */
     bool positioned;          /* last_seq is something the phone said or saw */
+    bool ack_listed;          /* in the edge's list of acks to send (acks) */
     bool bye_on_close;        /* a bye frame is queued: close after flush */
     bool inactive;            /* the app is in the background ("state"):
                                  presence and typing are not sent to it */

@@ -76,6 +76,10 @@ static void metrics(void *owner, struct evbuffer *out)
     PER_WORKER(counter, "imb_xmppd_delivery_fenced_total",
                "Messages for phones refused: another worker holds the user (fencing).",
                stats.delivery_fenced)
+    PER_WORKER(counter, "imb_xmppd_handed_over_total",
+               "Refused messages handed to the worker that owns the user.", stats.handed_over)
+    PER_WORKER(counter, "imb_xmppd_taken_over_total",
+               "Messages handed over by another worker and stored here.", stats.taken_over)
     PER_WORKER(counter, "imb_xmppd_numbering_lost_total",
                "Users whose numbering Redis lost while a session stored for them.",
                stats.numbering_lost)

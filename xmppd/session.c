@@ -652,6 +652,56 @@ static void message_key(xmpp_ctx_t *ctx, xmpp_stanza_t *m, const char *from,
     snprintf(out, n, "%s|%s|%016llx", from, xid, (unsigned long long)h);
 }
 
+/* message_key for a chat envelope (from, id, body), as the stanza gave. */
+static bool envelope_key(const struct env *e, char *out, size_t n)
+{
+    const char *from = env_str(e, "from"), *xid = env_str(e, "id"), *body = env_str(e, "body");
+    if (!from || !xid || strlen(from) + strlen(xid) + 20 >= n)
+        return false;
+    uint64_t h = 14695981039346656037ull;
+    for (const char *p = body; p && *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    snprintf(out, n, "%s|%s|%016llx", from, xid, (unsigned long long)h);
+    return true;
+}
+
+/* What a worker that lost the user could not store: stored here unless
+ * this session has it already (it came here too). */
+static void session_on_handover(struct session *s, const struct env *e)
+{
+    struct worker *w = s->w;
+    char err[200], key[ENV_MAX_JID + 100];
+    struct env *in = env_check(json_incref(env_json(e, "env")), err, sizeof(err));
+    const char *to = in ? env_str(in, "to") : NULL;
+    char bare[ENV_MAX_JID + 1];
+    if (!in || (in->type != ENV_CHAT && in->type != ENV_EVENT) || !to ||
+        !schema_bare_jid(to, bare, sizeof(bare)) || strcasecmp(bare, s->jid) != 0) {
+        w->stats.bad_envelopes++;
+        LOG(WARN, "envelope_invalid", "jid=%s type=handover err=\"%s\"", s->jid,
+            in ? "not a chat or event for this user" : err);
+        env_free(in);
+        return;
+    }
+    if (in->type == ENV_CHAT) {
+        const char *aid = env_str(in, "aid");
+        bool has_key = envelope_key(in, key, sizeof(key));
+        if ((aid && idset_has(&s->seen, aid)) || (has_key && idset_has(&s->seen, key))) {
+            env_free(in);
+            return;
+        }
+        if (aid)
+            idset_add(&s->seen, aid);
+        if (has_key)
+            idset_add(&s->seen, key);
+    }
+    json_object_del(in->obj, "seq");
+    json_object_del(in->obj, "epoch");
+    w->stats.taken_over++;
+    LOG(INFO, "delivery_taken_over", "jid=%s type=%s hops=%lld", s->jid,
+        env_type_name(in->type), (long long)env_int(e, "hops", 0));
+    worker_deliver_handed(s, in, (int)env_int(e, "hops", 0));
+}
+
 bool session_prep_stanza(struct session *s, xmpp_stanza_t *st)
 {
     char err[200];
@@ -1535,6 +1585,9 @@ void session_on_env(struct session *s, struct env *e)
         break;
     case ENV_REQ:
         session_on_req(s, e);
+        break;
+    case ENV_HANDOVER:
+        session_on_handover(s, e);
         break;
     case ENV_ACKED:
         im_on_acked(s, e);

@@ -276,6 +276,26 @@ static void redeliver_later(struct worker *w, struct pending_delivery *pd,
     }
 }
 
+/* Hand pd to whichever worker owns its user now (it listens on the user's
+ * session channel). */
+static void hand_over(struct worker *w, const struct pending_delivery *pd)
+{
+    json_t *inner = json_loadb(pd->payload, pd->len, 0, NULL);
+    if (!inner || pd->hops >= WORKER_HANDOVER_HOPS) {
+        LOG(WARN, "delivery_dropped", "jid=%s reason=\"refused %d times\"", pd->jid,
+            pd->hops + 1);
+        w->stats.delivery_dropped++;
+        json_decref(inner);
+        return;
+    }
+    struct env *e = env_new(ENV_HANDOVER);
+    env_set_str(e, "from", pd->jid); /* (the user it is for, as on x:<jid>) */
+    env_set_json(e, "env", inner);
+    env_set_int(e, "hops", pd->hops + 1);
+    w->stats.handed_over++;
+    worker_publish(w, "x", pd->jid, e);
+}
+
 static void on_delivered(void *owner, void *data, redisReply *r)
 {
     struct worker *w = owner;
@@ -287,13 +307,17 @@ static void on_delivered(void *owner, void *data, redisReply *r)
                         : 0;
     if (first == -1) {
         /* Fenced: another worker holds the user now (this one was frozen or
-         * cut off). Its copy of the messages is its business. */
+         * cut off). The owner may not have these (its XMPP session was not
+         * up yet when the server sent them here, or Redis lost what this one
+         * stored before): hand them over; it drops what it has already. */
         w->stats.delivery_fenced += b->n;
         LOG(WARN, "delivery_fenced", "jid=%s holder=\"%s\" n=%zu", pd0->jid, pd0->holder,
             b->n);
         session_fenced(w, pd0->jid, pd0->holder);
-        for (size_t i = 0; i < b->n; i++)
+        for (size_t i = 0; i < b->n; i++) {
+            hand_over(w, b->pd[i]);
             pending_free(b->pd[i]);
+        }
     } else if (first == -2) {
         for (size_t i = 0; i < b->n; i++)
             numbering_lost(w, b->pd[i]);
@@ -396,7 +420,7 @@ static void redeliver_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void worker_deliver(struct session *s, struct env *e, json_t *push)
+static void deliver_env(struct session *s, struct env *e, json_t *push, int hops)
 {
     struct worker *w = s->w;
     const char *jid = s->jid;
@@ -405,6 +429,7 @@ void worker_deliver(struct session *s, struct env *e, json_t *push)
     env_set_int(e, "pts", util_wall_ms());
     struct pending_delivery *pd = xcalloc(1, sizeof(*pd));
     pd->jid = xstrdup(jid);
+    pd->hops = hops;
     lease_holder(pd->holder, w->id, s->token);
     memcpy(pd->epoch, s->epoch, sizeof(pd->epoch));
     pd->payload = env_encode(e, &pd->len);
@@ -427,6 +452,16 @@ void worker_deliver(struct session *s, struct env *e, json_t *push)
         return;
     }
     deliver_payload(w, pd);
+}
+
+void worker_deliver(struct session *s, struct env *e, json_t *push)
+{
+    deliver_env(s, e, push, 0);
+}
+
+void worker_deliver_handed(struct session *s, struct env *e, int hops)
+{
+    deliver_env(s, e, NULL, hops);
 }
 
 static void run_pass(evutil_socket_t fd, short what, void *arg);

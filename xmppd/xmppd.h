@@ -225,6 +225,7 @@ struct pending_delivery {
                                     once stored, the one it went into */
     char *rr_to, *rr_id; /* a receipt owed to rr_to for rr_id once a phone
                             acks it, or NULL */
+    int hops;            /* handed over from worker to worker so many times */
 };
 
 /* Deliveries a worker keeps after they were stored (see struct worker). */
@@ -235,6 +236,8 @@ struct worker_stats {
     uint64_t msgs_to_xmpp, msgs_from_xmpp, acks, undelivered, bad_envelopes,
         bad_stanzas, dup_msgs, delivery_retries, delivery_dropped;
     uint64_t delivery_fenced;  /* deliveries refused: another worker holds the user */
+    uint64_t handed_over;      /* of those, handed to the owner (ENV_HANDOVER) */
+    uint64_t taken_over;       /* handovers stored here (not already seen) */
     uint64_t numbering_lost;   /* users whose numbering Redis lost under a session */
     uint64_t leases_lost;      /* sessions that found another worker holding them */
     uint64_t deferred;         /* envelopes held until a renewal confirmed the lease */
@@ -345,6 +348,11 @@ void worker_kick(struct worker *w);
  * it; keeps it for a retry while Redis is away. e is freed. push (consumed,
  * may be NULL): a push envelope to publish once it is stored. */
 void worker_deliver(struct session *s, struct env *e, json_t *push);
+/* The same for what another worker handed over (ENV_HANDOVER), hops times
+ * already: a worker that is refused the write in turn hands it on, up to
+ * WORKER_HANDOVER_HOPS. */
+#define WORKER_HANDOVER_HOPS 3
+void worker_deliver_handed(struct session *s, struct env *e, int hops);
 /* Publish e to "<prefix>:<kind>:<id>"; e is freed. It owes someone an
  * answer (an ack, a login answer, an error, a session's end): resent until a
  * subscriber got it, for up to WORKER_OWED_MS (bus_publish_owed). */

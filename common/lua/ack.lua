@@ -5,14 +5,20 @@
 -- how far the phones got: it holds what the receipts need. No JSON is read
 -- here: an ack costs Redis a handful of commands whatever the messages.
 --
--- KEYS[1] inbox zset
+-- KEYS[1] inbox zset    KEYS[3] seq hash (the user's epoch)
 -- KEYS[2] cursor hash: device label -> "<seq> <ms>", "~top" the highest
 --         seq any device acked (so the session hears of each seq once),
 --         "~rr" the newest seq that asked for a receipt
 -- ARGV[1] upto    ARGV[2] device label    ARGV[3] now (ms)
 -- ARGV[4] how long an unseen device holds messages back (ms)
 -- ARGV[5] the session's channel    ARGV[6] the user's JID
--- Returns the seq up to which envelopes were dropped.
+-- ARGV[7] the epoch upto belongs to: an ack of another numbering (Redis
+--         lost the one the phone knew, and numbers anew) changes nothing
+-- Returns the seq up to which envelopes were dropped, or -1 for an ack of
+-- another numbering.
+if redis.call('HGET', KEYS[3], 'epoch') ~= ARGV[7] then
+  return -1
+end
 local upto = tonumber(ARGV[1])
 local now = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])

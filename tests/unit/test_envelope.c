@@ -36,6 +36,7 @@ static const struct sample samples[] = {
     {ENV_REQ, "req", {"from", "alice@localhost", "edge", "e1", "dev", "c1"}},
     {ENV_EVENT, "event", {"to", "alice@localhost", "edge", "e1", "dev", "c1"}},
     {ENV_ACKED, "acked", {"from", "alice@localhost"}},
+    {ENV_HANDOVER, "handover", {"from", "alice@localhost"}},
 };
 #define NSAMPLES (sizeof(samples) / sizeof(samples[0]))
 
@@ -52,10 +53,13 @@ static struct env *make(const struct sample *s)
         env_set_json(e, "frame", json_pack("{s:s, s:s}", "t", "roster", "id", "r1"));
     if (s->type == ENV_EVENT)
         env_set_json(e, "frame", json_pack("{s:s, s:s}", "t", "ok", "id", "r1"));
-    if (s->type == ENV_ACKED)
-    {
+    if (s->type == ENV_ACKED) {
         env_set_int(e, "upto", 7);
         env_set_int(e, "after", 3);
+    }
+    if (s->type == ENV_HANDOVER) {
+        env_set_json(e, "env", json_pack("{s:i, s:s}", "v", 1, "type", "chat"));
+        env_set_int(e, "hops", 1);
     }
     return e;
 }
@@ -213,6 +217,7 @@ TEST(env_decode_rejects_missing_field)
         [ENV_REQ] = {"from", "edge", "dev", "frame"},
         [ENV_EVENT] = {"to", "frame"},
         [ENV_ACKED] = {"from", "upto", "after"},
+        [ENV_HANDOVER] = {"from", "env", "hops"},
     };
     for (size_t i = 0; i < NSAMPLES; i++) {
         for (int k = 0; required[samples[i].type][k]; k++) {
