@@ -7,7 +7,8 @@
 // have seen exactly the messages sent to it, each once, in order, no sync may
 // report a loss (missed; reset only where allowReset says it is expected),
 // no sender may wait longer than maxStallMs for its next ack, and with
-// noDuplicates no app may have had to drop a copy by its id.  The
+// noDuplicates no app may have had to drop a copy by its id; allowLate lets
+// a phone be shown a message after a newer one from the same sender (counted).  The
 // counts (sent, acked, delivered, lost, duplicated, worst stall) are printed.
 //
 //   runFaults(t, stack, { steps: [{ at, name, run(ctx) }], ... })
@@ -28,8 +29,10 @@ const PASS = 'secret';
 const ksOf = (msgs, prefix) => msgs.map((m) => (typeof m.id === 'string' && m.id.startsWith(`${prefix}-`)
   ? Number(m.id.slice(prefix.length + 1)) : NaN));
 
-/** Problems with an app-visible sequence of k: must be exactly 1..n, strictly increasing. */
-function checkSequence(who, ks, n) {
+/** Problems with an app-visible sequence of k: must be exactly 1..n, strictly
+ * increasing (late: how many came after a later one, when lateOk; else each
+ * such is a problem). */
+function checkSequence(who, ks, n, late = null) {
   const problems = [];
   const want = new Set(Array.from({ length: n }, (_, i) => i + 1));
   const got = new Set(ks);
@@ -38,11 +41,12 @@ function checkSequence(who, ks, n) {
   if (missing.length) problems.push(`${who}: missing k=${missing.join(',')}`);
   if (extra.length) problems.push(`${who}: unexpected k=${extra.join(',')}`);
   if (got.size !== ks.length) problems.push(`${who}: shown twice: ${ks.filter((k, i) => ks.indexOf(k) !== i).join(',')}`);
-  for (let i = 1; i < ks.length; i++) {
-    if (!(ks[i] > ks[i - 1])) {
-      problems.push(`${who}: out of order at position ${i}: ... ${ks.slice(Math.max(0, i - 3), i + 3).join(' ')} ...`);
-      break;
-    }
+  let top = -Infinity;
+  for (let i = 0; i < ks.length; i++) {
+    if (ks[i] > top) { top = ks[i]; continue; }
+    if (late) { late.count++; continue; }
+    problems.push(`${who}: out of order at position ${i}: ... ${ks.slice(Math.max(0, i - 3), i + 3).join(' ')} ...`);
+    break;
   }
   return problems;
 }
@@ -65,6 +69,7 @@ export async function runFaults(t, stack, {
   xmppds: nXmppds = 2, edges: nEdges = 2, workers = 2, steps,
   minGapMs = 2000, stepWaitMs = 30000, drainTimeoutMs = 40000, ackStallMs = 8000,
   allowStalls = false, allowReset = false, maxStallMs = 0, noDuplicates = false,
+  allowLate = false,
 } = {}) {
   const T0 = Date.now();
   const say = (s) => t.diagnostic(`+${((Date.now() - T0) / 1000).toFixed(1)}s ${s}`);
@@ -225,6 +230,7 @@ export async function runFaults(t, stack, {
   // A copy the app recognised by its id is still a duplicate the server sent.
   const dups = P((s) => s.dupIdDropped) + D((s) => s.dupIdDropped);
   if (noDuplicates && dups) problems.push(`${dups} messages delivered twice (dropped by the apps by id)`);
+  const late = allowLate ? { count: 0 } : null;
   for (let i = 0; i < N; i++) {
     const p = phones[i];
     const d = desktops[i];
@@ -232,7 +238,7 @@ export async function runFaults(t, stack, {
     const dn = `d${i + 1}`;
     if (!p.outboxDone) problems.push(`${pn}: outbox not acked past k=${p.nextK - 1} (outstanding ${p.outstanding?.id})`);
     if (!d.outboxDone) problems.push(`${dn}: outbox not confirmed past k=${d.nextK - 1}`);
-    problems.push(...checkSequence(`${pn} receiving from ${dn}`, ksOf(p.visible, dn), M));
+    problems.push(...checkSequence(`${pn} receiving from ${dn}`, ksOf(p.visible, dn), M, late));
     problems.push(...checkSequence(`${dn} receiving from ${pn}`, ksOf(d.visible, pn), M));
     for (const m of p.visible) {
       const k = Number(m.id?.slice(dn.length + 1));
@@ -243,6 +249,7 @@ export async function runFaults(t, stack, {
     const seqs = p.visible.map((m) => `${m.epoch}/${m.seq}`); // a reset starts a new numbering
     if (new Set(seqs).size !== seqs.length) problems.push(`${pn}: a seq shown twice`);
   }
+  if (late) say(`shown late (after a newer one from the same sender): ${late.count}`);
   // Phone messages that got neither ack nor error: when, and what the bus
   // carried around them (Redis MONITOR).
   const show = (r) => {

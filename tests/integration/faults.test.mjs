@@ -106,6 +106,40 @@ itest('fault: an xmppd frozen (SIGSTOP) past its lease, then woken (SIGCONT)', {
   ],
 }));
 
+// The same, with Redis restarted empty during the freeze: the users' new
+// owner has no archive id to catch up from, so what the server sent to the
+// frozen session meanwhile exists only there. Waking, that session may no
+// longer store it (fenced): it hands it to the owner (handover), which
+// stores what it did not get itself. Before, those messages were lost. They
+// come late (after newer ones, with their own time): that session held them
+// while the owner went on.
+itest('fault: an xmppd frozen past its lease while Redis restarts empty, then woken', { timeout: 150000 }, (t, stack) => runFaults(t, stack, {
+  users: N,
+  msgs: 2 * M,
+  pace: PACE,
+  appendonly: false,
+  allowReset: true,
+  allowLate: true,
+  xmppdArgs: ['--lease-ms', String(LEASE_MS), '--resume-window', '20'],
+  maxStallMs: LEASE_MS + 3000,
+  steps: [
+    {
+      at: 0.3,
+      name: `freeze an xmppd for ${LEASE_MS + 2000} ms, restart Redis empty meanwhile`,
+      run: async (ctx) => {
+        const victim = ctx.xmppds[Math.floor(Math.random() * ctx.xmppds.length)];
+        const pids = [victim.pid, ...descendantPids(victim.pid)];
+        for (const pid of pids) process.kill(pid, 'SIGSTOP');
+        await sleep(300);
+        const r = await restartRedisEmpty(ctx);
+        await sleep(LEASE_MS + 1700);
+        for (const pid of pids) process.kill(pid, 'SIGCONT');
+        return `froze ${victim.name}; ${r}`;
+      },
+    },
+  ],
+}));
+
 /** CLIENT KILL the Redis links whose name (CLIENT SETNAME: "imb-<bus>-<link>")
  * matches re; every link when re is omitted. */
 const killRedisLinks = (re) => async ({ redis }) => {
