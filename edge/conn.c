@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,8 +209,9 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- plaintext I/O: one read buffer, one output arena per edge ----------- */
 struct conn_io {
-    char *rbuf;                   /* every plaintext read lands here */
-    size_t rcap;                  /* a whole frame + READ_CHUNK */
+    char *rbuf;                   /* plaintext reads land here, but for the
+                                     rest of a frame a socket keeps */
+    size_t rcap;                  /* READ_CHUNK + a header's start */
     struct outq_arena arena;      /* frames of this loop turn */
     struct event *flush_ev;       /* made active when flush_head gets one */
     struct conn *flush_head;      /* sockets to flush or free this turn */
@@ -226,7 +228,7 @@ static struct conn_io *conn_io(struct edge *edge)
 {
     if (!edge->io) {
         struct conn_io *io = xcalloc(1, sizeof(*io));
-        io->rcap = FRAME_HEADER + (size_t)edge->cfg->max_frame + READ_CHUNK;
+        io->rcap = FRAME_HEADER + READ_CHUNK;
         io->rbuf = xmalloc(io->rcap);
         io->flush_ev = event_new(edge->base, -1, 0, flush_cb, edge);
         struct timeval tv = {(time_t)(2 * edge->cfg->heartbeat), 0};
@@ -685,9 +687,28 @@ static size_t conn_input(struct conn *c, const char *buf, size_t len)
     return len;
 }
 
+/* Keep the start of a frame (rest bytes at p) for the next read: in a
+ * buffer of the whole frame's size once its header is in, so the rest is
+ * read straight after it, never copied again (a phone trickling a long
+ * frame a byte at a time costs no more than one sending it at once). */
+static void keep_part(struct conn *c, const char *p, size_t rest)
+{
+    size_t cap = FRAME_HEADER;
+    if (rest >= FRAME_HEADER) {
+        const uint8_t *body;
+        size_t body_len = 0;
+        frame_parse((const uint8_t *)p, rest, SIZE_MAX, &body, &body_len);
+        cap += body_len; /* (conn_input checked it against max_frame) */
+    }
+    c->part = xmalloc(cap);
+    memcpy(c->part, p, rest);
+    c->part_len = (uint32_t)rest;
+}
+
 /* A plaintext socket is readable (or, in READY, silent for two heartbeat
- * intervals). One read, into the edge's buffer after the frame start c
- * kept; whole frames are handled from there, the start of the next kept. */
+ * intervals). One read per wake-up: into the frame c kept, if its header
+ * is in, else into the edge's buffer (after the few header bytes c kept);
+ * whole frames are handled from there, the start of the next kept. */
 static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
@@ -696,28 +717,48 @@ static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
         conn_bye(c, "idle_timeout");
         return;
     }
+    ssize_t n;
+    if (c->part_len >= FRAME_HEADER) {
+        const uint8_t *body;
+        size_t body_len = 0;
+        frame_parse((const uint8_t *)c->part, c->part_len, SIZE_MAX, &body, &body_len);
+        size_t total = FRAME_HEADER + body_len;
+        n = read(fd, c->part + c->part_len, total - c->part_len);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        if (n <= 0) {
+            plain_gone(c, n == 0);
+            return;
+        }
+        c->part_len += (uint32_t)n;
+        if (c->part_len == total) {
+            /* Whole: what came behind it is read at the next wake-up. */
+            char *whole = c->part;
+            c->part = NULL;
+            c->part_len = 0;
+            conn_input(c, whole, total);
+            free(whole);
+        }
+        return;
+    }
     struct conn_io *io = c->edge->io;
     size_t have = c->part_len;
-    ssize_t n = read(fd, io->rbuf + have, io->rcap - have);
+    if (have)
+        memcpy(io->rbuf, c->part, have);
+    n = read(fd, io->rbuf + have, io->rcap - have);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
     if (n <= 0) {
         plain_gone(c, n == 0);
         return;
     }
-    if (have) {
-        memcpy(io->rbuf, c->part, have);
-        free(c->part);
-        c->part = NULL;
-        c->part_len = 0;
-    }
+    free(c->part);
+    c->part = NULL;
+    c->part_len = 0;
     size_t len = have + (size_t)n;
     size_t used = conn_input(c, io->rbuf, len);
-    if (used < len) {
-        c->part_len = (uint32_t)(len - used);
-        c->part = xmalloc(c->part_len);
-        memcpy(c->part, io->rbuf + used, c->part_len);
-    }
+    if (used < len)
+        keep_part(c, io->rbuf + used, len - used);
 }
 
 /* TLS: the openssl bufferevent has decrypted bytes. */

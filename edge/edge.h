@@ -74,8 +74,9 @@ struct conn {
                                  the kernel refused, added only while
                                  out owns refused bytes */
     struct outq out;          /* frames not yet written (outq.h) */
-    char *part;               /* the start of a frame not yet whole
-                                 (malloc'd, part_len bytes), or NULL */
+    char *part;               /* the start of a frame not yet whole, or
+                                 NULL: malloc'd, part_len bytes used, the
+                                 whole frame's size once its header is in */
     uint32_t part_len;
     struct conn *fl_prev, *fl_next; /* in the edge's list of sockets to
                                        flush (or free) at the end of the
