@@ -34,6 +34,9 @@
 #include <openssl/ssl.h>
 
 #define MAX_AUTH_FAILURES 3
+/* The answer to a heartbeat, written once here rather than built and
+ * serialised for every beat of every phone. */
+#define HB_FRAME "{\"t\":\"hb\"}"
 /* Seconds a closing connection may take to flush its last frames. */
 #define CLOSE_FLUSH_TIMEOUT 2
 /* Deadlines handled per run of the sweep: other sockets wait for no more
@@ -494,29 +497,11 @@ static void send_oversized(struct conn *c, json_t *obj, size_t len, bool paced)
     json_decref(obj);
 }
 
-/* Queue obj (consumed) as one frame: serialised once, straight into the
- * edge's output arena (TLS: copied from there into the bufferevent). */
-static void send_frame(struct conn *c, json_t *obj, bool paced)
+/* Queue the frame (len bytes, header included) just written at p, in the
+ * arena's reserved room. */
+static void queue_frame(struct conn *c, const char *p, size_t len, bool paced)
 {
-    if (c->state == CONN_CLOSING) {
-        json_decref(obj);
-        return;
-    }
-    struct outq_arena *arena = &conn_io(c->edge)->arena;
-    size_t room;
-    char *p = outq_reserve(arena, FRAME_HEADER + 256, &room);
-    size_t n = phone_encode_to(obj, p, room);
-    if (n > (size_t)c->edge->cfg->max_frame) {
-        send_oversized(c, obj, n, paced);
-        return;
-    }
-    if (FRAME_HEADER + n > room) {
-        /* Longer than the arena's free room: once more, in room enough. */
-        p = outq_reserve(arena, FRAME_HEADER + n, &room);
-        phone_encode_to(obj, p, room);
-    }
-    json_decref(obj);
-    size_t len = FRAME_HEADER + n;
+    struct outq_arena *arena = &c->edge->io->arena;
     size_t queued = conn_output_pending(c);
     if (!paced && queued + len > (size_t)c->edge->cfg->max_output) {
         /* A phone that does not read is cut rather than letting its queue
@@ -539,6 +524,49 @@ static void send_frame(struct conn *c, json_t *obj, bool paced)
     outq_commit(arena, &c->out, len);
     if (!outq_pending_own(&c->out))
         flush_schedule(c); /* (else EV_WRITE is armed and writes it) */
+}
+
+void conn_send_raw(struct conn *c, const char *body, size_t len)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    if (len > (size_t)c->edge->cfg->max_frame) {
+        LOG(ERROR, "frame_dropped", "dev=%s t=raw bytes=%zu max=%ld", c->dev, len,
+            c->edge->cfg->max_frame);
+        c->edge->stats.frames_fitted++;
+        conn_error(c, PERR_INTERNAL, "the server had a frame too long for this connection", NULL);
+        return;
+    }
+    size_t room;
+    char *p = outq_reserve(&conn_io(c->edge)->arena, FRAME_HEADER + len, &room);
+    frame_header((uint8_t *)p, (uint32_t)len);
+    memcpy(p + FRAME_HEADER, body, len);
+    queue_frame(c, p, FRAME_HEADER + len, false);
+}
+
+/* Queue obj (consumed) as one frame: serialised once, straight into the
+ * edge's output arena (TLS: copied from there into the bufferevent). */
+static void send_frame(struct conn *c, json_t *obj, bool paced)
+{
+    if (c->state == CONN_CLOSING) {
+        json_decref(obj);
+        return;
+    }
+    struct outq_arena *arena = &conn_io(c->edge)->arena;
+    size_t room;
+    char *p = outq_reserve(arena, FRAME_HEADER + 256, &room);
+    size_t n = phone_encode_to(obj, p, room);
+    if (n > (size_t)c->edge->cfg->max_frame) {
+        send_oversized(c, obj, n, paced);
+        return;
+    }
+    if (FRAME_HEADER + n > room) {
+        /* Longer than the arena's free room: once more, in room enough. */
+        p = outq_reserve(arena, FRAME_HEADER + n, &room);
+        phone_encode_to(obj, p, room);
+    }
+    json_decref(obj);
+    queue_frame(c, p, FRAME_HEADER + n, paced);
 }
 
 void conn_send(struct conn *c, json_t *obj)
@@ -596,7 +624,7 @@ static void conn_frame(struct conn *c, const char *body, size_t len)
     const char *id = json_string_value(json_object_get(f, "id"));
     switch (type) {
     case PHONE_HB:
-        conn_send(c, json_pack("{s:s}", "t", "hb"));
+        conn_send_raw(c, HB_FRAME, sizeof(HB_FRAME) - 1);
         break;
     case PHONE_LOGIN:
         if (c->state != CONN_NEW) {

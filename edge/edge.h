@@ -254,6 +254,10 @@ void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen
 void conn_send(struct conn *c, json_t *obj);
 /* The same without the cut: for output the edge paces itself (replays). */
 void conn_send_paced(struct conn *c, json_t *obj);
+/* Queue a frame whose body (compact JSON, len bytes) is already written,
+ * e.g. once for every device of a user: no JSON value, no serialiser. The
+ * same cut as conn_send; a body over max_frame is replaced by an error. */
+void conn_send_raw(struct conn *c, const char *body, size_t len);
 /* Bytes queued to c and not yet taken by the kernel (TLS: by OpenSSL). */
 size_t conn_output_pending(const struct conn *c);
 /* Send an error frame; with close, a bye follows and the socket closes. */
