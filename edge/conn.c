@@ -1,7 +1,14 @@
 /* conn.c - one phone socket: framing, the connection state machine,
  * timeouts, output limits and deferred close. What a frame means is
  * edge.c's business; this file only checks that it is well-formed and
- * allowed in the current state. */
+ * allowed in the current state.
+ *
+ * Plaintext sockets are read and written here, with no bufferevent: a read
+ * goes into one buffer shared by the edge (a socket keeps only the start of
+ * a frame not yet whole), frames sent during a loop turn gather in one
+ * arena and each socket gets one writev at the end of the turn; EV_WRITE is
+ * added only while the kernel refuses bytes. TLS sockets keep an openssl
+ * bufferevent. */
 #include "edge.h"
 #include "frame.h"
 #include "log.h"
@@ -10,12 +17,15 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -24,6 +34,9 @@
 #include <openssl/ssl.h>
 
 #define MAX_AUTH_FAILURES 3
+/* The answer to a heartbeat, written once here rather than built and
+ * serialised for every beat of every phone. */
+#define HB_FRAME "{\"t\":\"hb\"}"
 /* Seconds a closing connection may take to flush its last frames. */
 #define CLOSE_FLUSH_TIMEOUT 2
 /* Deadlines handled per run of the sweep: other sockets wait for no more
@@ -106,8 +119,11 @@ static struct conn_deadlines *deadlines(struct edge *edge)
     return edge->deadlines;
 }
 
+static void conn_io_free(struct edge *edge);
+
 void conn_deadlines_free(struct edge *edge)
 {
+    conn_io_free(edge);
     if (!edge->deadlines)
         return;
     event_free(edge->deadlines->ev);
@@ -194,6 +210,156 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     sweep_arm(dl);
 }
 
+/* ---- plaintext I/O: one read buffer, one output arena per edge ----------- */
+struct conn_io {
+    char *rbuf;                   /* plaintext reads land here, but for the
+                                     rest of a frame a socket keeps */
+    size_t rcap;                  /* READ_CHUNK + a header's start */
+    struct outq_arena arena;      /* frames of this loop turn */
+    struct event *flush_ev;       /* made active when flush_head gets one */
+    struct conn *flush_head;      /* sockets to flush or free this turn */
+    const struct timeval *idle_tv; /* READY's read timeout, as a libevent
+                                      common timeout (O(1) to reset) */
+};
+
+/* Bytes read at once past the frame in progress. */
+#define READ_CHUNK 65536
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg);
+
+static struct conn_io *conn_io(struct edge *edge)
+{
+    if (!edge->io) {
+        struct conn_io *io = xcalloc(1, sizeof(*io));
+        io->rcap = FRAME_HEADER + READ_CHUNK;
+        io->rbuf = xmalloc(io->rcap);
+        io->flush_ev = event_new(edge->base, -1, 0, flush_cb, edge);
+        struct timeval tv = {(time_t)(2 * edge->cfg->heartbeat), 0};
+        io->idle_tv = event_base_init_common_timeout(edge->base, &tv);
+        edge->io = io;
+    }
+    return edge->io;
+}
+
+static void conn_io_free(struct edge *edge)
+{
+    struct conn_io *io = edge->io;
+    if (!io)
+        return;
+    event_free(io->flush_ev);
+    outq_arena_free(&io->arena);
+    free(io->rbuf);
+    free(io);
+    edge->io = NULL;
+}
+
+/* Flush c's output (or free it, if it is closing and flushed) at the end
+ * of this loop turn. */
+static void flush_schedule(struct conn *c)
+{
+    if (c->fl_queued)
+        return;
+    struct conn_io *io = c->edge->io;
+    c->fl_prev = NULL;
+    c->fl_next = io->flush_head;
+    if (io->flush_head)
+        io->flush_head->fl_prev = c;
+    else
+        event_active(io->flush_ev, EV_WRITE, 0);
+    io->flush_head = c;
+    c->fl_queued = true;
+}
+
+static void flush_unlink(struct conn *c)
+{
+    if (!c->fl_queued)
+        return;
+    if (c->fl_prev)
+        c->fl_prev->fl_next = c->fl_next;
+    else
+        c->edge->io->flush_head = c->fl_next;
+    if (c->fl_next)
+        c->fl_next->fl_prev = c->fl_prev;
+    c->fl_prev = c->fl_next = NULL;
+    c->fl_queued = false;
+}
+
+static void conn_free(struct conn *c);
+static void write_ready_cb(evutil_socket_t fd, short what, void *arg);
+
+/* The peer is gone (EOF or a socket error): nothing more is written; the
+ * flush at the end of the turn frees it. */
+static void plain_gone(struct conn *c, bool eof)
+{
+    LOG(DEBUG, "conn_closed", "dev=%s eof=%d", c->dev, eof);
+    outq_drop(&c->out);
+    if (c->wev)
+        event_del(c->wev);
+    conn_set_state(c, CONN_CLOSING);
+    flush_schedule(c);
+}
+
+/* After a write of c's output: wait for EV_WRITE while the kernel refuses
+ * bytes; once all is written, free a closing socket (only where may_free:
+ * never from c's own callback) or let a paused replay go on. */
+static void after_write(struct conn *c, bool may_free)
+{
+    if (outq_pending_own(&c->out)) {
+        if (!c->wev)
+            c->wev = event_new(c->edge->base, c->fd, EV_WRITE | EV_PERSIST,
+                               write_ready_cb, c);
+        if (!event_pending(c->wev, EV_WRITE, NULL))
+            event_add(c->wev, NULL);
+        return;
+    }
+    if (c->wev && event_pending(c->wev, EV_WRITE, NULL))
+        event_del(c->wev);
+    if (c->state == CONN_CLOSING) {
+        if (may_free)
+            conn_free(c);
+        else
+            flush_schedule(c);
+    } else if (c->replay_paused) {
+        delivery_drained(c);
+    }
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct edge *edge = arg;
+    struct conn_io *io = edge->io;
+    struct conn *c;
+    /* Whatever a flush or a free sends to other sockets joins the list and
+     * is written in this same run. */
+    while ((c = io->flush_head)) {
+        flush_unlink(c);
+        if (outq_has_records(&c->out) && outq_flush(&io->arena, &c->out, c->fd) < 0) {
+            LOG(DEBUG, "conn_closed", "dev=%s write_error=%s", c->dev, strerror(errno));
+            outq_drop(&c->out);
+            conn_set_state(c, CONN_CLOSING);
+        }
+        after_write(c, true);
+    }
+    outq_arena_reset(&io->arena);
+}
+
+static void write_ready_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (outq_write_own(&c->out, fd) < 0) {
+        plain_gone(c, false);
+        return;
+    }
+    after_write(c, false);
+}
+
+size_t conn_output_pending(const struct conn *c)
+{
+    if (c->bev)
+        return evbuffer_get_length(bufferevent_get_output(c->bev));
+    return c->out.queued;
+}
+
 static void conn_free(struct conn *c)
 {
     if (queued_state(c))
@@ -206,7 +372,17 @@ static void conn_free(struct conn *c)
     json_decref(c->held);
     json_decref(c->inflight);
     seal_wipe_free(c->pending_pass);
-    bufferevent_free(c->bev);
+    if (c->bev) {
+        bufferevent_free(c->bev);
+    } else {
+        flush_unlink(c);
+        event_free(c->rev);
+        if (c->wev)
+            event_free(c->wev);
+        outq_drop(&c->out);
+        free(c->part);
+        evutil_closesocket(c->fd);
+    }
     free(c);
 }
 
@@ -237,8 +413,12 @@ void conn_set_state(struct conn *c, enum conn_state s)
         c->tokens = 2.0 * (double)c->edge->cfg->max_msg_rate;
         c->tokens_ms = util_mono_ms();
         /* Two heartbeat intervals of silence: the phone is gone. */
-        tv.tv_sec = 2 * c->edge->cfg->heartbeat;
-        bufferevent_set_timeouts(c->bev, &tv, NULL);
+        if (c->bev) {
+            tv.tv_sec = 2 * c->edge->cfg->heartbeat;
+            bufferevent_set_timeouts(c->bev, &tv, NULL);
+        } else {
+            event_add(c->rev, c->edge->io->idle_tv);
+        }
         break;
     case CONN_CLOSING:
         /* It stops counting against its address now, not once flushed
@@ -247,8 +427,12 @@ void conn_set_state(struct conn *c, enum conn_state s)
             unauth_release(c);
         /* Its deadline queue bounds the flush, not a bufferevent timeout;
          * the union's bytes now hold the queue links. */
-        bufferevent_disable(c->bev, EV_READ);
-        bufferevent_set_timeouts(c->bev, NULL, NULL);
+        if (c->bev) {
+            bufferevent_disable(c->bev, EV_READ);
+            bufferevent_set_timeouts(c->bev, NULL, NULL);
+        } else {
+            event_del(c->rev);
+        }
         dl_add(c, CLOSE_FLUSH_TIMEOUT);
         break;
     }
@@ -258,7 +442,7 @@ void conn_set_state(struct conn *c, enum conn_state s)
  * ever reach the peer. */
 static bool tls_unfinished(const struct conn *c)
 {
-    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    SSL *ssl = c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;
     return ssl && !SSL_is_init_finished(ssl);
 }
 
@@ -269,6 +453,10 @@ static void conn_close(struct conn *c)
 {
     if (c->state != CONN_CLOSING)
         conn_set_state(c, CONN_CLOSING);
+    if (!c->bev) {
+        flush_schedule(c); /* frees it once its output is written */
+        return;
+    }
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (tls_unfinished(c))
         evbuffer_drain(out, evbuffer_get_length(out));
@@ -277,11 +465,6 @@ static void conn_close(struct conn *c)
         bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS |
                                                   BEV_TRIG_DEFER_CALLBACKS);
     }
-}
-
-static void free_cb(const void *data, size_t len, void *arg)
-{
-    free((void *)data);
 }
 
 static void send_frame(struct conn *c, json_t *obj, bool paced);
@@ -314,33 +497,76 @@ static void send_oversized(struct conn *c, json_t *obj, size_t len, bool paced)
     json_decref(obj);
 }
 
+/* Queue the frame (len bytes, header included) just written at p, in the
+ * arena's reserved room. */
+static void queue_frame(struct conn *c, const char *p, size_t len, bool paced)
+{
+    struct outq_arena *arena = &c->edge->io->arena;
+    size_t queued = conn_output_pending(c);
+    if (!paced && queued + len > (size_t)c->edge->cfg->max_output) {
+        /* A phone that does not read is cut rather than letting its queue
+         * grow without bound. */
+        LOG(WARN, "conn_slow_reader", "dev=%s queued=%zu", c->dev, queued);
+        c->edge->stats.slow_readers++;
+        if (c->bev) {
+            struct evbuffer *out = bufferevent_get_output(c->bev);
+            evbuffer_drain(out, evbuffer_get_length(out));
+        } else {
+            outq_drop(&c->out);
+        }
+        conn_close(c);
+        return;
+    }
+    if (c->bev) {
+        evbuffer_add(bufferevent_get_output(c->bev), p, len);
+        return;
+    }
+    outq_commit(arena, &c->out, len);
+    if (!outq_pending_own(&c->out))
+        flush_schedule(c); /* (else EV_WRITE is armed and writes it) */
+}
+
+void conn_send_raw(struct conn *c, const char *body, size_t len)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    if (len > (size_t)c->edge->cfg->max_frame) {
+        LOG(ERROR, "frame_dropped", "dev=%s t=raw bytes=%zu max=%ld", c->dev, len,
+            c->edge->cfg->max_frame);
+        c->edge->stats.frames_fitted++;
+        conn_error(c, PERR_INTERNAL, "the server had a frame too long for this connection", NULL);
+        return;
+    }
+    size_t room;
+    char *p = outq_reserve(&conn_io(c->edge)->arena, FRAME_HEADER + len, &room);
+    frame_header((uint8_t *)p, (uint32_t)len);
+    memcpy(p + FRAME_HEADER, body, len);
+    queue_frame(c, p, FRAME_HEADER + len, false);
+}
+
+/* Queue obj (consumed) as one frame: serialised once, straight into the
+ * edge's output arena (TLS: copied from there into the bufferevent). */
 static void send_frame(struct conn *c, json_t *obj, bool paced)
 {
     if (c->state == CONN_CLOSING) {
         json_decref(obj);
         return;
     }
-    size_t len;
-    char *buf = phone_encode(obj, &len);
-    if (len - FRAME_HEADER > (size_t)c->edge->cfg->max_frame) {
-        free(buf);
-        send_oversized(c, obj, len - FRAME_HEADER, paced);
+    struct outq_arena *arena = &conn_io(c->edge)->arena;
+    size_t room;
+    char *p = outq_reserve(arena, FRAME_HEADER + 256, &room);
+    size_t n = phone_encode_to(obj, p, room);
+    if (n > (size_t)c->edge->cfg->max_frame) {
+        send_oversized(c, obj, n, paced);
         return;
+    }
+    if (FRAME_HEADER + n > room) {
+        /* Longer than the arena's free room: once more, in room enough. */
+        p = outq_reserve(arena, FRAME_HEADER + n, &room);
+        phone_encode_to(obj, p, room);
     }
     json_decref(obj);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (!paced && evbuffer_get_length(out) + len > (size_t)c->edge->cfg->max_output) {
-        /* A phone that does not read is cut rather than letting its queue
-         * grow without bound. */
-        LOG(WARN, "conn_slow_reader", "dev=%s queued=%zu", c->dev,
-            evbuffer_get_length(out));
-        c->edge->stats.slow_readers++;
-        free(buf);
-        evbuffer_drain(out, evbuffer_get_length(out));
-        conn_close(c);
-        return;
-    }
-    evbuffer_add_reference(out, buf, len, free_cb, NULL);
+    queue_frame(c, p, FRAME_HEADER + n, paced);
 }
 
 void conn_send(struct conn *c, json_t *obj)
@@ -398,7 +624,7 @@ static void conn_frame(struct conn *c, const char *body, size_t len)
     const char *id = json_string_value(json_object_get(f, "id"));
     switch (type) {
     case PHONE_HB:
-        conn_send(c, json_pack("{s:s}", "t", "hb"));
+        conn_send_raw(c, HB_FRAME, sizeof(HB_FRAME) - 1);
         break;
     case PHONE_LOGIN:
         if (c->state != CONN_NEW) {
@@ -454,6 +680,116 @@ static void conn_frame(struct conn *c, const char *body, size_t len)
     json_decref(f);
 }
 
+/* A header announcing a body outside FRAME_MIN_BODY..max: an error, then
+ * bye (the stream cannot be resynchronised). */
+static void bad_length(struct conn *c, size_t body_len, size_t max)
+{
+    char msg[96];
+    snprintf(msg, sizeof(msg), "frame length %zu outside %d..%zu", body_len,
+             FRAME_MIN_BODY, max);
+    c->edge->stats.bad_frames++;
+    LOG(INFO, "conn_bad_length", "dev=%s len=%zu", c->dev, body_len);
+    conn_error(c, PERR_TOO_BIG, msg, NULL);
+    conn_bye(c, "protocol_error");
+}
+
+/* Handle the whole frames at the start of buf (len bytes); returns how many
+ * bytes they took (all of them once the socket is closing). */
+static size_t conn_input(struct conn *c, const char *buf, size_t len)
+{
+    size_t max = (size_t)c->edge->cfg->max_frame, used = 0;
+    while (c->state != CONN_CLOSING) {
+        const uint8_t *body;
+        size_t body_len = 0;
+        enum frame_status st = frame_parse((const uint8_t *)buf + used, len - used,
+                                           max, &body, &body_len);
+        if (st == FRAME_NEED_MORE)
+            return used;
+        if (st != FRAME_OK) {
+            bad_length(c, body_len, max);
+            break;
+        }
+        conn_frame(c, (const char *)body, body_len);
+        used += FRAME_HEADER + body_len;
+    }
+    return len;
+}
+
+/* Keep the start of a frame (rest bytes at p) for the next read: in a
+ * buffer of the whole frame's size once its header is in, so the rest is
+ * read straight after it, never copied again (a phone trickling a long
+ * frame a byte at a time costs no more than one sending it at once). */
+static void keep_part(struct conn *c, const char *p, size_t rest)
+{
+    size_t cap = FRAME_HEADER;
+    if (rest >= FRAME_HEADER) {
+        const uint8_t *body;
+        size_t body_len = 0;
+        frame_parse((const uint8_t *)p, rest, SIZE_MAX, &body, &body_len);
+        cap += body_len; /* (conn_input checked it against max_frame) */
+    }
+    c->part = xmalloc(cap);
+    memcpy(c->part, p, rest);
+    c->part_len = (uint32_t)rest;
+}
+
+/* A plaintext socket is readable (or, in READY, silent for two heartbeat
+ * intervals). One read per wake-up: into the frame c kept, if its header
+ * is in, else into the edge's buffer (after the few header bytes c kept);
+ * whole frames are handled from there, the start of the next kept. */
+static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (what & EV_TIMEOUT) {
+        LOG(INFO, "conn_timeout", "dev=%s reason=idle_timeout", c->dev);
+        conn_bye(c, "idle_timeout");
+        return;
+    }
+    ssize_t n;
+    if (c->part_len >= FRAME_HEADER) {
+        const uint8_t *body;
+        size_t body_len = 0;
+        frame_parse((const uint8_t *)c->part, c->part_len, SIZE_MAX, &body, &body_len);
+        size_t total = FRAME_HEADER + body_len;
+        n = read(fd, c->part + c->part_len, total - c->part_len);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        if (n <= 0) {
+            plain_gone(c, n == 0);
+            return;
+        }
+        c->part_len += (uint32_t)n;
+        if (c->part_len == total) {
+            /* Whole: what came behind it is read at the next wake-up. */
+            char *whole = c->part;
+            c->part = NULL;
+            c->part_len = 0;
+            conn_input(c, whole, total);
+            free(whole);
+        }
+        return;
+    }
+    struct conn_io *io = c->edge->io;
+    size_t have = c->part_len;
+    if (have)
+        memcpy(io->rbuf, c->part, have);
+    n = read(fd, io->rbuf + have, io->rcap - have);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        plain_gone(c, n == 0);
+        return;
+    }
+    free(c->part);
+    c->part = NULL;
+    c->part_len = 0;
+    size_t len = have + (size_t)n;
+    size_t used = conn_input(c, io->rbuf, len);
+    if (used < len)
+        keep_part(c, io->rbuf + used, len - used);
+}
+
+/* TLS: the openssl bufferevent has decrypted bytes. */
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
@@ -468,13 +804,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
         size_t body_len;
         enum frame_status st = frame_parse(hdr, FRAME_HEADER, max, &body, &body_len);
         if (st == FRAME_TOO_BIG || st == FRAME_TOO_SMALL) {
-            char msg[96];
-            snprintf(msg, sizeof(msg), "frame length %zu outside %d..%zu",
-                     body_len, FRAME_MIN_BODY, max);
-            c->edge->stats.bad_frames++;
-            LOG(INFO, "conn_bad_length", "dev=%s len=%zu", c->dev, body_len);
-            conn_error(c, PERR_TOO_BIG, msg, NULL);
-            conn_bye(c, "protocol_error");
+            bad_length(c, body_len, max);
             break;
         }
         if (avail < FRAME_HEADER + body_len)
@@ -487,6 +817,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
         evbuffer_drain(in, evbuffer_get_length(in));
 }
 
+/* TLS: the output drained. */
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
@@ -498,6 +829,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
         delivery_drained(c);
 }
 
+/* TLS: timeout, EOF or error. */
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
@@ -528,7 +860,7 @@ static void conn_deadline(struct conn *c)
     } else if (c->state == CONN_CLOSING) {
         /* The peer does not read (or never finished its handshake). */
         LOG(DEBUG, "conn_close_forced", "dev=%s queued=%zu", c->dev,
-            evbuffer_get_length(bufferevent_get_output(c->bev)));
+            conn_output_pending(c));
         c->edge->stats.closes_forced++;
         conn_free(c);
     }
@@ -569,6 +901,8 @@ void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen
              (unsigned long long)++edge->next_conn);
     memcpy(c->ip, addr, sizeof(c->ip));
     strmap_put(&edge->unauth, ip, (void *)(unauth + 1));
+    c->fd = fd;
+    conn_io(edge);
     if (edge->ssl_ctx) {
         SSL *ssl = SSL_new(edge->ssl_ctx);
         c->bev = bufferevent_openssl_socket_new(edge->base, fd, ssl,
@@ -576,12 +910,14 @@ void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen
                                                 BEV_OPT_CLOSE_ON_FREE);
         /* Phones vanish without close_notify all the time. */
         bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+        bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     } else {
-        c->bev = bufferevent_socket_new(edge->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        /* (The listener made the socket non-blocking.) */
+        c->rev = event_new(edge->base, fd, EV_READ | EV_PERSIST, plain_read_cb, c);
+        event_add(c->rev, NULL);
     }
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     dl_add(c, edge->cfg->login_timeout);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     strmap_put(&edge->conns, c->dev, c);
     edge->stats.conns_accepted++;
     LOG(DEBUG, "conn_open", "dev=%s peer=%s tls=%d", c->dev, ip, edge->ssl_ctx != NULL);

@@ -278,7 +278,7 @@ static void on_fetched(void *owner, void *data, redisReply *r)
         /* More to come. A replay is paced by the phone's reading: the next
          * page waits until this one is written out. */
         c->replaying = true;
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        if (conn_output_pending(c) > 0)
             c->replay_paused = true;
         else
             fetch_page(c);

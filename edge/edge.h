@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "outq.h"
 #include "seal.h"
 #include "strmap.h"
 
@@ -65,7 +66,23 @@ struct user;
 /* One phone socket. */
 struct conn {
     struct edge *edge;
-    struct bufferevent *bev;  /* owned */
+    int fd;                   /* the socket, owned (closed by conn_free) */
+    struct bufferevent *bev;  /* TLS sockets only (owned), else NULL */
+    /* Plaintext sockets (bev NULL): conn.c reads and writes fd itself. */
+    struct event *rev;        /* EV_READ|EV_PERSIST, owned; in READY its
+                                 timeout is the heartbeat silence */
+    struct event *wev;        /* EV_WRITE, owned; made at the first write
+                                 the kernel refused, added only while
+                                 out owns refused bytes */
+    struct outq out;          /* frames not yet written (outq.h) */
+    char *part;               /* the start of a frame not yet whole, or
+                                 NULL: malloc'd, part_len bytes used, the
+                                 whole frame's size once its header is in */
+    uint32_t part_len;
+    struct conn *fl_prev, *fl_next; /* in the edge's list of sockets to
+                                       flush (or free) at the end of the
+                                       loop turn, while fl_queued */
+    bool fl_queued;
     enum conn_state state;
     char dev[20];             /* "c<n>": unique on this edge, names it on the bus */
     struct user *user;        /* set from LOGGING_IN on; the user owns the list */
@@ -174,6 +191,8 @@ struct edge {
     struct strmap unauth;      /* source address -> (count) sockets not logged in */
     struct conn_deadlines *deadlines; /* conn.c's queues of sockets not logged
                                          in, by deadline; NULL before the first */
+    struct conn_io *io;        /* conn.c's shared read buffer, output arena
+                                  and flush list; NULL before the first socket */
     struct strmap conns;       /* dev -> struct conn */
     struct strmap users;       /* bare jid -> struct user */
     uint64_t next_conn;        /* for dev ids */
@@ -251,6 +270,12 @@ void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen
 void conn_send(struct conn *c, json_t *obj);
 /* The same without the cut: for output the edge paces itself (replays). */
 void conn_send_paced(struct conn *c, json_t *obj);
+/* Queue a frame whose body (compact JSON, len bytes) is already written,
+ * e.g. once for every device of a user: no JSON value, no serialiser. The
+ * same cut as conn_send; a body over max_frame is replaced by an error. */
+void conn_send_raw(struct conn *c, const char *body, size_t len);
+/* Bytes queued to c and not yet taken by the kernel (TLS: by OpenSSL). */
+size_t conn_output_pending(const struct conn *c);
 /* Send an error frame; with close, a bye follows and the socket closes. */
 void conn_error(struct conn *c, const char *code, const char *msg,
                 const char *id);
@@ -260,7 +285,8 @@ void conn_set_state(struct conn *c, enum conn_state s);
 void conn_close_all(struct edge *edge, const char *reason);
 /* Free c at once: only at shutdown, outside any callback of c. */
 void conn_destroy(struct conn *c);
-/* At edge_free, after every connection was destroyed. */
+/* At edge_free, after every connection was destroyed: conn.c's per-edge
+ * state (deadline queues, read buffer, output arena). */
 void conn_deadlines_free(struct edge *edge);
 
 #endif

@@ -1,5 +1,6 @@
 /* main.c - imb-edge: options, signals, the event loop. */
 #include "edge.h"
+#include "jpool.h"
 #include "log.h"
 #include "util.h"
 
@@ -127,6 +128,8 @@ static void fd_headroom(struct edge_cfg *c)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    /* Before any JSON value exists: every frame's values come from it. */
+    jpool_install();
     log_set_name("edge");
     g_argc = argc;
     g_argv = argv;
@@ -168,5 +171,6 @@ int main(int argc, char **argv)
     event_free(sighup);
     event_base_free(base);
     config_free(options, ARRAY_LEN(options), &cfg);
+    jpool_trim();
     return 0;
 }

@@ -111,12 +111,24 @@ fail:
     return -1;
 }
 
+size_t phone_encode_to(const json_t *obj, char *buf, size_t cap)
+{
+    size_t room = cap > FRAME_HEADER ? cap - FRAME_HEADER : 0;
+    size_t n = json_dumpb(obj, room ? buf + FRAME_HEADER : NULL, room, JSON_COMPACT);
+    if (n <= room)
+        frame_header((uint8_t *)buf, (uint32_t)n);
+    return n;
+}
+
 char *phone_encode(const json_t *obj, size_t *len)
 {
-    size_t n = json_dumpb(obj, NULL, 0, JSON_COMPACT);
+    char small[1024];
+    size_t n = phone_encode_to(obj, small, sizeof(small));
     char *buf = xmalloc(FRAME_HEADER + n);
-    json_dumpb(obj, buf + FRAME_HEADER, n, JSON_COMPACT);
-    frame_header((uint8_t *)buf, (uint32_t)n);
+    if (FRAME_HEADER + n <= sizeof(small))
+        memcpy(buf, small, FRAME_HEADER + n);
+    else
+        phone_encode_to(obj, buf, FRAME_HEADER + n);
     *len = FRAME_HEADER + n;
     return buf;
 }

@@ -51,6 +51,12 @@ int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,
  * Returns a malloc'd buffer of *len bytes. */
 char *phone_encode(const json_t *obj, size_t *len);
 
+/* Encode obj (not consumed) as one frame into buf (cap bytes), in one pass
+ * of the serialiser. Returns the body's length n: when FRAME_HEADER + n <=
+ * cap the frame (header and body) is in buf; otherwise buf holds nothing
+ * usable and the caller retries with at least FRAME_HEADER + n bytes. */
+size_t phone_encode_to(const json_t *obj, char *buf, size_t cap);
+
 /* Make a frame to a phone fit in max body bytes (PROTOCOL.md section 3: no
  * frame the server sends is longer than the "max" it announced). Called for
  * a frame whose encoding is longer; obj is not consumed. Returns a new array

@@ -347,6 +347,30 @@ static size_t enc_len(const json_t *obj)
 
 /* A msg longer than max is cut to fit, at a character boundary, with
  * "truncated": every other field kept; escapes count as jansson writes them. */
+TEST(phone_encode_to_buffer)
+{
+    /* In room enough: the same frame phone_encode makes. In too little:
+     * the body's length, to ask again with room enough (1 KiB body here:
+     * longer than phone_encode's stack buffer too). */
+    char body[1100];
+    memset(body, 'q', sizeof(body) - 1);
+    body[sizeof(body) - 1] = '\0';
+    json_t *o = json_pack("{s:s, s:s}", "t", "msg", "body", body);
+    size_t len;
+    char *want = phone_encode(o, &len);
+    char small[64];
+    size_t n = phone_encode_to(o, small, sizeof(small));
+    CHECK_EQ_INT(FRAME_HEADER + n, len);
+    char *buf = malloc(len);
+    CHECK_EQ_INT(phone_encode_to(o, buf, len), n);
+    CHECK(memcmp(buf, want, len) == 0);
+    /* Too little room by one byte: refused, nothing claimed written. */
+    CHECK_EQ_INT(phone_encode_to(o, buf, len - 1), n);
+    free(buf);
+    free(want);
+    json_decref(o);
+}
+
 TEST(phone_fit_body)
 {
     /* "é" is 2 bytes, "\n" escapes to 2, "\x01" to 6: mixed on purpose. */
@@ -433,6 +457,7 @@ int main(void)
     RUN(phone_decode_body_limit);
     RUN(phone_encode_frame);
     RUN(phone_error_and_bye);
+    RUN(phone_encode_to_buffer);
     RUN(phone_fit_body);
     RUN(phone_fit_items);
     RUN(phone_bad_frame_error_text_is_utf8);
