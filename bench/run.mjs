@@ -149,7 +149,7 @@ function mallocCounts(dir, pids) {
 // through `perf stat` (no ptrace: the processes run at full speed), enabled
 // and disabled through perf's control FIFO at the window's edges. The named
 // calls are counted one by one; "other" is the rest of raw_syscalls.
-const SYSCALLS = ['epoll_wait', 'epoll_ctl', 'read', 'write', 'readv', 'writev', 'recvfrom', 'sendto', 'recvmsg', 'sendmsg', 'ioctl', 'close', 'accept4'];
+const SYSCALLS = ['epoll_wait', 'epoll_ctl', 'read', 'write', 'readv', 'writev', 'recvfrom', 'sendto', 'recvmsg', 'sendmsg', 'ioctl', 'select', 'poll', 'futex', 'getpid', 'getrandom', 'close', 'accept4'];
 function havePerf() {
   try { execFileSync('perf', ['stat', '-x,', '-e', 'raw_syscalls:sys_enter', '--', 'true'], { stdio: 'ignore' }); return true; } catch { return false; }
 }
@@ -890,6 +890,13 @@ function render(res) {
   L.push(`Run of ${res.started} (${res.quick ? 'BENCH_QUICK=1' : 'full'}, ${res.runs} runs per figure; median (min–max)); git ${m.git}.`, '');
   L.push(`Machine: ${m.cpu}, ${m.cores} cores, ${m.ram_gib} GiB RAM, ${m.os}, kernel ${m.kernel}, fd hard limit ${m.fd_hard_limit}. ` +
     `Redis ${m.redis}, Prosody ${m.prosody}, libevent ${m.libevent}, hiredis ${m.hiredis}, libstrophe ${m.libstrophe}, jansson ${m.jansson}, OpenSSL ${m.openssl}, Node ${m.node}, socket.io ${m.socketio}, @socket.io/redis-adapter ${m.redis_adapter}; ${m.cc}.`, '');
+  L.push('How it is measured: every process runs on this one machine over 127.0.0.1. Timed figures are the median (min–max) of the runs; each run times a window ' +
+    `(${res.config.chatSecs} s after ${res.config.chatWarm} s of warm-up) that the load generator opens and closes with a line on stdout. Server CPU per message is the ` +
+    'utime+stime (/proc/<pid>/stat) of every server process, read at those two lines, divided by the messages delivered in the window (msg/s × its length, a round trip ' +
+    'counting two messages); the load generators\' CPU is read the same way. Counted runs (section 7) are separate: Redis `INFO commandstats` deltas (commands a Lua script ' +
+    'runs are counted too), allocations by an LD_PRELOAD counter (bench/malloccount.c) and system calls by the kernel\'s syscall tracepoints through `perf stat`, ' +
+    'enabled and disabled at the window\'s edges.', '');
+  L.push(`Load average (1, 5, 15 min) at the start: ${res.loadavg_start?.join(', ') ?? 'n/a'}; at the end: ${res.loadavg_end?.join(', ') ?? 'n/a'}.`, '');
   const S = res.sections;
   if (S.idle) {
     L.push('### 1a. Idle connections held by one process', '');
@@ -910,6 +917,8 @@ function render(res) {
     }
     L.push('');
   }
+  const la = (x) => (x?.loadavg ? `${f2(Math.min(...x.loadavg.before))}–${f2(Math.max(...x.loadavg.before))} → ${f2(Math.min(...x.loadavg.after))}–${f2(Math.max(...x.loadavg.after))}` : 'n/a');
+  const byUs = (x) => Object.entries(x.by_us ?? {}).map(([k, v]) => `${k} ${f1(v.median)}`).join(' + ');
   if (S.chat) {
     L.push('### 2. Phone ↔ desktop through the bridge vs two direct XMPP clients', '');
     L.push('| in flight | direct msg/s | bridged msg/s | ratio | direct p50 ms | bridged p50 ms | direct p99 ms | bridged p99 ms | p99 difference ms |');
@@ -917,25 +926,27 @@ function render(res) {
     for (const [k, x] of Object.entries(S.chat.summary)) {
       L.push(`| ${k} | ${sp(x.direct.msgs_per_s)} | ${sp(x.bridged.msgs_per_s)} | ${f2(x.bridged.msgs_per_s.median / x.direct.msgs_per_s.median)}× | ${ms(x.direct.p50_us)} | ${ms(x.bridged.p50_us)} | ${ms(x.direct.p99_us)} | ${ms(x.bridged.p99_us)} | +${f2((x.bridged.p99_us.median - x.direct.p99_us.median) / 1000)} |`);
     }
+    if (Object.values(S.chat.summary)[0]?.direct.server_us) {
+      L.push('', 'Server CPU per message delivered (µs, utime+stime of every server process over the timed window ÷ messages delivered in it; median (min–max)), and the load generators\' own:', '');
+      L.push('| in flight | system | server µs/msg | by process (median µs/msg) | load generators µs/msg | load average 1 min (before → after) |');
+      L.push('|---|---|---|---|---|---|');
+      for (const [k, x] of Object.entries(S.chat.summary)) {
+        L.push(`| ${k} | direct XMPP (Prosody) | ${sp(x.direct.server_us, f1)} | ${byUs(x.direct)} | ${sp(x.direct.loadgen_us, f1)} (xmppclient ping + echo) | ${la(x.direct)} |`);
+        L.push(`| ${k} | bridged (edge + Redis + xmppd + Prosody) | ${sp(x.bridged.server_us, f1)} | ${byUs(x.bridged)} | ${sp(x.bridged.loadgen_us, f1)} (loadgen + xmppclient echo) | ${la(x.bridged)} |`);
+      }
+    }
     L.push('');
   }
   if (S.sio) {
     const x = S.sio.summary;
-    L.push(`### 3. Against Socket.IO + @socket.io/redis-adapter (${S.sio.pairs} pairs across two nodes, ${S.sio.inflight} in flight each)`, '');
-    L.push('| system | msg/s | vs Socket.IO | p50 ms | p99 ms | server CPU (cores busy, of ' + m.cores + ') |');
-    L.push('|---|---|---|---|---|---|');
-    L.push(`| Socket.IO, 2 nodes + Redis adapter | ${sp(x.sio.msgs_per_s)} | 1× | ${ms(x.sio.p50_us)} | ${ms(x.sio.p99_us)} | ${sp(x.sio.cores, f2)} |`);
-    L.push(`| imbridge: 2 edges + Redis + stub bridge (no XMPP) | ${sp(x.edge_stub.msgs_per_s)} | ${f2(x.edge_stub.msgs_per_s.median / x.sio.msgs_per_s.median)}× | ${ms(x.edge_stub.p50_us)} | ${ms(x.edge_stub.p99_us)} | ${sp(x.edge_stub.cores, f2)} |`);
-    L.push(`| imbridge: 2 edges + Redis + xmppd + Prosody (full path) | ${sp(x.full.msgs_per_s)} | ${f2(x.full.msgs_per_s.median / x.sio.msgs_per_s.median)}× | ${ms(x.full.p50_us)} | ${ms(x.full.p99_us)} | ${sp(x.full.cores, f2)} |`);
-    const split = (list) => {
-      const keys = Object.keys(list[0]?.server_cores_by ?? {});
-      if (!keys.length) return null;
-      const parts = keys.map((k) => `${k} ${f2(med(list.map((x) => x.server_cores_by[k])))}`);
-      return `${parts.join(', ')}; whole machine ${f2(med(list.map((x) => x.machine_cores_busy)))}`;
-    };
-    const splits = [['Socket.IO', S.sio.runs.sio], ['stub bridge path', S.sio.runs.edge_stub], ['full path', S.sio.runs.full]].map(([n, l]) => [n, split(l)]).filter(([, t]) => t);
-    if (splits.length) L.push('', `CPU by process (cores busy, median): ${splits.map(([n, t]) => `${n}: ${t}`).join(' — ')}.`);
-    L.push('', `| memory per idle connection (N=${f0(CFG.sioIdleN)}, one node) | server B/conn | vs Socket.IO | Redis B/conn |`, '|---|---|---|---|');
+    L.push(`### 3. Against Socket.IO + @socket.io/redis-adapter on ioredis (${S.sio.pairs} pairs across two nodes, ${S.sio.inflight} in flight each)`, '');
+    L.push(`| system | msg/s | vs Socket.IO | server CPU µs/msg | vs Socket.IO | by process (median µs/msg) | p50 ms | p99 ms | server cores busy (of ${m.cores}) | load generator µs/msg (cores) | load average 1 min (before → after) |`);
+    L.push('|---|---|---|---|---|---|---|---|---|---|---|');
+    const row = (name, y) => L.push(`| ${name} | ${sp(y.msgs_per_s)} | ${f2(y.msgs_per_s.median / x.sio.msgs_per_s.median)}× | ${y.server_us ? sp(y.server_us, f1) : 'n/a'} | ${y.server_us ? `${f2(y.server_us.median / x.sio.server_us.median)}×` : ''} | ${byUs(y)} | ${ms(y.p50_us)} | ${ms(y.p99_us)} | ${sp(y.cores, f2)} | ${y.loadgen_us ? `${f1(y.loadgen_us.median)} (${f2(y.loadgen_cores.median)})` : 'n/a'} | ${la(y)} |`);
+    row(`Socket.IO, 2 nodes + Redis adapter (load: bench/sio-load.mjs, ${S.sio.runs.sio[0]?.client ?? 'socket.io'} client)`, x.sio);
+    row('imbridge: 2 edges + Redis + C stub bridge (no XMPP; bridge = stub)', x.edge_stub);
+    row('imbridge: 2 edges + Redis + xmppd + Prosody (full path)', x.full);
+    L.push('', `| memory per idle connection (N=${f0(res.config.sioIdleN)}, one node) | server B/conn | vs Socket.IO | Redis B/conn |`, '|---|---|---|---|');
     L.push(`| Socket.IO (websocket, joined its user's room) | ${sp(x.sio_mem)} | 1× | ${sp(x.sio_redis)} |`);
     L.push(`| imb-edge (logged in via the stub bridge) | ${sp(x.edge_mem)} | ${f2(x.edge_mem.median / x.sio_mem.median)}× | ${sp(x.edge_redis)} |`);
     L.push('');
@@ -944,14 +955,22 @@ function render(res) {
     const p = S.wire.phone.find((r) => r.ok)?.steps ?? {};
     const xs = S.wire.xmpp.find((r) => r.ok)?.steps ?? {};
     const b = S.wire.bosh.find((r) => !r.error) ?? {};
+    // XMPP's cheapest proof that the server has a stanza is XEP-0198: a
+    // request and an answer per stanza acked one by one (stream management
+    // is not negotiated by the bench clients: the two elements are computed).
+    const smR = Buffer.byteLength("<r xmlns='urn:xmpp:sm:3'/>");
+    const smA = Buffer.byteLength("<a xmlns='urn:xmpp:sm:3' h='1'/>");
+    const xin = xs.msg_in_stanza?.out ?? xs.msg_in?.in;
     L.push('### 4. Bytes on the wire (TCP payload; one run shown, they do not vary)', '');
     L.push('| exchange | phone link (imb-edge) | XMPP c2s (libstrophe ↔ Prosody) | ratio | BOSH (HTTP/1.1, minimal headers) |');
     L.push('|---|---|---|---|---|');
     const r = (a, c) => (a && c ? `${f2(a / c)}×` : '');
     L.push(`| chat message sent (5-byte body) | ${p.out_msg} | ${xs.msg_out?.out} | ${r(p.out_msg, xs.msg_out?.out)} | ${b.message_request ?? 'n/a'} request + ${b.message_response ?? 'n/a'} response |`);
-    L.push(`| chat message received | ${p.in_msg} | ${xs.msg_in?.in} | ${r(p.in_msg, xs.msg_in?.in)} | response to a pending poll + a new ${b.empty_poll_request ?? 'n/a'}-byte poll |`);
-    L.push(`| ack of a sent message (server has it) | ${p.in_ack} | no ack in plain c2s (XEP-0198 \`<a h='1' xmlns='urn:xmpp:sm:3'/>\` would be 31, after a 23-byte \`<r/>\`) | | |`);
-    L.push(`| ack of a received message (phone → server) | ${p.out_ack} | — | | |`);
+    L.push(`| ack of a sent message (the server has it) | ${p.in_ack} | ${smR} + ${smA} (XEP-0198 \`<r/>\` out, \`<a h/>\` in; computed) | ${r(p.in_ack, smR + smA)} | |`);
+    L.push(`| chat message received (the message stanza alone) | ${p.in_msg} | ${xin} | ${r(p.in_msg, xin)} | response to a pending poll + a new ${b.empty_poll_request ?? 'n/a'}-byte poll |`);
+    L.push(`| ack of a received message (client → server) | ${p.out_ack} | ${smR} + ${smA} (XEP-0198 \`<r/>\` in, \`<a h/>\` out; computed) | ${r(p.out_ack, smR + smA)} | |`);
+    const pt = p.out_msg + p.in_ack + p.in_msg + p.out_ack; const xt = (xs.msg_out?.out ?? NaN) + xin + 2 * (smR + smA);
+    L.push(`| **one message, both ends, acks counted** | **${pt}** | **${xt}** | **${r(pt, xt)}** | |`);
     // The phone's receipt frame is not exchanged by the wire run (its peer is
     // not an XMPP client): its size is that of the frame the edge writes for a
     // delivery receipt from the same peer (PROTOCOL.md 10.4), computed.
@@ -960,7 +979,30 @@ function render(res) {
     L.push(`| heartbeat request + answer | ${p.out_hb} + ${p.in_hb} | ${xs.ping_iq_roundtrip?.out} + ${xs.ping_iq_roundtrip?.in} (XEP-0199 ping), or 1 byte of whitespace (no answer) | ${r(p.out_hb + p.in_hb, (xs.ping_iq_roundtrip?.out ?? 0) + (xs.ping_iq_roundtrip?.in ?? 0))} | ${b.empty_poll_request ?? 'n/a'} + ${b.empty_poll_response ?? 'n/a'} (empty poll) |`);
     L.push(`| login | ${p.out_login} + ${p.in_welcome} + ${p.in_sync} (login, welcome, sync) | ${xs.login?.out} + ${xs.login?.in} (stream, SCRAM, bind, session) | ${r(p.out_login + p.in_welcome + p.in_sync, (xs.login?.out ?? 0) + (xs.login?.in ?? 0))} | |`);
     const hbHour = 3600 / 30 * (p.out_hb + p.in_hb);
+    L.push('', `The XMPP "received" figure is the \`<message/>\` alone, as read from the socket (what else arrived meanwhile, a presence, is left out: ${xs.msg_in?.in ?? 'n/a'} bytes in all).`);
     L.push('', `Idle hour with the default heartbeat (30 s): 120 × ${p.out_hb + p.in_hb} = ${f0(hbHour)} bytes of payload; with TCP/IP headers (52 bytes per segment with timestamps; request, answer, and the phone's ACK) about ${f0(120 * (p.out_hb + p.in_hb + 3 * 52))} bytes.`, '');
+  }
+  if (S.cost) {
+    const C = S.cost;
+    const medOf = (list, f) => med(list.map(f).filter(Number.isFinite));
+    const paths = [['stub-bridge path (2 edges + Redis + C stub)', C.stub], ['full path (2 edges + Redis + xmppd + Prosody)', C.full]].filter(([, l]) => l?.length);
+    L.push(`### 7. Cost per message (counted runs: ${res.config.pairs} pairs × ${res.config.pairsInflight} in flight, ${C.stub?.length ?? 0} run(s) of ${res.config.costSecs} s per path; medians)`, '');
+    L.push('| path | msg/s (instrumented: not a throughput figure) | Redis executions/msg (all, scripts' + "'" + ' inner commands included) | script calls/msg | edge allocations/msg (malloc+calloc+realloc) | edge frees/msg | edge syscalls/msg | xmppd allocations/msg | xmppd syscalls/msg |');
+    L.push('|---|---|---|---|---|---|---|---|---|');
+    for (const [name, l] of paths) {
+      L.push(`| ${name} | ${f0(medOf(l, (x) => x.msgs_per_s))} | ${f2(medOf(l, (x) => x.redis_executions_per_msg))} | ${f2(medOf(l, (x) => x.redis_scripts_per_msg))} | ${f1(medOf(l, (x) => x.edge_allocs_per_msg))} | ${f1(medOf(l, (x) => x.edge_malloc_per_msg?.free))} | ${f2(medOf(l, (x) => x.edge_syscalls_per_msg?.total))} | ${l[0].kind === 'full' ? f1(medOf(l, (x) => x.xmppd_allocs_per_msg)) : '—'} | ${l[0].kind === 'full' ? f2(medOf(l, (x) => x.xmppd_syscalls_per_msg?.total)) : '—'} |`);
+    }
+    const breakdown = (l, key) => {
+      const keys = [...new Set(l.flatMap((x) => Object.keys(x[key] ?? {})))];
+      return keys.map((k) => [k, medOf(l, (x) => x[key]?.[k] ?? 0)]).filter(([k, v]) => v >= 0.005 && k !== 'total' && k !== 'bytes').sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f2(v)}`).join(', ');
+    };
+    L.push('');
+    for (const [name, l] of paths) {
+      L.push(`- ${name}: Redis commands per message: ${breakdown(l, 'redis_per_msg')}.`);
+      L.push(`  Edge system calls per message: ${breakdown(l, 'edge_syscalls_per_msg') || 'n/a'}.`);
+      if (l[0].kind === 'full') L.push(`  xmppd (workers) system calls per message: ${breakdown(l, 'xmppd_syscalls_per_msg') || 'n/a'}.`);
+    }
+    L.push('');
   }
   if (S.capacity) {
     const P = Object.values(S.capacity.plans);
@@ -997,6 +1039,7 @@ async function main() {
   for (const b of ['loadgen', 'echoserver', 'xmppclient', 'stubbridge', 'malloccount.so']) if (!fs.existsSync(path.join(BBIN, b))) throw new Error(`${BBIN}/${b} missing: run make bench`);
   for (const b of ['imb-edge', 'imb-xmppd']) if (!fs.existsSync(path.join(BIN, b))) throw new Error(`${BIN}/${b} missing: run make`);
   results.machine = machine();
+  results.loadavg_start = loadavg();
   results.edge_flags = edgeFlags();
   log(`${QUICK ? 'quick' : 'full'} run, sections ${SECTIONS.join(',')}, ${RUNS} runs each; edge flags ${edgeFlags().join(' ')}`);
   const fns = { idle: sectionIdle, real: sectionReal, chat: sectionChat, sio: sectionSio, wire: sectionWire, cost: sectionCost, capacity: sectionCapacity };
@@ -1006,6 +1049,7 @@ async function main() {
     log(`section ${s}: ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   }
   results.finished = new Date().toISOString();
+  results.loadavg_end = loadavg();
   const dir = path.join(HERE, 'results');
   fs.mkdirSync(dir, { recursive: true });
   const stamp = results.started.replace(/[:.]/g, '-');
