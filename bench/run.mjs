@@ -495,7 +495,7 @@ async function sectionChat() {
           { groups: { edge: () => [edge.pid], redis: () => [redis.proc.pid], xmppd, prosody: () => [prosody.proc.pid] }, loadgens: () => [echoB.pid] }));
         if (!d.ok || !b.ok) log(`  chat run not ok: direct ${JSON.stringify(d)} bridged ${JSON.stringify(b)}`);
         out.direct[k].push(d); out.bridged[k].push(b);
-        log(`chat inflight=${k} run ${r + 1}: direct ${d.msgs_per_s.toFixed(0)} msg/s p50 ${d.rtt_us.p50} p99 ${d.rtt_us.p99} us ${d.server_us_per_msg.toFixed(0)} us CPU/msg; bridged ${b.msgs_per_s.toFixed(0)} msg/s p50 ${b.rtt_us.p50} p99 ${b.rtt_us.p99} us ${b.server_us_per_msg.toFixed(0)} us CPU/msg`);
+        log(`chat inflight=${k} run ${r + 1}: direct ${d.msgs_per_s.toFixed(0)} msg/s p50 ${d.rtt_us.p50} p99 ${d.rtt_us.p99} us ${d.server_us_per_msg?.toFixed(0)} us CPU/msg; bridged ${b.msgs_per_s.toFixed(0)} msg/s p50 ${b.rtt_us.p50} p99 ${b.rtt_us.p99} us ${b.server_us_per_msg?.toFixed(0)} us CPU/msg`);
       }
     }
     echoB.endStdin(); echoD.endStdin();
