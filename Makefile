@@ -181,17 +181,21 @@ fuzz: fuzz-regress
 # ---------------------------------------------------------------------------
 # Benchmarks (docs/BENCHMARKS.md). Never part of make test.
 #
-#   make bench                 every bench, 3 runs per figure (<= 22 minutes);
+#   make bench                 every bench, 5 runs of 10 s per timed figure
+#                              (<= 45 minutes);
 #                              rewrites the tables in docs/BENCHMARKS.md
-#   make bench BENCH_QUICK=1   small sizes, short runs (~2-3 minutes); tables
+#   make bench BENCH_QUICK=1   small sizes, 2 short runs (~3-4 minutes); tables
 #                              only in bench/results/latest.md
-#   make bench BENCH_ARGS='--only chat,wire --runs 5'
+#   make bench BENCH_ARGS='--only chat,sio,wire,cost --runs 5'
 #
 # Bench programs (bench/*.c) are built into build/bench/ (always release
-# flags); the driver (bench/run.mjs) starts Redis, Prosody and the services on
-# free 127.0.0.1 ports and writes bench/results/*.json.
+# flags; the stub bridge links the release common/ objects); the driver
+# (bench/run.mjs) starts Redis, Prosody and the services on free 127.0.0.1
+# ports and writes bench/results/*.json. Section 7 counts system calls with
+# `perf stat` (package linux-perf) when it is there.
 BENCH_DIR    := build/bench
-BENCH_BINS   := $(BENCH_DIR)/loadgen $(BENCH_DIR)/echoserver $(BENCH_DIR)/xmppclient
+BENCH_BINS   := $(BENCH_DIR)/loadgen $(BENCH_DIR)/echoserver $(BENCH_DIR)/xmppclient \
+                $(BENCH_DIR)/stubbridge $(BENCH_DIR)/malloccount.so
 BENCH_CFLAGS := -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 BENCH_ARGS   ?=
 
@@ -202,6 +206,17 @@ $(BENCH_DIR)/loadgen $(BENCH_DIR)/echoserver: $(BENCH_DIR)/%: bench/%.c
 $(BENCH_DIR)/xmppclient: bench/xmppclient.c
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) $(shell pkg-config --cflags libstrophe) $< $(shell pkg-config --libs libstrophe) -o $@
+
+# The stub bridge links the project's own common/ modules (the bus, the
+# envelope codec, the inbox scripts): it runs the delivery xmppd runs.
+$(BENCH_DIR)/stubbridge: bench/stubbridge.c $(COMMON_OBJ) | $(LUA_H)
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(COMMON_OBJ) $(LDLIBS) -o $@
+
+# LD_PRELOAD shim counting malloc/calloc/realloc/free (bench "cost" section).
+$(BENCH_DIR)/malloccount.so: bench/malloccount.c
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) -fPIC -shared $< -ldl -o $@
 
 bench/node_modules/.package-lock.json: bench/package.json
 	cd bench && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; \

@@ -104,6 +104,9 @@ static double *samples;         /* RTTs in microseconds */
 static size_t nsamples, capsamples;
 static uint64_t rtt_total, msgs_in_total, errors_total, acks_total, unexpected_close;
 static uint64_t warm_rtts;
+/* msg frames received when the timed window opened and closed: messages
+ * delivered to phones in the window (both directions in pairs mode). */
+static uint64_t msgs_in_at_measure, msgs_in_at_end;
 static struct event *tick_ev, *stdin_ev;
 static char *body_pad;
 
@@ -567,10 +570,16 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         if (!measuring && now >= t_measure_ms && now < t_end_ms) {
             measuring = true;
             t_measure_ms = now;
+            msgs_in_at_measure = msgs_in_total;
+            printf("{\"event\":\"measure\"}\n");
+            fflush(stdout);
         }
         if (now >= t_end_ms) {
             measuring = false;
             t_end_ms = now;
+            msgs_in_at_end = msgs_in_total;
+            printf("{\"event\":\"end\"}\n");
+            fflush(stdout);
             finished = true;
             event_base_loopbreak(base);
             return;
@@ -642,12 +651,13 @@ static void print_results(void)
     printf("{\"mode\":\"%s\",\"pingers\":%d,\"inflight\":%d,\"ok\":%s,\"logged_in\":%d,\"failed\":%d,"
            "\"seconds\":%.3f,\"round_trips\":%" PRIu64 ",\"rt_per_s\":%.1f,\"msgs_per_s\":%.1f,"
            "\"rtt_us\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%.0f,\"mean\":%.1f},"
-           "\"errors\":%" PRIu64 ",\"acks\":%" PRIu64 ",\"closed_early\":%" PRIu64 "}\n",
+           "\"errors\":%" PRIu64 ",\"acks\":%" PRIu64 ",\"closed_early\":%" PRIu64
+           ",\"delivered\":%" PRIu64 "}\n",
            opt.mode, pingers, opt.inflight, (secs > 0 && nsamples > 0) ? "true" : "false", n_ready,
            n_failed, secs, rtt_total, secs > 0 ? (double)rtt_total / secs : 0,
            secs > 0 ? 2.0 * (double)rtt_total / secs : 0, pct(0.5), pct(0.9), pct(0.99),
            nsamples ? samples[nsamples - 1] : 0, nsamples ? sum / (double)nsamples : 0,
-           errors_total, acks_total, unexpected_close);
+           errors_total, acks_total, unexpected_close, msgs_in_at_end - msgs_in_at_measure);
 }
 
 static void usage(void)

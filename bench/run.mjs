@@ -1,7 +1,7 @@
 // bench/run.mjs - `make bench`: every benchmark of docs/BENCHMARKS.md, each
 // against a baseline measured in the same run, on 127.0.0.x only.
 //
-//   node bench/run.mjs [--quick] [--only idle,real,chat,sio,wire,capacity] [--runs 3]
+//   node bench/run.mjs [--quick] [--only idle,real,chat,sio,wire,cost,capacity] [--runs 5]
 //   node bench/run.mjs --render bench/results/latest.json   (tables only, no runs)
 //   env: BENCH_QUICK=1 (small sizes, ~2 min), BENCH_BIN_DIR (default bin/),
 //        BENCH_WRITE_DOCS=0|1 (default: 1 for a full run of every section)
@@ -31,20 +31,21 @@ const BBIN = path.join(ROOT, 'build', 'bench');
 const argv = process.argv.slice(2);
 const QUICK = process.env.BENCH_QUICK === '1' || argv.includes('--quick');
 const onlyArg = argv.includes('--only') ? argv[argv.indexOf('--only') + 1].split(',') : null;
-const RUNS = Number(argv.includes('--runs') ? argv[argv.indexOf('--runs') + 1] : 3);
-const SECTIONS = onlyArg ?? ['idle', 'real', 'chat', 'sio', 'wire', 'capacity'];
+const RUNS = Number(argv.includes('--runs') ? argv[argv.indexOf('--runs') + 1] : (QUICK ? 2 : 5));
+const SECTIONS = onlyArg ?? ['idle', 'real', 'chat', 'sio', 'wire', 'cost', 'capacity'];
 const WRITE_DOCS = process.env.BENCH_WRITE_DOCS ? process.env.BENCH_WRITE_DOCS === '1' : (!QUICK && !onlyArg);
 const FD_LIMIT = Number(execFileSync('sh', ['-c', 'ulimit -Hn']).toString().trim()) || 1024;
 
 const CFG = QUICK ? {
-  idleN: [2000], realN: 200, realWorkers: 1, tlsN: 100, chatWarm: 0.5, chatSecs: 2, inflight: [1, 100],
+  idleN: [2000], realN: 200, realWorkers: 1, tlsN: 100, chatWarm: 0.5, chatSecs: 2, costSecs: 2, inflight: [1, 100],
   pairs: 20, pairsInflight: 4, sioIdleN: 2000, total: 150,
   capacity: [{ name: 'cap', workers: 2, maxSessions: 150, target: 320, step: 160, budgetMs: 30000, idleMs: 2000 }],
 } : {
   // One process may hold at most `ulimit -Hn` descriptors (no CAP_SYS_RESOURCE
   // here): the largest idle size stays under it.
   idleN: [10000, Math.min(100000, FD_LIMIT - 1000)], realN: 1500, realWorkers: 2, tlsN: 500,
-  chatWarm: 1, chatSecs: 5, inflight: [1, 100], pairs: 50, pairsInflight: 4, sioIdleN: 10000, total: 1020,
+  // Every timed figure: RUNS runs (default 5) of a 10 s window after 1 s of warm-up.
+  chatWarm: 1, chatSecs: 10, costSecs: 10, inflight: [1, 100], pairs: 50, pairsInflight: 4, sioIdleN: 10000, total: 2400,
   // Capacity: 8 workers of 900 (the most a worker may hold), 400 phones
   // more than that; then as many workers as it takes to hold more sessions
   // than one process may open descriptors (Prosody holds one per session).
@@ -74,18 +75,122 @@ function cpuTicks(pids) {
   }
   return t;
 }
-// Run a pairs bench and note how busy the servers were (cores, out of
-// os.cpus()), each named group of them, and the whole machine.
-async function withCpu(pids, fn, named = {}) {
-  const c0 = cpuTicks(pids()); const t0 = Date.now(); const m0 = cpuStat();
-  const n0 = Object.fromEntries(Object.entries(named).map(([k, f]) => [k, cpuTicks(f())]));
-  const r = await fn();
-  const secs = (Date.now() - t0) / 1000; const m1 = cpuStat();
-  r.server_cores_busy = (cpuTicks(pids()) - c0) / 100 / secs;
-  r.server_cores_by = Object.fromEntries(Object.entries(named).map(([k, f]) => [k, (cpuTicks(f()) - n0[k]) / 100 / secs]));
-  r.machine_cores_busy = ((m1.all - m0.all) - (m1.idle - m0.idle)) / (m1.all - m0.all) * os.cpus().length;
+// ------------------------------------------- timed windows and counted runs
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+const loadavg = () => fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number);
+
+// Run a load generator that prints {"event":"measure"} and {"event":"end"}
+// around its timed window, and read at those two moments the CPU time
+// (utime+stime, /proc/<pid>/stat) of each named group of server processes,
+// of the load generator(s) and of the whole machine; hooks.start/end (async)
+// read counters at the same moments. Per message: the window's CPU divided
+// by the messages delivered in it (msg/s as the load generator measured it,
+// times the window's length), so every system is divided the same way.
+async function measured(stack, name, cmd, args, { groups, loadgens = () => [], timeout = 120000, hooks = {}, env } = {}) {
+  const la0 = loadavg();
+  const p = stack.spawn(name, cmd, args, env ? { envExtra: env } : {});
+  const lg = () => [p.pid, ...loadgens()];
+  const sample = () => ({
+    t: performance.now(), m: cpuStat(), lg: cpuTicks(lg()),
+    g: Object.fromEntries(Object.entries(groups).map(([k, f]) => [k, cpuTicks(f())])),
+  });
+  const line = (ev) => p.nextStdoutLine((l) => l.includes(`"event":"${ev}"`), timeout).catch((e) => { throw new Error(`${name}: ${e.message}\n${p.tail(2000)}`); });
+  try { await line('measure'); } catch (e) {
+    // No timed window (a login refused...): the result says why, no CPU.
+    await Promise.race([p.exited, sleep(5000)]);
+    const bad = lastJson(p.stdout, (o) => !o.event);
+    if (!bad) throw e;
+    return { ...bad, ok: false, loadavg: { before: la0, after: loadavg() } };
+  }
+  const h0 = hooks.start ? await hooks.start() : null;
+  const s0 = sample();
+  await line('end');
+  const s1 = sample();
+  const h1 = hooks.end ? await hooks.end(h0) : null;
+  const ex = await Promise.race([p.exited, sleep(20000).then(() => null)]);
+  if (!ex) await p.stop({ timeout: 2000 });
+  const r = lastJson(p.stdout, (o) => !o.event);
+  if (!r) throw new Error(`${name}: no JSON result\n${p.tail(3000)}`);
+  const secs = (s1.t - s0.t) / 1000;
+  const msgs = r.msgs_per_s * secs;
+  const us = (ticks) => (ticks * 1e6) / CLK_TCK;
+  r.window_s = secs;
+  r.window_msgs = msgs;
+  r.cpu_us_per_msg = Object.fromEntries(Object.keys(groups).map((k) => [k, us(s1.g[k] - s0.g[k]) / msgs]));
+  r.server_us_per_msg = Object.values(r.cpu_us_per_msg).reduce((a, b) => a + b, 0);
+  r.loadgen_us_per_msg = us(s1.lg - s0.lg) / msgs;
+  r.server_cores_by = Object.fromEntries(Object.keys(groups).map((k) => [k, (s1.g[k] - s0.g[k]) / CLK_TCK / secs]));
+  r.server_cores_busy = Object.values(r.server_cores_by).reduce((a, b) => a + b, 0);
+  r.loadgen_cores = (s1.lg - s0.lg) / CLK_TCK / secs;
+  r.machine_cores_busy = ((s1.m.all - s0.m.all) - (s1.m.idle - s0.m.idle)) / (s1.m.all - s0.m.all) * os.cpus().length;
+  r.loadavg = { before: la0, after: loadavg() };
+  if (h1) r.counters = h1;
   return r;
 }
+
+// Redis's per-command counters (INFO commandstats): calls by command name.
+// Commands a Lua script runs are counted under their own names too.
+async function commandStats(port) {
+  const info = String(await stackRedis(port, ['INFO', 'commandstats']));
+  const out = {};
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out[m[1]] = Number(m[2]);
+  return out;
+}
+const diffCounts = (a, b) => Object.fromEntries(Object.keys(b).map((k) => [k, b[k] - (a[k] ?? 0)]).filter(([, v]) => v > 0));
+
+// malloccount.so's per-process files (bench/malloccount.c): counts by pid.
+const MC_SLOTS = ['magic', 'malloc', 'calloc', 'realloc', 'free', 'bytes', 'pid'];
+function mallocCounts(dir, pids) {
+  const out = { malloc: 0, calloc: 0, realloc: 0, free: 0, bytes: 0, processes: 0 };
+  for (const pid of pids) {
+    let b;
+    try { b = fs.readFileSync(path.join(dir, `${pid}.cnt`)); } catch { continue; }
+    out.processes++;
+    for (let i = 1; i <= 5; i++) out[MC_SLOTS[i]] += Number(b.readBigUInt64LE(i * 8));
+  }
+  return out;
+}
+
+// System calls of a group of processes, counted by the kernel's tracepoints
+// through `perf stat` (no ptrace: the processes run at full speed), enabled
+// and disabled through perf's control FIFO at the window's edges. The named
+// calls are counted one by one; "other" is the rest of raw_syscalls.
+const SYSCALLS = ['epoll_wait', 'epoll_ctl', 'read', 'write', 'readv', 'writev', 'recvfrom', 'sendto', 'recvmsg', 'sendmsg', 'ioctl', 'select', 'poll', 'futex', 'getpid', 'getrandom', 'close', 'accept4'];
+function havePerf() {
+  try { execFileSync('perf', ['stat', '-x,', '-e', 'raw_syscalls:sys_enter', '--', 'true'], { stdio: 'ignore' }); return true; } catch { return false; }
+}
+async function startSyscallCount(stack, name, pids) {
+  const dir = stack.tempDir('imb-bench-perf-');
+  const ctl = path.join(dir, 'ctl'); const ack = path.join(dir, 'ack');
+  execFileSync('mkfifo', [ctl, ack]);
+  const have = SYSCALLS.filter((c) => fs.existsSync(`/sys/kernel/tracing/events/syscalls/sys_enter_${c}`) || fs.existsSync(`/sys/kernel/debug/tracing/events/syscalls/sys_enter_${c}`));
+  const events = ['raw_syscalls:sys_enter', ...have.map((c) => `syscalls:sys_enter_${c}`)];
+  const p = stack.spawn(name, 'perf', ['stat', '-D', '-1', '--control', `fifo:${ctl},${ack}`, '-x,', '-e', events.join(','), '-p', pids.join(',')]);
+  // O_RDWR: a FIFO opened so never blocks; perf opens its ends at start.
+  const c = fs.openSync(ctl, fs.constants.O_RDWR); const a = fs.openSync(ack, fs.constants.O_RDWR);
+  await sleep(300);
+  if (!p.running) throw new Error(`perf: ${p.tail(1000)}`);
+  const cmd = (w) => { fs.writeSync(c, `${w}\n`); const b = Buffer.alloc(64); fs.readSync(a, b); };
+  return {
+    enable: () => cmd('enable'),
+    disable: () => cmd('disable'),
+    async result() {
+      p.kill('SIGINT');
+      await Promise.race([p.exited, sleep(5000)]);
+      fs.closeSync(c); fs.closeSync(a);
+      const out = {};
+      for (const l of p.stderr.split('\n')) {
+        const f = l.split(',');
+        const ev = f[2] ?? '';
+        if (ev === 'raw_syscalls:sys_enter') out.total = Number(f[0]);
+        else if (ev.startsWith('syscalls:sys_enter_')) out[ev.slice(19)] = Number(f[0]);
+      }
+      if (Number.isFinite(out.total)) out.other = out.total - Object.entries(out).filter(([k]) => k !== 'total').reduce((x, [, v]) => x + (Number.isFinite(v) ? v : 0), 0);
+      return out;
+    },
+  };
+}
+
 function childPids(pid) {
   try { return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { return []; }
 }
@@ -124,9 +229,9 @@ function edgeFlags() {
   if (helpHas(bin, 'max-msg-rate')) EDGE_EXTRA.push('--max-msg-rate', '100000');
   return EDGE_EXTRA;
 }
-async function startEdge(stack, redisPort, credKey, name = 'imb-edge') {
+async function startEdge(stack, redisPort, credKey, name = 'imb-edge', env = null) {
   const p = stack.spawn(name, path.join(BIN, 'imb-edge'), ['--redis-host', '127.0.0.1', '--redis-port', String(redisPort),
-    '--cred-key', credKey, '--log-level', 'warn', '--listen', '127.0.0.1:0', ...edgeFlags()]);
+    '--cred-key', credKey, '--log-level', 'warn', '--listen', '127.0.0.1:0', ...edgeFlags()], env ? { envExtra: env } : {});
   // The port is in the `listening` line (INFO); at warn level, find it with ss.
   const port = await waitFor(() => {
     if (!p.running) throw new Error(`imb-edge exited: ${p.tail(2000)}`);
@@ -140,12 +245,12 @@ async function startEdge(stack, redisPort, credKey, name = 'imb-edge') {
   await sleep(300); // bus connected, worker list read
   return p;
 }
-async function startXmppd(stack, redisPort, xmppPort, credKey, workers, { tls = 'disabled', cafile, maxSessions } = {}) {
+async function startXmppd(stack, redisPort, xmppPort, credKey, workers, { tls = 'disabled', cafile, maxSessions, env } = {}) {
   const args = ['--redis-host', '127.0.0.1', '--redis-port', String(redisPort), '--cred-key', credKey, '--log-level', 'warn',
     '--xmpp-host', '127.0.0.1', '--xmpp-port', String(xmppPort), '--xmpp-tls', tls, '--workers', String(workers)];
   if (cafile) args.push('--xmpp-cafile', cafile);
   if (maxSessions) args.push('--max-sessions', String(maxSessions));
-  const p = stack.spawn('imb-xmppd', path.join(BIN, 'imb-xmppd'), args);
+  const p = stack.spawn('imb-xmppd', path.join(BIN, 'imb-xmppd'), args, env ? { envExtra: env } : {});
   await waitFor(async () => {
     if (!p.running) throw new Error(`imb-xmppd exited: ${p.tail(2000)}`);
     const w = await stackRedis(redisPort, ['HLEN', 'imb:workers']);
@@ -191,6 +296,13 @@ async function startBenchProsody(stack, users, { tls = false } = {}) {
       await sleep(100);
     }
   }
+}
+
+// The C stub bridge (bench/stubbridge.c): a worker with no XMPP behind it.
+async function startStub(stack, redisPort, opts = {}) {
+  const p = stack.spawn('stubbridge', path.join(BBIN, 'stubbridge'), ['--redis-port', String(redisPort)], opts);
+  await p.waitForLine(/stubbridge ready/, { timeout: 10000 });
+  return p;
 }
 
 function loadgen(stack, name, args, opts = {}) {
@@ -286,8 +398,7 @@ async function sectionIdle() {
         const st = new Stack('idle-edge-login');
         try {
           const redis = await startRedis(st);
-          const stub = st.spawn('stubbridge', process.execPath, [path.join(HERE, 'stubbridge.mjs'), '--redis-port', String(redis.port)]);
-          await stub.waitForLine(/stubbridge ready/, { timeout: 10000 });
+          await startStub(st, redis.port);
           const edge = await startEdge(st, redis.port, randomCredKey());
           await sleep(1200);
           runs.edge_stub_login.push(await measureHold(st, () => loadgen(st, 'loadgen', ['--mode', 'idle', '--port', String(edge.port), '--conns', String(n), '--user-fmt', 'u%d@localhost', '--concurrency', '512', '--timeout', '170']), { server: () => [edge.pid] }, { n, redisPort: redis.port }));
@@ -353,7 +464,7 @@ async function sectionChat() {
   try {
     const [redis, prosody] = await Promise.all([startRedis(st), startBenchProsody(st, ['alice', 'bob', 'carol', 'dave'])]);
     const key = randomCredKey();
-    await startXmppd(st, redis.port, prosody.c2sPort, key, 2);
+    const xm = await startXmppd(st, redis.port, prosody.c2sPort, key, 2);
     const edge = await startEdge(st, redis.port, key);
     const xc = path.join(BBIN, 'xmppclient');
     const c2s = String(prosody.c2sPort);
@@ -361,21 +472,40 @@ async function sectionChat() {
     const echoD = st.spawn('echo-dave', xc, ['--mode', 'echo', '--jid', 'dave@localhost/desktop', '--pass', 'secret', '--port', c2s, '--timeout', String(CFG.total)], { stdin: 'pipe' });
     await echoB.waitForLine(/online/, { timeout: 10000 });
     await echoD.waitForLine(/online/, { timeout: 10000 });
-    const common = ['--warmup', String(CFG.chatWarm), '--duration', String(CFG.chatSecs), '--timeout', '60'];
+    const common = ['--warmup', String(CFG.chatWarm), '--duration', String(CFG.chatSecs), '--timeout', String(CFG.chatSecs + 60)];
+    const xmppd = () => [xm.pid, ...childPids(xm.pid)];
     for (const k of CFG.inflight) {
       out.direct[k] = []; out.bridged[k] = [];
       for (let r = 0; r < RUNS; r++) {
-        // Alternate, so drift (caches, Prosody's heap) hits both alike.
-        const d = await procJson(st, 'xmpp-ping', xc, ['--mode', 'ping', '--jid', 'carol@localhost/desktop', '--pass', 'secret', '--port', c2s, '--peer', 'dave@localhost', '--inflight', String(k), ...common]);
-        const b = await procJson(st, 'loadgen-chat', path.join(BBIN, 'loadgen'), ['--mode', 'chat', '--port', String(edge.port), '--conns', '1', '--user-fmt', 'alice@localhost', '--peer-fmt', 'bob@localhost', '--inflight', String(k), ...common]);
+        // Alternate, so drift (caches, Prosody's heap) hits both alike. The
+        // echo clients are load generators too.
+        // A run that did not get to its timed window (a refused login) is
+        // made again, at most twice, and noted.
+        const again = async (what, fn) => {
+          for (let t = 0; ; t++) {
+            const x = await fn();
+            if (x.ok || t >= 2) return x;
+            log(`  ${what} run not ok (${JSON.stringify(x).slice(0, 200)}): again`);
+            out.retries = (out.retries ?? 0) + 1;
+          }
+        };
+        const d = await again('direct', () => measured(st, 'xmpp-ping', xc, ['--mode', 'ping', '--jid', 'carol@localhost/desktop', '--pass', 'secret', '--port', c2s, '--peer', 'dave@localhost', '--inflight', String(k), ...common],
+          { groups: { prosody: () => [prosody.proc.pid] }, loadgens: () => [echoD.pid] }));
+        const b = await again('bridged', () => measured(st, 'loadgen-chat', path.join(BBIN, 'loadgen'), ['--mode', 'chat', '--port', String(edge.port), '--conns', '1', '--user-fmt', 'alice@localhost', '--peer-fmt', 'bob@localhost', '--inflight', String(k), ...common],
+          { groups: { edge: () => [edge.pid], redis: () => [redis.proc.pid], xmppd, prosody: () => [prosody.proc.pid] }, loadgens: () => [echoB.pid] }));
         if (!d.ok || !b.ok) log(`  chat run not ok: direct ${JSON.stringify(d)} bridged ${JSON.stringify(b)}`);
         out.direct[k].push(d); out.bridged[k].push(b);
-        log(`chat inflight=${k} run ${r + 1}: direct ${d.msgs_per_s.toFixed(0)} msg/s p50 ${d.rtt_us.p50} p99 ${d.rtt_us.p99} us; bridged ${b.msgs_per_s.toFixed(0)} msg/s p50 ${b.rtt_us.p50} p99 ${b.rtt_us.p99} us`);
+        log(`chat inflight=${k} run ${r + 1}: direct ${d.msgs_per_s.toFixed(0)} msg/s p50 ${d.rtt_us.p50} p99 ${d.rtt_us.p99} us ${d.server_us_per_msg?.toFixed(0)} us CPU/msg; bridged ${b.msgs_per_s.toFixed(0)} msg/s p50 ${b.rtt_us.p50} p99 ${b.rtt_us.p99} us ${b.server_us_per_msg?.toFixed(0)} us CPU/msg`);
       }
     }
     echoB.endStdin(); echoD.endStdin();
   } finally { await st.cleanup(); }
-  const sum = (list) => ({ msgs_per_s: summarize(list, 'msgs_per_s'), p50_us: summarize(list, (x) => x.rtt_us.p50), p99_us: summarize(list, (x) => x.rtt_us.p99) });
+  const sum = (list) => ({
+    msgs_per_s: summarize(list, 'msgs_per_s'), p50_us: summarize(list, (x) => x.rtt_us.p50), p99_us: summarize(list, (x) => x.rtt_us.p99),
+    server_us: summarize(list, 'server_us_per_msg'), loadgen_us: summarize(list, 'loadgen_us_per_msg'),
+    by_us: Object.fromEntries(Object.keys(list[0]?.cpu_us_per_msg ?? {}).map((g) => [g, summarize(list, (x) => x.cpu_us_per_msg[g])])),
+    loadavg: { before: list.map((x) => x.loadavg.before[0]), after: list.map((x) => x.loadavg.after[0]) },
+  });
   out.summary = Object.fromEntries(CFG.inflight.map((k) => [k, { direct: sum(out.direct[k]), bridged: sum(out.bridged[k]) }]));
   return out;
 }
@@ -384,7 +514,7 @@ async function sectionChat() {
 async function sectionSio() {
   const out = {};
   const P = CFG.pairs; const K = CFG.pairsInflight;
-  const common = ['--conns', String(P), '--inflight', String(K), '--warmup', String(CFG.chatWarm), '--duration', String(CFG.chatSecs), '--timeout', '90'];
+  const common = ['--conns', String(P), '--inflight', String(K), '--warmup', String(CFG.chatWarm), '--duration', String(CFG.chatSecs), '--timeout', String(CFG.chatSecs + 80)];
   const runs = { sio: [], edge_stub: [], full: [] };
   const sioIdle = [];
   const edgeIdle = [];
@@ -400,8 +530,8 @@ async function sectionSio() {
           p.port = Number(/listening port=(\d+)/.exec(await p.waitForLine(/listening port=\d+/, { timeout: 10000 }))[1]);
           nodes.push(p);
         }
-        runs.sio.push(await withCpu(() => [redis.proc.pid, ...nodes.map((x) => x.pid)], () => procJson(st, 'sio-load', process.execPath, [path.join(HERE, 'sio-load.mjs'), '--mode', 'pairs', '--port', String(nodes[0].port), '--port2', String(nodes[1].port), ...common], { timeout: 120000 }),
-          { 'Socket.IO nodes': () => nodes.map((x) => x.pid), Redis: () => [redis.proc.pid] }));
+        runs.sio.push(await measured(st, 'sio-load', process.execPath, [path.join(HERE, 'sio-load.mjs'), '--mode', 'pairs', '--port', String(nodes[0].port), '--port2', String(nodes[1].port), ...common],
+          { groups: { node: () => nodes.map((x) => x.pid), redis: () => [redis.proc.pid] } }));
         // Memory per connection: N idle sockets on node 0, each in its user's room.
         sioIdle.push(await measureHold(st, () => st.spawn('sio-load-idle', process.execPath, [path.join(HERE, 'sio-load.mjs'), '--mode', 'idle', '--port', String(nodes[0].port), '--conns', String(CFG.sioIdleN), '--timeout', '170'], { stdin: 'pipe' }),
           { server: () => [nodes[0].pid] }, { n: CFG.sioIdleN, redisPort: redis.port, settleMs: 3000 }));
@@ -412,14 +542,13 @@ async function sectionSio() {
       const st = new Stack('edge-stub');
       try {
         const redis = await startRedis(st);
-        const stub = st.spawn('stubbridge', process.execPath, [path.join(HERE, 'stubbridge.mjs'), '--redis-port', String(redis.port)]);
-        await stub.waitForLine(/stubbridge ready/, { timeout: 10000 });
+        const stub = await startStub(st, redis.port);
         const key = randomCredKey();
         const e1 = await startEdge(st, redis.port, key, 'imb-edge-1');
         const e2 = await startEdge(st, redis.port, key, 'imb-edge-2');
         await sleep(1200);
-        runs.edge_stub.push(await withCpu(() => [redis.proc.pid, stub.pid, e1.pid, e2.pid], () => procJson(st, 'loadgen-pairs', path.join(BBIN, 'loadgen'), ['--mode', 'pairs', '--port', String(e1.port), '--port2', String(e2.port), '--user-fmt', 'a%d@localhost', '--peer-fmt', 'b%d@localhost', ...common], { timeout: 120000 }),
-          { edges: () => [e1.pid, e2.pid], Redis: () => [redis.proc.pid], 'stub bridge': () => [stub.pid] }));
+        runs.edge_stub.push(await measured(st, 'loadgen-pairs', path.join(BBIN, 'loadgen'), ['--mode', 'pairs', '--port', String(e1.port), '--port2', String(e2.port), '--user-fmt', 'a%d@localhost', '--peer-fmt', 'b%d@localhost', ...common],
+          { groups: { edge: () => [e1.pid, e2.pid], redis: () => [redis.proc.pid], bridge: () => [stub.pid] } }));
         edgeIdle.push(await measureHold(st, () => loadgen(st, 'loadgen', ['--mode', 'idle', '--port', String(e1.port), '--conns', String(CFG.sioIdleN), '--user-fmt', 'i%d@localhost', '--concurrency', '512', '--timeout', '170']),
           { server: () => [e1.pid] }, { n: CFG.sioIdleN, redisPort: redis.port }));
       } finally { await st.cleanup(); }
@@ -434,19 +563,111 @@ async function sectionSio() {
         const xm = await startXmppd(st, redis.port, prosody.c2sPort, key, 2);
         const e1 = await startEdge(st, redis.port, key, 'imb-edge-1');
         const e2 = await startEdge(st, redis.port, key, 'imb-edge-2');
-        runs.full.push(await withCpu(() => [redis.proc.pid, prosody.proc.pid, e1.pid, e2.pid, ...childPids(xm.pid)], () => procJson(st, 'loadgen-pairs', path.join(BBIN, 'loadgen'), ['--mode', 'pairs', '--port', String(e1.port), '--port2', String(e2.port), '--user-fmt', 'a%d@localhost', '--peer-fmt', 'b%d@localhost', '--concurrency', '32', ...common], { timeout: 120000 }),
-          { edges: () => [e1.pid, e2.pid], Redis: () => [redis.proc.pid], xmppd: () => childPids(xm.pid), Prosody: () => [prosody.proc.pid] }));
+        runs.full.push(await measured(st, 'loadgen-pairs', path.join(BBIN, 'loadgen'), ['--mode', 'pairs', '--port', String(e1.port), '--port2', String(e2.port), '--user-fmt', 'a%d@localhost', '--peer-fmt', 'b%d@localhost', '--concurrency', '32', ...common],
+          { groups: { edge: () => [e1.pid, e2.pid], redis: () => [redis.proc.pid], xmppd: () => [xm.pid, ...childPids(xm.pid)], prosody: () => [prosody.proc.pid] } }));
       } finally { await st.cleanup(); }
     }
-    log(`sio run ${r + 1}: socket.io ${runs.sio.at(-1).msgs_per_s?.toFixed(0)} msg/s, edge+stub ${runs.edge_stub.at(-1).msgs_per_s.toFixed(0)} msg/s, full path ${runs.full.at(-1).msgs_per_s.toFixed(0)} msg/s; memory/conn socket.io ${sioIdle.at(-1).bytes_per_conn.server.toFixed(0)} B, edge ${edgeIdle.at(-1).bytes_per_conn.server.toFixed(0)} B`);
+    const us = (x) => `${x.server_us_per_msg.toFixed(0)} us CPU/msg (load gen ${x.loadgen_us_per_msg.toFixed(0)})`;
+    log(`sio run ${r + 1}: socket.io ${runs.sio.at(-1).msgs_per_s?.toFixed(0)} msg/s ${us(runs.sio.at(-1))}, edge+stub ${runs.edge_stub.at(-1).msgs_per_s.toFixed(0)} msg/s ${us(runs.edge_stub.at(-1))}, full path ${runs.full.at(-1).msgs_per_s.toFixed(0)} msg/s ${us(runs.full.at(-1))}; memory/conn socket.io ${sioIdle.at(-1).bytes_per_conn.server.toFixed(0)} B, edge ${edgeIdle.at(-1).bytes_per_conn.server.toFixed(0)} B`);
   }
-  const sum = (list) => ({ msgs_per_s: summarize(list, 'msgs_per_s'), p50_us: summarize(list, (x) => x.rtt_us.p50), p99_us: summarize(list, (x) => x.rtt_us.p99), cores: summarize(list, 'server_cores_busy') });
+  const sum = (list) => ({
+    msgs_per_s: summarize(list, 'msgs_per_s'), p50_us: summarize(list, (x) => x.rtt_us.p50), p99_us: summarize(list, (x) => x.rtt_us.p99), cores: summarize(list, 'server_cores_busy'),
+    server_us: summarize(list, 'server_us_per_msg'), loadgen_us: summarize(list, 'loadgen_us_per_msg'), loadgen_cores: summarize(list, 'loadgen_cores'),
+    machine_cores: summarize(list, 'machine_cores_busy'),
+    by_us: Object.fromEntries(Object.keys(list[0]?.cpu_us_per_msg ?? {}).map((g) => [g, summarize(list, (x) => x.cpu_us_per_msg[g])])),
+    loadavg: { before: list.map((x) => x.loadavg.before[0]), after: list.map((x) => x.loadavg.after[0]) },
+  });
   out.pairs = P; out.inflight = K; out.runs = runs; out.idle = { sio: sioIdle, edge: edgeIdle };
   out.summary = {
     sio: sum(runs.sio), edge_stub: sum(runs.edge_stub), full: sum(runs.full),
     sio_mem: summarize(sioIdle, (x) => x.bytes_per_conn.server), edge_mem: summarize(edgeIdle, (x) => x.bytes_per_conn.server),
     sio_redis: summarize(sioIdle, 'redis_bytes_per_conn'), edge_redis: summarize(edgeIdle, 'redis_bytes_per_conn'),
   };
+  return out;
+}
+
+// ------------------------------------------ 7: cost per message, counted
+// Counted runs, apart from the timed ones (an instrumented run is no
+// throughput figure): the same pairs load as bench 3, once on the stub-bridge
+// path and once on the full path, with the edges and xmppd under
+// malloccount.so and their system calls counted by perf; Redis's
+// INFO commandstats read at the window's edges.
+async function costRun(kind) {
+  const P = CFG.pairs; const K = CFG.pairsInflight;
+  const st = new Stack(`cost-${kind}`);
+  try {
+    const mcDir = st.tempDir('imb-bench-malloc-');
+    const pre = { LD_PRELOAD: path.join(BBIN, 'malloccount.so'), MALLOCCOUNT_DIR: mcDir };
+    const users = [...Array.from({ length: P }, (_, i) => `a${i}`), ...Array.from({ length: P }, (_, i) => `b${i}`)];
+    const [redis, prosody] = await Promise.all([startRedis(st), kind === 'full' ? startBenchProsody(st, users) : null]);
+    const key = randomCredKey();
+    let bridge; let xmppdPids = () => [];
+    if (kind === 'full') {
+      bridge = await startXmppd(st, redis.port, prosody.c2sPort, key, 2, { env: pre });
+      xmppdPids = () => [bridge.pid, ...childPids(bridge.pid)];
+    } else {
+      bridge = await startStub(st, redis.port);
+    }
+    const e1 = await startEdge(st, redis.port, key, 'imb-edge-1', pre);
+    const e2 = await startEdge(st, redis.port, key, 'imb-edge-2', pre);
+    await sleep(1200);
+    const edges = () => [e1.pid, e2.pid];
+    const perf = havePerf();
+    const scEdge = perf ? await startSyscallCount(st, 'perf-edge', edges()) : null;
+    const scX = perf && kind === 'full' ? await startSyscallCount(st, 'perf-xmppd', childPids(bridge.pid)) : null;
+    const args = ['--mode', 'pairs', '--port', String(e1.port), '--port2', String(e2.port), '--user-fmt', 'a%d@localhost', '--peer-fmt', 'b%d@localhost',
+      '--conns', String(P), '--inflight', String(K), '--warmup', String(CFG.chatWarm), '--duration', String(CFG.costSecs), '--timeout', String(CFG.costSecs + 80), '--concurrency', '32'];
+    const groups = { edge: edges, redis: () => [redis.proc.pid], ...(kind === 'full' ? { xmppd: xmppdPids, prosody: () => [prosody.proc.pid] } : { bridge: () => [bridge.pid] }) };
+    const r = await measured(st, 'loadgen-cost', path.join(BBIN, 'loadgen'), args, {
+      groups,
+      hooks: {
+        start: async () => {
+          scEdge?.enable(); scX?.enable();
+          return { cs: await commandStats(redis.port), edge: mallocCounts(mcDir, edges()), xmppd: mallocCounts(mcDir, xmppdPids()) };
+        },
+        end: async (h0) => {
+          scEdge?.disable(); scX?.disable();
+          const cs = await commandStats(redis.port);
+          const edge = mallocCounts(mcDir, edges()); const xm = mallocCounts(mcDir, xmppdPids());
+          const d = (a, b) => Object.fromEntries(['malloc', 'calloc', 'realloc', 'free', 'bytes'].map((k) => [k, b[k] - a[k]]));
+          const c = diffCounts(h0.cs, cs);
+          delete c.info; // the bench's own INFO calls
+          return { commands: c, malloc_edge: d(h0.edge, edge), malloc_xmppd: kind === 'full' ? d(h0.xmppd, xm) : null };
+        },
+      },
+    });
+    const n = r.window_msgs;
+    const per = (o) => (o ? Object.fromEntries(Object.entries(o).map(([k, v]) => [k, v / n])) : null);
+    const scripts = ['eval', 'evalsha', 'fcall', 'fcall_ro', 'eval_ro', 'evalsha_ro'];
+    const cmds = r.counters.commands;
+    const out = {
+      kind, pairs: P, inflight: K, msgs_per_s: r.msgs_per_s, window_s: r.window_s, msgs: n, loadavg: r.loadavg,
+      redis_per_msg: per(cmds),
+      redis_executions_per_msg: Object.values(cmds).reduce((a, b) => a + b, 0) / n,
+      redis_scripts_per_msg: scripts.reduce((a, k) => a + (cmds[k] ?? 0), 0) / n,
+      edge_malloc_per_msg: per(r.counters.malloc_edge),
+      xmppd_malloc_per_msg: per(r.counters.malloc_xmppd),
+      cpu_us_per_msg: r.cpu_us_per_msg,
+    };
+    const allocs = (m) => (m ? m.malloc + m.calloc + m.realloc : NaN);
+    out.edge_allocs_per_msg = allocs(out.edge_malloc_per_msg);
+    out.xmppd_allocs_per_msg = allocs(out.xmppd_malloc_per_msg);
+    if (scEdge) out.edge_syscalls_per_msg = per(await scEdge.result());
+    if (scX) out.xmppd_syscalls_per_msg = per(await scX.result());
+    if (!perf) out.syscalls_note = 'perf stat not available (linux-perf): system calls not counted';
+    log(`cost ${kind}: ${n.toFixed(0)} msgs at ${r.msgs_per_s.toFixed(0)} msg/s; Redis ${out.redis_executions_per_msg.toFixed(2)} executions/msg (scripts ${out.redis_scripts_per_msg.toFixed(2)}); ` +
+      `edge ${out.edge_allocs_per_msg.toFixed(1)} allocs/msg, ${out.edge_syscalls_per_msg?.total?.toFixed(2) ?? 'n/a'} syscalls/msg` +
+      (kind === 'full' ? `; xmppd ${out.xmppd_allocs_per_msg.toFixed(1)} allocs/msg, ${out.xmppd_syscalls_per_msg?.total?.toFixed(2) ?? 'n/a'} syscalls/msg` : ''));
+    return out;
+  } finally { await st.cleanup(); }
+}
+async function sectionCost() {
+  const out = { stub: [], full: [] };
+  // Counts vary little: two counted runs of each path are plenty.
+  for (let r = 0; r < Math.min(RUNS, 2); r++) {
+    out.stub.push(await costRun('stub'));
+    out.full.push(await costRun('full'));
+  }
   return out;
 }
 
@@ -685,6 +906,13 @@ function render(res) {
   L.push(`Run of ${res.started} (${res.quick ? 'BENCH_QUICK=1' : 'full'}, ${res.runs} runs per figure; median (min–max)); git ${m.git}.`, '');
   L.push(`Machine: ${m.cpu}, ${m.cores} cores, ${m.ram_gib} GiB RAM, ${m.os}, kernel ${m.kernel}, fd hard limit ${m.fd_hard_limit}. ` +
     `Redis ${m.redis}, Prosody ${m.prosody}, libevent ${m.libevent}, hiredis ${m.hiredis}, libstrophe ${m.libstrophe}, jansson ${m.jansson}, OpenSSL ${m.openssl}, Node ${m.node}, socket.io ${m.socketio}, @socket.io/redis-adapter ${m.redis_adapter}; ${m.cc}.`, '');
+  L.push('How it is measured: every process runs on this one machine over 127.0.0.1. Timed figures are the median (min–max) of the runs; each run times a window ' +
+    `(${res.config.chatSecs} s after ${res.config.chatWarm} s of warm-up) that the load generator opens and closes with a line on stdout. Server CPU per message is the ` +
+    'utime+stime (/proc/<pid>/stat) of every server process, read at those two lines, divided by the messages delivered in the window (msg/s × its length, a round trip ' +
+    'counting two messages); the load generators\' CPU is read the same way. Counted runs (section 7) are separate: Redis `INFO commandstats` deltas (commands a Lua script ' +
+    'runs are counted too), allocations by an LD_PRELOAD counter (bench/malloccount.c) and system calls by the kernel\'s syscall tracepoints through `perf stat`, ' +
+    'enabled and disabled at the window\'s edges.', '');
+  L.push(`Load average (1, 5, 15 min) at the start: ${res.loadavg_start?.join(', ') ?? 'n/a'}; at the end: ${res.loadavg_end?.join(', ') ?? 'n/a'}.`, '');
   const S = res.sections;
   if (S.idle) {
     L.push('### 1a. Idle connections held by one process', '');
@@ -705,6 +933,8 @@ function render(res) {
     }
     L.push('');
   }
+  const la = (x) => (x?.loadavg ? `${f2(Math.min(...x.loadavg.before))}–${f2(Math.max(...x.loadavg.before))} → ${f2(Math.min(...x.loadavg.after))}–${f2(Math.max(...x.loadavg.after))}` : 'n/a');
+  const byUs = (x) => Object.entries(x.by_us ?? {}).map(([k, v]) => `${k} ${f1(v.median)}`).join(' + ');
   if (S.chat) {
     L.push('### 2. Phone ↔ desktop through the bridge vs two direct XMPP clients', '');
     L.push('| in flight | direct msg/s | bridged msg/s | ratio | direct p50 ms | bridged p50 ms | direct p99 ms | bridged p99 ms | p99 difference ms |');
@@ -712,25 +942,27 @@ function render(res) {
     for (const [k, x] of Object.entries(S.chat.summary)) {
       L.push(`| ${k} | ${sp(x.direct.msgs_per_s)} | ${sp(x.bridged.msgs_per_s)} | ${f2(x.bridged.msgs_per_s.median / x.direct.msgs_per_s.median)}× | ${ms(x.direct.p50_us)} | ${ms(x.bridged.p50_us)} | ${ms(x.direct.p99_us)} | ${ms(x.bridged.p99_us)} | +${f2((x.bridged.p99_us.median - x.direct.p99_us.median) / 1000)} |`);
     }
+    if (Object.values(S.chat.summary)[0]?.direct.server_us) {
+      L.push('', 'Server CPU per message delivered (µs, utime+stime of every server process over the timed window ÷ messages delivered in it; median (min–max)), and the load generators\' own:', '');
+      L.push('| in flight | system | server µs/msg | by process (median µs/msg) | load generators µs/msg | load average 1 min (before → after) |');
+      L.push('|---|---|---|---|---|---|');
+      for (const [k, x] of Object.entries(S.chat.summary)) {
+        L.push(`| ${k} | direct XMPP (Prosody) | ${sp(x.direct.server_us, f1)} | ${byUs(x.direct)} | ${sp(x.direct.loadgen_us, f1)} (xmppclient ping + echo) | ${la(x.direct)} |`);
+        L.push(`| ${k} | bridged (edge + Redis + xmppd + Prosody) | ${sp(x.bridged.server_us, f1)} | ${byUs(x.bridged)} | ${sp(x.bridged.loadgen_us, f1)} (loadgen + xmppclient echo) | ${la(x.bridged)} |`);
+      }
+    }
     L.push('');
   }
   if (S.sio) {
     const x = S.sio.summary;
-    L.push(`### 3. Against Socket.IO + @socket.io/redis-adapter (${S.sio.pairs} pairs across two nodes, ${S.sio.inflight} in flight each)`, '');
-    L.push('| system | msg/s | vs Socket.IO | p50 ms | p99 ms | server CPU (cores busy, of ' + m.cores + ') |');
-    L.push('|---|---|---|---|---|---|');
-    L.push(`| Socket.IO, 2 nodes + Redis adapter | ${sp(x.sio.msgs_per_s)} | 1× | ${ms(x.sio.p50_us)} | ${ms(x.sio.p99_us)} | ${sp(x.sio.cores, f2)} |`);
-    L.push(`| imbridge: 2 edges + Redis + stub bridge (no XMPP) | ${sp(x.edge_stub.msgs_per_s)} | ${f2(x.edge_stub.msgs_per_s.median / x.sio.msgs_per_s.median)}× | ${ms(x.edge_stub.p50_us)} | ${ms(x.edge_stub.p99_us)} | ${sp(x.edge_stub.cores, f2)} |`);
-    L.push(`| imbridge: 2 edges + Redis + xmppd + Prosody (full path) | ${sp(x.full.msgs_per_s)} | ${f2(x.full.msgs_per_s.median / x.sio.msgs_per_s.median)}× | ${ms(x.full.p50_us)} | ${ms(x.full.p99_us)} | ${sp(x.full.cores, f2)} |`);
-    const split = (list) => {
-      const keys = Object.keys(list[0]?.server_cores_by ?? {});
-      if (!keys.length) return null;
-      const parts = keys.map((k) => `${k} ${f2(med(list.map((x) => x.server_cores_by[k])))}`);
-      return `${parts.join(', ')}; whole machine ${f2(med(list.map((x) => x.machine_cores_busy)))}`;
-    };
-    const splits = [['Socket.IO', S.sio.runs.sio], ['stub bridge path', S.sio.runs.edge_stub], ['full path', S.sio.runs.full]].map(([n, l]) => [n, split(l)]).filter(([, t]) => t);
-    if (splits.length) L.push('', `CPU by process (cores busy, median): ${splits.map(([n, t]) => `${n}: ${t}`).join(' — ')}.`);
-    L.push('', `| memory per idle connection (N=${f0(CFG.sioIdleN)}, one node) | server B/conn | vs Socket.IO | Redis B/conn |`, '|---|---|---|---|');
+    L.push(`### 3. Against Socket.IO + @socket.io/redis-adapter on ioredis (${S.sio.pairs} pairs across two nodes, ${S.sio.inflight} in flight each)`, '');
+    L.push(`| system | msg/s | vs Socket.IO | server CPU µs/msg | vs Socket.IO | by process (median µs/msg) | p50 ms | p99 ms | server cores busy (of ${m.cores}) | load generator µs/msg (cores) | load average 1 min (before → after) |`);
+    L.push('|---|---|---|---|---|---|---|---|---|---|---|');
+    const row = (name, y) => L.push(`| ${name} | ${sp(y.msgs_per_s)} | ${f2(y.msgs_per_s.median / x.sio.msgs_per_s.median)}× | ${y.server_us ? sp(y.server_us, f1) : 'n/a'} | ${y.server_us ? `${f2(y.server_us.median / x.sio.server_us.median)}×` : ''} | ${byUs(y)} | ${ms(y.p50_us)} | ${ms(y.p99_us)} | ${sp(y.cores, f2)} | ${y.loadgen_us ? `${f1(y.loadgen_us.median)} (${f2(y.loadgen_cores.median)})` : 'n/a'} | ${la(y)} |`);
+    row(`Socket.IO, 2 nodes + Redis adapter (load: bench/sio-load.mjs, ${S.sio.runs.sio[0]?.client ?? 'socket.io'} client)`, x.sio);
+    row('imbridge: 2 edges + Redis + C stub bridge (no XMPP; bridge = stub)', x.edge_stub);
+    row('imbridge: 2 edges + Redis + xmppd + Prosody (full path)', x.full);
+    L.push('', `| memory per idle connection (N=${f0(res.config.sioIdleN)}, one node) | server B/conn | vs Socket.IO | Redis B/conn |`, '|---|---|---|---|');
     L.push(`| Socket.IO (websocket, joined its user's room) | ${sp(x.sio_mem)} | 1× | ${sp(x.sio_redis)} |`);
     L.push(`| imb-edge (logged in via the stub bridge) | ${sp(x.edge_mem)} | ${f2(x.edge_mem.median / x.sio_mem.median)}× | ${sp(x.edge_redis)} |`);
     L.push('');
@@ -739,14 +971,22 @@ function render(res) {
     const p = S.wire.phone.find((r) => r.ok)?.steps ?? {};
     const xs = S.wire.xmpp.find((r) => r.ok)?.steps ?? {};
     const b = S.wire.bosh.find((r) => !r.error) ?? {};
+    // XMPP's cheapest proof that the server has a stanza is XEP-0198: a
+    // request and an answer per stanza acked one by one (stream management
+    // is not negotiated by the bench clients: the two elements are computed).
+    const smR = Buffer.byteLength("<r xmlns='urn:xmpp:sm:3'/>");
+    const smA = Buffer.byteLength("<a xmlns='urn:xmpp:sm:3' h='1'/>");
+    const xin = xs.msg_in_stanza?.out ?? xs.msg_in?.in;
     L.push('### 4. Bytes on the wire (TCP payload; one run shown, they do not vary)', '');
     L.push('| exchange | phone link (imb-edge) | XMPP c2s (libstrophe ↔ Prosody) | ratio | BOSH (HTTP/1.1, minimal headers) |');
     L.push('|---|---|---|---|---|');
     const r = (a, c) => (a && c ? `${f2(a / c)}×` : '');
     L.push(`| chat message sent (5-byte body) | ${p.out_msg} | ${xs.msg_out?.out} | ${r(p.out_msg, xs.msg_out?.out)} | ${b.message_request ?? 'n/a'} request + ${b.message_response ?? 'n/a'} response |`);
-    L.push(`| chat message received | ${p.in_msg} | ${xs.msg_in?.in} | ${r(p.in_msg, xs.msg_in?.in)} | response to a pending poll + a new ${b.empty_poll_request ?? 'n/a'}-byte poll |`);
-    L.push(`| ack of a sent message (server has it) | ${p.in_ack} | no ack in plain c2s (XEP-0198 \`<a h='1' xmlns='urn:xmpp:sm:3'/>\` would be 31, after a 23-byte \`<r/>\`) | | |`);
-    L.push(`| ack of a received message (phone → server) | ${p.out_ack} | — | | |`);
+    L.push(`| ack of a sent message (the server has it) | ${p.in_ack} | ${smR} + ${smA} (XEP-0198 \`<r/>\` out, \`<a h/>\` in; computed) | ${r(p.in_ack, smR + smA)} | |`);
+    L.push(`| chat message received (the message stanza alone) | ${p.in_msg} | ${xin} | ${r(p.in_msg, xin)} | response to a pending poll + a new ${b.empty_poll_request ?? 'n/a'}-byte poll |`);
+    L.push(`| ack of a received message (client → server) | ${p.out_ack} | ${smR} + ${smA} (XEP-0198 \`<r/>\` in, \`<a h/>\` out; computed) | ${r(p.out_ack, smR + smA)} | |`);
+    const pt = p.out_msg + p.in_ack + p.in_msg + p.out_ack; const xt = (xs.msg_out?.out ?? NaN) + xin + 2 * (smR + smA);
+    L.push(`| **one message, both ends, acks counted** | **${pt}** | **${xt}** | **${r(pt, xt)}** | |`);
     // The phone's receipt frame is not exchanged by the wire run (its peer is
     // not an XMPP client): its size is that of the frame the edge writes for a
     // delivery receipt from the same peer (PROTOCOL.md 10.4), computed.
@@ -755,7 +995,30 @@ function render(res) {
     L.push(`| heartbeat request + answer | ${p.out_hb} + ${p.in_hb} | ${xs.ping_iq_roundtrip?.out} + ${xs.ping_iq_roundtrip?.in} (XEP-0199 ping), or 1 byte of whitespace (no answer) | ${r(p.out_hb + p.in_hb, (xs.ping_iq_roundtrip?.out ?? 0) + (xs.ping_iq_roundtrip?.in ?? 0))} | ${b.empty_poll_request ?? 'n/a'} + ${b.empty_poll_response ?? 'n/a'} (empty poll) |`);
     L.push(`| login | ${p.out_login} + ${p.in_welcome} + ${p.in_sync} (login, welcome, sync) | ${xs.login?.out} + ${xs.login?.in} (stream, SCRAM, bind, session) | ${r(p.out_login + p.in_welcome + p.in_sync, (xs.login?.out ?? 0) + (xs.login?.in ?? 0))} | |`);
     const hbHour = 3600 / 30 * (p.out_hb + p.in_hb);
+    L.push('', `The XMPP "received" figure is the \`<message/>\` alone, as read from the socket (what else arrived meanwhile, a presence, is left out: ${xs.msg_in?.in ?? 'n/a'} bytes in all).`);
     L.push('', `Idle hour with the default heartbeat (30 s): 120 × ${p.out_hb + p.in_hb} = ${f0(hbHour)} bytes of payload; with TCP/IP headers (52 bytes per segment with timestamps; request, answer, and the phone's ACK) about ${f0(120 * (p.out_hb + p.in_hb + 3 * 52))} bytes.`, '');
+  }
+  if (S.cost) {
+    const C = S.cost;
+    const medOf = (list, f) => med(list.map(f).filter(Number.isFinite));
+    const paths = [['stub-bridge path (2 edges + Redis + C stub)', C.stub], ['full path (2 edges + Redis + xmppd + Prosody)', C.full]].filter(([, l]) => l?.length);
+    L.push(`### 7. Cost per message (counted runs: ${res.config.pairs} pairs × ${res.config.pairsInflight} in flight, ${C.stub?.length ?? 0} run(s) of ${res.config.costSecs} s per path; medians)`, '');
+    L.push('| path | msg/s (instrumented: not a throughput figure) | Redis executions/msg (all, scripts' + "'" + ' inner commands included) | script calls/msg | edge allocations/msg (malloc+calloc+realloc) | edge frees/msg | edge syscalls/msg | xmppd allocations/msg | xmppd syscalls/msg |');
+    L.push('|---|---|---|---|---|---|---|---|---|');
+    for (const [name, l] of paths) {
+      L.push(`| ${name} | ${f0(medOf(l, (x) => x.msgs_per_s))} | ${f2(medOf(l, (x) => x.redis_executions_per_msg))} | ${f2(medOf(l, (x) => x.redis_scripts_per_msg))} | ${f1(medOf(l, (x) => x.edge_allocs_per_msg))} | ${f1(medOf(l, (x) => x.edge_malloc_per_msg?.free))} | ${f2(medOf(l, (x) => x.edge_syscalls_per_msg?.total))} | ${l[0].kind === 'full' ? f1(medOf(l, (x) => x.xmppd_allocs_per_msg)) : '—'} | ${l[0].kind === 'full' ? f2(medOf(l, (x) => x.xmppd_syscalls_per_msg?.total)) : '—'} |`);
+    }
+    const breakdown = (l, key) => {
+      const keys = [...new Set(l.flatMap((x) => Object.keys(x[key] ?? {})))];
+      return keys.map((k) => [k, medOf(l, (x) => x[key]?.[k] ?? 0)]).filter(([k, v]) => v >= 0.005 && k !== 'total' && k !== 'bytes').sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f2(v)}`).join(', ');
+    };
+    L.push('');
+    for (const [name, l] of paths) {
+      L.push(`- ${name}: Redis commands per message: ${breakdown(l, 'redis_per_msg')}.`);
+      L.push(`  Edge system calls per message: ${breakdown(l, 'edge_syscalls_per_msg') || 'n/a'}.`);
+      if (l[0].kind === 'full') L.push(`  xmppd (workers) system calls per message: ${breakdown(l, 'xmppd_syscalls_per_msg') || 'n/a'}.`);
+    }
+    L.push('');
   }
   if (S.capacity) {
     const P = Object.values(S.capacity.plans);
@@ -789,18 +1052,20 @@ function render(res) {
 
 // ------------------------------------------------------------------- main
 async function main() {
-  for (const b of ['loadgen', 'echoserver', 'xmppclient']) if (!fs.existsSync(path.join(BBIN, b))) throw new Error(`${BBIN}/${b} missing: run make bench`);
+  for (const b of ['loadgen', 'echoserver', 'xmppclient', 'stubbridge', 'malloccount.so']) if (!fs.existsSync(path.join(BBIN, b))) throw new Error(`${BBIN}/${b} missing: run make bench`);
   for (const b of ['imb-edge', 'imb-xmppd']) if (!fs.existsSync(path.join(BIN, b))) throw new Error(`${BIN}/${b} missing: run make`);
   results.machine = machine();
+  results.loadavg_start = loadavg();
   results.edge_flags = edgeFlags();
   log(`${QUICK ? 'quick' : 'full'} run, sections ${SECTIONS.join(',')}, ${RUNS} runs each; edge flags ${edgeFlags().join(' ')}`);
-  const fns = { idle: sectionIdle, real: sectionReal, chat: sectionChat, sio: sectionSio, wire: sectionWire, capacity: sectionCapacity };
+  const fns = { idle: sectionIdle, real: sectionReal, chat: sectionChat, sio: sectionSio, wire: sectionWire, cost: sectionCost, capacity: sectionCapacity };
   for (const s of SECTIONS) {
     const t0 = Date.now();
     try { results.sections[s] = await fns[s](); } catch (e) { log(`section ${s} failed: ${e.stack ?? e}`); results.sections[s + '_error'] = String(e.stack ?? e); }
     log(`section ${s}: ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   }
   results.finished = new Date().toISOString();
+  results.loadavg_end = loadavg();
   const dir = path.join(HERE, 'results');
   fs.mkdirSync(dir, { recursive: true });
   const stamp = results.started.replace(/[:.]/g, '-');

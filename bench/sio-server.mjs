@@ -1,5 +1,6 @@
 // bench/sio-server.mjs - the Socket.IO side of bench 3: one Socket.IO node
-// with @socket.io/redis-adapter, doing what an edge + bridge do for a chat
+// with @socket.io/redis-adapter on ioredis (the client its documentation
+// recommends; node-redis v4 collapsed under this load), doing what an edge + bridge do for a chat
 // between two users: each socket joins the room of its user (auth.user);
 // a 'msg' {to, body, id} is emitted to room 'u:<to>' (through Redis when
 // that user sits on another node) as 'msg' {from, body, id}, and the sender
@@ -9,17 +10,17 @@
 import { createServer } from 'node:http';
 import { Server } from 'socket.io';
 import { createAdapter } from '@socket.io/redis-adapter';
-import { createClient } from 'redis';
+import { Redis } from 'ioredis';
 
 const arg = (k, d) => { const i = process.argv.indexOf(`--${k}`); return i > 0 ? process.argv[i + 1] : d; };
 const port = Number(arg('port', 0));
 const redisPort = Number(arg('redis-port', 6379));
 
-const pub = createClient({ url: `redis://127.0.0.1:${redisPort}` });
+const pub = new Redis({ host: '127.0.0.1', port: redisPort });
 const sub = pub.duplicate();
 pub.on('error', (e) => console.error('sio redis:', e.message));
 sub.on('error', (e) => console.error('sio redis sub:', e.message));
-await Promise.all([pub.connect(), sub.connect()]);
+await Promise.all([new Promise((r) => pub.once('ready', r)), new Promise((r) => sub.once('ready', r))]);
 
 const http = createServer();
 const io = new Server(http, { adapter: createAdapter(pub, sub), serveClient: false, transports: ['websocket'] });
@@ -34,7 +35,7 @@ io.on('connection', (socket) => {
 http.listen(port, '127.0.0.1', () => console.error(`listening port=${http.address().port}`));
 const stop = () => {
   setTimeout(() => process.exit(0), 500).unref();
-  io.close(); pub.quit().catch(() => {}); sub.quit().catch(() => {});
+  io.close(); pub.disconnect(); sub.disconnect();
 };
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

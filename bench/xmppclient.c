@@ -7,10 +7,13 @@
  *   xmppclient --mode ping --jid alice@localhost/desktop --pass P --port C2S
  *       --peer bob@localhost [--inflight K] [--warmup S] [--duration S]
  *       keeps K messages in flight to the peer, timing each round trip
- *       (send -> the peer's echo back); one JSON result line on stdout.
+ *       (send -> the peer's echo back); {"event":"measure"} and
+ *       {"event":"end"} when the timed window opens and closes, then one
+ *       JSON result line on stdout.
  *   xmppclient --mode wire ... --peer bob@localhost
  *       bytes on the c2s link (what libstrophe wrote and read, TLS off):
- *       login, one outgoing <message/>, the echoed one coming in, an
+ *       login, one outgoing <message/>, the echoed one coming in (all
+ *       that was read meanwhile, and the <message/> alone), an
  *       XEP-0199 ping to the server and its answer, a XEP-0184 receipt,
  *       a whitespace keepalive; one JSON line on stdout.
  * Every mode prints "online" on stderr once logged in and presence is sent.
@@ -56,6 +59,9 @@ static bool measuring;
 /* wire accounting */
 static bool counting;
 static uint64_t wire_sent, wire_recv;
+/* The incoming <message/> alone (raw bytes, "<message" to "</message>"),
+ * without what else arrived around it (a presence): 0 until seen. */
+static size_t wire_msg_in;
 static char wire_json[2048];
 static size_t wire_len;
 static int wire_step;
@@ -79,10 +85,14 @@ static void wire_log(void *userdata, xmpp_log_level_t level, const char *area, c
 {
     if (!counting)
         return;
-    if (strncmp(msg, "SENT: ", 6) == 0)
+    if (strncmp(msg, "SENT: ", 6) == 0) {
         wire_sent += strlen(msg) - 6;
-    else if (strncmp(msg, "RECV: ", 6) == 0)
+    } else if (strncmp(msg, "RECV: ", 6) == 0) {
         wire_recv += strlen(msg) - 6;
+        const char *a = strstr(msg, "<message"), *z = a ? strstr(a, "</message>") : NULL;
+        if (wire_step == 1 && !wire_msg_in && z)
+            wire_msg_in = (size_t)(z + strlen("</message>") - a);
+    }
     if (getenv("XMPPCLIENT_TRACE"))
         fprintf(stderr, "[%s] %s\n", area, msg);
 }
@@ -175,6 +185,7 @@ static int on_message(xmpp_conn_t *c, xmpp_stanza_t *st, void *ud)
             send_ping();
     } else if (!strcmp(opt.mode, "wire") && wire_step == 1) {
         wire_mark("msg_in");
+        wire_note("msg_in_stanza", wire_msg_in);
         wire_step = 2;
         wire_next();
     }
@@ -348,11 +359,15 @@ int main(int argc, char **argv)
             if (!measuring && now >= t_measure && now < t_end) {
                 measuring = true;
                 t_measure = now;
+                printf("{\"event\":\"measure\"}\n"); /* the bench reads CPU now */
+                fflush(stdout);
             }
             if (now >= t_end) {
                 measuring = false;
                 t_end = now;
                 done = true;
+                printf("{\"event\":\"end\"}\n");
+                fflush(stdout);
             }
         }
     }
