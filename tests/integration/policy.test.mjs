@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  itest, startBridge, startXmppd, xml, sleep, httpGet, httpAddr, metricValue, redisSubscriber,
+  itest, startBridge, startXmppd, xml, sleep, waitFor, httpGet, httpAddr, metricValue, redisSubscriber,
   redisCommand, DEFAULT_USERS, connectPhone, pushArgs,
 } from '../harness/index.mjs';
 
@@ -58,8 +58,13 @@ itest('message filter: both directions, reasons, metrics, reload on SIGHUP', { t
   await mallory.nextMessage((m) => m.type === 'error');
   assert.ok(await alice.noFrame((f) => f.t === 'msg' && /spamword|let me in/.test(f.body), 500));
 
-  const m = (await httpGet(httpAddr(b.xmppd), '/metrics')).text;
+  // (A worker reports its counts to /metrics once a second.)
+  let m = '';
   const n = (dir2, reason) => metricValue(m, `imb_xmppd_filtered_total{worker="0",direction="${dir2}",reason="${reason}"}`);
+  await waitFor(async () => {
+    m = (await httpGet(httpAddr(b.xmppd), '/metrics')).text;
+    return n('in', 'blocked') >= 1;
+  }, { timeout: 3000, what: 'the filter counts reported' });
   assert.equal(n('out', 'masked'), 1);
   assert.equal(n('out', 'too_long'), 1);
   assert.equal(n('out', 'banned_word'), 1);
