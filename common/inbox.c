@@ -45,6 +45,21 @@ static void push_names(struct bus *bus, struct push_names *pn)
     snprintf(pn->max, sizeof(pn->max), "%d", INBOX_PUSHQ_MAX - 1);
 }
 
+/* A new epoch, in case the user has none (12 hex digits): from a sequence
+ * seeded once per process, not a system call per message. Epochs need to
+ * differ, not to be secret. */
+static void fresh_epoch(char out[INBOX_EPOCH_MAX])
+{
+    static uint64_t state;
+    if (!state)
+        util_random(&state, sizeof(state));
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull); /* splitmix64 */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    snprintf(out, INBOX_EPOCH_MAX, "%012llx", (unsigned long long)(z & 0xffffffffffffull));
+}
+
 void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
                    const char *expect, const struct inbox_item *items, size_t n,
                    const char *aid, long ttl_ms, long max_count, bus_reply_cb *cb,
@@ -61,7 +76,7 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
     bus_channel(bus, channel, sizeof(channel), "p", jid);
     snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
     snprintf(max, sizeof(max), "%ld", max_count);
-    util_random_hex(epoch, 6);
+    fresh_epoch(epoch);
     for (size_t i = 0; i < n; i++)
         if (items[i].rr)
             snprintf(rr, sizeof(rr), "%zu", i + 1);

@@ -173,8 +173,8 @@ static void flush_outgoing(evutil_socket_t fd, short what, void *arg)
         list = publish_batch(edge, list);
 }
 
-/* Like publish(), to the user's session channel ("x"), at the end of the
- * loop turn. */
+/* Publish e (freed) to the user's session channel ("x") at the end of the
+ * loop turn; cb gets the PUBLISH's reply as for bus_publish. */
 static void publish_to_session(struct edge *edge, const char *jid, struct env *e,
                                bus_reply_cb *cb, void *data)
 {
@@ -890,16 +890,22 @@ static void on_user_batch(struct edge *edge, struct user *u, const char *channel
     json_decref(all);
 }
 
+/* The user whose phone channel ("<prefix>:p:<jid>") this is, if any. */
+static struct user *user_of_channel(struct edge *edge, const char *channel)
+{
+    size_t plen = strlen(bus_prefix(edge->bus));
+    if (strncmp(channel, bus_prefix(edge->bus), plen) != 0 ||
+        strncmp(channel + plen, ":p:", 3) != 0)
+        return NULL;
+    return strmap_get(&edge->users, channel + plen + 3);
+}
+
 static void on_bus_msg(void *owner, const char *channel, const char *payload,
                        size_t len)
 {
     struct edge *edge = owner;
     if (len > 0 && payload[0] == '[') {
-        size_t plen = strlen(bus_prefix(edge->bus));
-        struct user *u = NULL;
-        if (strncmp(channel, bus_prefix(edge->bus), plen) == 0 &&
-            strncmp(channel + plen, ":p:", 3) == 0)
-            u = strmap_get(&edge->users, channel + plen + 3);
+        struct user *u = user_of_channel(edge, channel);
         if (u)
             on_user_batch(edge, u, channel, payload, len);
         return;
@@ -919,11 +925,7 @@ static void on_bus_msg(void *owner, const char *channel, const char *payload,
                 env_type_name(e->type));
         }
     } else {
-        size_t plen = strlen(bus_prefix(edge->bus));
-        struct user *u = NULL;
-        if (strncmp(channel, bus_prefix(edge->bus), plen) == 0 &&
-            strncmp(channel + plen, ":p:", 3) == 0)
-            u = strmap_get(&edge->users, channel + plen + 3);
+        struct user *u = user_of_channel(edge, channel);
         if (u)
             on_user_env(edge, u, e);
     }
