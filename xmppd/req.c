@@ -29,14 +29,16 @@ void session_send(struct session *s, xmpp_stanza_t *st)
         return;
     }
     xmpp_stanza_release(st);
-    if (s->outlen + len > s->outcap) {
+    /* (NUL-terminated: libstrophe's xmpp_send_raw logs it as a string.) */
+    if (s->outlen + len + 1 > s->outcap) {
         s->outcap = s->outcap ? s->outcap : 512;
-        while (s->outlen + len > s->outcap)
+        while (s->outlen + len + 1 > s->outcap)
             s->outcap *= 2;
         s->out = xrealloc(s->out, s->outcap);
     }
     memcpy(s->out + s->outlen, text, len);
     s->outlen += len;
+    s->out[s->outlen] = '\0';
     xmpp_free(s->w->ctx, text);
     if (!s->out_queued) {
         s->out_queued = true;
