@@ -130,7 +130,9 @@ static struct outgoing *publish_batch(struct edge *edge, struct outgoing *list)
     struct outgoing *head = list, **link = &list;
     struct outgoing *taken[OUT_BATCH_MAX];
     size_t n = 0, bytes = 2;
-    while (*link && n < OUT_BATCH_MAX) {
+    /* (A bounded look ahead: the rest for the channel goes in a later
+     * PUBLISH, still in order on the one link.) */
+    for (size_t looked = 0; *link && n < OUT_BATCH_MAX && looked < 4 * OUT_BATCH_MAX; looked++) {
         struct outgoing *o = *link;
         if (strcmp(o->channel, head->channel) != 0) {
             link = &o->next;

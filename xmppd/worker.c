@@ -359,7 +359,10 @@ static struct pending_delivery *send_batch(struct worker *w, struct pending_deli
     const char *aid = NULL;
     struct pending_delivery **link = &list;
     struct pending_delivery *head = list;
-    while (*link && b->n < INBOX_BATCH_MAX) {
+    /* (A bounded look ahead: the rest for the user goes in a later call,
+     * still in order on the one link.) */
+    for (size_t looked = 0; *link && b->n < INBOX_BATCH_MAX && looked < 4 * INBOX_BATCH_MAX;
+         looked++) {
         struct pending_delivery *pd = *link;
         if (pd != head && strcmp(pd->jid, head->jid) != 0) {
             link = &pd->next;
