@@ -489,6 +489,10 @@ void archive_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *
 json_t *push_envelope(const struct xmppd_cfg *cfg, const char *to,
                       const char *sender, const char *room, const char *body,
                       int64_t ts);
+/* The component's answer to IQ req (result, or error bad-request when !ok),
+ * from component_jid to the requester. The caller sends and releases it. */
+xmpp_stanza_t *push_reply(xmpp_ctx_t *ctx, const char *component_jid,
+                          xmpp_stanza_t *req, bool ok);
 void push_on_online(struct session *s);
 void push_on_logout(struct session *s);
 /* The component connection, in the first worker of a bridge. */
