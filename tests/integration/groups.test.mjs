@@ -306,3 +306,39 @@ itest('history pages hold messages, not the receipts and read markers sent betwe
   assert.deepEqual(older.map((h) => h.body), bodies.slice(0, 2));
   assert.equal(end2.complete, true);
 });
+
+itest('room subject: a mere participant is refused once, with the request id; the owner gets ok', async (t, stack) => {
+  const b = await startBridge(stack);
+  const PLANS = 'plans@conference.localhost';
+  const alice = await b.loginPhone('alice');
+  const dave = await b.loginPhone('dave');
+  alice.send({ t: 'join', id: 'j1', room: PLANS, nick: 'Alice' });
+  await alice.expect({ t: 'ok', id: 'j1' }, 10000);
+  dave.send({ t: 'join', id: 'j2', room: PLANS, nick: 'Dave' });
+  await dave.expect({ t: 'ok', id: 'j2' }, 10000);
+  const role = await dave.expect({ t: 'occupant', room: PLANS, nick: 'Dave' });
+  assert.equal(role.role, 'participant', 'a default room: only moderators may set the subject');
+
+  // The participant: one error, with the request's id, and no ok.
+  dave.send({ t: 'subject', id: 's1', room: PLANS, subject: 'not mine to set' });
+  const refused = await dave.expect((f) => (f.t === 'ok' || f.t === 'error') && f.id === 's1', 10000);
+  assert.equal(refused.t, 'error', JSON.stringify(refused));
+  assert.equal(refused.code, 'refused');
+  assert.match(refused.msg, /subject: forbidden/);
+  await sleep(1000);
+  assert.deepEqual(dave.pending().filter((f) => f.t === 'ok' || f.t === 'error'), [],
+    'nothing more: no ok, no second error');
+  assert.ok(!dave.pending().some((f) => f.t === 'subject' && f.subject === 'not mine to set'));
+
+  // The owner: ok once the room has it, and everyone sees it.
+  alice.send({ t: 'subject', id: 's2', room: PLANS, subject: 'Friday: pizza' });
+  const se = await alice.expect({ t: 'subject', room: PLANS, subject: 'Friday: pizza' }, 10000);
+  assert.equal(se.by, 'Alice');
+  await alice.expect({ t: 'ok', id: 's2' });
+  assert.equal((await dave.expect({ t: 'subject', room: PLANS, subject: 'Friday: pizza' })).by, 'Alice');
+  // The same subject again changes nothing (the room says nothing): ok.
+  alice.send({ t: 'subject', id: 's3', room: PLANS, subject: 'Friday: pizza' });
+  await alice.expect({ t: 'ok', id: 's3' });
+  await sleep(500);
+  assert.deepEqual(alice.pending().filter((f) => f.t === 'error'), []);
+});
