@@ -168,6 +168,22 @@ void im_on_attach(struct session *s, const char *edge, const char *dev)
 
 /* ---- requests ----------------------------------------------------------- */
 
+/* The storage hint (XEP-0334) on the receipts and read markers the bridge
+ * sends: <no-permanent-store/>, "keep it offline if you must, do not
+ * archive it". A sender who is offline still gets them (offline storage),
+ * but the archives (XEP-0313) do not: there they take the slots of history
+ * pages meant for messages (a page of 3 showing 1 message), and a phone
+ * pages through pages of nothing. No hint at all would not do: Prosody's
+ * mod_mam archives every receipt and marker it is not told to skip, and
+ * <store/> (the hint sent before) made ejabberd archive them too. The
+ * price: a client of the user or of the contact that was away and syncs
+ * from the archive (as XEP-0333 foresees) does not find them there; the
+ * messages themselves stay archived. */
+static void add_signal_hint(xmpp_ctx_t *ctx, xmpp_stanza_t *m)
+{
+    stanza_add(ctx, m, "no-permanent-store", STANZA_NS_HINTS);
+}
+
 /* Is jid (full: that resource; bare: any) online as far as we know? */
 static bool contact_online(const struct session *s, const char *jid)
 {
@@ -243,7 +259,7 @@ bool im_on_req(struct session *s, const struct env *e, const json_t *f)
         xmpp_stanza_t *m = xmpp_message_new(w->ctx, "chat", STR("to"), NULL);
         xmpp_stanza_t *d = stanza_add(w->ctx, m, "displayed", STANZA_NS_MARKERS);
         xmpp_stanza_set_id(d, STR("id"));
-        stanza_add(w->ctx, m, "store", STANZA_NS_HINTS);
+        add_signal_hint(w->ctx, m);
         session_send(s, m);
     } else {
         return false;
@@ -307,7 +323,7 @@ void im_on_acked(struct session *s, const struct env *e)
             xmpp_stanza_t *m = xmpp_message_new(s->w->ctx, "chat", o->to, NULL);
             xmpp_stanza_t *r = stanza_add(s->w->ctx, m, "received", STANZA_NS_RECEIPTS);
             xmpp_stanza_set_id(r, o->id);
-            stanza_add(s->w->ctx, m, "store", STANZA_NS_HINTS);
+            add_signal_hint(s->w->ctx, m);
             session_send(s, m);
             s->w->stats.receipts_sent++;
         }

@@ -62,7 +62,8 @@ static const struct opt options[] = {
     {"push_port", OPT_INT, offsetof(T, push_port), "5347", 1, 65535, 0,
      "the XMPP server's component port"},
     {"muc_join_timeout", OPT_INT, offsetof(T, muc_join_timeout), "20", 1, 300, 0,
-     "seconds a room has to answer a join before the phone is told it failed"},
+     "seconds a room has to answer a join or a subject change before the phone "
+     "is told it failed"},
     {"bridge_id", OPT_STR, offsetof(T, bridge_id), "", 0, 0, 0,
      "this bridge's id on the bus (empty: random)"},
 };

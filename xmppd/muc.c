@@ -47,6 +47,10 @@ static void room_free(struct room *r)
 {
     if (r->join_timer)
         event_free(r->join_timer);
+    if (r->subj_timer)
+        event_free(r->subj_timer);
+    free(r->subject);
+    free(r->subject_by);
     json_decref(r->recent);
     strmap_free(&r->occupants);
     free(r->jid);
@@ -54,8 +58,12 @@ static void room_free(struct room *r)
     free(r);
 }
 
+static void answer_subject(struct session *s, struct room *r, const char *code,
+                           const char *msg);
+
 static void room_drop(struct session *s, struct room *r)
 {
+    answer_subject(s, r, "not_in_room", "you are no longer in the room");
     char key[1200];
     rooms_key(s, key, sizeof(key));
     const char *argv[] = {"HDEL", key, r->jid};
@@ -171,6 +179,76 @@ static void leave_room(struct session *s, const struct room *r)
     session_send(s, p);
 }
 
+/* The subject change waiting for the room is answered: "ok" (code NULL)
+ * or an error, with the request's id. */
+static void answer_subject(struct session *s, struct room *r, const char *code,
+                           const char *msg)
+{
+    if (!r->subj_pending)
+        return;
+    r->subj_pending = false;
+    if (r->subj_timer)
+        evtimer_del(r->subj_timer);
+    if (!r->subj_req[0])
+        return;
+    if (code)
+        session_error(s, r->subj_edge, r->subj_dev, r->subj_req, code, NULL, msg);
+    else
+        session_event(s, json_pack("{s:s, s:s}", "t", "ok", "id", r->subj_req), r->subj_edge,
+                      r->subj_dev, false);
+}
+
+static void on_subject_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct room *r = arg;
+    LOG(INFO, "muc_subject_timeout", "jid=%s room=%s", r->s->jid, r->jid);
+    answer_subject(r->s, r, "unavailable", "the room did not answer");
+}
+
+/* A subject change: sent with an id of its own, answered when the room
+ * reflects the new subject (muc_on_message) or bounces the message with
+ * that id (on_error), never before: a room where only moderators may set
+ * the subject refuses a mere participant. */
+static void send_subject(struct session *s, struct room *r, const struct env *e,
+                         const char *subject)
+{
+    xmpp_ctx_t *ctx = s->w->ctx;
+    if (r->subj_pending) {
+        session_req_error(s, e, "unavailable",
+                          "a subject change of that room is still waiting for the room, "
+                          "send again in a moment");
+        return;
+    }
+    /* The subject the user already set: the room has it, and a room may
+     * stay silent about a change that changes nothing (Prosody does). */
+    if (r->subject_by && strcmp(r->subject_by, r->nick) == 0 &&
+        strcmp(r->subject ? r->subject : "", subject) == 0) {
+        session_req_ok(s, e, NULL);
+        return;
+    }
+    const char *id = json_string_value(json_object_get(env_json(e, "frame"), "id"));
+    r->subj_pending = true;
+    snprintf(r->subj_edge, sizeof(r->subj_edge), "%s", env_str(e, "edge"));
+    snprintf(r->subj_dev, sizeof(r->subj_dev), "%s", env_str(e, "dev"));
+    snprintf(r->subj_req, sizeof(r->subj_req), "%s", id ? id : "");
+    snprintf(r->subj_id, sizeof(r->subj_id), "imbs%llu", (unsigned long long)++s->w->next_ping);
+    xmpp_stanza_t *m = xmpp_message_new(ctx, "groupchat", r->jid, r->subj_id);
+    xmpp_stanza_t *sub = stanza_add(ctx, m, "subject", NULL);
+    if (*subject) {
+        xmpp_stanza_t *txt = xmpp_stanza_new(ctx);
+        xmpp_stanza_set_text(txt, subject);
+        xmpp_stanza_add_child(sub, txt);
+        xmpp_stanza_release(txt);
+    }
+    session_send(s, m);
+    if (!r->subj_timer)
+        r->subj_timer = evtimer_new(s->w->base, on_subject_timeout, r);
+    struct timeval tv = {s->w->cfg->muc_join_timeout, 0};
+    evtimer_add(r->subj_timer, &tv);
+}
+
 /* A JID that is no room (a user's, say) may never answer a join: the
  * phone is told once muc_join_timeout runs out. */
 static void on_join_timeout(evutil_socket_t fd, short what, void *arg)
@@ -252,23 +330,16 @@ bool muc_on_req(struct session *s, const struct env *e, const json_t *f)
             session_req_error(s, e, "not_in_room", "join the room first");
             return true;
         }
-        xmpp_stanza_t *m = xmpp_message_new(ctx, t[0] == 's' ? "groupchat" : NULL,
-                                            r->jid, NULL);
         if (t[0] == 's') {
-            xmpp_stanza_t *sub = stanza_add(ctx, m, "subject", NULL);
-            if (STR("subject") && *STR("subject")) {
-                xmpp_stanza_t *txt = xmpp_stanza_new(ctx);
-                xmpp_stanza_set_text(txt, STR("subject"));
-                xmpp_stanza_add_child(sub, txt);
-                xmpp_stanza_release(txt);
-            }
-        } else {
-            xmpp_stanza_t *x = stanza_add(ctx, m, "x", STANZA_NS_MUC_USER);
-            xmpp_stanza_t *inv = stanza_add(ctx, x, "invite", NULL);
-            xmpp_stanza_set_attribute(inv, "to", STR("to"));
-            if (STR("reason") && *STR("reason"))
-                stanza_add_text(ctx, inv, "reason", STR("reason"));
+            send_subject(s, r, e, STR("subject") ? STR("subject") : "");
+            return true;
         }
+        xmpp_stanza_t *m = xmpp_message_new(ctx, NULL, r->jid, NULL);
+        xmpp_stanza_t *x = stanza_add(ctx, m, "x", STANZA_NS_MUC_USER);
+        xmpp_stanza_t *inv = stanza_add(ctx, x, "invite", NULL);
+        xmpp_stanza_set_attribute(inv, "to", STR("to"));
+        if (STR("reason") && *STR("reason"))
+            stanza_add_text(ctx, inv, "reason", STR("reason"));
         session_send(s, m);
         session_req_ok(s, e, NULL);
     } else {
@@ -453,9 +524,32 @@ static bool on_invite(struct session *s, xmpp_stanza_t *m)
     return true;
 }
 
+/* A bounce from a room: the answer to a subject change when it carries
+ * that change's id (consumed), else left to the caller (an undeliverable
+ * message). */
+static bool on_error(struct session *s, xmpp_stanza_t *m)
+{
+    const char *from = xmpp_stanza_get_from(m), *id = xmpp_stanza_get_id(m);
+    char bare[ENV_MAX_JID + 1];
+    if (!from || !id || !schema_jid_ok(from, ENV_MAX_JID) ||
+        !schema_bare_jid(from, bare, sizeof(bare)))
+        return false;
+    struct room *r = strmap_get(&s->rooms, bare);
+    if (!r || !r->subj_pending || strcmp(id, r->subj_id) != 0)
+        return false;
+    char msg[200];
+    snprintf(msg, sizeof(msg), "the room refused the subject: %s", stanza_error_condition(m));
+    LOG(INFO, "muc_subject_refused", "jid=%s room=%s err=%s", s->jid, r->jid,
+        stanza_error_condition(m));
+    answer_subject(s, r, "refused", msg);
+    return true;
+}
+
 bool muc_on_message(struct session *s, xmpp_stanza_t *m)
 {
     const char *type = xmpp_stanza_get_type(m);
+    if (type && strcmp(type, "error") == 0)
+        return on_error(s, m);
     if (!type || strcmp(type, "groupchat") != 0)
         return on_invite(s, m);
     const char *from = xmpp_stanza_get_from(m);
@@ -471,18 +565,33 @@ bool muc_on_message(struct session *s, xmpp_stanza_t *m)
     xmpp_stanza_t *subj = xmpp_stanza_get_child_by_name(m, "subject");
     if (subj && !body) {
         char *text = xmpp_stanza_get_text(subj);
+        const char *shown = text && schema_text_ok(text, strlen(text)) &&
+                                    strlen(text) <= 1024 ? text : "";
         json_t *f = json_pack("{s:s, s:s, s:s}", "t", "subject", "room", r->jid,
-                              "subject", text && schema_text_ok(text, strlen(text)) &&
-                                                 strlen(text) <= 1024 ? text : "");
+                              "subject", shown);
         if (nick && nick[1])
             json_object_set_new(f, "by", json_string(nick + 1));
+        free(r->subject);
+        free(r->subject_by);
+        r->subject = xstrdup(shown);
+        r->subject_by = nick && nick[1] ? xstrdup(nick + 1) : NULL;
         if (text)
             xmpp_free(s->w->ctx, text);
+        /* The room reflects the user's own change: Prosody from the
+         * user's nickname, without the message's id; others with it.
+         * (The subject a room sends at a join carries a <delay/>.) */
+        const char *xid = xmpp_stanza_get_id(m);
+        bool delayed = xmpp_stanza_get_child_by_name_and_ns(m, "delay", "urn:xmpp:delay") != NULL;
+        bool answers = r->subj_pending &&
+                       ((xid && strcmp(xid, r->subj_id) == 0) ||
+                        (!delayed && r->subject_by && strcmp(r->subject_by, r->nick) == 0));
         char err[120];
         if (proto_check(proto_event("subject"), f, err, sizeof(err)))
             session_event(s, f, NULL, NULL, false);
         else
             json_decref(f);
+        if (answers)
+            answer_subject(s, r, NULL, NULL);
         return true;
     }
     if (!body || !nick || !nick[1])

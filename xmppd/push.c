@@ -118,6 +118,26 @@ static char *field_value(xmpp_stanza_t *form, const char *var)
     return NULL;
 }
 
+xmpp_stanza_t *push_reply(xmpp_ctx_t *ctx, const char *component_jid,
+                          xmpp_stanza_t *req, bool ok)
+{
+    xmpp_stanza_t *r = xmpp_iq_new(ctx, ok ? "result" : "error", xmpp_stanza_get_id(req));
+    /* A component addresses every stanza itself (XEP-0114): the server
+     * stamps nothing. Prosody fills in a missing 'from'; ejabberd closes
+     * the stream (improper-addressing), and the notifications sent before
+     * the component is back find no route. */
+    xmpp_stanza_set_from(r, component_jid);
+    const char *to = xmpp_stanza_get_from(req);
+    if (to)
+        xmpp_stanza_set_to(r, to);
+    if (!ok) {
+        xmpp_stanza_t *e = stanza_add(ctx, r, "error", NULL);
+        xmpp_stanza_set_type(e, "cancel");
+        stanza_add(ctx, e, "bad-request", STANZA_NS_STANZAS);
+    }
+    return r;
+}
+
 /* A notification from the XMPP server: one message stored offline. */
 static void on_notification(struct worker *w, const char *node, xmpp_stanza_t *form)
 {
@@ -152,16 +172,11 @@ static int on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
     /* Only the user's own server publishes for the user. */
     bool ok = !strcmp(type, "set") && form && node && schema_jid_ok(node, ENV_MAX_JID) &&
               !strchr(node, '/') && at && from && strcasecmp(from, at + 1) == 0;
-    xmpp_stanza_t *r = xmpp_iq_new(pc->w->ctx, ok ? "result" : "error", xmpp_stanza_get_id(st));
-    if (from)
-        xmpp_stanza_set_to(r, from);
+    xmpp_stanza_t *r = push_reply(pc->w->ctx, pc->w->cfg->push_jid, st, ok);
     if (ok) {
         on_notification(pc->w, node, form);
     } else {
         LOG(WARN, "push_refused", "from=%s node=%s", from ? from : "-", node ? node : "-");
-        xmpp_stanza_t *e = stanza_add(pc->w->ctx, r, "error", NULL);
-        xmpp_stanza_set_type(e, "cancel");
-        stanza_add(pc->w->ctx, e, "bad-request", STANZA_NS_STANZAS);
     }
     xmpp_send(conn, r);
     xmpp_stanza_release(r);

@@ -55,7 +55,7 @@ struct xmppd_cfg {
                              messages stored offline (XEP-0357); "" = off */
     char *push_secret;    /* its component secret (XEP-0114) */
     long push_port;       /* the XMPP server's component port */
-    long muc_join_timeout; /* seconds a room has to answer a join */
+    long muc_join_timeout; /* seconds a room has to answer a join or a subject */
 };
 
 enum session_state {
@@ -205,6 +205,15 @@ struct room {
     char edge[65], dev[65], req_id[65]; /* the join request to answer, or "" */
     struct session *s;       /* the session the room belongs to */
     struct event *join_timer; /* answers a join the room leaves unanswered */
+    /* A subject change waiting for the room's answer (one at a time): the
+     * room reflects the new subject (then "ok") or bounces the message
+     * with its id (then "error"); subj_timer answers if it does neither. */
+    bool subj_pending;
+    char subj_edge[65], subj_dev[65], subj_req[65]; /* who asked; req "" if no id */
+    char subj_id[24];        /* the id of the subject message sent */
+    struct event *subj_timer;
+    char *subject;           /* the room's subject as last seen, owned, or NULL */
+    char *subject_by;        /* the nickname that set it, owned, or NULL */
     int64_t last_ts;         /* time of the newest room message stored */
     json_t *recent;          /* ids of the newest room messages stored (array):
                                 history replayed at a rejoin is matched on them */
@@ -489,6 +498,10 @@ void archive_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *
 json_t *push_envelope(const struct xmppd_cfg *cfg, const char *to,
                       const char *sender, const char *room, const char *body,
                       int64_t ts);
+/* The component's answer to IQ req (result, or error bad-request when !ok),
+ * from component_jid to the requester. The caller sends and releases it. */
+xmpp_stanza_t *push_reply(xmpp_ctx_t *ctx, const char *component_jid,
+                          xmpp_stanza_t *req, bool ok);
 void push_on_online(struct session *s);
 void push_on_logout(struct session *s);
 /* The component connection, in the first worker of a bridge. */

@@ -258,3 +258,87 @@ itest('history pages of a conversation and of a room (XEP-0313)', async (t, stac
   const e4 = await alice.expect({ t: 'error', id: 'h4' });
   assert.equal(e4.code, 'refused');
 });
+
+itest('history pages hold messages, not the receipts and read markers sent between them', async (t, stack) => {
+  const b = await startBridge(stack);
+  const alice = await b.loginPhone('alice');
+  const bob = await b.desktop('bob');
+  const RECEIPTS = 'urn:xmpp:receipts', MARKERS = 'urn:xmpp:chat-markers:0';
+  // Bob asks for receipts; the phone acks (a delivery receipt goes out) and
+  // marks each message read (a displayed marker), and answers. (Bob sends no
+  // receipts: what a desktop client sends is archived as its server decides.)
+  const bodies = [];
+  for (let i = 1; i <= 3; i++) {
+    await bob.sendXml(xml('message', { to: 'alice@localhost', type: 'chat', id: `d${i}` },
+      xml('body', {}, `from bob ${i}`), xml('request', { xmlns: RECEIPTS }), xml('markable', { xmlns: MARKERS })));
+    const m = await alice.nextMsg({ body: `from bob ${i}` });
+    alice.send({ t: 'ack', seq: m.seq });
+    await bob.nextMessage((x) => x.stanza.getChild('received', RECEIPTS)?.attrs.id === `d${i}`);
+    alice.send({ t: 'read', to: m.from, id: `d${i}` });
+    await bob.nextMessage((x) => x.stanza.getChild('displayed', MARKERS)?.attrs.id === `d${i}`);
+    await alice.msg('bob@localhost', `from alice ${i}`);
+    await bob.nextMessage({ body: `from alice ${i}` });
+    bodies.push(`from bob ${i}`, `from alice ${i}`);
+  }
+  await sleep(300);
+
+  alice.send({ t: 'history', id: 'h1', with: 'bob@localhost', max: 4 });
+  const hist = [];
+  let end;
+  while (!end) {
+    const f = await alice.next((x) => x.id === 'h1');
+    if (f.t === 'hist') hist.push(f);
+    else end = f;
+  }
+  assert.equal(end.t, 'history', JSON.stringify(end));
+  assert.deepEqual(hist.map((h) => h.body), bodies.slice(-4), 'a page of 4 holds the 4 newest messages');
+  assert.equal(end.count, 4);
+  assert.equal(end.complete, false);
+  // The page before holds the rest, and is the last.
+  alice.send({ t: 'history', id: 'h2', with: 'bob@localhost', before: end.first, max: 4 });
+  const older = [];
+  let end2;
+  while (!end2) {
+    const f = await alice.next((x) => x.id === 'h2');
+    if (f.t === 'hist') older.push(f);
+    else end2 = f;
+  }
+  assert.deepEqual(older.map((h) => h.body), bodies.slice(0, 2));
+  assert.equal(end2.complete, true);
+});
+
+itest('room subject: a mere participant is refused once, with the request id; the owner gets ok', async (t, stack) => {
+  const b = await startBridge(stack);
+  const PLANS = 'plans@conference.localhost';
+  const alice = await b.loginPhone('alice');
+  const dave = await b.loginPhone('dave');
+  alice.send({ t: 'join', id: 'j1', room: PLANS, nick: 'Alice' });
+  await alice.expect({ t: 'ok', id: 'j1' }, 10000);
+  dave.send({ t: 'join', id: 'j2', room: PLANS, nick: 'Dave' });
+  await dave.expect({ t: 'ok', id: 'j2' }, 10000);
+  const role = await dave.expect({ t: 'occupant', room: PLANS, nick: 'Dave' });
+  assert.equal(role.role, 'participant', 'a default room: only moderators may set the subject');
+
+  // The participant: one error, with the request's id, and no ok.
+  dave.send({ t: 'subject', id: 's1', room: PLANS, subject: 'not mine to set' });
+  const refused = await dave.expect((f) => (f.t === 'ok' || f.t === 'error') && f.id === 's1', 10000);
+  assert.equal(refused.t, 'error', JSON.stringify(refused));
+  assert.equal(refused.code, 'refused');
+  assert.match(refused.msg, /subject: forbidden/);
+  await sleep(1000);
+  assert.deepEqual(dave.pending().filter((f) => f.t === 'ok' || f.t === 'error'), [],
+    'nothing more: no ok, no second error');
+  assert.ok(!dave.pending().some((f) => f.t === 'subject' && f.subject === 'not mine to set'));
+
+  // The owner: ok once the room has it, and everyone sees it.
+  alice.send({ t: 'subject', id: 's2', room: PLANS, subject: 'Friday: pizza' });
+  const se = await alice.expect({ t: 'subject', room: PLANS, subject: 'Friday: pizza' }, 10000);
+  assert.equal(se.by, 'Alice');
+  await alice.expect({ t: 'ok', id: 's2' });
+  assert.equal((await dave.expect({ t: 'subject', room: PLANS, subject: 'Friday: pizza' })).by, 'Alice');
+  // The same subject again changes nothing (the room says nothing): ok.
+  alice.send({ t: 'subject', id: 's3', room: PLANS, subject: 'Friday: pizza' });
+  await alice.expect({ t: 'ok', id: 's3' });
+  await sleep(500);
+  assert.deepEqual(alice.pending().filter((f) => f.t === 'error'), []);
+});

@@ -4,10 +4,12 @@
 // is not connected, even with several bridges).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import {
   itest, startBridge, startXmppd, xml, sleep, waitFor, httpGet, httpAddr, metricValue, redisSubscriber,
-  redisCommand, DEFAULT_USERS, connectPhone, pushArgs,
+  redisCommand, DEFAULT_USERS, connectPhone, pushArgs, startRedis, startProsody, startEdge, startDesktop,
+  randomCredKey, freePort, waitBridgeReady,
 } from '../harness/index.mjs';
 
 const RULES = `# imbridge message filter (test)
@@ -224,4 +226,73 @@ itest('push after the resume window: the XMPP server notifies the bridge (XEP-03
   await bob.send('alice@localhost', 'after logout');
   await sleep(1500);
   assert.equal(pushes.messages.length, 2, 'no push after a logout');
+});
+
+/** A TCP relay to 127.0.0.1:port that keeps what the client side sends. */
+async function recordingRelay(stack, port) {
+  const relay = { port: await freePort(), sent: '' };
+  const socks = new Set();
+  const srv = net.createServer((c) => {
+    const up = net.connect(port, '127.0.0.1');
+    for (const s of [c, up]) {
+      socks.add(s);
+      s.on('error', () => {});
+    }
+    c.on('data', (d) => { relay.sent += d.toString(); up.write(d); });
+    up.pipe(c);
+    c.on('close', () => up.destroy());
+    up.on('close', () => c.destroy());
+  });
+  await new Promise((r) => srv.listen(relay.port, '127.0.0.1', r));
+  stack.onCleanup('component-relay', () => { for (const s of socks) s.destroy(); srv.close(); });
+  return relay;
+}
+
+/** The <iq> start tags in raw XML text, as attribute maps. */
+function iqTags(text) {
+  return [...text.matchAll(/<iq\b([^>]*)>/g)].map(([, attrs]) =>
+    Object.fromEntries([...attrs.matchAll(/([\w:-]+)=(["'])(.*?)\2/g)].map(([, k, , v]) => [k, v])));
+}
+
+itest('push component: every reply says who sends it (from) and to whom (to)', { timeout: 60000 }, async (t, stack) => {
+  // What xmppd sends on its component stream, seen on the wire: Prosody
+  // would fill in a missing 'from' before anyone else could see it.
+  const credKey = randomCredKey();
+  const [redis, prosody] = await Promise.all([startRedis(stack), startProsody(stack, { push: true })]);
+  const relay = await recordingRelay(stack, prosody.push.port);
+  const args = pushArgs(prosody);
+  args[args.indexOf('--push-port') + 1] = String(relay.port);
+  const xmppd = await startXmppd(stack, {
+    redisPort: redis.port, xmppPort: prosody.c2sPort, credKey, workers: 1,
+    extraArgs: [...args, '--resume-window', '1'],
+  });
+  const edge = await startEdge(stack, { redisPort: redis.port, credKey });
+  await xmppd.waitForLine(/push_component_up/, { timeout: 10000 });
+  await waitBridgeReady(edge.port);
+  const pushes = await redisSubscriber(stack, redis.port, 'imb:push');
+  const bob = await startDesktop(stack, { port: prosody.c2sPort, user: 'bob', pass: 'secret', domain: 'localhost' });
+
+  // A notification: alice's session closed, a message is stored offline.
+  const alice = await connectPhone(stack, edge.port, 'alice');
+  await alice.login('alice@localhost', 'secret');
+  alice.destroy();
+  await xmppd.waitForLine(/session_close jid=alice@localhost reason=resume_window_over/, { timeout: 10000 });
+  await sleep(300);
+  await bob.send('alice@localhost', 'while away');
+  assert.equal(JSON.parse((await pushes.next(undefined, 10000))[1]).to, 'alice@localhost');
+  // A request the component refuses: anyone may address it.
+  await bob.sendXml(xml('iq', { type: 'set', id: 'not-a-server', to: prosody.push.jid },
+    xml('pubsub', { xmlns: 'http://jabber.org/protocol/pubsub' }, xml('publish', { node: 'alice@localhost' }))));
+  const refused = await bob.nextStanza((el) => el.is('iq') && el.attrs.id === 'not-a-server', 5000, 'the refusal');
+  assert.equal(refused.attrs.type, 'error');
+
+  await waitFor(() => iqTags(relay.sent).filter((a) => a.type === 'error').length > 0, { timeout: 3000 });
+  const replies = iqTags(relay.sent).filter((a) => a.type === 'result' || a.type === 'error');
+  assert.ok(replies.some((a) => a.type === 'result'), `a result was sent: ${relay.sent}`);
+  for (const a of replies) {
+    assert.equal(a.from, prosody.push.jid, `from on every reply: ${JSON.stringify(a)}`);
+    assert.ok(a.to, `to on every reply: ${JSON.stringify(a)}`);
+  }
+  assert.equal(replies.find((a) => a.type === 'result').to, 'localhost', 'the result goes to the server');
+  assert.equal(replies.find((a) => a.id === 'not-a-server').to, 'bob@localhost/desktop');
 });
