@@ -21,8 +21,11 @@ void session_send(struct session *s, xmpp_stanza_t *st)
 {
     char *text = NULL;
     size_t len = 0;
-    if (s->state != SESSION_ONLINE || !s->conn ||
-        xmpp_stanza_to_text(st, &text, &len) != XMPP_EOK) {
+    if (!s->conn) {
+        xmpp_stanza_release(st); /* (no stream: nothing to write to) */
+        return;
+    }
+    if (s->state != SESSION_ONLINE || xmpp_stanza_to_text(st, &text, &len) != XMPP_EOK) {
         xmpp_send(s->conn, st);
         xmpp_stanza_release(st);
         worker_kick(s->w);

@@ -639,17 +639,23 @@ void session_deliver_chat(struct session *s, struct env *e, const char *peer)
  * session): sender's full JID, its id and a digest (FNV-1a) of the body.
  * Clients reuse ids (many count from 1 in every session): the id alone
  * would drop a new message as a copy of an old one. */
+static void key_of(const char *from, const char *xid, const char *body, char *out,
+                   size_t n)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (const char *p = body; p && *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    snprintf(out, n, "%s|%s|%016llx", from, xid, (unsigned long long)h);
+}
+
 static void message_key(xmpp_ctx_t *ctx, xmpp_stanza_t *m, const char *from,
                         const char *xid, char *out, size_t n)
 {
     xmpp_stanza_t *b = xmpp_stanza_get_child_by_name(m, "body");
     char *body = b ? xmpp_stanza_get_text(b) : NULL;
-    uint64_t h = 14695981039346656037ull;
-    for (const char *p = body; p && *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    key_of(from, xid, body, out, n);
     if (body)
         xmpp_free(ctx, body);
-    snprintf(out, n, "%s|%s|%016llx", from, xid, (unsigned long long)h);
 }
 
 /* message_key for a chat envelope (from, id, body), as the stanza gave. */
@@ -658,10 +664,7 @@ static bool envelope_key(const struct env *e, char *out, size_t n)
     const char *from = env_str(e, "from"), *xid = env_str(e, "id"), *body = env_str(e, "body");
     if (!from || !xid || strlen(from) + strlen(xid) + 20 >= n)
         return false;
-    uint64_t h = 14695981039346656037ull;
-    for (const char *p = body; p && *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    snprintf(out, n, "%s|%s|%016llx", from, xid, (unsigned long long)h);
+    key_of(from, xid, body, out, n);
     return true;
 }
 

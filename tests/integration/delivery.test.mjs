@@ -38,6 +38,10 @@ itest('desktop -> phone: seq numbers, resume on another edge gets exactly the re
   // the machine: this test is about the replay, not a race with it.
   await waitFor(async () => Number(await b.redis.command('ZCARD', 'imb:inbox:alice@localhost')) >= 4,
     { timeout: 5000, what: 'm4..m6 stored' });
+  // With no phone attached the bridge reads for the user: it never tells
+  // the server it is inactive (Prosody then held messages back for seconds).
+  assert.equal(b.xmppd.lines().some((l) => /csi jid=alice@localhost state=inactive/.test(l)), false,
+    'no phone attached: the session stays active');
 
   // Resume through the other edge, saying where we are: seq 3 of that epoch.
   const again = await connectPhone(stack, edge2.port, 'alice-again');

@@ -23,6 +23,9 @@ static const char DELIVER[] =
 static const char ACK[] =
 #include "ack.lua.h"
     ;
+static const char UNACKED[] =
+#include "unacked.lua.h"
+    ;
 
 static redisContext *cli;
 
@@ -265,6 +268,30 @@ TEST(ack_tells_the_session_only_when_a_receipt_is_owed)
     redisFree(sub);
 }
 
+/* unacked.lua: how many envelopes a session taking the user over reads. */
+static long long unacked(void)
+{
+    redisReply *r = redisCommand(cli, "EVAL %s 2 t:inbox:u t:cursor:u 100", UNACKED);
+    long long n = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                          r->element[1]->type == REDIS_REPLY_ARRAY
+                      ? (long long)r->element[1]->elements
+                      : -99;
+    freeReplyObject(r);
+    return n;
+}
+
+TEST(unacked_reads_only_when_a_receipt_is_owed)
+{
+    cmd("FLUSHALL");
+    CHECK_EQ_INT(deliver_n("A 1", "", NULL, 3, false), 1);
+    CHECK_EQ_INT(unacked(), 0); /* nothing owed: nothing read */
+    CHECK_EQ_INT(deliver_n("A 1", "", NULL, 2, true), 4);
+    CHECK_EQ_INT(ack("p1", 2, 1000), 2);
+    CHECK_EQ_INT(unacked(), 3); /* 3..5, the last asking for a receipt */
+    CHECK_EQ_INT(ack("p1", 5, 1001), 5);
+    CHECK_EQ_INT(unacked(), 0);
+}
+
 int main(void)
 {
     int port;
@@ -279,6 +306,7 @@ int main(void)
     RUN(deliver_refuses_a_numbering_it_does_not_know);
     RUN(deliver_a_batch_then_acks);
     RUN(ack_tells_the_session_only_when_a_receipt_is_owed);
+    RUN(unacked_reads_only_when_a_receipt_is_owed);
     unit_redis_stop(cli);
     return unit_done();
 }
