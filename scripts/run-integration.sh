@@ -27,6 +27,22 @@ fi
 if [ $# -eq 0 ]; then
     set -- tests/integration/
 fi
+# The TAP stream is kept so that a failure is named again at the very end:
+# a CI log is often read from its tail.
+tap=$(mktemp)
+trap 'rm -f "$tap"' EXIT
 status=0
-node --test --test-concurrency=1 "$@" || status=$?
-exit $status
+{ node --test --test-concurrency=1 "$@" || echo $? >"$tap.rc"; } | tee "$tap"
+if [ -f "$tap.rc" ]; then
+    status=$(cat "$tap.rc")
+    rm -f "$tap.rc"
+    echo "# failed tests, with where and why:"
+    awk '
+        /^not ok / { failed = 1; print "#   " $0; left = 0; next }
+        /^ok / { failed = 0 }
+        failed && /^ *location:/ { print "#       " $0 }
+        failed && /^ *error:/ { left = 3 }
+        failed && left > 0 { print "#       " $0; left-- }
+    ' "$tap" | head -60
+fi
+exit "$status"
