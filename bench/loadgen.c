@@ -16,6 +16,12 @@
  *          login, a heartbeat, an outgoing msg + its ack, an incoming msg +
  *          its ack (measured by counting what the socket read and wrote).
  *
+ *   --reconnect (idle): a logged-in phone whose socket closes (its edge
+ *          stopped or died) connects again after a random 0..1 s, doubling
+ *          up to 8 s while connects fail, and logs in with the epoch and seq
+ *          it last saw (a resume). Once every phone lost is back it prints
+ *          {"event":"resumed","phones":N,"ms":T} (T from the first loss).
+ *
  * Results: one JSON object on stdout at the end (and the ready event in idle
  * mode). Progress: stderr. Every wait is bounded by --timeout.
  * Only 127.0.0.x addresses are used.
@@ -66,6 +72,10 @@ struct phone {
     uint64_t bytes_in, bytes_out;
     int64_t next_hb_ms;
     int src;             /* source address index */
+    char epoch[32];      /* of the last sync frame ("" none) */
+    struct event *retry; /* --reconnect: the timer of the next connect */
+    int backoff_ms;      /* --reconnect: the next delay's upper bound */
+    bool lost;           /* --reconnect: closed once ready, not back yet */
 };
 
 static struct {
@@ -83,6 +93,7 @@ static struct {
     int body_size;
     int concurrency;
     int hb; /* seconds between heartbeats (from welcome) */
+    bool reconnect;
 } opt = {
     .mode = "idle", .host = "127.0.0.1", .port = 7222, .conns = 1,
     .src_base = 2, .src_count = 0, .user_fmt = "u%d@localhost",
@@ -108,6 +119,9 @@ static uint64_t warm_rtts;
  * delivered to phones in the window (both directions in pairs mode). */
 static uint64_t msgs_in_at_measure, msgs_in_at_end;
 static struct event *tick_ev, *stdin_ev;
+/* --reconnect: phones lost and not back, the first loss, the last return. */
+static int n_lost, n_lost_total;
+static int64_t t_first_loss_ms;
 static char *body_pad;
 
 /* wire mode */
@@ -244,6 +258,25 @@ static void send_ping_msg(struct phone *p)
 
 static void start_more(void);
 static void check_done(void);
+static void phone_connect(struct phone *p);
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct phone *p = arg;
+    if (!finished)
+        phone_connect(p);
+}
+
+/* A random delay up to the phone's backoff: a whole edge's phones do not
+ * come back in one instant. */
+static void schedule_reconnect(struct phone *p)
+{
+    if (!p->retry)
+        p->retry = evtimer_new(base, on_retry, p);
+    int ms = (int)(random() % p->backoff_ms);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(p->retry, &tv);
+}
 
 static void phone_dead(struct phone *p, const char *why)
 {
@@ -251,14 +284,15 @@ static void phone_dead(struct phone *p, const char *why)
         return;
     bool was_pending = p->state == P_CONNECTING || p->state == P_LOGGING_IN ||
                        (p->state == P_CONNECTED && !opt.raw);
+    bool was_ready = p->state == P_READY;
     if (p->state == P_READY || (opt.raw && p->state == P_CONNECTED)) {
         n_closed++;
         if (!finished)
             unexpected_close++;
-    } else {
+    } else if (!p->lost) {
         n_failed++;
     }
-    if (n_failed + (int)unexpected_close <= 5 && !finished)
+    if (n_failed + (int)unexpected_close <= 5 && !finished && !opt.reconnect)
         note("phone %s (%d) lost: %s", p->jid[0] ? p->jid : "-", p->idx, why);
     p->state = P_DEAD;
     if (p->bev) {
@@ -268,6 +302,20 @@ static void phone_dead(struct phone *p, const char *why)
     if (was_pending) {
         pending--;
         start_more();
+    }
+    if (opt.reconnect && !finished && t_ready_ms && (p->lost || was_ready)) {
+        if (!p->lost) {
+            p->lost = true;
+            n_lost++;
+            n_lost_total++;
+            if (!t_first_loss_ms)
+                t_first_loss_ms = now_ms();
+            p->backoff_ms = 1000;
+        } else if (p->backoff_ms < 8000) {
+            p->backoff_ms *= 2;
+        }
+        schedule_reconnect(p);
+        return;
     }
     check_done();
 }
@@ -294,8 +342,23 @@ static void record_rtt(int64_t us)
 static void became_ready(struct phone *p)
 {
     p->state = P_READY;
-    n_ready++;
     pending--;
+    if (p->lost) {
+        p->lost = false;
+        if (--n_lost == 0) {
+            printf("{\"event\":\"resumed\",\"phones\":%d,\"ms\":%" PRId64 "}\n", n_lost_total,
+                   now_ms() - t_first_loss_ms);
+            fflush(stdout);
+            note("%d phones back in %.2f s", n_lost_total,
+                 (double)(now_ms() - t_first_loss_ms) / 1000.0);
+            n_lost_total = 0;
+            t_first_loss_ms = 0;
+        }
+        p->next_hb_ms = now_ms() + (int64_t)opt.hb * 1000;
+        start_more();
+        return;
+    }
+    n_ready++;
     p->next_hb_ms = now_ms() + (int64_t)opt.hb * 1000;
     start_more();
     check_done();
@@ -401,6 +464,10 @@ static void on_frame(struct phone *p, const char *s, size_t n)
         if (get_int(s, n, "hb", &hb) && hb > 0)
             opt.hb = (int)hb;
     } else if (strcmp(t, "sync") == 0) {
+        get_str(s, n, "epoch", p->epoch, sizeof(p->epoch));
+        int64_t seq = 0;
+        if (get_int(s, n, "seq", &seq) && seq > p->last_seq)
+            p->last_seq = seq;
         if (p->state == P_LOGGING_IN)
             became_ready(p);
     } else if (strcmp(t, "error") == 0) {
@@ -464,8 +531,13 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         }
         p->state = P_LOGGING_IN;
         uint64_t before = p->bytes_out;
-        send_fmt(p, "{\"t\":\"login\",\"v\":1,\"jid\":\"%s\",\"pass\":\"%s\",\"dev\":\"lg%d\"}",
-                 p->jid, opt.pass, p->idx);
+        if (p->epoch[0])
+            send_fmt(p, "{\"t\":\"login\",\"v\":1,\"jid\":\"%s\",\"pass\":\"%s\",\"dev\":\"lg%d\","
+                        "\"epoch\":\"%s\",\"seq\":%" PRId64 "}",
+                     p->jid, opt.pass, p->idx, p->epoch, p->last_seq);
+        else
+            send_fmt(p, "{\"t\":\"login\",\"v\":1,\"jid\":\"%s\",\"pass\":\"%s\",\"dev\":\"lg%d\"}",
+                     p->jid, opt.pass, p->idx);
         if (p->role == R_WIRE)
             wire_note("out_login", (size_t)(p->bytes_out - before));
         return;
@@ -667,7 +739,7 @@ static void usage(void)
             "  [--conns N] [--raw] [--src-base 2] [--src-count K] [--concurrency 256]\n"
             "  [--user-fmt u%%d@localhost] [--user-start 0] [--pass secret]\n"
             "  [--peer-fmt echo%%d@localhost] [--peers 1] [--inflight 1] [--body-size 32]\n"
-            "  [--warmup S] [--duration S] [--hold S] [--timeout S]\n");
+            "  [--warmup S] [--duration S] [--hold S] [--timeout S] [--reconnect]\n");
     exit(2);
 }
 
@@ -680,7 +752,8 @@ int main(int argc, char **argv)
         {"user-start", 1, 0, 'U'}, {"pass", 1, 0, 'w'},      {"peer-fmt", 1, 0, 'e'},
         {"peers", 1, 0, 'E'},     {"inflight", 1, 0, 'i'},   {"warmup", 1, 0, 'W'},
         {"duration", 1, 0, 'd'},  {"hold", 1, 0, 'H'},       {"timeout", 1, 0, 't'},
-        {"body-size", 1, 0, 's'}, {"concurrency", 1, 0, 'c'}, {0, 0, 0, 0}};
+        {"body-size", 1, 0, 's'}, {"concurrency", 1, 0, 'c'}, {"reconnect", 0, 0, 'R'},
+        {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -704,6 +777,7 @@ int main(int argc, char **argv)
         case 't': opt.timeout = atof(optarg); break;
         case 's': opt.body_size = atoi(optarg); break;
         case 'c': opt.concurrency = atoi(optarg); break;
+        case 'R': opt.reconnect = true; break;
         default: usage();
         }
     }
@@ -795,9 +869,12 @@ int main(int argc, char **argv)
     finished = true;
     print_results();
     fflush(stdout);
-    for (int i = 0; i < nphones; i++)
+    for (int i = 0; i < nphones; i++) {
         if (phones[i].bev)
             bufferevent_free(phones[i].bev);
+        if (phones[i].retry)
+            event_free(phones[i].retry);
+    }
     event_free(tick_ev);
     if (stdin_ev)
         event_free(stdin_ev);

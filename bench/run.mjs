@@ -32,18 +32,18 @@ const argv = process.argv.slice(2);
 const QUICK = process.env.BENCH_QUICK === '1' || argv.includes('--quick');
 const onlyArg = argv.includes('--only') ? argv[argv.indexOf('--only') + 1].split(',') : null;
 const RUNS = Number(argv.includes('--runs') ? argv[argv.indexOf('--runs') + 1] : (QUICK ? 2 : 5));
-const SECTIONS = onlyArg ?? ['idle', 'real', 'chat', 'sio', 'wire', 'cost', 'capacity'];
+const SECTIONS = onlyArg ?? ['idle', 'storm', 'real', 'chat', 'sio', 'wire', 'cost', 'capacity'];
 const WRITE_DOCS = process.env.BENCH_WRITE_DOCS ? process.env.BENCH_WRITE_DOCS === '1' : (!QUICK && !onlyArg);
 const FD_LIMIT = Number(execFileSync('sh', ['-c', 'ulimit -Hn']).toString().trim()) || 1024;
 
 const CFG = QUICK ? {
-  idleN: [2000], realN: 200, realWorkers: 1, tlsN: 100, chatWarm: 0.5, chatSecs: 2, costSecs: 2, inflight: [1, 100],
+  idleN: [2000], stormN: 2000, realN: 200, realWorkers: 1, tlsN: 100, chatWarm: 0.5, chatSecs: 2, costSecs: 2, inflight: [1, 100],
   pairs: 20, pairsInflight: 4, sioIdleN: 2000, total: 150,
   capacity: [{ name: 'cap', workers: 2, maxSessions: 150, target: 320, step: 160, budgetMs: 30000, idleMs: 2000 }],
 } : {
   // One process may hold at most `ulimit -Hn` descriptors (no CAP_SYS_RESOURCE
   // here): the largest idle size stays under it.
-  idleN: [10000, Math.min(100000, FD_LIMIT - 1000)], realN: 1500, realWorkers: 2, tlsN: 500,
+  idleN: [10000, Math.min(100000, FD_LIMIT - 1000)], stormN: Math.min(19000, FD_LIMIT - 1000), realN: 1500, realWorkers: 2, tlsN: 500,
   // Every timed figure: RUNS runs (default 5) of a 10 s window after 1 s of warm-up.
   chatWarm: 1, chatSecs: 10, costSecs: 10, inflight: [1, 100], pairs: 50, pairsInflight: 4, sioIdleN: 10000, total: 2400,
   // Capacity: 8 workers of 900 (the most a worker may hold), 400 phones
@@ -229,9 +229,9 @@ function edgeFlags() {
   if (helpHas(bin, 'max-msg-rate')) EDGE_EXTRA.push('--max-msg-rate', '100000');
   return EDGE_EXTRA;
 }
-async function startEdge(stack, redisPort, credKey, name = 'imb-edge', env = null) {
+async function startEdge(stack, redisPort, credKey, name = 'imb-edge', env = null, listenPort = 0) {
   const p = stack.spawn(name, path.join(BIN, 'imb-edge'), ['--redis-host', '127.0.0.1', '--redis-port', String(redisPort),
-    '--cred-key', credKey, '--log-level', 'warn', '--listen', '127.0.0.1:0', ...edgeFlags()], env ? { envExtra: env } : {});
+    '--cred-key', credKey, '--log-level', 'warn', '--listen', `127.0.0.1:${listenPort}`, ...edgeFlags()], env ? { envExtra: env } : {});
   // The port is in the `listening` line (INFO); at warn level, find it with ss.
   const port = await waitFor(() => {
     if (!p.running) throw new Error(`imb-edge exited: ${p.tail(2000)}`);
@@ -419,6 +419,72 @@ async function sectionIdle() {
     };
   }
   return out;
+}
+
+// ------------------------------------------------ 1c: reconnect storm
+// One edge holds N idle phones logged in through the stub bridge; it is
+// killed (-9) and a new edge starts on the same port. The phones (loadgen
+// --reconnect: 0..1 s of jitter, doubling while connects fail) come back and
+// resume with their epoch and seq. Measured: from the kill until every phone
+// is logged in again, the peak Redis command rate (commands processed per
+// 100 ms, as a rate), and the SUBSCRIBE / PUBLISH / EVALSHA calls Redis ran
+// for the storm.
+async function redisInfoStats(port) {
+  const info = await stackRedis(port, ['INFO', 'commandstats']);
+  const calls = (cmd) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
+  const total = Number(/total_commands_processed:(\d+)/.exec(await stackRedis(port, ['INFO', 'stats']))[1]);
+  return { total, subscribe: calls('subscribe'), unsubscribe: calls('unsubscribe'), publish: calls('publish'), evalsha: calls('evalsha') };
+}
+async function sectionStorm() {
+  const n = CFG.stormN;
+  const runs = [];
+  for (let r = 0; r < RUNS; r++) {
+    const st = new Stack('storm');
+    try {
+      const redis = await startRedis(st);
+      await startStub(st, redis.port);
+      const key = randomCredKey();
+      const edge = await startEdge(st, redis.port, key);
+      await sleep(1200);
+      const g = loadgen(st, 'loadgen', ['--mode', 'idle', '--reconnect', '--port', String(edge.port), '--conns', String(n),
+        '--user-fmt', 'u%d@localhost', '--concurrency', '512', '--timeout', '600']);
+      const ready = JSON.parse(await g.nextStdoutLine((l) => l.includes('"event":"ready"'), 180000));
+      await sleep(1000);
+      const before = await redisInfoStats(redis.port);
+      let peak = 0, last = before.total, lastT = Date.now(), sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          await sleep(100);
+          const t = Number(/total_commands_processed:(\d+)/.exec(await stackRedis(redis.port, ['INFO', 'stats']))[1]);
+          const now = Date.now();
+          peak = Math.max(peak, (t - last) / ((now - lastT) / 1000));
+          last = t; lastT = now;
+        }
+      })();
+      const t0 = Date.now();
+      await edge.stop({ signal: 'SIGKILL', timeout: 5000 });
+      await startEdge(st, redis.port, key, 'imb-edge-2', null, edge.port);
+      const resumed = JSON.parse(await g.nextStdoutLine((l) => l.includes('"event":"resumed"'), 300000));
+      const ms = Date.now() - t0;
+      sampling = false;
+      await sampler;
+      const after = await redisInfoStats(redis.port);
+      g.endStdin();
+      await Promise.race([g.exited, sleep(10000)]);
+      const one = {
+        n, logged_in: ready.ok, resumed: resumed.phones, resumed_ms: ms, peak_cmds_per_s: peak,
+        subscribe: after.subscribe - before.subscribe, unsubscribe: after.unsubscribe - before.unsubscribe,
+        publish: after.publish - before.publish, evalsha: after.evalsha - before.evalsha, commands: after.total - before.total,
+      };
+      runs.push(one);
+      log(`storm n=${n} run ${r + 1}: ${one.resumed}/${n} back in ${ms} ms, peak ${Math.round(peak)} Redis cmds/s, ` +
+        `${one.subscribe} SUBSCRIBE, ${one.publish} PUBLISH, ${one.evalsha} EVALSHA, ${one.commands} commands`);
+    } finally { await st.cleanup(); }
+  }
+  return {
+    n, runs, resumed_ms: summarize(runs, 'resumed_ms'), peak_cmds_per_s: summarize(runs, 'peak_cmds_per_s'),
+    subscribe: summarize(runs, 'subscribe'), commands_per_phone: summarize(runs, (x) => x.commands / n),
+  };
 }
 
 // ------------------------------------------------- 1b + 5: real logins, xmppd
@@ -924,6 +990,14 @@ function render(res) {
     const big = Object.values(S.idle.sizes).at(-1);
     L.push('', `Stub-bridge logins: ${sp(big.stub_logins_per_s)} per second through one edge.`, '');
   }
+  if (S.storm) {
+    const x = S.storm;
+    L.push(`### 1c. Reconnect storm: one edge killed (-9) under ${f0(x.n)} idle logged-in phones (stub bridge), a new one started on its port`, '');
+    L.push('| phones back | from the kill until every phone resumed, ms | peak Redis commands/s (per 100 ms) | SUBSCRIBE calls in the storm | Redis commands per phone |');
+    L.push('|---|---|---|---|---|');
+    L.push(`| ${Math.min(...x.runs.map((r) => r.resumed))}/${f0(x.n)} | ${sp(x.resumed_ms)} | ${sp(x.peak_cmds_per_s)} | ${sp(x.subscribe)} | ${sp(x.commands_per_phone, f1)} |`);
+    L.push('', 'The phones reconnect after a random 0–1 s (doubling while connects are refused, up to 8 s) and log in with the epoch and seq they last saw, as the client library does.', '');
+  }
   if (S.real) {
     L.push('### 1b + 5. Logged-in phones with real XMPP sessions (edge + xmppd + Prosody)', '');
     L.push('| XMPP link | sessions | workers | logins/s | edge B/phone | xmppd B/session | Prosody B/session | Redis B/phone |');
@@ -1058,7 +1132,7 @@ async function main() {
   results.loadavg_start = loadavg();
   results.edge_flags = edgeFlags();
   log(`${QUICK ? 'quick' : 'full'} run, sections ${SECTIONS.join(',')}, ${RUNS} runs each; edge flags ${edgeFlags().join(' ')}`);
-  const fns = { idle: sectionIdle, real: sectionReal, chat: sectionChat, sio: sectionSio, wire: sectionWire, cost: sectionCost, capacity: sectionCapacity };
+  const fns = { idle: sectionIdle, storm: sectionStorm, real: sectionReal, chat: sectionChat, sio: sectionSio, wire: sectionWire, cost: sectionCost, capacity: sectionCapacity };
   for (const s of SECTIONS) {
     const t0 = Date.now();
     try { results.sections[s] = await fns[s](); } catch (e) { log(`section ${s} failed: ${e.stack ?? e}`); results.sections[s + '_error'] = String(e.stack ?? e); }

@@ -9,13 +9,14 @@
  * is always the one xmppd runs:
  *   - registers itself in <prefix>:workers every second;
  *   - answers every `login` on <prefix>:w:<id> with `login_ok` on the edge's
- *     channel (no password check: there is no XMPP server) and subscribes to
- *     the user's <prefix>:x:<jid>, as a session does;
+ *     channel (no password check: there is no XMPP server), subscribes to
+ *     the user's <prefix>:x:<jid>, as a session does, and keeps the edge of
+ *     the user's last login (one phone per user here);
  *   - for the `chat`s an edge publishes there, at the end of each loop turn
  *     as xmppd does: one inbox_deliver() per receiver (next seqs, store in
- *     the inbox, one PUBLISH on <prefix>:p:<to>) and one `ack` per sender's
- *     device on <prefix>:p:<from> (xmppd acks once the XMPP server
- *     confirmed; here at once).
+ *     the inbox, one PUBLISH on the receiver's edge's <prefix>:e:<edge>) and
+ *     one `ack` per sender's device on its edge's channel (xmppd acks once
+ *     the XMPP server confirmed; here at once).
  * It holds no lease: the fence lets a writer through when nobody holds one.
  * Cheap on purpose: one decode and an encode per chat, little else.
  *
@@ -51,7 +52,8 @@ struct stub {
     struct bus *bus;
     const char *id;          /* worker id, as in <prefix>:workers */
     char holder[LEASE_HOLDER_MAX]; /* "<id> 0": no lease held */
-    struct strmap users;     /* jid -> (void *)1, users logged in once */
+    struct strmap users;     /* jid -> the channel of the edge of its last
+                                login (owned string) */
     size_t nusers;
     uint64_t logins, chats, deliver_errors;
     bool ready_said;
@@ -97,13 +99,17 @@ static void on_login(struct stub *s, const struct env *in)
     if (!jid || !edge || !dev)
         return;
     s->logins++;
-    if (!strmap_get(&s->users, jid)) {
-        strmap_put(&s->users, jid, (void *)1);
+    char ch[1200];
+    char *old = strmap_get(&s->users, jid);
+    if (!old) {
         s->nusers++;
-        char ch[1200];
         if (bus_channel(s->bus, ch, sizeof(ch), "x", jid))
             bus_subscribe(s->bus, ch);
     }
+    if (!bus_channel(s->bus, ch, sizeof(ch), "e", edge))
+        return;
+    strmap_put(&s->users, jid, xstrdup(ch));
+    free(old);
     struct env *e = env_new(ENV_LOGIN_OK);
     env_set_str(e, "jid", jid);
     env_set_str(e, "edge", edge);
@@ -166,8 +172,9 @@ static void flush_turn(evutil_socket_t fd, short what, void *arg)
                 continue;
             items[n++] = (struct inbox_item){q->payload, q->len, NULL, false};
         }
-        inbox_deliver(s->bus, p->to, s->holder, "", items, n, NULL, INBOX_TTL_MS, INBOX_MAX,
-                      on_delivered, s);
+        const char *edge_ch = strmap_get(&s->users, p->to);
+        inbox_deliver(s->bus, p->to, s->holder, "", edge_ch ? edge_ch : "", items, n, NULL,
+                      INBOX_TTL_MS, INBOX_MAX, on_delivered, s);
         size_t done = 0;
         for (struct pending *q = p; q && done < n; q = q->next)
             if (q->payload && strcmp(q->to, p->to) == 0) {
@@ -193,11 +200,13 @@ static void flush_turn(evutil_socket_t fd, short what, void *arg)
                 }
             }
         env_set_json(a, "ids", ids);
-        if (p->edge)
-            env_set_str(a, "edge", p->edge);
-        if (p->dev)
-            env_set_str(a, "dev", p->dev);
-        publish_env(s, "p", p->from, a);
+        if (!p->edge || !p->dev) {
+            env_free(a);
+            continue;
+        }
+        env_set_str(a, "edge", p->edge);
+        env_set_str(a, "dev", p->dev);
+        publish_env(s, "e", p->edge, a);
     }
     while (list) {
         struct pending *next = list->next;

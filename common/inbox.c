@@ -61,11 +61,11 @@ static void fresh_epoch(char out[INBOX_EPOCH_MAX])
 }
 
 void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
-                   const char *expect, const struct inbox_item *items, size_t n,
-                   const char *aid, long ttl_ms, long max_count, bus_reply_cb *cb,
-                   void *data)
+                   const char *expect, const char *channels,
+                   const struct inbox_item *items, size_t n, const char *aid,
+                   long ttl_ms, long max_count, bus_reply_cb *cb, void *data)
 {
-    char seq[1200], inbox[1200], cursor[1200], channel[1200], ttl[24], max[24];
+    char seq[1200], inbox[1200], cursor[1200], ttl[24], max[24];
     char lease[1200], fence[1200], rr[24] = "";
     char epoch[INBOX_EPOCH_MAX];
     lease_keys(bus, jid, lease, fence, sizeof(lease));
@@ -73,7 +73,6 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
     push_names(bus, &pn);
     keys(bus, jid, seq, inbox, sizeof(seq));
     snprintf(cursor, sizeof(cursor), "%s:cursor:%s", bus_prefix(bus), jid);
-    bus_channel(bus, channel, sizeof(channel), "p", jid);
     snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
     snprintf(max, sizeof(max), "%ld", max_count);
     fresh_epoch(epoch);
@@ -82,7 +81,7 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
             snprintf(rr, sizeof(rr), "%zu", i + 1);
     enum { HEAD = 17 };
     const char *argv[HEAD + 2 * INBOX_BATCH_MAX] = {
-        "6", seq, inbox, pn.list, lease, fence, cursor, channel, ttl, max, epoch,
+        "6", seq, inbox, pn.list, lease, fence, cursor, channels, ttl, max, epoch,
         pn.channel, pn.max, holder, expect, aid ? aid : "", rr};
     size_t argvlen[HEAD + 2 * INBOX_BATCH_MAX];
     for (int i = 0; i < HEAD; i++)

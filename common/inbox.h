@@ -41,14 +41,16 @@ struct inbox_item {
  * seq is -1 and nothing was written when holder no longer owns the user
  * (fenced), -2 when the user's numbering is not expect (Redis lost it). The
  * stored text is each envelope with "seq" and "epoch" added in front; one
- * PUBLISH carries it, or a JSON array of them when n > 1.
+ * PUBLISH on each of channels (space-separated: the edges holding the
+ * user's phones, "" for none) carries it, or a JSON array of them when
+ * n > 1.
  * aid: the XMPP server's archive id of the newest message, or NULL; kept as
  * where a new session's archive catch-up starts. */
 #define INBOX_BATCH_MAX 64
 void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
-                   const char *expect, const struct inbox_item *items, size_t n,
-                   const char *aid, long ttl_ms, long max_count, bus_reply_cb *cb,
-                   void *data);
+                   const char *expect, const char *channels,
+                   const struct inbox_item *items, size_t n, const char *aid,
+                   long ttl_ms, long max_count, bus_reply_cb *cb, void *data);
 
 /* push: NULL, or a push envelope (JSON object) to publish on
  * "<prefix>:push" and queue on "<prefix>:pushq" once the message is stored,

@@ -42,11 +42,7 @@ static struct user *user_attach(struct edge *edge, struct conn *c,
     if (!u) {
         u = xcalloc(1, sizeof(*u));
         u->jid = xstrdup(jid);
-        size_t n = strlen(bus_prefix(edge->bus)) + strlen(jid) + 8;
-        u->channel = xmalloc(n);
-        bus_channel(edge->bus, u->channel, n, "p", jid);
         strmap_put(&edge->users, jid, u);
-        bus_subscribe(edge->bus, u->channel);
     }
     c->user = u;
     c->user_next = u->conns;
@@ -68,13 +64,11 @@ static void user_detach(struct edge *edge, struct conn *c)
     c->user_next = NULL;
     if (u->conns)
         return;
-    bus_unsubscribe(edge->bus, u->channel);
     strmap_del(&edge->users, u->jid);
     if (u->retry)
         event_free(u->retry);
     seal_wipe_free(u->secret);
     free(u->worker);
-    free(u->channel);
     free(u->jid);
     free(u);
 }
@@ -768,12 +762,16 @@ static struct conn *addressed_conn(struct edge *edge, struct env *e,
     return c && c->user == u && c->state == CONN_READY ? c : NULL;
 }
 
-static void on_user_env(struct edge *edge, struct user *u, struct env *e)
+/* An envelope for a user's phones: its "to" names the user (the bridges
+ * publish for every user this edge serves on its one channel). */
+static void on_user_env(struct edge *edge, struct env *e)
 {
     const char *to = env_str(e, "to");
-    if (to && strcmp(to, u->jid) != 0) {
-        edge->stats.bad_envelopes++;
-        LOG(WARN, "envelope_misaddressed", "channel_jid=%s to=%s", u->jid, to);
+    struct user *u = to ? strmap_get(&edge->users, to) : NULL;
+    if (!u) {
+        /* The user's last phone here left while it was on its way. */
+        LOG(DEBUG, "envelope_unclaimed", "to=%s type=%s", to ? to : "-",
+            env_type_name(e->type));
         return;
     }
     struct conn *c;
@@ -787,7 +785,7 @@ static void on_user_env(struct edge *edge, struct user *u, struct env *e)
         char err[200];
         if (!proto_check_event(env_json(e, "frame"), err, sizeof(err))) {
             edge->stats.bad_envelopes++;
-            LOG(WARN, "event_invalid", "channel=%s err=\"%s\"", u->channel, err);
+            LOG(WARN, "event_invalid", "jid=%s err=\"%s\"", u->jid, err);
             break;
         }
         if (env_str(e, "dev")) {
@@ -852,18 +850,51 @@ static void on_user_env(struct edge *edge, struct user *u, struct env *e)
         break;
     default:
         edge->stats.bad_envelopes++;
-        LOG(WARN, "envelope_unexpected", "channel=%s type=%s", u->channel,
+        LOG(WARN, "envelope_unexpected", "jid=%s type=%s", u->jid,
             env_type_name(e->type));
         break;
     }
 }
 
-/* Several envelopes stored for a user in one call (deliver.lua): a JSON
- * array of them, in seq order. */
-static void on_user_batch(struct edge *edge, struct user *u, const char *channel,
-                          const char *payload, size_t len)
+/* One envelope on the edge's channel: a login's answer, or something for
+ * a user's phones. */
+static void on_edge_env(struct edge *edge, struct env *e)
 {
+    int64_t pts = env_int(e, "pts", -1);
+    if (pts > 0)
+        metrics_hist_observe(edge->latency, (double)(util_wall_ms() - pts));
+    if (e->type == ENV_LOGIN_OK)
+        on_login_ok(edge, e);
+    else if (e->type == ENV_LOGIN_FAIL)
+        on_login_fail(edge, e);
+    else
+        on_user_env(edge, e);
+}
+
+/* Everything for this edge comes on its one channel ("<prefix>:e:<id>"):
+ * an envelope, or a JSON array of several (a user's envelopes stored in
+ * one call, deliver.lua, in seq order). */
+static void on_bus_msg(void *owner, const char *channel, const char *payload,
+                       size_t len)
+{
+    struct edge *edge = owner;
     char err[256];
+    if (strcmp(channel, edge->reply_channel) != 0) {
+        edge->stats.bad_envelopes++;
+        LOG(WARN, "envelope_unexpected", "channel=%s", channel);
+        return;
+    }
+    if (len == 0 || payload[0] != '[') {
+        struct env *e = env_decode(payload, len, err, sizeof(err));
+        if (!e) {
+            edge->stats.bad_envelopes++;
+            LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
+            return;
+        }
+        on_edge_env(edge, e);
+        env_free(e);
+        return;
+    }
     json_error_t jerr;
     json_t *all = len <= 64 * (size_t)ENV_MAX_BYTES
                       ? json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr)
@@ -883,55 +914,10 @@ static void on_user_batch(struct edge *edge, struct user *u, const char *channel
             LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
             continue;
         }
-        int64_t pts = env_int(e, "pts", -1);
-        if (pts > 0)
-            metrics_hist_observe(edge->latency, (double)(util_wall_ms() - pts));
-        on_user_env(edge, u, e);
+        on_edge_env(edge, e);
         env_free(e);
     }
     json_decref(all);
-}
-
-/* The user whose phone channel ("<prefix>:p:<jid>") this is, if any. */
-static struct user *user_of_channel(struct edge *edge, const char *channel)
-{
-    size_t plen = strlen(bus_prefix(edge->bus));
-    if (strncmp(channel, bus_prefix(edge->bus), plen) != 0 ||
-        strncmp(channel + plen, ":p:", 3) != 0)
-        return NULL;
-    return strmap_get(&edge->users, channel + plen + 3);
-}
-
-static void on_bus_msg(void *owner, const char *channel, const char *payload,
-                       size_t len)
-{
-    struct edge *edge = owner;
-    if (len > 0 && payload[0] == '[') {
-        struct user *u = user_of_channel(edge, channel);
-        if (u)
-            on_user_batch(edge, u, channel, payload, len);
-        return;
-    }
-    struct env *e = bus_envelope(channel, payload, len, edge->latency,
-                                 &edge->stats.bad_envelopes);
-    if (!e)
-        return;
-    if (strcmp(channel, edge->reply_channel) == 0) {
-        if (e->type == ENV_LOGIN_OK)
-            on_login_ok(edge, e);
-        else if (e->type == ENV_LOGIN_FAIL)
-            on_login_fail(edge, e);
-        else {
-            edge->stats.bad_envelopes++;
-            LOG(WARN, "envelope_unexpected", "channel=%s type=%s", channel,
-                env_type_name(e->type));
-        }
-    } else {
-        struct user *u = user_of_channel(edge, channel);
-        if (u)
-            on_user_env(edge, u, e);
-    }
-    env_free(e);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg);

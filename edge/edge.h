@@ -130,7 +130,6 @@ struct conn {
 /* A logged-in (or logging-in) user with >= 1 connection on this edge. */
 struct user {
     char *jid;             /* bare JID, owned */
-    char *channel;         /* "<prefix>:p:<jid>", owned */
     struct conn *conns;    /* linked through conn->user_next */
     char *worker;          /* worker holding the XMPP session, or NULL */
     char *secret;          /* password of the last good login, owned, wiped on

@@ -385,7 +385,7 @@ static void put_value(struct line *l, json_t *v, size_t max)
 
 struct msg {
     const char *channel; /* full name */
-    const char *kind;    /* "p", "x", "w", "e", "bus"...; NUL-terminated copy */
+    const char *kind;    /* "x", "w", "e", "bus"...; NUL-terminated copy */
     const char *id;      /* after "<prefix>:<kind>:", may be "" */
     const char *payload; /* not NUL-terminated */
     size_t len;
@@ -396,7 +396,7 @@ static bool user_matches(const struct tap *t, const struct msg *m, json_t *obj)
 {
     if (!t->opt.nusers)
         return true;
-    bool jid_channel = !strcmp(m->kind, "p") || !strcmp(m->kind, "x");
+    bool jid_channel = !strcmp(m->kind, "x");
     for (size_t i = 0; i < t->opt.nusers; i++) {
         const char *u = t->opt.users[i];
         if (jid_channel && bare_jid_is(m->id, u))

@@ -108,9 +108,9 @@ void session_event(struct session *s, json_t *frame, const char *edge,
     if (durable)
         worker_deliver(s, e, NULL);
     else if (edge && dev && *edge && *dev)
-        worker_publish(s->w, "p", s->jid, e); /* an answer: the phone waits for it */
+        worker_to_phones(s->w, s, e, true); /* an answer: the phone waits for it */
     else
-        worker_publish_volatile(s->w, "p", s->jid, e); /* news nobody waits for */
+        worker_to_phones(s->w, s, e, false); /* news nobody waits for */
 }
 
 static const char *req_id(const struct env *req)

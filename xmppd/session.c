@@ -802,7 +802,7 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
             }
             session_deliver_chat(s, e, sent ? to : from);
         } else if (m == st) {
-            worker_publish(w, "p", s->jid, e);
+            worker_to_phones(w, s, e, true);
         } else {
             env_free(e); /* an old bounce from the archive or a copy: not news */
         }
@@ -956,7 +956,7 @@ static int on_ping_reply(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
         env_set_json(e, "ids", b->ids);
         env_set_str(e, "edge", b->edge);
         env_set_str(e, "dev", b->dev);
-        worker_publish(s->w, "p", s->jid, e);
+        worker_to_phones(s->w, s, e, true);
         free(b);
     }
     return 0; /* one-shot */
@@ -1038,7 +1038,7 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
         struct env *e = env_new(ENV_SESSION_END);
         env_set_str(e, "to", s->jid);
         env_set_str(e, "reason", reason);
-        worker_publish(w, "p", s->jid, e);
+        worker_to_phones(w, s, e, true);
     } else {
         LOG(INFO, "session_closed", "jid=%s", s->jid);
     }
@@ -1508,7 +1508,7 @@ void session_on_env(struct session *s, struct env *e)
                 env_set_str(a, "edge", edge);
                 env_set_str(a, "dev", dev);
             }
-            worker_publish(w, "p", s->jid, a);
+            worker_to_phones(w, s, a, true);
             return;
         }
         if (id && ack_pending(s, id)) {
@@ -1652,7 +1652,7 @@ void session_close_all(struct worker *w, const char *reason)
         struct env *end = env_new(ENV_SESSION_END);
         env_set_str(end, "to", s->jid);
         env_set_str(end, "reason", reason);
-        worker_publish(w, "p", s->jid, end);
+        worker_to_phones(w, s, end, true);
         session_close(s, reason);
     }
 }
@@ -1713,7 +1713,7 @@ static void on_renewed(void *owner, void *data, redisReply *r)
     struct env *e = env_new(ENV_SESSION_END);
     env_set_str(e, "to", s->jid);
     env_set_str(e, "reason", "moved");
-    worker_publish(w, "p", s->jid, e);
+    worker_to_phones(w, s, e, true);
     session_close(s, "lease_lost");
     session_undefer(s);
 }

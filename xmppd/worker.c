@@ -83,20 +83,24 @@ void worker_kick(struct worker *w)
     event_active(w->run_ev, EV_TIMEOUT, 0);
 }
 
-static void publish(struct worker *w, const char *kind, const char *id,
-                    struct env *e, bool owed)
+/* Publish e on each of the space-separated channels (modified); e is
+ * freed. owed: resent until a subscriber got it (bus_publish_owed). */
+static void publish_on(struct worker *w, char *channels, struct env *e, bool owed)
 {
-    char ch[1200];
-    size_t len;
     if (!json_object_get(e->obj, "ts"))
         env_set_int(e, "ts", util_wall_ms());
     env_set_int(e, "pts", util_wall_ms()); /* publish time, for latency */
+    size_t len;
     char *payload = env_encode(e, &len);
-    bus_channel(w->bus, ch, sizeof(ch), kind, id);
-    if (owed)
-        bus_publish_owed(w->bus, ch, payload, len, WORKER_OWED_MS);
-    else
-        bus_publish(w->bus, ch, payload, len, NULL, NULL);
+    for (char *p = channels, *end; *p; p = end) {
+        end = p + strcspn(p, " ");
+        if (*end)
+            *end++ = '\0';
+        if (owed)
+            bus_publish_owed(w->bus, p, payload, len, WORKER_OWED_MS);
+        else
+            bus_publish(w->bus, p, payload, len, NULL, NULL);
+    }
     free(payload);
     env_free(e);
 }
@@ -104,13 +108,74 @@ static void publish(struct worker *w, const char *kind, const char *id,
 void worker_publish(struct worker *w, const char *kind, const char *id,
                     struct env *e)
 {
-    publish(w, kind, id, e, true);
+    char ch[1200];
+    bus_channel(w->bus, ch, sizeof(ch), kind, id);
+    publish_on(w, ch, e, true);
 }
 
-void worker_publish_volatile(struct worker *w, const char *kind, const char *id,
-                             struct env *e)
+/* ---- to the phones: on the channels of the edges that hold them --------
+ * An edge subscribes to one channel, "<prefix>:e:<edge>", however many
+ * users it serves; an envelope names its user in "to". An answer to one
+ * device ("edge" and "dev" set) goes to that device's edge alone, the rest
+ * to each edge holding one of the session's devices. With no phone
+ * attached nothing is published: what is stored waits in the inbox for the
+ * next login, and the rest was news for nobody. */
+
+/* Append edge's channel to the space-separated list out, unless it is
+ * there already (a user has a few devices: a linear search is right). */
+static void add_edge(struct worker *w, char *out, size_t n, const char *edge,
+                     size_t edge_len)
 {
-    publish(w, kind, id, e, false);
+    char ch[200], id[80];
+    if (edge_len == 0 || edge_len >= sizeof(id))
+        return;
+    memcpy(id, edge, edge_len);
+    id[edge_len] = '\0';
+    if (!bus_channel(w->bus, ch, sizeof(ch), "e", id))
+        return;
+    size_t chlen = strlen(ch);
+    for (const char *p = out; *p;) {
+        size_t len = strcspn(p, " ");
+        if (len == chlen && memcmp(p, ch, len) == 0)
+            return;
+        p += len + (p[len] == ' ');
+    }
+    size_t used = strlen(out);
+    if (used + (used > 0) + chlen + 1 > n) {
+        LOG(WARN, "edges_truncated", "edge=%s", id);
+        return;
+    }
+    if (used > 0)
+        out[used++] = ' ';
+    memcpy(out + used, ch, chlen + 1);
+}
+
+void worker_phone_channels(struct worker *w, const struct session *s,
+                           const struct env *e, char *out, size_t n)
+{
+    out[0] = '\0';
+    const char *edge = e ? env_str(e, "edge") : NULL;
+    if (edge && env_str(e, "dev")) {
+        add_edge(w, out, n, edge, strlen(edge));
+        return;
+    }
+    if (!s)
+        return;
+    struct strmap_iter it;
+    for (struct strmap_entry *d = strmap_first(&s->devices, &it); d;
+         d = strmap_next(&s->devices, &it))
+        add_edge(w, out, n, d->key, strcspn(d->key, "/")); /* "edge/dev" */
+}
+
+void worker_to_phones(struct worker *w, const struct session *s, struct env *e,
+                      bool owed)
+{
+    char chans[WORKER_CHANNELS_MAX];
+    worker_phone_channels(w, s, e, chans, sizeof(chans));
+    if (chans[0])
+        publish_on(w, chans, e, owed);
+    else
+        env_free(e);
 }
 
 void worker_error(struct worker *w, const char *jid, const char *edge,
@@ -129,7 +194,7 @@ void worker_error(struct worker *w, const char *jid, const char *edge,
         env_set_str(e, "edge", edge);
         env_set_str(e, "dev", dev);
     }
-    worker_publish(w, "p", jid, e);
+    worker_to_phones(w, strmap_get(&w->sessions, jid), e, true);
 }
 
 /* ---- delivery to phones: through the inbox, retried while Redis is away -- */
@@ -377,8 +442,11 @@ static struct pending_delivery *send_batch(struct worker *w, struct pending_deli
             aid = pd->aid;
         b->pd[b->n++] = pd;
     }
-    inbox_deliver(w->bus, head->jid, head->holder, head->epoch, items, b->n, aid,
-                  w->cfg->inbox_ttl * 1000, w->cfg->inbox_max, on_delivered, b);
+    char chans[WORKER_CHANNELS_MAX];
+    worker_phone_channels(w, strmap_get(&w->sessions, head->jid), NULL, chans,
+                          sizeof(chans));
+    inbox_deliver(w->bus, head->jid, head->holder, head->epoch, chans, items, b->n,
+                  aid, w->cfg->inbox_ttl * 1000, w->cfg->inbox_max, on_delivered, b);
     return list;
 }
 

@@ -363,14 +363,22 @@ void worker_deliver(struct session *s, struct env *e, json_t *push);
 #define WORKER_HANDOVER_HOPS 3
 void worker_deliver_handed(struct session *s, struct env *e, int hops);
 /* Publish e to "<prefix>:<kind>:<id>"; e is freed. It owes someone an
- * answer (an ack, a login answer, an error, a session's end): resent until a
- * subscriber got it, for up to WORKER_OWED_MS (bus_publish_owed). */
+ * answer (a login answer, a handover): resent until a subscriber got it,
+ * for up to WORKER_OWED_MS (bus_publish_owed). */
 #define WORKER_OWED_MS 10000
 void worker_publish(struct worker *w, const char *kind, const char *id,
                     struct env *e);
-/* The same for what nobody waits for (presence, typing): sent once. */
-void worker_publish_volatile(struct worker *w, const char *kind, const char *id,
-                             struct env *e);
+/* The channels of the edges that hold the phones e is for, space-separated
+ * in out ("" for none): the edge of e's "edge" and "dev" when set (an answer
+ * to one device), else of each device of s (s may be NULL). */
+#define WORKER_CHANNELS_MAX 2048
+void worker_phone_channels(struct worker *w, const struct session *s,
+                           const struct env *e, char *out, size_t n);
+/* Publish e (its "to" is the user) to those edges; e is freed. owed: it
+ * owes the phone an answer (an ack, an error, a session's end), resent as
+ * worker_publish does; else news nobody waits for (presence, typing). */
+void worker_to_phones(struct worker *w, const struct session *s, struct env *e,
+                      bool owed);
 /* An error frame for user jid's phone edge + dev (else all the user's
  * phones), naming the message or request id; id and reason may be NULL. */
 void worker_error(struct worker *w, const char *jid, const char *edge,

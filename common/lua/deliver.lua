@@ -7,7 +7,8 @@
 -- KEYS[1] seq hash {epoch, seq, aid}    KEYS[2] inbox zset (score = seq)
 -- KEYS[3] push list    KEYS[4] the user's lease    KEYS[5] its fence
 -- KEYS[6] cursor hash (inbox_ack): "~rr" = newest seq asking for a receipt
--- ARGV[1] the user's channel            ARGV[2] inbox ttl (ms)
+-- ARGV[1] the channels of the edges holding the user's phones, separated
+--         by spaces, or '' (none attached)   ARGV[2] inbox ttl (ms)
 -- ARGV[3] envelopes kept at most        ARGV[4] a fresh epoch, used only if
 --         the user has none yet         ARGV[5] push channel
 -- ARGV[6] the push list's last index kept
@@ -19,7 +20,8 @@
 -- ARGV[11], ARGV[12], ...: per envelope, its JSON minus the '{', then a
 --          push envelope or ''
 -- Publishes the stored envelope, or a JSON array of them when there are
--- several. Returns {first seq, receivers of the PUBLISH, epoch}; {-1, 0}
+-- several, on each of those channels. Returns {first seq, receivers of the
+-- PUBLISHes, epoch}; {-1, 0}
 -- and no write when the writer no longer owns the user; {-2, 0} and no
 -- write when the user's numbering is not the one the writer knew (Redis
 -- lost it): the writer first stores again what may have gone with it.
@@ -68,11 +70,12 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 -- The counter lives ten times longer than the inbox, so an idle user keeps
 -- the epoch across long silences.
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 10)
-local r
-if n == 1 then
-  r = redis.call('PUBLISH', ARGV[1], out[1])
-else
-  r = redis.call('PUBLISH', ARGV[1], '[' .. table.concat(out, ',') .. ']')
+local r, msg = 0, out[1]
+if n > 1 then
+  msg = '[' .. table.concat(out, ',') .. ']'
+end
+for ch in string.gmatch(ARGV[1], '%S+') do
+  r = r + redis.call('PUBLISH', ch, msg)
 end
 -- A push envelope: one per stored message, whichever bridge stored it (only
 -- for a user whose phones are all away: not the hot path).

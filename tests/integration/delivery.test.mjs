@@ -3,6 +3,7 @@
 // lost windows told explicitly, resent client ids never sent twice.
 import assert from 'node:assert/strict';
 import { itest, startBridge, startEdge, connectPhone, sleep, waitFor } from '../harness/index.mjs';
+import { redisSubscriber } from '../harness/redis.mjs';
 
 /** Wait for `n` msg frames on phone p; returns them in arrival order. */
 async function msgs(p, n, timeout = 5000) {
@@ -149,4 +150,51 @@ itest('an ack beyond what was delivered is refused', async (t, stack) => {
   const e = await alice.expect({ t: 'error' });
   assert.equal(e.code, 'bad_frame');
   assert.match(e.msg, /seq/);
+});
+
+// Routing to phones (docs/ARCHITECTURE.md, "Routing to phones"): an edge
+// holds one Redis subscription whatever its number of users; the bridge
+// publishes a user's envelopes on the channels of the edges that hold the
+// user's phones, and stops once the last phone of the user leaves an edge.
+itest('routing: one subscription per edge; a user on two edges gets everything on both; an edge the user left gets nothing more', async (t, stack) => {
+  const b = await startBridge(stack, { xmppdArgs: ['--resume-window', '30'] });
+  const [ch1] = await b.redis.command('PUBSUB', 'CHANNELS', 'imb:e:*');
+  const edge2 = await startEdge(stack, { redisPort: b.redis.port, credKey: b.credKey });
+  await waitFor(async () => (await b.redis.command('PUBSUB', 'CHANNELS', 'imb:e:*')).length === 2, { what: 'edge 2 subscribed' });
+  const ch2 = (await b.redis.command('PUBSUB', 'CHANNELS', 'imb:e:*')).find((c) => c !== ch1);
+  const tap = await redisSubscriber(stack, b.redis.port, 'imb:e:*');
+  const bob = await b.desktop('bob');
+  const users = ['alice', 'carol', 'dave'].filter((u) => b.pass(u));
+  const phones = [];
+  for (const u of users) phones.push(await b.loginPhone(u));
+  const alice2 = await connectPhone(stack, edge2.port, 'alice-on-edge-2');
+  await alice2.login('alice@localhost', b.pass('alice'));
+
+  // Redis holds no subscription per user for the edges: the only channels
+  // naming a user are the sessions' (x:<jid>).
+  const all = await b.redis.command('PUBSUB', 'CHANNELS', 'imb:*');
+  const perUser = all.filter((c) => c.includes('@'));
+  t.diagnostic(`${users.length + 1} phones on 2 edges: channels ${JSON.stringify(all.filter((c) => !c.startsWith('imb:bus:')))}`);
+  assert.deepEqual(perUser.sort(), users.map((u) => `imb:x:${u}@localhost`).sort());
+  assert.equal(all.filter((c) => c.startsWith('imb:e:')).length, 2);
+
+  // Both of alice's phones get every message, each edge once.
+  for (let i = 1; i <= 3; i++) await bob.send('alice@localhost', `both ${i}`);
+  const [a1, a2] = [phones[0], alice2];
+  assert.deepEqual((await msgs(a1, 3)).map((f) => f.body), ['both 1', 'both 2', 'both 3']);
+  assert.deepEqual((await msgs(alice2, 3)).map((f) => f.body), ['both 1', 'both 2', 'both 3']);
+  const bodiesOn = (ch) => tap.messages.filter(([c]) => c === ch)
+    .flatMap(([, p]) => [JSON.parse(p)].flat()).filter((e) => e.type === 'chat' && e.to === 'alice@localhost').map((e) => e.body);
+  assert.deepEqual(bodiesOn(ch1), ['both 1', 'both 2', 'both 3']);
+  assert.deepEqual(bodiesOn(ch2), ['both 1', 'both 2', 'both 3']);
+
+  // Alice's phone on edge 2 goes away: edge 2 gets nothing more for her.
+  alice2.destroy();
+  await b.xmppd.waitForLines(/device_detach jid=alice@localhost .*devices=1/, { timeout: 5000 });
+  await bob.send('alice@localhost', 'edge 1 only');
+  assert.equal((await a1.next({ t: 'msg' })).body, 'edge 1 only');
+  await sleep(300);
+  assert.deepEqual(bodiesOn(ch1).slice(3), ['edge 1 only']);
+  assert.deepEqual(bodiesOn(ch2), ['both 1', 'both 2', 'both 3'], 'nothing published to an edge the user left');
+  t.diagnostic(`envelopes on edge 1: ${tap.messages.filter(([c]) => c === ch1).length}, on edge 2: ${tap.messages.filter(([c]) => c === ch2).length}`);
 });

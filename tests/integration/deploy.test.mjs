@@ -280,13 +280,14 @@ itest('imtap prints login and chat envelopes live and never a password or sealed
     const carol = await b.loginPhone('carol'); // someone else, for the filter
     await carol.msg('bob@localhost', 'carol talks');
 
-    // Line mode: login on w:, login_ok on e:, chat on x: and p:, ack on p:.
+    // Line mode: login on w:, chat on x:, and on the edge's e: the login_ok,
+    // the ack and the chat back.
     const want = [
       / w:\S+ login tapper@localhost -> - .*cred=<sealed>/,
       / e:\S+ login_ok - -> tapper@localhost /,
       / x:tapper@localhost chat tapper@localhost -> bob@localhost .*body="tap me if you can" .*id=tap-1/,
-      / p:tapper@localhost ack - -> tapper@localhost .*ids=tap-1/,
-      / p:tapper@localhost chat bob@localhost\/\S+ -> tapper@localhost .*body="and back to the phone"/,
+      / e:\S+ ack - -> tapper@localhost .*ids=tap-1/,
+      / e:\S+ chat bob@localhost\/\S+ -> tapper@localhost .*body="and back to the phone"/,
     ];
     for (const re of want) await tap.waitForLines(re, { stream: 'stdout', timeout: 5000 });
     const lines = tap.lines('stdout').filter(Boolean);
@@ -299,7 +300,7 @@ itest('imtap prints login and chat envelopes live and never a password or sealed
     const objs = tapJson.lines('stdout').filter(Boolean).map((l) => JSON.parse(l));
     for (const o of objs) {
       assert.equal(typeof o.rx, 'number');
-      assert.match(o.channel, /^imb:[wxpe]:/);
+      assert.match(o.channel, /^imb:[wxe]:/);
       assert.ok(['login', 'login_ok', 'chat', 'ack'].includes(o.env.type), JSON.stringify(o));
       const who = [o.channel.split(':').slice(2).join(':'), o.env.from, o.env.to, o.env.jid].map((x) => bareJid(x ?? ''));
       assert.ok(who.includes('tapper@localhost'), `filtered to tapper: ${JSON.stringify(o)}`);

@@ -205,7 +205,9 @@ itest('max_envelope: an oversized envelope on the bus is dropped and counted; th
   const b = await startBridge(stack, { edgeArgs: ['--max-envelope', '2048', '--http-listen', '127.0.0.1:0'] });
   const alice = await b.loginPhone('alice');
   const big = JSON.stringify({ v: 1, type: 'chat', from: 'mallory@localhost', to: 'alice@localhost', body: 'x'.repeat(4000) });
-  const n = await redisCommand(b.redis.port, ['PUBLISH', 'imb:p:alice@localhost', big]);
+  // The edge's one channel: everything for its phones comes there.
+  const [edgeChannel] = await redisCommand(b.redis.port, ['PUBSUB', 'CHANNELS', 'imb:e:*']);
+  const n = await redisCommand(b.redis.port, ['PUBLISH', edgeChannel, big]);
   assert.equal(n, 1, 'the edge is subscribed');
   await waitFor(() => /envelope_invalid .*above 2048/.test(b.edge.stderr), { timeout: 5000 });
   assert.ok(!alice.pending().some((f) => f.t === 'msg'), 'nothing reached the phone');
