@@ -13,13 +13,23 @@
 
 #define REFRESH_MS 1000
 #define MAX_WORKERS 4096
+/* Logins sent lately, remembered to add to the counts workers report: a
+ * storm of logins at a few thousand a second fits. */
+#define PICKS_KEPT 2048
 
 struct worker_info {
     char *id;
     long sessions;  /* as last reported, plus the logins we sent since */
     long capacity;
     int64_t expires; /* its last heartbeat's promise (wall ms) */
+    int64_t reported; /* when it wrote that report (wall ms), 0: unknown */
     bool listed;     /* in the last read; else kept until it expires */
+};
+
+/* A login this edge sent to a worker, and when (wall ms). */
+struct pick {
+    char id[65];
+    int64_t ms;
 };
 
 /* Someone waiting for a refresh. */
@@ -41,6 +51,8 @@ struct workers {
                             and refresh stay O(1) with many workers */
     bool refreshing;
     char key[128];
+    struct pick *picks;  /* ring of PICKS_KEPT, the newest at next_pick - 1 */
+    size_t next_pick;
 };
 
 static void clear(struct workers *w)
@@ -95,13 +107,15 @@ static void parse_list(struct workers *w, redisReply *r)
         if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
             k->len == 0 || k->len > 64 || strlen(k->str) != k->len)
             continue;
-        long long expires;
+        long long expires, reported = 0;
         long sessions, capacity;
-        if (sscanf(v->str, "%lld %ld %ld", &expires, &sessions, &capacity) != 3 ||
+        /* (A fourth field, the report's time, came later: optional.) */
+        if (sscanf(v->str, "%lld %ld %ld %lld", &expires, &sessions, &capacity,
+                   &reported) < 3 ||
             expires < now)
             continue;
         list[n++] = (struct worker_info){xstrdup(k->str), sessions, capacity,
-                                         expires, true};
+                                         expires, reported, true};
     }
     struct strmap listed;
     strmap_init(&listed);
@@ -111,7 +125,7 @@ static void parse_list(struct workers *w, redisReply *r)
         struct worker_info *old = &w->list[i];
         if (old->expires >= now && !strmap_get(&listed, old->id))
             list[n++] = (struct worker_info){xstrdup(old->id), 0, 0,
-                                             old->expires, false};
+                                             old->expires, 0, false};
     }
     strmap_free(&listed);
     clear(w);
@@ -119,6 +133,17 @@ static void parse_list(struct workers *w, redisReply *r)
     w->n = n;
     for (size_t i = 0; i < n; i++)
         strmap_put(&w->index, list[i].id, &list[i]);
+    /* A report counts the sessions its worker had when it wrote it: the
+     * logins this edge sent since are on their way, and count on top (else
+     * a refresh in the middle of a burst forgets them and the next picks
+     * pile onto the same workers). Edges and bridges on one clock, or
+     * nearly: a skew of a few ms moves a login or two. */
+    for (size_t i = 0; w->picks && i < PICKS_KEPT; i++) {
+        struct pick *p = &w->picks[i];
+        struct worker_info *wi = p->ms ? strmap_get(&w->index, p->id) : NULL;
+        if (wi && wi->listed && wi->reported && p->ms >= wi->reported)
+            wi->sessions++;
+    }
 }
 
 static void refresh(evutil_socket_t fd, short what, void *arg)
@@ -162,6 +187,7 @@ void workers_free(struct workers *w)
     /* The bus was freed first, so every refresh has been answered. */
     event_free(w->timer);
     clear(w);
+    free(w->picks);
     free(w);
 }
 
@@ -213,5 +239,11 @@ const char *workers_pick(struct workers *w, const char *const *exclude,
     if (!best)
         return NULL;
     best->sessions++;
+    if (!w->picks)
+        w->picks = xcalloc(PICKS_KEPT, sizeof(*w->picks));
+    struct pick *p = &w->picks[w->next_pick];
+    snprintf(p->id, sizeof(p->id), "%s", best->id);
+    p->ms = util_wall_ms();
+    w->next_pick = (w->next_pick + 1) % PICKS_KEPT;
     return best->id;
 }

@@ -711,9 +711,9 @@ static void registry_update(struct worker *w)
         bus_command(w->bus, NULL, NULL, "HDEL %s %s", key, w->id);
         return;
     }
-    snprintf(val, sizeof(val), "%lld %zu %ld",
-             (long long)(util_wall_ms() + registry_ttl_ms(w)), w->sessions.count,
-             w->cfg->max_sessions);
+    int64_t now = util_wall_ms();
+    snprintf(val, sizeof(val), "%lld %zu %ld %lld", (long long)(now + registry_ttl_ms(w)),
+             w->sessions.count, w->cfg->max_sessions, (long long)now);
     bus_command(w->bus, on_registered, NULL, "HSET %s %s %s", key, w->id, val);
 }
 
