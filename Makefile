@@ -17,6 +17,12 @@ CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-pa
             -Icommon $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lm -pthread
 
+# The version: VERSION (one line, the release number), plus `git describe`
+# when building in a git checkout. Only common/config.o sees it
+# (config_version()); it is rebuilt when VERSION changes.
+IMB_VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+IMB_GIT     := $(shell git describe --always --dirty 2>/dev/null)
+
 # Sanitized binaries live apart (build/asan/bin) so they never pass for the
 # release ones in bin/.
 ifeq ($(SANITIZE),1)
@@ -63,6 +69,9 @@ $(BUILD)/gen/%.lua.h: common/lua/%.lua
 	@mkdir -p $(dir $@)
 	sed -e 's/^[[:space:]]*//' -e '/^--/d' -e '/^$$/d' -e 's/\\/\\\\/g' \
 	    -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/ "/' $< > $@
+
+$(BUILD)/common/config.o: CFLAGS += -DIMB_VERSION='"$(IMB_VERSION)"' -DIMB_GIT='"$(IMB_GIT)"'
+$(BUILD)/common/config.o: VERSION
 
 $(BUILD)/common/inbox.o $(BUILD)/common/lease.o $(BUILD)/xmppd/session.o $(BUILD)/tests/unit/test_lease.o: $(LUA_H)
 

@@ -37,6 +37,10 @@ typedef void httpd_metrics_cb(void *owner, struct evbuffer *out);
 struct httpd *httpd_new(struct event_base *base, const char *listen,
                         httpd_health_cb *health, httpd_metrics_cb *metrics,
                         void *owner, char *err, size_t errlen);
+/* Split "host:port", "[v6]:port" or ":port" into host (size hn) and port, as
+ * httpd_new does. False with a reason in err when it is not that. */
+bool httpd_parse_listen(const char *s, char *host, size_t hn, int *port,
+                        char *err, size_t errlen);
 /* Close the listener and every open HTTP connection. NULL is a no-op. */
 void httpd_free(struct httpd *h);
 /* The bound address as "127.0.0.1:9100" or "[::1]:9100" into out (size n).
