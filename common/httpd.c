@@ -350,7 +350,7 @@ bool metrics_hist_write_labels(struct evbuffer *out, const char *name,
     for (size_t i = 0; i < METRICS_HIST_BUCKETS; i++) {
         cum += h->buckets[i];
         if (i < METRICS_HIST_BOUNDS) {
-            metrics_format_value(val, sizeof(val), metrics_hist_bounds[i]);
+            metrics_format_value(val, sizeof(val), metrics_hist_bounds[i] / 1000.0);
             snprintf(le, sizeof(le), "le=\"%s\"", val);
         } else {
             snprintf(le, sizeof(le), "le=\"+Inf\"");
@@ -358,7 +358,7 @@ bool metrics_hist_write_labels(struct evbuffer *out, const char *name,
         snprintf(val, sizeof(val), "%" PRIu64, cum);
         sample(out, name, "_bucket", labels, le, val);
     }
-    metrics_format_value(val, sizeof(val), h->sum);
+    metrics_format_value(val, sizeof(val), h->sum / 1000.0);
     sample(out, name, "_sum", labels, NULL, val);
     snprintf(val, sizeof(val), "%" PRIu64, h->count);
     sample(out, name, "_count", labels, NULL, val);

@@ -65,9 +65,10 @@ bool metrics_counter(struct evbuffer *out, const char *name, const char *help,
 bool metrics_gauge(struct evbuffer *out, const char *name, const char *help,
                    const char *labels, double v);
 
-/* A latency histogram with fixed buckets, in milliseconds:
- * 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, +Inf. Name such a metric with a
- * "_ms" suffix (the le labels are milliseconds). Zero-initialise it
+/* A latency histogram with fixed buckets, observed in milliseconds:
+ * 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, +Inf; written in Prometheus'
+ * base unit, seconds (le="0.001" ... le="1", the sum in seconds): name such a
+ * metric with a "_seconds" suffix. Zero-initialise it
  * (struct metrics_hist h = {0}). Not thread-safe: one per thread/process. */
 #define METRICS_HIST_BOUNDS 10
 #define METRICS_HIST_BUCKETS (METRICS_HIST_BOUNDS + 1)
@@ -82,7 +83,8 @@ struct metrics_hist {
 
 /* Count one observation of ms milliseconds (negative or NaN counts as 0). */
 void metrics_hist_observe(struct metrics_hist *h, double ms);
-/* Write name_bucket{le=...} (cumulative), name_sum and name_count. */
+/* Write name_bucket{le=...} (cumulative, seconds), name_sum (seconds) and
+ * name_count. */
 bool metrics_hist_write(struct evbuffer *out, const char *name,
                         const char *help, const struct metrics_hist *h);
 /* The same with extra labels on every line ('worker="w1"'). */
