@@ -3,7 +3,9 @@
 // /metrics speaks the Prometheus text format.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { itest, startBridge, waitFor, httpGet, httpAddr, metricValue } from '../harness/index.mjs';
+import fs from 'node:fs';
+import path from 'node:path';
+import { itest, startBridge, waitFor, httpGet, httpAddr, metricValue, REPO_ROOT } from '../harness/index.mjs';
 
 const hasPromtool = spawnSync('sh', ['-c', 'command -v promtool'], { stdio: 'ignore' }).status === 0;
 
@@ -63,6 +65,18 @@ itest('/healthz and /metrics on edge and xmppd, through a Redis and an XMPP outa
   assert.equal([0, 1].reduce((a, w) => a + metric(xm, `imb_logins_total{worker="${w}",result="ok"}`), 0), 1);
   assert.equal(metric(xm, 'imb_xmppd_max_sessions{worker="0"}'), 800);
   assert.match(xm, /^imb_build_info\{service="xmppd",version="[^"]+"\} 1$/m);
+
+  // Every metric the runbook and the shipped alerts name is served (the
+  // paragraph listing renamed metrics aside).
+  const families = new Set([...`${em}\n${xm}`.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]));
+  const named = (file) => {
+    const text = fs.readFileSync(path.join(REPO_ROOT, file), 'utf8').replace(/^Renamed in [^]*?\n\n/m, '');
+    return [...text.matchAll(/\bimb_[a-z_]+[a-z]\b/g)].map((m) => m[0].replace(/_(bucket|sum|count)$/, ''));
+  };
+  const docNames = [...new Set([...named('docs/DEPLOY.md'), ...named('deploy/prometheus/alerts.yml')])];
+  const unknown = docNames.filter((n) => !families.has(n));
+  t.diagnostic(`metric names in DEPLOY.md and alerts.yml: ${docNames.length}, served: ${docNames.length - unknown.length} of ${families.size} families`);
+  assert.deepEqual(unknown, [], 'metrics named in docs/DEPLOY.md or alerts.yml but not served');
 
   // Both expositions pass Prometheus' own linter (base units, _total on
   // counters, HELP on every family...).

@@ -83,15 +83,15 @@ TEST(counter_help_type_once_per_name)
 TEST(gauge_values_and_null_labels)
 {
     struct evbuffer *b = evbuffer_new();
-    CHECK(metrics_gauge(b, "imb_bus_roundtrip_ms", "heartbeat round trip",
+    CHECK(metrics_gauge(b, "imb_bus_roundtrip_seconds", "heartbeat round trip",
                         NULL, -1));
     CHECK(metrics_gauge(b, "imb_sessions", NULL, "worker=\"w0\"", 799));
     CHECK(metrics_gauge(b, "imb_sessions", NULL, "worker=\"w1\"", 0.5));
     char *s = text(b);
     CHECK_EQ_STR(s,
-                 "# HELP imb_bus_roundtrip_ms heartbeat round trip\n"
-                 "# TYPE imb_bus_roundtrip_ms gauge\n"
-                 "imb_bus_roundtrip_ms -1\n"
+                 "# HELP imb_bus_roundtrip_seconds heartbeat round trip\n"
+                 "# TYPE imb_bus_roundtrip_seconds gauge\n"
+                 "imb_bus_roundtrip_seconds -1\n"
                  "# TYPE imb_sessions gauge\n"
                  "imb_sessions{worker=\"w0\"} 799\n"
                  "imb_sessions{worker=\"w1\"} 0.5\n");
