@@ -17,7 +17,7 @@ import { test } from 'node:test';
 import {
   itest, startBridge, startRedis, startProsody, startXmppd, startEdge, connectPhone,
   startDesktop, randomCredKey, freePort, waitFor, sleep, binPath, bareJid, REPO_ROOT, HOST,
-  canConnect, loopbackHaproxyCfg, haproxyStates, redisSubscriber,
+  canConnect, loopbackHaproxyCfg, haproxyStates, redisSubscriber, httpAddr,
 } from '../harness/index.mjs';
 
 const DEPLOY = path.join(REPO_ROOT, 'deploy');
@@ -142,6 +142,8 @@ test('deploy/haproxy.cfg: `haproxy -c` validates it offline', { skip: noHaproxy 
   const cfg = fs.readFileSync(HAPROXY_CFG, 'utf8');
   assert.match(cfg, /^\s*mode tcp\b/m);
   assert.match(cfg, /^\s*balance roundrobin\b/m);
+  assert.match(cfg, /^\s*option httpchk GET \/healthz$/m, 'haproxy checks the edges\' /healthz');
+  assert.match(cfg, /^\s*server-template edge .* check port 9100\b/m, 'on their http_listen port');
   assert.match(cfg, /^\s*timeout client\s+\d+h\b/m, 'long client timeout');
   assert.match(cfg, /^\s*timeout server\s+\d+h\b/m, 'long server timeout');
 });
@@ -151,7 +153,8 @@ test('deploy/haproxy.cfg: `haproxy -c` validates it offline', { skip: noHaproxy 
 
 const HA_USERS = Array.from({ length: 12 }, (_, i) => [`ph${i + 1}`, `pw-ph${i + 1}`]);
 
-itest('haproxy (deploy/haproxy.cfg) balances phones over 2 edges; with one edge stopped, logins still work',
+itest('haproxy (deploy/haproxy.cfg) balances phones over 2 edges; with one edge stopped, logins still work; '
+  + 'an edge without Redis fails the /healthz check and is taken out',
   { skip: noHaproxy, timeout: 120000 }, async (t, stack) => {
     const credKey = randomCredKey();
     const [redis, prosody] = await Promise.all([
@@ -161,13 +164,16 @@ itest('haproxy (deploy/haproxy.cfg) balances phones over 2 edges; with one edge 
     await startXmppd(stack, { redisPort: redis.port, xmppPort: prosody.c2sPort, credKey, workers: 2 });
     const edges = [];
     for (let i = 0; i < 2; i++) {
-      edges.push(await startEdge(stack, { redisPort: redis.port, credKey, extraArgs: ['--edge-id', `lb${i}`] }));
+      edges.push(await startEdge(stack, {
+        redisPort: redis.port, credKey, extraArgs: ['--edge-id', `lb${i}`, '--http-listen', '127.0.0.1:0'],
+      }));
     }
+    const servers = edges.map((e) => ({ port: e.port, httpPort: Number(httpAddr(e).split(':').pop()) }));
     const port = await freePort();
     const statsPort = await freePort();
     const dir = stack.tempDir('imb-haproxy-');
     const cfgFile = path.join(dir, 'haproxy.cfg');
-    fs.writeFileSync(cfgFile, loopbackHaproxyCfg({ port, statsPort, servers: edges.map((e) => e.port) }));
+    fs.writeFileSync(cfgFile, loopbackHaproxyCfg({ port, statsPort, servers }));
     const check = spawnSync('haproxy', ['-c', '-f', cfgFile], { encoding: 'utf8' });
     assert.equal(check.status, 0, `${check.stdout}${check.stderr}`);
     const ha = stack.spawn('haproxy', 'haproxy', ['-db', '-f', cfgFile], { logFile: path.join(dir, 'haproxy.log') });
@@ -175,7 +181,7 @@ itest('haproxy (deploy/haproxy.cfg) balances phones over 2 edges; with one edge 
       if (!ha.running) throw new Error(`haproxy exited: ${ha.stderr}`);
       return canConnect(port);
     }, { timeout: 10000, what: `haproxy on ${port}` });
-    // Both edges pass haproxy's TCP health check.
+    // Both edges pass haproxy's HTTP health check (their /healthz).
     await waitFor(async () => {
       const st = await haproxyStates(statsPort).catch(() => ({}));
       return st.edge1?.status === 'UP' && st.edge2?.status === 'UP';
@@ -230,6 +236,18 @@ itest('haproxy (deploy/haproxy.cfg) balances phones over 2 edges; with one edge 
     const after = edges[0].lines().filter((l) => / login_ok /.test(l)).length;
     assert.equal(after - before, 3, 'the surviving edge served every later login');
     assert.ok(ha.running, 'haproxy still running');
+
+    // Redis goes away: the edge's process and phone port are fine (a TCP
+    // check would pass) but its /healthz says 503, and haproxy takes it out.
+    assert.equal((await haproxyStates(statsPort)).edge1?.status, 'UP');
+    const t0 = Date.now();
+    await redis.stop();
+    await waitFor(async () => (await haproxyStates(statsPort)).edge1?.status?.startsWith('DOWN'),
+      { timeout: 20000, what: 'haproxy marks the edge without Redis DOWN' });
+    const down = (await haproxyStates(statsPort)).edge1;
+    t.diagnostic(`edge without Redis marked DOWN after ${Date.now() - t0} ms (check ${down.check}, ${down.lastChk})`);
+    assert.ok(await canConnect(edges[0].port), 'the edge itself still accepts TCP');
+    assert.match(`${down.check} ${down.lastChk}`, /L7STS|503/, 'failed on the HTTP status, not the connect');
   });
 
 // ---------------------------------------------------------------------------
