@@ -449,11 +449,11 @@ bool config_check_common(const struct common_cfg *c, char *err, size_t errlen)
                  "xmppd (generate one with: openssl rand -hex 32)");
         return false;
     }
-    if (!*c->redis_host) {
+    if (!c->redis_host || !*c->redis_host) {
         snprintf(err, errlen, "redis_host must not be empty");
         return false;
     }
-    if (*c->http_listen) {
+    if (c->http_listen && *c->http_listen) {
         char host[256];
         int port;
         if (!httpd_parse_listen(c->http_listen, host, sizeof(host), &port, err, errlen))
