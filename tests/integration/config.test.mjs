@@ -67,13 +67,13 @@ const BAD = [
     /IMB_WORKER is not an option \(did you mean IMB_WORKERS\?\)/],
 ];
 
-test('--check-config fails every bad configuration with a clear message', () => {
+test('--check-config fails every bad configuration with a clear message', (t) => {
   const failed = [];
   for (const [name, prog, args, env, want] of BAD) {
     const r = run(prog, [...args, '--check-config'], env);
     if (r.status !== 2 || !want.test(r.out)) failed.push(`${name}: exit ${r.status}, said: ${r.out.trim() || '(nothing)'}`);
   }
-  console.log(`# bad configurations: ${BAD.length}, refused with the right message: ${BAD.length - failed.length}`);
+  t.diagnostic(`bad configurations: ${BAD.length}, refused with the right message: ${BAD.length - failed.length}`);
   assert.deepEqual(failed, []);
 });
 
