@@ -22,7 +22,7 @@ const HAPROXY_CFG = path.join(path.dirname(fileURLToPath(import.meta.url)), '..'
 export function loopbackHaproxyCfg({ port, statsPort, servers }) {
   let cfg = fs.readFileSync(HAPROXY_CFG, 'utf8');
   const http = servers.every((s) => typeof s === 'object' && s.httpPort);
-  if (!http) cfg = cfg.replace(/^\s*(option httpchk|http-check)\b.*$/gm, '');
+  if (!http) cfg = cfg.replace(/^[ \t]*(option httpchk|http-check)\b.*\n/gm, '');
   const swap = (re, by, what) => {
     const n = (cfg.match(new RegExp(re.source, `${re.flags}g`)) ?? []).length;
     assert.equal(n, 1, `deploy/haproxy.cfg: expected one ${what} line (${re})`);
