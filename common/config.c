@@ -208,6 +208,19 @@ static size_t distance(const char *a, const char *b)
     return row[lb];
 }
 
+/* True when var (len bytes, no '=') is IMB_<OPT> for option opt, as
+ * config_load reads it: upper case. */
+static bool env_names(const char *var, size_t len, const char *opt)
+{
+    size_t ol = strlen(opt);
+    if (len != 4 + ol)
+        return false;
+    for (size_t i = 0; i < ol; i++)
+        if (var[4 + i] != toupper((unsigned char)opt[i]))
+            return false;
+    return true;
+}
+
 /* The first IMB_* variable of the environment that is neither an option of
  * any service nor the tooling's: its name into var (size vn) and, when an
  * option of this service is a likely spelling of it, that into hint (IMB_ form,
@@ -226,22 +239,20 @@ static bool unknown_env(const struct opt *t, size_t n, char *var, size_t vn,
             known = (*p)[pl - 1] == '_' ? len > pl && !strncmp(*e, *p, pl)
                                         : len == pl && !strncmp(*e, *p, pl);
         }
-        char lower[80];
-        if (len - 4 >= sizeof(lower))
-            known = false;
-        else {
-            for (size_t i = 4; i < len; i++)
-                lower[i - 4] = (char)tolower((unsigned char)(*e)[i]);
-            lower[len - 4] = '\0';
-            for (const char *const *p = config_known_names; *p && !known; p++)
-                known = !strcmp(*p, lower);
-        }
+        for (const char *const *p = config_known_names; *p && !known; p++)
+            known = env_names(*e, len, *p);
         if (known)
             continue;
         snprintf(var, vn, "%.*s", (int)len, *e);
         hint[0] = '\0';
+        char lower[64];
+        if (len - 4 >= sizeof(lower))
+            return true;
+        for (size_t i = 4; i < len; i++)
+            lower[i - 4] = (char)tolower((unsigned char)(*e)[i]);
+        lower[len - 4] = '\0';
         size_t best = 3; /* at most 2 edits away */
-        for (size_t i = 0; i < n && len - 4 < sizeof(lower); i++) {
+        for (size_t i = 0; i < n; i++) {
             size_t d = distance(lower, t[i].name);
             if (d < best) {
                 best = d;

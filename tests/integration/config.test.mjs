@@ -57,6 +57,8 @@ const BAD = [
   ['edge: a bad edge_id', 'imb-edge', [...EDGE_BASE, '--edge-id', 'a b'], {}, /edge_id must be/],
   ['edge: IMB_HEARTBEET (a typo) in the environment', 'imb-edge', EDGE_BASE, { IMB_HEARTBEET: '5' },
     /IMB_HEARTBEET is not an option \(did you mean IMB_HEARTBEAT\?\)/],
+  ['edge: IMB_redis_port (options are read upper case) in the environment', 'imb-edge', EDGE_BASE, { IMB_redis_port: '1' },
+    /IMB_redis_port is not an option \(did you mean IMB_REDIS_PORT\?\)/],
   ['xmppd: an xmpp_cafile that does not exist', 'imb-xmppd', [...XMPPD_BASE, '--xmpp-cafile', path.join(dir, 'missing-ca.pem')], {},
     /xmpp_cafile .*missing-ca\.pem: No such file/],
   ['xmppd: an xmpp_cafile with no certificate in it', 'imb-xmppd', [...XMPPD_BASE, '--xmpp-cafile', garbage], {},
