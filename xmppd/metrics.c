@@ -108,6 +108,9 @@ static void metrics(void *owner, struct evbuffer *out)
     PER_WORKER(counter, "imb_xmppd_deferred_total",
                "Envelopes held until a renewal confirmed the session's lease.",
                stats.deferred)
+    PER_WORKER(gauge, "imb_xmppd_delivery_queued",
+               "Messages for phones waiting for Redis to store them (queue depth; "
+               "dropped past 100000).", redeliver_queued)
     PER_WORKER(counter, "imb_xmppd_delivery_dropped_total",
                "Messages for phones dropped (retry queue full).", stats.delivery_dropped)
     PER_WORKER(counter, "imb_xmppd_bad_envelopes_total", "Envelopes that failed validation.",

@@ -64,6 +64,7 @@ itest('/healthz and /metrics on edge and xmppd, through a Redis and an XMPP outa
   assert.equal(sum('imb_xmppd_acks_total'), 1);
   assert.equal([0, 1].reduce((a, w) => a + metric(xm, `imb_logins_total{worker="${w}",result="ok"}`), 0), 1);
   assert.equal(metric(xm, 'imb_xmppd_max_sessions{worker="0"}'), 800);
+  assert.equal(sum('imb_xmppd_delivery_queued'), 0);
   assert.match(xm, /^imb_build_info\{service="xmppd",version="[^"]+"\} 1$/m);
 
   // Every metric the runbook and the shipped alerts name is served (the
