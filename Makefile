@@ -4,6 +4,8 @@
 #   make test       install what is missing, build, run unit + integration tests
 #   make run        install what is missing, build, start a local stack
 #   make bench      benchmarks (never part of make test)
+#   make install    bin/ programs, imb-healthcheck, sample configs, systemd
+#                   units under PREFIX (/usr/local), SYSCONFDIR (/etc), DESTDIR
 #   make SANITIZE=1 ...   the same with ASan+UBSan (objects go to build/asan)
 #   make CC=clang   any C11 compiler
 
@@ -56,7 +58,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PROGS := $(BIN)/imb-edge $(BIN)/imb-xmppd $(BIN)/imcat $(BIN)/imtap
 
-.PHONY: all test unit integration run bench fuzz fuzz-build fuzz-regress clean deps
+.PHONY: all test unit integration run bench fuzz fuzz-build fuzz-regress clean deps install uninstall
 # Keep test objects: they are not throw-away intermediates.
 .SECONDARY:
 all: $(PROGS)
@@ -122,6 +124,35 @@ valgrind: all
 
 clean:
 	rm -rf build bin
+
+# Install. Sample configs are installed only where none exists (an edited
+# /etc/imbridge/edge.conf is never overwritten); the systemd units get the
+# real paths. DESTDIR stages the tree for a package.
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+BINDIR     ?= $(PREFIX)/bin
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+CONFDIR    := $(SYSCONFDIR)/imbridge
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(CONFDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(PROGS) $(DESTDIR)$(BINDIR)/
+	install -m 0755 deploy/healthcheck.sh $(DESTDIR)$(BINDIR)/imb-healthcheck
+	@for f in edge.conf xmppd.conf filter.rules; do \
+	    if [ -e $(DESTDIR)$(CONFDIR)/$$f ]; then echo "install: keeping $(CONFDIR)/$$f"; \
+	    else echo "install -m 0644 deploy/$$f $(DESTDIR)$(CONFDIR)/$$f"; \
+	        install -m 0644 deploy/$$f $(DESTDIR)$(CONFDIR)/$$f || exit 1; fi; \
+	done
+	@for u in imb-edge imb-xmppd; do \
+	    echo "install deploy/systemd/$$u.service $(DESTDIR)$(UNITDIR)/$$u.service"; \
+	    sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/etc/imbridge/|$(CONFDIR)/|g' \
+	        deploy/systemd/$$u.service > $(DESTDIR)$(UNITDIR)/$$u.service || exit 1; \
+	    chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service; \
+	done
+
+# Programs and units go; configuration stays.
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(PROGS)) imb-healthcheck)
+	rm -f $(DESTDIR)$(UNITDIR)/imb-edge.service $(DESTDIR)$(UNITDIR)/imb-xmppd.service
 
 -include $(shell find build -name '*.d' 2>/dev/null)
 

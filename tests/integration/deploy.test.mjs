@@ -472,6 +472,36 @@ itest('deploy/healthcheck.sh: HTTP /healthz 200 and 503, TCP check against a rea
 });
 
 // ---------------------------------------------------------------------------
+// make install: a staged tree (DESTDIR) with the programs, the healthcheck,
+// sample configs never overwritten, and units pointing at the real paths.
+
+test('make install DESTDIR=... PREFIX=/usr: files, unit paths, configs kept; make uninstall', (t) => {
+  const dest = fs.mkdtempSync(path.join(os.tmpdir(), 'imb-install-'));
+  t.after(() => fs.rmSync(dest, { recursive: true, force: true }));
+  // The binaries under test, without building (-o all).
+  const mk = (target) => spawnSync('make', ['--no-print-directory', '-o', 'all', target, `DESTDIR=${dest}`, 'PREFIX=/usr',
+    `BIN=${path.dirname(binPath('imb-edge'))}`], { cwd: REPO_ROOT, encoding: 'utf8' });
+  let r = mk('install');
+  assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+  const files = (dir) => fs.readdirSync(path.join(dest, dir)).sort();
+  assert.deepEqual(files('usr/bin'), ['imb-edge', 'imb-healthcheck', 'imb-xmppd', 'imcat', 'imtap']);
+  assert.deepEqual(files('etc/imbridge'), ['edge.conf', 'filter.rules', 'xmppd.conf']);
+  const unit = fs.readFileSync(path.join(dest, 'usr/lib/systemd/system/imb-edge.service'), 'utf8');
+  assert.match(unit, /^ExecStart=\/usr\/bin\/imb-edge --config \/etc\/imbridge\/edge\.conf$/m);
+  const installed = spawnSync(path.join(dest, 'usr/bin/imb-edge'), ['--version'], { encoding: 'utf8' });
+  assert.match(installed.stdout, /^imb-edge \d+\.\d+\.\d+/);
+  // An edited config survives a second install; uninstall leaves it.
+  fs.appendFileSync(path.join(dest, 'etc/imbridge/edge.conf'), 'heartbeat = 45\n');
+  r = mk('install');
+  assert.match(r.stdout, /keeping \/etc\/imbridge\/edge\.conf/);
+  assert.match(fs.readFileSync(path.join(dest, 'etc/imbridge/edge.conf'), 'utf8'), /heartbeat = 45\n$/);
+  r = mk('uninstall');
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(files('usr/bin'), []);
+  assert.deepEqual(files('etc/imbridge'), ['edge.conf', 'filter.rules', 'xmppd.conf']);
+});
+
+// ---------------------------------------------------------------------------
 // deploy/Dockerfile.dockerignore lets in every COPY source of the Dockerfile
 // (a source it excludes fails `docker build` with "not found").
 
