@@ -239,6 +239,8 @@ static bool unknown_env(const struct opt *t, size_t n, char *var, size_t vn,
             known = (*p)[pl - 1] == '_' ? len > pl && !strncmp(*e, *p, pl)
                                         : len == pl && !strncmp(*e, *p, pl);
         }
+        for (size_t i = 0; i < n && !known; i++)
+            known = env_names(*e, len, t[i].name);
         for (const char *const *p = config_known_names; *p && !known; p++)
             known = env_names(*e, len, *p);
         if (known)

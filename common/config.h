@@ -92,7 +92,8 @@ const char *config_version(void);
 const char *config_release(void);
 /* Names (snake_case) of the options of every imbridge service, NULL
  * terminated: a variable IMB_<NAME> for one of them is not a typo even in the
- * service that does not read it (one environment file for both). */
+ * service that does not read it (one environment file for both). A new
+ * option goes here too (tests/integration/config.test.mjs checks). */
 extern const char *const config_known_names[];
 /* SIGHUP: re-read the reloadable options (file, environment, flags as at
  * start) and apply the log level. Logs the outcome. */

@@ -99,10 +99,11 @@ test('the other service\'s IMB_* options (one environment file for both) are not
   const edge = names('imb-edge'), xmppd = names('imb-xmppd');
   const env = (only, other) => Object.fromEntries([...only].filter((n) => !other.has(n))
     .map((n) => [`IMB_${n.toUpperCase()}`, 'x']));
+  const hint = 'a new option must be added to config_known_names in common/config.c';
   const r1 = run('imb-edge', [...EDGE_BASE, '--check-config'], env(xmppd, edge));
-  assert.equal(r1.status, 0, r1.out);
+  assert.equal(r1.status, 0, `${r1.out}${hint}`);
   const r2 = run('imb-xmppd', [...XMPPD_BASE, '--check-config'], env(edge, xmppd));
-  assert.equal(r2.status, 0, r2.out);
+  assert.equal(r2.status, 0, `${r2.out}${hint}`);
   // Tooling variables neither.
   const r3 = run('imb-edge', [...EDGE_BASE, '--check-config'], { IMB_TEST_SOMETHING: '1', IMB_HEALTHCHECK_TIMEOUT: '3', IMB_CONFIG: '' });
   assert.equal(r3.status, 0, r3.out);
