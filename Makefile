@@ -4,6 +4,8 @@
 #   make test       install what is missing, build, run unit + integration tests
 #   make run        install what is missing, build, start a local stack
 #   make bench      benchmarks (never part of make test)
+#   make install    bin/ programs, imb-healthcheck, sample configs, systemd
+#                   units under PREFIX (/usr/local), SYSCONFDIR (/etc), DESTDIR
 #   make SANITIZE=1 ...   the same with ASan+UBSan (objects go to build/asan)
 #   make CC=clang   any C11 compiler
 
@@ -16,6 +18,12 @@ CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
             -Icommon $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lm -pthread
+
+# The version: VERSION (one line, the release number), plus `git describe`
+# when building in a git checkout. Only common/config.o sees it
+# (config_version()); it is rebuilt when VERSION changes.
+IMB_VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+IMB_GIT     := $(shell git describe --always --dirty 2>/dev/null)
 
 # Sanitized binaries live apart (build/asan/bin) so they never pass for the
 # release ones in bin/.
@@ -50,7 +58,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PROGS := $(BIN)/imb-edge $(BIN)/imb-xmppd $(BIN)/imcat $(BIN)/imtap
 
-.PHONY: all test unit integration run bench fuzz fuzz-build fuzz-regress clean deps
+.PHONY: all test unit integration run bench fuzz fuzz-build fuzz-regress clean deps install uninstall
 # Keep test objects: they are not throw-away intermediates.
 .SECONDARY:
 all: $(PROGS)
@@ -63,6 +71,9 @@ $(BUILD)/gen/%.lua.h: common/lua/%.lua
 	@mkdir -p $(dir $@)
 	sed -e 's/^[[:space:]]*//' -e '/^--/d' -e '/^$$/d' -e 's/\\/\\\\/g' \
 	    -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/ "/' $< > $@
+
+$(BUILD)/common/config.o: CFLAGS += -DIMB_VERSION='"$(IMB_VERSION)"' -DIMB_GIT='"$(IMB_GIT)"'
+$(BUILD)/common/config.o: VERSION
 
 $(BUILD)/common/inbox.o $(BUILD)/common/lease.o $(BUILD)/xmppd/session.o $(BUILD)/tests/unit/test_lease.o: $(LUA_H)
 
@@ -113,6 +124,35 @@ valgrind: all
 
 clean:
 	rm -rf build bin
+
+# Install. Sample configs are installed only where none exists (an edited
+# /etc/imbridge/edge.conf is never overwritten); the systemd units get the
+# real paths. DESTDIR stages the tree for a package.
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+BINDIR     ?= $(PREFIX)/bin
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+CONFDIR    := $(SYSCONFDIR)/imbridge
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(CONFDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(PROGS) $(DESTDIR)$(BINDIR)/
+	install -m 0755 deploy/healthcheck.sh $(DESTDIR)$(BINDIR)/imb-healthcheck
+	@for f in edge.conf xmppd.conf filter.rules; do \
+	    if [ -e $(DESTDIR)$(CONFDIR)/$$f ]; then echo "install: keeping $(CONFDIR)/$$f"; \
+	    else echo "install -m 0644 deploy/$$f $(DESTDIR)$(CONFDIR)/$$f"; \
+	        install -m 0644 deploy/$$f $(DESTDIR)$(CONFDIR)/$$f || exit 1; fi; \
+	done
+	@for u in imb-edge imb-xmppd; do \
+	    echo "install deploy/systemd/$$u.service $(DESTDIR)$(UNITDIR)/$$u.service"; \
+	    sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/etc/imbridge/|$(CONFDIR)/|g' \
+	        deploy/systemd/$$u.service > $(DESTDIR)$(UNITDIR)/$$u.service || exit 1; \
+	    chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service; \
+	done
+
+# Programs and units go; configuration stays.
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(PROGS)) imb-healthcheck)
+	rm -f $(DESTDIR)$(UNITDIR)/imb-edge.service $(DESTDIR)$(UNITDIR)/imb-xmppd.service
 
 -include $(shell find build -name '*.d' 2>/dev/null)
 

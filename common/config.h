@@ -57,7 +57,7 @@ struct common_cfg {
 
 enum config_status {
     CONFIG_OK,    /**< run */
-    CONFIG_EXIT,  /**< --help or --check-config succeeded: exit 0 */
+    CONFIG_EXIT,  /**< --help, --version or --check-config succeeded: exit 0 */
     CONFIG_ERROR, /**< err says why: exit 2 */
 };
 
@@ -70,14 +70,40 @@ enum config_status config_load(const struct opt *t, size_t n, void *cfg,
                                char *err, size_t errlen);
 /* True when --check-config is among the flags: validate, then exit 0. */
 bool config_is_check(int argc, char **argv);
-/* Validate the common options (cred_key, log_level) and apply log_level. */
+/* Validate the common options (cred_key, log_level, redis_host, http_listen)
+ * and apply log_level. */
 bool config_check_common(const struct common_cfg *c, char *err, size_t errlen);
+/* The checks the services' own check functions share, each writing one clear
+ * sentence into err when it fails:
+ * - config_file_ok: path opens for reading ("what: path: reason");
+ * - config_addr_ok: "IPv4:port" or "[IPv6]:port" (numeric, port 0..65535),
+ *   the grammar of the edge's listen;
+ * - config_tls_server_ok: cert and key readable, loaded by OpenSSL, matching;
+ * - config_tls_cafile_ok: the CA file readable and holding certificates
+ *   OpenSSL loads. */
+bool config_file_ok(const char *what, const char *path, char *err, size_t errlen);
+bool config_addr_ok(const char *what, const char *spec, char *err, size_t errlen);
+bool config_tls_server_ok(const char *cert, const char *key, char *err, size_t errlen);
+bool config_tls_cafile_ok(const char *what, const char *path, char *err, size_t errlen);
+/* The version: the VERSION file at build time, plus `git describe` when the
+ * build ran in a git checkout ("1.2.0 (git v1.2.0-3-gabcdef)"). */
+const char *config_version(void);
+/* The bare release number (the VERSION file), for imb_build_info. */
+const char *config_release(void);
+/* Names (snake_case) of the options of every imbridge service, NULL
+ * terminated: a variable IMB_<NAME> for one of them is not a typo even in the
+ * service that does not read it (one environment file for both). A new
+ * option goes here too (tests/integration/config.test.mjs checks). */
+extern const char *const config_known_names[];
 /* SIGHUP: re-read the reloadable options (file, environment, flags as at
  * start) and apply the log level. Logs the outcome. */
 void config_reload(const struct opt *t, size_t n, void *cfg,
                    struct common_cfg *common, int argc, char **argv);
 /* The start of every service's main: load, validate the common options and
- * then check(cfg) if given, answer --help and --check-config. Returns -1
+ * then check(cfg) if given, answer --help, --version and --check-config.
+ * An IMB_* variable that names no option is a warning at start-up and an
+ * error for --check-config. The same checks run at start-up and for
+ * --check-config. Returns -1
  * when the service should run, else its exit status (cfg is freed then). */
 int config_main(const struct opt *t, size_t n, void *cfg,
                 const struct common_cfg *common, int argc, char **argv,

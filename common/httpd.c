@@ -98,9 +98,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         reply_text(req, 404, "Not Found", "not found\n");
 }
 
-/* Split "host:port", "[v6]:port" or ":port" into host (size hn) and port. */
-static bool parse_listen(const char *s, char *host, size_t hn, int *port,
-                         char *err, size_t errlen)
+bool httpd_parse_listen(const char *s, char *host, size_t hn, int *port,
+                        char *err, size_t errlen)
 {
     const char *colon;
     size_t hlen;
@@ -134,7 +133,7 @@ static bool parse_listen(const char *s, char *host, size_t hn, int *port,
     *port = (int)p;
     return true;
 bad:
-    snprintf(err, errlen, "http listen address '%s' is not host:port", s);
+    snprintf(err, errlen, "http_listen: '%s' is not host:port (or [IPv6]:port, :port)", s);
     return false;
 }
 
@@ -153,7 +152,7 @@ struct httpd *httpd_new(struct event_base *base, const char *listen,
 
     char host[256];
     int port;
-    if (!parse_listen(listen, host, sizeof(host), &port, err, errlen))
+    if (!httpd_parse_listen(listen, host, sizeof(host), &port, err, errlen))
         goto fail;
     h->http = evhttp_new(base);
     if (!h->http) {
@@ -351,7 +350,7 @@ bool metrics_hist_write_labels(struct evbuffer *out, const char *name,
     for (size_t i = 0; i < METRICS_HIST_BUCKETS; i++) {
         cum += h->buckets[i];
         if (i < METRICS_HIST_BOUNDS) {
-            metrics_format_value(val, sizeof(val), metrics_hist_bounds[i]);
+            metrics_format_value(val, sizeof(val), metrics_hist_bounds[i] / 1000.0);
             snprintf(le, sizeof(le), "le=\"%s\"", val);
         } else {
             snprintf(le, sizeof(le), "le=\"+Inf\"");
@@ -359,7 +358,7 @@ bool metrics_hist_write_labels(struct evbuffer *out, const char *name,
         snprintf(val, sizeof(val), "%" PRIu64, cum);
         sample(out, name, "_bucket", labels, le, val);
     }
-    metrics_format_value(val, sizeof(val), h->sum);
+    metrics_format_value(val, sizeof(val), h->sum / 1000.0);
     sample(out, name, "_sum", labels, NULL, val);
     snprintf(val, sizeof(val), "%" PRIu64, h->count);
     sample(out, name, "_count", labels, NULL, val);

@@ -37,6 +37,10 @@ typedef void httpd_metrics_cb(void *owner, struct evbuffer *out);
 struct httpd *httpd_new(struct event_base *base, const char *listen,
                         httpd_health_cb *health, httpd_metrics_cb *metrics,
                         void *owner, char *err, size_t errlen);
+/* Split "host:port", "[v6]:port" or ":port" into host (size hn) and port, as
+ * httpd_new does. False with a reason in err when it is not that. */
+bool httpd_parse_listen(const char *s, char *host, size_t hn, int *port,
+                        char *err, size_t errlen);
 /* Close the listener and every open HTTP connection. NULL is a no-op. */
 void httpd_free(struct httpd *h);
 /* The bound address as "127.0.0.1:9100" or "[::1]:9100" into out (size n).
@@ -61,9 +65,10 @@ bool metrics_counter(struct evbuffer *out, const char *name, const char *help,
 bool metrics_gauge(struct evbuffer *out, const char *name, const char *help,
                    const char *labels, double v);
 
-/* A latency histogram with fixed buckets, in milliseconds:
- * 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, +Inf. Name such a metric with a
- * "_ms" suffix (the le labels are milliseconds). Zero-initialise it
+/* A latency histogram with fixed buckets, observed in milliseconds:
+ * 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, +Inf; written in Prometheus'
+ * base unit, seconds (le="0.001" ... le="1", the sum in seconds): name such a
+ * metric with a "_seconds" suffix. Zero-initialise it
  * (struct metrics_hist h = {0}). Not thread-safe: one per thread/process. */
 #define METRICS_HIST_BOUNDS 10
 #define METRICS_HIST_BUCKETS (METRICS_HIST_BOUNDS + 1)
@@ -78,7 +83,8 @@ struct metrics_hist {
 
 /* Count one observation of ms milliseconds (negative or NaN counts as 0). */
 void metrics_hist_observe(struct metrics_hist *h, double ms);
-/* Write name_bucket{le=...} (cumulative), name_sum and name_count. */
+/* Write name_bucket{le=...} (cumulative, seconds), name_sum (seconds) and
+ * name_count. */
 bool metrics_hist_write(struct evbuffer *out, const char *name,
                         const char *help, const struct metrics_hist *h);
 /* The same with extra labels on every line ('worker="w1"'). */

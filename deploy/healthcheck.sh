@@ -8,11 +8,13 @@
 #   imb-healthcheck http HOST:PORT   GET /healthz, healthy on status 200
 #   imb-healthcheck tcp HOST:PORT    healthy when a TCP connect succeeds
 #
-# Auto mode: when IMB_HTTP_LISTEN is set and the service's binary knows the
-# http_listen option, the HTTP check on that address (0.0.0.0 and :: mean
-# loopback). Otherwise the edge gets the TCP check on its phone port
-# (IMB_LISTEN, default 127.0.0.1:7222), which proves its listener accepts; the
-# xmppd supervisor has no port of its own, so it only gets a process check.
+# Auto mode: when IMB_HTTP_LISTEN is set (the image sets 0.0.0.0:9100; both
+# services serve /healthz there), the HTTP check on that address (0.0.0.0 and
+# :: mean loopback): it proves the Redis round trip and, for xmppd, the XMPP
+# server. With http_listen emptied (IMB_HTTP_LISTEN=""), or a binary older than
+# the option, the edge gets the TCP check on its phone port (IMB_LISTEN,
+# default 127.0.0.1:7222), which only proves its listener accepts; the xmppd
+# supervisor has no other port, so it only gets a process check.
 #
 # Exit 0 healthy, 1 unhealthy (the reason on stdout, which docker keeps in
 # `docker inspect`), 2 usage.

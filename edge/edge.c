@@ -417,6 +417,7 @@ static void user_relogin_failed(struct edge *edge, struct user *u,
 {
     u->relogging = false;
     bool give_up = strcmp(code, PERR_AUTH_FAILED) == 0 ||
+                   strcmp(code, PERR_UNKNOWN_DOMAIN) == 0 ||
                    ++u->relogin_failures >= RELOGIN_GIVE_UP;
     if (give_up) {
         /* The password changed, or the XMPP server stays away: the phones
@@ -592,10 +593,10 @@ static void on_login_fail(struct edge *edge, struct env *e)
     }
     if (!c || c->state != CONN_LOGGING_IN)
         return;
-    if (strcmp(code, PERR_AUTH_FAILED) != 0)
-        code = PERR_UNAVAILABLE;
-    else
+    if (strcmp(code, PERR_AUTH_FAILED) == 0)
         throttle_failed(edge, c);
+    else if (strcmp(code, PERR_UNKNOWN_DOMAIN) != 0)
+        code = PERR_UNAVAILABLE;
     login_failed(c, code, msg ? msg : "login failed");
 }
 

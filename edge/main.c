@@ -2,6 +2,7 @@
 #include "edge.h"
 #include "jpool.h"
 #include "log.h"
+#include "schema.h"
 #include "util.h"
 
 #include <signal.h>
@@ -55,6 +56,33 @@ static const struct opt options[] = {
      "days a device token (welcome -> login) stays valid; 0 = no tokens"},
 };
 #undef T
+
+/* edge_id's longest, as struct edge holds it. */
+#define EDGE_ID_MAX ((int)sizeof(((struct edge *)0)->id) - 1)
+
+/* What edge_new would refuse, found before anything starts (and by
+ * --check-config): the TLS files load, the addresses parse. */
+static bool check_cfg(const void *p, char *err, size_t n)
+{
+    const struct edge_cfg *c = p;
+    if (!strcmp(c->tls, "on")) {
+        if (!*c->tls_cert || !*c->tls_key) {
+            snprintf(err, n, "tls = on needs tls_cert and tls_key "
+                     "(or tls = off, for development only)");
+            return false;
+        }
+        if (!config_tls_server_ok(c->tls_cert, c->tls_key, err, n))
+            return false;
+    } else if (strcmp(c->tls, "off")) {
+        snprintf(err, n, "tls must be on or off, not '%s'", c->tls);
+        return false;
+    }
+    if (*c->edge_id && !schema_id_ok(c->edge_id, EDGE_ID_MAX)) {
+        snprintf(err, n, "edge_id must be 1..%d chars of [A-Za-z0-9._:-]", EDGE_ID_MAX);
+        return false;
+    }
+    return config_addr_ok("listen", c->listen, err, n);
+}
 
 /* Descriptors kept beyond max_conns: Redis links, HTTP clients, the
  * listeners, log and reserve descriptors. */
@@ -134,7 +162,7 @@ int main(int argc, char **argv)
     g_argc = argc;
     g_argv = argv;
     int rc = config_main(options, ARRAY_LEN(options), &cfg, &cfg.common, argc,
-                         argv, "imb-edge", NULL);
+                         argv, "imb-edge", check_cfg);
     if (rc >= 0)
         return rc;
     char err[512];

@@ -1,5 +1,6 @@
 /* metrics.c - the edge's /healthz and /metrics (Prometheus text format). */
 #include "bus.h"
+#include "config.h"
 #include "edge.h"
 #include "httpd.h"
 #include "log.h"
@@ -9,6 +10,7 @@
 #include <stdio.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 
 /* The bus heartbeat went round Redis within this: the real path works. */
 #define HEALTH_HEARTBEAT_MS 5000
@@ -41,11 +43,14 @@ static void metrics(void *owner, struct evbuffer *out)
 {
     struct edge *edge = owner;
     const struct edge_stats *s = &edge->stats;
-    size_t ready = 0, pending = 0, closing = 0;
+    size_t ready = 0, pending = 0, closing = 0, queued = 0;
     struct strmap_iter it;
     for (struct strmap_entry *e = strmap_first(&edge->conns, &it); e;
          e = strmap_next(&edge->conns, &it)) {
         const struct conn *c = e->value;
+        queued += c->out.queued;
+        if (c->bev)
+            queued += evbuffer_get_length(bufferevent_get_output(c->bev));
         if (c->state == CONN_READY)
             ready++;
         else if (c->state != CONN_CLOSING)
@@ -53,6 +58,9 @@ static void metrics(void *owner, struct evbuffer *out)
         else
             closing++;
     }
+    char build[160];
+    snprintf(build, sizeof(build), "service=\"edge\",version=\"%s\"", config_release());
+    metrics_gauge(out, "imb_build_info", "The running release (VERSION), always 1.", build, 1);
     metrics_gauge(out, "imb_edge_connections", "Phone sockets by state.",
                   "state=\"ready\"", (double)ready);
     metrics_gauge(out, "imb_edge_connections", NULL, "state=\"login\"", (double)pending);
@@ -60,15 +68,19 @@ static void metrics(void *owner, struct evbuffer *out)
     metrics_gauge(out, "imb_edge_max_connections",
                   "max_conns in force (clamped to the descriptor limit).", "",
                   (double)edge->cfg->max_conns);
+    metrics_gauge(out, "imb_edge_output_queued_bytes",
+                  "Bytes queued to phones and not yet written, all sockets.", "",
+                  (double)queued);
     metrics_gauge(out, "imb_edge_users", "Users with a socket on this edge.", "",
                   (double)edge->users.count);
     metrics_counter(out, "imb_edge_connections_accepted_total", "Sockets accepted.", "",
                     s->conns_accepted);
     metrics_counter(out, "imb_edge_connections_rejected_total",
                     "Sockets refused (limits, draining).", "", s->conns_rejected);
-    metrics_counter(out, "imb_edge_logins_total", "Logins by result.", "result=\"ok\"",
-                    s->logins_ok);
-    metrics_counter(out, "imb_edge_logins_total", NULL, "result=\"failed\"", s->logins_failed);
+    /* The same family as xmppd's (which says why a login failed, per worker). */
+    metrics_counter(out, "imb_logins_total", "Phone logins answered, by result.",
+                    "result=\"ok\"", s->logins_ok);
+    metrics_counter(out, "imb_logins_total", NULL, "result=\"failed\"", s->logins_failed);
     metrics_counter(out, "imb_edge_messages_total", "Chat messages by direction.",
                     "direction=\"from_phone\"", s->msgs_in);
     metrics_counter(out, "imb_edge_messages_total", NULL, "direction=\"to_phone\"", s->msgs_out);
@@ -126,11 +138,12 @@ static void metrics(void *owner, struct evbuffer *out)
     metrics_counter(out, "imb_bus_received_total", "Envelopes received.", "", b->received);
     metrics_counter(out, "imb_bus_reconnects_total", "Redis reconnects.", "", b->reconnects);
     metrics_gauge(out, "imb_bus_up", "Both Redis links up.", "", bus_up(edge->bus) ? 1 : 0);
-    metrics_gauge(out, "imb_bus_roundtrip_ms", "Last heartbeat round trip through Redis.", "",
-                  (double)b->last_roundtrip_ms);
+    metrics_gauge(out, "imb_bus_roundtrip_seconds",
+                  "Last heartbeat round trip through Redis.", "",
+                  (double)b->last_roundtrip_ms / 1000.0);
     metrics_gauge(out, "imb_edge_workers", "Live xmppd workers known.", "",
                   (double)workers_count(edge->workers));
-    metrics_hist_write(out, "imb_envelope_latency_ms",
+    metrics_hist_write(out, "imb_envelope_latency_seconds",
                        "Age of envelopes from the bus on arrival (publish to receive).",
                        edge->latency);
 }

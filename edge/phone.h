@@ -32,6 +32,7 @@ enum phone_type {
 #define PERR_NOT_LOGGED_IN "not_logged_in"
 #define PERR_ALREADY_LOGGED_IN "already_logged_in"
 #define PERR_AUTH_FAILED "auth_failed"
+#define PERR_UNKNOWN_DOMAIN "unknown_domain"
 #define PERR_UNAVAILABLE "unavailable"
 #define PERR_INTERNAL "internal"
 #define PERR_RATE_LIMITED "rate_limited"

@@ -15,7 +15,8 @@
 set -eu
 
 pkgs="build-essential pkg-config libevent-dev libhiredis-dev libstrophe-dev
-libjansson-dev libssl-dev libidn-dev openssl redis-server prosody prosody-modules lua-unbound haproxy docker-compose"
+libjansson-dev libssl-dev libidn-dev openssl redis-server prosody prosody-modules lua-unbound haproxy docker-compose
+prometheus"
 
 cc_name=${CC:-cc}
 case "${IMB_DEPS_CLANG:-}:${cc_name##*/}" in

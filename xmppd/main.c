@@ -182,6 +182,14 @@ static bool check_cfg(const void *c, char *err, size_t n)
         snprintf(err, n, "push_preview must be none, sender or full");
         return false;
     }
+    if (!*cfg->xmpp_host) {
+        snprintf(err, n, "xmpp_host must not be empty");
+        return false;
+    }
+    /* Checked whatever xmpp_tls says: a file named and unreadable is a
+     * mistake, and with required every login would fail as a bad password. */
+    if (*cfg->xmpp_cafile && !config_tls_cafile_ok("xmpp_cafile", cfg->xmpp_cafile, err, n))
+        return false;
     if (*cfg->filter_rules) {
         struct filter *f = filter_load(cfg->filter_rules, err, n);
         if (!f)

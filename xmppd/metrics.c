@@ -1,5 +1,6 @@
 /* metrics.c - the bridge's /healthz and /metrics, served by the supervisor
  * from the reports its workers write into shared memory every second. */
+#include "config.h"
 #include "httpd.h"
 #include "log.h"
 #include "util.h"
@@ -51,18 +52,36 @@ static bool health(void *owner, char *reason, size_t n)
 static void metrics(void *owner, struct evbuffer *out)
 {
     struct supervisor *sv = owner;
+    char build[160];
+    snprintf(build, sizeof(build), "service=\"xmppd\",version=\"%s\"", config_release());
+    metrics_gauge(out, "imb_build_info", "The running release (VERSION), always 1.", build, 1);
     PER_WORKER(gauge, "imb_xmppd_sessions", "XMPP sessions held, per worker.",
                sessions)
+    for (int i = 0; i < sv->n; i++) {
+        char l[96];
+        snprintf(l, sizeof(l), "worker=\"%d\"", i);
+        metrics_gauge(out, "imb_xmppd_max_sessions",
+                      i == 0 ? "XMPP sessions a worker holds at most (max_sessions)." : NULL,
+                      l, (double)sv->cfg->max_sessions);
+    }
     PER_WORKER(gauge, "imb_xmppd_worker_bus_up", "Both Redis links up.", bus_up)
     PER_WORKER(gauge, "imb_xmppd_worker_xmpp_ok", "XMPP server reachable.", xmpp_ok)
-    PER_WORKER(counter, "imb_xmppd_logins_ok_total", "Logins answered ok.",
-               stats.logins_ok)
+    /* The edge's family, with why a login failed: auth_failed (the XMPP
+     * server refused the password), unavailable (it could not be reached). */
+    for (int r = 0; r < 3; r++)
+        for (int i = 0; i < sv->n; i++) {
+            static const char *const results[3] = {"ok", "auth_failed", "unavailable"};
+            const struct worker_stats *st = &sv->reports[i].stats;
+            uint64_t v = r == 0 ? st->logins_ok : r == 1 ? st->logins_auth_failed
+                                                         : st->logins_unavailable;
+            char l[96];
+            snprintf(l, sizeof(l), "worker=\"%d\",result=\"%s\"", i, results[r]);
+            metrics_counter(out, "imb_logins_total",
+                            r == 0 && i == 0 ? "Logins answered, by result." : NULL, l, v);
+        }
     PER_WORKER(counter, "imb_xmppd_logins_reused_total",
-               "Logins that reused an open session.", stats.logins_reused)
-    PER_WORKER(counter, "imb_xmppd_logins_auth_failed_total", "Wrong passwords.",
-               stats.logins_auth_failed)
-    PER_WORKER(counter, "imb_xmppd_logins_unavailable_total",
-               "Logins failed for an unreachable XMPP server.", stats.logins_unavailable)
+               "Logins that reused an open session (counted in result=ok too).",
+               stats.logins_reused)
     PER_WORKER(counter, "imb_xmppd_messages_to_xmpp_total", "Chat stanzas sent.",
                stats.msgs_to_xmpp)
     PER_WORKER(counter, "imb_xmppd_messages_from_xmpp_total", "Chat stanzas received.",
@@ -89,6 +108,9 @@ static void metrics(void *owner, struct evbuffer *out)
     PER_WORKER(counter, "imb_xmppd_deferred_total",
                "Envelopes held until a renewal confirmed the session's lease.",
                stats.deferred)
+    PER_WORKER(gauge, "imb_xmppd_delivery_queued",
+               "Messages for phones waiting for Redis to store them (queue depth; "
+               "dropped past 100000).", redeliver_queued)
     PER_WORKER(counter, "imb_xmppd_delivery_dropped_total",
                "Messages for phones dropped (retry queue full).", stats.delivery_dropped)
     PER_WORKER(counter, "imb_xmppd_bad_envelopes_total", "Envelopes that failed validation.",
@@ -130,12 +152,12 @@ static void metrics(void *owner, struct evbuffer *out)
     PER_WORKER(counter, "imb_bus_owed_undelivered_total",
                "Answers given up on after WORKER_OWED_MS of resends.", bus.owed_undelivered)
     PER_WORKER(counter, "imb_bus_reconnects_total", "Redis reconnects.", bus.reconnects)
-    PER_WORKER(gauge, "imb_bus_roundtrip_ms", "Last heartbeat round trip through Redis.",
-               bus.last_roundtrip_ms)
+    PER_WORKER(gauge, "imb_bus_roundtrip_seconds", "Last heartbeat round trip through Redis.",
+               bus.last_roundtrip_ms / 1000.0)
     for (int i = 0; i < sv->n; i++) {
         char l[96];
         snprintf(l, sizeof(l), "worker=\"%d\"", i);
-        metrics_hist_write_labels(out, "imb_envelope_latency_ms",
+        metrics_hist_write_labels(out, "imb_envelope_latency_seconds",
                                   i == 0 ? "Age of envelopes from the bus on arrival." : NULL,
                                   l, &sv->reports[i].latency);
     }

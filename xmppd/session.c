@@ -1006,6 +1006,14 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
                      error ? ": " : "", error ? strerror(error) : "");
             msg = text;
             w->stats.logins_unavailable++;
+        } else if (stream_error && stream_error->type == XMPP_SE_HOST_UNKNOWN) {
+            /* Permanent: the server does not host the JID's domain. */
+            const char *at = strchr(s->jid, '@');
+            code = "unknown_domain";
+            snprintf(text, sizeof(text), "the XMPP server does not host %s",
+                     at ? at + 1 : s->jid);
+            msg = text;
+            w->stats.logins_auth_failed++;
         } else if (stream_error) {
             code = "unavailable";
             snprintf(text, sizeof(text), "the XMPP server closed the stream (%d)",

@@ -793,6 +793,7 @@ static void report(struct worker *w)
         return;
     snprintf(r->id, sizeof(r->id), "%s", w->id);
     r->sessions = w->sessions.count;
+    r->redeliver_queued = w->nredeliver;
     r->bus_up = bus_up(w->bus);
     r->heartbeat_age_ms = bus_heartbeat_age_ms(w->bus);
     r->xmpp_ok = w->xmpp_ok;

@@ -260,6 +260,8 @@ struct worker_report {
     char id[64];
     int64_t updated_ms;      /* monotonic (system-wide clock), 0: never */
     uint64_t sessions;
+    uint64_t redeliver_queued; /* messages for phones waiting for Redis
+                                  (worker.nredeliver, at most 100000) */
     bool bus_up;
     int64_t heartbeat_age_ms; /* bus publish->receive, -1 when down */
     bool xmpp_ok;            /* the XMPP server accepted a TCP probe */

@@ -14,9 +14,15 @@ const HAPROXY_CFG = path.join(path.dirname(fileURLToPath(import.meta.url)), '..'
  * deploy/haproxy.cfg for loopback: the phones bind on 127.0.0.1:port, the
  * server-template (Docker DNS) replaced by real servers, the stats port moved.
  * Everything else (timeouts, checks, balancing) is the file as shipped.
+ * servers: edge phone ports, or {port, httpPort} for edges started with
+ * --http-listen: haproxy then checks their /healthz as shipped. With bare
+ * ports (edges without http_listen) the HTTP check lines are dropped and
+ * haproxy falls back to a TCP connect check.
  */
 export function loopbackHaproxyCfg({ port, statsPort, servers }) {
   let cfg = fs.readFileSync(HAPROXY_CFG, 'utf8');
+  const http = servers.every((s) => typeof s === 'object' && s.httpPort);
+  if (!http) cfg = cfg.replace(/^[ \t]*(option httpchk|http-check)\b.*\n/gm, '');
   const swap = (re, by, what) => {
     const n = (cfg.match(new RegExp(re.source, `${re.flags}g`)) ?? []).length;
     assert.equal(n, 1, `deploy/haproxy.cfg: expected one ${what} line (${re})`);
@@ -25,7 +31,9 @@ export function loopbackHaproxyCfg({ port, statsPort, servers }) {
   swap(/^(\s*)bind :7222\b.*$/m, `$1bind ${HOST}:${port}`, 'phone bind');
   swap(/^(\s*)bind :8404\b.*$/m, `$1bind ${HOST}:${statsPort}`, 'stats bind');
   swap(/^(\s*)server-template edge .*$/m,
-    (_, ind) => servers.map((s, i) => `${ind}server edge${i + 1} ${HOST}:${s} check`).join('\n'),
+    (_, ind) => servers.map((s, i) => (http
+      ? `${ind}server edge${i + 1} ${HOST}:${s.port} check port ${s.httpPort}`
+      : `${ind}server edge${i + 1} ${HOST}:${s.port ?? s} check`)).join('\n'),
     'server-template');
   return cfg;
 }
@@ -47,7 +55,9 @@ export async function haproxyStates(statsPort) {
   for (const l of lines.slice(1)) {
     const f = l.split(',');
     if (f[col('pxname')] === 'edges' && /^edge\d+$/.test(f[col('svname')])) {
-      out[f[col('svname')]] = { status: f[col('status')], stot: Number(f[col('stot')]) };
+      out[f[col('svname')]] = {
+        status: f[col('status')], stot: Number(f[col('stot')]), check: f[col('check_status')], lastChk: f[col('last_chk')],
+      };
     }
   }
   return out;

@@ -183,7 +183,7 @@ export function httpAddr(proc) {
   return m[1];
 }
 
-/** The value of one sample line of /metrics text, e.g. 'imb_edge_logins_total{result="ok"}'. */
+/** The value of one sample line of /metrics text, e.g. 'imb_logins_total{result="ok"}'. */
 export function metricValue(text, sample) {
   const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
   return line === undefined ? undefined : Number(line.slice(sample.length + 1));

@@ -17,7 +17,7 @@ import { test } from 'node:test';
 import {
   itest, startBridge, startRedis, startProsody, startXmppd, startEdge, connectPhone,
   startDesktop, randomCredKey, freePort, waitFor, sleep, binPath, bareJid, REPO_ROOT, HOST,
-  canConnect, loopbackHaproxyCfg, haproxyStates, redisSubscriber,
+  canConnect, loopbackHaproxyCfg, haproxyStates, redisSubscriber, httpAddr,
 } from '../harness/index.mjs';
 
 const DEPLOY = path.join(REPO_ROOT, 'deploy');
@@ -142,6 +142,8 @@ test('deploy/haproxy.cfg: `haproxy -c` validates it offline', { skip: noHaproxy 
   const cfg = fs.readFileSync(HAPROXY_CFG, 'utf8');
   assert.match(cfg, /^\s*mode tcp\b/m);
   assert.match(cfg, /^\s*balance roundrobin\b/m);
+  assert.match(cfg, /^\s*option httpchk GET \/healthz$/m, 'haproxy checks the edges\' /healthz');
+  assert.match(cfg, /^\s*server-template edge .* check port 9100\b/m, 'on their http_listen port');
   assert.match(cfg, /^\s*timeout client\s+\d+h\b/m, 'long client timeout');
   assert.match(cfg, /^\s*timeout server\s+\d+h\b/m, 'long server timeout');
 });
@@ -151,7 +153,8 @@ test('deploy/haproxy.cfg: `haproxy -c` validates it offline', { skip: noHaproxy 
 
 const HA_USERS = Array.from({ length: 12 }, (_, i) => [`ph${i + 1}`, `pw-ph${i + 1}`]);
 
-itest('haproxy (deploy/haproxy.cfg) balances phones over 2 edges; with one edge stopped, logins still work',
+itest('haproxy (deploy/haproxy.cfg) balances phones over 2 edges; with one edge stopped, logins still work; '
+  + 'an edge without Redis fails the /healthz check and is taken out',
   { skip: noHaproxy, timeout: 120000 }, async (t, stack) => {
     const credKey = randomCredKey();
     const [redis, prosody] = await Promise.all([
@@ -161,13 +164,16 @@ itest('haproxy (deploy/haproxy.cfg) balances phones over 2 edges; with one edge 
     await startXmppd(stack, { redisPort: redis.port, xmppPort: prosody.c2sPort, credKey, workers: 2 });
     const edges = [];
     for (let i = 0; i < 2; i++) {
-      edges.push(await startEdge(stack, { redisPort: redis.port, credKey, extraArgs: ['--edge-id', `lb${i}`] }));
+      edges.push(await startEdge(stack, {
+        redisPort: redis.port, credKey, extraArgs: ['--edge-id', `lb${i}`, '--http-listen', '127.0.0.1:0'],
+      }));
     }
+    const servers = edges.map((e) => ({ port: e.port, httpPort: Number(httpAddr(e).split(':').pop()) }));
     const port = await freePort();
     const statsPort = await freePort();
     const dir = stack.tempDir('imb-haproxy-');
     const cfgFile = path.join(dir, 'haproxy.cfg');
-    fs.writeFileSync(cfgFile, loopbackHaproxyCfg({ port, statsPort, servers: edges.map((e) => e.port) }));
+    fs.writeFileSync(cfgFile, loopbackHaproxyCfg({ port, statsPort, servers }));
     const check = spawnSync('haproxy', ['-c', '-f', cfgFile], { encoding: 'utf8' });
     assert.equal(check.status, 0, `${check.stdout}${check.stderr}`);
     const ha = stack.spawn('haproxy', 'haproxy', ['-db', '-f', cfgFile], { logFile: path.join(dir, 'haproxy.log') });
@@ -175,7 +181,7 @@ itest('haproxy (deploy/haproxy.cfg) balances phones over 2 edges; with one edge 
       if (!ha.running) throw new Error(`haproxy exited: ${ha.stderr}`);
       return canConnect(port);
     }, { timeout: 10000, what: `haproxy on ${port}` });
-    // Both edges pass haproxy's TCP health check.
+    // Both edges pass haproxy's HTTP health check (their /healthz).
     await waitFor(async () => {
       const st = await haproxyStates(statsPort).catch(() => ({}));
       return st.edge1?.status === 'UP' && st.edge2?.status === 'UP';
@@ -230,6 +236,18 @@ itest('haproxy (deploy/haproxy.cfg) balances phones over 2 edges; with one edge 
     const after = edges[0].lines().filter((l) => / login_ok /.test(l)).length;
     assert.equal(after - before, 3, 'the surviving edge served every later login');
     assert.ok(ha.running, 'haproxy still running');
+
+    // Redis goes away: the edge's process and phone port are fine (a TCP
+    // check would pass) but its /healthz says 503, and haproxy takes it out.
+    assert.equal((await haproxyStates(statsPort)).edge1?.status, 'UP');
+    const t0 = Date.now();
+    await redis.stop();
+    await waitFor(async () => (await haproxyStates(statsPort)).edge1?.status?.startsWith('DOWN'),
+      { timeout: 20000, what: 'haproxy marks the edge without Redis DOWN' });
+    const down = (await haproxyStates(statsPort)).edge1;
+    t.diagnostic(`edge without Redis marked DOWN after ${Date.now() - t0} ms (check ${down.check}, ${down.lastChk})`);
+    assert.ok(await canConnect(edges[0].port), 'the edge itself still accepts TCP');
+    assert.match(`${down.check} ${down.lastChk}`, /L7STS|503/, 'failed on the HTTP status, not the connect');
   });
 
 // ---------------------------------------------------------------------------
@@ -403,8 +421,10 @@ for (const svc of ['edge', 'xmppd']) {
       const want = def === '""' || def === '<secret>' ? '' : def;
       assert.equal(seen.get(name), want, `deploy/${svc}.conf: default of ${name}`);
     }
-    // As shipped (all commented out) it is a valid config file.
-    const r = spawnSync(bin, ['--config', file, '--check-config', '--cred-key', randomCredKey()], { encoding: 'utf8' });
+    // As shipped (all commented out) it is a valid config file (the edge's
+    // tls = on needs certificates of the operator's own: off here).
+    const extra = svc === 'edge' ? ['--tls', 'off'] : [];
+    const r = spawnSync(bin, ['--config', file, '--check-config', '--cred-key', randomCredKey(), ...extra], { encoding: 'utf8' });
     assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
   });
 }
@@ -453,6 +473,66 @@ itest('deploy/healthcheck.sh: HTTP /healthz 200 and 503, TCP check against a rea
 });
 
 // ---------------------------------------------------------------------------
+// make install: a staged tree (DESTDIR) with the programs, the healthcheck,
+// sample configs never overwritten, and units pointing at the real paths.
+
+test('make install DESTDIR=... PREFIX=/usr: files, unit paths, configs kept; make uninstall', (t) => {
+  const dest = fs.mkdtempSync(path.join(os.tmpdir(), 'imb-install-'));
+  t.after(() => fs.rmSync(dest, { recursive: true, force: true }));
+  // The binaries under test, without building (-o all).
+  const mk = (target) => spawnSync('make', ['--no-print-directory', '-o', 'all', target, `DESTDIR=${dest}`, 'PREFIX=/usr',
+    `BIN=${path.dirname(binPath('imb-edge'))}`], { cwd: REPO_ROOT, encoding: 'utf8' });
+  let r = mk('install');
+  assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+  const files = (dir) => fs.readdirSync(path.join(dest, dir)).sort();
+  assert.deepEqual(files('usr/bin'), ['imb-edge', 'imb-healthcheck', 'imb-xmppd', 'imcat', 'imtap']);
+  assert.deepEqual(files('etc/imbridge'), ['edge.conf', 'filter.rules', 'xmppd.conf']);
+  const unit = fs.readFileSync(path.join(dest, 'usr/lib/systemd/system/imb-edge.service'), 'utf8');
+  assert.match(unit, /^ExecStart=\/usr\/bin\/imb-edge --config \/etc\/imbridge\/edge\.conf$/m);
+  const installed = spawnSync(path.join(dest, 'usr/bin/imb-edge'), ['--version'], { encoding: 'utf8' });
+  assert.match(installed.stdout, /^imb-edge \d+\.\d+\.\d+/);
+  // An edited config survives a second install; uninstall leaves it.
+  fs.appendFileSync(path.join(dest, 'etc/imbridge/edge.conf'), 'heartbeat = 45\n');
+  r = mk('install');
+  assert.match(r.stdout, /keeping \/etc\/imbridge\/edge\.conf/);
+  assert.match(fs.readFileSync(path.join(dest, 'etc/imbridge/edge.conf'), 'utf8'), /heartbeat = 45\n$/);
+  r = mk('uninstall');
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(files('usr/bin'), []);
+  assert.deepEqual(files('etc/imbridge'), ['edge.conf', 'filter.rules', 'xmppd.conf']);
+});
+
+// ---------------------------------------------------------------------------
+// deploy/Dockerfile.dockerignore lets in every COPY source of the Dockerfile
+// (a source it excludes fails `docker build` with "not found").
+
+/** Docker's .dockerignore verdict for a context path: the last matching rule wins. */
+function dockerIgnored(rules, file) {
+  const re = (p) => new RegExp(`^${p.replace(/\/$/, '').replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*\*/g, '\0').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]').replace(/\0/g, '.*')}$`);
+  const parts = file.replace(/\/$/, '').split('/');
+  // A rule matching a directory matches everything under it.
+  const matches = (p) => parts.some((_, i) => re(p).test(parts.slice(0, i + 1).join('/')));
+  let ignored = false;
+  for (const r of rules) {
+    if (r.startsWith('!')) { if (matches(r.slice(1))) ignored = false; } else if (matches(r)) ignored = true;
+  }
+  return ignored;
+}
+
+test('deploy/Dockerfile.dockerignore lets in every COPY source of deploy/Dockerfile', (t) => {
+  const df = fs.readFileSync(path.join(DEPLOY, 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ');
+  const rules = fs.readFileSync(path.join(DEPLOY, 'Dockerfile.dockerignore'), 'utf8').split('\n')
+    .map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  assert.ok(dockerIgnored(rules, 'tests/node_modules/x') && dockerIgnored(rules, 'bin/imb-edge'), 'build output stays out');
+  const sources = [...df.matchAll(/^COPY (?!--from)(.*) \S+$/gm)].flatMap((m) => m[1].trim().split(/\s+/));
+  assert.ok(sources.length >= 8, `COPY sources: ${sources}`);
+  const out = sources.filter((src) => dockerIgnored(rules, src) || !fs.existsSync(path.join(REPO_ROOT, src)));
+  t.diagnostic(`COPY sources: ${sources.length}, excluded by the dockerignore or missing: ${out.length}`);
+  assert.deepEqual(out, []);
+});
+
+// ---------------------------------------------------------------------------
 // deploy/Dockerfile without a Docker engine: its build stage's sources build,
 // and its runtime packages cover every library the programs link.
 
@@ -469,8 +549,10 @@ test('deploy/Dockerfile: the copied sources build the four programs; runtime pac
     // Build stage: copy exactly what it COPYs, build as it does.
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imb-dockerbuild-'));
     t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-    for (const m of stages[0].matchAll(/^COPY (?!--from)(\S+) (\S+)$/gm)) {
-      fs.cpSync(path.join(REPO_ROOT, m[1]), path.join(dir, m[2] === './' ? m[1] : m[2]), { recursive: true });
+    for (const m of stages[0].matchAll(/^COPY (?!--from)(.+) (\S+)$/gm)) {
+      for (const src of m[1].trim().split(/\s+/)) {
+        fs.cpSync(path.join(REPO_ROOT, src), path.join(dir, m[2] === './' ? src : m[2]), { recursive: true });
+      }
     }
     // A plain build, as in the image: not the sanitized one a `make
     // SANITIZE=1 test` would pass down through MAKEFLAGS.

@@ -2,7 +2,18 @@
 // receive round trip through Redis; the XMPP server reachable for xmppd) and
 // /metrics speaks the Prometheus text format.
 import assert from 'node:assert/strict';
-import { itest, startBridge, waitFor, httpGet, httpAddr, metricValue } from '../harness/index.mjs';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { itest, startBridge, waitFor, httpGet, httpAddr, metricValue, REPO_ROOT } from '../harness/index.mjs';
+
+const hasPromtool = spawnSync('sh', ['-c', 'command -v promtool'], { stdio: 'ignore' }).status === 0;
+
+/** `promtool check metrics` on one exposition: its complaints ('' when none). */
+function promtoolLint(text) {
+  const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  return r.status === 0 ? '' : `${r.stdout}${r.stderr}`.trim() || `exit ${r.status}`;
+}
 
 const get = httpGet;
 const metric = metricValue;
@@ -25,15 +36,18 @@ itest('/healthz and /metrics on edge and xmppd, through a Redis and an XMPP outa
   await alice.next({ t: 'roster', id: 'r1' });
 
   const em = (await get(edge, '/metrics')).text;
-  assert.match(em, /^# TYPE imb_edge_logins_total counter$/m);
-  assert.ok(metric(em, 'imb_edge_logins_total{result="ok"}') >= 1, em);
+  assert.match(em, /^# TYPE imb_logins_total counter$/m);
+  assert.ok(metric(em, 'imb_logins_total{result="ok"}') >= 1, em);
+  assert.match(em, /^imb_build_info\{service="edge",version="\d+\.\d+\.\d+[^"]*"\} 1$/m);
   assert.equal(metric(em, 'imb_edge_connections{state="ready"}'), 1);
   assert.ok(metric(em, 'imb_edge_messages_total{direction="from_phone"}') >= 1);
   assert.ok(metric(em, 'imb_edge_messages_total{direction="to_phone"}') >= 1);
   assert.ok(metric(em, 'imb_edge_acks_total') >= 1);
   assert.equal(metric(em, 'imb_edge_feature_frames_total{direction="from_phone"}'), 1);
   assert.ok(metric(em, 'imb_edge_feature_frames_total{direction="to_phone"}') >= 1);
-  assert.ok(metric(em, 'imb_envelope_latency_ms_count') >= 1);
+  assert.ok(metric(em, 'imb_envelope_latency_seconds_count') >= 1);
+  assert.ok(metric(em, 'imb_bus_roundtrip_seconds') < 1, 'round trip in seconds');
+  assert.ok(metric(em, 'imb_edge_max_connections') >= 1);
   assert.equal(metric(em, 'imb_bus_up'), 1);
 
   // Workers report to the supervisor once a second: wait for the report
@@ -48,6 +62,32 @@ itest('/healthz and /metrics on edge and xmppd, through a Redis and an XMPP outa
   assert.equal(sum('imb_xmppd_messages_to_xmpp_total'), 1);
   assert.equal(sum('imb_xmppd_messages_from_xmpp_total'), 1);
   assert.equal(sum('imb_xmppd_acks_total'), 1);
+  assert.equal([0, 1].reduce((a, w) => a + metric(xm, `imb_logins_total{worker="${w}",result="ok"}`), 0), 1);
+  assert.equal(metric(xm, 'imb_xmppd_max_sessions{worker="0"}'), 800);
+  assert.equal(sum('imb_xmppd_delivery_queued'), 0);
+  assert.match(xm, /^imb_build_info\{service="xmppd",version="[^"]+"\} 1$/m);
+
+  // Every metric the runbook and the shipped alerts name is served (the
+  // paragraph listing renamed metrics aside).
+  const families = new Set([...`${em}\n${xm}`.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]));
+  const named = (file) => {
+    const text = fs.readFileSync(path.join(REPO_ROOT, file), 'utf8').replace(/^Renamed in [^]*?\n\n/m, '');
+    return [...text.matchAll(/\bimb_[a-z_]+[a-z]\b/g)].map((m) => m[0].replace(/_(bucket|sum|count)$/, ''));
+  };
+  const docNames = [...new Set([...named('docs/DEPLOY.md'), ...named('deploy/prometheus/alerts.yml')])];
+  const unknown = docNames.filter((n) => !families.has(n));
+  t.diagnostic(`metric names in DEPLOY.md and alerts.yml: ${docNames.length}, served: ${docNames.length - unknown.length} of ${families.size} families`);
+  assert.deepEqual(unknown, [], 'metrics named in docs/DEPLOY.md or alerts.yml but not served');
+
+  // Both expositions pass Prometheus' own linter (base units, _total on
+  // counters, HELP on every family...).
+  if (hasPromtool) {
+    const lint = { edge: promtoolLint(em), xmppd: promtoolLint(xm) };
+    t.diagnostic(`promtool check metrics: edge ${em.split('\n').length} lines, xmppd ${xm.split('\n').length} lines`);
+    assert.deepEqual(lint, { edge: '', xmppd: '' });
+  } else {
+    t.diagnostic('promtool not installed (Debian package prometheus): /metrics not linted');
+  }
 
   // Redis goes away: both turn unhealthy, then healthy again.
   await b.redis.stop();

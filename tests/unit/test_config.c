@@ -343,6 +343,7 @@ TEST(config_common)
 {
     struct common_cfg c = {0};
     char e[256];
+    c.redis_host = "127.0.0.1";
     c.log_level = "info";
     c.cred_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     CHECK(config_check_common(&c, e, sizeof(e)));
@@ -357,6 +358,47 @@ TEST(config_common)
     CHECK(strstr(e, "log_level") != NULL);
     c.log_level = "info";
     CHECK(config_check_common(&c, e, sizeof(e)));
+    c.redis_host = "";
+    CHECK(!config_check_common(&c, e, sizeof(e)));
+    CHECK(strstr(e, "redis_host") != NULL);
+    c.redis_host = "redis";
+    c.http_listen = "9100";
+    CHECK(!config_check_common(&c, e, sizeof(e)));
+    CHECK(strstr(e, "http_listen: '9100'") != NULL);
+    c.http_listen = ":9100";
+    CHECK(config_check_common(&c, e, sizeof(e)));
+}
+
+/* listen's grammar: numeric IPv4 or [IPv6], a port 0..65535. */
+TEST(config_addr)
+{
+    char e[256];
+    const char *good[] = {"127.0.0.1:7222", "0.0.0.0:0", "[::1]:7222", "[::]:65535"};
+    const char *bad[] = {"", "7222", ":7222", "localhost:7222", "127.0.0.1:", "127.0.0.1:x",
+                         "127.0.0.1:65536", "127.0.0.1:-1", "[::1]", "::1:7222", "[zz]:1",
+                         "1.2.3.4:80 "};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        CHECK(config_addr_ok("listen", good[i], e, sizeof(e)));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CHECK(!config_addr_ok("listen", bad[i], e, sizeof(e)));
+        CHECK(strncmp(e, "listen: '", 9) == 0);
+    }
+}
+
+/* Files that cannot be read are named with the reason. */
+TEST(config_files)
+{
+    char e[256], path[64];
+    CHECK(!config_file_ok("tls_cert", "/nonexistent/x.pem", e, sizeof(e)));
+    CHECK(strstr(e, "tls_cert /nonexistent/x.pem: No such file") != NULL);
+    CHECK(!config_file_ok("xmpp_cafile", "/", e, sizeof(e)));
+    CHECK(strstr(e, "Is a directory") != NULL);
+    write_file(path, "not a certificate\n");
+    CHECK(config_file_ok("xmpp_cafile", path, e, sizeof(e)));
+    CHECK(!config_tls_cafile_ok("xmpp_cafile", path, e, sizeof(e)));
+    CHECK(strstr(e, "no certificate OpenSSL can load") != NULL);
+    CHECK(!config_tls_server_ok(path, path, e, sizeof(e)));
+    unlink(path);
 }
 
 int main(void)
@@ -373,6 +415,8 @@ int main(void)
     RUN(config_check_flag);
     RUN(config_reload_only_reloadable);
     RUN(config_common);
+    RUN(config_addr);
+    RUN(config_files);
     clear_env();
     return unit_done();
 }

@@ -83,15 +83,15 @@ TEST(counter_help_type_once_per_name)
 TEST(gauge_values_and_null_labels)
 {
     struct evbuffer *b = evbuffer_new();
-    CHECK(metrics_gauge(b, "imb_bus_roundtrip_ms", "heartbeat round trip",
+    CHECK(metrics_gauge(b, "imb_bus_roundtrip_seconds", "heartbeat round trip",
                         NULL, -1));
     CHECK(metrics_gauge(b, "imb_sessions", NULL, "worker=\"w0\"", 799));
     CHECK(metrics_gauge(b, "imb_sessions", NULL, "worker=\"w1\"", 0.5));
     char *s = text(b);
     CHECK_EQ_STR(s,
-                 "# HELP imb_bus_roundtrip_ms heartbeat round trip\n"
-                 "# TYPE imb_bus_roundtrip_ms gauge\n"
-                 "imb_bus_roundtrip_ms -1\n"
+                 "# HELP imb_bus_roundtrip_seconds heartbeat round trip\n"
+                 "# TYPE imb_bus_roundtrip_seconds gauge\n"
+                 "imb_bus_roundtrip_seconds -1\n"
                  "# TYPE imb_sessions gauge\n"
                  "imb_sessions{worker=\"w0\"} 799\n"
                  "imb_sessions{worker=\"w1\"} 0.5\n");
@@ -163,24 +163,25 @@ TEST(hist_write_cumulative)
     metrics_hist_observe(&h, 300);
     metrics_hist_observe(&h, 5000);
     struct evbuffer *b = evbuffer_new();
-    CHECK(metrics_hist_write(b, "imb_chat_ack_ms", "phone chat to ack", &h));
+    CHECK(metrics_hist_write(b, "imb_chat_ack_seconds", "phone chat to ack", &h));
     char *s = text(b);
+    /* Observed in ms, written in seconds. */
     CHECK_EQ_STR(s,
-                 "# HELP imb_chat_ack_ms phone chat to ack\n"
-                 "# TYPE imb_chat_ack_ms histogram\n"
-                 "imb_chat_ack_ms_bucket{le=\"1\"} 1\n"
-                 "imb_chat_ack_ms_bucket{le=\"2\"} 1\n"
-                 "imb_chat_ack_ms_bucket{le=\"5\"} 1\n"
-                 "imb_chat_ack_ms_bucket{le=\"10\"} 3\n"
-                 "imb_chat_ack_ms_bucket{le=\"25\"} 3\n"
-                 "imb_chat_ack_ms_bucket{le=\"50\"} 3\n"
-                 "imb_chat_ack_ms_bucket{le=\"100\"} 3\n"
-                 "imb_chat_ack_ms_bucket{le=\"250\"} 3\n"
-                 "imb_chat_ack_ms_bucket{le=\"500\"} 4\n"
-                 "imb_chat_ack_ms_bucket{le=\"1000\"} 4\n"
-                 "imb_chat_ack_ms_bucket{le=\"+Inf\"} 5\n"
-                 "imb_chat_ack_ms_sum 5314.25\n"
-                 "imb_chat_ack_ms_count 5\n");
+                 "# HELP imb_chat_ack_seconds phone chat to ack\n"
+                 "# TYPE imb_chat_ack_seconds histogram\n"
+                 "imb_chat_ack_seconds_bucket{le=\"0.001\"} 1\n"
+                 "imb_chat_ack_seconds_bucket{le=\"0.002\"} 1\n"
+                 "imb_chat_ack_seconds_bucket{le=\"0.005\"} 1\n"
+                 "imb_chat_ack_seconds_bucket{le=\"0.01\"} 3\n"
+                 "imb_chat_ack_seconds_bucket{le=\"0.025\"} 3\n"
+                 "imb_chat_ack_seconds_bucket{le=\"0.05\"} 3\n"
+                 "imb_chat_ack_seconds_bucket{le=\"0.1\"} 3\n"
+                 "imb_chat_ack_seconds_bucket{le=\"0.25\"} 3\n"
+                 "imb_chat_ack_seconds_bucket{le=\"0.5\"} 4\n"
+                 "imb_chat_ack_seconds_bucket{le=\"1\"} 4\n"
+                 "imb_chat_ack_seconds_bucket{le=\"+Inf\"} 5\n"
+                 "imb_chat_ack_seconds_sum 5.31425\n"
+                 "imb_chat_ack_seconds_count 5\n");
     free(s);
     evbuffer_free(b);
 }
@@ -190,15 +191,15 @@ TEST(hist_write_labels_two_series_one_head)
     struct metrics_hist a = {0}, z = {0};
     metrics_hist_observe(&a, 1);
     struct evbuffer *b = evbuffer_new();
-    CHECK(metrics_hist_write_labels(b, "imb_login_ms", "login", "worker=\"w0\"", &a));
-    CHECK(metrics_hist_write_labels(b, "imb_login_ms", "login", "worker=\"w1\"", &z));
+    CHECK(metrics_hist_write_labels(b, "imb_login_seconds", "login", "worker=\"w0\"", &a));
+    CHECK(metrics_hist_write_labels(b, "imb_login_seconds", "login", "worker=\"w1\"", &z));
     char *s = text(b);
-    CHECK_EQ_INT(count_of(s, "# TYPE imb_login_ms histogram\n"), 1);
-    CHECK_EQ_INT(count_of(s, "# HELP imb_login_ms login\n"), 1);
-    CHECK(strstr(s, "imb_login_ms_bucket{worker=\"w0\",le=\"1\"} 1\n") != NULL);
-    CHECK(strstr(s, "imb_login_ms_bucket{worker=\"w1\",le=\"+Inf\"} 0\n") != NULL);
-    CHECK(strstr(s, "imb_login_ms_sum{worker=\"w0\"} 1\n") != NULL);
-    CHECK(strstr(s, "imb_login_ms_count{worker=\"w1\"} 0\n") != NULL);
+    CHECK_EQ_INT(count_of(s, "# TYPE imb_login_seconds histogram\n"), 1);
+    CHECK_EQ_INT(count_of(s, "# HELP imb_login_seconds login\n"), 1);
+    CHECK(strstr(s, "imb_login_seconds_bucket{worker=\"w0\",le=\"0.001\"} 1\n") != NULL);
+    CHECK(strstr(s, "imb_login_seconds_bucket{worker=\"w1\",le=\"+Inf\"} 0\n") != NULL);
+    CHECK(strstr(s, "imb_login_seconds_sum{worker=\"w0\"} 0.001\n") != NULL);
+    CHECK(strstr(s, "imb_login_seconds_count{worker=\"w1\"} 0\n") != NULL);
     CHECK_EQ_INT(count_of(s, "\n"), 2 + 2 * 13);
     free(s);
     evbuffer_free(b);
