@@ -872,6 +872,19 @@ static void on_edge_env(struct edge *edge, struct env *e)
         on_user_env(edge, e);
 }
 
+/* An envelope decoded from the edge's channel, or NULL and why not. */
+static void take_env(struct edge *edge, const char *channel, struct env *e,
+                     const char *err)
+{
+    if (!e) {
+        edge->stats.bad_envelopes++;
+        LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
+        return;
+    }
+    on_edge_env(edge, e);
+    env_free(e);
+}
+
 /* Everything for this edge comes on its one channel ("<prefix>:e:<id>"):
  * an envelope, or a JSON array of several (a user's envelopes stored in
  * one call, deliver.lua, in seq order). */
@@ -879,21 +892,14 @@ static void on_bus_msg(void *owner, const char *channel, const char *payload,
                        size_t len)
 {
     struct edge *edge = owner;
-    char err[256];
+    char err[256] = "not an array of envelopes";
     if (strcmp(channel, edge->reply_channel) != 0) {
         edge->stats.bad_envelopes++;
         LOG(WARN, "envelope_unexpected", "channel=%s", channel);
         return;
     }
     if (len == 0 || payload[0] != '[') {
-        struct env *e = env_decode(payload, len, err, sizeof(err));
-        if (!e) {
-            edge->stats.bad_envelopes++;
-            LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
-            return;
-        }
-        on_edge_env(edge, e);
-        env_free(e);
+        take_env(edge, channel, env_decode(payload, len, err, sizeof(err)), err);
         return;
     }
     json_error_t jerr;
@@ -901,23 +907,14 @@ static void on_bus_msg(void *owner, const char *channel, const char *payload,
                       ? json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr)
                       : NULL;
     if (!json_is_array(all)) {
-        edge->stats.bad_envelopes++;
-        LOG(WARN, "envelope_invalid", "channel=%s err=\"not an array of envelopes\"", channel);
+        take_env(edge, channel, NULL, err);
         json_decref(all);
         return;
     }
     size_t i;
     json_t *v;
-    json_array_foreach(all, i, v) {
-        struct env *e = env_check(json_incref(v), err, sizeof(err));
-        if (!e) {
-            edge->stats.bad_envelopes++;
-            LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, err);
-            continue;
-        }
-        on_edge_env(edge, e);
-        env_free(e);
-    }
+    json_array_foreach(all, i, v)
+        take_env(edge, channel, env_check(json_incref(v), err, sizeof(err)), err);
     json_decref(all);
 }
 
