@@ -150,7 +150,7 @@ static void pending_iq_free(struct pending_iq *pq)
 {
     free(pq->archive);
     free(pq->with);
-    free(pq->page_last);
+    free(pq->page_edge);
     json_decref(pq->page);
     free(pq);
 }

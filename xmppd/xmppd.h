@@ -202,7 +202,9 @@ struct pending_iq {
     size_t insert_at;        /* where this query's results go in page */
     int want, rounds;        /* messages asked for; queries sent */
     bool forward;            /* paging with "after" (else backwards) */
-    char *with, *page_last;  /* the query's "with"; the newest id seen */
+    char *with;              /* the query's "with", owned, or NULL */
+    char *page_edge;         /* the page's end the first query saw: its last id
+                                (backwards) or first (forward), owned */
 };
 
 /* A group chat (XEP-0045) room the user is in, or joining. */
