@@ -572,6 +572,22 @@ xmpp_stanza_t *im_unwrap_carbon(struct session *s, xmpp_stanza_t *msg, bool *sen
     return inner;
 }
 
+/* Did a phone of the user send a message with this id? The ids the XMPP
+ * server acked (the newest ACKED_KEEP of a day, loaded at a session's
+ * start: session.c) and those waiting for their ack. */
+static bool phone_sent(const struct session *s, const char *id)
+{
+    if (strmap_get(&s->acked.map, id))
+        return true;
+    for (const struct ack_batch *b = s->acks_head; b; b = b->next) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(b->ids, i, v) if (strcmp(json_string_value(v), id) == 0)
+            return true;
+    }
+    return false;
+}
+
 void im_on_signals(struct session *s, xmpp_stanza_t *m)
 {
     const char *from = xmpp_stanza_get_from(m);
@@ -594,6 +610,13 @@ void im_on_signals(struct session *s, xmpp_stanza_t *m)
             state = "read";
         if (state) {
             const char *id = xmpp_stanza_get_id(c);
+            if (id && schema_id_ok(id, 64) && !phone_sent(s, id)) {
+                /* Not of the phones' messages (another client's, a
+                 * request's id, made up): a stored event would be a lie. */
+                LOG(DEBUG, "receipt_unknown_id", "jid=%s from=%s id=%s state=%s", s->jid, from,
+                    id, state);
+                continue;
+            }
             if (id && schema_id_ok(id, 64))
                 session_event(s, json_pack("{s:s, s:s, s:s, s:s}", "t", "receipt",
                                            "from", from, "id", id, "state", state),

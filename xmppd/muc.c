@@ -20,6 +20,11 @@
 
 #include <event2/event.h>
 
+#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+
+/* Seconds a room has, once it sent the user's own presence, to send its
+ * subject (which completes a join) before the join is answered anyway. */
+#define SUBJECT_WAIT_S 5
 /* Ids of the newest messages remembered per room. */
 #define RECENT_KEEP 32
 /* Rooms one user may be in (each costs a presence and room state). */
@@ -155,6 +160,7 @@ void muc_on_online(struct session *s)
 static void answer_join(struct session *s, struct room *r, const char *code,
                         const char *msg)
 {
+    r->await_subject = false;
     if (!r->req_id[0])
         return;
     if (code) {
@@ -167,6 +173,25 @@ static void answer_join(struct session *s, struct room *r, const char *code,
     r->req_id[0] = '\0';
     if (r->join_timer)
         evtimer_del(r->join_timer);
+}
+
+/* The join is complete once the room sent the user's own presence, its
+ * subject (the last thing a room sends at a join) and, for a room the join
+ * created, accepted its default settings. */
+static void join_done_maybe(struct session *s, struct room *r)
+{
+    if (r->joined && !r->configuring && !r->await_subject)
+        answer_join(s, r, NULL, NULL);
+}
+
+/* A leave is answered "ok" once the room confirms the user is out. */
+static void answer_leave(struct session *s, struct room *r)
+{
+    if (!r->leave_req[0])
+        return;
+    session_event(s, json_pack("{s:s, s:s}", "t", "ok", "id", r->leave_req), r->leave_edge,
+                  r->leave_dev, false);
+    r->leave_req[0] = '\0';
 }
 
 static void leave_room(struct session *s, const struct room *r)
@@ -257,6 +282,19 @@ static void on_join_timeout(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct room *r = arg;
     struct session *s = r->s;
+    if (r->leaving) {
+        /* The room did not confirm: the user is out as far as the bridge
+         * knows (the room was told, and forgotten here). */
+        LOG(INFO, "muc_leave_unconfirmed", "jid=%s room=%s", s->jid, r->jid);
+        answer_leave(s, r);
+        room_drop(s, r);
+        return;
+    }
+    if (r->joined && r->await_subject && !r->configuring) {
+        LOG(INFO, "muc_join_no_subject", "jid=%s room=%s", s->jid, r->jid);
+        answer_join(s, r, NULL, NULL);
+        return;
+    }
     LOG(INFO, "muc_join_timeout", "jid=%s room=%s joined=%d", s->jid, r->jid,
         (int)r->joined);
     answer_join(s, r, "unavailable", "the room did not answer");
@@ -322,9 +360,20 @@ bool muc_on_req(struct session *s, const struct env *e, const json_t *f)
         const char *argv[] = {"HDEL", key, r->jid};
         bus_command_argv(s->w->bus, NULL, NULL, 3, argv, NULL);
         r->leaving = true;
-        if (!r->joined)
+        if (!r->joined) { /* a join still on its way: nothing to confirm */
             room_drop(s, r);
-        session_req_ok(s, e, NULL);
+            session_req_ok(s, e, NULL);
+            return true;
+        }
+        /* Answered when the room sends the user's own unavailable presence
+         * (muc_on_presence), or after muc_join_timeout. */
+        snprintf(r->leave_edge, sizeof(r->leave_edge), "%s", env_str(e, "edge"));
+        snprintf(r->leave_dev, sizeof(r->leave_dev), "%s", env_str(e, "dev"));
+        snprintf(r->leave_req, sizeof(r->leave_req), "%s", STR("id") ? STR("id") : "");
+        if (!r->join_timer)
+            r->join_timer = evtimer_new(s->w->base, on_join_timeout, r);
+        struct timeval tv = {s->w->cfg->muc_join_timeout, 0};
+        evtimer_add(r->join_timer, &tv);
     } else if (strcmp(t, "subject") == 0 || strcmp(t, "invite") == 0) {
         if (!r || !r->joined) {
             session_req_error(s, e, "not_in_room", "join the room first");
@@ -334,14 +383,26 @@ bool muc_on_req(struct session *s, const struct env *e, const json_t *f)
             send_subject(s, r, e, STR("subject") ? STR("subject") : "");
             return true;
         }
-        xmpp_stanza_t *m = xmpp_message_new(ctx, NULL, r->jid, NULL);
+        /* A room takes a mediated invitation silently, and refuses one
+         * with an error carrying its id (XEP-0045 7.8.2: a members-only
+         * room where members may not invite, a visitor of a moderated
+         * room). An IQ to the room right after it tells the two apart: a
+         * room handles a user's stanzas in order, so its answer with no
+         * error before it means the invitation went out. */
+        struct pending_iq *pq = session_iq_new(s, PQ_MUC_INVITE, e);
+        pq->archive = xstrdup(r->jid);
+        snprintf(pq->qid, sizeof(pq->qid), "imbv%llu", (unsigned long long)++s->w->next_ping);
+        xmpp_stanza_t *m = xmpp_message_new(ctx, NULL, r->jid, pq->qid);
         xmpp_stanza_t *x = stanza_add(ctx, m, "x", STANZA_NS_MUC_USER);
         xmpp_stanza_t *inv = stanza_add(ctx, x, "invite", NULL);
         xmpp_stanza_set_attribute(inv, "to", STR("to"));
         if (STR("reason") && *STR("reason"))
             stanza_add_text(ctx, inv, "reason", STR("reason"));
         session_send(s, m);
-        session_req_ok(s, e, NULL);
+        xmpp_stanza_t *iq = xmpp_iq_new(ctx, "get", pq->iq_id);
+        xmpp_stanza_set_to(iq, r->jid);
+        stanza_add(ctx, iq, "query", NS_DISCO_INFO);
+        session_send(s, iq);
     } else {
         return false;
     }
@@ -366,6 +427,11 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
                  r->joined ? "nickname" : "join", stanza_error_condition(st));
         LOG(INFO, "muc_join_failed", "jid=%s room=%s joined=%d err=%s", s->jid, r->jid,
             (int)r->joined, stanza_error_condition(st));
+        if (r->leaving) { /* the room says she is not in: she is out */
+            answer_leave(s, r);
+            room_drop(s, r);
+            return true;
+        }
         answer_join(s, r, "refused", msg);
         if (!r->joined)
             room_drop(s, r);
@@ -444,15 +510,28 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
         LOG(INFO, "muc_left", "jid=%s room=%s", s->jid, r->jid);
         if (!r->leaving)
             answer_join(s, r, "refused", "the room removed you");
+        answer_leave(s, r);
         room_drop(s, r);
     } else if (me && !r->joined) {
         r->joined = true;
+        if (strcmp(nick, r->nick) != 0) { /* the room gave another (210) */
+            free(r->nick);
+            r->nick = xstrdup(nick);
+        }
         LOG(INFO, "muc_joined", "jid=%s room=%s occupants=%zu", s->jid, r->jid,
             r->occupants.count);
         room_store(s, r);
-        if (!created)
-            answer_join(s, r, NULL, NULL); /* else once the room is unlocked */
-    } else if (me && !gone && !r->configuring) {
+        /* History, then the subject follow: the join is answered on the
+         * subject (and, for a new room, once it is unlocked). */
+        r->await_subject = true;
+        if (r->req_id[0] && !created) {
+            long wait = s->w->cfg->muc_join_timeout < SUBJECT_WAIT_S
+                            ? s->w->cfg->muc_join_timeout
+                            : SUBJECT_WAIT_S;
+            struct timeval tv = {wait, 0};
+            evtimer_add(r->join_timer, &tv);
+        }
+    } else if (me && !gone && !r->configuring && !r->await_subject) {
         answer_join(s, r, NULL, NULL); /* a new nickname, if one was asked */
     }
     return true;
@@ -460,13 +539,29 @@ bool muc_on_presence(struct session *s, xmpp_stanza_t *st)
 
 void muc_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st)
 {
+    const char *type = xmpp_stanza_get_type(st);
+    bool ok = type && strcmp(type, "result") == 0;
+    if (pq->kind == PQ_MUC_INVITE) {
+        /* No error for the invitation came before: the room took it. */
+        if (!pq->req_id[0])
+            return;
+        if (ok) {
+            session_event(s, json_pack("{s:s, s:s}", "t", "ok", "id", pq->req_id), pq->edge,
+                          pq->dev, false);
+        } else {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "the room refused the invitation: %s",
+                     stanza_error_condition(st));
+            session_error(s, pq->edge, pq->dev, pq->req_id, "refused", NULL, msg);
+        }
+        return;
+    }
     struct room *r = pq->archive ? strmap_get(&s->rooms, pq->archive) : NULL;
     if (!r)
         return;
     r->configuring = false;
-    const char *type = xmpp_stanza_get_type(st);
-    if (type && strcmp(type, "result") == 0)
-        answer_join(s, r, NULL, NULL);
+    if (ok)
+        join_done_maybe(s, r);
     else
         answer_join(s, r, "refused", "the new room could not be opened to others");
 }
@@ -524,9 +619,9 @@ static bool on_invite(struct session *s, xmpp_stanza_t *m)
     return true;
 }
 
-/* A bounce from a room: the answer to a subject change when it carries
- * that change's id (consumed), else left to the caller (an undeliverable
- * message). */
+/* A bounce from a room: the answer to a subject change or an invitation
+ * when it carries that one's id (consumed), else left to the caller (an
+ * undeliverable message). */
 static bool on_error(struct session *s, xmpp_stanza_t *m)
 {
     const char *from = xmpp_stanza_get_from(m), *id = xmpp_stanza_get_id(m);
@@ -534,6 +629,21 @@ static bool on_error(struct session *s, xmpp_stanza_t *m)
     if (!from || !id || !schema_jid_ok(from, ENV_MAX_JID) ||
         !schema_bare_jid(from, bare, sizeof(bare)))
         return false;
+    for (struct pending_iq *pq = s->iqs; pq; pq = pq->next) {
+        if (pq->kind != PQ_MUC_INVITE || strcmp(pq->qid, id) != 0 ||
+            strcasecmp(pq->archive, bare) != 0)
+            continue;
+        LOG(INFO, "muc_invite_refused", "jid=%s room=%s err=%s", s->jid, pq->archive,
+            stanza_error_condition(m));
+        if (pq->req_id[0]) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "the room refused the invitation: %s",
+                     stanza_error_condition(m));
+            session_error(s, pq->edge, pq->dev, pq->req_id, "refused", NULL, msg);
+            pq->req_id[0] = '\0'; /* answered: the IQ's answer is not */
+        }
+        return true;
+    }
     struct room *r = strmap_get(&s->rooms, bare);
     if (!r || !r->subj_pending || strcmp(id, r->subj_id) != 0)
         return false;
@@ -592,6 +702,10 @@ bool muc_on_message(struct session *s, xmpp_stanza_t *m)
             json_decref(f);
         if (answers)
             answer_subject(s, r, NULL, NULL);
+        if (r->await_subject) { /* the last thing a room sends at a join */
+            r->await_subject = false;
+            join_done_maybe(s, r);
+        }
         return true;
     }
     if (!body || !nick || !nick[1])

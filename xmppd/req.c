@@ -146,6 +146,15 @@ void session_req_error(struct session *s, const struct env *req,
                   NULL, msg);
 }
 
+static void pending_iq_free(struct pending_iq *pq)
+{
+    free(pq->archive);
+    free(pq->with);
+    free(pq->page_edge);
+    json_decref(pq->page);
+    free(pq);
+}
+
 static int on_iq_answer(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
 {
     struct session *s = userdata;
@@ -157,12 +166,11 @@ static int on_iq_answer(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
         *pp = pq->next;
         if (pq->kind == PQ_HISTORY)
             archive_iq_answer(s, pq, st);
-        else if (pq->kind == PQ_MUC_CONFIG)
+        else if (pq->kind == PQ_MUC_CONFIG || pq->kind == PQ_MUC_INVITE)
             muc_iq_answer(s, pq, st);
         else
             im_iq_answer(s, pq, st);
-        free(pq->archive);
-        free(pq);
+        pending_iq_free(pq);
         break;
     }
     return 0; /* one-shot */
@@ -192,8 +200,7 @@ void session_iqs_free(struct session *s)
     while (s->iqs) {
         struct pending_iq *pq = s->iqs;
         s->iqs = pq->next;
-        free(pq->archive);
-        free(pq);
+        pending_iq_free(pq);
     }
 }
 

@@ -179,6 +179,9 @@ enum pending_kind {
     PQ_HISTORY,     /**< archive query for a phone: "hist" frames, "history" */
     PQ_CARBONS,     /**< enabling carbons: log a refusal */
     PQ_MUC_CONFIG,  /**< accepting a new room's defaults: then the join is ok */
+    PQ_MUC_INVITE,  /**< a disco#info sent to a room after an invitation: its
+                         answer, with no error for the invitation before it,
+                         means the room took the invitation */
     PQ_PUSH,        /**< push (XEP-0357) enable or disable: log a refusal */
 };
 
@@ -188,10 +191,20 @@ struct pending_iq {
     char iq_id[24];
     char edge[65], dev[65];  /* who asked, "" for the session itself */
     char req_id[65];         /* the request's id, to answer */
-    char qid[24];            /* PQ_HISTORY: the query's tag on results */
+    char qid[24];            /* PQ_HISTORY: the query's tag on results;
+                                PQ_MUC_INVITE: the invitation message's id */
     char *archive;           /* PQ_HISTORY: whose archive (user or room);
-                                PQ_MUC_CONFIG: the room */
-    int count;               /* PQ_HISTORY: results sent so far */
+                                PQ_MUC_CONFIG, PQ_MUC_INVITE: the room */
+    int count;               /* PQ_HISTORY: messages in the page so far */
+    /* PQ_HISTORY, a page filled over several queries when stanzas with no
+     * body (receipts, markers) took places (archive.c): */
+    json_t *page;            /* "hist" frames held, oldest first, owned */
+    size_t insert_at;        /* where this query's results go in page */
+    int want, rounds;        /* messages asked for; queries sent */
+    bool forward;            /* paging with "after" (else backwards) */
+    char *with;              /* the query's "with", owned, or NULL */
+    char *page_edge;         /* the page's end the first query saw: its last id
+                                (backwards) or first (forward), owned */
 };
 
 /* A group chat (XEP-0045) room the user is in, or joining. */
@@ -202,9 +215,17 @@ struct room {
     bool leaving;            /* left: waiting for the room to confirm */
     bool configuring;        /* the join created it: the join is answered once
                                 the room accepted its default settings */
+    bool await_subject;      /* the room sent the user's own presence for
+                                this join; the subject, the last thing a room
+                                sends at a join (XEP-0045 7.2.15), completes it */
     char edge[65], dev[65], req_id[65]; /* the join request to answer, or "" */
+    /* The leave request to answer once the room confirms the user is out
+     * (her own unavailable presence); leave_req "" when none or no id. */
+    char leave_edge[65], leave_dev[65], leave_req[65];
     struct session *s;       /* the session the room belongs to */
-    struct event *join_timer; /* answers a join the room leaves unanswered */
+    struct event *join_timer; /* answers a join or leave the room leaves
+                                unanswered; after the user's own presence, a
+                                join whose subject does not come */
     /* A subject change waiting for the room's answer (one at a time): the
      * room reflects the new subject (then "ok") or bounces the message
      * with its id (then "error"); subj_timer answers if it does neither. */

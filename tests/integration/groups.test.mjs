@@ -265,8 +265,10 @@ itest('history pages hold messages, not the receipts and read markers sent betwe
   const bob = await b.desktop('bob');
   const RECEIPTS = 'urn:xmpp:receipts', MARKERS = 'urn:xmpp:chat-markers:0';
   // Bob asks for receipts; the phone acks (a delivery receipt goes out) and
-  // marks each message read (a displayed marker), and answers. (Bob sends no
-  // receipts: what a desktop client sends is archived as its server decides.)
+  // marks each message read (a displayed marker), and answers; Bob's client
+  // sends a receipt and a marker for each answer too, with no hint: Prosody
+  // archives those, so they take places in the archive's pages and the
+  // bridge asks again until a page holds max messages with a body.
   const bodies = [];
   for (let i = 1; i <= 3; i++) {
     await bob.sendXml(xml('message', { to: 'alice@localhost', type: 'chat', id: `d${i}` },
@@ -276,8 +278,12 @@ itest('history pages hold messages, not the receipts and read markers sent betwe
     await bob.nextMessage((x) => x.stanza.getChild('received', RECEIPTS)?.attrs.id === `d${i}`);
     alice.send({ t: 'read', to: m.from, id: `d${i}` });
     await bob.nextMessage((x) => x.stanza.getChild('displayed', MARKERS)?.attrs.id === `d${i}`);
-    await alice.msg('bob@localhost', `from alice ${i}`);
-    await bob.nextMessage({ body: `from alice ${i}` });
+    const ai = await alice.msg('bob@localhost', `from alice ${i}`, { id: `a${i}` });
+    assert.equal(ai.id, `a${i}`);
+    const am = await bob.nextMessage({ body: `from alice ${i}` });
+    await bob.sendXml(xml('message', { to: am.from, type: 'chat' }, xml('received', { xmlns: RECEIPTS, id: `a${i}` })));
+    await bob.sendXml(xml('message', { to: am.from, type: 'chat' }, xml('displayed', { xmlns: MARKERS, id: `a${i}` })));
+    await alice.expect({ t: 'receipt', id: `a${i}`, state: 'read' });
     bodies.push(`from bob ${i}`, `from alice ${i}`);
   }
   await sleep(300);
@@ -305,6 +311,20 @@ itest('history pages hold messages, not the receipts and read markers sent betwe
   }
   assert.deepEqual(older.map((h) => h.body), bodies.slice(0, 2));
   assert.equal(end2.complete, true);
+  assert.equal(end2.count, 2);
+  console.log(`# pages of max 4 over 6 messages and 6 receipts/markers: ${end.count} (complete ${end.complete}), ${end2.count} (complete ${end2.complete})`);
+  // Forward from the oldest: the page after the first message holds the next 4.
+  alice.send({ t: 'history', id: 'h3', with: 'bob@localhost', after: older[0].aid, max: 4 });
+  const newer = [];
+  let end3;
+  while (!end3) {
+    const f = await alice.next((x) => x.id === 'h3');
+    if (f.t === 'hist') newer.push(f);
+    else end3 = f;
+  }
+  assert.deepEqual(newer.map((h) => h.body), bodies.slice(1, 5));
+  assert.equal(end3.count, 4);
+  assert.equal(end3.complete, false);
 });
 
 itest('room subject: a mere participant is refused once, with the request id; the owner gets ok', async (t, stack) => {
@@ -341,4 +361,29 @@ itest('room subject: a mere participant is refused once, with the request id; th
   await alice.expect({ t: 'ok', id: 's3' });
   await sleep(500);
   assert.deepEqual(alice.pending().filter((f) => f.t === 'error'), []);
+});
+
+itest('receipts and read markers for ids no phone sent never reach the phone', async (t, stack) => {
+  const b = await startBridge(stack);
+  const alice = await b.loginPhone('alice');
+  const bob = await b.desktop('bob');
+  const RECEIPTS = 'urn:xmpp:receipts', MARKERS = 'urn:xmpp:chat-markers:0';
+  await alice.msg('bob@localhost', 'a real one', { id: 'c1' });
+  const m = await bob.nextMessage({ body: 'a real one' });
+  alice.send({ t: 'roster', id: 'r1' });
+  await alice.expect({ t: 'roster', id: 'r1' });
+  // Made up, a request's id (not a message), then the real receipt, in order.
+  const forged = [['received', RECEIPTS, 'never-sent'], ['received', MARKERS, 'r1'],
+    ['displayed', MARKERS, 'r1'], ['displayed', MARKERS, 'never-sent'], ['received', RECEIPTS, 'r1']];
+  for (const [name, xmlns, id] of forged) {
+    await bob.sendXml(xml('message', { to: m.from, type: 'chat' }, xml(name, { xmlns, id })));
+  }
+  await bob.sendXml(xml('message', { to: m.from, type: 'chat' }, xml('received', { xmlns: RECEIPTS, id: 'c1' })));
+  await bob.sendXml(xml('message', { to: m.from, type: 'chat' }, xml('displayed', { xmlns: MARKERS, id: 'c1' })));
+  await alice.expect({ t: 'receipt', id: 'c1', state: 'delivered' });
+  await alice.expect({ t: 'receipt', id: 'c1', state: 'read' });
+  await sleep(300);
+  const receipts = alice.frames.filter((f) => f.t === 'receipt');
+  console.log(`# forged receipts sent ${forged.length}, receipt events ${receipts.length}: ${receipts.map((f) => f.id).join(',')}`);
+  assert.deepEqual(receipts.map((f) => `${f.id}:${f.state}`), ['c1:delivered', 'c1:read']);
 });
