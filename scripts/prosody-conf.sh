@@ -66,6 +66,7 @@ fi
 lua_str() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'; }
 ldir=$(lua_str "$dir")
 
+iterations=128
 demo_modules=""
 demo_settings=""
 demo_muc=""
@@ -74,8 +75,8 @@ if [ -n "${PROSODY_DEMO:-}" ]; then
     web=$(cd "$PROSODY_DEMO" && pwd -P)
     demo_modules='"http_files";'
     # converse.js refuses SCRAM below 4096 iterations.
-    demo_settings="default_iteration_count = 4096
-http_files_dir = \"$(lua_str "$web")\"
+    iterations=4096
+    demo_settings="http_files_dir = \"$(lua_str "$web")\"
 http_paths = { files = \"/\" }
 http_files_cache_max_file_size = 0"
     if [ -f "$web/../groups.txt" ]; then
@@ -125,7 +126,7 @@ consider_websocket_secure = true
 
 authentication = "internal_hashed"
 storage = "internal"
-default_iteration_count = 128
+default_iteration_count = $iterations
 smacks_hibernation_time = 2
 $push_settings
 $demo_settings

@@ -28,10 +28,12 @@
 #   IMB_RUN_TIMEOUT   seconds to wait for each service to be ready (default 30)
 #   IMB_RUN_WEB=0     no browser page (no npm)
 #   TMPDIR            where the temp dir (imb-run.XXXXXX) is made
+#   IMB_RUN_BIN_DIR   where imb-edge, imb-xmppd and imcat are (default bin/;
+#                     the tests point it at build/asan/bin)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-BIN=$ROOT/bin
+BIN=${IMB_RUN_BIN_DIR:-$ROOT/bin}
 DOMAIN=localhost
 USERS=(alice bob carol)
 PHONE_USER=alice    # the banner's imcat command
@@ -118,7 +120,11 @@ cleanup() {
     set +e
     trap '' INT TERM HUP PIPE
     [ -n "$sleeper" ] && kill "$sleeper" 2>/dev/null
-    # Reverse start order: edge, xmppd, prosody, redis.
+    # SIGTERM to all in reverse start order (edge, xmppd, prosody, redis),
+    # then wait for each (SIGKILL after 10 s).
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${PIDS[i]}" 2>/dev/null
+    done
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
         stop_pid "${PIDS[i]}"
     done
@@ -288,7 +294,7 @@ wait_log "$edge_pid" "$edge_log" 'listening addr=' 1 ||
     { show_log "$edge_log"; die "imb-edge did not listen on 127.0.0.1:$edge_port within ${ready_timeout}s"; }
 
 # ---------------------------------------------------------------- the banner
-if [ "$PWD" = "$ROOT" ]; then imcat=bin/imcat; else imcat=$BIN/imcat; fi
+if [ "$PWD" = "$ROOT" ] && [ "$BIN" = "$ROOT/bin" ]; then imcat=bin/imcat; else imcat=$BIN/imcat; fi
 if [ "$web" = 1 ]; then
     page="http://127.0.0.1:$http_port/   (converse.js, logged in as $WEB_USER@$DOMAIN)"
 else
