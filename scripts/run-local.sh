@@ -47,6 +47,18 @@ say() { printf '%s\n' "$*" 2>/dev/null || true; }
 # On a failure after the temp dir exists, its logs are kept for a look.
 die() { printf 'run-local: %s\n' "$*" >&2; [ -n "${RUN_DIR:-}" ] && IMB_RUN_KEEP=1; exit 1; }
 
+# Ctrl-C in a terminal signals the whole foreground process group, `make`
+# included, which then dies of SIGINT (status 130) however cleanly we stop.
+# So from a terminal the script runs again as a job of its own: bash job
+# control (set -m) gives that job its own process group and the terminal,
+# Ctrl-C reaches only it, it stops everything and exits 0, and so does make.
+if [ -t 0 ] && [ -z "${IMB_RUN_JOB:-}" ]; then
+    set -m
+    rc=0
+    IMB_RUN_JOB=1 "$BASH" "${BASH_SOURCE[0]}" "$@" || rc=$?
+    exit "$rc"
+fi
+
 # ---------------------------------------------------------------- preflight
 for b in imb-edge imb-xmppd; do
     [ -x "$BIN/$b" ] || die "$BIN/$b is missing: build it first (make all), or use 'make run'"
@@ -335,6 +347,14 @@ while :; do
             exit 1
         fi
     done
+    # Run as the terminal's job (see the top): if the parent script is gone
+    # (make got SIGTERM), nobody would stop us; stop now.
+    if [ -n "${IMB_RUN_JOB:-}" ]; then
+        { read -r st <"/proc/$$/stat"; } 2>/dev/null || st=""
+        st=${st##*) }
+        read -r _ ppid _ <<<"$st"
+        [ "${ppid:-}" = "$PPID" ] || { say "run-local: parent gone; stopping"; exit 0; }
+    fi
     sleep 1 &
     sleeper=$!
     wait "$sleeper" 2>/dev/null || true
