@@ -100,6 +100,8 @@ PIDS=()      # started processes, in start order
 NAMES=()     # their names, same index
 sleeper=""
 cleaning=0
+unclean=0    # 1 when a service did not exit 0 on SIGTERM
+stop_rc=0    # exit status of the last stop_pid
 
 # True while $1 runs (a zombie, i.e. exited but not yet reaped, is not alive).
 alive() {
@@ -109,9 +111,11 @@ alive() {
     [ "${st:0:1}" != Z ]
 }
 
-# Stop one PID: SIGTERM, up to 10 s, then SIGKILL; reap it.
+# Stop one PID: SIGTERM, up to 10 s, then SIGKILL; reap it; its exit status
+# in stop_rc (0 when it was reaped before).
 stop_pid() {
     local pid=$1 i
+    stop_rc=0
     alive "$pid" || { wait "$pid" 2>/dev/null || true; return 0; }
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 100; i++)); do
@@ -122,7 +126,7 @@ stop_pid() {
         say "run-local: pid $pid did not stop on SIGTERM; killing it" >&2
         kill -KILL "$pid" 2>/dev/null || true
     fi
-    wait "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || stop_rc=$?
 }
 
 cleanup() {
@@ -137,8 +141,15 @@ cleanup() {
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
         kill -TERM "${PIDS[i]}" 2>/dev/null
     done
+    # A service that does not exit 0 on SIGTERM (a sanitizer report, say)
+    # makes the stop unclean: logs kept, exit status 1.
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
         stop_pid "${PIDS[i]}"
+        if [ "$stop_rc" != 0 ]; then
+            say "run-local: ${NAMES[i]} (pid ${PIDS[i]}) exited with status $stop_rc when stopped" >&2
+            IMB_RUN_KEEP=1
+            unclean=1
+        fi
     done
     if [ "${IMB_RUN_KEEP:-0}" = 1 ]; then
         say "run-local: stopped; logs kept in $RUN_DIR"
@@ -146,6 +157,7 @@ cleanup() {
         rm -rf "$RUN_DIR"
         say "run-local: stopped; removed $RUN_DIR"
     fi
+    [ "$unclean" = 0 ] || exit 1
 }
 trap cleanup EXIT
 # A stop asked for is a clean exit (status 0), so `make run` ends quietly.
