@@ -64,7 +64,7 @@ for b in imb-edge imb-xmppd; do
     [ -x "$BIN/$b" ] || die "$BIN/$b is missing: build it first (make all), or use 'make run'"
 done
 [ -x "$BIN/imcat" ] || say "run-local: note: $BIN/imcat is not built yet (make all builds it)" >&2
-for c in redis-server redis-cli prosody prosodyctl od openssl; do
+for c in redis-server redis-cli prosody prosodyctl od openssl setsid; do
     command -v "$c" >/dev/null 2>&1 || die "'$c' not found: run scripts/deps.sh"
 done
 [ -x "$ROOT/scripts/prosody-conf.sh" ] || die "scripts/prosody-conf.sh is missing"
@@ -166,11 +166,15 @@ trap 'say "run-local: stopping..."; exit 0' TERM
 # A closed terminal (or tmux/ssh going away) must not leave the stack running.
 trap 'exit 129' HUP
 
-# start NAME LOG CMD... : start CMD in the background, stdout+stderr to LOG.
+# start NAME LOG CMD... : start CMD in the background, stdout+stderr to LOG,
+# in a session of its own (setsid execs in place: the PID is CMD's), so a
+# Ctrl-C in the terminal reaches only this script, which then stops each
+# service once, in order, with SIGTERM (a service signalled twice, by the
+# terminal and by us, could die half-way through its shutdown).
 start() {
     local name=$1 log=$2
     shift 2
-    "$@" </dev/null >>"$log" 2>&1 &
+    setsid "$@" </dev/null >>"$log" 2>&1 &
     PIDS+=("$!")
     NAMES+=("$name")
     last_pid=$!
