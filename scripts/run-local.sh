@@ -74,8 +74,9 @@ case ${IMB_RUN_PORT:-7222} in
 esac
 base_pref=${IMB_RUN_PORT:-7222}
 [ "$base_pref" -ge 1 ] && [ "$base_pref" -le 65532 ] || die "IMB_RUN_PORT out of range: $base_pref (1..65532)"
+# It goes into the banner's shell line and the page's script as is.
 case $password in
-    ''|*[[:space:]\'\"\\]*) die "IMB_RUN_PASSWORD must be non-empty, without spaces, quotes or backslashes" ;;
+    ''|*[!A-Za-z0-9._~+=:,@%/-]*) die "IMB_RUN_PASSWORD: 1 or more of A-Z a-z 0-9 . _ ~ + = : , @ % / -" ;;
 esac
 
 # -------------------------------------------------------------- the web page
