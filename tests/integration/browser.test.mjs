@@ -40,16 +40,17 @@ itest('browser page (converse.js) and a phone chat, see presence, typing, receip
     }
     const T0 = Date.now();
     const password = `pw-${randomHex(8)}`;
-    const r = await startRunLocal(stack, { password });
-    assert.ok(r.url, `the banner names the page:\n${r.banner}`);
-
-    const browser = await puppeteer.launch({
+    // Chromium starts while the stack does.
+    const launching = puppeteer.launch({
       executablePath: CHROMIUM,
       headless: true,
       // CI runs as root: no sandbox there.
       args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run'],
     });
-    stack.onCleanup('chromium', () => browser.close().catch(() => {}));
+    stack.onCleanup('chromium', () => launching.then((b) => b.close()).catch(() => {}));
+    const r = await startRunLocal(stack, { password });
+    assert.ok(r.url, `the banner names the page:\n${r.banner}`);
+    const browser = await launching;
     const page = await browser.newPage();
     const offsite = [];   // requests that left the machine (there must be none)
     const pageErrors = [];
