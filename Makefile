@@ -110,8 +110,10 @@ test: deps
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory integration
 
+# A quiet parallel build (one short line per file, scripts/cc-brief.sh), then
+# the stack in the foreground; Ctrl-C stops it and `make run` exits 0.
 run: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -s -j$$(nproc 2>/dev/null || echo 2) all CC="$(CURDIR)/scripts/cc-brief.sh $(CC)"
 	@scripts/run-local.sh
 
 # The core and delivery tests with both services under valgrind memcheck: any
