@@ -104,7 +104,7 @@ unit: $(UNIT_BIN)
 	@scripts/run-unit.sh $(UNIT_BIN)
 
 integration: all
-	@IMB_TEST_BIN_DIR=$(BIN) scripts/run-integration.sh
+	@IMB_TEST_BIN_DIR=$(BIN) IMB_TEST_SANITIZED=$(SANITIZE) scripts/run-integration.sh
 
 test: deps
 	@$(MAKE) --no-print-directory all unit

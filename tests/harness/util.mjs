@@ -188,3 +188,12 @@ export function metricValue(text, sample) {
   const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
   return line === undefined ? undefined : Number(line.slice(sample.length + 1));
 }
+
+/**
+ * A skip reason for the tests that check files and tools (the compose file,
+ * the Dockerfile's build, alert rules, the harness itself) and run none of
+ * the binaries under test: in the sanitizer run (IMB_TEST_SANITIZED=1, set
+ * by `make SANITIZE=1 test`) they would only repeat the plain run.
+ */
+export const PLAIN_RUN_ONLY = process.env.IMB_TEST_SANITIZED === '1'
+  ? 'runs none of the binaries under test: the plain run covers it' : false;

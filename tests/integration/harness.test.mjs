@@ -9,11 +9,11 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import {
   itest, freePort, portIsFree, canConnect, startRedis, startProsody, startDesktop,
-  PhoneClient, encodeFrame, Stack, SCRIPTS_DIR, sleep, waitFor, bareJid,
+  PhoneClient, encodeFrame, Stack, SCRIPTS_DIR, sleep, waitFor, bareJid, PLAIN_RUN_ONLY,
 } from '../harness/index.mjs';
 
 const execFileP = promisify(execFile);
-const NO_BINS = { bins: [], timeout: 30000 };
+const NO_BINS = { bins: [], timeout: 30000, skip: PLAIN_RUN_ONLY };
 
 itest('freePort gives distinct bindable ports', NO_BINS, async () => {
   const ports = [];
