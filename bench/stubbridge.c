@@ -9,10 +9,9 @@
  * is always the one xmppd runs:
  *   - registers itself in <prefix>:workers every second;
  *   - answers every `login` on <prefix>:w:<id> with `login_ok` on the edge's
- *     channel (no password check: there is no XMPP server), subscribes to
- *     the user's <prefix>:x:<jid>, as a session does, and keeps the edge of
- *     the user's last login (one phone per user here);
- *   - for the `chat`s an edge publishes there, at the end of each loop turn
+ *     channel (no password check: there is no XMPP server), and keeps the
+ *     edge of the user's last login (one phone per user here);
+ *   - for the `chat`s edges publish on the same channel, at the end of each loop turn
  *     as xmppd does: one inbox_deliver() per receiver (next seqs, store in
  *     the inbox, one PUBLISH on the receiver's edge's <prefix>:e:<edge>) and
  *     one `ack` per sender's device on its edge's channel (xmppd acks once
@@ -101,11 +100,8 @@ static void on_login(struct stub *s, const struct env *in)
     s->logins++;
     char ch[1200];
     char *old = strmap_get(&s->users, jid);
-    if (!old) {
+    if (!old)
         s->nusers++;
-        if (bus_channel(s->bus, ch, sizeof(ch), "x", jid))
-            bus_subscribe(s->bus, ch);
-    }
     if (!bus_channel(s->bus, ch, sizeof(ch), "e", edge))
         return;
     strmap_put(&s->users, jid, xstrdup(ch));

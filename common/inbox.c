@@ -128,16 +128,17 @@ void inbox_last_aid(struct bus *bus, const char *jid, bus_reply_cb *cb, void *da
 void inbox_ack(struct bus *bus, const char *jid, const char *dev, const char *epoch,
                int64_t upto, long ttl_ms)
 {
-    char seq[1200], inbox[1200], cursor[1200], channel[1200];
+    char seq[1200], inbox[1200], cursor[1200], lease[1200], fence[1200], workers[200];
     char u[24], now[24], ttl[24];
     keys(bus, jid, seq, inbox, sizeof(seq));
     snprintf(cursor, sizeof(cursor), "%s:cursor:%s", bus_prefix(bus), jid);
-    bus_channel(bus, channel, sizeof(channel), "x", jid);
+    lease_keys(bus, jid, lease, fence, sizeof(lease));
+    bus_channel(bus, workers, sizeof(workers), "w", "");
     snprintf(u, sizeof(u), "%lld", (long long)upto);
     snprintf(now, sizeof(now), "%lld", (long long)util_wall_ms());
     snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
-    const char *argv[] = {"3", inbox, cursor, seq, u, dev, now, ttl, channel, jid, epoch};
-    bus_eval(bus, &ACK, NULL, NULL, 11, argv, NULL);
+    const char *argv[] = {"4", inbox, cursor, seq, lease, u, dev, now, ttl, workers, jid, epoch};
+    bus_eval(bus, &ACK, NULL, NULL, 12, argv, NULL);
 }
 
 void inbox_unacked(struct bus *bus, const char *jid, int limit, bus_reply_cb *cb,

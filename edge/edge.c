@@ -169,18 +169,27 @@ static void flush_outgoing(evutil_socket_t fd, short what, void *arg)
         list = publish_batch(edge, list);
 }
 
-/* Publish e (freed) to the user's session channel ("x") at the end of the
- * loop turn; cb gets the PUBLISH's reply as for bus_publish. */
-static void publish_to_session(struct edge *edge, const char *jid, struct env *e,
+/* Publish e (freed) to the worker holding the user's session ("w", the
+ * one that answered the login) at the end of the loop turn; cb gets the
+ * PUBLISH's reply as for bus_publish. Envelopes for any users of one
+ * worker share one PUBLISH. With no worker known yet, cb hears "nobody
+ * got it" at once. */
+static void publish_to_session(struct edge *edge, struct user *u, struct env *e,
                                bus_reply_cb *cb, void *data)
 {
     char ch[1200];
+    if (!u->worker || !bus_channel(edge->bus, ch, sizeof(ch), "w", u->worker)) {
+        env_free(e);
+        redisReply none = {.type = REDIS_REPLY_INTEGER, .integer = 0};
+        if (cb)
+            cb(edge, data, &none);
+        return;
+    }
     struct outgoing *o = xcalloc(1, sizeof(*o));
     env_set_int(e, "ts", util_wall_ms());
     env_set_int(e, "pts", util_wall_ms());
     o->payload = env_encode(e, &o->len);
     env_free(e);
-    bus_channel(edge->bus, ch, sizeof(ch), "x", jid);
     o->channel = xstrdup(ch);
     o->cb = cb;
     o->data = data;
@@ -194,14 +203,33 @@ static void publish_to_session(struct edge *edge, const char *jid, struct env *e
 }
 
 /* Tell the user's bridge that this device is gone (dropped or unwanted). */
-static void send_detach(struct edge *edge, const char *jid, const char *dev,
+static void send_detach(struct edge *edge, struct user *u, const char *dev,
                         enum env_type type)
 {
     struct env *e = env_new(type);
+    env_set_str(e, "from", u->jid);
+    env_set_str(e, "edge", edge->id);
+    env_set_str(e, "dev", dev);
+    publish_to_session(edge, u, e, NULL, NULL);
+}
+
+/* The same for a login answered after its phone left (no user here any
+ * more): to the worker that answered. */
+static void send_late_detach(struct edge *edge, const char *jid, const char *dev,
+                             const char *worker)
+{
+    char ch[200];
+    if (!bus_channel(edge->bus, ch, sizeof(ch), "w", worker))
+        return;
+    struct env *e = env_new(ENV_DETACH);
     env_set_str(e, "from", jid);
     env_set_str(e, "edge", edge->id);
     env_set_str(e, "dev", dev);
-    publish_to_session(edge, jid, e, NULL, NULL);
+    size_t len;
+    char *payload = env_encode(e, &len);
+    bus_publish(edge->bus, ch, payload, len, NULL, NULL);
+    free(payload);
+    env_free(e);
 }
 
 /* ---- login ------------------------------------------------------------- */
@@ -552,11 +580,20 @@ static void on_login_ok(struct edge *edge, struct env *e)
             env_str(e, "worker"));
         return;
     }
+    if (c && c->state == CONN_READY && c->user && c->attached &&
+        strcmp(c->user->jid, jid) == 0) {
+        /* The session moved (what this phone sent reached it through the
+         * worker it left): send there from now on. */
+        if (!c->user->worker || strcmp(c->user->worker, env_str(e, "worker")) != 0)
+            LOG(INFO, "session_moved", "jid=%s worker=%s", jid, env_str(e, "worker"));
+        set_worker(c->user, env_str(e, "worker"));
+        return;
+    }
     if (!c || c->state != CONN_LOGGING_IN || !c->user ||
         strcmp(c->user->jid, jid) != 0) {
         /* The phone gave up (or left) before the bridge answered: the
          * bridge must not count this device as attached. */
-        send_detach(edge, jid, dev, ENV_DETACH);
+        send_late_detach(edge, jid, dev, env_str(e, "worker"));
         return;
     }
     c->attached = true;
@@ -697,7 +734,7 @@ void edge_on_msg(struct conn *c, json_t *f)
     if (!c->inflight)
         c->inflight = json_array();
     json_array_append_new(c->inflight, json_string(id));
-    publish_to_session(edge, c->user->jid, e, on_msg_published, r);
+    publish_to_session(edge, c->user, e, on_msg_published, r);
 }
 
 /* ---- requests ---------------------------------------------------------- */
@@ -728,13 +765,13 @@ void edge_on_req(struct conn *c, json_t *f)
     const char *id = json_string_value(json_object_get(f, "id"));
     /* "read" names the message read, not the request: nothing answers it. */
     struct forwarded *r = forwarded_new(c, strcmp(t, "read") != 0 ? id : NULL);
-    publish_to_session(edge, c->user->jid, e, on_req_published, r);
+    publish_to_session(edge, c->user, e, on_req_published, r);
 }
 
 void edge_on_logout(struct conn *c)
 {
     if (c->attached && c->user) {
-        send_detach(c->edge, c->user->jid, c->dev, ENV_LOGOUT);
+        send_detach(c->edge, c->user, c->dev, ENV_LOGOUT);
         c->attached = false;
     }
     LOG(INFO, "logout", "dev=%s jid=%s", c->dev, c->user ? c->user->jid : "?");
@@ -744,7 +781,7 @@ void edge_on_conn_gone(struct conn *c)
 {
     delivery_drop_ack(c);
     if (c->attached && c->user)
-        send_detach(c->edge, c->user->jid, c->dev, ENV_DETACH);
+        send_detach(c->edge, c->user, c->dev, ENV_DETACH);
     c->attached = false;
     throttle_forget(c->edge, c);
     user_detach(c->edge, c);

@@ -385,7 +385,7 @@ static void put_value(struct line *l, json_t *v, size_t max)
 
 struct msg {
     const char *channel; /* full name */
-    const char *kind;    /* "x", "w", "e", "bus"...; NUL-terminated copy */
+    const char *kind;    /* "w", "e", "bus"...; NUL-terminated copy */
     const char *id;      /* after "<prefix>:<kind>:", may be "" */
     const char *payload; /* not NUL-terminated */
     size_t len;
@@ -396,11 +396,8 @@ static bool user_matches(const struct tap *t, const struct msg *m, json_t *obj)
 {
     if (!t->opt.nusers)
         return true;
-    bool jid_channel = !strcmp(m->kind, "x");
     for (size_t i = 0; i < t->opt.nusers; i++) {
         const char *u = t->opt.users[i];
-        if (jid_channel && bare_jid_is(m->id, u))
-            return true;
         if (obj) {
             static const char *const keys[] = {"from", "to", "jid"};
             for (size_t k = 0; k < 3; k++)
@@ -465,12 +462,12 @@ static void print_line(struct tap *t, const struct msg *m, json_t *obj)
     else
         put(&l, "?", 1);
 
-    /* "from -> to": a login names its user in jid, on the way in (w, x) or
-     * out (e, p). */
+    /* "from -> to": a login names its user in jid, on the way in (w) or
+     * out (e). */
     const char *from = json_string_value(json_object_get(obj, "from"));
     const char *to = json_string_value(json_object_get(obj, "to"));
     const char *jid = json_string_value(json_object_get(obj, "jid"));
-    bool inbound = !strcmp(m->kind, "w") || !strcmp(m->kind, "x");
+    bool inbound = !strcmp(m->kind, "w");
     bool jid_used = false;
     if (!from && !to && jid) {
         if (inbound)

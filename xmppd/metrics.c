@@ -99,6 +99,8 @@ static void metrics(void *owner, struct evbuffer *out)
                "Refused messages handed to the worker that owns the user.", stats.handed_over)
     PER_WORKER(counter, "imb_xmppd_taken_over_total",
                "Messages handed over by another worker and stored here.", stats.taken_over)
+    PER_WORKER(counter, "imb_xmppd_relayed_total",
+               "Envelopes for a user held by another worker, passed on to it.", stats.relayed)
     PER_WORKER(counter, "imb_xmppd_numbering_lost_total",
                "Users whose numbering Redis lost while a session stored for them.",
                stats.numbering_lost)

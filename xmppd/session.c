@@ -301,9 +301,6 @@ static struct session *session_new(struct worker *w, const char *jid)
     struct session *s = xcalloc(1, sizeof(*s));
     s->w = w;
     s->jid = xstrdup(jid);
-    size_t n = strlen(bus_prefix(w->bus)) + strlen(jid) + 8;
-    s->channel_in = xmalloc(n);
-    bus_channel(w->bus, s->channel_in, n, "x", jid);
     s->state = SESSION_LEASING;
     s->fd = -1;
     s->started_ms = util_mono_ms();
@@ -318,8 +315,6 @@ static struct session *session_new(struct worker *w, const char *jid)
     acked_load(s);
     devices_load(s);
     im_receipts_load(s);
-    /* Subscribe before any phone can learn the session exists. */
-    bus_subscribe(w->bus, s->channel_in);
     return s;
 }
 
@@ -408,7 +403,6 @@ void session_free(struct session *s)
     free(s->held);
     idset_free(&s->acked);
     idset_free(&s->seen);
-    free(s->channel_in);
     free(s->jid);
     free(s);
     while (again) {
@@ -437,7 +431,6 @@ static void session_bury(struct session *s)
     if (strmap_get(&w->sessions, s->jid) != s)
         return; /* already buried */
     strmap_del(&w->sessions, s->jid);
-    bus_unsubscribe(w->bus, s->channel_in);
     if (s->token[0] && !s->lease_lost)
         lease_release(w->bus, s->jid, w->id, s->token, NULL, NULL);
     if (s->fd_ev) {
@@ -1746,15 +1739,21 @@ void session_lease_renew(struct worker *w)
     }
 }
 
-bool session_defer(struct session *s, const char *channel, const char *payload,
-                   size_t len)
+bool session_must_defer(const struct session *s)
 {
     /* (Only for a session that acts for the user: one still connecting or
      * already closing answers envelopes its own way.) */
-    bool unsure = util_mono_ms() >= s->lease_until;
-    if (s->state != SESSION_ONLINE || !s->token[0] || s->lease_lost ||
-        (!unsure && !s->catching_up && !s->deferred))
+    if (s->state != SESSION_ONLINE || !s->token[0] || s->lease_lost)
         return false;
+    return util_mono_ms() >= s->lease_until || s->catching_up || s->deferred;
+}
+
+bool session_defer(struct session *s, const char *channel, const char *payload,
+                   size_t len)
+{
+    if (!session_must_defer(s))
+        return false;
+    bool unsure = util_mono_ms() >= s->lease_until;
     /* The lease may have lapsed (this worker was frozen longer than it
      * lasts): act for the user only once a renewal says it is still ours.
      * Or the archive catch-up runs: wait for what it shows the server has. */

@@ -341,8 +341,9 @@ static void redeliver_later(struct worker *w, struct pending_delivery *pd,
     }
 }
 
-/* Hand pd to whichever worker owns its user now (it listens on the user's
- * session channel). */
+static void relay(struct worker *w, const char *jid, json_t *obj, bool handover);
+
+/* Hand pd to whichever worker owns its user now (the lease names it). */
 static void hand_over(struct worker *w, const struct pending_delivery *pd)
 {
     json_t *inner = json_loadb(pd->payload, pd->len, 0, NULL);
@@ -354,11 +355,12 @@ static void hand_over(struct worker *w, const struct pending_delivery *pd)
         return;
     }
     struct env *e = env_new(ENV_HANDOVER);
-    env_set_str(e, "from", pd->jid); /* (the user it is for, as on x:<jid>) */
+    env_set_str(e, "from", pd->jid); /* (the user it is for) */
     env_set_json(e, "env", inner);
     env_set_int(e, "hops", pd->hops + 1);
     w->stats.handed_over++;
-    worker_publish(w, "x", pd->jid, e);
+    relay(w, pd->jid, json_incref(e->obj), true);
+    env_free(e);
 }
 
 static void on_delivered(void *owner, void *data, redisReply *r)
@@ -570,9 +572,9 @@ static void run_pass(evutil_socket_t fd, short what, void *arg)
 
 /* ---- bus ---------------------------------------------------------------- */
 
-/* An envelope for a session this worker no longer holds (it closed while
- * the envelope was on its way): a chat or a request the phone waits an
- * answer for gets an error; the rest needs none. */
+/* An envelope for a user nobody holds (its session closed while the
+ * envelope was on its way): a chat or a request the phone waits an answer
+ * for gets an error; the rest needs none. */
 static void answer_orphan(struct worker *w, const struct env *e)
 {
     if ((e->type != ENV_CHAT && e->type != ENV_REQ) || !env_str(e, "edge") ||
@@ -589,20 +591,267 @@ static void answer_orphan(struct worker *w, const struct env *e)
                  "unavailable", NULL, "the XMPP session is not up, log in again");
 }
 
-/* Several envelopes for one session in one PUBLISH (an edge's frames of
- * one loop turn): deferred together, or handled one by one, in order. */
+/* ---- to the holder: what reached a worker that does not hold the user ---
+ * Edges send what a phone has for its session to the worker that answered
+ * its login (w:<worker>). When the user moved (the worker stopped, was
+ * frozen past its lease, or lost it), what still comes here goes on to the
+ * worker the user's lease names, and that worker tells the phone's edge
+ * where the session is now (a login_ok the edge takes as a move). A fenced
+ * delivery takes the same way as a handover. Nobody holding the user: an
+ * orphan is answered at once (the phone sends again after its edge
+ * re-opened the session), a handover waits a while for a holder. */
+
+#define RELAY_HOPS 2          /* an envelope is passed on at most this often */
+#define RELAY_RETRY_MS 500    /* a handover's next look for a holder */
+#define RELAY_ATTEMPTS 20     /* ... for up to 10 s */
+
+struct relay {
+    struct relay *prev, *next; /* in w->relays */
+    struct worker *w;
+    char *jid;
+    json_t *obj;           /* the envelope (owned), "fwd" = hops so far */
+    bool handover;         /* a fenced delivery, else an orphan */
+    bool in_flight;        /* a GET or a PUBLISH is on its way */
+    int attempts;
+    int64_t next_ms;       /* monotonic: when to look again */
+};
+
+static void relay_free(struct relay *r)
+{
+    struct worker *w = r->w;
+    if (r->prev)
+        r->prev->next = r->next;
+    else if (w->relays == r)
+        w->relays = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    json_decref(r->obj);
+    free(r->jid);
+    free(r);
+}
+
+static void relay_try(struct relay *r);
+
+/* Nobody took it: an orphan is answered, a handover tried again later. */
+static void relay_missed(struct relay *r)
+{
+    struct worker *w = r->w;
+    r->in_flight = false;
+    if (r->handover && ++r->attempts < RELAY_ATTEMPTS) {
+        r->next_ms = util_mono_ms() + RELAY_RETRY_MS;
+        if (!evtimer_pending(w->relay_timer, NULL)) {
+            struct timeval tv = {0, RELAY_RETRY_MS * 1000};
+            evtimer_add(w->relay_timer, &tv);
+        }
+        return;
+    }
+    if (r->handover) {
+        w->stats.delivery_dropped++;
+        LOG(WARN, "delivery_dropped", "jid=%s reason=\"no worker holds the user\"", r->jid);
+    } else {
+        char err[256];
+        struct env *e = env_check(json_incref(r->obj), err, sizeof(err));
+        if (e) {
+            answer_orphan(w, e);
+            env_free(e);
+        }
+    }
+    relay_free(r);
+}
+
+static void on_relayed(void *owner, void *data, redisReply *reply)
+{
+    struct relay *r = data;
+    if (!r)
+        return;
+    if (r->w->closing) {
+        relay_free(r);
+        return;
+    }
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+        r->w->stats.relayed++;
+        relay_free(r);
+        return;
+    }
+    relay_missed(r);
+}
+
+static void on_holder(void *owner, void *data, redisReply *reply)
+{
+    struct relay *r = data;
+    if (!r)
+        return;
+    struct worker *w = r->w;
+    if (w->closing) { /* the bus is being freed: its last answers */
+        relay_free(r);
+        return;
+    }
+    char who[LEASE_HOLDER_MAX] = "";
+    if (reply && reply->type == REDIS_REPLY_STRING && reply->len < sizeof(who)) {
+        size_t n = strcspn(reply->str, " "); /* "<owner> <token>" */
+        memcpy(who, reply->str, n);
+        who[n] = '\0';
+    }
+    if (!who[0] || strcmp(who, w->id) == 0) {
+        relay_missed(r);
+        return;
+    }
+    char ch[200];
+    json_t *fwd = json_object_get(r->obj, "fwd");
+    json_object_set_new(r->obj, "fwd",
+                        json_integer(json_is_integer(fwd) ? json_integer_value(fwd) + 1 : 1));
+    char *payload = json_dumps(r->obj, JSON_COMPACT);
+    if (!payload || !bus_channel(w->bus, ch, sizeof(ch), "w", who)) {
+        free(payload);
+        relay_missed(r);
+        return;
+    }
+    LOG(DEBUG, "relayed", "jid=%s to=%s handover=%d", r->jid, who, r->handover);
+    bus_publish(w->bus, ch, payload, strlen(payload), on_relayed, r);
+    free(payload);
+}
+
+static void relay_try(struct relay *r)
+{
+    char lease[1200], fence[1200];
+    lease_keys(r->w->bus, r->jid, lease, fence, sizeof(lease));
+    r->in_flight = true;
+    bus_command(r->w->bus, on_holder, r, "GET %s", lease);
+}
+
+static void relay_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    int64_t now = util_mono_ms();
+    bool waiting = false;
+    for (struct relay *r = w->relays; r; r = r->next) {
+        if (r->in_flight)
+            continue;
+        if (r->next_ms <= now)
+            relay_try(r);
+        else
+            waiting = true;
+    }
+    if (waiting) {
+        struct timeval tv = {0, RELAY_RETRY_MS * 1000};
+        evtimer_add(w->relay_timer, &tv);
+    }
+}
+
+/* Send obj (owned) on to jid's holder. */
+static void relay(struct worker *w, const char *jid, json_t *obj, bool handover)
+{
+    json_t *fwd = json_object_get(obj, "fwd");
+    if (!handover && json_is_integer(fwd) && json_integer_value(fwd) >= RELAY_HOPS) {
+        char err[256];
+        struct env *e = env_check(obj, err, sizeof(err));
+        if (e) {
+            answer_orphan(w, e);
+            env_free(e);
+        }
+        return;
+    }
+    struct relay *r = xcalloc(1, sizeof(*r));
+    r->w = w;
+    r->jid = xstrdup(jid);
+    r->obj = obj;
+    r->handover = handover;
+    r->next = w->relays;
+    if (w->relays)
+        w->relays->prev = r;
+    w->relays = r;
+    relay_try(r);
+}
+
+static void relays_free(struct worker *w)
+{
+    while (w->relays)
+        relay_free(w->relays);
+}
+
+/* ---- bus ---------------------------------------------------------------- */
+
+/* A login's answer telling the phone's edge which worker holds the session
+ * now: an envelope relayed here came through a worker the user left. */
+static void tell_edge_where(struct worker *w, const struct session *s, const struct env *e)
+{
+    const char *edge = env_str(e, "edge"), *dev = env_str(e, "dev");
+    if (!edge || !dev || !json_object_get(e->obj, "fwd"))
+        return;
+    struct env *r = env_new(ENV_LOGIN_OK);
+    env_set_str(r, "jid", s->jid);
+    env_set_str(r, "edge", edge);
+    env_set_str(r, "dev", dev);
+    env_set_str(r, "worker", w->id);
+    worker_publish(w, "e", edge, r);
+}
+
+/* A login on this worker's channel. */
+static void dispatch_login(struct worker *w, const char *channel, struct env *e,
+                           const char *payload, size_t len)
+{
+    struct session *s = strmap_get(&w->sessions, env_str(e, "jid"));
+    if (s && session_defer(s, channel, payload, len))
+        return; /* run once the lease is known to be ours */
+    if (!w->stopping) {
+        session_on_login(w, e, payload, len);
+        return;
+    }
+    /* Stopping: the edge tries another worker after a moment. */
+    struct env *r = env_new(ENV_LOGIN_FAIL);
+    env_set_str(r, "jid", env_str(e, "jid"));
+    env_set_str(r, "edge", env_str(e, "edge"));
+    env_set_str(r, "dev", env_str(e, "dev"));
+    env_set_str(r, "code", "unavailable");
+    env_set_str(r, "msg", "this bridge is stopping, retry");
+    worker_publish(w, "e", env_str(e, "edge"), r);
+}
+
+/* One envelope off this worker's channel: a login, or something for the
+ * session of the user in "from" (what phones send, an ack script's news,
+ * a handover). payload: its text, or NULL when it came in an array (then
+ * encoded again only if it must wait). */
+static void dispatch_env(struct worker *w, const char *channel, struct env *e,
+                         const char *payload, size_t len)
+{
+    if (e->type == ENV_LOGIN) {
+        char *own = payload ? NULL : json_dumps(e->obj, JSON_COMPACT);
+        if (payload || own)
+            dispatch_login(w, channel, e, payload ? payload : own,
+                           payload ? len : strlen(own));
+        free(own);
+        return;
+    }
+    const char *jid = env_str(e, "from");
+    if (!jid || (e->type != ENV_CHAT && e->type != ENV_REQ && e->type != ENV_LOGOUT &&
+                 e->type != ENV_DETACH && e->type != ENV_ACKED && e->type != ENV_HANDOVER)) {
+        w->stats.bad_envelopes++;
+        LOG(WARN, "envelope_unexpected", "channel=%s type=%s", channel,
+            env_type_name(e->type));
+        return;
+    }
+    struct session *s = strmap_get(&w->sessions, jid);
+    if (!s) {
+        relay(w, jid, json_incref(e->obj), false);
+        return;
+    }
+    if (session_must_defer(s)) {
+        char *own = payload ? NULL : json_dumps(e->obj, JSON_COMPACT);
+        if (payload || own) {
+            session_defer(s, channel, payload ? payload : own, payload ? len : strlen(own));
+            free(own);
+            return; /* run once the lease is known to be ours */
+        }
+    }
+    tell_edge_where(w, s, e);
+    session_on_env(s, e);
+}
+
+/* Several envelopes in one PUBLISH (an edge's frames of one loop turn, for
+ * any of the users it serves): handled one by one, in order. */
 static void dispatch_batch(struct worker *w, const char *channel, const char *payload,
                            size_t len)
 {
-    size_t plen = strlen(bus_prefix(w->bus));
-    if (strncmp(channel, bus_prefix(w->bus), plen) != 0 || strncmp(channel + plen, ":x:", 3)) {
-        w->stats.bad_envelopes++;
-        LOG(WARN, "envelope_invalid", "channel=%s err=\"a batch on a worker channel\"", channel);
-        return;
-    }
-    struct session *s = strmap_get(&w->sessions, channel + plen + 3);
-    if (s && session_defer(s, channel, payload, len))
-        return; /* run once the lease is known to be ours */
     json_error_t jerr;
     json_t *all = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_array(all)) {
@@ -624,12 +873,7 @@ static void dispatch_batch(struct worker *w, const char *channel, const char *pa
         int64_t pts = env_int(e, "pts", -1);
         if (pts > 0)
             metrics_hist_observe(&w->latency, (double)(util_wall_ms() - pts));
-        /* (A session may close on one envelope: look it up each time.) */
-        s = strmap_get(&w->sessions, channel + plen + 3);
-        if (s)
-            session_on_env(s, e);
-        else
-            answer_orphan(w, e);
+        dispatch_env(w, channel, e, NULL, 0);
         env_free(e);
     }
     json_decref(all);
@@ -638,6 +882,11 @@ static void dispatch_batch(struct worker *w, const char *channel, const char *pa
 void worker_dispatch(struct worker *w, const char *channel, const char *payload,
                      size_t len)
 {
+    if (strcmp(channel, w->channel) != 0) {
+        w->stats.bad_envelopes++;
+        LOG(WARN, "envelope_unexpected", "channel=%s", channel);
+        return;
+    }
     if (len > 0 && payload[0] == '[') {
         dispatch_batch(w, channel, payload, len);
         return;
@@ -646,36 +895,7 @@ void worker_dispatch(struct worker *w, const char *channel, const char *payload,
                                  &w->stats.bad_envelopes);
     if (!e)
         return;
-    if (strcmp(channel, w->channel) == 0) {
-        struct session *s = e->type == ENV_LOGIN ? strmap_get(&w->sessions, env_str(e, "jid"))
-                                                 : NULL;
-        if (s && session_defer(s, channel, payload, len))
-            ; /* run once the lease is known to be ours */
-        else if (e->type == ENV_LOGIN && !w->stopping)
-            session_on_login(w, e, payload, len);
-        else if (e->type == ENV_LOGIN) {
-            /* Stopping: the edge tries another worker after a moment. */
-            struct env *r = env_new(ENV_LOGIN_FAIL);
-            env_set_str(r, "jid", env_str(e, "jid"));
-            env_set_str(r, "edge", env_str(e, "edge"));
-            env_set_str(r, "dev", env_str(e, "dev"));
-            env_set_str(r, "code", "unavailable");
-            env_set_str(r, "msg", "this bridge is stopping, retry");
-            worker_publish(w, "e", env_str(e, "edge"), r);
-        }
-        else
-            w->stats.bad_envelopes++;
-    } else {
-        size_t plen = strlen(bus_prefix(w->bus));
-        const char *jid = channel + plen + 3;
-        struct session *s = strmap_get(&w->sessions, jid);
-        if (s && session_defer(s, channel, payload, len))
-            ; /* run once the lease is known to be ours */
-        else if (s)
-            session_on_env(s, e);
-        else
-            answer_orphan(w, e);
-    }
+    dispatch_env(w, channel, e, payload, len);
     env_free(e);
 }
 
@@ -928,6 +1148,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     evtimer_add(w->tick, &tk);
     w->stop_timer = evtimer_new(w->base, on_stop_timer, w);
     w->redeliver_timer = evtimer_new(w->base, redeliver_cb, w);
+    w->relay_timer = evtimer_new(w->base, relay_cb, w);
     w->flush_ev = event_new(w->base, -1, 0, flush_deliveries, w);
     if (index == 0)
         push_component_start(w); /* one per bridge is enough */
@@ -953,8 +1174,10 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     strmap_free(&w->sessions);
     strmap_init(&w->sessions);
     flush_deliveries(-1, 0, w); /* (Redis answers no more: they come back) */
+    w->closing = true;
     bus_free(w->bus); /* pending deliveries come back to the retry queue */
     session_forwards_free(w); /* (after: pending replies name them) */
+    relays_free(w);
     while (w->redeliver) {
         struct pending_delivery *pd = w->redeliver;
         w->redeliver = pd->next;
@@ -965,6 +1188,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
         if (w->recent[i])
             pending_free(w->recent[i]);
     event_free(w->redeliver_timer);
+    event_free(w->relay_timer);
     event_free(w->flush_ev);
     if (w->probe)
         bufferevent_free(w->probe);

@@ -103,7 +103,6 @@ struct owed_receipt {
 struct session {
     struct worker *w;
     char *jid;               /* bare JID, owned */
-    char *channel_in;        /* "<prefix>:x:<jid>": envelopes for this session */
     enum session_state state;
     xmpp_conn_t *conn;       /* owned; released outside libstrophe callbacks */
     struct event *fd_ev;     /* readable socket -> run libstrophe */
@@ -268,6 +267,8 @@ struct worker_stats {
     uint64_t delivery_fenced;  /* deliveries refused: another worker holds the user */
     uint64_t handed_over;      /* of those, handed to the owner (ENV_HANDOVER) */
     uint64_t taken_over;       /* handovers stored here (not already seen) */
+    uint64_t relayed;          /* envelopes for a user held elsewhere, passed on
+                                  to the lease holder (struct relay) */
     uint64_t numbering_lost;   /* users whose numbering Redis lost under a session */
     uint64_t leases_lost;      /* sessions that found another worker holding them */
     uint64_t deferred;         /* envelopes held until a renewal confirmed the lease */
@@ -349,6 +350,9 @@ struct worker {
     int64_t cred_opened_ms;     /* when a sealed credential last opened (monotonic,
                                    0 never): tells a forged one from a wrong key */
     struct pending_delivery *redeliver, *redeliver_tail; /* FIFO */
+    struct relay *relays;    /* envelopes waiting to reach a user's holder */
+    bool closing;            /* the loop ended: the bus is being freed */
+    struct event *relay_timer;
     struct pending_delivery *outq, *outq_tail; /* deliveries of this loop
                                    turn, stored at its end in one script call
                                    per user (flush_ev) */
@@ -423,6 +427,8 @@ void worker_dispatch(struct worker *w, const char *channel, const char *payload,
  * user). False when the lease is known to be good: handle it now. */
 bool session_defer(struct session *s, const char *channel, const char *payload,
                    size_t len);
+/* Whether session_defer would keep an envelope now. */
+bool session_must_defer(const struct session *s);
 void session_deferred_free(struct session *s);
 /* A delivery made for holder was fenced: if it is jid's session here, it
  * renews at once (and learns that it lost the user). */

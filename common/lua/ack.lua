@@ -11,7 +11,9 @@
 --         "~rr" the newest seq that asked for a receipt
 -- ARGV[1] upto    ARGV[2] device label    ARGV[3] now (ms)
 -- ARGV[4] how long an unseen device holds messages back (ms)
--- ARGV[5] the session's channel    ARGV[6] the user's JID
+-- KEYS[4] the user's lease: "<worker> <token>", the worker holding the
+--         session, whose channel is ARGV[5] .. <worker>
+-- ARGV[5] the worker channels' prefix ("<prefix>:w:")    ARGV[6] the user's JID
 -- ARGV[7] the epoch upto belongs to: an ack of another numbering (Redis
 --         lost the one the phone knew, and numbers anew) changes nothing
 -- Returns the seq up to which envelopes were dropped, or -1 for an ack of
@@ -52,8 +54,10 @@ else
 end
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', low)
-if upto > top and rr > top then
-  redis.call('PUBLISH', ARGV[5], '{"v":1,"type":"acked","from":' .. cjson.encode(ARGV[6]) ..
+local holder = upto > top and rr > top and redis.call('GET', KEYS[4])
+if holder then
+  redis.call('PUBLISH', ARGV[5] .. string.match(holder, '^(%S+)'),
+             '{"v":1,"type":"acked","from":' .. cjson.encode(ARGV[6]) ..
              ',"upto":' .. upto .. ',"after":' .. top .. '}')
 end
 return low

@@ -152,11 +152,12 @@ itest('an ack beyond what was delivered is refused', async (t, stack) => {
   assert.match(e.msg, /seq/);
 });
 
-// Routing to phones (docs/ARCHITECTURE.md, "Routing to phones"): an edge
-// holds one Redis subscription whatever its number of users; the bridge
-// publishes a user's envelopes on the channels of the edges that hold the
-// user's phones, and stops once the last phone of the user leaves an edge.
-itest('routing: one subscription per edge; a user on two edges gets everything on both; an edge the user left gets nothing more', async (t, stack) => {
+// Routing (docs/ARCHITECTURE.md, "Routing"): an edge holds one Redis
+// subscription whatever its number of users, a worker one whatever its
+// number of sessions; the bridge publishes a user's envelopes on the
+// channels of the edges that hold the user's phones, and stops once the
+// last phone of the user leaves an edge.
+itest('routing: one subscription per edge and per worker; a user on two edges gets everything on both; an edge the user left gets nothing more', async (t, stack) => {
   const b = await startBridge(stack, { xmppdArgs: ['--resume-window', '30'] });
   const [ch1] = await b.redis.command('PUBSUB', 'CHANNELS', 'imb:e:*');
   const edge2 = await startEdge(stack, { redisPort: b.redis.port, credKey: b.credKey });
@@ -170,13 +171,13 @@ itest('routing: one subscription per edge; a user on two edges gets everything o
   const alice2 = await connectPhone(stack, edge2.port, 'alice-on-edge-2');
   await alice2.login('alice@localhost', b.pass('alice'));
 
-  // Redis holds no subscription per user for the edges: the only channels
-  // naming a user are the sessions' (x:<jid>).
+  // Redis holds no subscription per user: one channel per edge, one per
+  // worker (and each process's bus heartbeat).
   const all = await b.redis.command('PUBSUB', 'CHANNELS', 'imb:*');
-  const perUser = all.filter((c) => c.includes('@'));
   t.diagnostic(`${users.length + 1} phones on 2 edges: channels ${JSON.stringify(all.filter((c) => !c.startsWith('imb:bus:')))}`);
-  assert.deepEqual(perUser.sort(), users.map((u) => `imb:x:${u}@localhost`).sort());
+  assert.deepEqual(all.filter((c) => c.includes('@')), [], 'no channel names a user');
   assert.equal(all.filter((c) => c.startsWith('imb:e:')).length, 2);
+  assert.equal(all.filter((c) => c.startsWith('imb:w:')).length, 2);
 
   // Both of alice's phones get every message, each edge once.
   for (let i = 1; i <= 3; i++) await bob.send('alice@localhost', `both ${i}`);
@@ -197,4 +198,28 @@ itest('routing: one subscription per edge; a user on two edges gets everything o
   assert.deepEqual(bodiesOn(ch1).slice(3), ['edge 1 only']);
   assert.deepEqual(bodiesOn(ch2), ['both 1', 'both 2', 'both 3'], 'nothing published to an edge the user left');
   t.diagnostic(`envelopes on edge 1: ${tap.messages.filter(([c]) => c === ch1).length}, on edge 2: ${tap.messages.filter(([c]) => c === ch2).length}`);
+});
+
+// What an edge sends to a worker that no longer holds the user (its session
+// moved while the edge still named the old worker) is passed on to the
+// worker the lease names: injected here as such a stale envelope on the
+// other worker's channel.
+itest('routing: a chat that reaches a worker not holding the user is passed on to the holder', async (t, stack) => {
+  const b = await startBridge(stack, { workers: 2 });
+  const logins = await redisSubscriber(stack, b.redis.port, 'imb:w:*');
+  const bob = await b.desktop('bob');
+  const alice = await b.loginPhone('alice');
+  const [, raw] = await logins.next((c, p) => p.includes('"login"') && p.includes('alice@localhost'));
+  const { edge, dev } = JSON.parse(raw);
+  const holder = String(await b.redis.command('GET', 'imb:lease:alice@localhost')).split(' ')[0];
+  const workers = Object.keys(Object.fromEntries(
+    (await b.redis.command('HGETALL', 'imb:workers')).flatMap((v, i, a) => (i % 2 ? [] : [[v, a[i + 1]]]))));
+  const other = workers.find((w) => w !== holder);
+  assert.ok(holder && other, `workers ${workers}, holder ${holder}`);
+  const env = { v: 1, type: 'chat', ts: Date.now(), from: 'alice@localhost', to: 'bob@localhost', body: 'through the old worker', id: 'relay-1', edge, dev };
+  assert.equal(await b.redis.command('PUBLISH', `imb:w:${other}`, JSON.stringify(env)), 1);
+  const m = await bob.nextMessage((x) => x.body === 'through the old worker');
+  assert.equal(m.from.split('/')[0], 'alice@localhost');
+  await alice.next({ t: 'ack', id: 'relay-1' });
+  t.diagnostic(`holder ${holder}, stale worker ${other}: passed on once, delivered to bob, acked to the phone`);
 });

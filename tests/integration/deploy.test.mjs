@@ -298,12 +298,12 @@ itest('imtap prints login and chat envelopes live and never a password or sealed
     const carol = await b.loginPhone('carol'); // someone else, for the filter
     await carol.msg('bob@localhost', 'carol talks');
 
-    // Line mode: login on w:, chat on x:, and on the edge's e: the login_ok,
-    // the ack and the chat back.
+    // Line mode: login and chat on the worker's w:, and on the edge's e:
+    // the login_ok, the ack and the chat back.
     const want = [
       / w:\S+ login tapper@localhost -> - .*cred=<sealed>/,
       / e:\S+ login_ok - -> tapper@localhost /,
-      / x:tapper@localhost chat tapper@localhost -> bob@localhost .*body="tap me if you can" .*id=tap-1/,
+      / w:\S+ chat tapper@localhost -> bob@localhost .*body="tap me if you can" .*id=tap-1/,
       / e:\S+ ack - -> tapper@localhost .*ids=tap-1/,
       / e:\S+ chat bob@localhost\/\S+ -> tapper@localhost .*body="and back to the phone"/,
     ];
@@ -318,7 +318,7 @@ itest('imtap prints login and chat envelopes live and never a password or sealed
     const objs = tapJson.lines('stdout').filter(Boolean).map((l) => JSON.parse(l));
     for (const o of objs) {
       assert.equal(typeof o.rx, 'number');
-      assert.match(o.channel, /^imb:[wxe]:/);
+      assert.match(o.channel, /^imb:[we]:/);
       assert.ok(['login', 'login_ok', 'chat', 'ack'].includes(o.env.type), JSON.stringify(o));
       const who = [o.channel.split(':').slice(2).join(':'), o.env.from, o.env.to, o.env.jid].map((x) => bareJid(x ?? ''));
       assert.ok(who.includes('tapper@localhost'), `filtered to tapper: ${JSON.stringify(o)}`);
@@ -395,10 +395,10 @@ itest('the Redis ACL users of docs/DEPLOY.md: services confined to imb:*, a tap 
     await bob.nextMessage({ body: 'under ACL' });
     await bob.send('alice@localhost', 'back under ACL');
     await alice.nextMsg({ body: 'back under ACL' });
-    await tap.waitForLines(/ x:alice@localhost chat .*body="under ACL"/, { stream: 'stdout' });
+    await tap.waitForLines(/ w:\S+ chat alice@localhost .*body="under ACL"/, { stream: 'stdout' });
     // The tap user cannot publish or read keys.
     const replies = await rawCommands(redis.port, [['AUTH', 'imtap', 'tap-pw-51c2'],
-      ['PUBLISH', 'imb:x:alice@localhost', '{}'], ['GET', 'imb:lease:alice@localhost']]);
+      ['PUBLISH', 'imb:w:w0', '{}'], ['GET', 'imb:lease:alice@localhost']]);
     assert.deepEqual(replies.map((r) => r.split(' ')[0]), ['+OK', '-NOPERM', '-NOPERM'], replies.join(' | '));
   });
 

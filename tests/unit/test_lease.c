@@ -84,9 +84,9 @@ static long long ack(const char *dev, long long upto, long long now)
     if (e && e->type == REDIS_REPLY_STRING)
         snprintf(epoch, sizeof(epoch), "%s", e->str);
     freeReplyObject(e);
-    const char *argv[] = {"EVAL", ACK, "3", "t:inbox:u", "t:cursor:u", "t:seq:u", u, dev, t,
-                          "100000", "t:x:u", "u@localhost", epoch};
-    redisReply *r = redisCommandArgv(cli, 13, argv, NULL);
+    const char *argv[] = {"EVAL", ACK, "4", "t:inbox:u", "t:cursor:u", "t:seq:u", "t:lease:u",
+                          u, dev, t, "100000", "t:w:", "u@localhost", epoch};
+    redisReply *r = redisCommandArgv(cli, 14, argv, NULL);
     long long low = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -99;
     freeReplyObject(r);
     return low;
@@ -234,9 +234,9 @@ TEST(deliver_a_batch_then_acks)
      * new one. */
     CHECK_EQ_INT(deliver_n("A 1", "", NULL, 3, false), 5);
     char u[8] = "7", t[8] = "2000";
-    const char *argv[] = {"EVAL", ACK, "3", "t:inbox:u", "t:cursor:u", "t:seq:u", u, "p1", t,
-                          "100000", "t:x:u", "u@localhost", "0ldepoch0000"};
-    redisReply *r2 = redisCommandArgv(cli, 13, argv, NULL);
+    const char *argv[] = {"EVAL", ACK, "4", "t:inbox:u", "t:cursor:u", "t:seq:u", "t:lease:u",
+                          u, "p1", t, "100000", "t:w:", "u@localhost", "0ldepoch0000"};
+    redisReply *r2 = redisCommandArgv(cli, 14, argv, NULL);
     CHECK(r2 && r2->type == REDIS_REPLY_INTEGER && r2->integer == -1);
     freeReplyObject(r2);
     CHECK_EQ_INT(zcard(), 3);
@@ -246,13 +246,15 @@ TEST(ack_tells_the_session_only_when_a_receipt_is_owed)
 {
     cmd("FLUSHALL");
     redisContext *sub = redisConnect("127.0.0.1", cli->tcp.port);
-    freeReplyObject(redisCommand(sub, "SUBSCRIBE t:x:u"));
+    /* The news goes to the worker the lease names ("A"). */
+    freeReplyObject(redisCommand(sub, "SUBSCRIBE t:w:A"));
+    freeReplyObject(redisCommand(cli, "SET t:lease:u %s", "A 1"));
     CHECK_EQ_INT(deliver_n("A 1", "", NULL, 2, false), 1); /* 1, 2: no receipt */
     ack("p1", 2, 1000);   /* nothing owed: no message */
     CHECK_EQ_INT(deliver_n("A 1", "", NULL, 2, true), 3);  /* 4 asks for one */
     ack("p1", 4, 1001);   /* passes 4: the session hears of it */
     ack("p1", 4, 1002);   /* again: not twice */
-    freeReplyObject(redisCommand(cli, "PUBLISH t:x:u end"));
+    freeReplyObject(redisCommand(cli, "PUBLISH t:w:A end"));
     void *reply;
     CHECK(redisGetReply(sub, &reply) == REDIS_OK);
     redisReply *r = reply;
