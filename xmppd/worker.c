@@ -831,7 +831,7 @@ static void dispatch_env(struct worker *w, const char *channel, struct env *e,
         return;
     }
     struct session *s = strmap_get(&w->sessions, jid);
-    if (!s) {
+    if (!s || s->lease_lost) { /* (one that lost the user is closing) */
         relay(w, jid, json_incref(e->obj), false);
         return;
     }
