@@ -117,7 +117,8 @@ void worker_publish(struct worker *w, const char *kind, const char *id,
  * An edge subscribes to one channel, "<prefix>:e:<edge>", however many
  * users it serves; an envelope names its user in "to". An answer to one
  * device ("edge" and "dev" set) goes to that device's edge alone, the rest
- * to each edge holding one of the session's devices. With no phone
+ * to each edge holding one of the session's devices or a login waiting
+ * for it. With no phone
  * attached nothing is published: what is stored waits in the inbox for the
  * next login, and the rest was news for nobody. */
 
@@ -165,6 +166,11 @@ void worker_phone_channels(struct worker *w, const struct session *s,
     for (struct strmap_entry *d = strmap_first(&s->devices, &it); d;
          d = strmap_next(&s->devices, &it))
         add_edge(w, out, n, d->key, strcspn(d->key, "/")); /* "edge/dev" */
+    /* And the phones whose login waits for the session: a session that
+     * ends before answering them (a bridge stopping) must tell their
+     * edges, which re-open it elsewhere. */
+    for (const struct waiter *wt = s->waiters; wt; wt = wt->next)
+        add_edge(w, out, n, wt->edge, strlen(wt->edge));
 }
 
 void worker_to_phones(struct worker *w, const struct session *s, struct env *e,

@@ -397,7 +397,8 @@ void worker_publish(struct worker *w, const char *kind, const char *id,
                     struct env *e);
 /* The channels of the edges that hold the phones e is for, space-separated
  * in out ("" for none): the edge of e's "edge" and "dev" when set (an answer
- * to one device), else of each device of s (s may be NULL). */
+ * to one device), else of each device of s and each login waiting for s
+ * (s may be NULL). */
 #define WORKER_CHANNELS_MAX 2048
 void worker_phone_channels(struct worker *w, const struct session *s,
                            const struct env *e, char *out, size_t n);
