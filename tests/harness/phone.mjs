@@ -1,7 +1,92 @@
 // PhoneClient: a TCP client speaking phone protocol v1 (4-byte big-endian
 // length + UTF-8 JSON object), written from docs/spec, independent of the C code.
+import fs from 'node:fs';
 import net from 'node:net';
+import { createRequire } from 'node:module';
 import { HOST, toPredicate, uniqueId, withTimeout } from './util.mjs';
+
+// ---------------------------------------------------------------------------
+// Protocol conformance: every frame a PhoneClient receives is checked against
+// docs/protocol.schema.json (#/$defs/server), every frame it sends with
+// send() against #/$defs/client. A received frame that fails is a protocol
+// violation of the server; a sent one that fails must be refused by the
+// server (error bad_frame, unknown_type, bad_version or too_big: tests send
+// invalid frames on purpose), else the schema and the server disagree.
+// runWithStack (stack.mjs) fails a test that leaves either behind.
+
+export const SCHEMA_FILE = new URL('../../docs/protocol.schema.json', import.meta.url);
+let compiled = null; // { ajv, server, client, schema }
+
+/** The compiled schema: { ajv, schema, server(frame), client(frame) } (ajv validators). */
+export function protocolSchema() {
+  if (!compiled) {
+    const Ajv2020 = createRequire(import.meta.url)('ajv/dist/2020.js');
+    const ajv = new Ajv2020({ allErrors: true, strict: true });
+    const schema = JSON.parse(fs.readFileSync(SCHEMA_FILE, 'utf8'));
+    ajv.addSchema(schema);
+    compiled = {
+      ajv,
+      schema,
+      server: ajv.getSchema(`${schema.$id}#/$defs/server`),
+      client: ajv.getSchema(`${schema.$id}#/$defs/client`),
+    };
+  }
+  return compiled;
+}
+
+/** null if frame is a valid frame of side ('server' | 'client'), else the
+ *  schema's complaints as one line. */
+export function frameProblems(side, frame) {
+  const v = protocolSchema()[side];
+  if (v(frame)) return null;
+  // The dispatch's own "must match then" adds nothing to the frame's errors.
+  return v.errors.filter((e) => e.keyword !== 'if')
+    .map((e) => `${e.instancePath || '/'} ${e.message}${e.params?.allowedValues ? ` ${JSON.stringify(e.params.allowedValues)}` : ''}` +
+      `${e.params?.additionalProperty ? ` (${e.params.additionalProperty})` : ''}`)
+    .join('; ');
+}
+
+// Every frame received that fails the schema, as { phone, frame, problems },
+// and every PhoneClient made: read by runWithStack (protocolCheck).
+const violations = [];
+const phones = [];
+// Error codes with which the server refuses a frame it cannot take.
+const REFUSALS = new Set(['bad_frame', 'unknown_type', 'bad_version', 'too_big']);
+const secret = (k, v) => (k === 'pass' || k === 'token' ? '***' : v);
+const cut = (s) => (s.length > 600 ? `${s.slice(0, 600)}... (${s.length} chars)` : s);
+
+/** Where the bookkeeping stands: hand it to protocolCheck. */
+export function protocolMark() {
+  return { violations: violations.length, phones: phones.length, counts: { ...protocolCounts } };
+}
+
+/** Frames validated so far (received, sent): for a test's figures. */
+export const protocolCounts = { received: 0, sent: 0, sentInvalid: 0, refused: 0 };
+
+/**
+ * The protocol problems since mark (protocolMark()): frames received that
+ * fail the schema, and frames sent that fail it without the server refusing
+ * them. A sent frame's refusal may still be on its way: waits up to waitMs
+ * for it on a connection still open. Forgets the phones made since mark.
+ */
+export async function protocolCheck(mark, { waitMs = 1000 } = {}) {
+  const mine = phones.slice(mark.phones);
+  const deadline = Date.now() + waitMs;
+  while (Date.now() < deadline && mine.some((p) => p._unrefused.length && !p.isClosed)) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const out = violations.slice(mark.violations)
+    .map((v) => `${v.phone} received a frame the schema refuses: ${cut(v.frame)} -- ${v.problems}`);
+  for (const p of mine) {
+    for (const u of p._unrefused) {
+      out.push(`${p.name} sent a frame the schema refuses and the server took it: ` +
+        `${cut(JSON.stringify(u.frame, secret))} -- ${u.problems}`);
+    }
+  }
+  phones.length = mark.phones;
+  violations.length = mark.violations;
+  return out;
+}
 
 /** Encode a frame: obj (serialized as JSON) or a string/Buffer payload sent as is. */
 export function encodeFrame(payload) {
@@ -26,6 +111,8 @@ export class PhoneClient {
     this.protocolErrors = []; // frames from the server that were not valid JSON objects
     this.jid = null;
     this.welcome = null;
+    this._unrefused = [];    // sent frames the schema refuses, not refused by the server yet
+    phones.push(this);
     this.closed = new Promise((resolve) => {
       socket.on('close', (hadError) => {
         this.isClosed = true;
@@ -71,7 +158,16 @@ export class PhoneClient {
       }
       if (f === null || typeof f !== 'object' || Array.isArray(f) || typeof f.t !== 'string') {
         this.protocolErrors.push(payload);
+        violations.push({ phone: this.name, frame: payload, problems: 'not a JSON object with a string "t"' });
         f = { t: '__invalid__', raw: payload };
+      } else {
+        protocolCounts.received++;
+        const problems = frameProblems('server', f);
+        if (problems) violations.push({ phone: this.name, frame: payload, problems });
+        if (f.t === 'error' && REFUSALS.has(f.code) && this._unrefused.length) {
+          this._unrefused.shift();
+          protocolCounts.refused++;
+        }
       }
       f.__at = Date.now();
       Object.defineProperty(f, '__at', { enumerable: false });
@@ -94,9 +190,16 @@ export class PhoneClient {
     }
   }
 
-  /** Send an object as one frame. */
+  /** Send an object as one frame. It is checked against the schema: one
+   *  that fails must be refused by the server (see protocolCheck). */
   send(obj) {
     this.sent.push(obj);
+    protocolCounts.sent++;
+    const problems = frameProblems('client', obj);
+    if (problems) {
+      protocolCounts.sentInvalid++;
+      this._unrefused.push({ frame: obj, problems });
+    }
     this.socket.write(encodeFrame(obj));
   }
 
