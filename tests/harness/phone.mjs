@@ -57,11 +57,23 @@ const cut = (s) => (s.length > 600 ? `${s.slice(0, 600)}... (${s.length} chars)`
 
 /** Where the bookkeeping stands: hand it to protocolCheck. */
 export function protocolMark() {
-  return { violations: violations.length, phones: phones.length, counts: { ...protocolCounts } };
+  return { violations: violations.length, phones: phones.length, counts: snapshot() };
 }
 
-/** Frames validated so far (received, sent): for a test's figures. */
-export const protocolCounts = { received: 0, sent: 0, sentInvalid: 0, refused: 0 };
+/** Frames validated so far: received (and by "t"), sent with send(), sent
+ *  ones the schema refuses, and of those the ones the server refused. */
+export const protocolCounts = { received: 0, sent: 0, sentInvalid: 0, refused: 0, types: {} };
+const snapshot = () => ({ ...protocolCounts, types: { ...protocolCounts.types } });
+
+/** One line of figures: the frames validated since mark. */
+export function protocolSummary(mark) {
+  const a = mark.counts, b = protocolCounts;
+  const types = Object.entries(b.types).map(([k, v]) => [k, v - (a.types[k] ?? 0)]).filter(([, v]) => v > 0)
+    .sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k}:${v}`).join(' ');
+  return `protocol schema: ${b.received - a.received} frames received valid-checked (${types || 'none'}), ` +
+    `${b.sent - a.sent} sent, ${b.sentInvalid - a.sentInvalid} of them invalid on purpose, ` +
+    `${b.refused - a.refused} refused by the server`;
+}
 
 /**
  * The protocol problems since mark (protocolMark()): frames received that
@@ -70,6 +82,7 @@ export const protocolCounts = { received: 0, sent: 0, sentInvalid: 0, refused: 0
  * for it on a connection still open. Forgets the phones made since mark.
  */
 export async function protocolCheck(mark, { waitMs = 1000 } = {}) {
+  if (mark.done) return [];
   const mine = phones.slice(mark.phones);
   const deadline = Date.now() + waitMs;
   while (Date.now() < deadline && mine.some((p) => p._unrefused.length && !p.isClosed)) {
@@ -85,6 +98,7 @@ export async function protocolCheck(mark, { waitMs = 1000 } = {}) {
   }
   phones.length = mark.phones;
   violations.length = mark.violations;
+  mark.done = true;
   return out;
 }
 
@@ -162,6 +176,7 @@ export class PhoneClient {
         f = { t: '__invalid__', raw: payload };
       } else {
         protocolCounts.received++;
+        protocolCounts.types[f.t] = (protocolCounts.types[f.t] ?? 0) + 1;
         const problems = frameProblems('server', f);
         if (problems) violations.push({ phone: this.name, frame: payload, problems });
         if (f.t === 'error' && REFUSALS.has(f.code) && this._unrefused.length) {

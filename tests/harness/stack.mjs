@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { sleep, withTimeout } from './util.mjs';
-import { frameProblems, protocolCheck, protocolMark } from './phone.mjs';
+import { frameProblems, protocolCheck, protocolMark, protocolSummary } from './phone.mjs';
 
 const MAX_LOG = 4 * 1024 * 1024; // keep at most this many chars of each stream
 
@@ -422,6 +422,7 @@ export async function runWithStack(t, fn, name = t?.name ?? 'stack', { protocol 
   try {
     const result = await fn(s);
     const late = protocol ? await protocolCheck(mark) : [];
+    if (protocol && typeof t?.diagnostic === 'function') t.diagnostic(protocolSummary(mark));
     await s.cleanup();
     const problems = uncleanExits(s);
     if (problems.length) throw new Error(`unclean exit: ${problems.join('; ')}`);
