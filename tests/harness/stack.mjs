@@ -432,7 +432,10 @@ export async function runWithStack(t, fn, name = t?.name ?? 'stack', { protocol 
     }
     return result;
   } catch (e) {
-    const rep = s.report().replace(/\t/g, '  ');
+    // A test that failed otherwise still shows its protocol violations.
+    const late = protocol ? await protocolCheck(mark, { waitMs: 0 }) : [];
+    const rep = (late.length ? `protocol violations (docs/protocol.schema.json):\n  ${late.join('\n  ')}\n` : '') +
+      s.report().replace(/\t/g, '  ');
     if (t && typeof t.diagnostic === 'function') {
       for (const line of rep.split('\n')) t.diagnostic(line);
     } else {
