@@ -16,7 +16,8 @@ if ! command -v node >/dev/null 2>&1; then
     exit 1
 fi
 
-if [ ! -d tests/node_modules/@xmpp/client ] || [ ! -d tests/node_modules/puppeteer-core ]; then
+if [ ! -d tests/node_modules/@xmpp/client ] || [ ! -d tests/node_modules/puppeteer-core ] ||
+   [ ! -d tests/node_modules/ajv ]; then
     if [ -f tests/package-lock.json ]; then
         (cd tests && npm ci --no-audit --no-fund --loglevel=error)
     else

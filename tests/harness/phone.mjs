@@ -1,7 +1,134 @@
 // PhoneClient: a TCP client speaking phone protocol v1 (4-byte big-endian
 // length + UTF-8 JSON object), written from docs/spec, independent of the C code.
+import fs from 'node:fs';
 import net from 'node:net';
+import { createRequire } from 'node:module';
 import { HOST, toPredicate, uniqueId, withTimeout } from './util.mjs';
+
+// ---------------------------------------------------------------------------
+// Protocol conformance: every frame a PhoneClient receives is checked against
+// docs/protocol.schema.json (#/$defs/server), every frame it sends with
+// send() against #/$defs/client. A received frame that fails is a protocol
+// violation of the server; a sent one that fails must be refused by the
+// server (error bad_frame, unknown_type, bad_version or too_big: tests send
+// invalid frames on purpose), else the schema and the server disagree.
+// runWithStack (stack.mjs) fails a test that leaves either behind.
+
+export const SCHEMA_FILE = new URL('../../docs/protocol.schema.json', import.meta.url);
+let loaded = null; // { schema, fast, full, byType }
+
+// Two ajv instances: one stopping at the first error, compiled per frame
+// type on first use (cheap: a test file pays for the types it sees), and
+// one collecting every error, for the report of a frame that failed.
+function load() {
+  if (!loaded) {
+    const Ajv2020 = createRequire(import.meta.url)('ajv/dist/2020.js');
+    const schema = JSON.parse(fs.readFileSync(SCHEMA_FILE, 'utf8'));
+    const fast = new Ajv2020({ strict: true, validateSchema: false }); // (schema.test.mjs validates it)
+    fast.addSchema(schema);
+    loaded = { schema, fast, full: null, byType: { server: new Map(), client: new Map() } };
+  }
+  return loaded;
+}
+
+function fullAjv() {
+  const l = load();
+  if (!l.full) {
+    const Ajv2020 = createRequire(import.meta.url)('ajv/dist/2020.js');
+    l.full = new Ajv2020({ allErrors: true, strict: true, validateSchema: false });
+    l.full.addSchema(l.schema);
+  }
+  return l.full;
+}
+
+/** The whole schema, compiled: { ajv, schema, server(frame), client(frame) }
+ *  (ajv validators of any frame of each side, dispatching on "t"). */
+export function protocolSchema() {
+  const { schema } = load();
+  const ajv = fullAjv();
+  return {
+    ajv,
+    schema,
+    server: ajv.getSchema(`${schema.$id}#/$defs/server`),
+    client: ajv.getSchema(`${schema.$id}#/$defs/client`),
+  };
+}
+
+/** null if frame is a valid frame of side ('server' | 'client'), else the
+ *  schema's complaints as one line. */
+export function frameProblems(side, frame) {
+  const { schema, fast, byType } = load();
+  const t = frame?.t;
+  if (typeof t !== 'string' || !Object.hasOwn(schema.$defs[side].$defs, t)) {
+    return `/t ${JSON.stringify(t)} is no ${side} frame type`;
+  }
+  const ref = `${schema.$id}#/$defs/${side}/$defs/${t}`;
+  let v = byType[side].get(t);
+  if (!v) byType[side].set(t, (v = fast.getSchema(ref)));
+  if (v(frame)) return null;
+  const full = fullAjv().getSchema(ref);
+  full(frame);
+  return (full.errors ?? v.errors).map((e) => `${e.instancePath || '/'} ${e.message}` +
+    `${e.params?.allowedValues ? ` ${JSON.stringify(e.params.allowedValues)}` : ''}` +
+    `${e.params?.additionalProperty ? ` (${e.params.additionalProperty})` : ''}`)
+    .join('; ');
+}
+
+// Every frame received that fails the schema, as { phone, frame, problems },
+// and every PhoneClient made: read by runWithStack (protocolCheck).
+const violations = [];
+const phones = [];
+// Error codes with which the server refuses a frame it cannot take.
+const REFUSALS = new Set(['bad_frame', 'unknown_type', 'bad_version', 'too_big']);
+const secret = (k, v) => (k === 'pass' || k === 'token' ? '***' : v);
+const cut = (s) => (s.length > 600 ? `${s.slice(0, 600)}... (${s.length} chars)` : s);
+
+/** Where the bookkeeping stands: hand it to protocolCheck. */
+export function protocolMark() {
+  return { violations: violations.length, phones: phones.length, counts: snapshot() };
+}
+
+/** Frames validated so far: received (and by "t"), sent with send(), sent
+ *  ones the schema refuses, and of those the ones the server refused. */
+export const protocolCounts = { received: 0, sent: 0, sentInvalid: 0, refused: 0, types: {} };
+const snapshot = () => ({ ...protocolCounts, types: { ...protocolCounts.types } });
+
+/** One line of figures: the frames validated since mark. */
+export function protocolSummary(mark) {
+  const a = mark.counts, b = protocolCounts;
+  const types = Object.entries(b.types).map(([k, v]) => [k, v - (a.types[k] ?? 0)]).filter(([, v]) => v > 0)
+    .sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k}:${v}`).join(' ');
+  return `protocol schema: ${b.received - a.received} frames received and checked (${types || 'none'}), ` +
+    `${b.sent - a.sent} sent, ${b.sentInvalid - a.sentInvalid} of them invalid on purpose, ` +
+    `${b.refused - a.refused} refused by the server`;
+}
+
+/**
+ * The protocol problems since mark (protocolMark()): frames received that
+ * fail the schema, and frames sent that fail it without the server refusing
+ * them. A sent frame's refusal may still be on its way: waits up to waitMs
+ * for it on a connection still open. Forgets the phones made since mark.
+ */
+export async function protocolCheck(mark, { waitMs = 1000 } = {}) {
+  if (mark.done) return [];
+  const mine = phones.slice(mark.phones);
+  const deadline = Date.now() + waitMs;
+  while (Date.now() < deadline && mine.some((p) => p._unrefused.length && !p.isClosed)) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const out = violations.slice(mark.violations)
+    .map((v) => `${v.phone} received a frame the schema refuses: ${cut(v.frame)} -- ${v.problems}`);
+  for (const p of mine) {
+    for (const u of p._unrefused) {
+      out.push(`${p.name} sent a frame the schema refuses and the server took it: ` +
+        `${cut(JSON.stringify(u.frame, secret))} -- ${u.problems}`);
+    }
+  }
+  phones.length = mark.phones;
+  violations.length = mark.violations;
+  mark.done = true;
+  return out;
+}
 
 /** Encode a frame: obj (serialized as JSON) or a string/Buffer payload sent as is. */
 export function encodeFrame(payload) {
@@ -26,6 +153,8 @@ export class PhoneClient {
     this.protocolErrors = []; // frames from the server that were not valid JSON objects
     this.jid = null;
     this.welcome = null;
+    this._unrefused = [];    // sent frames the schema refuses, not refused by the server yet
+    phones.push(this);
     this.closed = new Promise((resolve) => {
       socket.on('close', (hadError) => {
         this.isClosed = true;
@@ -71,7 +200,17 @@ export class PhoneClient {
       }
       if (f === null || typeof f !== 'object' || Array.isArray(f) || typeof f.t !== 'string') {
         this.protocolErrors.push(payload);
+        violations.push({ phone: this.name, frame: payload, problems: 'not a JSON object with a string "t"' });
         f = { t: '__invalid__', raw: payload };
+      } else {
+        protocolCounts.received++;
+        protocolCounts.types[f.t] = (protocolCounts.types[f.t] ?? 0) + 1;
+        const problems = frameProblems('server', f);
+        if (problems) violations.push({ phone: this.name, frame: payload, problems });
+        if (f.t === 'error' && REFUSALS.has(f.code) && this._unrefused.length) {
+          this._unrefused.shift();
+          protocolCounts.refused++;
+        }
       }
       f.__at = Date.now();
       Object.defineProperty(f, '__at', { enumerable: false });
@@ -94,9 +233,16 @@ export class PhoneClient {
     }
   }
 
-  /** Send an object as one frame. */
+  /** Send an object as one frame. It is checked against the schema: one
+   *  that fails must be refused by the server (see protocolCheck). */
   send(obj) {
     this.sent.push(obj);
+    protocolCounts.sent++;
+    const problems = frameProblems('client', obj);
+    if (problems) {
+      protocolCounts.sentInvalid++;
+      this._unrefused.push({ frame: obj, problems });
+    }
     this.socket.write(encodeFrame(obj));
   }
 

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { sleep, withTimeout } from './util.mjs';
+import { frameProblems, protocolCheck, protocolMark, protocolSummary } from './phone.mjs';
 
 const MAX_LOG = 4 * 1024 * 1024; // keep at most this many chars of each stream
 
@@ -389,21 +390,52 @@ export function stackFor(t, name = t?.name ?? 'stack') {
   return s;
 }
 
+/** The frames an `imcat --json` printed (one received frame per stdout
+ *  line) that fail the protocol schema (docs/protocol.schema.json). */
+function imcatProblems(stack) {
+  const out = [];
+  for (const p of stack.procs) {
+    if (!/^imcat/.test(p.name) || !p.args?.includes('--json')) continue;
+    for (const line of (p.stdout ?? '').split('\n')) {
+      let f;
+      try { f = JSON.parse(line); } catch { continue; }
+      if (f === null || typeof f !== 'object' || Array.isArray(f)) continue;
+      const problems = frameProblems('server', f);
+      if (problems) out.push(`${p.name} printed a frame the schema refuses: ${line} -- ${problems}`);
+    }
+  }
+  return out;
+}
+
 /**
  * Run `fn(stack)`; if it throws, attach the stack's diagnostics (process
  * stderr tails, client frame logs) to the test output (t.diagnostic and
- * stderr) and rethrow.  Always cleans up.
+ * stderr) and rethrow.  Always cleans up.  Unless opts.protocol is false
+ * (a test that talks to fakes, not to the project's servers), the test also
+ * fails when a phone received, or sent without the server refusing it, a
+ * frame that docs/protocol.schema.json refuses (phone.mjs: protocolCheck),
+ * or an imcat --json printed one.
  */
-export async function runWithStack(t, fn, name = t?.name ?? 'stack') {
+export async function runWithStack(t, fn, name = t?.name ?? 'stack', { protocol = true } = {}) {
   const s = stackFor(t, name);
+  const mark = protocolMark();
   try {
     const result = await fn(s);
+    const late = protocol ? await protocolCheck(mark) : [];
+    if (protocol && typeof t?.diagnostic === 'function') t.diagnostic(protocolSummary(mark));
     await s.cleanup();
     const problems = uncleanExits(s);
     if (problems.length) throw new Error(`unclean exit: ${problems.join('; ')}`);
+    const violations = protocol ? [...late, ...imcatProblems(s)] : [];
+    if (violations.length) {
+      throw new Error(`protocol violations (docs/protocol.schema.json), ${violations.length}:\n  ${violations.join('\n  ')}`);
+    }
     return result;
   } catch (e) {
-    const rep = s.report().replace(/\t/g, '  ');
+    // A test that failed otherwise still shows its protocol violations.
+    const late = protocol ? await protocolCheck(mark, { waitMs: 0 }) : [];
+    const rep = (late.length ? `protocol violations (docs/protocol.schema.json):\n  ${late.join('\n  ')}\n` : '') +
+      s.report().replace(/\t/g, '  ');
     if (t && typeof t.diagnostic === 'function') {
       for (const line of rep.split('\n')) t.diagnostic(line);
     } else {
@@ -412,6 +444,7 @@ export async function runWithStack(t, fn, name = t?.name ?? 'stack') {
     throw e;
   } finally {
     await s.cleanup();
+    await protocolCheck(mark, { waitMs: 0 }); // forget this test's phones
   }
 }
 
