@@ -58,10 +58,17 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PROGS := $(BIN)/imb-edge $(BIN)/imb-xmppd $(BIN)/imcat $(BIN)/imtap
 
+# The phone client library (client/, docs/CLIENT.md): the sans-I/O core, its
+# libevent adapter, a static library of both, and the example program (built
+# by `make all` so every build compiles it; not installed).
+CLIENT_OBJ  := $(BUILD)/client/imb_client.o $(BUILD)/client/imb_client_event.o
+CLIENT_LIB  := $(BUILD)/libimbclient.a
+CLIENT_PROGS := $(BIN)/imb-client-example
+
 .PHONY: all test unit integration run bench fuzz fuzz-build fuzz-regress clean deps install uninstall
 # Keep test objects: they are not throw-away intermediates.
 .SECONDARY:
-all: $(PROGS)
+all: $(PROGS) $(CLIENT_LIB) $(CLIENT_PROGS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -92,6 +99,17 @@ $(BIN)/imcat: $(BUILD)/tools/imcat.o $(COMMON_OBJ)
 $(BIN)/imtap: $(BUILD)/tools/imtap.o $(COMMON_OBJ)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(CLIENT_LIB): $(CLIENT_OBJ)
+	$(AR) rcs $@ $^
+
+$(BIN)/imb-client-example: $(BUILD)/client/example.o $(CLIENT_LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# The client's unit test links the core only (it needs no event loop).
+$(BUILD)/tests/unit/test_client.o: CFLAGS += -Iclient
+$(BUILD)/tests/test_client: $(BUILD)/client/imb_client.o
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/unit.o $(EDGE_LIB) $(XMPPD_LIB) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)

@@ -6,7 +6,6 @@
 #include "imb_client.h"
 
 #include <stdio.h>
-#include <sys/types.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,9 +106,19 @@ struct imb_client {
 
 /* ---- small helpers ---------------------------------------------------- */
 
+/* strdup is POSIX, not C11: the library builds with a bare C11 compiler. */
+static char *dupstr(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
 static char *dup_or_null(const char *s)
 {
-    return s ? strdup(s) : NULL;
+    return s ? dupstr(s) : NULL;
 }
 
 static uint64_t rnd(struct imb_client *c)
@@ -494,7 +503,7 @@ static void on_welcome(struct imb_client *c, json_t *f)
     c->hb_ms = (uint32_t)hb * 1000;
     c->max = (uint32_t)max;
     if (token && strlen(token) <= TOKEN_MAX) {
-        char *t = strdup(token);
+        char *t = dupstr(token);
         if (t) {
             free(c->token);
             c->token = t;
@@ -538,13 +547,13 @@ static void on_welcome(struct imb_client *c, json_t *f)
     }
 }
 
-static ssize_t outbox_find(const struct imb_client *c, const char *id)
+static long outbox_find(const struct imb_client *c, const char *id)
 {
     if (!id)
         return -1;
     for (size_t i = 0; i < c->ob_n; i++)
         if (strcmp(c->ob[i].id, id) == 0)
-            return (ssize_t)i;
+            return (long)i;
     return -1;
 }
 
@@ -565,7 +574,7 @@ static void on_error(struct imb_client *c, json_t *f)
     if (retry > 86400)
         retry = 86400;
     const char *id = sfield(f, "id");
-    ssize_t oi = outbox_find(c, id);
+    long oi = outbox_find(c, id);
     if (oi >= 0 && (strcmp(code, "unavailable") == 0 || strcmp(code, "rate_limited") == 0) &&
         c->ob[oi].tries < RETRY_TRIES) {
         /* Not refused: the bridge could not take it now. Send it again later. */
@@ -705,7 +714,7 @@ static void on_frame(struct imb_client *c, json_t *f)
         return;
     }
     if (strcmp(t, "ack") == 0) {
-        ssize_t i = outbox_find(c, sfield(f, "id"));
+        long i = outbox_find(c, sfield(f, "id"));
         if (i < 0)
             return; /* a second ack of a resent id, or not ours: nothing to do */
         outbox_remove(c, (size_t)i);
@@ -1060,7 +1069,7 @@ size_t imb_client_outbox_len(const struct imb_client *c)
 
 int imb_client_set_password(struct imb_client *c, const char *pass)
 {
-    char *p = pass ? strdup(pass) : NULL;
+    char *p = pass ? dupstr(pass) : NULL;
     if (!p)
         return -1;
     volatile char *w = c->pass;
@@ -1094,18 +1103,18 @@ struct imb_client *imb_client_new(const struct imb_client_opts *o)
     struct imb_client *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->jid = strdup(o->jid);
-    c->pass = strdup(o->pass);
+    c->jid = dupstr(o->jid);
+    c->pass = dupstr(o->pass);
     c->dev = dup_or_null(o->dev);
-    c->id_prefix = strdup(o->id_prefix ? o->id_prefix : "m");
-    c->token = o->token && strlen(o->token) <= TOKEN_MAX ? strdup(o->token) : NULL;
+    c->id_prefix = dupstr(o->id_prefix ? o->id_prefix : "m");
+    c->token = o->token && strlen(o->token) <= TOKEN_MAX ? dupstr(o->token) : NULL;
     c->edges = calloc(o->n_edges, sizeof *c->edges);
     if (!c->jid || !c->pass || (o->dev && !c->dev) || !c->id_prefix || !c->edges)
         goto fail;
     c->n_edges = o->n_edges;
     for (size_t i = 0; i < o->n_edges; i++) {
-        c->edges[i].host = strdup(o->edges[i].host);
-        c->edges[i].port = strdup(o->edges[i].port);
+        c->edges[i].host = dupstr(o->edges[i].host);
+        c->edges[i].port = dupstr(o->edges[i].port);
         c->edges[i].tls = o->edges[i].tls;
         if (!c->edges[i].host || !c->edges[i].port)
             goto fail;
