@@ -12,10 +12,10 @@
  *
  * Output lines (stdout), "key=value" after a word:
  *   connect edge=H:P attempt=N | disconnect reason=R retry_ms=N next=H:P
- *   logged-in jid=J hb=S | sync epoch=E seq=N missed=N reset=0|1
+ *   logged-in jid=J hb=S max=N resend=N | sync epoch=E seq=N missed=N reset=0|1
  *   sent id=I body=B | ack id=I | error code=C id=I msg=M
  *   msg seq=N from=F body=B | event t=T | bye reason=R
- *   done sent=N acked=N received=N duplicates=N connects=N
+ *   done sent=N acked=N received=N duplicates=N connects=N resent=N
  * Exit status: 0 done, 1 login refused or --timeout, 2 usage. */
 #include <getopt.h>
 #include <signal.h>
@@ -41,6 +41,7 @@ struct app {
     long sent;         /* messages handed to the library */
     long acked;
     long received;     /* distinct incoming messages */
+    long resent;       /* messages the library sent again after a welcome */
     long duplicates;   /* a seq printed before (must stay 0) */
     long expect;       /* --expect: incoming messages to wait for; -1: run until EOF */
     long connects;
@@ -113,7 +114,10 @@ static void on_event(void *arg, const struct imb_event *e)
         }
         break;
     case IMB_EV_LOGGED_IN:
-        printf("logged-in jid=%s hb=%u max=%u\n", e->jid, e->hb_s, e->max);
+        /* The outbox goes out again right after this event, same ids. */
+        a->resent += (long)imb_client_outbox_len(imb_client_ev_client(a->ev));
+        printf("logged-in jid=%s hb=%u max=%u resend=%zu\n", e->jid, e->hb_s, e->max,
+               imb_client_outbox_len(imb_client_ev_client(a->ev)));
         break;
     case IMB_EV_SYNC:
         printf("sync epoch=%s seq=%llu missed=%llu reset=%d\n", e->epoch, (unsigned long long)e->seq,
@@ -305,8 +309,8 @@ int main(int argc, char **argv)
     imb_client_ev_start(a.ev);
     event_base_dispatch(a.base);
 
-    printf("done sent=%ld acked=%ld received=%ld duplicates=%ld connects=%ld\n", a.sent, a.acked,
-           a.received, a.duplicates, a.connects);
+    printf("done sent=%ld acked=%ld received=%ld duplicates=%ld connects=%ld resent=%ld\n", a.sent,
+           a.acked, a.received, a.duplicates, a.connects, a.resent);
     fflush(stdout);
     if (a.in)
         bufferevent_free(a.in);

@@ -80,7 +80,15 @@ void imb_client_ev_flush(struct imb_client_ev *ev)
 static void set_error_from_bev(struct imb_client_ev *ev, short what)
 {
     unsigned long e = ev->bev ? bufferevent_get_openssl_error(ev->bev) : 0;
-    if (e) {
+    SSL *ssl = ev->bev ? bufferevent_openssl_get_ssl(ev->bev) : NULL;
+    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (e && vr != X509_V_OK) {
+        /* Say which check failed: the CA, the name, the dates... */
+        char ossl[96];
+        ERR_error_string_n(e, ossl, sizeof ossl);
+        snprintf(ev->last_error, sizeof ev->last_error, "%s (%s)", ossl,
+                 X509_verify_cert_error_string(vr));
+    } else if (e) {
         ERR_error_string_n(e, ev->last_error, sizeof ev->last_error);
     } else if (what & BEV_EVENT_EOF) {
         snprintf(ev->last_error, sizeof ev->last_error, "closed by the server");
