@@ -195,19 +195,20 @@ uninstall:
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_DIR     := build/fuzz
-FUZZ_NAMES   := frame envelope stanza
+FUZZ_NAMES   := frame envelope stanza client
 FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
 FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
                 -Wno-unused-parameter -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-                -Icommon -Iedge -Ixmppd $(PKG_CFLAGS)
+                -Icommon -Iedge -Ixmppd -Iclient $(PKG_CFLAGS)
 FUZZ_LIBS    := $(PKG_LIBS) -lm
 FUZZ_OPTS    := -timeout=10 -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1
-FUZZ_HDRS    := $(wildcard common/*.h edge/*.h xmppd/*.h)
+FUZZ_HDRS    := $(wildcard common/*.h edge/*.h xmppd/*.h client/*.h)
 
 FUZZ_SRC_frame    := common/frame.c edge/phone.c common/proto.c common/schema.c common/jid.c common/util.c
 FUZZ_SRC_envelope := common/envelope.c common/proto.c common/schema.c common/jid.c common/seal.c common/util.c
 FUZZ_SRC_stanza   := xmppd/stanza.c common/envelope.c common/schema.c common/jid.c common/util.c
+FUZZ_SRC_client   := client/imb_client.c
 
 .SECONDEXPANSION:
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRC_$$*) $(FUZZ_HDRS)
