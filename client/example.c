@@ -7,7 +7,9 @@
  *   imb-client-example --edge 127.0.0.1:7222 [--edge host:port ...] [--tls]
  *       [--cafile ca.pem] --user alice@example.com [--dev pixel7]
  *       --to bob@example.com [--send N] [--interval MS] [--expect N]
- *       [--backoff MS] [--timeout MS]
+ *       [--backoff MS] [--timeout MS] [--ack-every N]
+ *   --ack-every N: the app "stores" incoming messages in batches of N and
+ *   acknowledges each batch (manual_ack); by default the library acks each.
  *   The password comes from $IMB_PASSWORD (never from the command line).
  *
  * Output lines (stdout), "key=value" after a word:
@@ -51,6 +53,8 @@ struct app {
     uint64_t max_seq;  /* highest seq printed, for the duplicate count */
     struct event *send_timer;
     long interval_ms;  /* --interval: between numbered messages */
+    long ack_every;    /* --ack-every: store (ack) in batches of this many; 0: the library acks each */
+    long unacked;      /* received since the last imb_client_ack */
     struct bufferevent *in; /* stdin lines */
 };
 
@@ -68,6 +72,8 @@ static void maybe_finish(struct app *a)
     bool sent_all = a->sent >= a->send_total && (a->send_total > 0 || a->stdin_eof || !a->in);
     if (sent_all && a->acked >= a->sent && a->received >= a->expect) {
         a->stopping = true;
+        if (a->ack_every > 0) /* the rest of the last batch */
+            imb_client_ack(imb_client_ev_client(a->ev), a->max_seq);
         imb_client_logout(imb_client_ev_client(a->ev), imb_client_ev_now());
         imb_client_ev_flush(a->ev);
     }
@@ -131,6 +137,10 @@ static void on_event(void *arg, const struct imb_event *e)
         else
             a->max_seq = e->seq;
         a->received++;
+        if (a->ack_every > 0 && ++a->unacked >= a->ack_every) {
+            imb_client_ack(imb_client_ev_client(a->ev), e->seq);
+            a->unacked = 0;
+        }
         printf("msg seq=%llu", (unsigned long long)e->seq);
         print_field("from", e->from);
         print_field("body", e->body);
@@ -219,7 +229,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: imb-client-example --edge HOST:PORT [--edge ...] [--tls] [--cafile PEM]\n"
             "       --user JID --to JID [--dev LABEL] [--send N] [--interval MS] [--expect N]\n"
-            "       [--backoff MS] [--timeout MS]   (password in $IMB_PASSWORD)\n");
+            "       [--backoff MS] [--timeout MS] [--ack-every N]   (password in $IMB_PASSWORD)\n");
 }
 
 int main(int argc, char **argv)
@@ -230,7 +240,8 @@ int main(int argc, char **argv)
         {"dev", required_argument, 0, 'd'}, {"to", required_argument, 0, 't'},
         {"send", required_argument, 0, 's'}, {"interval", required_argument, 0, 'i'},
         {"expect", required_argument, 0, 'x'}, {"backoff", required_argument, 0, 'b'},
-        {"timeout", required_argument, 0, 'o'}, {0, 0, 0, 0},
+        {"timeout", required_argument, 0, 'o'}, {"ack-every", required_argument, 0, 'a'},
+        {0, 0, 0, 0},
     };
     struct imb_edge edges[MAX_EDGES];
     char *edge_copies[MAX_EDGES];
@@ -269,6 +280,7 @@ int main(int argc, char **argv)
         case 'x': a.expect = atol(optarg); break;
         case 'b': backoff = atol(optarg); break;
         case 'o': timeout = atol(optarg); break;
+        case 'a': a.ack_every = atol(optarg); break;
         default: usage(); return 2;
         }
     }
@@ -284,7 +296,8 @@ int main(int argc, char **argv)
     a.base = event_base_new();
     struct imb_client_opts o = {
         .jid = user, .pass = pass, .dev = dev, .edges = edges, .n_edges = n_edges,
-        .backoff_base_ms = (uint32_t)backoff, .on_event = on_event, .arg = &a,
+        .backoff_base_ms = (uint32_t)backoff, .manual_ack = a.ack_every > 0,
+        .on_event = on_event, .arg = &a,
     };
     char err[160];
     a.ev = imb_client_ev_new(a.base, &o, cafile, err, sizeof err);
