@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -314,10 +315,22 @@ int main(int argc, char **argv)
         struct timeval tv = {timeout / 1000, (timeout % 1000) * 1000};
         evtimer_add(to_ev, &tv);
     }
-    if (a.send_total == 0) {
+    struct stat st;
+    bool pollable = fstat(STDIN_FILENO, &st) == 0 &&
+                    (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || isatty(STDIN_FILENO));
+    if (a.send_total == 0 && !pollable) {
+        a.stdin_eof = true; /* a file or /dev/null cannot be polled: no input */
+        if (a.expect < 0)
+            a.expect = 0;   /* as at the end of input: log out once logged in */
+    }
+    if (a.send_total == 0 && pollable) {
         a.in = bufferevent_socket_new(a.base, STDIN_FILENO, 0);
         bufferevent_setcb(a.in, stdin_read, NULL, stdin_event, &a);
-        bufferevent_enable(a.in, EV_READ);
+        if (bufferevent_enable(a.in, EV_READ) != 0) {
+            bufferevent_free(a.in);
+            a.in = NULL;
+            a.stdin_eof = true;
+        }
     }
     imb_client_ev_start(a.ev);
     event_base_dispatch(a.base);
