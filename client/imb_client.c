@@ -530,7 +530,7 @@ static void on_welcome(struct imb_client *c, json_t *f)
     }
     for (size_t i = 0; i < c->ob_n;) {
         if (c->ob[i].len - HEADER > c->max) {
-            json_t *s = json_pack("{sssssss}", "t", "error", "code", "too_big", "id", c->ob[i].id,
+            json_t *s = json_pack("{ssssssss}", "t", "error", "code", "too_big", "id", c->ob[i].id,
                                   "msg", "the message does not fit the server's max");
             struct qev *x = s ? frame_event(c, IMB_EV_ERROR, s, "error") : NULL;
             if (x) {

@@ -848,6 +848,60 @@ TEST(client_manual_ack)
     imb_client_free(c);
 }
 
+/* A welcome with a smaller max than the outbox assumed: what no longer fits
+ * is answered locally (too_big), the rest goes out; a new message above max
+ * is refused at once. Feature frames come out as their events. */
+TEST(client_small_max_and_feature_frames)
+{
+    struct imb_client_opts o = base_opts();
+    struct recs rs = {.n = 0};
+    struct imb_client *c = imb_client_new(&o);
+    char big[200];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    CHECK_EQ_INT(imb_client_send_msg(c, "bob@localhost", big, false, "big", NULL, NULL, 0), 0);
+    CHECK_EQ_INT(imb_client_send_msg(c, "b@l", "s", true, "small", NULL, NULL, 0), 0);
+    imb_client_start(c, 0);
+    imb_client_connected(c, 0);
+    json_decref(written(c));
+    struct buf b = {.n = 0};
+    put(&b, "{\"t\":\"welcome\",\"v\":1,\"jid\":\"alice@localhost\",\"hb\":30,\"max\":64}");
+    imb_client_input(c, b.p, b.n, 1);
+    drain(c, &rs);
+    const struct rec *e = last(&rs, IMB_EV_ERROR);
+    CHECK(e && strcmp(e->code, "too_big") == 0 && strcmp(e->id, "big") == 0);
+    CHECK_EQ_INT(imb_client_outbox_len(c), 1);
+    json_t *w = written(c);
+    json_t *m = find(w, "msg");
+    CHECK(m && strcmp(json_string_value(json_object_get(m, "id")), "small") == 0);
+    CHECK(m && json_is_true(json_object_get(m, "group")));
+    json_decref(w);
+    char err[80] = "";
+    CHECK_EQ_INT(imb_client_send_msg(c, "bob@localhost", big, false, NULL, NULL, err, sizeof err), -1);
+    CHECK_EQ_STR(err, "message too big for the server's max");
+    /* Feature frames: answers and events of section 10. */
+    rs.n = 0;
+    b.n = 0;
+    put(&b, "{\"t\":\"ok\",\"id\":\"j1\"}");
+    put(&b, "{\"t\":\"typing\",\"from\":\"b@l/d\",\"state\":\"paused\"}");
+    put(&b, "{\"t\":\"sub\",\"seq\":1,\"from\":\"b@l\",\"type\":\"subscribe\"}");
+    put(&b, "{\"t\":\"roster\",\"id\":\"r\",\"items\":[]}");
+    imb_client_input(c, b.p, b.n, 2);
+    drain(c, &rs);
+    if (CHECK_EQ_INT(rs.n, 4)) {
+        CHECK_EQ_INT(rs.r[0].type, IMB_EV_OK);
+        CHECK_EQ_STR(rs.r[0].id, "j1");
+        CHECK_EQ_INT(rs.r[1].type, IMB_EV_TYPING);
+        CHECK_EQ_INT(rs.r[2].type, IMB_EV_FRAME);
+        CHECK_EQ_INT(rs.r[2].seq, 1); /* stored: counted and acked */
+        CHECK_EQ_STR(rs.r[3].t, "roster");
+    }
+    w = written(c);
+    CHECK_EQ_INT(json_integer_value(json_object_get(find(w, "ack"), "seq")), 1);
+    json_decref(w);
+    imb_client_free(c);
+}
+
 /* Callback mode: events arrive during the call; the callback may send. */
 struct cbstate {
     struct imb_client *c;
@@ -906,6 +960,7 @@ int main(void)
     RUN(client_bye_and_logout);
     RUN(client_outbox_errors_and_retries);
     RUN(client_manual_ack);
+    RUN(client_small_max_and_feature_frames);
     RUN(client_callback_mode);
     return unit_done();
 }
