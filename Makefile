@@ -1,6 +1,8 @@
 # imbridge - phone sockets (edge) <-> Redis pub/sub <-> XMPP sessions (xmppd).
 #
-#   make            build bin/imb-edge, bin/imb-xmppd, bin/imcat
+#   make            build bin/imb-edge, bin/imb-xmppd, bin/imcat, and the phone
+#                   client library (build/*/libimbclient.a) with its example,
+#                   bin/imb-client-example (docs/CLIENT.md)
 #   make test       install what is missing, build, run unit + integration tests
 #   make run        install what is missing, build, start a local stack
 #   make bench      benchmarks (never part of make test)
