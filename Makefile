@@ -1,6 +1,8 @@
 # imbridge - phone sockets (edge) <-> Redis pub/sub <-> XMPP sessions (xmppd).
 #
-#   make            build bin/imb-edge, bin/imb-xmppd, bin/imcat
+#   make            build bin/imb-edge, bin/imb-xmppd, bin/imcat, and the phone
+#                   client library (build/*/libimbclient.a) with its example,
+#                   bin/imb-client-example (docs/CLIENT.md)
 #   make test       install what is missing, build, run unit + integration tests
 #   make run        install what is missing, build, start a local stack
 #   make bench      benchmarks (never part of make test)
@@ -58,10 +60,17 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PROGS := $(BIN)/imb-edge $(BIN)/imb-xmppd $(BIN)/imcat $(BIN)/imtap
 
+# The phone client library (client/, docs/CLIENT.md): the sans-I/O core, its
+# libevent adapter, a static library of both, and the example program (built
+# by `make all` so every build compiles it; not installed).
+CLIENT_OBJ  := $(BUILD)/client/imb_client.o $(BUILD)/client/imb_client_event.o
+CLIENT_LIB  := $(BUILD)/libimbclient.a
+CLIENT_PROGS := $(BIN)/imb-client-example
+
 .PHONY: all test unit integration run bench fuzz fuzz-build fuzz-regress clean deps install uninstall
 # Keep test objects: they are not throw-away intermediates.
 .SECONDARY:
-all: $(PROGS)
+all: $(PROGS) $(CLIENT_LIB) $(CLIENT_PROGS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -92,6 +101,17 @@ $(BIN)/imcat: $(BUILD)/tools/imcat.o $(COMMON_OBJ)
 $(BIN)/imtap: $(BUILD)/tools/imtap.o $(COMMON_OBJ)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(CLIENT_LIB): $(CLIENT_OBJ)
+	$(AR) rcs $@ $^
+
+$(BIN)/imb-client-example: $(BUILD)/client/example.o $(CLIENT_LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# The client's unit test links the core only (it needs no event loop).
+$(BUILD)/tests/unit/test_client.o: CFLAGS += -Iclient
+$(BUILD)/tests/test_client: $(BUILD)/client/imb_client.o
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/unit.o $(EDGE_LIB) $(XMPPD_LIB) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
@@ -177,19 +197,20 @@ uninstall:
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_DIR     := build/fuzz
-FUZZ_NAMES   := frame envelope stanza
+FUZZ_NAMES   := frame envelope stanza client
 FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
 FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
                 -Wno-unused-parameter -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-                -Icommon -Iedge -Ixmppd $(PKG_CFLAGS)
+                -Icommon -Iedge -Ixmppd -Iclient $(PKG_CFLAGS)
 FUZZ_LIBS    := $(PKG_LIBS) -lm
 FUZZ_OPTS    := -timeout=10 -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1
-FUZZ_HDRS    := $(wildcard common/*.h edge/*.h xmppd/*.h)
+FUZZ_HDRS    := $(wildcard common/*.h edge/*.h xmppd/*.h client/*.h)
 
 FUZZ_SRC_frame    := common/frame.c edge/phone.c common/proto.c common/schema.c common/jid.c common/util.c
 FUZZ_SRC_envelope := common/envelope.c common/proto.c common/schema.c common/jid.c common/seal.c common/util.c
 FUZZ_SRC_stanza   := xmppd/stanza.c common/envelope.c common/schema.c common/jid.c common/util.c
+FUZZ_SRC_client   := client/imb_client.c
 
 .SECONDEXPANSION:
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRC_$$*) $(FUZZ_HDRS)
