@@ -588,6 +588,27 @@ static bool phone_sent(const struct session *s, const char *id)
     return false;
 }
 
+/* Whether the contact's client already said this state of this message
+ * lately: converse.js, for one, answers a message with a XEP-0184 receipt
+ * and a XEP-0333 "received" marker, which are one "delivered" for the
+ * phone. Remembers it otherwise. */
+static bool signal_repeated(struct session *s, const char *from, const char *id,
+                            const char *state)
+{
+    uint64_t h = 14695981039346656037ull;
+    size_t bare = strcspn(from, "/");
+    for (size_t i = 0; i < bare; i++)
+        h = (h ^ (unsigned char)from[i]) * 1099511628211ull;
+    for (const char *parts[] = {"|", id, "|", state, NULL}, **p = parts; *p; p++)
+        for (const char *c = *p; *c; c++)
+            h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    for (size_t i = 0; i < IM_SIGNALS_KEPT; i++)
+        if (s->signals[i] == h)
+            return true;
+    s->signals[s->nsignals++ % IM_SIGNALS_KEPT] = h;
+    return false;
+}
+
 void im_on_signals(struct session *s, xmpp_stanza_t *m)
 {
     const char *from = xmpp_stanza_get_from(m);
@@ -617,7 +638,10 @@ void im_on_signals(struct session *s, xmpp_stanza_t *m)
                     id, state);
                 continue;
             }
-            if (id && schema_id_ok(id, 64))
+            if (id && schema_id_ok(id, 64) && signal_repeated(s, from, id, state))
+                LOG(DEBUG, "receipt_repeated", "jid=%s from=%s id=%s state=%s", s->jid, from,
+                    id, state);
+            else if (id && schema_id_ok(id, 64))
                 session_event(s, json_pack("{s:s, s:s, s:s, s:s}", "t", "receipt",
                                            "from", from, "id", id, "state", state),
                               NULL, NULL, true);

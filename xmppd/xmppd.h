@@ -100,6 +100,9 @@ struct owed_receipt {
     char *to, *id;
 };
 
+/* Receipts and markers remembered per session to drop repeats (im.c). */
+#define IM_SIGNALS_KEPT 8
+
 struct session {
     struct worker *w;
     char *jid;               /* bare JID, owned */
@@ -166,6 +169,10 @@ struct session {
                                 wait for it (held, deferred) */
     xmpp_stanza_t **held;    /* live messages held during the catch-up (refs) */
     size_t nheld, capheld;
+    uint64_t signals[IM_SIGNALS_KEPT]; /* digests of the last receipts and
+                                markers turned into events (im.c): one
+                                client's second signal of a state is dropped */
+    unsigned nsignals;
     double rate_tokens;      /* the filter's per-user message rate */
     int64_t rate_ms;
 };

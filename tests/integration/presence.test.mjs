@@ -136,9 +136,13 @@ itest('receipts and read markers both ways: three stages for what the phone sent
   assert.equal(delivered.state, 'delivered');
   assert.equal(bareJid(delivered.from), 'bob@localhost');
   assert.ok(delivered.seq > 0, 'receipts are stored until the phone acks them');
+  // The same client also says "received" as a chat marker (converse.js
+  // does both): the phone hears "delivered" once.
+  await bob.sendXml(xml('message', { to: m.from, type: 'chat' }, xml('received', { xmlns: 'urn:xmpp:chat-markers:0', id: 'c1' })));
   await bob.sendXml(xml('message', { to: m.from, type: 'chat' }, xml('displayed', { xmlns: 'urn:xmpp:chat-markers:0', id: 'c1' })));
   const read = await alice.expect({ t: 'receipt', id: 'c1', state: 'read' });
   assert.ok(read.seq > delivered.seq);
+  assert.equal(read.seq, delivered.seq + 1, 'no second "delivered" stored between them');
 
   // Desktop -> phone: the receipt is sent only once the phone acked it.
   await bob.sendXml(xml('message', { to: 'alice@localhost', type: 'chat', id: 'd1' },
