@@ -577,15 +577,7 @@ xmpp_stanza_t *im_unwrap_carbon(struct session *s, xmpp_stanza_t *msg, bool *sen
  * start: session.c) and those waiting for their ack. */
 static bool phone_sent(const struct session *s, const char *id)
 {
-    if (strmap_get(&s->acked.map, id))
-        return true;
-    for (const struct ack_batch *b = s->acks_head; b; b = b->next) {
-        size_t i;
-        json_t *v;
-        json_array_foreach(b->ids, i, v) if (strcmp(json_string_value(v), id) == 0)
-            return true;
-    }
-    return false;
+    return strmap_get(&s->acked.map, id) || session_ack_pending(s, id);
 }
 
 /* Whether the contact's client already said this state of this message

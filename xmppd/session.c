@@ -282,8 +282,7 @@ static void acked_store(struct session *s, json_t *ids)
     }
 }
 
-/* Is id waiting in an ack batch already? */
-static bool ack_pending(const struct session *s, const char *id)
+bool session_ack_pending(const struct session *s, const char *id)
 {
     for (const struct ack_batch *b = s->acks_head; b; b = b->next) {
         size_t i;
@@ -1512,7 +1511,7 @@ void session_on_env(struct session *s, struct env *e)
             worker_to_phones(w, s, a, true);
             return;
         }
-        if (id && ack_pending(s, id)) {
+        if (id && session_ack_pending(s, id)) {
             w->stats.dup_msgs++;
             if (edge && dev)
                 queue_ack(s, id, edge, dev); /* acked with the original */

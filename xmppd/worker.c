@@ -636,8 +636,6 @@ static void relay_free(struct relay *r)
     free(r);
 }
 
-static void relay_try(struct relay *r);
-
 /* Nobody took it: an orphan is answered, a handover tried again later. */
 static void relay_missed(struct relay *r)
 {
@@ -748,15 +746,6 @@ static void relay_cb(evutil_socket_t fd, short what, void *arg)
 static void relay(struct worker *w, const char *jid, json_t *obj, bool handover)
 {
     json_t *fwd = json_object_get(obj, "fwd");
-    if (!handover && json_is_integer(fwd) && json_integer_value(fwd) >= RELAY_HOPS) {
-        char err[256];
-        struct env *e = env_check(obj, err, sizeof(err));
-        if (e) {
-            answer_orphan(w, e);
-            env_free(e);
-        }
-        return;
-    }
     struct relay *r = xcalloc(1, sizeof(*r));
     r->w = w;
     r->jid = xstrdup(jid);
@@ -766,6 +755,11 @@ static void relay(struct worker *w, const char *jid, json_t *obj, bool handover)
     if (w->relays)
         w->relays->prev = r;
     w->relays = r;
+    if (json_is_integer(fwd) && json_integer_value(fwd) >= RELAY_HOPS) {
+        r->attempts = RELAY_ATTEMPTS; /* passed on often enough: give up */
+        relay_missed(r);
+        return;
+    }
     relay_try(r);
 }
 
@@ -838,7 +832,7 @@ static void dispatch_env(struct worker *w, const char *channel, struct env *e,
     }
     struct session *s = strmap_get(&w->sessions, jid);
     if (!s || s->lease_lost) { /* (one that lost the user is closing) */
-        relay(w, jid, json_incref(e->obj), false);
+        relay(w, jid, json_incref(e->obj), e->type == ENV_HANDOVER);
         return;
     }
     if (session_must_defer(s)) {

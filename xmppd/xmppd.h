@@ -435,6 +435,8 @@ void worker_dispatch(struct worker *w, const char *channel, const char *payload,
  * user). False when the lease is known to be good: handle it now. */
 bool session_defer(struct session *s, const char *channel, const char *payload,
                    size_t len);
+/* Is id (a phone's message) sent to the server and waiting for its ack? */
+bool session_ack_pending(const struct session *s, const char *id);
 /* Whether session_defer would keep an envelope now. */
 bool session_must_defer(const struct session *s);
 void session_deferred_free(struct session *s);
