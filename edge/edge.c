@@ -815,6 +815,12 @@ static void on_user_env(struct edge *edge, struct env *e)
     struct conn *c;
     switch (e->type) {
     case ENV_CHAT:
+        if (env_int(e, "seq", -1) < 0) {
+            /* Every chat for a phone is numbered in the inbox first. */
+            edge->stats.bad_envelopes++;
+            LOG(WARN, "envelope_invalid", "jid=%s err=\"a chat without seq\"", u->jid);
+            break;
+        }
         for (c = u->conns; c; c = c->user_next)
             if (c->state == CONN_READY)
                 delivery_live(c, e);

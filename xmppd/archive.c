@@ -89,8 +89,13 @@ bool archive_on_message(struct session *s, xmpp_stanza_t *msg)
     char *body = body_el ? xmpp_stanza_get_text(body_el) : NULL;
     const char *from = xmpp_stanza_get_from(m), *to = xmpp_stanza_get_to(m);
     const char *mid = xmpp_stanza_get_id(m);
-    if (body && from && schema_jid_ok(from, ENV_MAX_JID) && strlen(body) <= ENV_MAX_BODY &&
-        schema_text_ok(body, strlen(body))) {
+    if (body && pq->count >= pq->want) {
+        /* More than asked for: an archive that ignores the page size
+         * would otherwise grow the held page without bound. */
+        s->w->stats.bad_stanzas++;
+        LOG(DEBUG, "history_extra", "jid=%s want=%d", s->jid, pq->want);
+    } else if (body && from && schema_jid_ok(from, ENV_MAX_JID) && strlen(body) <= ENV_MAX_BODY &&
+               schema_text_ok(body, strlen(body))) {
         /* The time is on the <forwarded/> wrapper's <delay/>. */
         xmpp_stanza_t *r = xmpp_stanza_get_child_by_name_and_ns(msg, "result", "urn:xmpp:mam:2");
         xmpp_stanza_t *fw = xmpp_stanza_get_child_by_name_and_ns(r, "forwarded", STANZA_NS_FORWARD);

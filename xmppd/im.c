@@ -369,7 +369,10 @@ void im_receipts_load(struct session *s)
 /* ---- answers to IQs ------------------------------------------------------ */
 
 /* A roster <item/> as a phone sees it, or NULL if unusable. */
-static json_t *roster_item(struct session *s, xmpp_stanza_t *item)
+/* A roster item as the phone sees it, or NULL (logged) for one the server
+ * sent broken: a subscription state RFC 6121 does not have ("remove" only
+ * in a push). */
+static json_t *roster_item(struct session *s, xmpp_stanza_t *item, bool push)
 {
     if (!stanza_prep_attr(item, "jid", false))
         return NULL; /* none, or one that cannot be prepared */
@@ -379,6 +382,13 @@ static json_t *roster_item(struct session *s, xmpp_stanza_t *item)
     const char *ask = xmpp_stanza_get_attribute(item, "ask");
     if (!jid || !schema_jid_ok(jid, ENV_MAX_JID))
         return NULL;
+    if (sub && strcmp(sub, "none") && strcmp(sub, "to") && strcmp(sub, "from") &&
+        strcmp(sub, "both") && (!push || strcmp(sub, "remove"))) {
+        s->w->stats.bad_stanzas++;
+        LOG(WARN, "roster_item_invalid", "jid=%s contact=%s err=\"subscription %.32s\"",
+            s->jid, jid, sub);
+        return NULL;
+    }
     json_t *o = json_pack("{s:s, s:s}", "jid", jid, "sub", sub ? sub : "none");
     if (name && strlen(name) <= 1024 && schema_text_ok(name, strlen(name)))
         json_object_set_new(o, "name", json_string(name));
@@ -426,7 +436,7 @@ void im_iq_answer(struct session *s, struct pending_iq *pq, xmpp_stanza_t *st)
     for (xmpp_stanza_t *it = q ? xmpp_stanza_get_children(q) : NULL; it;
          it = xmpp_stanza_get_next(it)) {
         const char *n = xmpp_stanza_get_name(it);
-        json_t *o = n && strcmp(n, "item") == 0 ? roster_item(s, it) : NULL;
+        json_t *o = n && strcmp(n, "item") == 0 ? roster_item(s, it, false) : NULL;
         if (o)
             json_array_append_new(items, o);
     }
@@ -467,7 +477,7 @@ int im_on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
         for (xmpp_stanza_t *it = xmpp_stanza_get_children(q); it;
              it = xmpp_stanza_get_next(it)) {
             const char *n = xmpp_stanza_get_name(it);
-            json_t *o = n && strcmp(n, "item") == 0 ? roster_item(s, it) : NULL;
+            json_t *o = n && strcmp(n, "item") == 0 ? roster_item(s, it, true) : NULL;
             if (!o)
                 continue;
             json_object_set_new(o, "t", json_string("roster_push"));

@@ -219,6 +219,26 @@ itest('max_envelope: an oversized envelope on the bus is dropped and counted; th
   await bob.nextMessage({ body: 'still fine' });
 });
 
+// Every chat for a phone is numbered in the inbox before it is published:
+// one without seq on the bus (a foreign or broken publisher) is refused,
+// never written to a phone as an unnumbered msg it could not ack.
+itest('a chat envelope without seq on the bus is refused and counted; the phone gets nothing of it', async (t, stack) => {
+  const { redisCommand } = await import('../harness/index.mjs');
+  const b = await startBridge(stack, { edgeArgs: ['--http-listen', '127.0.0.1:0'] });
+  const alice = await b.loginPhone('alice');
+  const [edgeChannel] = await redisCommand(b.redis.port, ['PUBSUB', 'CHANNELS', 'imb:e:*']);
+  const env = { v: 1, type: 'chat', ts: Date.now(), from: 'mallory@localhost/x', to: 'alice@localhost', body: 'unnumbered' };
+  assert.equal(await redisCommand(b.redis.port, ['PUBLISH', edgeChannel, JSON.stringify(env)]), 1);
+  await waitFor(() => /envelope_invalid .*a chat without seq/.test(b.edge.stderr), { timeout: 5000 });
+  const addr = /http_serving addr=(\S+)/.exec(b.edge.stderr)[1];
+  const metrics = await (await fetch(`http://${addr}/metrics`)).text();
+  assert.match(metrics, /^imb_edge_bad_envelopes_total 1$/m);
+  const bob = await b.desktop('bob');
+  await bob.send('alice@localhost', 'numbered');
+  assert.equal((await alice.nextMsg({ body: 'numbered' })).seq, 1);
+  assert.ok(!alice.pending().some((f) => f.t === 'msg' && f.body === 'unnumbered'), 'the unnumbered chat never reached the phone');
+});
+
 // Whoever can publish on the bus can replay a login envelope with its sealed
 // credential for another user: refused, and logged as such (not blamed on
 // the configuration, since other logins open with the same key).
