@@ -454,7 +454,8 @@ bool config_check_common(const struct common_cfg *c, char *err, size_t errlen)
         return false;
     }
     log_min_level = (enum log_level)level;
-    int format = log_parse_format(c->log_format);
+    /* Unset (a hand-filled struct) is the default, text. */
+    int format = c->log_format ? log_parse_format(c->log_format) : LOG_FORMAT_TEXT;
     if (format < 0) {
         snprintf(err, errlen, "log_format must be text or json");
         return false;
