@@ -6,8 +6,9 @@
 #   make test       install what is missing, build, run unit + integration tests
 #   make run        install what is missing, build, start a local stack
 #   make bench      benchmarks (never part of make test)
-#   make install    bin/ programs, imb-healthcheck, sample configs, systemd
-#                   units under PREFIX (/usr/local), SYSCONFDIR (/etc), DESTDIR
+#   make install    bin/ programs, imb-healthcheck, man pages, sample configs,
+#                   systemd units under PREFIX (/usr/local), SYSCONFDIR (/etc),
+#                   DESTDIR
 #   make SANITIZE=1 ...   the same with ASan+UBSan (objects go to build/asan)
 #   make CC=clang   any C11 compiler
 
@@ -154,10 +155,16 @@ PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 BINDIR     ?= $(PREFIX)/bin
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
+MANDIR     ?= $(PREFIX)/share/man
 CONFDIR    := $(SYSCONFDIR)/imbridge
+MAN1       := man/imcat.1 man/imtap.1
+MAN8       := man/imb-edge.8 man/imb-xmppd.8
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(CONFDIR) $(DESTDIR)$(UNITDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(CONFDIR) $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(PROGS) $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
 	install -m 0755 deploy/healthcheck.sh $(DESTDIR)$(BINDIR)/imb-healthcheck
 	@for f in edge.conf xmppd.conf filter.rules; do \
 	    if [ -e $(DESTDIR)$(CONFDIR)/$$f ]; then echo "install: keeping $(CONFDIR)/$$f"; \
@@ -171,9 +178,11 @@ install: all
 	    chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service; \
 	done
 
-# Programs and units go; configuration stays.
+# Programs, man pages and units go; configuration stays.
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(PROGS)) imb-healthcheck)
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
+	    $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(MAN8)))
 	rm -f $(DESTDIR)$(UNITDIR)/imb-edge.service $(DESTDIR)$(UNITDIR)/imb-xmppd.service
 
 -include $(shell find build -name '*.d' 2>/dev/null)

@@ -31,7 +31,7 @@ extern char **environ;
 const char *const config_known_names[] = {
     /* both */
     "redis_host", "redis_port", "redis_user", "redis_password", "bus_prefix",
-    "cred_key", "log_level", "http_listen", "max_envelope",
+    "cred_key", "log_level", "log_format", "http_listen", "max_envelope",
     /* imb-edge */
     "listen", "heartbeat", "login_timeout", "max_frame", "max_output",
     "max_conns", "bridge_timeout", "edge_id", "tls", "tls_cert", "tls_key",
@@ -454,6 +454,13 @@ bool config_check_common(const struct common_cfg *c, char *err, size_t errlen)
         return false;
     }
     log_min_level = (enum log_level)level;
+    /* Unset (a hand-filled struct) is the default, text. */
+    int format = c->log_format ? log_parse_format(c->log_format) : LOG_FORMAT_TEXT;
+    if (format < 0) {
+        snprintf(err, errlen, "log_format must be text or json");
+        return false;
+    }
+    log_format = (enum log_format)format;
     env_set_max_bytes((size_t)c->max_envelope);
     uint8_t key[SEAL_KEY_BYTES];
     if (!seal_parse_key(c->cred_key, key)) {

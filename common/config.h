@@ -31,6 +31,7 @@ struct common_cfg {
     char *bus_prefix;
     char *cred_key;   /* 64 hex chars: seals passwords on the bus */
     char *log_level;
+    char *log_format; /* text | json: the shape of every stderr line */
     char *http_listen; /* host:port for /healthz and /metrics; "" = off */
     long max_envelope; /* bytes of one envelope from the bus */
 };
@@ -50,6 +51,8 @@ struct common_cfg {
      "64 hex chars shared by edge and xmppd; seals passwords on the bus"},     \
     {"log_level", OPT_STR, offsetof(type, m.log_level), "info", 0, 0,           \
      OPT_RELOAD, "debug | info | warn | error"},                               \
+    {"log_format", OPT_STR, offsetof(type, m.log_format), "text", 0, 0, 0,      \
+     "text (ts level proc event k=v...) | json (one object per line)"},        \
     {"http_listen", OPT_STR, offsetof(type, m.http_listen), "", 0, 0, 0,        \
      "host:port serving /healthz and /metrics (empty: off)"},                  \
     {"max_envelope", OPT_INT, offsetof(type, m.max_envelope), "262144", 1024,   \
@@ -70,8 +73,8 @@ enum config_status config_load(const struct opt *t, size_t n, void *cfg,
                                char *err, size_t errlen);
 /* True when --check-config is among the flags: validate, then exit 0. */
 bool config_is_check(int argc, char **argv);
-/* Validate the common options (cred_key, log_level, redis_host, http_listen)
- * and apply log_level. */
+/* Validate the common options (cred_key, log_level, log_format, redis_host,
+ * http_listen) and apply log_level and log_format. */
 bool config_check_common(const struct common_cfg *c, char *err, size_t errlen);
 /* The checks the services' own check functions share, each writing one clear
  * sentence into err when it fails:

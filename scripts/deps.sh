@@ -9,6 +9,7 @@
 #
 # chromium is for the browser test (tests/integration/browser.test.mjs); the
 # browser page's converse.js comes from npm, installed by scripts/run-local.sh.
+# groff-base renders the man pages (tests/integration/manpages.test.mjs).
 # clang is optional: it is added when IMB_DEPS_CLANG=1 or when $CC names clang
 # (`make CC=clang test` exports CC).  IMB_DEPS_EXTRA="pkg ..." adds more.
 # node/npm may come from outside Debian (e.g. NodeSource, whose nodejs package
@@ -18,7 +19,7 @@ set -eu
 
 pkgs="build-essential pkg-config libevent-dev libhiredis-dev libstrophe-dev
 libjansson-dev libssl-dev libidn-dev openssl redis-server prosody prosody-modules lua-unbound haproxy docker-compose
-prometheus chromium"
+prometheus chromium groff-base"
 
 cc_name=${CC:-cc}
 case "${IMB_DEPS_CLANG:-}:${cc_name##*/}" in

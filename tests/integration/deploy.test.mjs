@@ -476,7 +476,7 @@ itest('deploy/healthcheck.sh: HTTP /healthz 200 and 503, TCP check against a rea
 // make install: a staged tree (DESTDIR) with the programs, the healthcheck,
 // sample configs never overwritten, and units pointing at the real paths.
 
-test('make install DESTDIR=... PREFIX=/usr: files, unit paths, configs kept; make uninstall', (t) => {
+test('make install DESTDIR=... PREFIX=/usr: files, man pages, unit paths, configs kept; make uninstall', (t) => {
   const dest = fs.mkdtempSync(path.join(os.tmpdir(), 'imb-install-'));
   t.after(() => fs.rmSync(dest, { recursive: true, force: true }));
   // The binaries under test, without building (-o all).
@@ -487,6 +487,11 @@ test('make install DESTDIR=... PREFIX=/usr: files, unit paths, configs kept; mak
   const files = (dir) => fs.readdirSync(path.join(dest, dir)).sort();
   assert.deepEqual(files('usr/bin'), ['imb-edge', 'imb-healthcheck', 'imb-xmppd', 'imcat', 'imtap']);
   assert.deepEqual(files('etc/imbridge'), ['edge.conf', 'filter.rules', 'xmppd.conf']);
+  // The man pages (man/, tests/integration/manpages.test.mjs).
+  assert.deepEqual(files('usr/share/man/man1'), ['imcat.1', 'imtap.1']);
+  assert.deepEqual(files('usr/share/man/man8'), ['imb-edge.8', 'imb-xmppd.8']);
+  assert.equal(fs.readFileSync(path.join(dest, 'usr/share/man/man8/imb-edge.8'), 'utf8'),
+    fs.readFileSync(path.join(REPO_ROOT, 'man/imb-edge.8'), 'utf8'));
   const unit = fs.readFileSync(path.join(dest, 'usr/lib/systemd/system/imb-edge.service'), 'utf8');
   assert.match(unit, /^ExecStart=\/usr\/bin\/imb-edge --config \/etc\/imbridge\/edge\.conf$/m);
   const installed = spawnSync(path.join(dest, 'usr/bin/imb-edge'), ['--version'], { encoding: 'utf8' });
@@ -499,6 +504,7 @@ test('make install DESTDIR=... PREFIX=/usr: files, unit paths, configs kept; mak
   r = mk('uninstall');
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(files('usr/bin'), []);
+  assert.deepEqual([...files('usr/share/man/man1'), ...files('usr/share/man/man8')], []);
   assert.deepEqual(files('etc/imbridge'), ['edge.conf', 'filter.rules', 'xmppd.conf']);
 });
 

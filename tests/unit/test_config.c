@@ -1,5 +1,6 @@
 /* test_config.c - common/config: defaults < file < IMB_* < flags. */
 #include "config.h"
+#include "log.h"
 #include "unit.h"
 
 #include <fcntl.h>
@@ -367,6 +368,16 @@ TEST(config_common)
     CHECK(strstr(e, "http_listen: '9100'") != NULL);
     c.http_listen = ":9100";
     CHECK(config_check_common(&c, e, sizeof(e)));
+    CHECK_EQ_INT(log_format, LOG_FORMAT_TEXT); /* unset: text */
+    c.log_format = "xml";
+    CHECK(!config_check_common(&c, e, sizeof(e)));
+    CHECK(strstr(e, "log_format") != NULL);
+    c.log_format = "json";
+    CHECK(config_check_common(&c, e, sizeof(e)));
+    CHECK_EQ_INT(log_format, LOG_FORMAT_JSON);
+    c.log_format = "text";
+    CHECK(config_check_common(&c, e, sizeof(e)));
+    CHECK_EQ_INT(log_format, LOG_FORMAT_TEXT);
 }
 
 /* listen's grammar: numeric IPv4 or [IPv6], a port 0..65535. */
