@@ -542,8 +542,8 @@ static void print_json(struct tap *t, const struct msg *m, json_t *obj)
 
 /* The k=v fields of an envelope or a frame, but for those already on the
  * line (v, type or t, from/to/jid when shown as "from -> to", a req's or
- * event's frame). ts is shown only when it is not "now"; pts (publish time)
- * as the publish-to-receive latency. */
+ * event's frame). Stamps as dates, an envelope's ts only when it is not
+ * "now"; pts (publish time) as the publish-to-receive latency. */
 static void put_fields(const struct tap *t, struct line *l,
                        const struct msg *m, json_t *obj, bool is_frame,
                        bool skip_jid, bool skip_from, bool skip_to, size_t max)
@@ -568,11 +568,12 @@ static void put_fields(const struct tap *t, struct line *l,
             continue;
         }
         if (!strcmp(key, "ts") && json_is_integer(val)) {
-            /* A stamp is news only when it is not "now" (an offline
-             * message's <delay/>, a history page, a stuck queue). */
+            /* An envelope's stamp is news only when it is not "now" (an
+             * offline message's <delay/>, a stuck queue); a frame's (a
+             * history page's message) is always shown, as a date. */
             int64_t v = json_integer_value(val);
             int64_t d = v - m->rx_ms;
-            if (d > -TS_SHOW_MS && d < TS_SHOW_MS)
+            if (!is_frame && d > -TS_SHOW_MS && d < TS_SHOW_MS)
                 continue;
             char iso[64];
             iso_time(v, iso, sizeof(iso));
