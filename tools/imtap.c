@@ -13,6 +13,7 @@
  * outlives Redis restarts. */
 
 #include <errno.h>
+#include <inttypes.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -115,12 +116,20 @@ static void status(const char *fmt, ...)
 
 static void iso_time(int64_t ms, char *out, size_t n)
 {
-    time_t s = (time_t)(ms / 1000);
+    int64_t sec = ms / 1000, milli = ms % 1000;
+    if (milli < 0) { /* before 1970: floor, not toward zero */
+        sec--;
+        milli += 1000;
+    }
+    time_t s = (time_t)sec;
     struct tm tm;
-    gmtime_r(&s, &tm);
+    if (!gmtime_r(&s, &tm) || tm.tm_year > 9999 - 1900 || tm.tm_year < -1900) {
+        snprintf(out, n, "%" PRId64 "ms", ms); /* no calendar date */
+        return;
+    }
     snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(ms % 1000));
+             (int)milli);
 }
 
 /* "alice@x/phone" -> compare "alice@x" with want (already lowercase). */
@@ -246,6 +255,8 @@ static void hide_bodies(json_t *env, int depth)
             if (text_key(key, true))
                 hide_text(frame, key);
         }
+    } else if (frame) {
+        hide_text(env, "frame"); /* not a frame: not shown either */
     }
     hide_bodies(json_object_get(env, "env"), depth + 1);
 }
@@ -563,8 +574,11 @@ static void put_fields(const struct tap *t, struct line *l,
              json_string_value(json_object_get(val, "t"))))
             continue;
         if (!strcmp(key, "pts") && json_is_integer(val) && !is_frame) {
-            putf(l, " lat=%" JSON_INTEGER_FORMAT "ms",
-                 (json_int_t)m->rx_ms - json_integer_value(val));
+            /* Both positive: the difference cannot overflow. */
+            json_int_t pts = json_integer_value(val);
+            if (pts > 0)
+                putf(l, " lat=%" JSON_INTEGER_FORMAT "ms",
+                     (json_int_t)m->rx_ms - pts);
             continue;
         }
         if (!strcmp(key, "ts") && json_is_integer(val)) {
@@ -572,8 +586,8 @@ static void put_fields(const struct tap *t, struct line *l,
              * offline message's <delay/>, a stuck queue); a frame's (a
              * history page's message) is always shown, as a date. */
             int64_t v = json_integer_value(val);
-            int64_t d = v - m->rx_ms;
-            if (!is_frame && d > -TS_SHOW_MS && d < TS_SHOW_MS)
+            if (!is_frame && v > m->rx_ms - TS_SHOW_MS &&
+                v < m->rx_ms + TS_SHOW_MS)
                 continue;
             char iso[64];
             iso_time(v, iso, sizeof(iso));
