@@ -2,7 +2,10 @@
  * every envelope that crosses the bus, live, one line each (or one JSON line
  * each with --json), filtered by user and type. Secrets never reach the
  * output: a login's sealed `cred` prints as <sealed>, any field named like a
- * password as <hidden>.
+ * password as <hidden>. With --no-bodies, message text (a chat's body, a
+ * push preview, and a frame's body, subject, reason or status) prints as its
+ * length only. A `req` or `event` envelope prints as the frame it carries:
+ * type req/<t> or event/<t>, the frame's fields as k=v.
  *
  * It has its own hiredis async link on libevent rather than common/bus (which
  * only SUBSCRIBEs exact channels and keeps a second, command link a tap has no
@@ -10,6 +13,7 @@
  * outlives Redis restarts. */
 
 #include <errno.h>
+#include <inttypes.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -41,6 +45,8 @@
 #define VALUE_MAX 200
 /* A timestamp further than this from the receive time is printed. */
 #define TS_SHOW_MS 2000
+/* Longest "<type>/<frame t>" kept for the --type filter and the line. */
+#define TYPE_MAX 96
 #define MAX_LIST 32
 
 enum exit_code { EXIT_OK = 0, EXIT_REDIS = 1, EXIT_USAGE = 2 };
@@ -64,6 +70,7 @@ struct options {
     bool json;
     bool all;               /* also <prefix>:bus:* heartbeats */
     bool full;              /* do not cut long values */
+    bool no_bodies;         /* message text shown as its length only */
     unsigned long count;    /* exit after this many printed; 0 = never */
 };
 
@@ -109,12 +116,20 @@ static void status(const char *fmt, ...)
 
 static void iso_time(int64_t ms, char *out, size_t n)
 {
-    time_t s = (time_t)(ms / 1000);
+    int64_t sec = ms / 1000, milli = ms % 1000;
+    if (milli < 0) { /* before 1970: floor, not toward zero */
+        sec--;
+        milli += 1000;
+    }
+    time_t s = (time_t)sec;
     struct tm tm;
-    gmtime_r(&s, &tm);
+    if (!gmtime_r(&s, &tm) || tm.tm_year > 9999 - 1900 || tm.tm_year < -1900) {
+        snprintf(out, n, "%" PRId64 "ms", ms); /* no calendar date */
+        return;
+    }
     snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(ms % 1000));
+             (int)milli);
 }
 
 /* "alice@x/phone" -> compare "alice@x" with want (already lowercase). */
@@ -184,6 +199,99 @@ static bool raw_looks_secret(const char *p, size_t n)
 {
     return contains_ci(p, n, "cred") || contains_ci(p, n, "pass") ||
            contains_ci(p, n, "secret") || contains_ci(p, n, "token");
+}
+
+/* ---- message text (--no-bodies) ----------------------------------------- */
+
+/* Fields that carry what people wrote: of an envelope (common/envelope.c)
+ * a chat's body and a push's preview; of a frame (common/proto.c) body,
+ * subject, reason and status. (An envelope's reason is a code.) */
+static bool text_key(const char *key, bool is_frame)
+{
+    if (!strcmp(key, "body"))
+        return true;
+    if (!is_frame)
+        return !strcmp(key, "preview");
+    return !strcmp(key, "subject") || !strcmp(key, "reason") ||
+           !strcmp(key, "status");
+}
+
+/* Replace obj[key], if present, with "<N chars>" (N: UTF-8 characters). */
+static void hide_text(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return;
+    if (!json_is_string(v)) { /* not valid, but not shown either */
+        json_object_set_new(obj, key, json_string("<not text>"));
+        return;
+    }
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v), chars = 0;
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)s[i] & 0xc0) != 0x80)
+            chars++;
+    char mask[48];
+    snprintf(mask, sizeof(mask), "<%zu chars>", chars);
+    json_object_set_new(obj, key, json_string(mask));
+}
+
+/* Hide the message text of an envelope (in place): a chat's body, a push's
+ * preview, the text fields of a req's or event's frame, and the same inside
+ * a handover's envelope. Fields such as session_end's `reason` are codes,
+ * not text, and stay. */
+static void hide_bodies(json_t *env, int depth)
+{
+    if (!json_is_object(env) || depth > 4)
+        return;
+    hide_text(env, "body");
+    hide_text(env, "preview");
+    json_t *frame = json_object_get(env, "frame");
+    if (json_is_object(frame)) {
+        const char *key;
+        json_t *val;
+        void *tmp;
+        json_object_foreach_safe(frame, tmp, key, val) {
+            if (text_key(key, true))
+                hide_text(frame, key);
+        }
+    } else if (frame) {
+        hide_text(env, "frame"); /* not a frame: not shown either */
+    }
+    hide_bodies(json_object_get(env, "env"), depth + 1);
+}
+
+/* The type an envelope is shown and filtered as: "chat", "login"..., and
+ * for a req or event "req/<t>" with the t of its frame. Returns false when
+ * the envelope has no type. */
+static bool shown_type(json_t *obj, char *out, size_t n)
+{
+    const char *type = json_string_value(json_object_get(obj, "type"));
+    if (!type)
+        return false;
+    const char *ft = NULL;
+    if (!strcmp(type, "req") || !strcmp(type, "event"))
+        ft = json_string_value(json_object_get(json_object_get(obj, "frame"), "t"));
+    if (ft)
+        snprintf(out, n, "%s/%s", type, ft);
+    else
+        snprintf(out, n, "%s", type);
+    return true;
+}
+
+/* --type T matches the envelope type, the frame's type alone (presence
+ * selects req/presence and event/presence) or both written as "event/typing". */
+static bool type_matches(const struct tap *t, const char *shown)
+{
+    if (in_list(t->opt.types, t->opt.ntypes, shown))
+        return true;
+    const char *slash = strchr(shown, '/');
+    if (!slash)
+        return false;
+    char env[TYPE_MAX];
+    snprintf(env, sizeof(env), "%.*s", (int)(slash - shown), shown);
+    return in_list(t->opt.types, t->opt.ntypes, env) ||
+           in_list(t->opt.types, t->opt.ntypes, slash + 1);
 }
 
 /* ---- line formatting ---------------------------------------------------- */
@@ -392,6 +500,13 @@ struct msg {
     int64_t rx_ms;       /* wall clock at receipt */
 };
 
+/* A payload that is not JSON: withheld when it smells of a secret, and
+ * always with --no-bodies (it could be anything, text included). */
+static bool withhold_raw(const struct tap *t, const struct msg *m)
+{
+    return t->opt.no_bodies || raw_looks_secret(m->payload, m->len);
+}
+
 static bool user_matches(const struct tap *t, const struct msg *m, json_t *obj)
 {
     if (!t->opt.nusers)
@@ -399,9 +514,14 @@ static bool user_matches(const struct tap *t, const struct msg *m, json_t *obj)
     for (size_t i = 0; i < t->opt.nusers; i++) {
         const char *u = t->opt.users[i];
         if (obj) {
+            /* The frame of a req or event names the other side (a contact's
+             * presence, the addressee of a typing). */
+            json_t *frame = json_object_get(obj, "frame");
             static const char *const keys[] = {"from", "to", "jid"};
             for (size_t k = 0; k < 3; k++)
-                if (bare_jid_is(json_string_value(json_object_get(obj, keys[k])), u))
+                if (bare_jid_is(json_string_value(json_object_get(obj, keys[k])), u) ||
+                    (json_is_object(frame) &&
+                     bare_jid_is(json_string_value(json_object_get(frame, keys[k])), u)))
                     return true;
         }
     }
@@ -415,7 +535,7 @@ static void print_json(struct tap *t, const struct msg *m, json_t *obj)
     json_object_set_new(out, "channel", json_string(m->channel));
     if (obj) {
         json_object_set(out, "env", obj);
-    } else if (raw_looks_secret(m->payload, m->len)) {
+    } else if (withhold_raw(t, m)) {
         json_object_set_new(out, "raw", json_null());
         json_object_set_new(out, "withheld", json_true());
     } else {
@@ -429,7 +549,62 @@ static void print_json(struct tap *t, const struct msg *m, json_t *obj)
         fputc('\n', stdout);
         free(s);
     }
-    (void)t;
+}
+
+/* The k=v fields of an envelope or a frame, but for those already on the
+ * line (v, type or t, from/to/jid when shown as "from -> to", a req's or
+ * event's frame). Stamps as dates, an envelope's ts only when it is not
+ * "now"; pts (publish time) as the publish-to-receive latency. */
+static void put_fields(const struct tap *t, struct line *l,
+                       const struct msg *m, json_t *obj, bool is_frame,
+                       bool skip_jid, bool skip_from, bool skip_to, size_t max)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val) {
+        if ((!strcmp(key, "v") && !is_frame) ||
+            (!strcmp(key, "type") && !is_frame) ||
+            (!strcmp(key, "t") && is_frame) ||
+            (!strcmp(key, "from") && json_is_string(val) && !is_frame) ||
+            (!strcmp(key, "to") && json_is_string(val) && !is_frame) ||
+            (!strcmp(key, "from") && skip_from) ||
+            (!strcmp(key, "to") && skip_to) ||
+            (!strcmp(key, "jid") && skip_jid) ||
+            (!strcmp(key, "frame") && json_is_object(val) && !is_frame &&
+             json_string_value(json_object_get(val, "t"))))
+            continue;
+        if (!strcmp(key, "pts") && json_is_integer(val) && !is_frame) {
+            /* Both positive: the difference cannot overflow. */
+            json_int_t pts = json_integer_value(val);
+            if (pts > 0)
+                putf(l, " lat=%" JSON_INTEGER_FORMAT "ms",
+                     (json_int_t)m->rx_ms - pts);
+            continue;
+        }
+        if (!strcmp(key, "ts") && json_is_integer(val)) {
+            /* An envelope's stamp is news only when it is not "now" (an
+             * offline message's <delay/>, a stuck queue); a frame's (a
+             * history page's message) is always shown, as a date. */
+            int64_t v = json_integer_value(val);
+            if (!is_frame && v > m->rx_ms - TS_SHOW_MS &&
+                v < m->rx_ms + TS_SHOW_MS)
+                continue;
+            char iso[64];
+            iso_time(v, iso, sizeof(iso));
+            putf(l, " ts=%s", iso);
+            continue;
+        }
+        put(l, " ", 1);
+        put_text(l, key, strlen(key), 64);
+        put(l, "=", 1);
+        const char *mask = secret_mask(key);
+        if (mask)
+            puts_(l, mask);
+        else if (t->opt.no_bodies && json_is_string(val) && text_key(key, is_frame))
+            puts_(l, json_string_value(val)); /* our own "<N chars>" */
+        else
+            put_value(l, val, max);
+    }
 }
 
 static void print_line(struct tap *t, const struct msg *m, json_t *obj)
@@ -446,7 +621,7 @@ static void print_line(struct tap *t, const struct msg *m, json_t *obj)
         put_text(&l, m->id, strlen(m->id), 128);
     }
     if (!obj) {
-        if (raw_looks_secret(m->payload, m->len))
+        if (withhold_raw(t, m))
             putf(&l, " (not JSON, %zu bytes, withheld)", m->len);
         else {
             puts_(&l, " (not JSON) ");
@@ -455,12 +630,19 @@ static void print_line(struct tap *t, const struct msg *m, json_t *obj)
         goto out;
     }
 
-    json_t *type = json_object_get(obj, "type");
+    char type[TYPE_MAX] = "";
     put(&l, " ", 1);
-    if (json_is_string(type))
-        put_text(&l, json_string_value(type), json_string_length(type), 64);
+    if (shown_type(obj, type, sizeof(type)))
+        put_text(&l, type, strlen(type), 0);
     else
         put(&l, "?", 1);
+
+    /* A req or event prints the frame it carries; its from/to fill the
+     * "from -> to" the envelope leaves open (a contact's presence, the
+     * addressee of a typing). */
+    json_t *frame = json_object_get(obj, "frame");
+    if (!strchr(type, '/') || !json_is_object(frame))
+        frame = NULL;
 
     /* "from -> to": a login names its user in jid, on the way in (w) or
      * out (e). */
@@ -468,7 +650,7 @@ static void print_line(struct tap *t, const struct msg *m, json_t *obj)
     const char *to = json_string_value(json_object_get(obj, "to"));
     const char *jid = json_string_value(json_object_get(obj, "jid"));
     bool inbound = !strcmp(m->kind, "w");
-    bool jid_used = false;
+    bool jid_used = false, ffrom_used = false, fto_used = false;
     if (!from && !to && jid) {
         if (inbound)
             from = jid;
@@ -476,6 +658,10 @@ static void print_line(struct tap *t, const struct msg *m, json_t *obj)
             to = jid;
         jid_used = true;
     }
+    if (frame && !from && (from = json_string_value(json_object_get(frame, "from"))))
+        ffrom_used = true;
+    if (frame && !to && (to = json_string_value(json_object_get(frame, "to"))))
+        fto_used = true;
     if (from || to) {
         put(&l, " ", 1);
         if (from)
@@ -489,35 +675,9 @@ static void print_line(struct tap *t, const struct msg *m, json_t *obj)
             put(&l, "-", 1);
     }
 
-    const char *key;
-    json_t *val;
-    json_object_foreach(obj, key, val) {
-        if (!strcmp(key, "v") || !strcmp(key, "type") ||
-            (!strcmp(key, "from") && json_is_string(val)) ||
-            (!strcmp(key, "to") && json_is_string(val)) ||
-            (!strcmp(key, "jid") && jid_used))
-            continue;
-        if (!strcmp(key, "ts") && json_is_integer(val)) {
-            /* The envelope's stamp is news only when it is not "now" (an
-             * offline message's <delay/>, a stuck queue). */
-            int64_t v = json_integer_value(val);
-            int64_t d = v - m->rx_ms;
-            if (d > -TS_SHOW_MS && d < TS_SHOW_MS)
-                continue;
-            char iso[64];
-            iso_time(v, iso, sizeof(iso));
-            putf(&l, " ts=%s", iso);
-            continue;
-        }
-        put(&l, " ", 1);
-        put_text(&l, key, strlen(key), 64);
-        put(&l, "=", 1);
-        const char *mask = secret_mask(key);
-        if (mask)
-            puts_(&l, mask);
-        else
-            put_value(&l, val, max);
-    }
+    put_fields(t, &l, m, obj, false, jid_used, false, false, max);
+    if (frame)
+        put_fields(t, &l, m, frame, true, false, ffrom_used, fto_used, max);
 out:
     put(&l, "\n", 1);
     fwrite(l.buf, 1, l.len, stdout);
@@ -566,14 +726,16 @@ static void on_message(struct tap *t, const char *channel, const char *payload,
         obj = NULL;
     }
     if (t->opt.ntypes) {
-        const char *type = obj ? json_string_value(json_object_get(obj, "type")) : NULL;
-        if (!type || !in_list(t->opt.types, t->opt.ntypes, type))
+        char type[TYPE_MAX];
+        if (!obj || !shown_type(obj, type, sizeof(type)) || !type_matches(t, type))
             goto done;
     }
     if (!user_matches(t, &m, obj))
         goto done;
     if (obj)
         redact(obj);
+    if (obj && t->opt.no_bodies)
+        hide_bodies(obj, 0);
     if (t->opt.json)
         print_json(t, &m, obj);
     else
@@ -792,12 +954,17 @@ static void usage(FILE *f)
 {
     fputs("usage: imtap [--redis-host H] [--redis-port P] [--redis-user U]\n"
           "             [--redis-password X] [--prefix imb] [--user JID[,JID]]\n"
-          "             [--type TYPE[,TYPE]] [--json] [--all] [--full] [--count N]\n"
+          "             [--type TYPE[,TYPE]] [--no-bodies] [--json] [--all] [--full]\n"
+          "             [--count N]\n"
           "\n"
           "Prints every envelope crossing the imbridge bus, live: PSUBSCRIBE\n"
           "'<prefix>:*', one line per envelope:\n"
           "  TIME KIND:ID TYPE FROM -> TO field=value...\n"
-          "KIND is the channel kind (w worker, x session, p phone, e edge).\n"
+          "KIND is the channel kind (w worker, e edge, bus heartbeats). A req\n"
+          "or event shows as the frame it carries: TYPE req/presence,\n"
+          "event/typing..., the frame's fields as field=value. An envelope's\n"
+          "publish time shows as lat=MS (publish to receipt), its ts only when\n"
+          "it is not now; --json keeps the raw values.\n"
           "Secrets are never printed: a login's sealed cred shows as <sealed>,\n"
           "fields named like a password, secret or token as <hidden>.\n"
           "\n"
@@ -807,8 +974,15 @@ static void usage(FILE *f)
           "  --redis-password X  Redis password (default: $IMB_REDIS_PASSWORD;\n"
           "                      prefer the variable: flags show in ps)\n"
           "  --prefix P          bus_prefix of the deployment (default: $IMB_BUS_PREFIX or imb)\n"
-          "  --user JID[,JID]    only envelopes of these users (channel or from/to/jid)\n"
-          "  --type T[,T]        only these envelope types (login, chat, ack, ...)\n"
+          "  --user JID[,JID]    only envelopes of these users (from/to/jid, also\n"
+          "                      a req's or event's frame: a contact's presence)\n"
+          "  --type T[,T]        only these types: an envelope's (login, chat, ack,\n"
+          "                      req, event...), a frame's (presence, typing,\n"
+          "                      receipt, roster, join, hist, history...: of a req or\n"
+          "                      event) or both (event/presence)\n"
+          "  --no-bodies         message text shows as its length, body=<42 chars>:\n"
+          "                      a chat's body, a push preview, a frame's body,\n"
+          "                      subject, reason or status (line and --json mode)\n"
           "  --json              one JSON object per line:\n"
           "                      {\"rx\":MS,\"channel\":NAME,\"env\":{...}} (secrets masked)\n"
           "  --all               also the <prefix>:bus:* heartbeat channels\n"
@@ -890,7 +1064,7 @@ static void free_options(struct options *o)
 static int parse_options(struct options *o, int argc, char **argv)
 {
     enum { O_HOST = 256, O_PORT, O_RUSER, O_PASS, O_PREFIX, O_USER, O_TYPE,
-           O_JSON, O_ALL, O_FULL, O_COUNT };
+           O_JSON, O_ALL, O_FULL, O_COUNT, O_NO_BODIES };
     static const struct option longopts[] = {
         {"redis-host", required_argument, NULL, O_HOST},
         {"redis-port", required_argument, NULL, O_PORT},
@@ -903,6 +1077,7 @@ static int parse_options(struct options *o, int argc, char **argv)
         {"all", no_argument, NULL, O_ALL},
         {"full", no_argument, NULL, O_FULL},
         {"count", required_argument, NULL, O_COUNT},
+        {"no-bodies", no_argument, NULL, O_NO_BODIES},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -953,6 +1128,9 @@ static int parse_options(struct options *o, int argc, char **argv)
             break;
         case O_FULL:
             o->full = true;
+            break;
+        case O_NO_BODIES:
+            o->no_bodies = true;
             break;
         case O_COUNT: {
             char *end;

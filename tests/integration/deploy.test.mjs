@@ -17,7 +17,7 @@ import { test } from 'node:test';
 import {
   itest, startBridge, startRedis, startProsody, startXmppd, startEdge, connectPhone,
   startDesktop, randomCredKey, freePort, waitFor, sleep, binPath, bareJid, REPO_ROOT, HOST,
-  canConnect, loopbackHaproxyCfg, haproxyStates, redisSubscriber, httpAddr, PLAIN_RUN_ONLY,
+  canConnect, loopbackHaproxyCfg, haproxyStates, redisSubscriber, httpAddr, PLAIN_RUN_ONLY, xml,
 } from '../harness/index.mjs';
 
 const DEPLOY = path.join(REPO_ROOT, 'deploy');
@@ -338,6 +338,109 @@ itest('imtap prints login and chat envelopes live and never a password or sealed
       for (const c of creds) assert.ok(!all.includes(c), `${p.name} printed a sealed credential`);
       assert.ok(!all.includes(c16(creds[0])), `${p.name} printed part of a sealed credential`);
     }
+  });
+
+// Issue 19: an operator can watch the bus without reading what people write,
+// and a req or event reads as the frame it carries.
+itest('imtap --no-bodies shows no message text; req/event print as req/<t>, event/<t>; --type selects frame types; no raw pts/ts',
+  { bins: ['imb-edge', 'imb-xmppd', 'imtap'], timeout: 60000 }, async (t, stack) => {
+    const ROOM = 'tapped@conference.localhost';
+    // Distinctive texts, each of which crosses the bus at least once.
+    const TEXT = {
+      chatOut: 'Qx7 phone says plums', chatIn: 'Qx7 desk says pears', old: 'Qx7 archived quince',
+      subject: 'Qx7 room subject figs', reason: 'Qx7 invite reason kiwi',
+      myStatus: 'Qx7 my status lime', bobStatus: 'Qx7 bob status melon',
+    };
+    const b = await startBridge(stack);
+    const nb = startTap(stack, b.redis.port, ['--no-bodies'], 'imb-tap-nb');
+    const nbJson = startTap(stack, b.redis.port, ['--no-bodies', '--json'], 'imb-tap-nb-json');
+    const typed = startTap(stack, b.redis.port, ['--type', 'presence,typing'], 'imb-tap-typed');
+    const plain = startTap(stack, b.redis.port, [], 'imb-tap-plain');
+    await Promise.all([nb, nbJson, typed, plain].map((p) => p.waitForLine(/subscribed imb:\* on/, { timeout: 5000 })));
+
+    const alice = await b.loginPhone('alice');
+    const bob = await b.desktop('bob');
+    // Mutual subscription, so presence flows both ways.
+    await bob.getRoster();
+    alice.send({ t: 'sub', to: 'bob@localhost', type: 'subscribe' });
+    await bob.nextStanza((el) => el.is('presence') && el.attrs.type === 'subscribe', 5000, 'subscribe');
+    await bob.sendXml(xml('presence', { to: 'alice@localhost', type: 'subscribed' }));
+    await bob.sendXml(xml('presence', { to: 'alice@localhost', type: 'subscribe' }));
+    await alice.expect({ t: 'sub', type: 'subscribe', from: 'bob@localhost' });
+    alice.send({ t: 'sub', to: 'bob@localhost', type: 'subscribed' });
+    await alice.expect({ t: 'presence', from: bob.jid });
+
+    alice.send({ t: 'presence', show: 'away', status: TEXT.myStatus });
+    await bob.sendXml(xml('presence', {}, xml('show', {}, 'dnd'), xml('status', {}, TEXT.bobStatus)));
+    await alice.expect({ t: 'presence', from: bob.jid, status: TEXT.bobStatus });
+    alice.send({ t: 'typing', to: bob.jid, state: 'composing' });
+    await bob.sendXml(xml('message', { to: 'alice@localhost', type: 'chat' },
+      xml('composing', { xmlns: 'http://jabber.org/protocol/chatstates' })));
+    await alice.expect({ t: 'typing', state: 'composing' });
+
+    await bob.send('alice@localhost', TEXT.old);
+    await alice.nextMsg({ body: TEXT.old });
+    await alice.msg('bob@localhost', TEXT.chatOut);
+    await bob.nextMessage({ body: TEXT.chatOut });
+    await bob.send('alice@localhost', TEXT.chatIn);
+    await alice.nextMsg({ body: TEXT.chatIn });
+    await sleep(300);
+    alice.send({ t: 'history', id: 'h1', with: 'bob@localhost', max: 10 });
+    await alice.expect({ t: 'hist', id: 'h1', body: TEXT.old });
+    await alice.expect({ t: 'history', id: 'h1' });
+
+    alice.send({ t: 'join', id: 'j1', room: ROOM, nick: 'Alice' });
+    await alice.expect({ t: 'ok', id: 'j1' }, 10000);
+    alice.send({ t: 'subject', id: 's1', room: ROOM, subject: TEXT.subject });
+    await alice.expect({ t: 'ok', id: 's1' });
+    await alice.expect({ t: 'subject', room: ROOM, subject: TEXT.subject });
+    alice.send({ t: 'invite', id: 'i1', room: ROOM, to: 'bob@localhost', reason: TEXT.reason });
+    await alice.expect({ t: 'ok', id: 'i1' });
+
+    // The plain tap shows every text: each really crossed the bus.
+    for (const s of Object.values(TEXT)) await plain.waitForLines(new RegExp(s), { stream: 'stdout', timeout: 5000 });
+    await nb.waitForLines(/ req\/invite /, { stream: 'stdout', timeout: 5000 });
+    await sleep(300);
+
+    const lines = (p) => p.lines('stdout').filter(Boolean);
+    const nbLines = lines(nb);
+    const nbOut = nb.stdout + nbJson.stdout;
+    const leaked = Object.values(TEXT).filter((s) => nbOut.includes(s) || nbOut.includes(s.slice(4)));
+    const masked = nbLines.join('\n').match(/(body|subject|reason|status)=<\d+ chars>/g) ?? [];
+    console.log(`# imtap --no-bodies: ${nbLines.length} lines, ${lines(nbJson).length} JSON lines, ` +
+      `${masked.length} texts shown as their length, ${leaked.length}/${Object.keys(TEXT).length} texts leaked`);
+    assert.deepEqual(leaked, [], 'no message text in --no-bodies output');
+    const want = [
+      new RegExp(` w:\\S+ chat alice@localhost -> bob@localhost .*body=<${TEXT.chatOut.length} chars>`),
+      new RegExp(` e:\\S+ chat bob@localhost/\\S+ -> alice@localhost .*body=<${TEXT.chatIn.length} chars>`),
+      new RegExp(` w:\\S+ req/presence alice@localhost .*show=away status=<${TEXT.myStatus.length} chars>`),
+      new RegExp(` e:\\S+ event/presence bob@localhost/\\S+ -> alice@localhost .*status=<${TEXT.bobStatus.length} chars>`),
+      / w:\S+ req\/typing alice@localhost -> bob@localhost\/\S+ .*state=composing/,
+      / e:\S+ event\/typing bob@localhost\/\S+ -> alice@localhost .*state=composing/,
+      new RegExp(` e:\\S+ event/hist .*id=h1 .*body=<${TEXT.old.length} chars>`),
+      / e:\S+ event\/history - -> alice@localhost .*id=h1 /,
+      new RegExp(` w:\\S+ req/subject .*subject=<${TEXT.subject.length} chars>`),
+      new RegExp(` e:\\S+ event/subject .*subject=<${TEXT.subject.length} chars>`),
+      new RegExp(` w:\\S+ req/invite .*reason=<${TEXT.reason.length} chars>`),
+      / w:\S+ req\/join .*nick=Alice/,
+    ];
+    for (const re of want) assert.ok(nbLines.some((l) => re.test(l)), `a line like ${re}:\n${nbLines.join('\n')}`);
+    // Frames read as k=v, never as an escaped JSON string; no raw stamps.
+    assert.ok(!nbLines.some((l) => /frame=|\\"/.test(l)), 'no frame=JSON');
+    assert.ok(!nbLines.some((l) => / pts=| ts=\d+( |$)/.test(l)), 'no raw pts or ts in line mode');
+    assert.ok(nbLines.some((l) => / lat=-?\d+ms/.test(l)), 'the publish-to-receive latency');
+    assert.ok(nbLines.some((l) => / event\/hist .* ts=\d{4}-\d\d-\d\dT/.test(l)), "an archived message's time, as a date");
+    // --json keeps the raw values, with the texts masked too.
+    const objs = lines(nbJson).map((l) => JSON.parse(l));
+    assert.ok(objs.some((o) => typeof o.env?.pts === 'number'), 'json: raw pts');
+    assert.ok(objs.some((o) => o.env?.type === 'chat' && o.env.body === `<${TEXT.chatOut.length} chars>`), 'json: chat body masked');
+
+    // --type presence,typing: those frames both ways, nothing else.
+    const tl = lines(typed);
+    const kinds = [...new Set(tl.map((l) => l.split(' ')[2]))].sort();
+    console.log(`# imtap --type presence,typing: ${tl.length} lines, types ${kinds.join(',')}`);
+    assert.deepEqual(kinds, ['event/presence', 'event/typing', 'req/presence', 'req/typing'], tl.join('\n'));
+    assert.ok(tl.some((l) => l.includes(`status="${TEXT.bobStatus}"`)), 'without --no-bodies the status shows');
   });
 
 /** A 16-character slice from the middle of a credential. */
