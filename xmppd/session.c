@@ -299,6 +299,7 @@ static struct session *session_new(struct worker *w, const char *jid)
 {
     struct session *s = xcalloc(1, sizeof(*s));
     s->w = w;
+    s->serial = ++w->session_serial;
     s->jid = xstrdup(jid);
     s->state = SESSION_LEASING;
     s->fd = -1;
@@ -1243,15 +1244,19 @@ static void on_forwarded(void *owner, void *data, redisReply *r)
  * sure to last lease_ms from then). */
 struct lease_req {
     char *jid;
+    uint64_t serial;  /* of the session it was for: a later session of the
+                         same user must not take its answer */
     int64_t sent_ms;
 };
 
-/* The session a lease request was for (NULL if gone), and when the request
- * was sent; frees lr. */
+/* The session a lease request was for (NULL if gone, or replaced by a new
+ * session of the user meanwhile), and when the request was sent; frees lr. */
 static struct session *lease_req_done(struct worker *w, struct lease_req *lr,
                                       int64_t *sent_ms)
 {
     struct session *s = strmap_get(&w->sessions, lr->jid);
+    if (s && s->serial != lr->serial)
+        s = NULL;
     *sent_ms = lr->sent_ms;
     free(lr->jid);
     free(lr);
@@ -1306,14 +1311,14 @@ static void on_lease_acquired(void *owner, void *data, redisReply *r)
     session_bury(s);
 }
 
-/* Take (held "") or renew (held: the session's token) jid's lease. */
-static void lease_request(struct worker *w, const char *jid, const char *held,
-                          bus_reply_cb *cb)
+/* Take (held "") or renew (held: the session's token) s's lease. */
+static void lease_request(struct session *s, const char *held, bus_reply_cb *cb)
 {
     struct lease_req *lr = xcalloc(1, sizeof(*lr));
-    lr->jid = xstrdup(jid);
+    lr->jid = xstrdup(s->jid);
+    lr->serial = s->serial;
     lr->sent_ms = util_mono_ms();
-    lease_take(w->bus, jid, w->id, held, w->cfg->lease_ms, cb, lr);
+    lease_take(s->w->bus, s->jid, s->w->id, held, s->w->cfg->lease_ms, cb, lr);
 }
 
 void session_on_login(struct worker *w, struct env *e, const char *payload,
@@ -1355,7 +1360,7 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
         s->password = pass;
         hash_password(s, pass, s->pass_hash);
         pass = NULL;
-        lease_request(w, jid, "", on_lease_acquired);
+        lease_request(s, "", on_lease_acquired);
     }
     uint8_t hash[32];
     hash_password(s, pass ? pass : s->password, hash);
@@ -1724,7 +1729,7 @@ static void session_renew(struct session *s)
     if (s->renewing || s->lease_lost || !s->token[0])
         return;
     s->renewing = true;
-    lease_request(s->w, s->jid, s->token, on_renewed);
+    lease_request(s, s->token, on_renewed);
 }
 
 void session_lease_renew(struct worker *w)

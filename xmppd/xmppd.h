@@ -105,6 +105,8 @@ struct owed_receipt {
 
 struct session {
     struct worker *w;
+    uint64_t serial;         /* unique in the worker: names this session, not
+                                the user, in answers that come later */
     char *jid;               /* bare JID, owned */
     enum session_state state;
     xmpp_conn_t *conn;       /* owned; released outside libstrophe callbacks */
@@ -357,6 +359,7 @@ struct worker {
     int64_t cred_opened_ms;     /* when a sealed credential last opened (monotonic,
                                    0 never): tells a forged one from a wrong key */
     struct pending_delivery *redeliver, *redeliver_tail; /* FIFO */
+    uint64_t session_serial; /* the last struct session's serial */
     struct relay *relays;    /* envelopes waiting to reach a user's holder */
     bool closing;            /* the loop ended: the bus is being freed */
     struct event *relay_timer;
