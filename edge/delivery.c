@@ -148,10 +148,8 @@ void delivery_live(struct conn *c, const struct env *e)
 {
     int64_t seq = env_int(e, "seq", -1);
     const char *epoch = env_str(e, "epoch");
-    if (seq < 0) {
-        write_chat(c, e, false);
-        return;
-    }
+    if (seq < 0)
+        return; /* (edge.c refuses a chat without seq: never here) */
     if (c->replaying) {
         hold(c, e);
         return;

@@ -400,7 +400,7 @@ void worker_deliver(struct session *s, struct env *e, json_t *push);
 #define WORKER_HANDOVER_HOPS 3
 void worker_deliver_handed(struct session *s, struct env *e, int hops);
 /* Publish e to "<prefix>:<kind>:<id>"; e is freed. It owes someone an
- * answer (a login answer, a handover): resent until a subscriber got it,
+ * answer (a login answer): resent until a subscriber got it,
  * for up to WORKER_OWED_MS (bus_publish_owed). */
 #define WORKER_OWED_MS 10000
 void worker_publish(struct worker *w, const char *kind, const char *id,
