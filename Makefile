@@ -114,6 +114,9 @@ $(BIN)/imb-client-example: $(BUILD)/client/example.o $(CLIENT_LIB)
 $(BUILD)/tests/unit/test_client.o: CFLAGS += -Iclient
 $(BUILD)/tests/test_client: $(BUILD)/client/imb_client.o
 
+# The parser buffer test drives expat itself.
+$(BUILD)/tests/test_xmlbuf: LDLIBS += -lexpat
+
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/unit.o $(EDGE_LIB) $(XMPPD_LIB) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -267,7 +270,7 @@ fuzz: fuzz-regress
 # `perf stat` (package linux-perf) when it is there.
 BENCH_DIR    := build/bench
 BENCH_BINS   := $(BENCH_DIR)/loadgen $(BENCH_DIR)/echoserver $(BENCH_DIR)/xmppclient \
-                $(BENCH_DIR)/stubbridge $(BENCH_DIR)/malloccount.so
+                $(BENCH_DIR)/stubbridge $(BENCH_DIR)/malloccount.so $(BENCH_DIR)/tlsfloor
 BENCH_CFLAGS := -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 BENCH_ARGS   ?=
 
@@ -284,6 +287,11 @@ $(BENCH_DIR)/xmppclient: bench/xmppclient.c
 $(BENCH_DIR)/stubbridge: bench/stubbridge.c $(COMMON_OBJ) | $(LUA_H)
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(COMMON_OBJ) $(LDLIBS) -o $@
+
+# OpenSSL's own heap per idle TLS connection (bench/idle-tls.mjs prints it).
+$(BENCH_DIR)/tlsfloor: bench/tlsfloor.c
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) $< $(shell pkg-config --libs openssl) -o $@
 
 # LD_PRELOAD shim counting malloc/calloc/realloc/free (bench "cost" section).
 $(BENCH_DIR)/malloccount.so: bench/malloccount.c
