@@ -7,6 +7,7 @@
 #include "phone.h"
 #include "proto.h"
 #include "httpd.h"
+#include "jpool.h"
 #include "schema.h"
 #include "throttle.h"
 #include "tlsctx.h"
@@ -1012,12 +1013,24 @@ bool log_limit_ok(struct log_limit *l, uint64_t *suppressed)
     return true;
 }
 
-/* After a storm of closes glibc keeps the freed heap: give it back. Called
- * by the once-a-second tick (the half second keeps the extra tick of a bus
- * reconnect from trimming twice). */
+/* After a storm of closes glibc keeps the freed heap, and after a burst of
+ * frames the pool's free lists (jpool.h) keep blocks no idle phone needs:
+ * give them back. Called by the once-a-second tick (the half second keeps
+ * the extra tick of a bus reconnect from trimming twice). */
 static void edge_trim(struct edge *edge)
 {
     int64_t now = util_mono_ms();
+    const struct edge_stats *st = &edge->stats;
+    uint64_t traffic = st->msgs_in + st->msgs_out + st->reqs_in + st->events_out +
+                       st->acks + st->logins_ok + st->logins_failed;
+    bool quiet = traffic == edge->trim_traffic;
+    edge->trim_traffic = traffic;
+    struct jpool_stats pool;
+    jpool_stats(&pool);
+    if (quiet && pool.kept_bytes > 0) {
+        jpool_trim();
+        edge->freed = TRIM_AFTER_FREES; /* and the heap's free pages with it */
+    }
     if (edge->freed < TRIM_AFTER_FREES || now - edge->trimmed_ms < 500)
         return;
     edge->freed = 0;

@@ -204,6 +204,8 @@ struct edge {
     struct edge_stats stats;
     uint64_t freed;            /* sockets freed since the last malloc_trim */
     int64_t trimmed_ms;        /* monotonic time of the last malloc_trim */
+    uint64_t trim_traffic;     /* frames in and out at the last tick: the
+                                  same count a tick later is a quiet second */
     struct log_limit reject_log; /* conn_rejected lines */
     /* accept() failing (out of descriptors or memory): the listener stops
      * for accept_backoff_ms, doubling up to a second while it keeps

@@ -1,5 +1,6 @@
 /* main.c - imb-xmppd: options, then a supervisor that forks the worker
  * processes, restarts any that die, and forwards TERM/INT/HUP to them. */
+#include "jpool.h"
 #include "log.h"
 #include "schema.h"
 #include "util.h"
@@ -225,6 +226,9 @@ static void reload(void)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    /* Envelopes' JSON values from the pool's free lists (libstrophe's
+     * stanzas too: worker.c). */
+    jpool_install();
     log_set_name("xmppd");
     g_argc = argc;
     g_argv = argv;

@@ -3,12 +3,14 @@
  * the renewal of its sessions' leases. */
 #include "bus.h"
 #include "inbox.h"
+#include "jpool.h"
 #include "lease.h"
 #include "log.h"
 #include "util.h"
 #include "watchdog.h"
 #include "xmppd.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -545,11 +547,24 @@ void worker_deliver_handed(struct session *s, struct env *e, int hops)
 
 static void run_pass(evutil_socket_t fd, short what, void *arg);
 
+/* A worker that went quiet gives back what the last burst left: the pool's
+ * free lists (jpool.h) and glibc's free pages, at most every TRIM_EVERY_MS
+ * so that light traffic does not walk the heap again and again. */
+#define TRIM_EVERY_MS 5000
+
 static void on_backstop(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     run_pass(fd, what, w);
-    bool busy = w->connecting > 0 || util_mono_ms() < w->busy_until_ms;
+    int64_t now = util_mono_ms();
+    bool busy = w->connecting > 0 || now < w->busy_until_ms;
+    if (!busy && w->backstop_busy && now - w->trimmed_ms >= TRIM_EVERY_MS) {
+        w->trimmed_ms = now;
+        jpool_trim();
+#ifdef __GLIBC__
+        malloc_trim(0);
+#endif
+    }
     w->backstop_busy = busy;
     int ms = busy ? BACKSTOP_BUSY_MS : BACKSTOP_IDLE_MS;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -1062,6 +1077,26 @@ static void strophe_log(void *userdata, xmpp_log_level_t level,
         LOG(WARN, "libstrophe", "area=%s msg=\"%s\"", area, msg);
 }
 
+/* ---- libstrophe memory: the pool's free lists (jpool.h) ------------------ */
+
+/* libstrophe and the expat parser under it allocate through these: every
+ * stanza read or written is a tree of small blocks, built and freed once
+ * per message. */
+static void *strophe_alloc(size_t n, void *userdata)
+{
+    return jpool_malloc(n);
+}
+
+static void strophe_free(void *p, void *userdata)
+{
+    jpool_free(p);
+}
+
+static void *strophe_realloc(void *p, size_t n, void *userdata)
+{
+    return jpool_realloc(p, n);
+}
+
 /* ---- lifecycle ----------------------------------------------------------- */
 
 static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
@@ -1124,7 +1159,8 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     watchdog_start(2000);
     xmpp_initialize();
     static xmpp_log_t xlog = {strophe_log, NULL};
-    w->ctx = xmpp_ctx_new(NULL, &xlog);
+    static xmpp_mem_t xmem = {strophe_alloc, strophe_free, strophe_realloc, NULL};
+    w->ctx = xmpp_ctx_new(jpool_on() ? &xmem : NULL, &xlog);
 
     struct bus_opts bo = {
         .host = cfg->common.redis_host,
@@ -1201,6 +1237,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     watchdog_stop();
     xmpp_ctx_free(w->ctx);
     xmpp_shutdown();
+    jpool_trim(); /* (what the lists keep, freed for the leak check) */
     strmap_free(&w->sessions);
     strmap_free(&w->by_conn);
     event_base_free(w->base);

@@ -345,6 +345,8 @@ struct worker {
     struct event *backstop;     /* periodic pass: timers, TLS-buffered bytes */
     int64_t busy_until_ms;      /* traffic lately: the backstop runs often */
     bool backstop_busy;         /* the backstop is armed BACKSTOP_BUSY_MS apart */
+    int64_t trimmed_ms;         /* last time the quiet worker gave its free
+                                   lists and heap back (monotonic) */
     struct event *tick;         /* registry + lease renewal */
     struct event *stop_timer;   /* graceful stop: exit the loop */
     struct session *outs;    /* sessions with stanzas waiting in out */

@@ -1,7 +1,9 @@
-/* test_jpool.c - edge/jpool: jansson's values from size-class free lists. */
-#include "../../edge/jpool.h"
+/* test_jpool.c - common/jpool: jansson's values and libstrophe's stanzas
+ * from size-class free lists. */
+#include "jpool.h"
 #include "unit.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,9 +69,51 @@ TEST(jpool_under_jansson)
     jpool_trim();
 }
 
+TEST(jpool_blocks_cost_what_malloc_would)
+{
+    /* Fresh from malloc: the very size a plain malloc gives. Reused: a
+     * block from the list of that size, never a smaller one. */
+    jpool_trim();
+    int fresh_bigger = 0, reused_short = 0;
+    for (size_t n = 0; n <= 600; n++) {
+        void *a = malloc(n ? n : 1);
+        void *b = jpool_malloc(n);
+        if (malloc_usable_size(b) > malloc_usable_size(a))
+            fresh_bigger++;
+        free(a);
+        jpool_free(b);
+        void *c = jpool_malloc(n);
+        if (malloc_usable_size(c) < n)
+            reused_short++;
+        memset(c, 5, n);
+        jpool_free(c);
+    }
+    CHECK_EQ_INT(fresh_bigger, 0);
+    CHECK_EQ_INT(reused_short, 0);
+    jpool_trim();
+}
+
+TEST(jpool_realloc_keeps_the_bytes)
+{
+    char *p = jpool_realloc(NULL, 10);
+    memcpy(p, "0123456789", 10);
+    char *q = jpool_realloc(p, 12); /* fits the block it has: the same */
+    CHECK(q == p);
+    char *r = jpool_realloc(q, 300); /* another class */
+    CHECK(memcmp(r, "0123456789", 10) == 0);
+    char *big = jpool_realloc(r, 5000); /* past the classes */
+    CHECK(memcmp(big, "0123456789", 10) == 0);
+    char *back = jpool_realloc(big, 20); /* never shrinks: the same */
+    CHECK(back == big);
+    jpool_free(back);
+    jpool_trim();
+}
+
 int main(void)
 {
     RUN(jpool_reuses_freed_blocks);
     RUN(jpool_under_jansson);
+    RUN(jpool_blocks_cost_what_malloc_would);
+    RUN(jpool_realloc_keeps_the_bytes);
     return unit_done();
 }

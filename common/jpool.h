@@ -1,6 +1,9 @@
-/* jpool.h - the edge's allocator for jansson: freed small blocks are kept
- * on free lists by size class and handed out again, so the JSON values of
- * every frame and envelope stop costing a malloc and a free each.
+/* jpool.h - the services' allocator for jansson (edge, xmppd) and
+ * libstrophe (xmppd): freed small blocks are kept on free lists by size
+ * class and handed out again, so the JSON values of every frame and
+ * envelope, and the stanza trees of every XMPP message, stop costing a
+ * malloc and a free each. A block costs what the same malloc would (the
+ * classes are glibc's chunk sizes).
  *
  * Each block is an ordinary malloc'd one (the first time), so what jansson
  * hands out may still be given to free(), and valgrind's leak check still
@@ -11,6 +14,7 @@
 #ifndef IMB_JPOOL_H
 #define IMB_JPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,9 +22,16 @@
  * exists, in a process that uses jansson from one thread only. */
 void jpool_install(void);
 
-/* The pool's own functions (jpool_install hands them to jansson). */
+/* Whether the pool is used (false in AddressSanitizer builds, where a
+ * block's reuse would hide a use after free): a library given the pool's
+ * functions by hand (libstrophe's xmpp_mem_t) gets them only then. */
+bool jpool_on(void);
+
+/* The pool's own functions (jpool_install hands them to jansson). realloc
+ * keeps the block when it already has room. */
 void *jpool_malloc(size_t n);
 void jpool_free(void *p);
+void *jpool_realloc(void *p, size_t n);
 
 /* Free the blocks kept on the lists (at exit, so a leak check is clean). */
 void jpool_trim(void);
