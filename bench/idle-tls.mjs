@@ -3,6 +3,8 @@
 // (VmRSS) before and after opening N TLS sockets that finish the handshake
 // and stay silent (not logged in), then M phones that log in and stay idle.
 //   node bench/idle-tls.mjs [--idle 2000] [--logged 500]
+// and, for comparison, what OpenSSL alone holds per idle connection
+// (build/bench/tlsfloor, from bench/tlsfloor.c).
 // IMB_TEST_BIN_DIR=dir picks the binaries (to compare builds).
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -84,6 +86,14 @@ try {
   console.log(`edge RSS: ${kb(r0 / 1024)} MB at rest; +${IDLE} idle TLS sockets (handshake done, no login): ` +
     `${kb(r1 / 1024)} MB = ${kb((r1 - r0) / IDLE)} KB each; +${LOGGED} logged-in idle TLS phones ` +
     `(${USERS} users): ${kb(r2 / 1024)} MB = ${kb((r2 - r1) / LOGGED)} KB each`);
+  // What OpenSSL alone keeps per idle connection, same certificate, no edge
+  // (bench/tlsfloor.c; `make bench` builds it).
+  const floorBin = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'build', 'bench', 'tlsfloor');
+  if (fs.existsSync(floorBin)) {
+    const f = JSON.parse(execFileSync(floorBin, [cert, key, String(IDLE)]).toString());
+    console.log(`${f.openssl} alone (bench/tlsfloor): ${kb(f.bytes_per_conn / 1024)} KB of heap per idle server connection ` +
+      `(${kb(f.bytes_per_conn_buffers_freed / 1024)} KB after SSL_free_buffers, ${kb(f.bytes_per_conn_no_ticket / 1024)} KB without session tickets)`);
+  }
   for (const s of idle) s.destroy();
   for (const p of phones) p.destroy();
 } finally {
