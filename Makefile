@@ -95,9 +95,13 @@ $(BIN)/imb-xmppd: $(XMPPD_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BIN)/imcat: $(BUILD)/tools/imcat.o $(COMMON_OBJ)
+# imcat: on the client library, with libedit for the interactive prompt.
+EDIT_CFLAGS := $(shell pkg-config --cflags libedit 2>/dev/null)
+EDIT_LIBS   := $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
+$(BUILD)/tools/imcat.o: CFLAGS += -Iclient $(EDIT_CFLAGS)
+$(BIN)/imcat: $(BUILD)/tools/imcat.o $(CLIENT_LIB) $(COMMON_OBJ)
 	@mkdir -p $(BIN)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(EDIT_LIBS) -o $@
 
 $(BIN)/imtap: $(BUILD)/tools/imtap.o $(COMMON_OBJ)
 	@mkdir -p $(BIN)
