@@ -32,6 +32,7 @@ struct imb_client_ev {
     const char *open_host, *open_port; /* the CONNECT to act on (strings owned by the client's edges) */
     bool open_tls;
     bool got_bytes;             /* the current connection has received something */
+    bool up;                    /* the current connection got connected (TCP, and TLS if asked) */
     bool in_flush;
     void (*app_cb)(void *arg, const struct imb_event *ev);
     void *app_arg;
@@ -107,6 +108,14 @@ static void set_error_from_bev(struct imb_client_ev *ev, short what)
     } else if (ssl && !ev->got_bytes && (what & BEV_EVENT_EOF)) {
         snprintf(ev->last_error, sizeof ev->last_error,
                  "TLS handshake failed: the server closed the connection");
+    } else if (!ssl && ev->up && !ev->got_bytes) {
+        /* A plaintext edge answers a login; one that speaks TLS takes it for
+         * a broken handshake and drops the connection (a reset, or a TLS
+         * alert: see read_cb). */
+        int err = EVUTIL_SOCKET_ERROR();
+        snprintf(ev->last_error, sizeof ev->last_error,
+                 "the server closed the connection (%s) without answering the login: it seems to speak TLS",
+                 (what & BEV_EVENT_EOF) || !err ? "end of stream" : evutil_socket_error_to_string(err));
     } else if (what & BEV_EVENT_EOF) {
         snprintf(ev->last_error, sizeof ev->last_error, "closed by the server");
     } else {
@@ -146,6 +155,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     struct imb_client_ev *ev = arg;
     if (what & BEV_EVENT_CONNECTED) {
         ev->last_error[0] = 0;
+        ev->up = true;
         int one = 1;
         /* Frames are small; a heartbeat stuck behind Nagle eats into the
          * server's idle budget. */
@@ -199,6 +209,7 @@ static void open_cb(evutil_socket_t fd, short what, void *arg)
     close_bev(ev);
     ev->last_error[0] = 0;
     ev->got_bytes = false;
+    ev->up = false;
     int port = atoi(ev->open_port);
     struct bufferevent *bev = NULL;
     if (ev->open_tls) {
