@@ -25,38 +25,50 @@ function spawnChat(stack, b, user, args, name = `imcat-${user}`) {
 
 const N = 16;
 
-itest('imcat: an edge restarting mid-conversation (bye shutdown): imcat resumes on the next --host, nothing lost or shown twice', {
-  bins: ['imb-edge', 'imb-xmppd', 'imcat'], timeout: 60000,
-}, async (t, stack) => {
+/**
+ * A conversation both ways (N messages each, 100 ms apart) during which the
+ * edge goes away with bye shutdown after a third: 'restart' starts a new edge
+ * on the same port (imcat has one --host); 'next-host' leaves a second edge
+ * running, the next in imcat's --host list. Counts what was sent, shown,
+ * lost and shown twice.
+ */
+async function conversationAcrossRestart(t, stack, mode) {
   const b = await startBridge(stack);
-  const edgeB = await startEdge(stack, { redisPort: b.redis.port, credKey: b.credKey });
+  const port = b.edge.port;
+  const edgeB = mode === 'next-host' ? await startEdge(stack, { redisPort: b.redis.port, credKey: b.credKey }) : null;
   const bob = await b.desktop('bob');
-  const cat = spawnChat(stack, b, 'alice', ['--host', `127.0.0.1:${b.edge.port}`, '--host', `127.0.0.1:${edgeB.port}`,
-    '--dev', 'cli', '--to', 'bob@localhost']);
+  const hosts = mode === 'next-host'
+    ? ['--host', `127.0.0.1:${port}`, '--host', `127.0.0.1:${edgeB.port}`]
+    : ['--host', '127.0.0.1', '--port', String(port)];
+  const cat = spawnChat(stack, b, 'alice', [...hosts, '--dev', 'cli', '--to', 'bob@localhost']);
   await cat.waitForLine(/^\* logged in as alice@localhost/, { timeout: 10000 });
 
-  // Both ways at once, 100 ms apart; edge A shuts down (bye shutdown to its
-  // phones) after a third of them.
   const t0 = Date.now();
   let stopAt = 0;
+  let restarted = null;
   for (let i = 0; i < N; i++) {
     await bob.send('alice@localhost', `desk ${i}`);
     cat.say(`phone ${i}`);
     if (i === Math.floor(N / 3)) {
       stopAt = Date.now();
       await b.edge.stop({ signal: 'SIGTERM', timeout: 5000 });
+      if (mode === 'restart') {
+        restarted = await startEdge(stack, { redisPort: b.redis.port, credKey: b.credKey,
+          extraArgs: ['--listen', `127.0.0.1:${port}`] });
+        assert.equal(restarted.port, port, 'the new edge listens where the old one did');
+      }
     }
     await sleep(100);
   }
   const resumed = await cat.waitForLine(/^\* reconnected to 127\.0\.0\.1:\d+, resumed at seq \d+/, { timeout: 15000 });
-  // Everything arrives: N lines at the desktop, N messages on imcat's stdout.
-  await waitFor(() => new Set(bob.messages.map((m) => m.body).filter((x) => /^phone \d+$/.test(x ?? ''))).size >= N, { timeout: 15000 })
-    .catch(() => {});
-  await waitFor(() => cat.lines('stdout').filter((l) => / bob@localhost\/desktop: desk \d+$/.test(l)).length >= N, { timeout: 15000 })
-    .catch(() => {});
-  // The acks: each of imcat's messages once.
-  await waitFor(() => cat.lines('stdout').filter((l) => /^\(delivered to server: /.test(l)).length >= N, { timeout: 10000 })
-    .catch(() => {});
+  // Everything arrives: N lines at the desktop, N messages on imcat's
+  // stdout, and each of imcat's messages acknowledged once.
+  const phoneAtBob = () => bob.messages.map((m) => m.body).filter((x) => /^phone \d+$/.test(x ?? ''));
+  await waitFor(() => new Set(phoneAtBob()).size >= N, { timeout: 15000 }).catch(() => {});
+  await waitFor(() => cat.lines('stdout').filter((l) => / bob@localhost\/desktop: desk \d+$/.test(l)).length >= N,
+    { timeout: 15000 }).catch(() => {});
+  await waitFor(() => cat.lines('stdout').filter((l) => /^\(delivered to server: /.test(l)).length >= N,
+    { timeout: 10000 }).catch(() => {});
   cat.endStdin();
   const code = (await cat.waitExit(10000)).code;
 
@@ -64,24 +76,32 @@ itest('imcat: an edge restarting mid-conversation (bye shutdown): imcat resumes 
   const want = Array.from({ length: N }, (_, i) => `desk ${i}`);
   const inMissing = want.filter((w) => !shown.includes(w));
   const inTwice = shown.filter((s, i) => shown.indexOf(s) !== i);
-  const atBob = bob.messages.map((m) => m.body).filter((x) => /^phone \d+$/.test(x ?? ''));
+  const atBob = phoneAtBob();
   const outMissing = Array.from({ length: N }, (_, i) => `phone ${i}`).filter((w) => !atBob.includes(w));
   const outTwice = atBob.filter((s, i) => atBob.indexOf(s) !== i);
   const acks = cat.lines('stdout').filter((l) => /^\(delivered to server: /.test(l));
   const ackTwice = acks.filter((s, i) => acks.indexOf(s) !== i);
-  t.diagnostic(`in: sent ${N}, shown ${shown.length}, missing ${inMissing.length}, twice ${inTwice.length}; ` +
+  t.diagnostic(`${mode}: in: sent ${N}, shown ${shown.length}, missing ${inMissing.length}, twice ${inTwice.length}; ` +
     `out: sent ${N}, at the desktop ${atBob.length}, missing ${outMissing.length}, twice ${outTwice.length}; ` +
-    `acks shown ${acks.length} (${ackTwice.length} twice); "${resumed}"; edge A stopped ${stopAt - t0} ms in, ` +
+    `acks shown ${acks.length} (${ackTwice.length} twice); "${resumed}"; edge stopped ${stopAt - t0} ms in, ` +
     `${Date.now() - t0} ms in all; exit ${code}`);
   assert.match(cat.stderr, /server ended the session: shutdown; reconnecting/);
-  assert.match(resumed, new RegExp(`^\\* reconnected to 127\\.0\\.0\\.1:${edgeB.port}, resumed at seq `));
+  assert.match(resumed, new RegExp(`^\\* reconnected to 127\\.0\\.0\\.1:${edgeB ? edgeB.port : port}, resumed at seq `));
   assert.deepEqual(inMissing, [], 'no incoming message lost');
   assert.deepEqual(inTwice, [], 'no incoming message shown twice');
   assert.deepEqual(outMissing, [], 'no outgoing message lost');
   assert.deepEqual(outTwice, [], 'no outgoing message delivered twice');
   assert.equal(acks.length, N, 'one "(delivered to server" line per message');
   assert.equal(code, 0, 'imcat exits 0 at end of input');
-});
+}
+
+itest('imcat: its edge restarts mid-conversation (bye shutdown): imcat reconnects and resumes by itself, nothing lost or shown twice', {
+  bins: ['imb-edge', 'imb-xmppd', 'imcat'], timeout: 60000,
+}, (t, stack) => conversationAcrossRestart(t, stack, 'restart'));
+
+itest('imcat: its edge shuts down mid-conversation: imcat resumes on the next --host, nothing lost or shown twice', {
+  bins: ['imb-edge', 'imb-xmppd', 'imcat'], timeout: 60000,
+}, (t, stack) => conversationAcrossRestart(t, stack, 'next-host'));
 
 /** A self-signed certificate for the given subjectAltName. */
 function makeCert(dir, name, san) {
