@@ -1256,6 +1256,9 @@ static void tty_show(struct imcat *c)
 static void tty_line(char *line)
 {
     struct imcat *c = tty_owner;
+    /* The prompt is not on the screen now (the line was entered): what
+     * the line prints needs no clearing. */
+    c->prompt_hidden = true;
     if (!line) {
         c->stdin_eof = true;
         fputc('\n', stdout);
@@ -1267,6 +1270,14 @@ static void tty_line(char *line)
         free(line);
     }
     pump_stdin(c);
+    c->prompt_hidden = false;
+    if (c->stdin_on && !c->stdin_eof) {
+        /* libedit leaves the entered line in its buffer, and the terminal
+         * in cooked mode, until the next key: installing the handler again
+         * starts a fresh line now (raw mode, an empty buffer, the prompt). */
+        tty_set_prompt(c);
+        rl_callback_handler_install(c->prompt, tty_line);
+    }
 }
 
 /* Works through buffered lines while sending is allowed, then asks for more
