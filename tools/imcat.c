@@ -477,7 +477,7 @@ static void expire_requests(struct imcat *c, int64_t now)
 {
     for (size_t i = 0; i < c->pending.n;) {
         struct entry *e = &c->pending.e[i];
-        if (!e->due || e->due > now) {
+        if (!e->due || e->due > now || e->kind == REQ_MSG) {
             i++;
             continue;
         }
