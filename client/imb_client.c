@@ -64,6 +64,7 @@ struct imb_client {
     size_t n_edges;
     uint32_t backoff_base_ms, backoff_cap_ms, connect_timeout_ms, login_timeout_ms;
     bool manual_ack;
+    bool hb_events;   /* opts.hb_events: hb frames become IMB_EV_FRAME */
     size_t outbox_max;
     void (*on_event)(void *arg, const struct imb_event *ev);
     void *arg;
@@ -687,8 +688,11 @@ static void on_frame(struct imb_client *c, json_t *f)
         protocol_event(c, "frame without a string \"t\"");
         return;
     }
-    if (strcmp(t, "hb") == 0)
+    if (strcmp(t, "hb") == 0) {
+        if (c->hb_events)
+            frame_event(c, IMB_EV_FRAME, f, t);
         return;
+    }
     if (strcmp(t, "welcome") == 0) {
         on_welcome(c, f);
         return;
@@ -1126,6 +1130,7 @@ struct imb_client *imb_client_new(const struct imb_client_opts *o)
     c->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 10000;
     c->login_timeout_ms = o->login_timeout_ms ? o->login_timeout_ms : 15000;
     c->manual_ack = o->manual_ack;
+    c->hb_events = o->hb_events;
     c->outbox_max = o->outbox_max ? o->outbox_max : 1000;
     c->on_event = o->on_event;
     c->arg = o->arg;

@@ -112,6 +112,11 @@ struct imb_client_opts {
      * If NULL, poll with imb_client_next_event. */
     void (*on_event)(void *arg, const struct imb_event *ev);
     void *arg;
+
+    /* true: the server's heartbeats (its answers to the library's or the
+     * app's hb) come as IMB_EV_FRAME with t "hb", for tools that show every
+     * frame (imcat --json). false (default): the library keeps them. */
+    bool hb_events;
 };
 
 enum imb_event_type {

@@ -4,6 +4,9 @@
 #include "imb_client_event.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +31,8 @@ struct imb_client_ev {
     struct event *opener;       /* opens the connection a CONNECT asked for, outside the event's call */
     const char *open_host, *open_port; /* the CONNECT to act on (strings owned by the client's edges) */
     bool open_tls;
+    bool got_bytes;             /* the current connection has received something */
+    bool up;                    /* the current connection got connected (TCP, and TLS if asked) */
     bool in_flush;
     void (*app_cb)(void *arg, const struct imb_event *ev);
     void *app_arg;
@@ -82,14 +87,35 @@ static void set_error_from_bev(struct imb_client_ev *ev, short what)
     unsigned long e = ev->bev ? bufferevent_get_openssl_error(ev->bev) : 0;
     SSL *ssl = ev->bev ? bufferevent_openssl_get_ssl(ev->bev) : NULL;
     long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-    if (e && vr != X509_V_OK) {
+    if (ev->last_error[0]) {
+        /* Already said (a TLS reply to a plaintext login). */
+    } else if (e && vr != X509_V_OK) {
         /* Say which check failed: the CA, the name, the dates... */
-        char ossl[96];
-        ERR_error_string_n(e, ossl, sizeof ossl);
-        snprintf(ev->last_error, sizeof ev->last_error, "%s (%s)", ossl,
+        snprintf(ev->last_error, sizeof ev->last_error, "certificate verify failed: %s",
                  X509_verify_cert_error_string(vr));
+    } else if (e && ERR_GET_LIB(e) == ERR_LIB_SSL &&
+               (ERR_GET_REASON(e) == SSL_R_WRONG_VERSION_NUMBER ||
+                ERR_GET_REASON(e) == SSL_R_PACKET_LENGTH_TOO_LONG)) {
+        snprintf(ev->last_error, sizeof ev->last_error,
+                 "TLS handshake failed: the server does not seem to speak TLS (%s)",
+                 ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "?");
     } else if (e) {
-        ERR_error_string_n(e, ev->last_error, sizeof ev->last_error);
+        const char *r = ERR_reason_error_string(e);
+        if (r)
+            snprintf(ev->last_error, sizeof ev->last_error, "TLS: %s", r);
+        else
+            ERR_error_string_n(e, ev->last_error, sizeof ev->last_error);
+    } else if (ssl && !ev->got_bytes && (what & BEV_EVENT_EOF)) {
+        snprintf(ev->last_error, sizeof ev->last_error,
+                 "TLS handshake failed: the server closed the connection");
+    } else if (!ssl && ev->up && !ev->got_bytes) {
+        /* A plaintext edge answers a login; one that speaks TLS takes it for
+         * a broken handshake and drops the connection (a reset, or a TLS
+         * alert: see read_cb). */
+        int err = EVUTIL_SOCKET_ERROR();
+        snprintf(ev->last_error, sizeof ev->last_error,
+                 "the server closed the connection (%s) without answering the login: it seems to speak TLS",
+                 (what & BEV_EVENT_EOF) || !err ? "end of stream" : evutil_socket_error_to_string(err));
     } else if (what & BEV_EVENT_EOF) {
         snprintf(ev->last_error, sizeof ev->last_error, "closed by the server");
     } else {
@@ -108,6 +134,17 @@ static void read_cb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     uint8_t buf[16384];
     size_t n;
+    if (!ev->got_bytes && !ev->open_tls && evbuffer_get_length(in) >= 2) {
+        /* A TLS record (alert 0x15 or handshake 0x16, version 3.x) in
+         * answer to a plaintext login: the edge speaks TLS. */
+        uint8_t h[2];
+        evbuffer_copyout(in, h, 2);
+        if ((h[0] == 0x15 || h[0] == 0x16) && h[1] == 0x03)
+            snprintf(ev->last_error, sizeof ev->last_error,
+                     "the server seems to speak TLS (its answer to the plaintext login is a TLS record)");
+    }
+    if (evbuffer_get_length(in) > 0)
+        ev->got_bytes = true;
     while (ev->bev == bev && (n = evbuffer_remove(in, buf, sizeof buf)) > 0 && n != (size_t)-1)
         imb_client_input(ev->c, buf, n, imb_client_ev_now());
     imb_client_ev_flush(ev);
@@ -118,6 +155,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     struct imb_client_ev *ev = arg;
     if (what & BEV_EVENT_CONNECTED) {
         ev->last_error[0] = 0;
+        ev->up = true;
+        int one = 1;
+        /* Frames are small; a heartbeat stuck behind Nagle eats into the
+         * server's idle budget. */
+        (void)setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         imb_client_connected(ev->c, imb_client_ev_now());
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
         set_error_from_bev(ev, what);
@@ -165,6 +207,9 @@ static void open_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct imb_client_ev *ev = arg;
     close_bev(ev);
+    ev->last_error[0] = 0;
+    ev->got_bytes = false;
+    ev->up = false;
     int port = atoi(ev->open_port);
     struct bufferevent *bev = NULL;
     if (ev->open_tls) {
@@ -290,4 +335,9 @@ void imb_client_ev_start(struct imb_client_ev *ev)
 const char *imb_client_ev_last_error(const struct imb_client_ev *ev)
 {
     return ev->last_error;
+}
+
+size_t imb_client_ev_backlog(const struct imb_client_ev *ev)
+{
+    return ev->bev ? evbuffer_get_length(bufferevent_get_output(ev->bev)) : 0;
 }

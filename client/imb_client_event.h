@@ -47,6 +47,9 @@ void imb_client_ev_flush(struct imb_client_ev *ev);
 /* Why the last connection failed or closed (a socket or TLS error, e.g.
  * "certificate verify failed"), "" if none. */
 const char *imb_client_ev_last_error(const struct imb_client_ev *ev);
+/* Bytes written to the connection but not yet sent (0 without one): an app
+ * feeding the client faster than the link drains can pause at a threshold. */
+size_t imb_client_ev_backlog(const struct imb_client_ev *ev);
 /* Milliseconds of the monotonic clock the adapter gives the client. */
 int64_t imb_client_ev_now(void);
 

@@ -1,13 +1,14 @@
-/* imcat.c - the phone client CLI: speaks phone protocol v1 to imb-edge, either
- * as a chat prompt for humans or, with --json, as one JSON frame per line in
- * each direction for scripts and integration tests. */
+/* imcat.c - the phone client CLI: speaks phone protocol v1 to imb-edge through
+ * the client library (client/imb_client.h: framing, login, heartbeats, acks,
+ * resend, resume across the --host list with backoff), either as a chat
+ * prompt for humans (line editing with libedit on a terminal) or, with
+ * --json, as one JSON frame per line in each direction for scripts and
+ * integration tests. This file owns the command line, the chat commands, how
+ * each frame is shown, and when the run ends. */
 
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -15,67 +16,65 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <editline/readline.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <jansson.h>
-#include <openssl/ssl.h>
+
+#include "imb_client_event.h"
 
 #include "frame.h"
 #include "log.h"
 #include "proto.h"
 #include "schema.h"
-#include "tlsctx.h"
 #include "util.h"
 
 #define DEFAULT_HOST "127.0.0.1"
 #define DEFAULT_PORT "7222"
-/* What the spec promises until the welcome announces the real limit. */
-#define DEFAULT_MAX_FRAME 16384
-#define DEFAULT_HB_S 30
-/* A welcome claiming more than a day between heartbeats is not a real server. */
-#define MAX_HB_S 86400
-#define CONNECT_TIMEOUT_MS 10000
-/* The edge itself says bye after its 10 s login_timeout; this only catches a
- * server that accepted the TCP connection and then went mute. */
-#define LOGIN_TIMEOUT_MS 15000
-#define BYE_WAIT_MS 2000
+/* --host may be given this many times: the edges reconnects go round. */
+#define MAX_HOSTS 8
+/* Reconnect backoff: a random delay up to min(cap, base * 2^attempt). */
+#define BACKOFF_BASE_MS 500
+#define BACKOFF_CAP_MS 30000
 /* Stop reading stdin while this much is queued for a server that does not
- * read, so a big script cannot grow our memory without bound. */
+ * read, so a big script cannot grow our memory without bound; look again
+ * this often. */
 #define OUT_HIGH (256 * 1024)
-#define OUT_LOW (64 * 1024)
+#define BACKLOG_POLL_MS 20
 #define STDIN_CHUNK 65536
 /* No legal frame is longer than this, so neither is a useful stdin line. */
 #define STDIN_LINE_MAX FRAME_MAX_LIMIT
 #define DEV_MAX 64
-/* How many rooms (a user may be in 100), contacts' last messages and
- * unanswered requests imcat remembers: the server (untrusted) can only make
- * it forget, not grow. */
+/* How many rooms (a user may be in 100), contacts' last messages,
+ * unanswered requests and messages waiting for their status imcat
+ * remembers: the server (untrusted) can only make it forget, not grow. */
 #define MRU_MAX 128
 /* A join of a JID that is no room may go unanswered (docs/PROTOCOL.md
  * 10.6): after this long, say so. */
 #define JOIN_TIMEOUT_MS 30000
+/* The server's ack of a message is shown this long after it came, unless
+ * a receipt for the message comes first: a bounce (error undeliverable)
+ * follows the ack within this time, and then only the error is shown. */
+#define ACK_HOLD_MS 1500
 /* Page size of /history when none is given: a screenful. */
 #define HISTORY_DEFAULT 20
 
 enum exit_code { EXIT_OK = 0, EXIT_LOGIN = 1, EXIT_USAGE = 2, EXIT_LINK = 3 };
 
 enum phase {
-    PH_CONNECTING, /* trying the resolved addresses in turn */
-    PH_LOGIN,      /* login sent, waiting for welcome */
-    PH_READY,      /* logged in: stdin flows, heartbeats run */
-    PH_LOGOUT,     /* logout sent, waiting up to BYE_WAIT_MS for bye */
+    PH_CONNECTING, /* no session: connecting, logging in, or waiting to retry */
+    PH_READY,      /* logged in: stdin flows */
+    PH_LOGOUT,     /* logout sent, waiting for bye (the library bounds the wait) */
     PH_DONE,       /* exit code decided, the loop is stopping */
 };
 
 struct options {
-    const char *host;
+    const char *hosts[MAX_HOSTS]; /* --host, each HOST or HOST:PORT; n_hosts of them */
+    size_t n_hosts;
     const char *port;
     const char *user;
     const char *dev;
@@ -97,6 +96,7 @@ enum req_kind {
     REQ_LEAVE,         /* a: the room */
     REQ_SUBJECT,       /* a: the room */
     REQ_HISTORY,       /* a: the contact or room, n: page size, room: which */
+    REQ_MSG,           /* a message of ours: n 1 once its ack was shown, due: when to show a held ack */
 };
 
 struct entry {
@@ -107,7 +107,7 @@ struct entry {
     long n;
     long count; /* REQ_HISTORY: messages received so far; REQ_ROSTER: parts */
     bool room;
-    int64_t due; /* monotonic ms after which an unanswered request failed; 0: none */
+    int64_t due; /* monotonic ms after which an unanswered request failed (REQ_MSG: its held ack shows); 0: none */
 };
 
 /* A small table, most recently touched first; the oldest entry goes when a
@@ -121,15 +121,14 @@ struct mru {
 struct imcat {
     struct options opt;
     struct event_base *base;
-    SSL_CTX *ssl_ctx;   /* with --tls */
-    struct bufferevent *bev;
-    struct addrinfo *addrs;
-    struct addrinfo *addr_next;
-    char addr_text[80];
-    bool in_connect_call;
+    struct imb_edge edges[MAX_HOSTS]; /* from --host/--port; strings in edge_buf */
+    char edge_buf[MAX_HOSTS][2][256];
+    size_t n_edges;
+    struct imb_client_ev *cev; /* the library on our event base; owns the connection */
+    struct imb_client *cl;     /* its client */
 
-    struct event *timer;
-    struct event *retry_ev;
+    struct event *timer;      /* held acks and unanswered joins */
+    struct event *backlog_ev; /* looks again at a full output backlog */
     struct event *sigint_ev;
     struct event *sigterm_ev;
 
@@ -141,14 +140,23 @@ struct imcat {
     bool stdin_discarding;
     unsigned long stdin_lineno;
     bool stdout_dead;
+    /* Interactive on a terminal: libedit reads the lines; output printed
+     * while the prompt shows clears its line first and redraws it after. */
+    bool tty;
+    bool prompt_hidden;
+    char prompt[80];
 
     enum phase phase;
     int exit_code;
-    int64_t deadline; /* connect, login or bye-wait deadline (monotonic ms) */
-    int64_t last_sent;
-    int64_t last_recv;
-    int64_t hb_ms;
-    size_t max_out;
+    bool ever_logged_in;   /* a welcome came: from then on a lost link is retried */
+    bool logout_asked;     /* our logout (end of input, /quit, a signal) */
+    unsigned failures;     /* connection attempts failed before the first welcome */
+    char login_error[32];  /* the code of an error answering our login, "" if none */
+    unsigned connects;     /* welcomes so far */
+    uint64_t resume_seq;   /* the position the current login resumes from */
+    long replayed;         /* stored frames shown between this welcome and its sync */
+    bool in_resume;        /* after a reconnect's welcome, before its sync */
+    char edge_text[300];   /* host:port of the current attempt */
 
     char *to;
     bool to_room; /* the current recipient is a room: lines go with group:true */
@@ -157,7 +165,7 @@ struct imcat {
 
     struct mru rooms;   /* key room JID, a our nick, b its subject */
     struct mru last_in; /* key a contact's bare JID, a the full JID of its last message, b its id */
-    struct mru pending; /* key a request's id */
+    struct mru pending; /* key a request's or a message's id */
     /* Where /more continues: the last /history and the page before it. */
     char *more_target;
     bool more_room;
@@ -167,6 +175,9 @@ struct imcat {
 
 static void pump_stdin(struct imcat *c);
 static void begin_logout(struct imcat *c);
+static void arm_timer(struct imcat *c);
+static void tty_hide(struct imcat *c);
+static void tty_show(struct imcat *c);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -192,19 +203,6 @@ static const char *clean_text(const char *in, char *out, size_t n, bool allow_sp
     }
     out[i] = '\0';
     return out;
-}
-
-static void protocol_error(struct imcat *c, const char *what)
-{
-    char buf[256];
-    LOG(ERROR, "protocol_error", "addr=%s error=\"%s\"", c->addr_text,
-        clean_text(what, buf, sizeof(buf), true));
-    finish(c, EXIT_LINK);
-}
-
-static int64_t dead_ms(const struct imcat *c)
-{
-    return 2 * c->hb_ms + 5000;
 }
 
 /* jansson refuses to build strings that are not UTF-8; ask it rather than
@@ -479,7 +477,7 @@ static void expire_requests(struct imcat *c, int64_t now)
 {
     for (size_t i = 0; i < c->pending.n;) {
         struct entry *e = &c->pending.e[i];
-        if (!e->due || e->due > now) {
+        if (!e->due || e->due > now || e->kind == REQ_MSG) {
             i++;
             continue;
         }
@@ -497,76 +495,84 @@ static void expire_requests(struct imcat *c, int64_t now)
 
 /* ---- sending ------------------------------------------------------------ */
 
-/* Encode and queue one frame. A frame above the server's announced limit would
- * make the edge answer too_big and close, so it is refused here instead. */
+/* Hand one frame (not a msg, login, ack or logout) to the library, which
+ * refuses it while there is no session or when it is above the server's
+ * limit. */
 static int send_frame(struct imcat *c, json_t *frame, bool secret)
 {
-    if (!c->bev)
-        return -1;
-    char *body = json_dumps(frame, JSON_COMPACT);
-    if (!body) {
-        fprintf(stderr, "imcat: cannot encode frame; not sent\n");
-        return -1;
-    }
-    size_t n = strlen(body);
-    if (n > c->max_out) {
-        fprintf(stderr, "imcat: frame of %zu bytes is above the server's limit of %zu; not sent\n",
-                n, c->max_out);
-        free(body);
+    char err[128] = "";
+    int r = imb_client_send(c->cl, frame, err, sizeof(err));
+    if (r != 0) {
+        const char *t = json_string_value(json_object_get(frame, "t"));
+        fprintf(stderr, "imcat: %s: %s%s; not sent\n", t ? t : "frame", err,
+                c->phase == PH_READY ? "" : " (reconnecting: try again once logged in)");
         return -1;
     }
-    uint8_t hdr[FRAME_HEADER];
-    frame_header(hdr, (uint32_t)n);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add(out, hdr, sizeof(hdr));
-    evbuffer_add(out, body, n);
     const char *t = json_string_value(json_object_get(frame, "t"));
-    LOG(DEBUG, "frame_out", "t=%s len=%zu", t ? t : "-", n);
-    if (secret)
-        explicit_bzero(body, n);
-    free(body);
-    c->last_sent = util_mono_ms();
+    LOG(DEBUG, "frame_out", "t=%s", t ? t : "-");
+    imb_client_ev_flush(c->cev);
     return 0;
 }
 
-static int send_simple(struct imcat *c, const char *type)
+/* A chat message: into the library's outbox, which sends it now or after
+ * the next welcome, and again after a reconnect until it is acknowledged. */
+static int send_msg(struct imcat *c, const char *id, const char *to, const char *body, bool group)
 {
-    json_t *f = json_object();
-    json_object_set_new(f, "t", json_string(type));
-    int r = send_frame(c, f, false);
-    json_decref(f);
-    return r;
+    char err[128] = "";
+    if (imb_client_send_msg(c->cl, to, body, group, id, NULL, err, sizeof(err)) != 0) {
+        fprintf(stderr, "imcat: message %s: %s; not sent\n", id, err);
+        return -1;
+    }
+    if (!c->opt.json) {
+        struct entry *e = mru_touch(&c->pending, id);
+        e->kind = REQ_MSG;
+        e->n = 0;
+        e->due = 0;
+    }
+    LOG(DEBUG, "msg_out", "id=%s", id);
+    imb_client_ev_flush(c->cev);
+    return 0;
 }
 
 static bool output_full(const struct imcat *c)
 {
-    return c->bev && evbuffer_get_length(bufferevent_get_output(c->bev)) >= OUT_HIGH;
+    return imb_client_ev_backlog(c->cev) >= OUT_HIGH;
 }
 
-/* ---- timer: connect/login deadlines, heartbeats, dead link, bye wait ---- */
+/* ---- message statuses --------------------------------------------------- */
 
-/* One timer serves every deadline. Sends and receives only push deadlines
- * later, so they never need to re-arm it: when it fires early it just checks
- * the clocks and re-arms for whatever is due next. */
+/* "(delivered to server: ID)", once per message. */
+static void show_ack(struct imcat *c, struct entry *m)
+{
+    m->n = 1;
+    m->due = 0;
+    if (c->stdout_dead)
+        return;
+    fputs("(delivered to server: ", stdout);
+    out_str(m->key);
+    fputs(")\n", stdout);
+    flush_stdout(c);
+}
+
+/* Every held ack, now (a receipt proves delivery; the run ends). */
+static void show_held_acks(struct imcat *c, int64_t upto)
+{
+    for (size_t i = c->pending.n; i-- > 0;) {
+        struct entry *e = &c->pending.e[i];
+        if (e->kind == REQ_MSG && e->due && e->due <= upto)
+            show_ack(c, e);
+    }
+}
+
+/* ---- timer: held acks, unanswered joins --------------------------------- */
+
 static void arm_timer(struct imcat *c)
 {
-    int64_t due;
-    switch (c->phase) {
-    case PH_CONNECTING:
-    case PH_LOGIN:
-    case PH_LOGOUT:
-        due = c->deadline;
-        break;
-    case PH_READY: {
-        int64_t hb_due = c->last_sent + c->hb_ms;
-        int64_t dead_due = c->last_recv + dead_ms(c);
-        due = hb_due < dead_due ? hb_due : dead_due;
-        for (size_t i = 0; i < c->pending.n; i++)
-            if (c->pending.e[i].due && c->pending.e[i].due < due)
-                due = c->pending.e[i].due;
-        break;
-    }
-    default:
+    int64_t due = INT64_MAX;
+    for (size_t i = 0; i < c->pending.n; i++)
+        if (c->pending.e[i].due && c->pending.e[i].due < due)
+            due = c->pending.e[i].due;
+    if (due == INT64_MAX) {
         evtimer_del(c->timer);
         return;
     }
@@ -581,80 +587,27 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct imcat *c = arg;
     int64_t now = util_mono_ms();
-    switch (c->phase) {
-    case PH_CONNECTING:
-        if (now >= c->deadline) {
-            LOG(WARN, "connect_failed", "addr=%s error=timeout", c->addr_text);
-            event_active(c->retry_ev, EV_TIMEOUT, 0);
-            return;
-        }
-        break;
-    case PH_LOGIN:
-        if (now >= c->deadline) {
-            LOG(ERROR, "connection_lost", "addr=%s error=\"no answer to login within %d s\"",
-                c->addr_text, LOGIN_TIMEOUT_MS / 1000);
-            finish(c, EXIT_LINK);
-            return;
-        }
-        break;
-    case PH_READY:
-        if (now - c->last_recv >= dead_ms(c)) {
-            LOG(ERROR, "connection_lost", "addr=%s error=\"no frame from server for %lld s\"",
-                c->addr_text, (long long)(dead_ms(c) / 1000));
-            finish(c, EXIT_LINK);
-            return;
-        }
-        expire_requests(c, now);
-        if (now - c->last_sent >= c->hb_ms) {
-            send_simple(c, "hb");
-            /* Even if the send was refused, wait a full period before trying
-             * again instead of spinning on a zero timeout. */
-            c->last_sent = now;
-        }
-        break;
-    case PH_LOGOUT:
-        if (now >= c->deadline) {
-            LOG(WARN, "no_bye", "addr=%s waited_ms=%d", c->addr_text, BYE_WAIT_MS);
-            finish(c, EXIT_OK);
-            return;
-        }
-        break;
-    case PH_DONE:
-        return;
-    }
+    tty_hide(c);
+    show_held_acks(c, now);
+    expire_requests(c, now);
+    tty_show(c);
     arm_timer(c);
 }
 
 /* ---- session transitions ------------------------------------------------ */
 
-static void enter_logout(struct imcat *c)
+static void begin_logout(struct imcat *c)
 {
+    if (c->phase == PH_LOGOUT || c->phase == PH_DONE)
+        return;
+    c->logout_asked = true;
     c->stdin_on = false;
     event_del(c->stdin_ev);
     c->phase = PH_LOGOUT;
-    c->deadline = util_mono_ms() + BYE_WAIT_MS;
-    arm_timer(c);
-}
-
-static void begin_logout(struct imcat *c)
-{
-    if (c->phase != PH_READY)
-        return;
-    send_simple(c, "logout");
-    enter_logout(c);
-}
-
-static void send_login(struct imcat *c)
-{
-    json_t *f = json_object();
-    json_object_set_new(f, "t", json_string("login"));
-    json_object_set_new(f, "v", json_integer(1));
-    json_object_set_new(f, "jid", json_string(c->opt.user));
-    json_object_set_new(f, "pass", json_string(c->opt.password));
-    if (c->opt.dev)
-        json_object_set_new(f, "dev", json_string(c->opt.dev));
-    send_frame(c, f, true);
-    json_decref(f);
+    /* Logged in: logout, bye, then a final DISCONNECT. Else the library
+     * stops at once (a final DISCONNECT too). */
+    imb_client_logout(c->cl, imb_client_ev_now());
+    imb_client_ev_flush(c->cev);
 }
 
 /* ---- stdin -------------------------------------------------------------- */
@@ -677,15 +630,37 @@ static void send_json_text(struct imcat *c, const char *text, size_t len)
         return;
     }
     const char *t = json_string_value(json_object_get(f, "t"));
-    if (t && strcmp(t, "msg") == 0 && !json_object_get(f, "id")) {
-        char id[32];
-        next_msg_id(c, id, sizeof(id));
-        json_object_set_new(f, "id", json_string(id));
+    if (t && strcmp(t, "msg") == 0) {
+        /* Through the outbox: resent with its id after a reconnect. */
+        const char *to = json_string_value(json_object_get(f, "to"));
+        const char *body = json_string_value(json_object_get(f, "body"));
+        json_t *id = json_object_get(f, "id");
+        json_t *group = json_object_get(f, "group");
+        char idbuf[32];
+        if (!to || !body || (id && !json_is_string(id)) || (group && !json_is_boolean(group))) {
+            fprintf(stderr, "imcat: line %lu: a msg needs string \"to\" and \"body\" (and a string "
+                    "\"id\", a boolean \"group\"); not sent\n", c->stdin_lineno);
+        } else {
+            if (!id)
+                next_msg_id(c, idbuf, sizeof(idbuf));
+            send_msg(c, id ? json_string_value(id) : idbuf, to, body, json_is_true(group));
+        }
+    } else if (t && strcmp(t, "logout") == 0) {
+        /* A script may log out by itself: like our own logout, the bye
+         * that follows ends the run with status 0. */
+        begin_logout(c);
+    } else if (t && strcmp(t, "ack") == 0) {
+        /* imcat acknowledges what it printed by itself; a script's ack can
+         * only say it stored up to there. */
+        json_t *seq = json_object_get(f, "seq");
+        if (json_is_integer(seq) && json_integer_value(seq) > 0)
+            imb_client_ack(c->cl, (uint64_t)json_integer_value(seq));
+        imb_client_ev_flush(c->cev);
+    } else if (t && strcmp(t, "login") == 0) {
+        fprintf(stderr, "imcat: line %lu: imcat logs in by itself; not sent\n", c->stdin_lineno);
+    } else {
+        send_frame(c, f, false);
     }
-    /* A script may log out by itself; then treat it like our own logout so
-     * the bye that follows ends the run with status 0. */
-    if (send_frame(c, f, false) == 0 && t && strcmp(t, "logout") == 0)
-        enter_logout(c);
     json_decref(f);
 }
 
@@ -695,22 +670,16 @@ static void send_chat(struct imcat *c, const char *text, size_t len)
         fprintf(stderr, "imcat: no recipient yet; set one with /to JID or /room ROOM\n");
         return;
     }
-    json_t *body = json_stringn(text, len);
-    if (!body) {
+    char *body = xstrndup(text, len);
+    if (!is_utf8(body)) {
         fprintf(stderr, "imcat: line %lu is not valid UTF-8; not sent\n", c->stdin_lineno);
+        free(body);
         return;
     }
     char id[32];
     next_msg_id(c, id, sizeof(id));
-    json_t *f = json_object();
-    json_object_set_new(f, "t", json_string("msg"));
-    json_object_set_new(f, "id", json_string(id));
-    json_object_set_new(f, "to", json_string(c->to));
-    json_object_set_new(f, "body", body);
-    if (c->to_room)
-        json_object_set_new(f, "group", json_true());
-    send_frame(c, f, false);
-    json_decref(f);
+    send_msg(c, id, c->to, body, c->to_room);
+    free(body);
 }
 
 /* ---- commands ----------------------------------------------------------- */
@@ -1245,8 +1214,75 @@ static void stdin_take(struct imcat *c, const char *p, size_t n)
     }
 }
 
+/* ---- the terminal: prompt and line editing (libedit) -------------------- */
+
+static struct imcat *tty_owner; /* libedit's line callback has no argument */
+
+static void tty_set_prompt(struct imcat *c)
+{
+    if (!c->tty)
+        return;
+    const char *state = c->phase == PH_READY ? "" : "(offline) ";
+    if (c->to)
+        snprintf(c->prompt, sizeof(c->prompt), "%s%.60s> ", state, c->to);
+    else
+        snprintf(c->prompt, sizeof(c->prompt), "%s> ", state);
+    rl_set_prompt(c->prompt);
+}
+
+/* Before printing while the prompt shows: clear its line. */
+static void tty_hide(struct imcat *c)
+{
+    if (!c->tty || c->prompt_hidden || !c->stdin_on)
+        return;
+    fputs("\r\033[K", stdout);
+    fflush(stdout);
+    c->prompt_hidden = true;
+}
+
+/* After printing: the prompt and the line being edited again. */
+static void tty_show(struct imcat *c)
+{
+    if (!c->tty || !c->prompt_hidden)
+        return;
+    c->prompt_hidden = false;
+    if (!c->stdin_on)
+        return;
+    tty_set_prompt(c);
+    rl_forced_update_display();
+}
+
+/* A finished line from libedit (NULL: end of input, ^D). */
+static void tty_line(char *line)
+{
+    struct imcat *c = tty_owner;
+    /* The prompt is not on the screen now (the line was entered): what
+     * the line prints needs no clearing. */
+    c->prompt_hidden = true;
+    if (!line) {
+        c->stdin_eof = true;
+        fputc('\n', stdout);
+    } else {
+        if (*line)
+            add_history(line);
+        stdin_take(c, line, strlen(line));
+        stdin_take(c, "\n", 1);
+        free(line);
+    }
+    pump_stdin(c);
+    c->prompt_hidden = false;
+    if (c->stdin_on && !c->stdin_eof) {
+        /* libedit leaves the entered line in its buffer, and the terminal
+         * in cooked mode, until the next key: installing the handler again
+         * starts a fresh line now (raw mode, an empty buffer, the prompt). */
+        tty_set_prompt(c);
+        rl_callback_handler_install(c->prompt, tty_line);
+    }
+}
+
 /* Works through buffered lines while sending is allowed, then asks for more
- * input, pauses (output backlog), or logs out (end of input). */
+ * input, pauses (no session, or an output backlog), or logs out (end of
+ * input). */
 static void pump_stdin(struct imcat *c)
 {
     if (!c->stdin_on)
@@ -1258,10 +1294,22 @@ static void pump_stdin(struct imcat *c)
             break;
         handle_line(c, line, len);
         free(line);
+        if (!c->stdin_on)
+            return; /* /quit */
     }
-    if (c->phase != PH_READY || output_full(c)) {
-        /* write_cb calls us again once the backlog drains. */
-        event_del(c->stdin_ev);
+    if (c->phase == PH_READY && output_full(c)) {
+        /* Look again soon: the link drains by itself. */
+        if (!c->tty)
+            event_del(c->stdin_ev);
+        struct timeval tv = {0, BACKLOG_POLL_MS * 1000};
+        event_add(c->backlog_ev, &tv);
+        return;
+    }
+    if (c->phase != PH_READY) {
+        /* Lines wait until the session is back (on_logged_in pumps). A
+         * terminal stays readable: the user may go on typing. */
+        if (!c->tty)
+            event_del(c->stdin_ev);
         return;
     }
     if (c->stdin_eof) {
@@ -1288,12 +1336,21 @@ static void pump_stdin(struct imcat *c)
     }
 }
 
+static void backlog_cb(evutil_socket_t fd, short what, void *arg)
+{
+    pump_stdin(arg);
+}
+
 /* One read() per wake-up: after poll said readable it cannot block, so stdin
  * needs no O_NONBLOCK, which would leak into the terminal shared with the
- * shell. */
+ * shell. On a terminal libedit reads (one character per call). */
 static void stdin_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct imcat *c = arg;
+    if (c->tty) {
+        rl_callback_read_char();
+        return;
+    }
     char buf[STDIN_CHUNK];
     ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
     if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -1311,62 +1368,17 @@ static void stdin_cb(evutil_socket_t fd, short what, void *arg)
 
 static void start_stdin(struct imcat *c)
 {
+    if (!c->stdin_on && c->tty) {
+        tty_owner = c;
+        tty_set_prompt(c);
+        rl_callback_handler_install(c->prompt, tty_line);
+        event_add(c->stdin_ev, NULL);
+    }
     c->stdin_on = true;
     pump_stdin(c);
 }
 
 /* ---- receiving ---------------------------------------------------------- */
-
-static void on_welcome(struct imcat *c, json_t *root)
-{
-    if (c->phase != PH_LOGIN) {
-        LOG(WARN, "unexpected_frame", "t=welcome");
-        return;
-    }
-    json_int_t hb = DEFAULT_HB_S;
-    json_int_t max = DEFAULT_MAX_FRAME;
-    json_t *v = json_object_get(root, "v");
-    if (v && (!json_is_integer(v) || json_integer_value(v) != 1)) {
-        protocol_error(c, "welcome has an unsupported \"v\"");
-        return;
-    }
-    if ((v = json_object_get(root, "hb"))) {
-        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > MAX_HB_S) {
-            protocol_error(c, "welcome has an invalid \"hb\"");
-            return;
-        }
-        hb = json_integer_value(v);
-    }
-    if ((v = json_object_get(root, "max"))) {
-        if (!json_is_integer(v) || json_integer_value(v) < FRAME_MIN_BODY ||
-            json_integer_value(v) > FRAME_MAX_LIMIT) {
-            protocol_error(c, "welcome has an invalid \"max\"");
-            return;
-        }
-        max = json_integer_value(v);
-    }
-    json_t *jid = json_object_get(root, "jid");
-    c->hb_ms = (int64_t)hb * 1000;
-    c->max_out = (size_t)max;
-    c->last_sent = c->last_recv = util_mono_ms();
-    c->phase = PH_READY;
-    LOG(INFO, "logged_in", "addr=%s hb=%lld max=%lld", c->addr_text, (long long)hb, (long long)max);
-    if (!c->opt.json && !c->opt.quiet) {
-        fputs("* logged in as ", stderr);
-        if (json_is_string(jid))
-            put_clean(stderr, json_string_value(jid), json_string_length(jid), true);
-        else
-            fputs(c->opt.user, stderr);
-        if (c->to)
-            fprintf(stderr, ", talking to %s", c->to);
-        fputs("; type a line to send it, /help for the commands\n", stderr);
-    }
-    arm_timer(c);
-    if (c->stdout_dead)
-        begin_logout(c);
-    else
-        start_stdin(c);
-}
 
 /* What a remembered request asked, for the line that tells its answer. */
 static void out_request(const struct entry *req)
@@ -1379,7 +1391,8 @@ static void out_request(const struct entry *req)
     case REQ_LEAVE: fputs("leaving ", stdout); break;
     case REQ_SUBJECT: fputs("subject of ", stdout); break;
     case REQ_HISTORY: fputs(req->room ? "history of " : "history with ", stdout); break;
-    case REQ_NONE: return;
+    case REQ_NONE:
+    case REQ_MSG: return;
     }
     out_str(req->a ? req->a : "?");
 }
@@ -1390,43 +1403,45 @@ static void on_error(struct imcat *c, json_t *root)
     json_t *msg = json_object_get(root, "msg");
     json_t *id = json_object_get(root, "id");
     json_t *reason = json_object_get(root, "reason");
-    if (!c->opt.json) {
-        struct entry *req = json_is_string(id) ? mru_get(&c->pending, json_string_value(id)) : NULL;
-        if (!c->stdout_dead) {
-            fputs("! error ", stdout);
-            if (json_is_string(code))
-                out_json(code);
-            else
-                fputs("(no code)", stdout);
-            if (json_is_string(reason)) {
-                fputs(" (", stdout);
-                out_json(reason);
-                fputc(')', stdout);
-            }
-            fputs(": ", stdout);
-            if (json_is_string(msg))
-                out_json(msg);
-            if (req) {
-                fputs(" (", stdout);
-                out_request(req);
-                fputc(')', stdout);
-            } else if (json_is_string(id)) {
-                fputs(" (id ", stdout);
-                out_json(id);
-                fputc(')', stdout);
-            }
-            fputc('\n', stdout);
-            flush_stdout(c);
+    if (c->phase == PH_CONNECTING && !json_is_string(id)) {
+        /* The answer to our login. */
+        snprintf(c->login_error, sizeof(c->login_error), "%s",
+                 json_is_string(code) ? json_string_value(code) : "-");
+    }
+    if (c->opt.json)
+        return;
+    struct entry *req = json_is_string(id) ? mru_get(&c->pending, json_string_value(id)) : NULL;
+    bool was_acked = req && req->kind == REQ_MSG && req->n == 1;
+    if (!c->stdout_dead) {
+        fputs("! error ", stdout);
+        if (json_is_string(code))
+            out_json(code);
+        else
+            fputs("(no code)", stdout);
+        if (json_is_string(reason)) {
+            fputs(" (", stdout);
+            out_json(reason);
+            fputc(')', stdout);
         }
-        if (req)
-            mru_del(&c->pending, json_string_value(id));
+        fputs(": ", stdout);
+        if (json_is_string(msg))
+            out_json(msg);
+        if (req && req->kind != REQ_MSG) {
+            fputs(" (", stdout);
+            out_request(req);
+            fputc(')', stdout);
+        } else if (json_is_string(id)) {
+            fputs(" (id ", stdout);
+            out_json(id);
+            fputc(')', stdout);
+        }
+        if (was_acked)
+            fputs(" [after the server had accepted it]", stdout);
+        fputc('\n', stdout);
+        flush_stdout(c);
     }
-    if (c->phase == PH_LOGIN) {
-        char buf[64];
-        LOG(ERROR, "login_failed", "addr=%s code=%s", c->addr_text,
-            json_is_string(code) ? clean_text(json_string_value(code), buf, sizeof(buf), false) : "-");
-        finish(c, EXIT_LOGIN);
-    }
+    if (req)
+        mru_del(&c->pending, json_string_value(id));
 }
 
 static void on_bye(struct imcat *c, json_t *root)
@@ -1435,18 +1450,17 @@ static void on_bye(struct imcat *c, json_t *root)
     char buf[64];
     const char *why =
         json_is_string(reason) ? clean_text(json_string_value(reason), buf, sizeof(buf), false) : "-";
-    if (c->phase == PH_LOGOUT) {
+    if (c->logout_asked && strcmp(why, "logout") == 0) {
         status(c, "logged out");
-        finish(c, EXIT_OK);
         return;
     }
-    status(c, "server ended the session: %s", why);
-    LOG(ERROR, "session_ended", "addr=%s reason=%s", c->addr_text, why);
-    finish(c, c->phase == PH_LOGIN ? EXIT_LOGIN : EXIT_LINK);
+    LOG(WARN, "session_ended", "edge=%s reason=%s", c->edge_text, why);
+    if (strcmp(why, "logout") == 0 || strcmp(why, "too_many_failures") == 0)
+        status(c, "server ended the session: %s", why);
+    else
+        status(c, "server ended the session: %s; reconnecting", why);
 }
 
-/* "HH:MM:SS" for a timestamp (ms since the epoch) of today, with the date
- * before it for another day or when asked; now when there is no usable one. */
 static void format_ts(json_t *ts, bool with_date, char *out, size_t n)
 {
     time_t now = time(NULL);
@@ -1540,19 +1554,24 @@ static void on_msg(struct imcat *c, json_t *root)
     flush_stdout(c);
 }
 
+/* The server has the message: shown after ACK_HOLD_MS (a bounce within that
+ * time shows instead), or at once when a receipt for it comes. */
 static void on_ack(struct imcat *c, json_t *root)
 {
     json_t *id = json_object_get(root, "id");
-    if (!json_is_string(id)) {
-        LOG(WARN, "bad_ack", "error=\"ack frame without string id\"");
+    if (!json_is_string(id))
+        return;
+    struct entry *m = mru_get(&c->pending, json_string_value(id));
+    if (!m || m->kind != REQ_MSG) {
+        /* Not one we remember (the table forgot it): show it as it is. */
+        struct entry tmp = {.key = (char *)json_string_value(id), .kind = REQ_MSG};
+        show_ack(c, &tmp);
         return;
     }
-    if (c->stdout_dead)
-        return;
-    fputs("(delivered to server: ", stdout);
-    out_json(id);
-    fputs(")\n", stdout);
-    flush_stdout(c);
+    if (m->n == 1)
+        return; /* already shown (a receipt came first) */
+    m->due = util_mono_ms() + ACK_HOLD_MS;
+    arm_timer(c);
 }
 
 static void on_sync(struct imcat *c, json_t *root)
@@ -1633,6 +1652,12 @@ static void on_typing(struct imcat *c, json_t *root)
 static void on_receipt(struct imcat *c, json_t *root)
 {
     const char *state = str_field(root, "state");
+    /* The recipient has it, so the server had it: its ack first, now (also
+     * when the ack itself comes later, after a resend). */
+    const char *id = str_field(root, "id");
+    struct entry *m = id ? mru_get(&c->pending, id) : NULL;
+    if (m && m->kind == REQ_MSG && m->n == 0)
+        show_ack(c, m);
     if (c->stdout_dead)
         return;
     /* Beside "(delivered to server: ID)": the next two stages of a message. */
@@ -2012,231 +2037,191 @@ static const struct {
     {"history", on_history},
 };
 
-static void handle_frame(struct imcat *c, const char *body, size_t len)
-{
-    json_error_t err;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
-    if (!root) {
-        char why[200];
-        snprintf(why, sizeof(why), "invalid JSON from server: %s", err.text);
-        protocol_error(c, why);
-        return;
-    }
-    const char *t = json_string_value(json_object_get(root, "t"));
-    if (!json_is_object(root) || !t) {
-        protocol_error(c, "frame is not an object with a string \"t\"");
-        json_decref(root);
-        return;
-    }
-    c->last_recv = util_mono_ms();
-    char t_buf[64];
-    LOG(DEBUG, "frame_in", "t=%s len=%zu", clean_text(t, t_buf, sizeof(t_buf), false), len);
-    if (c->opt.json)
-        print_json_frame(c, root);
+/* ---- the library's events ------------------------------------------------ */
 
-    if (strcmp(t, "welcome") == 0) {
-        on_welcome(c, root);
-    } else if (strcmp(t, "error") == 0) {
-        on_error(c, root);
-    } else if (strcmp(t, "bye") == 0) {
-        on_bye(c, root);
-    } else if (c->opt.json || strcmp(t, "hb") == 0) {
-        /* already printed as JSON, or nothing to show */
+static void on_logged_in(struct imcat *c, const struct imb_event *e)
+{
+    c->connects++;
+    c->phase = PH_READY;
+    c->login_error[0] = '\0';
+    LOG(INFO, "logged_in", "edge=%s hb=%u max=%u", c->edge_text, e->hb_s, e->max);
+    if (!c->ever_logged_in) {
+        c->ever_logged_in = true;
+        if (!c->opt.json && !c->opt.quiet) {
+            tty_hide(c);
+            fputs("* logged in as ", stderr);
+            put_clean(stderr, e->jid, strlen(e->jid), true);
+            if (c->to)
+                fprintf(stderr, ", talking to %s", c->to);
+            fputs("; type a line to send it, /help for the commands\n", stderr);
+        }
     } else {
-        size_t i = 0;
-        while (i < ARRAY_LEN(printers) && strcmp(t, printers[i].t) != 0)
-            i++;
-        if (i < ARRAY_LEN(printers))
-            printers[i].fn(c, root);
-        else
-            LOG(WARN, "unknown_frame", "t=%s", clean_text(t, t_buf, sizeof(t_buf), false));
+        c->in_resume = true;
+        c->replayed = 0;
     }
-
-    /* Messages and stored events count as stored once printed: ack their seq
-     * (acks are cumulative) so the server stops keeping them for a replay.
-     * Not when nobody could read them: then they come again next time. A
-     * sync has a seq too, but it only says where the stream stands. */
-    json_t *seq = json_object_get(root, "seq");
-    if (strcmp(t, "sync") != 0 && json_is_integer(seq) && json_integer_value(seq) > 0 &&
-        (c->phase == PH_READY || c->phase == PH_LOGOUT) && !c->stdout_dead) {
-        json_t *ack = json_pack("{s:s, s:I}", "t", "ack", "seq", json_integer_value(seq));
-        send_frame(c, ack, false);
-        json_decref(ack);
-    }
-    json_decref(root);
+    if (c->stdout_dead)
+        begin_logout(c);
+    else
+        start_stdin(c);
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+/* A reconnect's sync: say where the stream picked up again. */
+static void on_resumed(struct imcat *c, const struct imb_event *e)
 {
-    struct imcat *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
-    while (c->phase != PH_DONE && c->phase != PH_CONNECTING) {
-        size_t avail = evbuffer_get_length(in);
-        if (avail < FRAME_HEADER)
-            return;
-        uint8_t hdr[FRAME_HEADER];
-        const uint8_t *body;
-        size_t body_len;
-        evbuffer_copyout(in, hdr, sizeof(hdr));
-        /* Judge the announced length from the header alone, before buffering
-         * up to a megabyte of a frame that is going to be refused anyway. */
-        enum frame_status st = frame_parse(hdr, sizeof(hdr), FRAME_MAX_LIMIT, &body, &body_len);
-        if (st == FRAME_TOO_BIG || st == FRAME_TOO_SMALL) {
-            char why[80];
-            snprintf(why, sizeof(why), "frame length %zu out of range", body_len);
-            protocol_error(c, why);
+    if (!c->in_resume)
+        return;
+    c->in_resume = false;
+    LOG(INFO, "resumed", "edge=%s seq=%llu replayed=%ld server_seq=%llu reset=%d", c->edge_text,
+        (unsigned long long)c->resume_seq, c->replayed, (unsigned long long)e->seq, e->reset);
+    size_t outbox = imb_client_outbox_len(c->cl);
+    status(c, "reconnected to %s, resumed at seq %llu (%ld replayed, %zu sent again)", c->edge_text,
+           (unsigned long long)c->resume_seq, c->replayed, outbox);
+}
+
+static void on_disconnect(struct imcat *c, const struct imb_event *e)
+{
+    const char *detail = imb_client_ev_last_error(c->cev);
+    char why[300];
+    if (*detail)
+        snprintf(why, sizeof(why), "%s", detail);
+    else
+        snprintf(why, sizeof(why), "%s", e->reason);
+    bool was_ready = c->phase == PH_READY;
+    if (e->final) {
+        if (strcmp(e->reason, "logout") == 0 && c->logout_asked) {
+            show_held_acks(c, INT64_MAX);
+            finish(c, EXIT_OK);
             return;
         }
-        if (avail - FRAME_HEADER < body_len)
-            return;
-        const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)(FRAME_HEADER + body_len));
-        if (!p || frame_parse(p, FRAME_HEADER + body_len, FRAME_MAX_LIMIT, &body, &body_len) != FRAME_OK) {
-            protocol_error(c, "cannot parse frame");
-            return;
-        }
-        handle_frame(c, (const char *)body, body_len);
-        evbuffer_drain(in, FRAME_HEADER + body_len);
-    }
-}
-
-static void write_cb(struct bufferevent *bev, void *arg)
-{
-    /* The output backlog fell below OUT_LOW: resume stdin if it was paused. */
-    pump_stdin(arg);
-}
-
-/* ---- connection --------------------------------------------------------- */
-
-/* The one place that decides what the link is made of: plain TCP, or TLS
- * with the edge's certificate checked against --host. Everything above only
- * talks to a bufferevent. */
-static struct bufferevent *link_new(struct imcat *c)
-{
-    if (!c->ssl_ctx)
-        return bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    SSL *ssl = tlsctx_client_ssl(c->ssl_ctx, c->opt.host);
-    if (!ssl)
-        return NULL;
-    struct bufferevent *bev = bufferevent_openssl_socket_new(
-        c->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-    if (bev)
-        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    return bev;
-}
-
-static void addr_to_text(const struct addrinfo *ai, char *out, size_t n)
-{
-    char host[NI_MAXHOST], serv[NI_MAXSERV];
-    if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), serv, sizeof(serv),
-                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-        snprintf(out, n, "?");
+        LOG(ERROR, "session_ended", "edge=%s reason=%s", c->edge_text, e->reason);
+        if (!c->opt.json && !c->opt.quiet)
+            fprintf(stderr, "imcat: %s: %s\n", c->ever_logged_in ? "session ended" : "login failed",
+                    e->reason);
+        finish(c, c->ever_logged_in && strcmp(e->reason, "logout") != 0 ? EXIT_LINK : EXIT_LOGIN);
         return;
     }
-    snprintf(out, n, ai->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
-}
-
-static void event_cb(struct bufferevent *bev, short what, void *arg);
-
-/* Try the resolved addresses in order: "localhost" often yields ::1 first
- * while the edge listens on 127.0.0.1 only. */
-static void connect_next(struct imcat *c)
-{
-    if (c->bev) {
-        bufferevent_free(c->bev);
-        c->bev = NULL;
-    }
-    while (c->addr_next) {
-        struct addrinfo *ai = c->addr_next;
-        c->addr_next = ai->ai_next;
-        addr_to_text(ai, c->addr_text, sizeof(c->addr_text));
-        c->bev = link_new(c);
-        if (!c->bev) {
-            LOG(ERROR, "connect_failed", "addr=%s error=\"cannot create bufferevent\"", c->addr_text);
-            finish(c, EXIT_LINK);
-            return;
-        }
-        bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-        c->deadline = util_mono_ms() + CONNECT_TIMEOUT_MS;
-        /* libevent may report an immediate failure through event_cb as well
-         * as through the return value; only the return value counts here. */
-        c->in_connect_call = true;
-        int r = bufferevent_socket_connect(c->bev, ai->ai_addr, (int)ai->ai_addrlen);
-        c->in_connect_call = false;
-        if (r == 0) {
-            arm_timer(c);
-            return;
-        }
-        LOG(WARN, "connect_failed", "addr=%s error=\"%s\"", c->addr_text, strerror(errno));
-        bufferevent_free(c->bev);
-        c->bev = NULL;
-    }
-    LOG(ERROR, "connect_failed", "host=%s port=%s error=\"no address accepted the connection\"",
-        c->opt.host, c->opt.port);
-    finish(c, EXIT_LINK);
-}
-
-static void retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct imcat *c = arg;
-    if (c->phase == PH_CONNECTING)
-        connect_next(c);
-}
-
-static void on_connected(struct imcat *c)
-{
-    int one = 1;
-    /* Frames are small and a heartbeat stuck behind Nagle eats into the
-     * server's idle budget. */
-    (void)setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    LOG(INFO, "connected", "addr=%s", c->addr_text);
-    c->phase = PH_LOGIN;
-    c->deadline = util_mono_ms() + LOGIN_TIMEOUT_MS;
-    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    send_login(c);
-    arm_timer(c);
-}
-
-static void event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    struct imcat *c = arg;
-    if (bev != c->bev || c->in_connect_call || c->phase == PH_DONE)
-        return;
-    if (c->phase == PH_CONNECTING) {
-        if (what & BEV_EVENT_CONNECTED) {
-            on_connected(c);
-            return;
-        }
-        LOG(WARN, "connect_failed", "addr=%s error=\"%s\"", c->addr_text,
-            evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-        /* Not from inside the bufferevent's own callback: free it and move
-         * on from a fresh loop turn. */
-        event_active(c->retry_ev, EV_TIMEOUT, 0);
-        return;
-    }
-    /* Our logout was sent: a close without bye still ends the run cleanly. */
     if (c->phase == PH_LOGOUT) {
+        /* The link went while logging out: nothing left to wait for. */
         finish(c, EXIT_OK);
         return;
     }
-    const char *why = (what & BEV_EVENT_EOF) ? "server closed the connection"
-                                              : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
-    LOG(ERROR, "connection_lost", "addr=%s error=\"%s\"", c->addr_text, why);
-    finish(c, EXIT_LINK);
+    c->phase = PH_CONNECTING;
+    c->in_resume = false;
+    if (!c->ever_logged_in) {
+        /* Before any session: an error answering the login ends the run
+         * (exit 1); a connection that fails on every --host ends it too
+         * (exit 3), and one that cannot get better (a certificate that
+         * does not verify, an edge speaking TLS) at once. */
+        if (c->login_error[0]) {
+            LOG(ERROR, "login_failed", "edge=%s code=%s", c->edge_text, c->login_error);
+            finish(c, EXIT_LOGIN);
+            return;
+        }
+        c->failures++;
+        bool hopeless = strstr(why, "certificate verify failed") || strstr(why, "speak TLS");
+        LOG(ERROR, "connect_failed", "edge=%s error=\"%s\"", c->edge_text, why);
+        fprintf(stderr, "imcat: cannot connect to %s: %s%s\n", c->edge_text, why,
+                strstr(why, "seems to speak TLS") ? " (use --tls, or --cafile FILE)" : "");
+        if (hopeless || c->failures >= c->n_edges)
+            finish(c, EXIT_LINK);
+        return;
+    }
+    LOG(WARN, "connection_lost", "edge=%s error=\"%s\" retry_ms=%llu next=%s:%s", c->edge_text, why,
+        (unsigned long long)e->retry_ms, e->host, e->port);
+    if (was_ready || !c->opt.quiet)
+        status(c, "connection to %s lost (%s); reconnecting to %s:%s in %.1f s", c->edge_text, why,
+               e->host, e->port, (double)e->retry_ms / 1000.0);
+}
+
+/* How interactive mode shows each frame of the protocol but welcome, error,
+ * bye, ack and hb. */
+static void show_frame(struct imcat *c, const char *t, json_t *root)
+{
+    size_t i = 0;
+    while (i < ARRAY_LEN(printers) && strcmp(t, printers[i].t) != 0)
+        i++;
+    if (i < ARRAY_LEN(printers)) {
+        printers[i].fn(c, root);
+    } else {
+        char t_buf[64];
+        LOG(WARN, "unknown_frame", "t=%s", clean_text(t, t_buf, sizeof(t_buf), false));
+    }
+}
+
+static void on_client_event(void *arg, const struct imb_event *e)
+{
+    struct imcat *c = arg;
+    if (c->phase == PH_DONE)
+        return;
+    tty_hide(c);
+    if (e->frame && c->opt.json)
+        print_json_frame(c, e->frame);
+    switch (e->type) {
+    case IMB_EV_CONNECT:
+        snprintf(c->edge_text, sizeof(c->edge_text), "%s:%s", e->host, e->port);
+        c->resume_seq = imb_client_seq(c->cl);
+        LOG(INFO, "connecting", "edge=%s tls=%d attempt=%u", c->edge_text, e->tls, e->attempt);
+        break;
+    case IMB_EV_DISCONNECT:
+        on_disconnect(c, e);
+        break;
+    case IMB_EV_LOGGED_IN:
+        on_logged_in(c, e);
+        break;
+    case IMB_EV_SYNC:
+        if (!c->opt.json)
+            on_sync(c, e->frame);
+        on_resumed(c, e);
+        break;
+    case IMB_EV_ERROR:
+        on_error(c, e->frame);
+        break;
+    case IMB_EV_BYE:
+        on_bye(c, e->frame);
+        break;
+    case IMB_EV_ACK:
+        if (!c->opt.json)
+            on_ack(c, e->frame);
+        break;
+    case IMB_EV_PROTOCOL: {
+        char buf[256];
+        LOG(ERROR, "protocol_error", "edge=%s error=\"%s\"", c->edge_text,
+            clean_text(e->msg, buf, sizeof(buf), true));
+        break;
+    }
+    default: /* MSG, RECEIPT, PRESENCE, TYPING, OK, FRAME */
+        if (!c->opt.json && e->t && strcmp(e->t, "hb") != 0)
+            show_frame(c, e->t, e->frame);
+        break;
+    }
+    /* Messages and stored events count as stored once printed: ack their
+     * seq (the library sends it, cumulative). Not when nobody could read
+     * them: then they come again next time. A sync's seq only says where
+     * the stream stands. */
+    if (e->seq > 0 && e->type != IMB_EV_SYNC && !c->stdout_dead) {
+        imb_client_ack(c->cl, e->seq);
+        if (c->in_resume)
+            c->replayed++;
+    }
+    tty_show(c);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct imcat *c = arg;
+    if (c->phase == PH_LOGOUT) {
+        finish(c, EXIT_OK); /* a second ^C: do not wait for bye */
+        return;
+    }
+    tty_hide(c);
     if (c->phase == PH_READY) {
         status(c, "logging out");
         begin_logout(c);
-    } else if (c->phase == PH_LOGOUT) {
-        finish(c, EXIT_OK); /* a second ^C: do not wait for bye */
     } else {
         LOG(WARN, "interrupted", "signal=%d", (int)sig);
-        finish(c, EXIT_LOGIN);
+        finish(c, c->ever_logged_in ? EXIT_OK : EXIT_LOGIN);
     }
+    tty_show(c);
 }
 
 /* ---- command line ------------------------------------------------------- */
@@ -2249,7 +2234,9 @@ static void usage(FILE *f)
           "\n"
           "Phone protocol v1 client for imb-edge.\n"
           "\n"
-          "  --host HOST        edge address (default " DEFAULT_HOST ")\n"
+          "  --host HOST        edge address (default " DEFAULT_HOST "); HOST:PORT for\n"
+          "                     another port. Give it again for more edges: a lost\n"
+          "                     connection is retried on the next, with backoff\n"
           "  --port PORT        edge port (default " DEFAULT_PORT ")\n"
           "  --user JID         account to log in as, e.g. alice@localhost\n"
           "  --password PASS    password; default $IMCAT_PASSWORD, which unlike argv\n"
@@ -2270,7 +2257,11 @@ static void usage(FILE *f)
           f);
     print_chat_help(f);
     fputs("\n"
-          "Exit status: 0 ok, 1 login failed, 2 usage, 3 connection lost or protocol error.\n",
+          "A lost connection (an edge restarting, a dead link) is retried with backoff\n"
+          "and the session resumed: nothing is lost or shown twice.\n"
+          "\n"
+          "Exit status: 0 ok, 1 login failed, 2 usage, 3 no edge could be reached (or\n"
+          "the session ended by the server).\n",
           f);
 }
 
@@ -2306,14 +2297,17 @@ static int parse_args(struct options *o, int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    o->host = DEFAULT_HOST;
     o->port = DEFAULT_PORT;
     log_min_level = LOG_WARN;
     opterr = 0; /* we word our own errors */
     int ch;
     while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (ch) {
-        case OPT_HOST: o->host = optarg; break;
+        case OPT_HOST:
+            if (o->n_hosts == MAX_HOSTS)
+                return usage_error("at most %d --host", MAX_HOSTS);
+            o->hosts[o->n_hosts++] = optarg;
+            break;
         case OPT_PORT: o->port = optarg; break;
         case OPT_USER: o->user = optarg; break;
         case OPT_PASSWORD:
@@ -2362,8 +2356,11 @@ static int parse_args(struct options *o, int argc, char **argv)
         return usage_error("bad --dev (1..64 of [A-Za-z0-9._-]): %s", o->dev);
     if (o->to && !plausible_jid(o->to))
         return usage_error("not a JID: %s", o->to);
-    if (!*o->host)
-        return usage_error("%s", "--host is empty");
+    if (o->n_hosts == 0)
+        o->hosts[o->n_hosts++] = DEFAULT_HOST;
+    for (size_t i = 0; i < o->n_hosts; i++)
+        if (!*o->hosts[i])
+            return usage_error("%s", "--host is empty");
     char *end;
     errno = 0;
     long port = strtol(o->port, &end, 10);
@@ -2395,12 +2392,56 @@ static bool stdin_is_pollable(void)
     return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || isatty(STDIN_FILENO);
 }
 
+/* --host values to edges: "HOST", "HOST:PORT", "[V6]" or "[V6]:PORT"; the
+ * port defaults to --port. false after saying what is wrong. */
+static bool make_edges(struct imcat *c)
+{
+    for (size_t i = 0; i < c->opt.n_hosts; i++) {
+        const char *h = c->opt.hosts[i];
+        char *host = c->edge_buf[i][0], *port = c->edge_buf[i][1];
+        const char *colon = NULL;
+        size_t hl;
+        if (h[0] == '[') {
+            const char *rb = strchr(h, ']');
+            if (!rb || (rb[1] && rb[1] != ':')) {
+                usage_error("bad --host: %s", h);
+                return false;
+            }
+            h++;
+            hl = (size_t)(rb - h);
+            colon = rb[1] ? rb + 1 : NULL;
+        } else {
+            colon = strchr(h, ':');
+            if (colon && strchr(colon + 1, ':'))
+                colon = NULL; /* a bare IPv6 address */
+            hl = colon ? (size_t)(colon - h) : strlen(h);
+        }
+        const char *p = colon ? colon + 1 : c->opt.port;
+        char *end;
+        errno = 0;
+        long pn = strtol(p, &end, 10);
+        if (hl == 0 || hl >= sizeof(c->edge_buf[i][0]) || errno || end == p || *end || pn < 1 ||
+            pn > 65535) {
+            usage_error("bad --host: %s", c->opt.hosts[i]);
+            return false;
+        }
+        memcpy(host, h, hl);
+        host[hl] = '\0';
+        snprintf(port, sizeof(c->edge_buf[i][1]), "%ld", pn);
+        c->edges[i] = (struct imb_edge){.host = host, .port = port, .tls = c->opt.tls};
+    }
+    c->n_edges = c->opt.n_hosts;
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     static struct imcat c; /* static: zeroed, and outlives every callback */
     ensure_std_fds();
     log_set_name("imcat");
     int rc = parse_args(&c.opt, argc, argv);
+    if (rc < 0 && !make_edges(&c))
+        rc = EXIT_USAGE;
     if (rc >= 0) {
         if (c.opt.password)
             explicit_bzero(c.opt.password, strlen(c.opt.password));
@@ -2411,19 +2452,14 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     tzset();
     util_random_hex(c.id_prefix, 4);
-    c.max_out = DEFAULT_MAX_FRAME;
-    c.hb_ms = (int64_t)DEFAULT_HB_S * 1000;
     c.to = c.opt.to ? xstrdup(c.opt.to) : NULL;
     c.rooms.icase = true;
     c.last_in.icase = true;
     c.phase = PH_CONNECTING;
     c.exit_code = EXIT_LINK;
-
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_ADDRCONFIG};
-    int gai = getaddrinfo(c.opt.host, c.opt.port, &hints, &c.addrs);
-    if (gai != 0) {
-        LOG(ERROR, "resolve_failed", "host=%s error=\"%s\"", c.opt.host, gai_strerror(gai));
+    if (c.opt.cafile && access(c.opt.cafile, R_OK) != 0) {
+        LOG(ERROR, "tls_setup_failed", "error=\"cannot read %s: %s\"", c.opt.cafile, strerror(errno));
+        c.exit_code = EXIT_USAGE;
         goto out;
     }
 
@@ -2432,33 +2468,47 @@ int main(int argc, char **argv)
         LOG(ERROR, "internal", "error=\"cannot create event base\"");
         goto out;
     }
-    if (c.opt.tls) {
-        char err[300];
-        c.ssl_ctx = tlsctx_client(c.opt.cafile, err, sizeof(err));
-        if (!c.ssl_ctx) {
-            LOG(ERROR, "tls_setup_failed", "error=\"%s\"", err);
-            c.exit_code = EXIT_USAGE;
-            goto out;
-        }
+    char idp[24];
+    snprintf(idp, sizeof(idp), "%s-r", c.id_prefix);
+    struct imb_client_opts o = {
+        .jid = c.opt.user,
+        .pass = c.opt.password,
+        .dev = c.opt.dev,
+        .edges = c.edges,
+        .n_edges = c.n_edges,
+        .backoff_base_ms = BACKOFF_BASE_MS,
+        .backoff_cap_ms = BACKOFF_CAP_MS,
+        .manual_ack = true,
+        .id_prefix = idp,
+        .hb_events = c.opt.json,
+        .on_event = on_client_event,
+        .arg = &c,
+    };
+    char err[200];
+    c.cev = imb_client_ev_new(c.base, &o, c.opt.cafile, err, sizeof(err));
+    if (!c.cev) {
+        LOG(ERROR, "internal", "error=\"%s\"", err);
+        goto out;
     }
+    c.cl = imb_client_ev_client(c.cev);
     c.stdin_pollable = stdin_is_pollable();
+    c.tty = !c.opt.json && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
     c.stdin_buf = evbuffer_new();
     c.timer = evtimer_new(c.base, timer_cb, &c);
-    c.retry_ev = event_new(c.base, -1, 0, retry_cb, &c);
+    c.backlog_ev = evtimer_new(c.base, backlog_cb, &c);
     c.stdin_ev = c.stdin_pollable
                      ? event_new(c.base, STDIN_FILENO, EV_READ | EV_PERSIST, stdin_cb, &c)
                      : event_new(c.base, -1, 0, stdin_cb, &c);
     c.sigint_ev = evsignal_new(c.base, SIGINT, signal_cb, &c);
     c.sigterm_ev = evsignal_new(c.base, SIGTERM, signal_cb, &c);
-    if (!c.stdin_buf || !c.timer || !c.retry_ev || !c.stdin_ev || !c.sigint_ev || !c.sigterm_ev) {
+    if (!c.stdin_buf || !c.timer || !c.backlog_ev || !c.stdin_ev || !c.sigint_ev || !c.sigterm_ev) {
         LOG(ERROR, "internal", "error=\"cannot create events\"");
         goto out;
     }
     evsignal_add(c.sigint_ev, NULL);
     evsignal_add(c.sigterm_ev, NULL);
 
-    c.addr_next = c.addrs;
-    connect_next(&c);
+    imb_client_ev_start(c.cev);
     if (c.phase != PH_DONE) {
         event_base_dispatch(c.base);
         if (c.phase != PH_DONE) {
@@ -2469,14 +2519,14 @@ int main(int argc, char **argv)
 
 out:
     rc = c.exit_code;
-    if (c.bev)
-        bufferevent_free(c.bev);
-    if (c.ssl_ctx)
-        SSL_CTX_free(c.ssl_ctx);
+    if (c.tty && c.stdin_on)
+        rl_callback_handler_remove();
+    if (c.cev)
+        imb_client_ev_free(c.cev);
     if (c.timer)
         event_free(c.timer);
-    if (c.retry_ev)
-        event_free(c.retry_ev);
+    if (c.backlog_ev)
+        event_free(c.backlog_ev);
     if (c.stdin_ev)
         event_free(c.stdin_ev);
     if (c.sigint_ev)
@@ -2487,8 +2537,6 @@ out:
         evbuffer_free(c.stdin_buf);
     if (c.base)
         event_base_free(c.base);
-    if (c.addrs)
-        freeaddrinfo(c.addrs);
     free(c.to);
     mru_clear(&c.rooms);
     mru_clear(&c.last_in);

@@ -637,6 +637,31 @@ TEST(client_heartbeat_and_dead_link)
     imb_client_free(c);
 }
 
+/* opts.hb_events (imcat --json shows every frame): the server's hb comes
+ * as an IMB_EV_FRAME "hb"; without it the library keeps it to itself. The
+ * dead-link clock is reset either way. */
+TEST(client_hb_events)
+{
+    for (int on = 0; on <= 1; on++) {
+        struct imb_client_opts o = base_opts();
+        o.hb_events = on;
+        struct recs rs = {.n = 0};
+        struct imb_client *c = logged_in(&o, &rs, 1000);
+        if (!CHECK(c))
+            return;
+        size_t frames = count(&rs, IMB_EV_FRAME);
+        struct buf b = {.n = 0};
+        put(&b, "{\"t\":\"hb\"}");
+        imb_client_input(c, b.p, b.n, 5000);
+        drain(c, &rs);
+        CHECK_EQ_INT(count(&rs, IMB_EV_FRAME) - frames, (size_t)on);
+        const struct rec *f = last(&rs, IMB_EV_FRAME);
+        CHECK(!on || (f && strcmp(f->t, "hb") == 0));
+        CHECK_EQ_INT(imb_client_next_deadline(c), 11000); /* our last hb-worthy send still rules */
+        imb_client_free(c);
+    }
+}
+
 TEST(client_backoff_bounds)
 {
     struct imb_client_opts o = base_opts();
@@ -955,6 +980,7 @@ int main(void)
     RUN(client_drop_before_connect_and_during_login);
     RUN(client_reset_clears_position);
     RUN(client_heartbeat_and_dead_link);
+    RUN(client_hb_events);
     RUN(client_backoff_bounds);
     RUN(client_login_errors);
     RUN(client_bye_and_logout);
