@@ -125,6 +125,11 @@ modules:
   mod_ping: {}
   mod_privacy: {}
   mod_private: {}
+  mod_pubsub:
+    access_createnode: local
+    plugins:
+      - flat
+      - pep
   mod_push: {}
   mod_push_keepalive:
     resume_timeout: 2
