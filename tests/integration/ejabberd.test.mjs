@@ -248,3 +248,62 @@ itest('ejabberd: receipts and read markers for ids no phone sent never reach the
   console.log(`# ejabberd forged receipts sent ${forged.length * 2}, receipt events ${receipts.length}: ${receipts.map((f) => `${f.id}:${f.state}`).join(',')}`);
   assert.deepEqual(receipts.map((f) => `${f.id}:${f.state}`), ['c1:delivered', 'c1:read']);
 });
+
+itest('ejabberd push (XEP-0357): notifications for an offline phone user, replies with from, the component stays up', { timeout: 60000 }, async (t, stack) => {
+  const b = await startBridge(stack, {
+    xmpp: XMPP, push: true, workers: 1, xmppdArgs: ['--resume-window', '1', '--push-preview', 'sender'],
+  });
+  await b.xmppd.waitForLine(/push_component_up/, { timeout: 10000 });
+  const pushes = await redisSubscriber(stack, b.redis.port, 'imb:push');
+  const bob = await b.desktop('bob');
+  const alice = await b.loginPhone('alice');
+  await bob.send('alice@localhost', 'seen live');
+  const live = await alice.nextMsg({ body: 'seen live' });
+  alice.send({ t: 'ack', seq: live.seq });
+  await sleep(200);
+  // The app is closed: the resume window (1 s) ends, the session closes.
+  alice.destroy();
+  await b.xmppd.waitForLine(/session_close jid=alice@localhost reason=resume_window_over/, { timeout: 10000 });
+  await sleep(300);
+  const t0 = Date.now();
+  await bob.send('alice@localhost', 'after the window 1');
+  const p1 = JSON.parse((await pushes.next(undefined, 10000))[1]);
+  const ms1 = Date.now() - t0;
+  // The second within 5 s (xmppd's component retry delay): it needs the
+  // component still connected.
+  await sleep(500);
+  const t1 = Date.now();
+  await bob.send('alice@localhost', 'after the window 2');
+  const p2 = JSON.parse((await pushes.next(undefined, 4000))[1]);
+  const ms2 = Date.now() - t1;
+  // A request the component refuses (anyone may address it): an error
+  // reply, which ejabberd routes back only if it says who sends it.
+  await bob.sendXml(xml('iq', { type: 'set', id: 'not-a-server', to: b.server.push.jid },
+    xml('pubsub', { xmlns: 'http://jabber.org/protocol/pubsub' }, xml('publish', { node: 'alice@localhost' }))));
+  const refused = await bob.nextStanza((el) => el.is('iq') && el.attrs.id === 'not-a-server', 5000, 'the refusal');
+  assert.equal(refused.attrs.type, 'error');
+  assert.equal(refused.attrs.from, b.server.push.jid);
+  await sleep(1000);
+  const downs = b.xmppd.lines().filter((l) => /push_component_down/.test(l));
+  const improper = (b.server.logText().match(/improper-addressing|Missing 'from'/g) ?? []).length;
+  console.log(`# ejabberd push envelopes: ${pushes.messages.map((m) => m[1]).join(' ')}`);
+  console.log(`# ejabberd push: sent 2 messages to an offline user, pushes ${pushes.messages.length} ` +
+    `(${ms1} ms, ${ms2} ms), component drops ${downs.length}, improper-addressing in ejabberd's log ${improper}`);
+  assert.deepEqual(downs, [], 'the component connection stays up');
+  assert.equal(improper, 0);
+  assert.equal(pushes.messages.length, 2, `one push per message: ${JSON.stringify(pushes.messages)}`);
+  for (const p of [p1, p2]) {
+    assert.equal(p.type, 'push');
+    assert.equal(p.to, 'alice@localhost');
+    assert.equal(p.preview, undefined, 'push_preview sender: no text');
+  }
+  // Back: everything arrives; logging out says "no more pushes".
+  const again = await b.loginPhone('alice', 'alice-back');
+  await again.nextMsg({ body: 'after the window 2' }, 10000);
+  again.send({ t: 'logout' });
+  await again.expect({ t: 'bye' });
+  await sleep(1000);
+  await bob.send('alice@localhost', 'after logout');
+  await sleep(1500);
+  assert.equal(pushes.messages.length, 2, `no push after a logout: ${JSON.stringify(pushes.messages)}`);
+});
