@@ -158,10 +158,12 @@ export function startXmppServer(stack, { xmpp = 'prosody', ...opts } = {}) {
 /**
  * The whole system for one test, each part on its own free port:
  *   startBridge(stack, {users, workers=2, edge:{heartbeat,...}, xmppdArgs, edgeArgs, probe=true,
- *     push=false, xmpp='prosody'|'ejabberd'})
+ *     push=false, xmpp='prosody'|'ejabberd', xmppOpts (more for the server's start))
  *   (probe: wait with waitBridgeReady() before returning)
- *   -> { stack, credKey, redis, server (the XMPP server), prosody (the same,
- *        when it is Prosody), ejabberd (when it is ejabberd), xmppd, edge, domain,
+ *   (xmpp: default IMB_TEST_XMPP, else prosody: IMB_TEST_XMPP=ejabberd runs a
+ *   suite's bridges against ejabberd)
+ *   -> { stack, credKey, redis, server (the XMPP server, also as prosody, its
+ *        old name), ejabberd (when it is ejabberd), xmppd, edge, domain,
  *        jid(user), pass(user),
  *        phone(name?) -> PhoneClient connected to the edge,
  *        loginPhone(user, name?) -> PhoneClient logged in as user@domain,
@@ -169,14 +171,14 @@ export function startXmppServer(stack, { xmpp = 'prosody', ...opts } = {}) {
  */
 export async function startBridge(stack, {
   users = DEFAULT_USERS, workers = 2, edge: edgeOpts = {}, xmppdArgs = [], edgeArgs = [], probe = true,
-  push = false, xmpp = 'prosody',
+  push = false, xmpp = process.env.IMB_TEST_XMPP || 'prosody', xmppOpts = {},
 } = {}) {
   requireBin('imb-xmppd');
   requireBin('imb-edge');
   const credKey = randomCredKey();
   const [redis, server] = await Promise.all([
     startRedis(stack),
-    startXmppServer(stack, { xmpp, users, push }),
+    startXmppServer(stack, { xmpp, users, push, ...xmppOpts }),
   ]);
   if (push) xmppdArgs = [...pushArgs(server), ...xmppdArgs];
   const [xmppd, edge] = await Promise.all([
@@ -190,7 +192,9 @@ export async function startBridge(stack, {
   const passwords = new Map(users);
   const b = {
     stack, credKey, redis, server, xmppd, edge, domain: server.domain,
-    prosody: xmpp === 'prosody' ? server : undefined,
+    // b.prosody: the XMPP server whichever it is (the suites predate
+    // ejabberd and read its ports and push settings from there).
+    prosody: server,
     ejabberd: xmpp === 'ejabberd' ? server : undefined,
     jid: (u) => `${u}@${server.domain}`,
     pass: (u) => passwords.get(u),

@@ -295,6 +295,7 @@ itest('ejabberd push (XEP-0357): notifications for an offline phone user, replie
   for (const p of [p1, p2]) {
     assert.equal(p.type, 'push');
     assert.equal(p.to, 'alice@localhost');
+    assert.equal(p.from, 'bob@localhost', 'mod_push include_sender');
     assert.equal(p.preview, undefined, 'push_preview sender: no text');
   }
   // Back: everything arrives; logging out says "no more pushes".
@@ -306,4 +307,30 @@ itest('ejabberd push (XEP-0357): notifications for an offline phone user, replie
   await bob.send('alice@localhost', 'after logout');
   await sleep(1500);
   assert.equal(pushes.messages.length, 2, `no push after a logout: ${JSON.stringify(pushes.messages)}`);
+});
+
+itest('ejabberd mod_fail2ban bans the bridge\'s address: phones are told the server refuses the bridge, not a wrong password', async (t, stack) => {
+  // Every phone user logs in from the bridge's address. With Debian's
+  // default (no exemption) failed logins in a row (20; 3 here, the
+  // readiness probe's counts) ban it: every new login fails for an hour,
+  // whoever the user (docs/DEPLOY.md: exempt the bridges).
+  const MAX = 3;
+  const b = await startBridge(stack, { xmpp: XMPP, workers: 1, xmppOpts: { fail2ban: 'ban', fail2banMax: MAX } });
+  const wrong = [];
+  for (const u of ['bob', 'carol', 'dave', 'bob']) {
+    const p = await b.phone(`wrong-${u}-${wrong.length}`);
+    wrong.push(await p.tryLogin(b.jid(u), 'not-the-password'));
+    p.destroy();
+    if (wrong.at(-1).code !== 'auth_failed') break;
+  }
+  const p = await b.phone('alice-banned');
+  const banned = await p.tryLogin(b.jid('alice'), b.pass('alice'));
+  const line = await b.xmppd.waitForLine(/xmpp_refused jid=alice@/, { timeout: 3000 }).catch(() => '');
+  console.log(`# fail2ban (max ${MAX}) wrong logins: ${wrong.map((f) => f.code).join(',')}; then the right one: ${JSON.stringify(banned)}; xmppd: ${line}`);
+  assert.equal(wrong[0].code, 'auth_failed', JSON.stringify(wrong));
+  assert.equal(banned.t, 'error');
+  assert.equal(banned.code, 'unavailable', 'not the user\'s password: the server refuses the bridge');
+  assert.match(banned.msg, /refused the connection: policy-violation/);
+  assert.doesNotMatch(banned.msg, /127\.0\.0\.1|IP address/, 'the server\'s text (the bridge\'s address) stays in the log');
+  assert.match(line, /xmpp_refused jid=alice@localhost condition=policy-violation text="Too many/);
 });
