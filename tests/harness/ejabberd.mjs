@@ -169,6 +169,7 @@ export class EjabberdServer {
     this.logFile = path.join(dir, 'ejabberd.log');
     this.c2sPort = 0;
     this.httpPort = 0;   // HTTP API (account creation)
+    this.epmdPort = 0;   // ERL_EPMD_PORT given to the VM: nothing may listen there
     this.proc = null;
     this.users = new Map();
   }
@@ -214,7 +215,7 @@ export class EjabberdServer {
       ERL_LIBS: ejabberdLibs(),
       ERL_CRASH_DUMP: path.join(this.dir, 'erl_crash.dump'),
       HOME: this.dir,                 // no ~/.erlang.cookie anywhere else
-      ERL_EPMD_PORT: String(await freePort()), // belt and braces: distribution is off
+      ERL_EPMD_PORT: String(this.epmdPort = await freePort()), // belt and braces: distribution is off
     };
     this.proc = this.stack.spawn(`ejabberd:${this.c2sPort}`, 'erl',
       ['-noinput', '-noshell', '+K', 'true', '-mnesia', 'dir', JSON.stringify(this.spool), '-s', 'ejabberd'],

@@ -7,8 +7,9 @@
 // push component (xmppd/push.c) that ejabberd, unlike Prosody, disconnects
 // for any stanza without a 'from'.
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { itest, startBridge, xml, sleep, bareJid, freePort, redisSubscriber, waitFor } from '../harness/index.mjs';
+import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { itest, startBridge, xml, sleep, bareJid, redisSubscriber } from '../harness/index.mjs';
 
 const MUC = 'http://jabber.org/protocol/muc';
 const RECEIPTS = 'urn:xmpp:receipts';
@@ -35,6 +36,15 @@ itest('ejabberd: phone and desktop chat both ways, acks, receipts, offline deliv
   const t0 = Date.now();
   const b = await startBridge(stack, { xmpp: XMPP });
   const up = Date.now() - t0;
+  // A private server: the VM is the harness's child (stopped by that pid),
+  // listens on its configured ports only (no Erlang distribution, no epmd).
+  const pid = b.server.proc.pid;
+  assert.equal(fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), 'beam.smp');
+  const ss = execFileSync('ss', ['-Htlnp'], { encoding: 'utf8' });
+  const ports = ss.split('\n').filter((l) => l.includes(`pid=${pid},`))
+    .map((l) => Number(/:(\d+)\s/.exec(l.split(/\s+/).slice(3).join(' '))?.[1])).sort();
+  assert.deepEqual(ports, [b.server.c2sPort, b.server.httpPort].sort(), ss);
+  assert.ok(!ss.split('\n').some((l) => l.includes(`:${b.server.epmdPort} `)), 'no epmd');
   const alice = await b.loginPhone('alice');
   const bob = await b.desktop('bob');
   let sent = 0, ok = 0;
