@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { itest, startBridge, xml, sleep, bareJid, redisSubscriber } from '../harness/index.mjs';
+import { itest, startBridge, xml, sleep, bareJid, redisSubscriber, DesktopPeer } from '../harness/index.mjs';
 
 const MUC = 'http://jabber.org/protocol/muc';
 const RECEIPTS = 'urn:xmpp:receipts';
@@ -321,23 +321,27 @@ itest('ejabberd push (XEP-0357): notifications for an offline phone user, replie
 
 itest('ejabberd mod_fail2ban bans the bridge\'s address: phones are told the server refuses the bridge, not a wrong password', async (t, stack) => {
   // Every phone user logs in from the bridge's address. With Debian's
-  // default (no exemption) failed logins in a row (20; 3 here, the
-  // readiness probe's counts) ban it: every new login fails for an hour,
-  // whoever the user (docs/DEPLOY.md: exempt the bridges).
+  // default (no exemption) failed logins in a row from an address (20; 3
+  // here) ban it: every new login fails for an hour, whoever the user
+  // (docs/DEPLOY.md: exempt the bridges). The failures are made by a direct
+  // client from the same address (loopback) after the readiness probe's
+  // (one): a SCRAM exchange that ejabberd cuts with the ban's stream error
+  // leaks libstrophe 0.12's SCRAM state (61 bytes, freed only on a SASL
+  // answer), which the ASan run would report.
   const MAX = 3;
   const b = await startBridge(stack, { xmpp: XMPP, workers: 1, xmppOpts: { fail2ban: 'ban', fail2banMax: MAX } });
-  const wrong = [];
-  for (const u of ['bob', 'carol', 'dave', 'bob']) {
-    const p = await b.phone(`wrong-${u}-${wrong.length}`);
-    wrong.push(await p.tryLogin(b.jid(u), 'not-the-password'));
-    p.destroy();
-    if (wrong.at(-1).code !== 'auth_failed') break;
+  const direct = [];
+  for (let i = 0; i < MAX; i++) {
+    const d = new DesktopPeer({ port: b.server.c2sPort, user: 'bob', pass: 'not-the-password', resource: `r${i}` });
+    direct.push(await d.start(5000).then(() => 'in', (e) => e.condition ?? e.message));
+    await d.stop();
+    if (/policy-violation|Too many/.test(direct.at(-1))) break;
   }
   const p = await b.phone('alice-banned');
   const banned = await p.tryLogin(b.jid('alice'), b.pass('alice'));
   const line = await b.xmppd.waitForLine(/xmpp_refused jid=alice@/, { timeout: 3000 }).catch(() => '');
-  console.log(`# fail2ban (max ${MAX}) wrong logins: ${wrong.map((f) => f.code).join(',')}; then the right one: ${JSON.stringify(banned)}; xmppd: ${line}`);
-  assert.equal(wrong[0].code, 'auth_failed', JSON.stringify(wrong));
+  console.log(`# fail2ban (max ${MAX}) direct wrong logins: ${direct.join(', ')}; then the phone's right one: ${JSON.stringify(banned)}; xmppd: ${line}`);
+  assert.ok(!direct.includes('in'), direct.join(', '));
   assert.equal(banned.t, 'error');
   assert.equal(banned.code, 'unavailable', 'not the user\'s password: the server refuses the bridge');
   assert.match(banned.msg, /refused the connection: policy-violation/);
