@@ -17,16 +17,17 @@ import { DEFAULT_USERS } from './prosody.mjs';
 /** ERL_LIBS for Debian's ejabberd: the directory holding ejabberd-VERSION/
  *  (and its deps); read from the package's ejabberdctl, else found. */
 function ejabberdLibs() {
+  const has = (d) => {
+    try { return fs.readdirSync(d).some((n) => /^ejabberd-\d/.test(n)); } catch { return false; }
+  };
   try {
     const m = /^ERL_LIBS='([^']+)'/m.exec(fs.readFileSync('/usr/sbin/ejabberdctl', 'utf8'));
-    if (m) return m[1];
-  } catch { /* not installed: found below or the start fails with a clear log */ }
+    if (m && has(m[1])) return m[1];
+  } catch { /* look below */ }
   for (const d of ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib']) {
-    try {
-      if (fs.readdirSync(d).some((n) => /^ejabberd-\d/.test(n))) return d;
-    } catch { /* next */ }
+    if (has(d)) return d;
   }
-  return '/usr/lib';
+  throw new Error('ejabberd is not installed (Debian package ejabberd: scripts/deps.sh installs it)');
 }
 
 /** YAML for one private server.  Strings are written as JSON (YAML 1.2 reads
