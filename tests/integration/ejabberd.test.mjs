@@ -200,6 +200,13 @@ itest('ejabberd history (mod_mam): pages hold max messages among receipts and ma
     `max 4 -> ${p1.end.count} (complete ${p1.end.complete}), before -> ${p2.end.count} (complete ${p2.end.complete}), ` +
     `after -> ${p3.end.count}`);
 
+  // An archive id ejabberd does not hold: its ids are timestamps, and it
+  // pages from where that id would be (Prosody: error refused), PROTOCOL.md
+  // 10.7: before the oldest, an empty last page.
+  const unknown = await historyPage(alice, { id: 'h3b', with: 'bob@localhost', before: '1', max: 4 });
+  assert.deepEqual([unknown.end.t, unknown.end.count, unknown.end.complete, unknown.hist.length], ['history', 0, true, 0],
+    JSON.stringify(unknown.end));
+
   // A room's archive (ejabberd's mod_muc with mam).
   const ROOM = `lobby@${CONF}`;
   alice.send({ t: 'join', id: 'j1', room: ROOM, nick: 'Alice' });
