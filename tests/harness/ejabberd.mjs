@@ -37,8 +37,8 @@ function ejabberdLibs() {
  *  deployments run).  mod_fail2ban as docs/DEPLOY.md asks: the bridges'
  *  addresses (here loopback) exempt, unless fail2ban: 'ban' (every login
  *  comes from the bridge's address: a few wrong passwords in a row ban them
- *  all).  Left out on purpose, each for a test reason: the c2s shaper (3000 B/s per stream would pace history pages),
- *  s2s, TLS listeners, STUN, MQTT.  Stream-management and push-keepalive resume
+ *  all).  Left out on purpose: the c2s shaper (3000 B/s per stream would
+ *  pace the tests' bursts), s2s, TLS listeners, STUN, MQTT.  Stream-management and push-keepalive resume
  *  timeouts are 2 s instead of 300 s / 72 h (a client that drops without
  *  closing its stream would hold messages otherwise; Prosody's harness does
  *  the same with smacks_hibernation_time).  mod_push tells the sender and
