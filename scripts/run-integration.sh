@@ -6,6 +6,8 @@
 #      IMB_TEST_KEEP=1            keep temp dirs (configs, logs)
 #      IMB_TEST_SKIP_MISSING=1    skip (instead of fail) tests whose binaries are missing
 #      IMB_TEST_BIN_DIR=DIR       binaries from DIR instead of bin/
+#      IMB_TEST_XMPP=ejabberd     bridges started by startBridge() use a private ejabberd
+#                                 instead of Prosody (ejabberd.test.mjs always does)
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd -P)

@@ -1008,9 +1008,17 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
             msg = text;
             w->stats.logins_auth_failed++;
         } else if (stream_error) {
+            /* Not the user's password: the server refuses the bridge (e.g.
+             * ejabberd's mod_fail2ban bans its address after failed logins
+             * in a row, policy-violation). The phone gets the condition;
+             * the server's text (it may name the bridge's address) goes to
+             * the operator's log only. */
+            const char *cond = stanza_stream_error_name(stream_error->type);
+            char why[160];
+            stanza_stream_error_text(stream_error, why, sizeof(why));
+            LOG(WARN, "xmpp_refused", "jid=%s condition=%s text=\"%s\"", s->jid, cond, why);
             code = "unavailable";
-            snprintf(text, sizeof(text), "the XMPP server closed the stream (%d)",
-                     (int)stream_error->type);
+            snprintf(text, sizeof(text), "the XMPP server refused the connection: %s", cond);
             msg = text;
             w->stats.logins_unavailable++;
         } else {

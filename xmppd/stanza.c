@@ -225,6 +225,46 @@ int64_t stanza_time(xmpp_stanza_t *msg)
     return t > 0 ? t : util_wall_ms();
 }
 
+const char *stanza_stream_error_name(xmpp_error_type_t type)
+{
+    /* In libstrophe 0.12's enum order (strophe.h). */
+    static const char *const names[] = {
+        "bad-format", "bad-namespace-prefix", "conflict", "connection-timeout",
+        "host-gone", "host-unknown", "improper-addressing", "internal-server-error",
+        "invalid-from", "invalid-id", "invalid-namespace", "invalid-xml",
+        "not-authorized", "policy-violation", "remote-connection-failed",
+        "resource-constraint", "restricted-xml", "see-other-host", "system-shutdown",
+        "undefined-condition", "unsupported-encoding", "unsupported-stanza-type",
+        "unsupported-version", "not-well-formed",
+    };
+    _Static_assert(sizeof(names) / sizeof(names[0]) == XMPP_SE_XML_NOT_WELL_FORMED + 1,
+                   "one name per libstrophe stream error");
+    if ((int)type < 0 || (size_t)type >= sizeof(names) / sizeof(names[0]))
+        return "undefined-condition";
+    return names[type];
+}
+
+void stanza_stream_error_text(const xmpp_stream_error_t *se, char *out, size_t n)
+{
+    const char *t = se && se->text ? se->text : "";
+    size_t i = 0;
+    if (n == 0)
+        return;
+    for (; t[i] && i + 1 < n; i++) {
+        unsigned char c = (unsigned char)t[i];
+        out[i] = c < 0x20 || c == 0x7f || c == '"' || c == '\\' ? '?' : (char)c;
+    }
+    /* Cut inside a UTF-8 sequence (the next byte continues it): drop its
+     * beginning too. */
+    if (((unsigned char)t[i] & 0xC0) == 0x80) {
+        while (i > 0 && ((unsigned char)out[i - 1] & 0xC0) == 0x80)
+            i--;
+        if (i > 0 && ((unsigned char)out[i - 1] & 0xC0) == 0xC0)
+            i--;
+    }
+    out[i] = '\0';
+}
+
 const char *stanza_error_condition(xmpp_stanza_t *msg)
 {
     xmpp_stanza_t *e = xmpp_stanza_get_child_by_name(msg, "error");

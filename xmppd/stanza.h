@@ -38,6 +38,12 @@ void stanza_add_text(xmpp_ctx_t *ctx, xmpp_stanza_t *parent, const char *name,
 /* The condition of an error stanza: "item-not-found" from <error>
  * <item-not-found xmlns=..stanzas/></error>; "undefined-condition" if none. */
 const char *stanza_error_condition(xmpp_stanza_t *st);
+/* The RFC 6120 name of a stream error condition ("policy-violation");
+ * "undefined-condition" for a value libstrophe does not define. */
+const char *stanza_stream_error_name(xmpp_error_type_t type);
+/* The stream error's <text/> made fit for one log value: at most n-1 bytes
+ * into out, control characters, '"' and '\\' replaced by '?'; "" if none. */
+void stanza_stream_error_text(const xmpp_stream_error_t *se, char *out, size_t n);
 /* The <delay/> stamp of msg (XEP-0203) in ms since the epoch, or now. */
 int64_t stanza_time(xmpp_stanza_t *msg);
 /* <iq type='get' id=.. to=domain><ping xmlns='urn:xmpp:ping'/></iq> */

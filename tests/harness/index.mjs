@@ -8,6 +8,7 @@ export * from './util.mjs';
 export * from './stack.mjs';
 export * from './redis.mjs';
 export * from './prosody.mjs';
+export * from './ejabberd.mjs';
 export * from './desktop.mjs';
 export * from './phone.mjs';
 export * from './services.mjs';

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { binPath, HOST, missingBins, randomCredKey, sleep } from './util.mjs';
 import { startRedis } from './redis.mjs';
 import { DEFAULT_USERS, startProsody } from './prosody.mjs';
+import { startEjabberd } from './ejabberd.mjs';
 import { startDesktop } from './desktop.mjs';
 import { connectPhone, PhoneClient } from './phone.mjs';
 
@@ -145,10 +146,24 @@ export async function waitBridgeReady(port, { domain = 'localhost', timeout = 10
 }
 
 /**
+ * startXmppServer(stack, {xmpp='prosody'|'ejabberd', users, push}) -> the
+ * XMPP server (ProsodyServer or EjabberdServer: same shape), started.
+ */
+export function startXmppServer(stack, { xmpp = 'prosody', ...opts } = {}) {
+  if (xmpp === 'prosody') return startProsody(stack, opts);
+  if (xmpp === 'ejabberd') return startEjabberd(stack, opts);
+  throw new Error(`startXmppServer: unknown server ${xmpp}`);
+}
+
+/**
  * The whole system for one test, each part on its own free port:
- *   startBridge(stack, {users, workers=2, edge:{heartbeat,...}, xmppdArgs, edgeArgs, probe=true})
+ *   startBridge(stack, {users, workers=2, edge:{heartbeat,...}, xmppdArgs, edgeArgs, probe=true,
+ *     push=false, xmpp='prosody'|'ejabberd', xmppOpts (more for the server's start))
  *   (probe: wait with waitBridgeReady() before returning)
- *   -> { stack, credKey, redis, prosody, xmppd, edge, domain,
+ *   (xmpp: default IMB_TEST_XMPP, else prosody: IMB_TEST_XMPP=ejabberd runs a
+ *   suite's bridges against ejabberd)
+ *   -> { stack, credKey, redis, server (the XMPP server, also as prosody, its
+ *        old name), ejabberd (when it is ejabberd), xmppd, edge, domain,
  *        jid(user), pass(user),
  *        phone(name?) -> PhoneClient connected to the edge,
  *        loginPhone(user, name?) -> PhoneClient logged in as user@domain,
@@ -156,28 +171,32 @@ export async function waitBridgeReady(port, { domain = 'localhost', timeout = 10
  */
 export async function startBridge(stack, {
   users = DEFAULT_USERS, workers = 2, edge: edgeOpts = {}, xmppdArgs = [], edgeArgs = [], probe = true,
-  push = false,
+  push = false, xmpp = process.env.IMB_TEST_XMPP || 'prosody', xmppOpts = {},
 } = {}) {
   requireBin('imb-xmppd');
   requireBin('imb-edge');
   const credKey = randomCredKey();
-  const [redis, prosody] = await Promise.all([
+  const [redis, server] = await Promise.all([
     startRedis(stack),
-    startProsody(stack, { users, push }),
+    startXmppServer(stack, { xmpp, users, push, ...xmppOpts }),
   ]);
-  if (push) xmppdArgs = [...pushArgs(prosody), ...xmppdArgs];
+  if (push) xmppdArgs = [...pushArgs(server), ...xmppdArgs];
   const [xmppd, edge] = await Promise.all([
-    startXmppd(stack, { redisPort: redis.port, xmppPort: prosody.c2sPort, workers, credKey, extraArgs: xmppdArgs }),
+    startXmppd(stack, { redisPort: redis.port, xmppPort: server.c2sPort, workers, credKey, extraArgs: xmppdArgs }),
     startEdge(stack, { redisPort: redis.port, credKey, extraArgs: edgeArgs, ...edgeOpts }),
   ]);
   if (probe) {
-    const ms = await waitBridgeReady(edge.port, { domain: prosody.domain });
+    const ms = await waitBridgeReady(edge.port, { domain: server.domain });
     stack.note(`bridge answered logins ${ms} ms after both services reported ready`);
   }
   const passwords = new Map(users);
   const b = {
-    stack, credKey, redis, prosody, xmppd, edge, domain: prosody.domain,
-    jid: (u) => `${u}@${prosody.domain}`,
+    stack, credKey, redis, server, xmppd, edge, domain: server.domain,
+    // b.prosody: the XMPP server whichever it is (the suites predate
+    // ejabberd and read its ports and push settings from there).
+    prosody: server,
+    ejabberd: xmpp === 'ejabberd' ? server : undefined,
+    jid: (u) => `${u}@${server.domain}`,
     pass: (u) => passwords.get(u),
     phone: (name = 'phone') => connectPhone(stack, edge.port, name),
     async loginPhone(user, name = `phone-${user}`) {
@@ -186,15 +205,15 @@ export async function startBridge(stack, {
       return p;
     },
     desktop: (user, resource = 'desktop') => startDesktop(stack, {
-      port: prosody.c2sPort, user, pass: passwords.get(user), domain: prosody.domain, resource,
+      port: server.c2sPort, user, pass: passwords.get(user), domain: server.domain, resource,
     }),
   };
   return b;
 }
 
-/** xmppd flags that make it the push component of a Prosody started with push. */
-export function pushArgs(prosody) {
-  const p = prosody.push;
+/** xmppd flags that make it the push component of a server started with push. */
+export function pushArgs(server) {
+  const p = server.push;
   return ['--push-jid', p.jid, '--push-secret', p.secret, '--push-port', String(p.port)];
 }
 

@@ -376,6 +376,39 @@ TEST(stanza_error_long_condition_keeps_msg)
     env_free(e);
 }
 
+TEST(stanza_stream_error_names)
+{
+    CHECK_EQ_STR(stanza_stream_error_name(XMPP_SE_BAD_FORMAT), "bad-format");
+    CHECK_EQ_STR(stanza_stream_error_name(XMPP_SE_POLICY_VIOLATION), "policy-violation");
+    CHECK_EQ_STR(stanza_stream_error_name(XMPP_SE_IMPROPER_ADDR), "improper-addressing");
+    CHECK_EQ_STR(stanza_stream_error_name(XMPP_SE_XML_NOT_WELL_FORMED), "not-well-formed");
+    CHECK_EQ_STR(stanza_stream_error_name((xmpp_error_type_t)99), "undefined-condition");
+    CHECK_EQ_STR(stanza_stream_error_name((xmpp_error_type_t)-1), "undefined-condition");
+}
+
+TEST(stanza_stream_error_text_for_a_log)
+{
+    char out[16];
+    xmpp_stream_error_t se = {XMPP_SE_POLICY_VIOLATION, NULL, NULL};
+    stanza_stream_error_text(&se, out, sizeof(out));
+    CHECK_EQ_STR(out, "");
+    stanza_stream_error_text(NULL, out, sizeof(out));
+    CHECK_EQ_STR(out, "");
+    char t1[] = "a\"b\\c\nd";
+    se.text = t1;
+    stanza_stream_error_text(&se, out, sizeof(out));
+    CHECK_EQ_STR(out, "a?b?c?d");
+    /* Cut at 15 bytes, never inside a character: "\xc3\xa9" is kept whole or dropped. */
+    char t2[] = "12345678901234\xc3\xa9z";
+    se.text = t2;
+    stanza_stream_error_text(&se, out, sizeof(out));
+    CHECK_EQ_STR(out, "12345678901234");
+    char t3[] = "1234567890123\xc3\xa9z";
+    se.text = t3;
+    stanza_stream_error_text(&se, out, sizeof(out));
+    CHECK_EQ_STR(out, "1234567890123\xc3\xa9");
+}
+
 int main(void)
 {
     xmpp_initialize();
@@ -393,6 +426,8 @@ int main(void)
     RUN(stanza_parse_time_valid);
     RUN(stanza_parse_time_garbage);
     RUN(stanza_parse_time_short_offset);
+    RUN(stanza_stream_error_names);
+    RUN(stanza_stream_error_text_for_a_log);
     xmpp_ctx_free(ctx);
     xmpp_shutdown();
     return unit_done();
