@@ -16,6 +16,7 @@ export * from './haproxy.mjs';
 export * from './chaos.mjs';
 export * from './faultrun.mjs';
 export * from './canary.mjs';
+export * from './frametap.mjs';
 
 /**
  * itest(name, [opts], fn): a node:test test that gets a fresh Stack:

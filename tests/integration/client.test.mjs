@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { itest, startBridge, startEdge, binPath, sleep } from '../harness/index.mjs';
+import { itest, startBridge, startEdge, binPath, sleep, FrameTap } from '../harness/index.mjs';
 
 const N = 20;
 
@@ -17,8 +17,12 @@ itest('client library: edge killed mid-stream, the example moves to the next edg
     const b = await startBridge(stack);
     const edgeB = await startEdge(stack, { redisPort: b.redis.port, credKey: b.credKey });
     const bob = await b.desktop('bob');
+    // Both edges through a relay that checks every frame, both ways,
+    // against docs/protocol.schema.json.
+    const tapA = await FrameTap.start(stack, b.edge.port, 'frametap A');
+    const tapB = await FrameTap.start(stack, edgeB.port, 'frametap B');
     const ex = stack.spawn('imb-client-example', binPath('imb-client-example'), [
-      '--edge', `127.0.0.1:${b.edge.port}`, '--edge', `127.0.0.1:${edgeB.port}`,
+      '--edge', `127.0.0.1:${tapA.port}`, '--edge', `127.0.0.1:${tapB.port}`,
       '--user', b.jid('alice'), '--dev', 'example', '--to', 'bob@localhost',
       '--send', String(N), '--interval', '100', '--expect', String(N),
       '--backoff', '200', '--timeout', '20000',
@@ -45,7 +49,7 @@ itest('client library: edge killed mid-stream, the example moves to the next edg
     assert.equal(code, 0, `the example exits 0 once all is sent, acked and received:\n${ex.stdout}\n${ex.stderr}`);
 
     // The example moved to edge B and logged in again there.
-    assert.ok(out.some((l) => l.startsWith(`connect edge=127.0.0.1:${edgeB.port}`)), 'reconnected to edge B');
+    assert.ok(out.some((l) => l.startsWith(`connect edge=127.0.0.1:${tapB.port}`)), 'reconnected to edge B');
     assert.ok(out.filter((l) => l.startsWith('logged-in ')).length >= 2, 'logged in twice');
 
     // Desktop -> example: each message printed exactly once.
@@ -68,6 +72,16 @@ itest('client library: edge killed mid-stream, the example moves to the next edg
     assert.deepEqual(outTwice, [], 'no outgoing message delivered twice');
     assert.equal(acks, N, 'one ack per message');
     assert.match(done, new RegExp(`^done sent=${N} acked=${N} received=${N} duplicates=0 `));
+
+    // Every frame the library sent and every frame it was sent, on both
+    // edges, is one the schema describes.
+    for (const tap of [tapA, tapB]) t.diagnostic(tap.describe(tap === tapA ? 'edge A' : 'edge B'));
+    const problems = [...tapA.problems, ...tapB.problems];
+    assert.deepEqual(problems, [], 'every frame fits docs/protocol.schema.json');
+    const sent = { ...tapA.types('client') };
+    for (const [k, v] of Object.entries(tapB.types('client'))) sent[k] = (sent[k] ?? 0) + v;
+    for (const t2 of ['login', 'msg', 'ack']) assert.ok(sent[t2] > 0, `the library sent ${t2} frames: ${JSON.stringify(sent)}`);
+    assert.ok(tapB.types('client').login >= 1 && tapB.types('server').welcome >= 1, 'the resume on edge B was read too');
   });
 
 /** A self-signed certificate naming only DNS:localhost (no IP address). */

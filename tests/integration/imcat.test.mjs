@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { itest, startBridge, startImcat, bareJid, binPath, sleep, xml } from '../harness/index.mjs';
+import { itest, startBridge, startImcat, bareJid, binPath, sleep, xml, FrameTap } from '../harness/index.mjs';
 
 itest('imcat --json: login, message to the desktop and back', { bins: ['imb-edge', 'imb-xmppd', 'imcat'] }, async (t, stack) => {
   const b = await startBridge(stack);
@@ -64,8 +64,10 @@ const esc = (s) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
  * line matching re (others stay queued); errLine(re) waits for a stderr line.
  */
 async function startChat(stack, b, user, extraArgs = []) {
+  // Through a relay that checks every frame both ways against the schema.
+  const tap = await FrameTap.start(stack, b.edge.port, `frametap ${user}`);
   const proc = stack.spawn(`imcat-${user}`, binPath('imcat'),
-    ['--host', '127.0.0.1', '--port', String(b.edge.port), '--user', b.jid(user), ...extraArgs],
+    ['--host', '127.0.0.1', '--port', String(tap.port), '--user', b.jid(user), ...extraArgs],
     { stdin: 'pipe', envExtra: { IMCAT_PASSWORD: b.pass(user) } });
   proc.say = (text) => proc.write(`${text}\n`);
   proc.line = (re, timeout = 5000) => proc.nextStdoutLine((l) => re.test(l), timeout).catch((e) => {
@@ -73,8 +75,16 @@ async function startChat(stack, b, user, extraArgs = []) {
     throw e;
   });
   proc.errLine = (re, timeout = 5000) => proc.waitForLine(re, { timeout });
+  proc.tap = tap;
   await proc.errLine(new RegExp(`^\\* logged in as ${esc(b.jid(user))}`), 10000);
   return proc;
+}
+
+/** Every frame imcat (the client library) sent and was sent fits
+ *  docs/protocol.schema.json; the frame types seen go to the test's log. */
+function assertFramesFit(t, ...cats) {
+  for (const c of cats) t.diagnostic(c.tap.describe(c.name));
+  assert.deepEqual(cats.flatMap((c) => c.tap.problems), [], 'every frame fits docs/protocol.schema.json');
 }
 
 /** After a phone quit: log in again and return every stored frame replayed before the sync. */
@@ -175,6 +185,7 @@ itest('imcat chat mode: contacts, subscriptions, presence, typing, receipts, rea
 
   cat.say('/quit');
   assert.equal((await cat.waitExit(5000)).code, 0);
+  assertFramesFit(t, cat);
   assert.equal(cat.lines('stderr').some((l) => /unknown_frame/.test(l)), false, 'every frame has a line');
   // Everything numbered that imcat printed was acked: nothing comes again.
   assert.deepEqual(await replayedAfterLogin(b, 'alice'), []);
@@ -248,6 +259,7 @@ itest('imcat chat mode: rooms, subject, invitations, history pages', {
   dave.say('/quit');
   assert.equal((await cat.waitExit(5000)).code, 0);
   assert.equal((await dave.waitExit(5000)).code, 0);
+  assertFramesFit(t, cat, dave);
   assert.deepEqual(await replayedAfterLogin(b, 'dave'), [], 'the invitation was acked');
 });
 
