@@ -2,6 +2,7 @@
 #include "strmap.h"
 #include "util.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,6 +71,31 @@ static void grow(struct strmap *m)
     m->nbuckets = n;
 }
 
+/* A new entry for an absent key (hash h), with extra bytes of value
+ * storage after the key, aligned for any type (zeroed). */
+static struct strmap_entry *add(struct strmap *m, const char *key, unsigned h,
+                                size_t extra, void **storage)
+{
+    if (m->count >= m->nbuckets)
+        grow(m);
+    size_t klen = strlen(key);
+    size_t align = _Alignof(max_align_t);
+    size_t off = (sizeof(struct strmap_entry) + klen + 1 + align - 1) / align * align;
+    struct strmap_entry *e = xmalloc(extra ? off + extra : sizeof(*e) + klen + 1);
+    memcpy(e->key, key, klen + 1);
+    e->hash = h;
+    e->value = NULL;
+    if (extra) {
+        *storage = (char *)e + off;
+        memset(*storage, 0, extra);
+    }
+    size_t b = h & (m->nbuckets - 1);
+    e->next = m->buckets[b];
+    m->buckets[b] = e;
+    m->count++;
+    return e;
+}
+
 void *strmap_put(struct strmap *m, const char *key, void *value)
 {
     unsigned h = hash_str(key);
@@ -79,18 +105,31 @@ void *strmap_put(struct strmap *m, const char *key, void *value)
         (*pp)->value = value;
         return old;
     }
-    if (m->count >= m->nbuckets)
-        grow(m);
-    size_t klen = strlen(key);
-    struct strmap_entry *e = xmalloc(sizeof(*e) + klen + 1);
-    memcpy(e->key, key, klen + 1);
-    e->hash = h;
-    e->value = value;
-    size_t b = h & (m->nbuckets - 1);
-    e->next = m->buckets[b];
-    m->buckets[b] = e;
-    m->count++;
+    add(m, key, h, 0, NULL)->value = value;
     return NULL;
+}
+
+void *strmap_put_inline(struct strmap *m, const char *key, size_t size,
+                        const char **stored_key)
+{
+    unsigned h = hash_str(key);
+    struct strmap_entry **pp = find(m, key, h);
+    if (pp && *pp)
+        return NULL;
+    void *storage = NULL;
+    struct strmap_entry *e = add(m, key, h, size ? size : 1, &storage);
+    e->value = storage;
+    *stored_key = e->key;
+    return storage;
+}
+
+const char *strmap_intern(struct strmap *m, const char *key)
+{
+    unsigned h = hash_str(key);
+    struct strmap_entry **pp = find(m, key, h);
+    if (pp && *pp)
+        return (*pp)->key;
+    return add(m, key, h, 0, NULL)->key;
 }
 
 void *strmap_del(struct strmap *m, const char *key)

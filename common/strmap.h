@@ -27,6 +27,19 @@ void *strmap_put(struct strmap *m, const char *key, void *value);
 /* Remove; returns the removed value or NULL. */
 void *strmap_del(struct strmap *m, const char *key);
 
+/* Insert an absent key with size bytes of zeroed value storage in the
+ * entry's own allocation (aligned for any type): the storage becomes the
+ * value and is returned; *stored_key gets the map's copy of the key, which
+ * lives as long as the entry. One allocation holds entry, key and value,
+ * so strmap_del and strmap_free free the storage: never free() it. Returns
+ * NULL if the key is present. */
+void *strmap_put_inline(struct strmap *m, const char *key, size_t size,
+                        const char **stored_key);
+
+/* The map's copy of key, added (value NULL) if absent: a string kept once
+ * however often it is interned, until strmap_free. */
+const char *strmap_intern(struct strmap *m, const char *key);
+
 /* Iteration: for (e = strmap_first(m, &it); e; e = strmap_next(m, &it)).
  * Deleting the current entry during iteration is allowed. */
 struct strmap_iter {

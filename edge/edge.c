@@ -41,9 +41,9 @@ static struct user *user_attach(struct edge *edge, struct conn *c,
 {
     struct user *u = strmap_get(&edge->users, jid);
     if (!u) {
-        u = xcalloc(1, sizeof(*u));
-        u->jid = xstrdup(jid);
-        strmap_put(&edge->users, jid, u);
+        const char *key;
+        u = strmap_put_inline(&edge->users, jid, sizeof(*u), &key);
+        u->jid = key;
     }
     c->user = u;
     c->user_next = u->conns;
@@ -65,13 +65,10 @@ static void user_detach(struct edge *edge, struct conn *c)
     c->user_next = NULL;
     if (u->conns)
         return;
-    strmap_del(&edge->users, u->jid);
     if (u->retry)
         event_free(u->retry);
     seal_wipe_free(u->secret);
-    free(u->worker);
-    free(u->jid);
-    free(u);
+    strmap_del(&edge->users, u->jid); /* frees u, its JID with it */
 }
 
 /* ---- envelopes out ----------------------------------------------------- */
@@ -556,12 +553,12 @@ void edge_on_login(struct conn *c, json_t *f)
     free(jid);
 }
 
-static void set_worker(struct user *u, const char *worker)
+/* Worker ids are few and long-lived: each is kept once (worker_names),
+ * however many users are placed on it. */
+static void set_worker(struct edge *edge, struct user *u, const char *worker)
 {
-    if (u->worker && strcmp(u->worker, worker) == 0)
-        return;
-    free(u->worker);
-    u->worker = xstrdup(worker);
+    if (worker && *worker)
+        u->worker = strmap_intern(&edge->worker_names, worker);
 }
 
 static void on_login_ok(struct edge *edge, struct env *e)
@@ -576,7 +573,7 @@ static void on_login_ok(struct edge *edge, struct env *e)
         c->user->relogin_failures = 0;
         if (c->user->retry)
             evtimer_del(c->user->retry);
-        set_worker(c->user, env_str(e, "worker"));
+        set_worker(edge, c->user, env_str(e, "worker"));
         LOG(INFO, "relogin_ok", "dev=%s jid=%s worker=%s", dev, jid,
             env_str(e, "worker"));
         return;
@@ -587,7 +584,7 @@ static void on_login_ok(struct edge *edge, struct env *e)
          * worker it left): send there from now on. */
         if (!c->user->worker || strcmp(c->user->worker, env_str(e, "worker")) != 0)
             LOG(INFO, "session_moved", "jid=%s worker=%s", jid, env_str(e, "worker"));
-        set_worker(c->user, env_str(e, "worker"));
+        set_worker(edge, c->user, env_str(e, "worker"));
         return;
     }
     if (!c || c->state != CONN_LOGGING_IN || !c->user ||
@@ -600,7 +597,7 @@ static void on_login_ok(struct edge *edge, struct env *e)
     c->attached = true;
     c->auth_failures = 0;
     conn_set_state(c, CONN_READY);
-    set_worker(c->user, env_str(e, "worker"));
+    set_worker(edge, c->user, env_str(e, "worker"));
     seal_wipe_free(c->user->secret);
     c->user->secret = c->pending_pass;
     c->pending_pass = NULL;
@@ -1157,6 +1154,7 @@ struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
     edge->cfg = cfg;
     strmap_init(&edge->conns);
     strmap_init(&edge->users);
+    strmap_init(&edge->worker_names);
     strmap_init(&edge->unauth);
     /* Taken before the listener: the one descriptor that can always be
      * freed to shed a socket when accept() runs out of them. */
@@ -1264,6 +1262,7 @@ void edge_free(struct edge *edge)
     throttle_free(edge->throttle);
     strmap_free(&edge->conns);
     strmap_free(&edge->users);
+    strmap_free(&edge->worker_names);
     strmap_free(&edge->unauth);
     if (edge->ssl_ctx)
         SSL_CTX_free(edge->ssl_ctx);

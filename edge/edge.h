@@ -128,10 +128,13 @@ struct conn {
 };
 
 /* A logged-in (or logging-in) user with >= 1 connection on this edge. */
+/* It lives inside its entry of edge->users (strmap_put_inline): entry, JID
+ * and record are one allocation, freed by removing the entry. */
 struct user {
-    char *jid;             /* bare JID, owned */
+    const char *jid;       /* bare JID: the users map's key */
     struct conn *conns;    /* linked through conn->user_next */
-    char *worker;          /* worker holding the XMPP session, or NULL */
+    const char *worker;    /* worker holding the XMPP session, or NULL:
+                              interned in edge->worker_names */
     char *secret;          /* password of the last good login, owned, wiped on
                               free: lets the edge re-open the session on
                               another worker without the phone logging in */
@@ -193,7 +196,9 @@ struct edge {
     struct conn_io *io;        /* conn.c's shared read buffer, output arena
                                   and flush list; NULL before the first socket */
     struct strmap conns;       /* dev -> struct conn */
-    struct strmap users;       /* bare jid -> struct user */
+    struct strmap users;       /* bare jid -> struct user (held inline) */
+    struct strmap worker_names;/* every worker id a user was placed on, kept
+                                  once (user->worker points into it) */
     uint64_t next_conn;        /* for dev ids */
     struct workers *workers;   /* live bridges, for picking one at login */
     struct throttle *throttle; /* throttle.c's logins in flight with a token */

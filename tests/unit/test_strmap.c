@@ -212,6 +212,69 @@ TEST(strmap_delete_during_iteration)
     free(seen);
 }
 
+TEST(strmap_inline_values)
+{
+    struct strmap m;
+    strmap_init(&m);
+    struct rec { const char *key; long n; double d; } *r;
+    const char *key = NULL;
+    char jid[64];
+    snprintf(jid, sizeof(jid), "alice@localhost");
+    r = strmap_put_inline(&m, jid, sizeof(*r), &key);
+    if (!CHECK(r != NULL))
+        return;
+    CHECK_EQ_STR(key, "alice@localhost");
+    CHECK(key != jid);                      /* the map's copy */
+    CHECK(r->n == 0 && r->key == NULL);      /* zeroed */
+    CHECK((uintptr_t)r % _Alignof(max_align_t) == 0);
+    r->key = key;
+    r->n = 42;
+    CHECK(strmap_get(&m, "alice@localhost") == r);
+    /* Present already: refused, the first one kept. */
+    const char *k2 = NULL;
+    CHECK(strmap_put_inline(&m, "alice@localhost", sizeof(*r), &k2) == NULL);
+    CHECK(((struct rec *)strmap_get(&m, "alice@localhost"))->n == 42);
+    /* Many, with keys of every length, survive growth. */
+    for (int i = 0; i < 500; i++) {
+        char k[80];
+        snprintf(k, sizeof(k), "%.*s%d", i % 60, "uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu", i);
+        struct rec *x = strmap_put_inline(&m, k, sizeof(*x), &key);
+        if (!x)
+            continue;
+        x->key = key;
+        x->n = i;
+    }
+    int ok = 0;
+    for (int i = 0; i < 500; i++) {
+        char k[80];
+        snprintf(k, sizeof(k), "%.*s%d", i % 60, "uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu", i);
+        struct rec *x = strmap_get(&m, k);
+        ok += x && x->n == i && strcmp(x->key, k) == 0;
+    }
+    CHECK_EQ_INT(ok, 500);
+    /* Deleting by the entry's own key frees entry, key and value at once
+     * (ASan and valgrind would see a double free or a leak). */
+    CHECK(strmap_del(&m, r->key) == r);
+    CHECK(strmap_get(&m, "alice@localhost") == NULL);
+    strmap_free(&m);
+}
+
+TEST(strmap_intern_keeps_one_copy)
+{
+    struct strmap m;
+    strmap_init(&m);
+    char a[32], b[32];
+    snprintf(a, sizeof(a), "worker-7");
+    snprintf(b, sizeof(b), "worker-7");
+    const char *x = strmap_intern(&m, a), *y = strmap_intern(&m, b);
+    CHECK(x == y);
+    CHECK(x != a && x != b);
+    CHECK_EQ_STR(x, "worker-7");
+    CHECK(strmap_intern(&m, "worker-8") != x);
+    CHECK_EQ_INT(m.count, 2);
+    strmap_free(&m);
+}
+
 int main(void)
 {
     RUN(strmap_empty);
@@ -220,5 +283,7 @@ int main(void)
     RUN(strmap_growth);
     RUN(strmap_iterate_each_once);
     RUN(strmap_delete_during_iteration);
+    RUN(strmap_inline_values);
+    RUN(strmap_intern_keeps_one_copy);
     return unit_done();
 }
