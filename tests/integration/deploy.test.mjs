@@ -111,6 +111,80 @@ test('docker-compose.yml: services wired as documented', { skip: noCompose || PL
   assert.match(redisCmd, new RegExp(`--requirepass ${s.edge.environment.IMB_REDIS_PASSWORD}`));
   assert.equal(s.edge.environment.IMB_LISTEN, '0.0.0.0:7222', 'edges must listen beyond loopback');
   assert.equal(s.xmppd.environment.IMB_XMPP_HOST, 'openfire');
+
+  // Start-up is health-gated: every dependency is waited for with
+  // condition service_healthy, and a service others wait on has a
+  // healthcheck (else compose refuses, or waits forever).
+  let gated = 0;
+  for (const [name, svc] of Object.entries(s)) {
+    for (const [dep, how] of Object.entries(svc.depends_on ?? {})) {
+      assert.equal(how?.condition, 'service_healthy', `${name} depends on ${dep} with ${JSON.stringify(how)}`);
+      assert.ok(s[dep]?.healthcheck?.test && !s[dep].healthcheck.disable, `${dep} (needed by ${name}) has a healthcheck`);
+      gated++;
+    }
+  }
+  for (const name of ['redis', 'openfire', 'edge', 'xmppd']) {
+    assert.ok(s[name].healthcheck?.test, `${name} has a healthcheck`);
+  }
+  assert.deepEqual(Object.keys(s.xmppd.depends_on).sort(), ['openfire', 'redis']);
+  assert.deepEqual(Object.keys(s.haproxy.depends_on), ['edge']);
+  t.diagnostic(`${gated} health-gated dependencies`);
+
+  // Published ports: only what phones and XMPP clients need listens on every
+  // interface; the admin console and haproxy's stats are for this host only.
+  // docker-compose 1.29 normalizes "HOST:PUB:TARGET" to "HOST:PUB:TARGET/tcp"
+  // and "PUB:TARGET" to {published, target}.
+  const published = (svc) => (svc.ports ?? []).map((p) => (typeof p === 'string'
+    ? (() => { const f = p.replace(/\/(tcp|udp)$/, '').split(':'); return { ip: f.length === 3 ? f[0] : '', published: f[f.length - 2], target: f[f.length - 1] }; })()
+    : { ip: p.host_ip ?? '', published: String(p.published), target: String(p.target) }));
+  const everywhere = ['5222', '7070', '7222'];
+  for (const [name, svc] of Object.entries(s)) {
+    for (const p of published(svc)) {
+      if (!everywhere.includes(p.published)) {
+        assert.equal(p.ip, '127.0.0.1', `${name} publishes ${p.published} on ${p.ip || 'every interface'}`);
+      }
+    }
+  }
+  const console9090 = published(s.openfire).find((p) => p.target === '9090');
+  assert.equal(console9090?.ip, '127.0.0.1', 'the Openfire admin console is published on 127.0.0.1 only');
+
+  // The Openfire image: at least 4.8.0, whose autosetup no longer breaks
+  // every start after the first with the embedded database (OF-2592).
+  const ofVersion = /:v?(\d+)\.(\d+)\.(\d+)/.exec(s.openfire.image);
+  assert.ok(ofVersion, `openfire image pinned to a version: ${s.openfire.image}`);
+  assert.ok(Number(ofVersion[1]) * 100 + Number(ofVersion[2]) >= 408, `openfire ${s.openfire.image} >= 4.8.0 (OF-2592)`);
+
+  // Push: xmppd's component secret is the one openfire.xml gives Openfire.
+  const ofXml = fs.readFileSync(path.join(DEPLOY, 'openfire', 'openfire.xml'), 'utf8');
+  const secret = /<component>[\s\S]*<defaultSecret>([^<]+)<\/defaultSecret>/.exec(ofXml)?.[1];
+  assert.equal(s.xmppd.environment.IMB_PUSH_SECRET, secret, 'IMB_PUSH_SECRET = xmpp.component.defaultSecret');
+  assert.equal(s.xmppd.environment.IMB_PUSH_PORT, '5275', "Openfire's component port");
+  assert.match(s.xmppd.environment.IMB_PUSH_JID, /\.imbridge\.local$/);
+});
+
+test('deploy/openfire: Monitoring (archive) and Push Notification plugins pinned and installed by init.sh', { skip: PLAIN_RUN_ONLY }, (t) => {
+  const list = fs.readFileSync(path.join(DEPLOY, 'openfire', 'plugins.txt'), 'utf8').split('\n')
+    .filter((l) => l.trim() && !l.startsWith('#')).map((l) => l.trim().split(/\s+/));
+  const byName = new Map(list.map(([name, version, sha, url]) => [name, { version, sha, url }]));
+  assert.deepEqual([...byName.keys()].sort(), ['monitoring', 'pushnotification']);
+  let pinned = 0;
+  for (const [name, p] of byName) {
+    assert.match(p.version, /^\d+\.\d+\.\d+$/, `${name}: a pinned version`);
+    assert.match(p.sha, /^(-|[0-9a-f]{64})$/, `${name}: sha256 or "-"`);
+    if (p.sha !== '-') pinned++;
+    assert.ok(p.url.startsWith('https://') && p.url.includes(`/v${p.version}/`) && p.url.endsWith(`/${name}.jar`),
+      `${name}: https URL of that version's ${name}.jar: ${p.url}`);
+  }
+  t.diagnostic(`${byName.size} plugins, ${pinned} with a pinned sha256`);
+  // Archiving on (the plugin's defaults are off), external components on.
+  const x = fs.readFileSync(path.join(DEPLOY, 'openfire', 'openfire.xml'), 'utf8');
+  const outside = x.replace(/<!--[\s\S]*?-->/g, '').replace(/<autosetup>[\s\S]*<\/autosetup>/, '');
+  assert.match(outside, /<conversation>[\s\S]*<messageArchiving>true<\/messageArchiving>/);
+  assert.match(outside, /<component>\s*<socket>\s*<active>true<\/active>/);
+  const init = fs.readFileSync(path.join(DEPLOY, 'openfire', 'init.sh'), 'utf8');
+  assert.match(init, /plugins\.txt/);
+  assert.match(init, /sha256sum/);
+  assert.match(init, /exec \/sbin\/entrypoint\.sh/);
 });
 
 test('deploy/openfire: openfire.xml has the autosetup block (domain, embedded db, admin, demo users)', { skip: PLAIN_RUN_ONLY }, () => {
