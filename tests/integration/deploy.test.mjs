@@ -347,8 +347,8 @@ function rawCommands(port, cmds) {
   });
 }
 
-function startTap(stack, redisPort, args = [], name = 'imb-tap') {
-  const p = stack.spawn(name, binPath('imtap'), ['--redis-port', String(redisPort), ...args]);
+function startTap(stack, redisPort, args = [], name = 'imb-tap', envExtra = undefined) {
+  const p = stack.spawn(name, binPath('imtap'), ['--redis-port', String(redisPort), ...args], { envExtra });
   return p;
 }
 
@@ -426,7 +426,8 @@ itest('imtap --no-bodies shows no message text; req/event print as req/<t>, even
       myStatus: 'Qx7 my status lime', bobStatus: 'Qx7 bob status melon',
     };
     const b = await startBridge(stack);
-    const nb = startTap(stack, b.redis.port, ['--no-bodies'], 'imb-tap-nb');
+    // This one gets --no-bodies from the environment (IMB_TAP_NO_BODIES=1).
+    const nb = startTap(stack, b.redis.port, [], 'imb-tap-nb', { IMB_TAP_NO_BODIES: '1' });
     const nbJson = startTap(stack, b.redis.port, ['--no-bodies', '--json'], 'imb-tap-nb-json');
     const typed = startTap(stack, b.redis.port, ['--type', 'presence,typing'], 'imb-tap-typed');
     const plain = startTap(stack, b.redis.port, [], 'imb-tap-plain');
@@ -522,6 +523,16 @@ function c16(s) {
   const i = Math.max(0, Math.floor(s.length / 2) - 8);
   return s.slice(i, i + 16);
 }
+
+test('IMB_TAP_NO_BODIES: a bad value is a usage error of imtap; the services do not call it unknown', { skip: PLAIN_RUN_ONLY }, () => {
+  const r = spawnSync(binPath('imtap'), ['--count', '1'], { encoding: 'utf8', env: { ...process.env, IMB_TAP_NO_BODIES: 'maybe' } });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /IMB_TAP_NO_BODIES/);
+  const env = { ...process.env, IMB_TAP_NO_BODIES: '1', IMB_CRED_KEY: randomCredKey(), IMB_TLS: 'off' };
+  const c = spawnSync(binPath('imb-edge'), ['--check-config'], { encoding: 'utf8', env });
+  assert.equal(c.status, 0, `${c.stdout}${c.stderr}`);
+  assert.doesNotMatch(c.stderr, /unknown_env|IMB_TAP/);
+});
 
 itest('imtap survives a Redis restart and resubscribes', { bins: ['imtap'], timeout: 30000 }, async (t, stack) => {
   const redis = await startRedis(stack);
