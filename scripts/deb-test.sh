@@ -32,6 +32,11 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
 say() { printf 'deb-test: %s\n' "$*"; }
 fail() { printf 'deb-test: FAILED: %s\n' "$*" >&2; exit 1; }
 
+keep=${IMB_DEB_KEEP:-}
+# The checks run the services: no IMB_* of the caller's may reach them (an
+# unknown one fails --check-config; a known one changes what is checked).
+for v in $(compgen -v IMB_); do unset "$v"; done
+
 start=$(date +%s)
 version=$(cat VERSION)
 work=$(mktemp -d "${TMPDIR:-/tmp}/imb-deb.XXXXXX")
@@ -40,7 +45,7 @@ cleanup() {
     if [ "$installed" = 1 ]; then
         apt-get -o DPkg::Lock::Timeout=300 purge -y -q imbridge >/dev/null 2>&1 || true
     fi
-    if [ "${IMB_DEB_KEEP:-}" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
+    if [ "$keep" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
