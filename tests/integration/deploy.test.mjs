@@ -1,5 +1,7 @@
 // Deployment files, checked for real: docker-compose.yml validates (and wires
-// the services the way docs/DEPLOY.md says), deploy/haproxy.cfg validates and
+// the services the way docs/DEPLOY.md says: health-gated start order, the
+// Openfire console on loopback, its plugins pinned), debian/ matches the
+// release and the build, deploy/haproxy.cfg validates and
 // balances two real edges on loopback (with one of them then stopped),
 // imtap taps a live bridge without ever printing a secret and survives a
 // Redis restart, the Redis ACL users of DEPLOY.md work, the sample config
@@ -696,6 +698,34 @@ test('make install DESTDIR=... PREFIX=/usr: files, man pages, unit paths, config
   assert.deepEqual(files('usr/bin'), []);
   assert.deepEqual([...files('usr/share/man/man1'), ...files('usr/share/man/man8')], []);
   assert.deepEqual(files('etc/imbridge'), ['edge.conf', 'filter.rules', 'xmppd.conf']);
+});
+
+// ---------------------------------------------------------------------------
+// debian/: the package `make deb-test` builds (scripts/deb-test.sh builds,
+// lints, installs and purges it; CI's "debian package" stage runs it). Here,
+// without building: its version is the release, it build-depends on every
+// -dev package the Makefile compiles against, and its units are the
+// deploy/systemd ones with the packaged paths.
+
+test('debian/: version = VERSION, Build-Depends cover scripts/deps.sh\'s -dev packages, sysusers user = units\' User', { skip: PLAIN_RUN_ONLY }, (t) => {
+  const deb = (f) => fs.readFileSync(path.join(REPO_ROOT, 'debian', f), 'utf8');
+  const version = fs.readFileSync(path.join(REPO_ROOT, 'VERSION'), 'utf8').trim();
+  assert.equal(/^imbridge \(([^)]+)\)/.exec(deb('changelog'))?.[1], version, 'debian/changelog version = VERSION');
+  assert.match(deb('control'), /debhelper-compat \(= 13\)/);
+  const buildDeps = new Set([.../^Build-Depends:([^]*?)\n(?=\S)/m.exec(deb('control'))[1].matchAll(/([a-z0-9.+-]+)/g)].map((m) => m[1]));
+  const deps = fs.readFileSync(path.join(REPO_ROOT, 'scripts', 'deps.sh'), 'utf8');
+  const devs = [...new Set([...deps.matchAll(/\b(lib[a-z0-9.+-]+-dev)\b/g)].map((m) => m[1]))];
+  assert.ok(devs.length >= 5, `-dev packages in deps.sh: ${devs}`);
+  for (const d of [...devs, 'pkg-config']) assert.ok(buildDeps.has(d), `Build-Depends has ${d}`);
+  assert.match(deb('control'), /^Depends: \$\{shlibs:Depends\}, \$\{misc:Depends\}/m);
+  assert.ok(fs.statSync(path.join(REPO_ROOT, 'debian', 'rules')).mode & 0o111, 'debian/rules is executable');
+  assert.match(deb('rules'), /dh_auto_install -- PREFIX=\/usr SYSCONFDIR=\/etc/);
+  const user = /^u\s+(\S+)/m.exec(deb('imbridge.sysusers'))?.[1];
+  for (const u of ['imb-edge', 'imb-xmppd']) {
+    const unit = fs.readFileSync(path.join(DEPLOY, 'systemd', `${u}.service`), 'utf8');
+    assert.match(unit, new RegExp(`^User=${user}$`, 'm'), `${u}.service runs as ${user}`);
+  }
+  t.diagnostic(`imbridge ${version}: ${buildDeps.size} build dependencies, system user ${user}`);
 });
 
 // ---------------------------------------------------------------------------
