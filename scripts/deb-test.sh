@@ -90,9 +90,9 @@ if dpkg-query -W -f='${Status}' imbridge 2>/dev/null | grep -q 'ok installed'; t
 fi
 [ ! -e /etc/imbridge ] || fail "/etc/imbridge exists (make install?): not overwriting an operator's configuration"
 
-say "apt-get install -y ./$(basename "$deb")"
+say "apt-get install -y --no-install-recommends ./$(basename "$deb")"
 installed=1
-(cd "$work" && apt-get -o DPkg::Lock::Timeout=300 install -y -q "./$(basename "$deb")") \
+(cd "$work" && apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "./$(basename "$deb")") \
     >"$work/install.log" 2>&1 || { cat "$work/install.log"; fail "apt-get install"; }
 
 checks=0
