@@ -9,6 +9,8 @@
 #   make install    bin/ programs, imb-healthcheck, man pages, sample configs,
 #                   systemd units under PREFIX (/usr/local), SYSCONFDIR (/etc),
 #                   DESTDIR
+#   make deb-test   build the Debian package (debian/) from a copy of the
+#                   tree, lintian, and as root install, check, purge it
 #   make SANITIZE=1 ...   the same with ASan+UBSan (objects go to build/asan)
 #   make CC=clang   any C11 compiler
 
@@ -68,7 +70,7 @@ CLIENT_OBJ  := $(BUILD)/client/imb_client.o $(BUILD)/client/imb_client_event.o
 CLIENT_LIB  := $(BUILD)/libimbclient.a
 CLIENT_PROGS := $(BIN)/imb-client-example
 
-.PHONY: all test unit integration run bench fuzz fuzz-build fuzz-regress clean deps install uninstall
+.PHONY: all test unit integration run bench fuzz fuzz-build fuzz-regress clean deps install uninstall deb-test
 # Keep test objects: they are not throw-away intermediates.
 .SECONDARY:
 all: $(PROGS) $(CLIENT_LIB) $(CLIENT_PROGS)
@@ -191,6 +193,11 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
 	    $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(MAN8)))
 	rm -f $(DESTDIR)$(UNITDIR)/imb-edge.service $(DESTDIR)$(UNITDIR)/imb-xmppd.service
+
+# The Debian package, built with this Makefile (debian/rules) in a temporary
+# copy of the tree: this tree is neither cleaned nor dirtied.
+deb-test:
+	@scripts/deb-test.sh
 
 -include $(shell find build -name '*.d' 2>/dev/null)
 

@@ -50,6 +50,7 @@ const char *const config_known_names[] = {
 static const char *const tool_vars[] = {
     "IMB_CONFIG", "IMB_EDGE_TLS", "IMB_TEST_", "IMB_RUN_", "IMB_DEPS_",
     "IMB_HEALTHCHECK_", "IMB_CHAOS_", "IMB_FAULT_", "IMB_UNIT_", "IMB_BENCH_",
+    "IMB_TAP_", /* imtap's own (IMB_TAP_NO_BODIES) */
     NULL,
 };
 

@@ -1,5 +1,6 @@
 #!/bin/bash
-# deploy/healthcheck.sh - installed as /usr/local/bin/imb-healthcheck: the
+# deploy/healthcheck.sh - installed as imb-healthcheck (/usr/local/bin in the
+# image, /usr/bin from the Debian package): the
 # container HEALTHCHECK of the imbridge image, which has no curl. It speaks
 # just enough HTTP/1.0 over bash's /dev/tcp to GET /healthz.
 #
@@ -20,7 +21,11 @@
 # `docker inspect`), 2 usage.
 set -u
 
-BIN_DIR=${IMB_HEALTHCHECK_BIN_DIR:-/usr/local/bin}
+# The programs sit next to this script wherever it is installed
+# (/usr/local/bin in the image, /usr/bin from the Debian package).
+self_dir=${0%/*}
+[ "$self_dir" = "$0" ] && self_dir=.
+BIN_DIR=${IMB_HEALTHCHECK_BIN_DIR:-$self_dir}
 TIMEOUT=${IMB_HEALTHCHECK_TIMEOUT:-3}
 
 # split ADDR -> globals host, port; wildcard hosts become loopback.

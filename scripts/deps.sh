@@ -10,6 +10,8 @@
 # chromium is for the browser test (tests/integration/browser.test.mjs); the
 # browser page's converse.js comes from npm, installed by scripts/run-local.sh.
 # groff-base renders the man pages (tests/integration/manpages.test.mjs).
+# debhelper, lintian and dpkg-dev build and check the Debian package
+# (make deb-test, scripts/deb-test.sh).
 # clang is optional: it is added when IMB_DEPS_CLANG=1 or when $CC names clang
 # (`make CC=clang test` exports CC).  IMB_DEPS_EXTRA="pkg ..." adds more.
 # node/npm may come from outside Debian (e.g. NodeSource, whose nodejs package
@@ -19,7 +21,7 @@ set -eu
 
 pkgs="build-essential pkg-config libevent-dev libhiredis-dev libstrophe-dev
 libjansson-dev libssl-dev libidn-dev libedit-dev openssl redis-server prosody prosody-modules lua-unbound ejabberd haproxy docker-compose
-prometheus chromium groff-base"
+prometheus chromium groff-base debhelper lintian dpkg-dev"
 
 cc_name=${CC:-cc}
 case "${IMB_DEPS_CLANG:-}:${cc_name##*/}" in

@@ -983,6 +983,7 @@ static void usage(FILE *f)
           "  --no-bodies         message text shows as its length, body=<42 chars>:\n"
           "                      a chat's body, a push preview, a frame's body,\n"
           "                      subject, reason or status (line and --json mode)\n"
+          "                      (default: on when $IMB_TAP_NO_BODIES is 1)\n"
           "  --json              one JSON object per line:\n"
           "                      {\"rx\":MS,\"channel\":NAME,\"env\":{...}} (secrets masked)\n"
           "  --all               also the <prefix>:bus:* heartbeat channels\n"
@@ -1089,6 +1090,14 @@ static int parse_options(struct options *o, int argc, char **argv)
     o->user = env_or("IMB_REDIS_USER", "");
     o->password = xstrdup(env_or("IMB_REDIS_PASSWORD", ""));
     o->prefix = env_or("IMB_BUS_PREFIX", DEFAULT_PREFIX);
+    /* IMB_TAP_NO_BODIES=1: --no-bodies by default, e.g. from the services'
+     * environment file, so an operator's tap hides message text unless
+     * started with IMB_TAP_NO_BODIES=0. */
+    const char *nb = env_or("IMB_TAP_NO_BODIES", "0");
+    if (!strcmp(nb, "1") || !strcmp(nb, "yes") || !strcmp(nb, "on") || !strcmp(nb, "true"))
+        o->no_bodies = true;
+    else if (strcmp(nb, "0") && strcmp(nb, "no") && strcmp(nb, "off") && strcmp(nb, "false"))
+        return usage_error("bad IMB_TAP_NO_BODIES (1 or 0): %s", nb);
 
     int ch;
     opterr = 0;

@@ -1,5 +1,7 @@
 // Deployment files, checked for real: docker-compose.yml validates (and wires
-// the services the way docs/DEPLOY.md says), deploy/haproxy.cfg validates and
+// the services the way docs/DEPLOY.md says: health-gated start order, the
+// Openfire console on loopback, its plugins pinned), debian/ matches the
+// release and the build, deploy/haproxy.cfg validates and
 // balances two real edges on loopback (with one of them then stopped),
 // imtap taps a live bridge without ever printing a secret and survives a
 // Redis restart, the Redis ACL users of DEPLOY.md work, the sample config
@@ -111,6 +113,80 @@ test('docker-compose.yml: services wired as documented', { skip: noCompose || PL
   assert.match(redisCmd, new RegExp(`--requirepass ${s.edge.environment.IMB_REDIS_PASSWORD}`));
   assert.equal(s.edge.environment.IMB_LISTEN, '0.0.0.0:7222', 'edges must listen beyond loopback');
   assert.equal(s.xmppd.environment.IMB_XMPP_HOST, 'openfire');
+
+  // Start-up is health-gated: every dependency is waited for with
+  // condition service_healthy, and a service others wait on has a
+  // healthcheck (else compose refuses, or waits forever).
+  let gated = 0;
+  for (const [name, svc] of Object.entries(s)) {
+    for (const [dep, how] of Object.entries(svc.depends_on ?? {})) {
+      assert.equal(how?.condition, 'service_healthy', `${name} depends on ${dep} with ${JSON.stringify(how)}`);
+      assert.ok(s[dep]?.healthcheck?.test && !s[dep].healthcheck.disable, `${dep} (needed by ${name}) has a healthcheck`);
+      gated++;
+    }
+  }
+  for (const name of ['redis', 'openfire', 'edge', 'xmppd']) {
+    assert.ok(s[name].healthcheck?.test, `${name} has a healthcheck`);
+  }
+  assert.deepEqual(Object.keys(s.xmppd.depends_on).sort(), ['openfire', 'redis']);
+  assert.deepEqual(Object.keys(s.haproxy.depends_on), ['edge']);
+  t.diagnostic(`${gated} health-gated dependencies`);
+
+  // Published ports: only what phones and XMPP clients need listens on every
+  // interface; the admin console and haproxy's stats are for this host only.
+  // docker-compose 1.29 normalizes "HOST:PUB:TARGET" to "HOST:PUB:TARGET/tcp"
+  // and "PUB:TARGET" to {published, target}.
+  const published = (svc) => (svc.ports ?? []).map((p) => (typeof p === 'string'
+    ? (() => { const f = p.replace(/\/(tcp|udp)$/, '').split(':'); return { ip: f.length === 3 ? f[0] : '', published: f[f.length - 2], target: f[f.length - 1] }; })()
+    : { ip: p.host_ip ?? '', published: String(p.published), target: String(p.target) }));
+  const everywhere = ['5222', '7070', '7222'];
+  for (const [name, svc] of Object.entries(s)) {
+    for (const p of published(svc)) {
+      if (!everywhere.includes(p.published)) {
+        assert.equal(p.ip, '127.0.0.1', `${name} publishes ${p.published} on ${p.ip || 'every interface'}`);
+      }
+    }
+  }
+  const console9090 = published(s.openfire).find((p) => p.target === '9090');
+  assert.equal(console9090?.ip, '127.0.0.1', 'the Openfire admin console is published on 127.0.0.1 only');
+
+  // The Openfire image: at least 4.8.0, whose autosetup no longer breaks
+  // every start after the first with the embedded database (OF-2592).
+  const ofVersion = /:v?(\d+)\.(\d+)\.(\d+)/.exec(s.openfire.image);
+  assert.ok(ofVersion, `openfire image pinned to a version: ${s.openfire.image}`);
+  assert.ok(Number(ofVersion[1]) * 100 + Number(ofVersion[2]) >= 408, `openfire ${s.openfire.image} >= 4.8.0 (OF-2592)`);
+
+  // Push: xmppd's component secret is the one openfire.xml gives Openfire.
+  const ofXml = fs.readFileSync(path.join(DEPLOY, 'openfire', 'openfire.xml'), 'utf8');
+  const secret = /<component>[\s\S]*<defaultSecret>([^<]+)<\/defaultSecret>/.exec(ofXml)?.[1];
+  assert.equal(s.xmppd.environment.IMB_PUSH_SECRET, secret, 'IMB_PUSH_SECRET = xmpp.component.defaultSecret');
+  assert.equal(s.xmppd.environment.IMB_PUSH_PORT, '5275', "Openfire's component port");
+  assert.match(s.xmppd.environment.IMB_PUSH_JID, /\.imbridge\.local$/);
+});
+
+test('deploy/openfire: Monitoring (archive) and Push Notification plugins pinned and installed by init.sh', { skip: PLAIN_RUN_ONLY }, (t) => {
+  const list = fs.readFileSync(path.join(DEPLOY, 'openfire', 'plugins.txt'), 'utf8').split('\n')
+    .filter((l) => l.trim() && !l.startsWith('#')).map((l) => l.trim().split(/\s+/));
+  const byName = new Map(list.map(([name, version, sha, url]) => [name, { version, sha, url }]));
+  assert.deepEqual([...byName.keys()].sort(), ['monitoring', 'pushnotification']);
+  let pinned = 0;
+  for (const [name, p] of byName) {
+    assert.match(p.version, /^\d+\.\d+\.\d+$/, `${name}: a pinned version`);
+    assert.match(p.sha, /^(-|[0-9a-f]{64})$/, `${name}: sha256 or "-"`);
+    if (p.sha !== '-') pinned++;
+    assert.ok(p.url.startsWith('https://') && p.url.includes(`/v${p.version}/`) && p.url.endsWith(`/${name}.jar`),
+      `${name}: https URL of that version's ${name}.jar: ${p.url}`);
+  }
+  t.diagnostic(`${byName.size} plugins, ${pinned} with a pinned sha256`);
+  // Archiving on (the plugin's defaults are off), external components on.
+  const x = fs.readFileSync(path.join(DEPLOY, 'openfire', 'openfire.xml'), 'utf8');
+  const outside = x.replace(/<!--[\s\S]*?-->/g, '').replace(/<autosetup>[\s\S]*<\/autosetup>/, '');
+  assert.match(outside, /<conversation>[\s\S]*<messageArchiving>true<\/messageArchiving>/);
+  assert.match(outside, /<component>\s*<socket>\s*<active>true<\/active>/);
+  const init = fs.readFileSync(path.join(DEPLOY, 'openfire', 'init.sh'), 'utf8');
+  assert.match(init, /plugins\.txt/);
+  assert.match(init, /sha256sum/);
+  assert.match(init, /exec \/sbin\/entrypoint\.sh/);
 });
 
 test('deploy/openfire: openfire.xml has the autosetup block (domain, embedded db, admin, demo users)', { skip: PLAIN_RUN_ONLY }, () => {
@@ -273,8 +349,8 @@ function rawCommands(port, cmds) {
   });
 }
 
-function startTap(stack, redisPort, args = [], name = 'imb-tap') {
-  const p = stack.spawn(name, binPath('imtap'), ['--redis-port', String(redisPort), ...args]);
+function startTap(stack, redisPort, args = [], name = 'imb-tap', envExtra = undefined) {
+  const p = stack.spawn(name, binPath('imtap'), ['--redis-port', String(redisPort), ...args], { envExtra });
   return p;
 }
 
@@ -352,7 +428,8 @@ itest('imtap --no-bodies shows no message text; req/event print as req/<t>, even
       myStatus: 'Qx7 my status lime', bobStatus: 'Qx7 bob status melon',
     };
     const b = await startBridge(stack);
-    const nb = startTap(stack, b.redis.port, ['--no-bodies'], 'imb-tap-nb');
+    // This one gets --no-bodies from the environment (IMB_TAP_NO_BODIES=1).
+    const nb = startTap(stack, b.redis.port, [], 'imb-tap-nb', { IMB_TAP_NO_BODIES: '1' });
     const nbJson = startTap(stack, b.redis.port, ['--no-bodies', '--json'], 'imb-tap-nb-json');
     const typed = startTap(stack, b.redis.port, ['--type', 'presence,typing'], 'imb-tap-typed');
     const plain = startTap(stack, b.redis.port, [], 'imb-tap-plain');
@@ -448,6 +525,18 @@ function c16(s) {
   const i = Math.max(0, Math.floor(s.length / 2) - 8);
   return s.slice(i, i + 16);
 }
+
+test('IMB_TAP_NO_BODIES: a bad value is a usage error of imtap; the services do not call it unknown', { skip: PLAIN_RUN_ONLY }, () => {
+  // (An imtap that ignored the variable would wait for Redis: the timeout.)
+  const r = spawnSync(binPath('imtap'), ['--count', '1', '--redis-port', '1'],
+    { encoding: 'utf8', timeout: 5000, env: { ...process.env, IMB_TAP_NO_BODIES: 'maybe' } });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /IMB_TAP_NO_BODIES/);
+  const env = { ...process.env, IMB_TAP_NO_BODIES: '1', IMB_CRED_KEY: randomCredKey(), IMB_TLS: 'off' };
+  const c = spawnSync(binPath('imb-edge'), ['--check-config'], { encoding: 'utf8', env });
+  assert.equal(c.status, 0, `${c.stdout}${c.stderr}`);
+  assert.doesNotMatch(c.stderr, /unknown_env|IMB_TAP/);
+});
 
 itest('imtap survives a Redis restart and resubscribes', { bins: ['imtap'], timeout: 30000 }, async (t, stack) => {
   const redis = await startRedis(stack);
@@ -609,6 +698,34 @@ test('make install DESTDIR=... PREFIX=/usr: files, man pages, unit paths, config
   assert.deepEqual(files('usr/bin'), []);
   assert.deepEqual([...files('usr/share/man/man1'), ...files('usr/share/man/man8')], []);
   assert.deepEqual(files('etc/imbridge'), ['edge.conf', 'filter.rules', 'xmppd.conf']);
+});
+
+// ---------------------------------------------------------------------------
+// debian/: the package `make deb-test` builds (scripts/deb-test.sh builds,
+// lints, installs and purges it; CI's "debian package" stage runs it). Here,
+// without building: its version is the release, it build-depends on every
+// -dev package the Makefile compiles against, and its units are the
+// deploy/systemd ones with the packaged paths.
+
+test('debian/: version = VERSION, Build-Depends cover scripts/deps.sh\'s -dev packages, sysusers user = units\' User', { skip: PLAIN_RUN_ONLY }, (t) => {
+  const deb = (f) => fs.readFileSync(path.join(REPO_ROOT, 'debian', f), 'utf8');
+  const version = fs.readFileSync(path.join(REPO_ROOT, 'VERSION'), 'utf8').trim();
+  assert.equal(/^imbridge \(([^)]+)\)/.exec(deb('changelog'))?.[1], version, 'debian/changelog version = VERSION');
+  assert.match(deb('control'), /debhelper-compat \(= 13\)/);
+  const buildDeps = new Set([.../^Build-Depends:([^]*?)\n(?=\S)/m.exec(deb('control'))[1].matchAll(/([a-z0-9.+-]+)/g)].map((m) => m[1]));
+  const deps = fs.readFileSync(path.join(REPO_ROOT, 'scripts', 'deps.sh'), 'utf8');
+  const devs = [...new Set([...deps.matchAll(/\b(lib[a-z0-9.+-]+-dev)\b/g)].map((m) => m[1]))];
+  assert.ok(devs.length >= 5, `-dev packages in deps.sh: ${devs}`);
+  for (const d of [...devs, 'pkg-config']) assert.ok(buildDeps.has(d), `Build-Depends has ${d}`);
+  assert.match(deb('control'), /^Depends: \$\{shlibs:Depends\}, \$\{misc:Depends\}/m);
+  assert.ok(fs.statSync(path.join(REPO_ROOT, 'debian', 'rules')).mode & 0o111, 'debian/rules is executable');
+  assert.match(deb('rules'), /dh_auto_install -- PREFIX=\/usr SYSCONFDIR=\/etc/);
+  const user = /^u\s+(\S+)/m.exec(deb('imbridge.sysusers'))?.[1];
+  for (const u of ['imb-edge', 'imb-xmppd']) {
+    const unit = fs.readFileSync(path.join(DEPLOY, 'systemd', `${u}.service`), 'utf8');
+    assert.match(unit, new RegExp(`^User=${user}$`, 'm'), `${u}.service runs as ${user}`);
+  }
+  t.diagnostic(`imbridge ${version}: ${buildDeps.size} build dependencies, system user ${user}`);
 });
 
 // ---------------------------------------------------------------------------
