@@ -195,3 +195,36 @@ export async function startDesktop(stack, opts) {
   await d.start();
   return d;
 }
+
+const RECEIPTS = 'urn:xmpp:receipts', MARKERS = 'urn:xmpp:chat-markers:0';
+
+/**
+ * A conversation as desktop clients and phones hold it, every message
+ * answered with a receipt and a read marker both ways: rounds times, the
+ * desktop sends a message asking for both, the phone acks it, and its
+ * receipt and its marker reach the desktop; the phone answers, and the
+ * desktop's client sends a receipt and a marker for the answer with no
+ * hint. A server's archive then holds 2 × rounds messages among 4 × rounds
+ * receipts and markers. Returns the message bodies in order.
+ */
+export async function chatWithReceiptsAndMarkers(phone, desktop, rounds) {
+  const phoneBare = bareJid(phone.jid), phoneUser = phoneBare.split('@')[0];
+  const bodies = [];
+  for (let i = 1; i <= rounds; i++) {
+    await desktop.sendXml(xml('message', { to: phoneBare, type: 'chat', id: `d${i}` },
+      xml('body', {}, `from ${desktop.user} ${i}`), xml('request', { xmlns: RECEIPTS }), xml('markable', { xmlns: MARKERS })));
+    const m = await phone.nextMsg({ body: `from ${desktop.user} ${i}` });
+    phone.send({ t: 'ack', seq: m.seq });
+    await desktop.nextMessage((x) => x.stanza.getChild('received', RECEIPTS)?.attrs.id === `d${i}`);
+    phone.send({ t: 'read', to: m.from, id: `d${i}` });
+    await desktop.nextMessage((x) => x.stanza.getChild('displayed', MARKERS)?.attrs.id === `d${i}`);
+    const sent = await phone.msg(desktop.bare, `from ${phoneUser} ${i}`, { id: `a${i}` });
+    if (sent.id !== `a${i}`) throw new Error(`the phone's message a${i} was answered as ${sent.id}`);
+    const am = await desktop.nextMessage({ body: `from ${phoneUser} ${i}` });
+    await desktop.sendXml(xml('message', { to: am.from, type: 'chat' }, xml('received', { xmlns: RECEIPTS, id: `a${i}` })));
+    await desktop.sendXml(xml('message', { to: am.from, type: 'chat' }, xml('displayed', { xmlns: MARKERS, id: `a${i}` })));
+    await phone.expect({ t: 'receipt', id: `a${i}`, state: 'read' });
+    bodies.push(`from ${desktop.user} ${i}`, `from ${phoneUser} ${i}`);
+  }
+  return bodies;
+}

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { itest, startBridge, xml, sleep, bareJid, redisSubscriber, DesktopPeer } from '../harness/index.mjs';
+import { itest, startBridge, xml, sleep, bareJid, redisSubscriber, DesktopPeer, chatWithReceiptsAndMarkers } from '../harness/index.mjs';
 
 const MUC = 'http://jabber.org/protocol/muc';
 const RECEIPTS = 'urn:xmpp:receipts';
@@ -157,23 +157,7 @@ itest('ejabberd history (mod_mam): pages hold max messages among receipts and ma
   // As in groups.test.mjs against Prosody: each message of Bob's asks for a
   // receipt and a marker, the phone sends both, and Bob's client sends both
   // for the phone's answers (with no hint).
-  const bodies = [];
-  for (let i = 1; i <= 3; i++) {
-    await bob.sendXml(xml('message', { to: 'alice@localhost', type: 'chat', id: `d${i}` },
-      xml('body', {}, `from bob ${i}`), xml('request', { xmlns: RECEIPTS }), xml('markable', { xmlns: MARKERS })));
-    const m = await alice.nextMsg({ body: `from bob ${i}` });
-    alice.send({ t: 'ack', seq: m.seq });
-    await bob.nextMessage((x) => x.stanza.getChild('received', RECEIPTS)?.attrs.id === `d${i}`);
-    alice.send({ t: 'read', to: m.from, id: `d${i}` });
-    await bob.nextMessage((x) => x.stanza.getChild('displayed', MARKERS)?.attrs.id === `d${i}`);
-    const ai = await alice.msg('bob@localhost', `from alice ${i}`, { id: `a${i}` });
-    assert.equal(ai.id, `a${i}`);
-    const am = await bob.nextMessage({ body: `from alice ${i}` });
-    await bob.sendXml(xml('message', { to: am.from, type: 'chat' }, xml('received', { xmlns: RECEIPTS, id: `a${i}` })));
-    await bob.sendXml(xml('message', { to: am.from, type: 'chat' }, xml('displayed', { xmlns: MARKERS, id: `a${i}` })));
-    await alice.expect({ t: 'receipt', id: `a${i}`, state: 'read' });
-    bodies.push(`from bob ${i}`, `from alice ${i}`);
-  }
+  const bodies = await chatWithReceiptsAndMarkers(alice, bob, 3);
   await sleep(300);
 
   // The issue's case: max 2 gave no hist frame at all on ejabberd.

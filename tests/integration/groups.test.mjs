@@ -3,7 +3,7 @@
 // other XMPP clients, a cursor per device), group chat rooms (XEP-0045) and
 // history pages (XEP-0313), against Prosody and xmpp.js.
 import assert from 'node:assert/strict';
-import { itest, startBridge, bareJid, xml, sleep, connectPhone } from '../harness/index.mjs';
+import { itest, startBridge, bareJid, xml, sleep, connectPhone, chatWithReceiptsAndMarkers } from '../harness/index.mjs';
 
 const ROOM = 'lobby@conference.localhost';
 
@@ -269,23 +269,7 @@ itest('history pages hold messages, not the receipts and read markers sent betwe
   // sends a receipt and a marker for each answer too, with no hint: Prosody
   // archives those, so they take places in the archive's pages and the
   // bridge asks again until a page holds max messages with a body.
-  const bodies = [];
-  for (let i = 1; i <= 3; i++) {
-    await bob.sendXml(xml('message', { to: 'alice@localhost', type: 'chat', id: `d${i}` },
-      xml('body', {}, `from bob ${i}`), xml('request', { xmlns: RECEIPTS }), xml('markable', { xmlns: MARKERS })));
-    const m = await alice.nextMsg({ body: `from bob ${i}` });
-    alice.send({ t: 'ack', seq: m.seq });
-    await bob.nextMessage((x) => x.stanza.getChild('received', RECEIPTS)?.attrs.id === `d${i}`);
-    alice.send({ t: 'read', to: m.from, id: `d${i}` });
-    await bob.nextMessage((x) => x.stanza.getChild('displayed', MARKERS)?.attrs.id === `d${i}`);
-    const ai = await alice.msg('bob@localhost', `from alice ${i}`, { id: `a${i}` });
-    assert.equal(ai.id, `a${i}`);
-    const am = await bob.nextMessage({ body: `from alice ${i}` });
-    await bob.sendXml(xml('message', { to: am.from, type: 'chat' }, xml('received', { xmlns: RECEIPTS, id: `a${i}` })));
-    await bob.sendXml(xml('message', { to: am.from, type: 'chat' }, xml('displayed', { xmlns: MARKERS, id: `a${i}` })));
-    await alice.expect({ t: 'receipt', id: `a${i}`, state: 'read' });
-    bodies.push(`from bob ${i}`, `from alice ${i}`);
-  }
+  const bodies = await chatWithReceiptsAndMarkers(alice, bob, 3);
   await sleep(300);
 
   alice.send({ t: 'history', id: 'h1', with: 'bob@localhost', max: 4 });

@@ -4,6 +4,7 @@
 #include "unit.h"
 
 #include <malloc.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,12 +14,15 @@ TEST(jpool_reuses_freed_blocks)
 {
     struct jpool_stats a, b;
     jpool_stats(&a);
-    void *p = jpool_malloc(20);
-    memset(p, 1, 20);
+    /* 24 bytes: what glibc gives a request of up to 24, and what an
+     * allocator that gives exactly the request (ASan's, valgrind's) gives
+     * a request of 24; a freed block is filed by what it holds. */
+    void *p = jpool_malloc(24);
+    memset(p, 1, 24);
     jpool_free(p);
-    void *q = jpool_malloc(24); /* the same class: the same block */
+    void *q = jpool_malloc(20); /* the same class: the same block */
     CHECK(q == p);
-    memset(q, 2, 24);
+    memset(q, 2, 20);
     jpool_stats(&b);
     CHECK_EQ_INT(b.reused - a.reused, 1);
     jpool_free(q);
@@ -74,6 +78,12 @@ TEST(jpool_blocks_cost_what_malloc_would)
     /* Fresh from malloc: the very size a plain malloc gives. Reused: a
      * block from the list of that size, never a smaller one. */
     jpool_trim();
+    /* (glibc's chunk geometry: 24 usable bytes for 1 asked; ASan's and
+     * valgrind's allocators give exactly what is asked, and the pool then
+     * asks for its class's size.) */
+    void *probe = malloc(1);
+    bool glibc = malloc_usable_size(probe) == 24;
+    free(probe);
     int fresh_bigger = 0, reused_short = 0;
     for (size_t n = 0; n <= 600; n++) {
         void *a = malloc(n ? n : 1);
@@ -88,16 +98,17 @@ TEST(jpool_blocks_cost_what_malloc_would)
         memset(c, 5, n);
         jpool_free(c);
     }
-    CHECK_EQ_INT(fresh_bigger, 0);
+    if (glibc)
+        CHECK_EQ_INT(fresh_bigger, 0);
     CHECK_EQ_INT(reused_short, 0);
     jpool_trim();
 }
 
 TEST(jpool_realloc_keeps_the_bytes)
 {
-    char *p = jpool_realloc(NULL, 10);
+    char *p = jpool_realloc(NULL, 24);
     memcpy(p, "0123456789", 10);
-    char *q = jpool_realloc(p, 12); /* fits the block it has: the same */
+    char *q = jpool_realloc(p, 20); /* fits the block it has: the same */
     CHECK(q == p);
     char *r = jpool_realloc(q, 300); /* another class */
     CHECK(memcmp(r, "0123456789", 10) == 0);
