@@ -53,8 +53,8 @@ struct workers {
                             and refresh stay O(1) with many workers */
     bool refreshing;
     char key[128];       /* "<prefix>:workers" */
-    char edges_key[128]; /* "<prefix>:edges": one entry per live edge */
-    long edges;          /* edges in it at the last refresh, >= 1 */
+    char edges_key[128]; /* "<prefix>:edges": edge -> alive until (wall ms) */
+    long edges;          /* edges alive at the last refresh, >= 1 */
     struct pick *picks;  /* ring of PICKS_KEPT, the newest at next_pick - 1 */
     size_t next_pick;
 };
@@ -158,11 +158,22 @@ static void parse_list(struct workers *w, redisReply *r)
     }
 }
 
-static void on_hlen_edges(void *owner, void *data, redisReply *r)
+/* The edges alive now: entries of "<prefix>:edges" whose promise (wall ms)
+ * has not run out. A killed edge's entry stays in the hash (nobody removes
+ * it), so its length would count every edge that ever ran. */
+static void on_edges(void *owner, void *data, redisReply *r)
 {
     struct workers *w = data;
-    if (r && r->type == REDIS_REPLY_INTEGER)
-        w->edges = r->integer < 1 ? 1 : r->integer > 1000 ? 1000 : (long)r->integer;
+    if (!r || r->type != REDIS_REPLY_ARRAY)
+        return;
+    int64_t now = util_wall_ms();
+    long live = 0;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        redisReply *v = r->element[i + 1];
+        if (v->type == REDIS_REPLY_STRING && strtoll(v->str, NULL, 10) >= now)
+            live++;
+    }
+    w->edges = live < 1 ? 1 : live > 1000 ? 1000 : live;
 }
 
 static void refresh(evutil_socket_t fd, short what, void *arg)
@@ -172,7 +183,7 @@ static void refresh(evutil_socket_t fd, short what, void *arg)
         return;
     w->refreshing = true;
     /* (Answered in order: the edge count is in before the list.) */
-    bus_command(w->bus, on_hlen_edges, w, "HLEN %s", w->edges_key);
+    bus_command(w->bus, on_edges, w, "HGETALL %s", w->edges_key);
     bus_command(w->bus, on_hgetall, w, "HGETALL %s", w->key);
 }
 
