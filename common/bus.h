@@ -1,10 +1,21 @@
-/* bus.h - the Redis bus: pub/sub and commands over hiredis async on libevent.
+/* bus.h - the Redis bus: pub/sub and commands over hiredis async on libevent,
+ * on one Redis or on a Redis Cluster.
  *
- * Two connections per bus, as hiredis requires: "cmd" carries commands and
- * PUBLISH, "sub" carries (UN)SUBSCRIBE and incoming messages. Each reconnects
- * on its own with backoff; after "sub" reconnects every tracked channel is
- * subscribed again. A heartbeat published on cmd and expected on sub detects
- * a subscription that died silently. AUTH is the first command on each link.
+ * Two connections per Redis node, as hiredis requires: "cmd" carries commands
+ * and PUBLISH, "sub" carries (UN)SUBSCRIBE and incoming messages. Each
+ * reconnects on its own with backoff; after "sub" reconnects every tracked
+ * channel is subscribed again. A heartbeat published on cmd and expected on
+ * sub detects a subscription that died silently. AUTH is the first command on
+ * each link.
+ *
+ * On a cluster (bus_opts.cluster) the bus reads the slot map itself: a
+ * command goes to the master of its first key's slot (so a command or script
+ * must touch one slot: keys that go together share a hash tag), a channel is
+ * subscribed and published on the master of the channel's slot. MOVED and
+ * ASK are followed, TRYAGAIN waited out, and the map read again after a
+ * MOVED, a master's link loss, and every few seconds. A channel whose slot
+ * moved is subscribed on its new master; the bus reports itself down and up
+ * around that, as around any lost subscription.
  *
  * Channel names: "<prefix>:<kind>:<id>" (see docs/ARCHITECTURE.md). */
 #ifndef IMB_BUS_H
@@ -20,8 +31,9 @@ struct event_base;
 struct bus;
 
 struct bus_opts {
-    const char *host;
+    const char *host;     /* one Redis (when cluster is NULL or "") */
     int port;
+    const char *cluster;  /* "host:port,host:port": Redis Cluster seed nodes */
     const char *user;     /* "" or NULL: AUTH with password only */
     const char *password; /* "" or NULL: no AUTH */
     const char *prefix;   /* channel/key namespace, e.g. "imb" */
@@ -43,7 +55,15 @@ struct bus *bus_new(struct event_base *base, const struct bus_opts *opts,
                     bus_msg_cb *on_msg, bus_state_cb *on_state, void *owner);
 void bus_free(struct bus *bus);
 
-/* True when both links are connected and authenticated. */
+/* A seed list for bus_opts.cluster is well formed: one sentence in err when
+ * not. */
+bool bus_cluster_seeds_ok(const char *seeds, char *err, size_t errlen);
+/* The i-th seed (from 0) of a well-formed list; false past the last. */
+bool bus_cluster_seed(const char *seeds, unsigned i, char *host, size_t hostn, int *port);
+
+/* True when every link is connected: on a cluster, the slot map is complete
+ * and every master's command link and the subscription link of every master
+ * holding one of the bus's channels are up. */
 bool bus_up(const struct bus *bus);
 const char *bus_prefix(const struct bus *bus);
 
@@ -114,6 +134,8 @@ struct bus_stats {
     uint64_t received;       /* messages delivered to on_msg */
     uint64_t reconnects;     /* successful reconnects after a drop, both links */
     int64_t last_roundtrip_ms; /* heartbeat publish->receive, -1 before the first */
+    uint64_t redirects;      /* cluster: MOVED and ASK answers followed */
+    uint64_t topology_changes; /* cluster: slot maps read that differed */
 };
 const struct bus_stats *bus_stats(const struct bus *bus);
 /* Milliseconds since the bus's own heartbeat last came back through Redis

@@ -1,6 +1,7 @@
 /* config.c - typed option table: file, environment, flags; the validation
  * start-up and --check-config share; the version. */
 #include "config.h"
+#include "bus.h"
 #include "envelope.h"
 #include "httpd.h"
 #include "log.h"
@@ -30,7 +31,7 @@ extern char **environ;
 
 const char *const config_known_names[] = {
     /* both */
-    "redis_host", "redis_port", "redis_user", "redis_password", "bus_prefix",
+    "redis_host", "redis_port", "redis_cluster", "redis_user", "redis_password", "bus_prefix",
     "cred_key", "log_level", "log_format", "http_listen", "max_envelope",
     /* imb-edge */
     "listen", "heartbeat", "login_timeout", "max_frame", "max_output",
@@ -474,6 +475,9 @@ bool config_check_common(const struct common_cfg *c, char *err, size_t errlen)
         snprintf(err, errlen, "redis_host must not be empty");
         return false;
     }
+    if (c->redis_cluster && *c->redis_cluster &&
+        !bus_cluster_seeds_ok(c->redis_cluster, err, errlen))
+        return false;
     if (c->http_listen && *c->http_listen) {
         char host[256];
         int port;

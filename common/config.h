@@ -26,6 +26,7 @@ struct opt {
 struct common_cfg {
     char *redis_host;
     long redis_port;
+    char *redis_cluster; /* "host:port,...": Redis Cluster seeds; "" = one Redis */
     char *redis_user;
     char *redis_password;
     char *bus_prefix;
@@ -41,6 +42,8 @@ struct common_cfg {
      "Redis server address"},                                                  \
     {"redis_port", OPT_INT, offsetof(type, m.redis_port), "6379", 1, 65535, 0,  \
      "Redis server port"},                                                     \
+    {"redis_cluster", OPT_STR, offsetof(type, m.redis_cluster), "", 0, 0, 0,    \
+     "Redis Cluster seed nodes host:port,host:port (replaces redis_host)"},    \
     {"redis_user", OPT_STR, offsetof(type, m.redis_user), "", 0, 0, 0,          \
      "Redis ACL user (empty: password-only AUTH)"},                            \
     {"redis_password", OPT_STR, offsetof(type, m.redis_password), "", 0, 0,     \

@@ -1204,6 +1204,7 @@ struct edge *edge_new(struct event_base *base, const struct edge_cfg *cfg,
     struct bus_opts bo = {
         .host = cfg->common.redis_host,
         .port = (int)cfg->common.redis_port,
+        .cluster = cfg->common.redis_cluster,
         .user = cfg->common.redis_user,
         .password = cfg->common.redis_password,
         .prefix = cfg->common.bus_prefix,

@@ -32,6 +32,7 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "bus.h"
 #include "util.h"
 
 #define DEFAULT_HOST "127.0.0.1"
@@ -60,6 +61,7 @@ enum link_state {
 struct options {
     const char *host;
     int port;
+    const char *cluster;    /* Redis Cluster seeds "host:port,...", "" for one Redis */
     const char *user;       /* Redis ACL user, "" for none */
     char *password;         /* our own copy, wiped on exit; "" for no AUTH */
     const char *prefix;
@@ -76,6 +78,9 @@ struct options {
 
 struct tap {
     struct options opt;
+    char host[256];         /* the Redis connected to: opt's, or a cluster seed */
+    int port;
+    unsigned seed;          /* cluster: the seed tried next (each in turn) */
     struct event_base *base;
     redisAsyncContext *ac;  /* NULL when DOWN; hiredis owns and frees it */
     enum link_state state;
@@ -774,7 +779,7 @@ static void link_down(struct tap *t, const char *why)
     t->state = LINK_DOWN;
     t->ac = NULL;
     if (was_up || t->attempt == 0)
-        status("redis %s:%d down (%s), reconnecting", t->opt.host, t->opt.port,
+        status("redis %s:%d down (%s), reconnecting", t->host, t->port,
                why);
     schedule_retry(t);
 }
@@ -873,7 +878,7 @@ static void on_psub(redisAsyncContext *ac, void *reply, void *privdata)
         t->state = LINK_UP;
         t->attempt = 0;
         status("%s %s on %s:%d", t->ever_up ? "resubscribed" : "subscribed",
-               t->pattern, t->opt.host, t->opt.port);
+               t->pattern, t->host, t->port);
         t->ever_up = true;
     } else if (!strcasecmp(kind, "pmessage") && r->elements == 4 &&
                r->element[2]->type == REDIS_REPLY_STRING &&
@@ -904,7 +909,16 @@ static void link_connect(struct tap *t)
 {
     if (t->stopping)
         return;
-    redisAsyncContext *ac = redisAsyncConnect(t->opt.host, t->opt.port);
+    /* A cluster forwards every PUBLISH to every node: one node, any, shows
+     * all the traffic. Each seed in turn, the next after a failure. */
+    snprintf(t->host, sizeof(t->host), "%s", t->opt.host);
+    t->port = t->opt.port;
+    if (*t->opt.cluster && !bus_cluster_seed(t->opt.cluster, t->seed++, t->host,
+                                             sizeof(t->host), &t->port)) {
+        t->seed = 0;
+        bus_cluster_seed(t->opt.cluster, t->seed++, t->host, sizeof(t->host), &t->port);
+    }
+    redisAsyncContext *ac = redisAsyncConnect(t->host, t->port);
     if (!ac || ac->err) {
         char why[128];
         snprintf(why, sizeof(why), "%s", ac ? ac->errstr : "out of memory");
@@ -913,7 +927,7 @@ static void link_connect(struct tap *t)
         t->ac = NULL;
         t->state = LINK_DOWN;
         if (t->attempt == 0)
-            status("redis %s:%d: %s, retrying", t->opt.host, t->opt.port, why);
+            status("redis %s:%d: %s, retrying", t->host, t->port, why);
         schedule_retry(t);
         return;
     }
@@ -952,7 +966,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 static void usage(FILE *f)
 {
-    fputs("usage: imtap [--redis-host H] [--redis-port P] [--redis-user U]\n"
+    fputs("usage: imtap [--redis-host H] [--redis-port P] [--redis-cluster H:P,...]\n"
+          "             [--redis-user U]\n"
           "             [--redis-password X] [--prefix imb] [--user JID[,JID]]\n"
           "             [--type TYPE[,TYPE]] [--no-bodies] [--json] [--all] [--full]\n"
           "             [--count N]\n"
@@ -970,6 +985,9 @@ static void usage(FILE *f)
           "\n"
           "  --redis-host H      Redis address (default: $IMB_REDIS_HOST or 127.0.0.1)\n"
           "  --redis-port P      Redis port (default: $IMB_REDIS_PORT or 6379)\n"
+          "  --redis-cluster H:P,H:P  Redis Cluster seed nodes (default:\n"
+          "                      $IMB_REDIS_CLUSTER); the tap listens on one node,\n"
+          "                      which sees every PUBLISH of the cluster\n"
           "  --redis-user U      Redis ACL user (default: $IMB_REDIS_USER)\n"
           "  --redis-password X  Redis password (default: $IMB_REDIS_PASSWORD;\n"
           "                      prefer the variable: flags show in ps)\n"
@@ -1064,11 +1082,12 @@ static void free_options(struct options *o)
 /* Returns -1 to run, or an exit status. */
 static int parse_options(struct options *o, int argc, char **argv)
 {
-    enum { O_HOST = 256, O_PORT, O_RUSER, O_PASS, O_PREFIX, O_USER, O_TYPE,
+    enum { O_HOST = 256, O_PORT, O_CLUSTER, O_RUSER, O_PASS, O_PREFIX, O_USER, O_TYPE,
            O_JSON, O_ALL, O_FULL, O_COUNT, O_NO_BODIES };
     static const struct option longopts[] = {
         {"redis-host", required_argument, NULL, O_HOST},
         {"redis-port", required_argument, NULL, O_PORT},
+        {"redis-cluster", required_argument, NULL, O_CLUSTER},
         {"redis-user", required_argument, NULL, O_RUSER},
         {"redis-password", required_argument, NULL, O_PASS},
         {"prefix", required_argument, NULL, O_PREFIX},
@@ -1087,6 +1106,7 @@ static int parse_options(struct options *o, int argc, char **argv)
     o->port = DEFAULT_PORT;
     if (port && !parse_port(port, &o->port))
         return usage_error("bad IMB_REDIS_PORT: %s", port);
+    o->cluster = env_or("IMB_REDIS_CLUSTER", "");
     o->user = env_or("IMB_REDIS_USER", "");
     o->password = xstrdup(env_or("IMB_REDIS_PASSWORD", ""));
     o->prefix = env_or("IMB_BUS_PREFIX", DEFAULT_PREFIX);
@@ -1109,6 +1129,9 @@ static int parse_options(struct options *o, int argc, char **argv)
         case O_PORT:
             if (!parse_port(optarg, &o->port))
                 return usage_error("bad --redis-port: %s", optarg);
+            break;
+        case O_CLUSTER:
+            o->cluster = optarg;
             break;
         case O_RUSER:
             o->user = optarg;
@@ -1163,6 +1186,9 @@ static int parse_options(struct options *o, int argc, char **argv)
         return usage_error("unexpected argument: %s", argv[optind]);
     if (!*o->host)
         return usage_error("%s", "--redis-host is empty");
+    char err[200];
+    if (*o->cluster && !bus_cluster_seeds_ok(o->cluster, err, sizeof(err)))
+        return usage_error("%s", err);
     if (!*o->prefix || strlen(o->prefix) > 100)
         return usage_error("bad --prefix: '%s'", o->prefix);
     return -1;

@@ -1165,6 +1165,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     struct bus_opts bo = {
         .host = cfg->common.redis_host,
         .port = (int)cfg->common.redis_port,
+        .cluster = cfg->common.redis_cluster,
         .user = cfg->common.redis_user,
         .password = cfg->common.redis_password,
         .prefix = cfg->common.bus_prefix,
