@@ -137,7 +137,12 @@ static void metrics(void *owner, struct evbuffer *out)
                     b->publish_failed);
     metrics_counter(out, "imb_bus_received_total", "Envelopes received.", "", b->received);
     metrics_counter(out, "imb_bus_reconnects_total", "Redis reconnects.", "", b->reconnects);
-    metrics_gauge(out, "imb_bus_up", "Both Redis links up.", "", bus_up(edge->bus) ? 1 : 0);
+    metrics_counter(out, "imb_bus_redirects_total",
+                    "Redis Cluster MOVED and ASK answers followed.", "", b->redirects);
+    metrics_counter(out, "imb_bus_topology_changes_total",
+                    "Redis Cluster slot maps read that differed from the last.", "",
+                    b->topology_changes);
+    metrics_gauge(out, "imb_bus_up", "Every Redis link up.", "", bus_up(edge->bus) ? 1 : 0);
     metrics_gauge(out, "imb_bus_roundtrip_seconds",
                   "Last heartbeat round trip through Redis.", "",
                   (double)b->last_roundtrip_ms / 1000.0);

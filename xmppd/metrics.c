@@ -154,6 +154,10 @@ static void metrics(void *owner, struct evbuffer *out)
     PER_WORKER(counter, "imb_bus_owed_undelivered_total",
                "Answers given up on after WORKER_OWED_MS of resends.", bus.owed_undelivered)
     PER_WORKER(counter, "imb_bus_reconnects_total", "Redis reconnects.", bus.reconnects)
+    PER_WORKER(counter, "imb_bus_redirects_total",
+               "Redis Cluster MOVED and ASK answers followed.", bus.redirects)
+    PER_WORKER(counter, "imb_bus_topology_changes_total",
+               "Redis Cluster slot maps read that differed from the last.", bus.topology_changes)
     PER_WORKER(gauge, "imb_bus_roundtrip_seconds", "Last heartbeat round trip through Redis.",
                bus.last_roundtrip_ms / 1000.0)
     for (int i = 0; i < sv->n; i++) {

@@ -18,12 +18,21 @@
 // startXmppd() / startEdge() for replacements.
 import assert from 'node:assert/strict';
 import { startRedis } from './redis.mjs';
+import { startRedisCluster } from './rediscluster.mjs';
 import { startProsody } from './prosody.mjs';
 import { startXmppd, startEdge, waitBridgeReady } from './services.mjs';
 import { ReliablePhone, ReliableDesktop, BusTap } from './chaos.mjs';
 import { randomCredKey, sleep, waitFor } from './util.mjs';
 
 const PASS = 'secret';
+
+/** BusTap on each of several Redis nodes (a cluster's masters), read as one. */
+class MultiTap {
+  constructor(ports) { this.taps = ports.map((p) => new BusTap(p).start()); }
+  get connects() { return this.taps.reduce((n, t) => n + t.connects, 0); }
+  find(...args) { return this.taps.flatMap((t) => t.find(...args)).sort((x, y) => x.at - y.at); }
+  stop() { for (const t of this.taps) t.stop(); }
+}
 
 /** "k" numbers of `msgs` whose ids are "<prefix>-k" (NaN for other ids). */
 const ksOf = (msgs, prefix) => msgs.map((m) => (typeof m.id === 'string' && m.id.startsWith(`${prefix}-`)
@@ -69,7 +78,7 @@ export async function runFaults(t, stack, {
   xmppds: nXmppds = 2, edges: nEdges = 2, workers = 2, steps,
   minGapMs = 2000, stepWaitMs = 30000, drainTimeoutMs = 40000, ackStallMs = 8000,
   allowStalls = false, allowReset = false, maxStallMs = 0, noDuplicates = false,
-  allowLate = false,
+  allowLate = false, cluster = null,
 } = {}) {
   const T0 = Date.now();
   const say = (s) => t.diagnostic(`+${((Date.now() - T0) / 1000).toFixed(1)}s ${s}`);
@@ -78,23 +87,30 @@ export async function runFaults(t, stack, {
   for (let i = 1; i <= N; i++) users.push([`p${i}`, PASS], [`d${i}`, PASS]);
 
   // ---- topology: Redis, Prosody, nXmppds x xmppd, nEdges x edge
+  // cluster: a Redis Cluster (startRedisCluster options) in place of the
+  // one Redis; ctx.redis is then the RedisCluster.
   const [redis, prosody] = await Promise.all([
-    startRedis(stack, { appendonly }),
+    cluster ? startRedisCluster(stack, cluster) : startRedis(stack, { appendonly }),
     startProsody(stack, { users }),
   ]);
   const domain = prosody.domain;
-  if (appendonly) assert.deepEqual(await redis.command('CONFIG', 'GET', 'appendfsync'), ['appendfsync', 'always']);
-  const tap = new BusTap(redis.port).start(); // the bus traffic, for failure reports
+  if (appendonly && !cluster) assert.deepEqual(await redis.command('CONFIG', 'GET', 'appendfsync'), ['appendfsync', 'always']);
+  // The bus traffic, for failure reports (every master's, on a cluster).
+  const tap = cluster ? new MultiTap(redis.masterPorts()) : new BusTap(redis.port).start();
   stack.onCleanup('bus tap', () => tap.stop());
-  const xmppdOpts = { redisPort: redis.port, xmppPort: prosody.c2sPort, workers, credKey, extraArgs: xmppdArgs };
-  const edgeOpts = { redisPort: redis.port, credKey, extraArgs: edgeArgs };
+  const redisPort = cluster ? redis.masterPorts()[0] : redis.port;
+  const clusterArgs = cluster ? ['--redis-cluster', redis.seeds] : [];
+  const xmppdOpts = {
+    redisPort, xmppPort: prosody.c2sPort, workers, credKey, extraArgs: [...clusterArgs, ...xmppdArgs],
+  };
+  const edgeOpts = { redisPort, credKey, extraArgs: [...clusterArgs, ...edgeArgs] };
   const times = (n, f) => Promise.all(Array.from({ length: n }, f));
   const xmppds = await times(nXmppds, () => startXmppd(stack, xmppdOpts));
   const edges = await times(nEdges, () => startEdge(stack, edgeOpts));
   await Promise.all(edges.map((e) => waitBridgeReady(e.port, { domain })));
   const allXmppds = [...xmppds];
   const allEdges = [...edges];
-  say(`stack up: redis ${redis.port}, prosody ${prosody.c2sPort}, edges ${edges.map((e) => e.port).join(' ')}`);
+  say(`stack up: redis ${cluster ? `cluster ${redis.seeds}` : redis.port}, prosody ${prosody.c2sPort}, edges ${edges.map((e) => e.port).join(' ')}`);
 
   // ---- the clients
   const t0 = Date.now();

@@ -158,7 +158,8 @@ export function startXmppServer(stack, { xmpp = 'prosody', ...opts } = {}) {
 /**
  * The whole system for one test, each part on its own free port:
  *   startBridge(stack, {users, workers=2, edge:{heartbeat,...}, xmppdArgs, edgeArgs, probe=true,
- *     push=false, xmpp='prosody'|'ejabberd', xmppOpts (more for the server's start))
+ *     push=false, xmpp='prosody'|'ejabberd', xmppOpts (more for the server's start),
+ *     cluster (a startRedisCluster() result: both services on it, b.redis is it))
  *   (probe: wait with waitBridgeReady() before returning)
  *   (xmpp: default IMB_TEST_XMPP, else prosody: IMB_TEST_XMPP=ejabberd runs a
  *   suite's bridges against ejabberd)
@@ -171,19 +172,27 @@ export function startXmppServer(stack, { xmpp = 'prosody', ...opts } = {}) {
  */
 export async function startBridge(stack, {
   users = DEFAULT_USERS, workers = 2, edge: edgeOpts = {}, xmppdArgs = [], edgeArgs = [], probe = true,
-  push = false, xmpp = process.env.IMB_TEST_XMPP || 'prosody', xmppOpts = {},
+  push = false, xmpp = process.env.IMB_TEST_XMPP || 'prosody', xmppOpts = {}, cluster,
 } = {}) {
   requireBin('imb-xmppd');
   requireBin('imb-edge');
   const credKey = randomCredKey();
   const [redis, server] = await Promise.all([
-    startRedis(stack),
+    cluster ?? startRedis(stack),
     startXmppServer(stack, { xmpp, users, push, ...xmppOpts }),
   ]);
   if (push) xmppdArgs = [...pushArgs(server), ...xmppdArgs];
+  if (cluster) {
+    // Both services on the Redis Cluster (startRedisCluster): its seeds
+    // replace the single Redis's host and port.
+    xmppdArgs = ['--redis-cluster', cluster.seeds, ...xmppdArgs];
+    edgeArgs = ['--redis-cluster', cluster.seeds, ...edgeArgs];
+  }
+  // (With a cluster, --redis-port is given but not used.)
+  const redisPort = cluster ? Number(cluster.seeds.split(',')[0].split(':').pop()) : redis.port;
   const [xmppd, edge] = await Promise.all([
-    startXmppd(stack, { redisPort: redis.port, xmppPort: server.c2sPort, workers, credKey, extraArgs: xmppdArgs }),
-    startEdge(stack, { redisPort: redis.port, credKey, extraArgs: edgeArgs, ...edgeOpts }),
+    startXmppd(stack, { redisPort, xmppPort: server.c2sPort, workers, credKey, extraArgs: xmppdArgs }),
+    startEdge(stack, { redisPort, credKey, extraArgs: edgeArgs, ...edgeOpts }),
   ]);
   if (probe) {
     const ms = await waitBridgeReady(edge.port, { domain: server.domain });
