@@ -272,11 +272,12 @@ export class RedisCluster {
     this.kills = [];                 // {port, id, role, at (Date.now()), t (performance.now()), slots (Set), replicas (ports)}
     this.stopped = false;
     this._exitHook = null;
+    this._seedNodes = null;          // the masters once first healthy: `seeds`
   }
 
   /** "127.0.0.1:p1,127.0.0.1:p2,..." of the masters at start: the services' --redis-cluster. */
   get seeds() {
-    return this._seedNodes.map((n) => `${HOST}:${n.port}`).join(',');
+    return (this._seedNodes ?? []).map((n) => `${HOST}:${n.port}`).join(',');
   }
 
   /** Every node: {port, busPort, pid, id, role, masterId, slots, alive}. */
@@ -310,11 +311,28 @@ export class RedisCluster {
 
   // ---- start ---------------------------------------------------------------
 
-  async _start() {
+  async _start({ create = true } = {}) {
+    await this._startNodes();
+    if (!create) return;
+    // redis-cli makes the first `masters` nodes of the list masters (one
+    // host: no anti-affinity to honour) and the rest their replicas.
+    const cli = this.stack.spawn('redis-cli --cluster create', 'redis-cli', [
+      '--cluster', 'create', ...this._nodes.map((n) => `${HOST}:${n.port}`),
+      '--cluster-replicas', String(this.replicasPer), '--cluster-yes',
+    ], { envExtra: this.password ? { REDISCLI_AUTH: this.password } : {}, late: true });
+    const r = await cli.waitExit(30000);
+    if (r.code !== 0) throw new Error(`redis-cli --cluster create failed (code ${r.code}):\n${cli.stdout}${cli.stderr}`);
+    await this.waitHealthy({ timeoutMs: 20000 });
+    if (this._seedNodes.length !== this.masters) {
+      throw new Error(`rediscluster: ${this._seedNodes.length} masters after create, wanted ${this.masters}`);
+    }
+  }
+
+  /** Start every node (in parallel), not joined yet; one whose port was
+   *  taken meanwhile retries on other ports. */
+  async _startNodes() {
     this.dir = this.stack.tempDir('imb-rcluster-');
     const total = this.masters * (1 + this.replicasPer);
-    // Start every node (in parallel); one whose port was taken meanwhile
-    // retries on other ports.
     await Promise.all(Array.from({ length: total }, async (_, i) => {
       let lastErr;
       for (let attempt = 0; attempt < 5; attempt++) {
@@ -333,19 +351,6 @@ export class RedisCluster {
       }
       throw lastErr;
     }));
-    // redis-cli makes the first `masters` nodes of the list masters (one
-    // host: no anti-affinity to honour) and the rest their replicas.
-    const cli = this.stack.spawn('redis-cli --cluster create', 'redis-cli', [
-      '--cluster', 'create', ...this._nodes.map((n) => `${HOST}:${n.port}`),
-      '--cluster-replicas', String(this.replicasPer), '--cluster-yes',
-    ], { envExtra: this.password ? { REDISCLI_AUTH: this.password } : {}, late: true });
-    const r = await cli.waitExit(30000);
-    if (r.code !== 0) throw new Error(`redis-cli --cluster create failed (code ${r.code}):\n${cli.stdout}${cli.stderr}`);
-    await this.waitHealthy({ timeoutMs: 20000 });
-    this._seedNodes = this._nodes.filter((n) => n.role === 'master');
-    if (this._seedNodes.length !== this.masters) {
-      throw new Error(`rediscluster: ${this._seedNodes.length} masters after create, wanted ${this.masters}`);
-    }
   }
 
   /**
@@ -382,6 +387,7 @@ export class RedisCluster {
       throw new Error(`${e.message}: ${why}`);
     });
     await this.refreshNodes();
+    this._seedNodes ??= this._nodes.filter((n) => n.role === 'master');
     return Math.round(performance.now() - t0);
   }
 
@@ -652,9 +658,10 @@ export class RedisCluster {
 }
 
 /**
- * startRedisCluster([stack], {masters=3, replicasPer=1, nodeTimeoutMs=1000, password})
+ * startRedisCluster([stack], {masters=3, replicasPer=1, nodeTimeoutMs=1000, password, create=true})
  *   -> RedisCluster, healthy (every node cluster_state:ok, all agree on the
- *   slots, every replica synced).
+ *   slots, every replica synced).  create: false starts the nodes only
+ *   (e.g. to test a script that creates the cluster; then waitHealthy()).
  * With a Stack the nodes are its processes (their output in its failure
  * report) and stop() also runs at its cleanup; without one the cluster keeps
  * a private one.  Either way a node still alive when node exits is killed
@@ -663,7 +670,7 @@ export class RedisCluster {
 export async function startRedisCluster(stackOrOpts, maybeOpts) {
   const given = stackOrOpts && typeof stackOrOpts.spawn === 'function' ? stackOrOpts : null;
   const opts = (given ? maybeOpts : stackOrOpts) ?? {};
-  const { masters = 3, replicasPer = 1, nodeTimeoutMs = 1000, password } = opts;
+  const { masters = 3, replicasPer = 1, nodeTimeoutMs = 1000, password, create = true } = opts;
   if (masters < 3) throw new Error('redis-cli --cluster create needs at least 3 masters');
   const stack = given ?? new Stack(`redis-cluster-${crypto.randomBytes(3).toString('hex')}`);
   const c = new RedisCluster(stack, { masters, replicasPer, nodeTimeoutMs, password, ownStack: !given });
@@ -676,7 +683,7 @@ export async function startRedisCluster(stackOrOpts, maybeOpts) {
   };
   process.on('exit', c._exitHook);
   try {
-    await c._start();
+    await c._start({ create });
   } catch (e) {
     const tails = c._nodes.filter(Boolean).map((n) => n.proc?.tail(2000) ?? '').join('');
     await c.stop();
