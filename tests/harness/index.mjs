@@ -7,6 +7,7 @@ import { binsMissingReason } from './services.mjs';
 export * from './util.mjs';
 export * from './stack.mjs';
 export * from './redis.mjs';
+export * from './rediscluster.mjs';
 export * from './prosody.mjs';
 export * from './ejabberd.mjs';
 export * from './desktop.mjs';
