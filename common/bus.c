@@ -46,9 +46,11 @@
 /* The slot map is read again this often, and at most this often on demand. */
 #define TOPOLOGY_EVERY_MS 5000
 #define TOPOLOGY_SOON_MS 100
-/* Redirections (MOVED, ASK) and TRYAGAIN retries of one command. */
+/* MOVED followed for one command; ASK and TRYAGAIN (a slot in migration:
+ * its keys partly moved) followed or waited out, TRYAGAIN_MS apart: about
+ * a second of migration. */
 #define REDIRECTS_MAX 5
-#define TRYAGAIN_MAX 20
+#define MIGRATING_MAX 40
 #define TRYAGAIN_MS 25
 
 enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
@@ -103,7 +105,8 @@ struct req {
                          TRYAGAIN or NOSCRIPT */
     size_t cmdlen;
     int slot;         /* of its first key, -1: any node */
-    int redirects;    /* MOVED/ASK followed, TRYAGAIN waited */
+    int moved;        /* MOVED followed */
+    int migrating;    /* ASK followed, TRYAGAIN waited out */
 };
 
 /* A publish that owes someone an answer, resent until a subscriber got it
@@ -906,7 +909,7 @@ static bool cluster_redirect(struct bus *bus, struct req *r, const redisReply *r
     if (strncmp(rep->str, "MOVED ", 6) == 0) {
         bus->stats.redirects++;
         topology_soon(bus);
-        if (!(n = redirect_node(bus, rep->str, &slot)) || ++r->redirects > REDIRECTS_MAX)
+        if (!(n = redirect_node(bus, rep->str, &slot)) || ++r->moved > REDIRECTS_MAX)
             return false;
         bus->slot_node[slot] = (unsigned char)n->idx;
         n->master = true;
@@ -915,12 +918,12 @@ static bool cluster_redirect(struct bus *bus, struct req *r, const redisReply *r
     }
     if (strncmp(rep->str, "ASK ", 4) == 0) {
         bus->stats.redirects++;
-        if (!(n = redirect_node(bus, rep->str, &slot)) || ++r->redirects > REDIRECTS_MAX)
+        if (!(n = redirect_node(bus, rep->str, &slot)) || ++r->migrating > MIGRATING_MAX)
             return false;
         req_send(r, n, true);
         return true;
     }
-    if (strncmp(rep->str, "TRYAGAIN", 8) == 0 && ++r->redirects <= TRYAGAIN_MAX) {
+    if (strncmp(rep->str, "TRYAGAIN", 8) == 0 && ++r->migrating <= MIGRATING_MAX) {
         /* A slot in migration with this command's keys on both sides. */
         r->next = bus->retry;
         bus->retry = r;

@@ -320,4 +320,5 @@ export async function runFaults(t, stack, {
     }
   }
   assert.deepEqual(problems, [], `delivery guarantees broken:\n  ${problems.join('\n  ')}`);
+  return { worstStallMs: worst[0][1], worstStallApp: worst[0][0], duplicates: dups, procs: [...allEdges, ...allXmppds] };
 }
