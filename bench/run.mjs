@@ -1,7 +1,7 @@
 // bench/run.mjs - `make bench`: every benchmark of docs/BENCHMARKS.md, each
 // against a baseline measured in the same run, on 127.0.0.x only.
 //
-//   node bench/run.mjs [--quick] [--only idle,real,chat,sio,wire,cost,capacity] [--runs 5]
+//   node bench/run.mjs [--quick] [--only idle,real,chat,sio,wire,cost,capacity,cluster] [--runs 5]
 //                      [--real-n 19000] [--real-tls-n 19000] [--roster 30]
 //   node bench/run.mjs --render bench/results/latest.json   (tables only, no runs)
 //   env: BENCH_QUICK=1 (small sizes, ~2 min), BENCH_BIN_DIR (default bin/),
@@ -33,7 +33,7 @@ const argv = process.argv.slice(2);
 const QUICK = process.env.BENCH_QUICK === '1' || argv.includes('--quick');
 const onlyArg = argv.includes('--only') ? argv[argv.indexOf('--only') + 1].split(',') : null;
 const RUNS = Number(argv.includes('--runs') ? argv[argv.indexOf('--runs') + 1] : (QUICK ? 2 : 5));
-const SECTIONS = onlyArg ?? ['idle', 'storm', 'real', 'chat', 'sio', 'wire', 'cost', 'capacity'];
+const SECTIONS = onlyArg ?? ['idle', 'storm', 'real', 'chat', 'sio', 'wire', 'cost', 'capacity', 'cluster'];
 const WRITE_DOCS = process.env.BENCH_WRITE_DOCS ? process.env.BENCH_WRITE_DOCS === '1' : (!QUICK && !onlyArg);
 const FD_LIMIT = Number(execFileSync('sh', ['-c', 'ulimit -Hn']).toString().trim()) || 1024;
 
@@ -683,6 +683,79 @@ async function sectionSio() {
   return out;
 }
 
+// -------------------------------- 8: one Redis against a Redis Cluster
+// The stub-bridge pairs load of bench 3 (edges -> Redis -> stub bridge ->
+// Redis -> edges, no XMPP) on one Redis and on a cluster of 3 masters + 3
+// replicas, alternated in each run. Redis's CPU is every node's; each node's
+// commands are read from INFO commandstats at the window's edges, so the
+// per-shard load shows. Issue 20 expects no gain on 2 cores: the figure is
+// the cost of the cluster, and how its work spreads.
+async function clusterRun(kind, common) {
+  const { startRedisCluster } = await import('../tests/harness/rediscluster.mjs');
+  const st = new Stack(`cluster-${kind}`);
+  try {
+    const key = randomCredKey();
+    let redis; let env = null; let nodes; let stubArgs;
+    if (kind === 'one') {
+      redis = await startRedis(st);
+      nodes = () => [{ port: redis.port, pid: redis.proc.pid, role: 'master' }];
+      stubArgs = [];
+    } else {
+      redis = await startRedisCluster(st, { masters: 3, replicasPer: 1, nodeTimeoutMs: 2000 });
+      nodes = () => redis.nodes.filter((n) => n.alive !== false);
+      env = { IMB_REDIS_CLUSTER: redis.seeds };
+      stubArgs = ['--redis-cluster', redis.seeds];
+    }
+    const port0 = nodes()[0].port;
+    const stub = st.spawn('stubbridge', path.join(BBIN, 'stubbridge'), ['--redis-port', String(port0), ...stubArgs]);
+    await stub.waitForLine(/stubbridge ready/, { timeout: 10000 });
+    const e1 = await startEdge(st, port0, key, 'imb-edge-1', env);
+    const e2 = await startEdge(st, port0, key, 'imb-edge-2', env);
+    await sleep(1500);
+    const perNode = Object.fromEntries(nodes().map((n) => [`redis ${n.role} ${n.port}`, () => [n.pid]]));
+    const stats = () => Promise.all(nodes().map(async (n) => [n.port, await commandStats(n.port)]));
+    const r = await measured(st, 'loadgen-pairs', path.join(BBIN, 'loadgen'), ['--mode', 'pairs', '--port', String(e1.port), '--port2', String(e2.port), '--user-fmt', 'a%d@localhost', '--peer-fmt', 'b%d@localhost', ...common],
+      {
+        groups: { edge: () => [e1.pid, e2.pid], bridge: () => [stub.pid], ...perNode },
+        hooks: {
+          start: stats,
+          end: async (before) => {
+            const after = await stats();
+            return Object.fromEntries(after.map(([port, c], i) => [port, { role: nodes().find((n) => n.port === port)?.role, calls: diffCounts(before[i][1], c) }]));
+          },
+        },
+      });
+    r.redis_us_per_msg = Object.entries(r.cpu_us_per_msg).filter(([k]) => k.startsWith('redis')).reduce((a, [, v]) => a + v, 0);
+    r.shards = Object.entries(r.counters ?? {}).map(([port, x]) => ({
+      port: Number(port), role: x.role,
+      commands_per_msg: Object.values(x.calls).reduce((a, b) => a + b, 0) / r.window_msgs,
+      evalsha_per_msg: (x.calls.evalsha ?? 0) / r.window_msgs,
+      publish_per_msg: (x.calls.publish ?? 0) / r.window_msgs,
+      cpu_us_per_msg: r.cpu_us_per_msg[`redis ${x.role} ${port}`],
+    }));
+    return r;
+  } finally { await st.cleanup(); }
+}
+
+async function sectionCluster() {
+  const P = CFG.pairs; const K = CFG.pairsInflight;
+  const common = ['--conns', String(P), '--inflight', String(K), '--warmup', String(CFG.chatWarm), '--duration', String(CFG.chatSecs), '--timeout', String(CFG.chatSecs + 80)];
+  const runs = { one: [], cluster: [] };
+  for (let r = 0; r < RUNS; r++) {
+    for (const kind of r % 2 ? ['cluster', 'one'] : ['one', 'cluster']) runs[kind].push(await clusterRun(kind, common));
+    const d = (x) => `${x.msgs_per_s.toFixed(0)} msg/s, ${x.server_us_per_msg.toFixed(0)} us CPU/msg (Redis ${x.redis_us_per_msg.toFixed(0)})`;
+    log(`cluster run ${r + 1}: one Redis ${d(runs.one.at(-1))}; 3+3 cluster ${d(runs.cluster.at(-1))}; ` +
+      `per node commands/msg ${runs.cluster.at(-1).shards.map((x) => `${x.role[0]}${x.port}:${x.commands_per_msg.toFixed(2)}`).join(' ')}`);
+  }
+  const sum = (list) => ({
+    msgs_per_s: summarize(list, 'msgs_per_s'), p99_us: summarize(list, (x) => x.rtt_us.p99), server_us: summarize(list, 'server_us_per_msg'),
+    redis_us: summarize(list, 'redis_us_per_msg'),
+    commands_per_msg: summarize(list, (x) => x.shards.reduce((a, y) => a + y.commands_per_msg, 0)),
+    loadavg: { before: list.map((x) => x.loadavg.before[0]), after: list.map((x) => x.loadavg.after[0]) },
+  });
+  return { pairs: P, inflight: K, runs, summary: { one: sum(runs.one), cluster: sum(runs.cluster) } };
+}
+
 // ------------------------------------------ 7: cost per message, counted
 // Counted runs, apart from the timed ones (an instrumented run is no
 // throughput figure): the same pairs load as bench 3, once on the stub-bridge
@@ -1152,6 +1225,21 @@ function render(res) {
     }
     L.push('');
   }
+  if (S.cluster) {
+    const x = S.cluster.summary;
+    L.push(`### 8. One Redis against a Redis Cluster of 3 masters + 3 replicas (stub-bridge pairs load of bench 3: ${S.cluster.pairs} pairs, ${S.cluster.inflight} in flight each)`, '');
+    L.push('| Redis | msg/s | p99 round trip µs | server CPU µs/msg | of which Redis (every node) | Redis commands per message, all nodes |');
+    L.push('|---|---|---|---|---|---|');
+    L.push(`| one redis-server | ${sp(x.one.msgs_per_s)} | ${sp(x.one.p99_us)} | ${sp(x.one.server_us, f1)} | ${sp(x.one.redis_us, f1)} | ${sp(x.one.commands_per_msg, f2)} |`);
+    L.push(`| cluster, 3 masters + 3 replicas | ${sp(x.cluster.msgs_per_s)} | ${sp(x.cluster.p99_us)} | ${sp(x.cluster.server_us, f1)} | ${sp(x.cluster.redis_us, f1)} | ${sp(x.cluster.commands_per_msg, f2)} |`);
+    const last = S.cluster.runs.cluster.at(-1);
+    L.push('', 'Per node, in the last cluster run (commands a node executed per message delivered, its CPU per message):', '');
+    L.push('| node | commands/msg | EVALSHA/msg | PUBLISH/msg | CPU µs/msg |', '|---|---|---|---|---|');
+    for (const n of [...last.shards].sort((a, b) => a.role.localeCompare(b.role) || a.port - b.port)) {
+      L.push(`| ${n.role} ${n.port} | ${f2(n.commands_per_msg)} | ${f2(n.evalsha_per_msg)} | ${f2(n.publish_per_msg)} | ${f1(n.cpu_us_per_msg)} |`);
+    }
+    L.push('', 'A replica executes what its master replicates (the writes of the scripts, not their reads); every node also receives each PUBLISH over the cluster bus (not counted as a command).', '');
+  }
   return L.join('\n');
 }
 
@@ -1163,7 +1251,7 @@ async function main() {
   results.loadavg_start = loadavg();
   results.edge_flags = edgeFlags();
   log(`${QUICK ? 'quick' : 'full'} run, sections ${SECTIONS.join(',')}, ${RUNS} runs each; edge flags ${edgeFlags().join(' ')}`);
-  const fns = { idle: sectionIdle, storm: sectionStorm, real: sectionReal, chat: sectionChat, sio: sectionSio, wire: sectionWire, cost: sectionCost, capacity: sectionCapacity };
+  const fns = { idle: sectionIdle, storm: sectionStorm, real: sectionReal, chat: sectionChat, sio: sectionSio, wire: sectionWire, cost: sectionCost, capacity: sectionCapacity, cluster: sectionCluster };
   for (const s of SECTIONS) {
     const t0 = Date.now();
     try { results.sections[s] = await fns[s](); } catch (e) { log(`section ${s} failed: ${e.stack ?? e}`); results.sections[s + '_error'] = String(e.stack ?? e); }

@@ -20,7 +20,7 @@
  * Cheap on purpose: one decode and an encode per chat, little else.
  *
  *   stubbridge --redis-port P [--redis-host 127.0.0.1] [--prefix imb]
- *              [--id stub-w0]
+ *              [--id stub-w0] [--redis-cluster H:P,H:P]
  * Prints "stubbridge ready id=..." on stderr once the bus is up, and the
  * counts on exit (SIGTERM/SIGINT). */
 #include "bus.h"
@@ -303,7 +303,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static void usage(void)
 {
     fprintf(stderr, "usage: stubbridge --redis-port P [--redis-host 127.0.0.1] "
-                    "[--prefix imb] [--id stub-w0]\n");
+                    "[--prefix imb] [--id stub-w0] [--redis-cluster H:P,H:P]\n");
     exit(2);
 }
 
@@ -313,6 +313,7 @@ int main(int argc, char **argv)
                                        {"redis-host", 1, 0, 'h'},
                                        {"prefix", 1, 0, 'x'},
                                        {"id", 1, 0, 'i'},
+                                       {"redis-cluster", 1, 0, 'c'},
                                        {0, 0, 0, 0}};
     struct bus_opts bo = {.host = "127.0.0.1", .prefix = "imb", .name = "stub"};
     const char *id = "stub-w0";
@@ -323,6 +324,7 @@ int main(int argc, char **argv)
         case 'h': bo.host = optarg; break;
         case 'x': bo.prefix = optarg; break;
         case 'i': id = optarg; break;
+        case 'c': bo.cluster = optarg; break;
         default: usage();
         }
     }
