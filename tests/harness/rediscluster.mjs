@@ -229,6 +229,7 @@ class ClusterNode {
       '--daemonize', 'no', '--protected-mode', 'no',
       '--logfile', '', '--loglevel', 'notice',
       ...(c.password ? ['--requirepass', c.password, '--masterauth', c.password] : []),
+      ...c.extraArgs,
     ];
   }
 
@@ -256,7 +257,7 @@ class ClusterNode {
 }
 
 export class RedisCluster {
-  constructor(stack, { masters, replicasPer, nodeTimeoutMs, password, ownStack }) {
+  constructor(stack, { masters, replicasPer, nodeTimeoutMs, password, extraArgs = [], ownStack }) {
     this.stack = stack;
     this.ownStack = ownStack;        // true: stop() cleans the whole (private) stack up
     this.masters = masters;
@@ -264,6 +265,7 @@ export class RedisCluster {
     this.nodeTimeoutMs = nodeTimeoutMs;
     this.password = password;        // requirepass + masterauth of every node (undefined: none)
     this.auth = password ? [password] : undefined;
+    this.extraArgs = extraArgs;      // more redis-server arguments for every node
     this.host = HOST;
     this.dir = null;                 // temp dir holding one dir per node
     this._nodes = [];                // ClusterNode, in start order
@@ -658,10 +660,13 @@ export class RedisCluster {
 }
 
 /**
- * startRedisCluster([stack], {masters=3, replicasPer=1, nodeTimeoutMs=1000, password, create=true})
+ * startRedisCluster([stack], {masters=3, replicasPer=1, nodeTimeoutMs=1000, password, extraArgs, create=true})
  *   -> RedisCluster, healthy (every node cluster_state:ok, all agree on the
- *   slots, every replica synced).  create: false starts the nodes only
- *   (e.g. to test a script that creates the cluster; then waitHealthy()).
+ *   slots, every replica synced).  password: requirepass + masterauth on
+ *   every node; extraArgs: more redis-server arguments for every node (e.g.
+ *   ['--cluster-require-full-coverage', 'no']); create: false starts the
+ *   nodes only (e.g. to test a script that creates the cluster; then
+ *   waitHealthy()).
  * With a Stack the nodes are its processes (their output in its failure
  * report) and stop() also runs at its cleanup; without one the cluster keeps
  * a private one.  Either way a node still alive when node exits is killed
@@ -670,10 +675,10 @@ export class RedisCluster {
 export async function startRedisCluster(stackOrOpts, maybeOpts) {
   const given = stackOrOpts && typeof stackOrOpts.spawn === 'function' ? stackOrOpts : null;
   const opts = (given ? maybeOpts : stackOrOpts) ?? {};
-  const { masters = 3, replicasPer = 1, nodeTimeoutMs = 1000, password, create = true } = opts;
+  const { masters = 3, replicasPer = 1, nodeTimeoutMs = 1000, password, extraArgs, create = true } = opts;
   if (masters < 3) throw new Error('redis-cli --cluster create needs at least 3 masters');
   const stack = given ?? new Stack(`redis-cluster-${crypto.randomBytes(3).toString('hex')}`);
-  const c = new RedisCluster(stack, { masters, replicasPer, nodeTimeoutMs, password, ownStack: !given });
+  const c = new RedisCluster(stack, { masters, replicasPer, nodeTimeoutMs, password, extraArgs, ownStack: !given });
   if (given) given.onCleanup('redis cluster', () => c.stop());
   // Last resort (Proc already SIGKILLs live children at exit): the dirs.
   c._exitHook = () => {
