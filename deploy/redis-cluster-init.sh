@@ -32,7 +32,7 @@ addrs=""
 for node in "$@"; do
     host=${node%:*}
     port=${node##*:}
-    ip=$(getent hosts "$host" | { read -r a _ && echo "$a"; } || true)
+    ip=$(getent ahostsv4 "$host" | { read -r a _ && echo "$a"; } || true)
     if [ -z "$ip" ]; then
         echo "redis-cluster-init: cannot resolve $host" >&2
         exit 1
