@@ -275,6 +275,7 @@ export class RedisCluster {
     this.stopped = false;
     this._exitHook = null;
     this._seedNodes = null;          // the masters once first healthy: `seeds`
+    this._busBase = new Map();       // port -> cluster bus counters at resetStats()
   }
 
   /** "127.0.0.1:p1,127.0.0.1:p2,..." of the masters at start: the services' --redis-cluster. */
@@ -624,26 +625,47 @@ export class RedisCluster {
   // ---- measurements --------------------------------------------------------
 
   /**
-   * INFO commandstats of every live node: [{port, id, role, calls: {cmd: n}, total}]
-   * (command names lower case as Redis prints them, e.g. 'publish', 'evalsha',
-   * 'cluster|slots').  Reset with resetStats().
+   * INFO commandstats of every live node: [{port, id, role, calls: {cmd: n},
+   * total, bus}] (command names lower case as Redis prints them, e.g.
+   * 'publish', 'evalsha', 'cluster|slots'; bus: the node's cluster-bus
+   * message counters from CLUSTER INFO, e.g. publish_received, ping_sent).
+   * resetStats() resets both.  A replica counts the writes it replays from
+   * its master too: count a shard's load on its master.
    */
   async commandStats() {
     return Promise.all(this.liveNodes().map(async (n) => {
-      const text = await this.commandOn(n.port, ['INFO', 'commandstats']);
+      const [text, info] = await redisPipeline(n.port, [['INFO', 'commandstats'], ['CLUSTER', 'INFO']], { auth: this.auth });
       const calls = {};
       let total = 0;
       for (const line of String(text).split('\r\n')) {
         const m = /^cmdstat_([^:]+):calls=(\d+)/.exec(line);
         if (m) { calls[m[1]] = Number(m[2]); total += Number(m[2]); }
       }
-      return { port: n.port, id: n.id, role: n.role, calls, total };
+      // A PUBLISH reaches the other nodes over the cluster bus, not as a
+      // command: those count here (publish_sent / publish_received).
+      // CONFIG RESETSTAT leaves these alone: counted from resetStats()'s snapshot.
+      const bus = {};
+      const base = this._busBase.get(n.port) ?? {};
+      for (const [k, v] of Object.entries(infoFields(info))) {
+        const m = /^cluster_stats_messages_(.+)$/.exec(k);
+        if (m) bus[m[1]] = Number(v) - (base[m[1]] ?? 0);
+      }
+      return { port: n.port, id: n.id, role: n.role, calls, total, bus };
     }));
   }
 
-  /** CONFIG RESETSTAT on every live node (commandStats() counts from here). */
+  /** CONFIG RESETSTAT on every live node, and a snapshot of its bus
+   *  counters: commandStats() counts from here. */
   async resetStats() {
-    await Promise.all(this.liveNodes().map((n) => this.commandOn(n.port, ['CONFIG', 'RESETSTAT'])));
+    await Promise.all(this.liveNodes().map(async (n) => {
+      const [info] = await redisPipeline(n.port, [['CLUSTER', 'INFO'], ['CONFIG', 'RESETSTAT']], { auth: this.auth });
+      const base = {};
+      for (const [k, v] of Object.entries(infoFields(info))) {
+        const m = /^cluster_stats_messages_(.+)$/.exec(k);
+        if (m) base[m[1]] = Number(v);
+      }
+      this._busBase.set(n.port, base);
+    }));
   }
 
   // ---- stop ----------------------------------------------------------------
