@@ -442,10 +442,11 @@ export class RedisCluster {
    * the importing node after ASKING; TRYAGAIN / CLUSTERDOWN / a refused
    * connection (a failover under way) are retried after a short pause, up to
    * timeoutMs.  Resolves the reply (a RedisError for other -ERR replies).
+   * key: the key that picks the slot when it is not args[1] (EVALSHA sha 1 key ...).
    */
-  async command(args, { timeoutMs = 5000 } = {}) {
+  async command(args, { timeoutMs = 5000, key } = {}) {
     args = args.flat();
-    const slot = args.length > 1 ? keySlot(args[1]) : 0;
+    const slot = key !== undefined ? keySlot(key) : args.length > 1 ? keySlot(args[1]) : 0;
     const deadline = Date.now() + timeoutMs;
     let port = this.slotMap[slot];
     let asking = false;

@@ -55,6 +55,8 @@ itest('redis cluster harness: start, keySlot, failover, slot migration under wri
   // -- command(): the owner answers; another master redirects ----------------
   assert.equal(await c.command(['SET', 'imb:inbox:{élodie@exämple.org}', 'v1']), 'OK');
   assert.equal(await c.command(['GET', 'imb:inbox:{élodie@exämple.org}']), 'v1');
+  assert.equal(await c.command(['EVAL', "return redis.call('GET', KEYS[1])", 1, 'imb:inbox:{élodie@exämple.org}'],
+    { key: 'imb:inbox:{élodie@exämple.org}' }), 'v1', 'a script routed by its key');
   const fooSlot = keySlot('foo');
   const fooOwner = await c.masterForSlot(fooSlot);
   const other = masters.find((m) => m.port !== fooOwner).port;
