@@ -192,7 +192,7 @@ class ClusterNode {
     this.dir = dir;           // its temp dir: nodes.conf, redis.log
     this.proc = null;         // the running Proc (null before start)
     this.starts = 0;
-    this.id = null;           // cluster node id (40 hex), from CLUSTER MYID
+    this.id = null;           // cluster node id (40 hex), from CLUSTER NODES
     this.role = null;         // 'master' | 'replica'
     this.masterId = null;     // for a replica: its master's id
     this.slots = [];          // for a master: its slot ranges, as CLUSTER NODES prints them
