@@ -192,7 +192,7 @@ class ClusterNode {
     this.dir = dir;           // its temp dir: nodes.conf, redis.log
     this.proc = null;         // the running Proc (null before start)
     this.starts = 0;
-    this.id = null;           // cluster node id (40 hex), from CLUSTER MYID
+    this.id = null;           // cluster node id (40 hex), from CLUSTER NODES
     this.role = null;         // 'master' | 'replica'
     this.masterId = null;     // for a replica: its master's id
     this.slots = [];          // for a master: its slot ranges, as CLUSTER NODES prints them
@@ -229,6 +229,7 @@ class ClusterNode {
       '--daemonize', 'no', '--protected-mode', 'no',
       '--logfile', '', '--loglevel', 'notice',
       ...(c.password ? ['--requirepass', c.password, '--masterauth', c.password] : []),
+      ...c.extraArgs,
     ];
   }
 
@@ -256,7 +257,7 @@ class ClusterNode {
 }
 
 export class RedisCluster {
-  constructor(stack, { masters, replicasPer, nodeTimeoutMs, password, ownStack }) {
+  constructor(stack, { masters, replicasPer, nodeTimeoutMs, password, extraArgs = [], ownStack }) {
     this.stack = stack;
     this.ownStack = ownStack;        // true: stop() cleans the whole (private) stack up
     this.masters = masters;
@@ -264,6 +265,7 @@ export class RedisCluster {
     this.nodeTimeoutMs = nodeTimeoutMs;
     this.password = password;        // requirepass + masterauth of every node (undefined: none)
     this.auth = password ? [password] : undefined;
+    this.extraArgs = extraArgs;      // more redis-server arguments for every node
     this.host = HOST;
     this.dir = null;                 // temp dir holding one dir per node
     this._nodes = [];                // ClusterNode, in start order
@@ -273,6 +275,7 @@ export class RedisCluster {
     this.stopped = false;
     this._exitHook = null;
     this._seedNodes = null;          // the masters once first healthy: `seeds`
+    this._busBase = new Map();       // port -> cluster bus counters at resetStats()
   }
 
   /** "127.0.0.1:p1,127.0.0.1:p2,..." of the masters at start: the services' --redis-cluster. */
@@ -439,10 +442,11 @@ export class RedisCluster {
    * the importing node after ASKING; TRYAGAIN / CLUSTERDOWN / a refused
    * connection (a failover under way) are retried after a short pause, up to
    * timeoutMs.  Resolves the reply (a RedisError for other -ERR replies).
+   * key: the key that picks the slot when it is not args[1] (EVALSHA sha 1 key ...).
    */
-  async command(args, { timeoutMs = 5000 } = {}) {
+  async command(args, { timeoutMs = 5000, key } = {}) {
     args = args.flat();
-    const slot = args.length > 1 ? keySlot(args[1]) : 0;
+    const slot = key !== undefined ? keySlot(key) : args.length > 1 ? keySlot(args[1]) : 0;
     const deadline = Date.now() + timeoutMs;
     let port = this.slotMap[slot];
     let asking = false;
@@ -622,26 +626,47 @@ export class RedisCluster {
   // ---- measurements --------------------------------------------------------
 
   /**
-   * INFO commandstats of every live node: [{port, id, role, calls: {cmd: n}, total}]
-   * (command names lower case as Redis prints them, e.g. 'publish', 'evalsha',
-   * 'cluster|slots').  Reset with resetStats().
+   * INFO commandstats of every live node: [{port, id, role, calls: {cmd: n},
+   * total, bus}] (command names lower case as Redis prints them, e.g.
+   * 'publish', 'evalsha', 'cluster|slots'; bus: the node's cluster-bus
+   * message counters from CLUSTER INFO, e.g. publish_received, ping_sent).
+   * resetStats() resets both.  A replica counts the writes it replays from
+   * its master too: count a shard's load on its master.
    */
   async commandStats() {
     return Promise.all(this.liveNodes().map(async (n) => {
-      const text = await this.commandOn(n.port, ['INFO', 'commandstats']);
+      const [text, info] = await redisPipeline(n.port, [['INFO', 'commandstats'], ['CLUSTER', 'INFO']], { auth: this.auth });
       const calls = {};
       let total = 0;
       for (const line of String(text).split('\r\n')) {
         const m = /^cmdstat_([^:]+):calls=(\d+)/.exec(line);
         if (m) { calls[m[1]] = Number(m[2]); total += Number(m[2]); }
       }
-      return { port: n.port, id: n.id, role: n.role, calls, total };
+      // A PUBLISH reaches the other nodes over the cluster bus, not as a
+      // command: those count here (publish_sent / publish_received).
+      // CONFIG RESETSTAT leaves these alone: counted from resetStats()'s snapshot.
+      const bus = {};
+      const base = this._busBase.get(n.port) ?? {};
+      for (const [k, v] of Object.entries(infoFields(info))) {
+        const m = /^cluster_stats_messages_(.+)$/.exec(k);
+        if (m) bus[m[1]] = Number(v) - (base[m[1]] ?? 0);
+      }
+      return { port: n.port, id: n.id, role: n.role, calls, total, bus };
     }));
   }
 
-  /** CONFIG RESETSTAT on every live node (commandStats() counts from here). */
+  /** CONFIG RESETSTAT on every live node, and a snapshot of its bus
+   *  counters: commandStats() counts from here. */
   async resetStats() {
-    await Promise.all(this.liveNodes().map((n) => this.commandOn(n.port, ['CONFIG', 'RESETSTAT'])));
+    await Promise.all(this.liveNodes().map(async (n) => {
+      const [info] = await redisPipeline(n.port, [['CLUSTER', 'INFO'], ['CONFIG', 'RESETSTAT']], { auth: this.auth });
+      const base = {};
+      for (const [k, v] of Object.entries(infoFields(info))) {
+        const m = /^cluster_stats_messages_(.+)$/.exec(k);
+        if (m) base[m[1]] = Number(v);
+      }
+      this._busBase.set(n.port, base);
+    }));
   }
 
   // ---- stop ----------------------------------------------------------------
@@ -658,10 +683,13 @@ export class RedisCluster {
 }
 
 /**
- * startRedisCluster([stack], {masters=3, replicasPer=1, nodeTimeoutMs=1000, password, create=true})
+ * startRedisCluster([stack], {masters=3, replicasPer=1, nodeTimeoutMs=1000, password, extraArgs, create=true})
  *   -> RedisCluster, healthy (every node cluster_state:ok, all agree on the
- *   slots, every replica synced).  create: false starts the nodes only
- *   (e.g. to test a script that creates the cluster; then waitHealthy()).
+ *   slots, every replica synced).  password: requirepass + masterauth on
+ *   every node; extraArgs: more redis-server arguments for every node (e.g.
+ *   ['--cluster-require-full-coverage', 'no']); create: false starts the
+ *   nodes only (e.g. to test a script that creates the cluster; then
+ *   waitHealthy()).
  * With a Stack the nodes are its processes (their output in its failure
  * report) and stop() also runs at its cleanup; without one the cluster keeps
  * a private one.  Either way a node still alive when node exits is killed
@@ -670,10 +698,10 @@ export class RedisCluster {
 export async function startRedisCluster(stackOrOpts, maybeOpts) {
   const given = stackOrOpts && typeof stackOrOpts.spawn === 'function' ? stackOrOpts : null;
   const opts = (given ? maybeOpts : stackOrOpts) ?? {};
-  const { masters = 3, replicasPer = 1, nodeTimeoutMs = 1000, password, create = true } = opts;
+  const { masters = 3, replicasPer = 1, nodeTimeoutMs = 1000, password, extraArgs, create = true } = opts;
   if (masters < 3) throw new Error('redis-cli --cluster create needs at least 3 masters');
   const stack = given ?? new Stack(`redis-cluster-${crypto.randomBytes(3).toString('hex')}`);
-  const c = new RedisCluster(stack, { masters, replicasPer, nodeTimeoutMs, password, ownStack: !given });
+  const c = new RedisCluster(stack, { masters, replicasPer, nodeTimeoutMs, password, extraArgs, ownStack: !given });
   if (given) given.onCleanup('redis cluster', () => c.stop());
   // Last resort (Proc already SIGKILLs live children at exit): the dirs.
   c._exitHook = () => {

@@ -20,10 +20,13 @@ import {
   itest, startBridge, startRedis, startProsody, startXmppd, startEdge, connectPhone,
   startDesktop, randomCredKey, freePort, waitFor, sleep, binPath, bareJid, REPO_ROOT, HOST,
   canConnect, loopbackHaproxyCfg, haproxyStates, redisSubscriber, httpAddr, PLAIN_RUN_ONLY, xml,
+  startRedisCluster,
 } from '../harness/index.mjs';
 
 const DEPLOY = path.join(REPO_ROOT, 'deploy');
 const COMPOSE = path.join(REPO_ROOT, 'docker-compose.yml');
+const COMPOSE_CLUSTER = path.join(DEPLOY, 'docker-compose.cluster.yml');
+const CLUSTER_INIT = path.join(DEPLOY, 'redis-cluster-init.sh');
 const HAPROXY_CFG = path.join(DEPLOY, 'haproxy.cfg');
 
 function has(cmd) {
@@ -68,7 +71,15 @@ test('docker-compose.yml: services wired as documented', { skip: noCompose || PL
   }
   const c = JSON.parse(y.stdout);
   const s = c.services;
-  assert.deepEqual(Object.keys(s).sort(), ['edge', 'haproxy', 'openfire', 'redis', 'xmppd']);
+  // `config` lists every service, those of profiles (`cluster`: see the
+  // next test) too; a plain `up` starts the others.
+  const byDefault = Object.keys(s).filter((n) => !s[n].profiles?.length);
+  assert.deepEqual(byDefault.sort(), ['edge', 'haproxy', 'openfire', 'redis', 'xmppd']);
+  for (const name of byDefault) {
+    for (const dep of Object.keys(s[name].depends_on ?? {})) {
+      assert.ok(byDefault.includes(dep), `${name} (default) depends on ${dep}, which only a profile starts`);
+    }
+  }
 
   // Edges scale: no fixed name, no host port; haproxy owns 7222 on the host.
   assert.equal(s.edge.container_name, undefined, 'edge must not have a container_name');
@@ -163,6 +174,153 @@ test('docker-compose.yml: services wired as documented', { skip: noCompose || PL
   assert.equal(s.xmppd.environment.IMB_PUSH_PORT, '5275', "Openfire's component port");
   assert.match(s.xmppd.environment.IMB_PUSH_JID, /\.imbridge\.local$/);
 });
+
+/** `docker-compose -f FILE... config`, read with PyYAML; null (after t.skip) without PyYAML. */
+function composeConfig(t, files, extra = []) {
+  const r = spawnSync('docker-compose', [...files.flatMap((f) => ['-f', f]), ...extra, 'config'],
+    { cwd: REPO_ROOT, encoding: 'utf8' });
+  assert.equal(r.status, 0, `docker-compose ${files.join(' ')} config:\n${r.stderr}`);
+  const y = spawnSync('/usr/bin/python3', ['-c',
+    'import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.stdin)))'], { input: r.stdout, encoding: 'utf8' });
+  if (y.status !== 0) {
+    t.skip('no /usr/bin/python3 with PyYAML to read the normalized compose file');
+    return null;
+  }
+  return JSON.parse(y.stdout);
+}
+
+/** `--flag value` pairs of a command list as a Map (a flag given twice: the last). */
+function flagMap(cmd) {
+  const m = new Map();
+  for (let i = 0; i < cmd.length; i++) {
+    if (cmd[i].startsWith('--') && i + 1 < cmd.length && !cmd[i + 1].startsWith('--')) m.set(cmd[i].slice(2), cmd[++i]);
+  }
+  return m;
+}
+
+test('docker-compose.yml: profile `cluster` (3 masters + 3 replicas, a one-shot create) and deploy/docker-compose.cluster.yml',
+  { skip: noCompose || PLAIN_RUN_ONLY }, (t) => {
+    const c = composeConfig(t, [COMPOSE]);
+    if (!c) return;
+    const s = c.services;
+    const inCluster = Object.keys(s).filter((n) => s[n].profiles?.includes('cluster')).sort();
+    const nodes = ['redis-c1', 'redis-c2', 'redis-c3', 'redis-c4', 'redis-c5', 'redis-c6'];
+    assert.deepEqual(inCluster, [...nodes, 'redis-cluster-init']);
+    const password = s.edge.environment.IMB_REDIS_PASSWORD;
+    const volumes = new Set();
+    for (const name of nodes) {
+      const n = s[name];
+      assert.deepEqual(n.profiles, ['cluster'], `${name}: only in the cluster profile`);
+      assert.equal(n.image, s.redis.image, `${name}: the single redis's image`);
+      assert.equal(n.command[0], 'redis-server');
+      const f = flagMap(n.command);
+      assert.equal(f.get('cluster-enabled'), 'yes', `${name}: cluster mode`);
+      assert.match(f.get('cluster-config-file') ?? '', /^\/data\//, `${name}: nodes.conf in the data volume`);
+      const timeout = Number(f.get('cluster-node-timeout'));
+      assert.ok(timeout >= 1000 && timeout <= 15000, `${name}: cluster-node-timeout ${timeout}`);
+      assert.equal(f.get('cluster-require-full-coverage'), 'no', `${name}: the other shards serve while one fails over`);
+      assert.equal(f.get('appendonly'), 'yes', `${name}: inboxes and counters survive a restart`);
+      assert.equal(f.get('maxmemory-policy'), 'noeviction', name);
+      assert.equal(f.get('requirepass'), password, `${name}: the services' IMB_REDIS_PASSWORD`);
+      assert.equal(f.get('masterauth'), password, `${name}: replicas authenticate to their master`);
+      assert.equal(f.get('client-output-buffer-limit'), flagMap(s.redis.command).get('client-output-buffer-limit'), name);
+      assert.ok(n.healthcheck?.test, `${name} has a healthcheck`);
+      assert.equal(n.ports, undefined, `${name} publishes no port`);
+      assert.ok(Object.keys(n.networks ?? {}).includes('imb'), `${name} on the imb network`);
+      const data = (n.volumes ?? []).map((v) => (typeof v === 'string' ? v : `${v.source}:${v.target}`))
+        .find((v) => /:\/data(:|$)/.test(v));
+      assert.ok(data, `${name} keeps /data in a volume`);
+      volumes.add(data.split(':')[0]);
+    }
+    assert.equal(volumes.size, nodes.length, `one data volume per node: ${[...volumes]}`);
+
+    // The one-shot: after all six answer, creates 3 masters + 3 replicas once.
+    const init = s['redis-cluster-init'];
+    assert.deepEqual(Object.keys(init.depends_on).sort(), nodes);
+    for (const [dep, how] of Object.entries(init.depends_on)) assert.equal(how.condition, 'service_healthy', dep);
+    assert.equal(String(init.restart), 'no', 'a one-shot is not restarted');
+    assert.equal(init.environment.REDISCLI_AUTH, password, 'redis-cli gets the password from the environment');
+    assert.ok(!init.command.includes(password), 'no password on the command line');
+    const initMount = (init.volumes ?? []).map((v) => (typeof v === 'string' ? v : `${v.source}:${v.target}`))
+      .find((v) => v.includes('deploy/redis-cluster-init.sh:'));
+    assert.ok(initMount, `redis-cluster-init mounts deploy/redis-cluster-init.sh: ${JSON.stringify(init.volumes)}`);
+    assert.ok(init.command.some((a) => initMount.split(':')[1] === a), `it runs the mounted script: ${init.command}`);
+    const ri = init.command.indexOf('--replicas');
+    const replicas = Number(init.command[ri + 1]);
+    const targets = init.command.filter((a) => /^redis-c\d:6379$/.test(a));
+    assert.equal(replicas, 1);
+    assert.deepEqual(targets, nodes.map((n) => `${n}:6379`));
+    assert.equal(targets.length / (1 + replicas), 3, '3 masters');
+    const script = fs.readFileSync(CLUSTER_INIT, 'utf8');
+    assert.match(script, /redis-cli --cluster create \$addrs --cluster-replicas "\$replicas" --cluster-yes/);
+    assert.equal(spawnSync('sh', ['-n', CLUSTER_INIT]).status, 0, 'sh -n redis-cluster-init.sh');
+    if (has('shellcheck')) {
+      const sc = spawnSync('shellcheck', [CLUSTER_INIT], { encoding: 'utf8' });
+      assert.equal(sc.status, 0, `shellcheck:\n${sc.stdout}`);
+    }
+    // The default profile does not know the cluster.
+    for (const name of ['edge', 'xmppd']) assert.equal(s[name].environment.IMB_REDIS_CLUSTER, undefined, name);
+
+    // deploy/docker-compose.cluster.yml: edge and xmppd on the cluster,
+    // once the one-shot has made it.
+    const o = composeConfig(t, [COMPOSE, COMPOSE_CLUSTER], ['--profile', 'cluster']);
+    if (!o) return;
+    for (const name of ['edge', 'xmppd']) {
+      const svc = o.services[name];
+      const seeds = svc.environment.IMB_REDIS_CLUSTER?.split(',') ?? [];
+      assert.deepEqual(seeds, nodes.map((n) => `${n}:6379`), `${name}: IMB_REDIS_CLUSTER lists every node`);
+      assert.equal(svc.depends_on['redis-cluster-init']?.condition, 'service_completed_successfully', name);
+      assert.equal(svc.environment.IMB_REDIS_PASSWORD, password, name);
+      const opts = helpOptions(binPath(`imb-${name}`));
+      if (!opts.has('redis_cluster')) {
+        t.diagnostic(`${name}: IMB_REDIS_CLUSTER is set for the redis_cluster option imb-${name} does not have yet`);
+      }
+      for (const k of Object.keys(svc.environment).filter((x) => x.startsWith('IMB_'))) {
+        const opt = k.slice(4).toLowerCase();
+        if (['http_listen', 'redis_cluster'].includes(opt) && !opts.has(opt)) continue;
+        assert.ok(opts.has(opt), `${name}: ${k} is not an option of imb-${name}`);
+      }
+    }
+    // Nothing else changes: the override only adds. (docker-compose 1.29
+    // prints an empty mapping as null in one run and {} in the other.)
+    const norm = (v) => JSON.parse(JSON.stringify(v, (k, x) => (x === null ? {} : x)));
+    for (const name of Object.keys(s)) {
+      if (['edge', 'xmppd'].includes(name)) continue;
+      assert.deepEqual(norm(o.services[name]), norm(s[name]), `${name} is the same with the override`);
+    }
+    t.diagnostic(`cluster profile: ${nodes.length} nodes, ${replicas} replica per master, ` +
+      `node timeout ${flagMap(s['redis-c1'].command).get('cluster-node-timeout')} ms`);
+  });
+
+itest('deploy/redis-cluster-init.sh makes six fresh nodes one cluster (3 masters + 3 replicas); a second run creates nothing',
+  { bins: [], timeout: 60000, skip: PLAIN_RUN_ONLY }, async (t, stack) => {
+    const password = 'init-script-secret';
+    const c = await startRedisCluster(stack, { create: false, password });
+    // The first by name: the script resolves names (compose: redis-cN).
+    const addrs = c.nodes.map((n, i) => `${i === 0 ? 'localhost' : HOST}:${n.port}`);
+    const run = () => new Promise((resolve) => {
+      execFile('sh', [CLUSTER_INIT, '--replicas', '1', ...addrs],
+        { env: { ...process.env, REDISCLI_AUTH: password }, timeout: 60000 },
+        (err, stdout, stderr) => resolve({ code: err ? err.code ?? 1 : 0, out: stdout + stderr }));
+    });
+    const t0 = Date.now();
+    const first = await run();
+    const firstMs = Date.now() - t0;
+    assert.equal(first.code, 0, first.out);
+    assert.doesNotMatch(first.out, new RegExp(password), 'the password is not printed');
+    await c.waitHealthy({ timeoutMs: 20000 });
+    const masters = c.nodes.filter((n) => n.role === 'master');
+    const replicas = c.nodes.filter((n) => n.role === 'replica');
+    assert.equal(masters.length, 3);
+    assert.equal(replicas.length, 3);
+    assert.deepEqual(new Set(replicas.map((r) => r.masterId)), new Set(masters.map((m) => m.id)));
+    assert.equal(await c.command(['SET', '{init}k', 'v']), 'OK');
+    const second = await run();
+    assert.equal(second.code, 0, second.out);
+    assert.match(second.out, /the cluster exists/);
+    assert.equal(await c.command(['GET', '{init}k']), 'v', 'a second run changed nothing');
+    t.diagnostic(`first run ${firstMs} ms; second run: ${second.out.trim().split('\n').join(' | ')}`);
+  });
 
 test('deploy/openfire: Monitoring (archive) and Push Notification plugins pinned and installed by init.sh', { skip: PLAIN_RUN_ONLY }, (t) => {
   const list = fs.readFileSync(path.join(DEPLOY, 'openfire', 'plugins.txt'), 'utf8').split('\n')

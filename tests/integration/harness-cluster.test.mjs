@@ -5,11 +5,13 @@
 // of a master is followed by a replica's promotion, timed; a slot with keys
 // in it migrates to another master while writers keep writing, and no acked
 // write is lost; a killed master restarts as a replica; commandStats() counts
-// per node; stop() leaves no process and no temp dir.  A password-protected
+// commands per node, and the PUBLISH each node got over the cluster bus; stop() leaves no process and no temp dir.  A password-protected
 // cluster works the same way.  Runs none of the project's binaries.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { itest, startRedisCluster, keySlot, tagForSlot, RedisError, PLAIN_RUN_ONLY, sleep } from '../harness/index.mjs';
+import {
+  itest, startRedisCluster, keySlot, tagForSlot, RedisError, PLAIN_RUN_ONLY, sleep, waitFor, redisCommand,
+} from '../harness/index.mjs';
 
 const NO_BINS = { bins: [], timeout: 60000, skip: PLAIN_RUN_ONLY };
 
@@ -53,6 +55,8 @@ itest('redis cluster harness: start, keySlot, failover, slot migration under wri
   // -- command(): the owner answers; another master redirects ----------------
   assert.equal(await c.command(['SET', 'imb:inbox:{élodie@exämple.org}', 'v1']), 'OK');
   assert.equal(await c.command(['GET', 'imb:inbox:{élodie@exämple.org}']), 'v1');
+  assert.equal(await c.command(['EVAL', "return redis.call('GET', KEYS[1])", 1, 'imb:inbox:{élodie@exämple.org}'],
+    { key: 'imb:inbox:{élodie@exämple.org}' }), 'v1', 'a script routed by its key');
   const fooSlot = keySlot('foo');
   const fooOwner = await c.masterForSlot(fooSlot);
   const other = masters.find((m) => m.port !== fooOwner).port;
@@ -67,6 +71,18 @@ itest('redis cluster harness: start, keySlot, failover, slot migration under wri
   assert.equal(stats.length, 6);
   assert.ok(ownerStats.calls.set >= 10, JSON.stringify(ownerStats));
   t.diagnostic(`commandStats: SET calls by node ${stats.map((s) => `${s.port}(${s.role})=${s.calls.set ?? 0}`).join(' ')}`);
+  // Classic pub/sub: one PUBLISH goes over the cluster bus to every other node.
+  await c.resetStats();
+  for (let i = 0; i < 7; i++) await c.commandOn(other, ['PUBLISH', 'imb:harness', `m${i}`]);
+  const bus = await waitFor(async () => {
+    const st = await c.commandStats();
+    return st.every((s) => s.port === other || s.bus.publish_received === 7) && st;
+  }, { timeout: 3000, what: 'every other node received the 7 PUBLISH over the bus' });
+  const pub = bus.find((s) => s.port === other);
+  assert.equal(pub.calls.publish, 7);
+  assert.equal(pub.bus.publish_sent, 7 * 5);
+  t.diagnostic(`7 PUBLISH on ${other}: bus publish_sent ${pub.bus.publish_sent}, publish_received by node ` +
+    `${bus.filter((s) => s.port !== other).map((s) => `${s.port}=${s.bus.publish_received}`).join(' ')}`);
 
   // -- slot migration while writers write ------------------------------------
   const tag = tagForSlot(keySlot('imb-migration-test'), 'mig');
@@ -142,11 +158,37 @@ itest('redis cluster harness: start, keySlot, failover, slot migration under wri
   const itsReplica = c.nodes.find((n) => n.masterId === victimId).port;
   for (let i = 0; i < 20; i++) await c.command(['SET', `{foo}:f:${i}`, `f${i}`]);
   assert.equal(await c.commandOn(victim, ['WAIT', 1, 2000]), 1, 'the replica has the writes before the kill');
+  // A writer on the slot keeps going through the failover: command() retries
+  // (CLUSTERDOWN, refused connections) until the replica has taken over.
+  const retriesBefore = c.redirects.retries;
+  let wStop = false;
+  let wAcked = 0;
+  let wFailed = 0;
+  let worstGap = 0;
+  let lastAck = Date.now();
+  const failWriter = (async () => {
+    for (let i = 0; !wStop; i++) {
+      try {
+        if ((await c.command(['SET', `{foo}:w:${i}`, i], { timeoutMs: 15000 })) === 'OK') wAcked++; else wFailed++;
+        worstGap = Math.max(worstGap, Date.now() - lastAck);
+        lastAck = Date.now();
+      } catch {
+        wFailed++;
+      }
+    }
+  })();
+  await sleep(200);
   const killedAt = await c.killMaster(victim);
   assert.ok(Math.abs(Date.now() - killedAt) < 5000);
   const fo = await c.waitFailover(fooSlot, { timeoutMs: 15000 });
+  await sleep(300);
+  wStop = true;
+  await failWriter;
   t.diagnostic(`killMaster ${victim}: replica ${fo.port} promoted, slot ${fooSlot} served again after ${fo.ms} ms ` +
-    `(node timeout ${c.nodeTimeoutMs} ms); redirects so far ${JSON.stringify(c.redirects)}`);
+    `(node timeout ${c.nodeTimeoutMs} ms); a writer on the slot: acked ${wAcked}, failed ${wFailed}, ` +
+    `worst gap ${worstGap} ms, ${c.redirects.retries - retriesBefore} retries`);
+  assert.equal(wFailed, 0, 'the writer waited out the failover');
+  assert.ok(c.redirects.retries > retriesBefore, 'command() retried during the failover');
   assert.equal(fo.port, itsReplica);
   assert.equal(fo.promotedFrom, victim);
   assert.ok(fo.ms < 10000, `failover in ${fo.ms} ms`);
@@ -180,7 +222,6 @@ itest('redis cluster harness: a password-protected cluster (requirepass + master
   try {
     t.diagnostic(`password cluster up in ${Date.now() - t0} ms: ${c.seeds}`);
     const port = c.nodes[0].port;
-    const { redisCommand } = await import('../harness/index.mjs');
     const noauth = await redisCommand(port, ['PING']);
     assert.ok(noauth instanceof RedisError && /NOAUTH/.test(noauth.message), String(noauth));
     assert.equal(await c.command(['SET', '{pw}k', 'v']), 'OK');
