@@ -1336,13 +1336,19 @@ struct env *bus_envelope(const char *channel, const char *payload, size_t len,
 
 int64_t bus_heartbeat_age_ms(const struct bus *bus)
 {
-    if (!bus_up(bus))
+    /* The oldest among the nodes holding the bus's channels: what this
+     * process receives. (A cluster's other masters may be failing over
+     * meanwhile: the bus is then down, but not this path.) */
+    if (bus->cluster && !bus->map_complete)
         return -1;
-    /* The oldest among the subscription links. */
     int64_t now = util_mono_ms(), age = 0;
     for (unsigned i = 0; i < bus->nnodes; i++) {
         const struct node *n = bus->nodes[i];
-        if (n->sub.wanted && now - n->hb_last_rx_ms > age)
+        if (!n->sub.wanted)
+            continue;
+        if (n->sub.state != LINK_UP || n->cmd.state != LINK_UP)
+            return -1;
+        if (now - n->hb_last_rx_ms > age)
             age = now - n->hb_last_rx_ms;
     }
     return age;

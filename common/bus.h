@@ -140,7 +140,8 @@ struct bus_stats {
 const struct bus_stats *bus_stats(const struct bus *bus);
 /* Milliseconds since the bus's own heartbeat last came back through Redis
  * (publish on one link, received on the other): the health of the real
- * path. -1 when the bus is down. */
+ * path. -1 when a node holding one of the bus's channels is unreachable (on
+ * a cluster, another master failing over leaves this path up). */
 int64_t bus_heartbeat_age_ms(const struct bus *bus);
 
 #endif
