@@ -737,6 +737,44 @@ async function clusterRun(kind, common) {
   } finally { await st.cleanup(); }
 }
 
+// What a cluster's pub/sub costs: N PUBLISH (classic: forwarded over the
+// cluster bus to every node) against N SPUBLISH (sharded: only to the
+// shard's replica), each sent by redis-benchmark to the master of its
+// channel's slot, one subscriber on that master; the CPU of every node
+// (INFO cpu) per message.
+async function pubCost(n) {
+  const { startRedisCluster } = await import('../tests/harness/rediscluster.mjs');
+  const { redisCommand } = await import('../tests/harness/redis.mjs');
+  const st = new Stack('cluster-pub');
+  const out = {};
+  try {
+    const c = await startRedisCluster(st, { masters: 3, replicasPer: 1, nodeTimeoutMs: 2000 });
+    const channel = 'imb:e:{bench}';
+    const port = await c.masterForSlot(c.keySlot(channel));
+    const cpu = async () => {
+      let sum = 0;
+      for (const node of c.nodes) {
+        const info = String(await redisCommand(node.port, ['INFO', 'cpu']));
+        sum += Number(/used_cpu_sys:([\d.]+)/.exec(info)[1]) + Number(/used_cpu_user:([\d.]+)/.exec(info)[1]);
+      }
+      return sum;
+    };
+    for (const cmd of ['PUBLISH', 'SPUBLISH']) {
+      const sub = st.spawn(`sub-${cmd}`, 'redis-cli', ['-p', String(port), cmd === 'PUBLISH' ? 'SUBSCRIBE' : 'SSUBSCRIBE', channel]);
+      await sleep(300);
+      const c0 = await cpu();
+      const t0 = performance.now();
+      await execFileP('redis-benchmark', ['-p', String(port), '-n', String(n), '-c', '4', '-P', '16', '-q', cmd, channel, 'x'.repeat(200)]);
+      const secs = (performance.now() - t0) / 1000;
+      const c1 = await cpu();
+      await sub.stop({ timeout: 2000 });
+      out[cmd.toLowerCase()] = { us_per_msg_all_nodes: ((c1 - c0) * 1e6) / n, msgs_per_s: n / secs };
+    }
+    out.nodes = c.nodes.length;
+  } finally { await st.cleanup(); }
+  return out;
+}
+
 async function sectionCluster() {
   const P = CFG.pairs; const K = CFG.pairsInflight;
   const common = ['--conns', String(P), '--inflight', String(K), '--warmup', String(CFG.chatWarm), '--duration', String(CFG.chatSecs), '--timeout', String(CFG.chatSecs + 80)];
@@ -753,7 +791,16 @@ async function sectionCluster() {
     commands_per_msg: summarize(list, (x) => x.shards.reduce((a, y) => a + y.commands_per_msg, 0)),
     loadavg: { before: list.map((x) => x.loadavg.before[0]), after: list.map((x) => x.loadavg.after[0]) },
   });
-  return { pairs: P, inflight: K, runs, summary: { one: sum(runs.one), cluster: sum(runs.cluster) } };
+  const pub = [];
+  for (let r = 0; r < RUNS; r++) pub.push(await pubCost(QUICK ? 50000 : 300000));
+  log(`cluster pub/sub: ${pub.map((x) => `PUBLISH ${x.publish.us_per_msg_all_nodes.toFixed(1)} us, SPUBLISH ${x.spublish.us_per_msg_all_nodes.toFixed(1)} us`).join('; ')} of CPU per message, all nodes`);
+  return {
+    pairs: P, inflight: K, runs, pub,
+    summary: {
+      one: sum(runs.one), cluster: sum(runs.cluster),
+      publish_us: summarize(pub, (x) => x.publish.us_per_msg_all_nodes), spublish_us: summarize(pub, (x) => x.spublish.us_per_msg_all_nodes),
+    },
+  };
 }
 
 // ------------------------------------------ 7: cost per message, counted
@@ -1239,6 +1286,8 @@ function render(res) {
       L.push(`| ${n.role} ${n.port} | ${f2(n.commands_per_msg)} | ${f2(n.evalsha_per_msg)} | ${f2(n.publish_per_msg)} | ${f1(n.cpu_us_per_msg)} |`);
     }
     L.push('', 'A replica executes what its master replicates (the writes of the scripts, not their reads); every node also receives each PUBLISH over the cluster bus (not counted as a command).', '');
+    L.push(`Pub/sub alone on the same cluster (redis-benchmark, 200-byte messages, pipelined, one subscriber): CPU of all ${S.cluster.pub[0]?.nodes} nodes per message, ` +
+      `classic PUBLISH ${sp(x.publish_us, f2)} µs, sharded SPUBLISH ${sp(x.spublish_us, f2)} µs.`, '');
   }
   return L.join('\n');
 }
