@@ -159,7 +159,8 @@ export function startXmppServer(stack, { xmpp = 'prosody', ...opts } = {}) {
  * The whole system for one test, each part on its own free port:
  *   startBridge(stack, {users, workers=2, edge:{heartbeat,...}, xmppdArgs, edgeArgs, probe=true,
  *     push=false, xmpp='prosody'|'ejabberd', xmppOpts (more for the server's start),
- *     redisOpts (more for startRedis: extraArgs, appendonly...))
+ *     redisOpts (more for startRedis: extraArgs, appendonly...), redis (a RedisServer
+ *     started already: used instead of a new one))
  *   (probe: wait with waitBridgeReady() before returning)
  *   (xmpp: default IMB_TEST_XMPP, else prosody: IMB_TEST_XMPP=ejabberd runs a
  *   suite's bridges against ejabberd)
@@ -173,12 +174,13 @@ export function startXmppServer(stack, { xmpp = 'prosody', ...opts } = {}) {
 export async function startBridge(stack, {
   users = DEFAULT_USERS, workers = 2, edge: edgeOpts = {}, xmppdArgs = [], edgeArgs = [], probe = true,
   push = false, xmpp = process.env.IMB_TEST_XMPP || 'prosody', xmppOpts = {}, redisOpts = {},
+  redis: givenRedis,
 } = {}) {
   requireBin('imb-xmppd');
   requireBin('imb-edge');
   const credKey = randomCredKey();
   const [redis, server] = await Promise.all([
-    startRedis(stack, redisOpts),
+    givenRedis ?? startRedis(stack, redisOpts),
     startXmppServer(stack, { xmpp, users, push, ...xmppOpts }),
   ]);
   if (push) xmppdArgs = [...pushArgs(server), ...xmppdArgs];
