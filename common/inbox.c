@@ -1,10 +1,12 @@
 /* inbox.c - the delivery window: Lua scripts run atomically in Redis, so the
  * sequence number, the stored copy and the PUBLISH can never disagree. */
 #include "inbox.h"
+#include "keys.h"
 #include "lease.h"
 #include "util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The scripts, with their keys and arguments, are in common/lua/. A script
@@ -29,20 +31,74 @@ static struct bus_script FETCH = {
 static void keys(struct bus *bus, const char *jid, char *seq, char *inbox,
                  size_t n)
 {
-    snprintf(seq, n, "%s:seq:%s", bus_prefix(bus), jid);
-    snprintf(inbox, n, "%s:inbox:%s", bus_prefix(bus), jid);
+    keys_user(bus, seq, n, KEYS_SEQ, jid);
+    keys_user(bus, inbox, n, KEYS_INBOX, jid);
 }
 
-/* The push list, the push channel, and the list's last index kept. */
-struct push_names {
-    char list[200], channel[200], max[24];
+/* ---- push envelopes: after the script, from here ------------------------
+ * The push list and channel are the deployment's, not the user's: in a
+ * Redis Cluster they live on another node than the user's keys, and no
+ * script may touch both. The scripts return the push envelopes they built
+ * (with seq and unread); they are published and queued here, as soon as
+ * the reply comes, in their order. A bridge that dies between the two
+ * loses those pushes, not the messages (they stay in the inbox). */
+
+/* A script call whose reply carries push envelopes, and its caller's cb. */
+struct push_call {
+    struct bus *bus;
+    bus_reply_cb *cb; /* the caller's, may be NULL */
+    void *data;       /* the caller's, handed to cb */
+    int at;           /* where the reply holds them: the index of an array
+                         of strings in an array reply, or -1: the reply is
+                         one string */
 };
 
-static void push_names(struct bus *bus, struct push_names *pn)
+static void push_send(struct bus *bus, const redisReply *const *texts, size_t n)
 {
-    snprintf(pn->list, sizeof(pn->list), "%s:pushq", bus_prefix(bus));
-    snprintf(pn->channel, sizeof(pn->channel), "%s:push", bus_prefix(bus));
-    snprintf(pn->max, sizeof(pn->max), "%d", INBOX_PUSHQ_MAX - 1);
+    char list[200], channel[200], max[24]; /* (a prefix is <= 100) */
+    if (n == 0)
+        return;
+    snprintf(list, sizeof(list), "%s:pushq", bus_prefix(bus));
+    snprintf(channel, sizeof(channel), "%s:push", bus_prefix(bus));
+    snprintf(max, sizeof(max), "%d", INBOX_PUSHQ_MAX - 1);
+    const char *argv[2 + INBOX_BATCH_MAX] = {"LPUSH", list};
+    size_t argvlen[2 + INBOX_BATCH_MAX] = {5, strlen(list)};
+    size_t k = 2;
+    for (size_t i = 0; i < n && k < 2 + INBOX_BATCH_MAX; i++) {
+        bus_publish(bus, channel, texts[i]->str, texts[i]->len, NULL, NULL);
+        argv[k] = texts[i]->str;
+        argvlen[k++] = texts[i]->len;
+    }
+    bus_command_argv(bus, NULL, NULL, (int)k, argv, argvlen);
+    const char *trim[] = {"LTRIM", list, "0", max};
+    bus_command_argv(bus, NULL, NULL, 4, trim, NULL);
+}
+
+static void on_pushes(void *owner, void *data, redisReply *r)
+{
+    struct push_call *pc = data;
+    const redisReply *texts[INBOX_BATCH_MAX];
+    size_t n = 0;
+    const redisReply *a = NULL;
+    if (r && pc->at < 0 && r->type == REDIS_REPLY_STRING)
+        texts[n++] = r;
+    else if (r && pc->at >= 0 && r->type == REDIS_REPLY_ARRAY && r->elements > (size_t)pc->at)
+        a = r->element[pc->at];
+    for (size_t i = 0; a && a->type == REDIS_REPLY_ARRAY && i < a->elements &&
+                       n < INBOX_BATCH_MAX; i++)
+        if (a->element[i]->type == REDIS_REPLY_STRING)
+            texts[n++] = a->element[i];
+    push_send(pc->bus, texts, n);
+    if (pc->cb)
+        pc->cb(owner, pc->data, r);
+    free(pc);
+}
+
+static struct push_call *push_call(struct bus *bus, bus_reply_cb *cb, void *data, int at)
+{
+    struct push_call *pc = xcalloc(1, sizeof(*pc));
+    *pc = (struct push_call){bus, cb, data, at};
+    return pc;
 }
 
 /* A new epoch, in case the user has none (12 hex digits): from a sequence
@@ -65,24 +121,26 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
                    const struct inbox_item *items, size_t n, const char *aid,
                    long ttl_ms, long max_count, bus_reply_cb *cb, void *data)
 {
-    char seq[1200], inbox[1200], cursor[1200], ttl[24], max[24];
-    char lease[1200], fence[1200], rr[24] = "";
+    char seq[KEYS_MAX], inbox[KEYS_MAX], cursor[KEYS_MAX], ttl[24], max[24];
+    char lease[KEYS_MAX], fence[KEYS_MAX], rr[24] = "";
     char epoch[INBOX_EPOCH_MAX];
     lease_keys(bus, jid, lease, fence, sizeof(lease));
-    struct push_names pn;
-    push_names(bus, &pn);
     keys(bus, jid, seq, inbox, sizeof(seq));
-    snprintf(cursor, sizeof(cursor), "%s:cursor:%s", bus_prefix(bus), jid);
+    keys_user(bus, cursor, sizeof(cursor), KEYS_CURSOR, jid);
     snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
     snprintf(max, sizeof(max), "%ld", max_count);
     fresh_epoch(epoch);
-    for (size_t i = 0; i < n; i++)
+    bool pushes = false;
+    for (size_t i = 0; i < n; i++) {
         if (items[i].rr)
             snprintf(rr, sizeof(rr), "%zu", i + 1);
-    enum { HEAD = 17 };
+        pushes |= items[i].push != NULL;
+    }
+    /* Every key is the user's (one hash tag: one Cluster slot). */
+    enum { HEAD = 14 };
     const char *argv[HEAD + 2 * INBOX_BATCH_MAX] = {
-        "6", seq, inbox, pn.list, lease, fence, cursor, channels, ttl, max, epoch,
-        pn.channel, pn.max, holder, expect, aid ? aid : "", rr};
+        "5", seq, inbox, lease, fence, cursor, channels, ttl, max, epoch,
+        holder, expect, aid ? aid : "", rr};
     size_t argvlen[HEAD + 2 * INBOX_BATCH_MAX];
     for (int i = 0; i < HEAD; i++)
         argvlen[i] = strlen(argv[i]);
@@ -95,13 +153,17 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
         argv[HEAD + 2 * i + 1] = items[i].push ? items[i].push : "";
         argvlen[HEAD + 2 * i + 1] = items[i].push ? strlen(items[i].push) : 0;
     }
-    bus_eval(bus, &DELIVER, cb, data, (int)(HEAD + 2 * n), argv, argvlen);
+    if (pushes) /* (rare: only for users whose phones are all away) */
+        bus_eval(bus, &DELIVER, on_pushes, push_call(bus, cb, data, 3),
+                 (int)(HEAD + 2 * n), argv, argvlen);
+    else
+        bus_eval(bus, &DELIVER, cb, data, (int)(HEAD + 2 * n), argv, argvlen);
 }
 
 void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,
                  bus_reply_cb *cb, void *data)
 {
-    char seq[1200], inbox[1200], a[24], l[24];
+    char seq[KEYS_MAX], inbox[KEYS_MAX], a[24], l[24];
     keys(bus, jid, seq, inbox, sizeof(seq));
     snprintf(a, sizeof(a), "%lld", (long long)after);
     snprintf(l, sizeof(l), "%d", limit);
@@ -111,7 +173,7 @@ void inbox_fetch(struct bus *bus, const char *jid, int64_t after, int limit,
 
 void inbox_epoch(struct bus *bus, const char *jid, bus_reply_cb *cb, void *data)
 {
-    char seq[1200], inbox[1200];
+    char seq[KEYS_MAX], inbox[KEYS_MAX];
     keys(bus, jid, seq, inbox, sizeof(seq));
     const char *argv[] = {"HGET", seq, "epoch"};
     bus_command_argv(bus, cb, data, 3, argv, NULL);
@@ -119,7 +181,7 @@ void inbox_epoch(struct bus *bus, const char *jid, bus_reply_cb *cb, void *data)
 
 void inbox_last_aid(struct bus *bus, const char *jid, bus_reply_cb *cb, void *data)
 {
-    char seq[1200], inbox[1200];
+    char seq[KEYS_MAX], inbox[KEYS_MAX];
     keys(bus, jid, seq, inbox, sizeof(seq));
     const char *argv[] = {"HGET", seq, "aid"};
     bus_command_argv(bus, cb, data, 3, argv, NULL);
@@ -128,10 +190,11 @@ void inbox_last_aid(struct bus *bus, const char *jid, bus_reply_cb *cb, void *da
 void inbox_ack(struct bus *bus, const char *jid, const char *dev, const char *epoch,
                int64_t upto, long ttl_ms)
 {
-    char seq[1200], inbox[1200], cursor[1200], lease[1200], fence[1200], workers[200];
+    char seq[KEYS_MAX], inbox[KEYS_MAX], cursor[KEYS_MAX], lease[KEYS_MAX], fence[KEYS_MAX];
+    char workers[200];
     char u[24], now[24], ttl[24];
     keys(bus, jid, seq, inbox, sizeof(seq));
-    snprintf(cursor, sizeof(cursor), "%s:cursor:%s", bus_prefix(bus), jid);
+    keys_user(bus, cursor, sizeof(cursor), KEYS_CURSOR, jid);
     lease_keys(bus, jid, lease, fence, sizeof(lease));
     bus_channel(bus, workers, sizeof(workers), "w", "");
     snprintf(u, sizeof(u), "%lld", (long long)upto);
@@ -144,9 +207,9 @@ void inbox_ack(struct bus *bus, const char *jid, const char *dev, const char *ep
 void inbox_unacked(struct bus *bus, const char *jid, int limit, bus_reply_cb *cb,
                    void *data)
 {
-    char seq[1200], inbox[1200], cursor[1200], l[24];
+    char seq[KEYS_MAX], inbox[KEYS_MAX], cursor[KEYS_MAX], l[24];
     keys(bus, jid, seq, inbox, sizeof(seq));
-    snprintf(cursor, sizeof(cursor), "%s:cursor:%s", bus_prefix(bus), jid);
+    keys_user(bus, cursor, sizeof(cursor), KEYS_CURSOR, jid);
     snprintf(l, sizeof(l), "%d", limit);
     const char *argv[] = {"2", inbox, cursor, l};
     bus_eval(bus, &UNACKED, cb, data, 4, argv, NULL);
@@ -154,18 +217,15 @@ void inbox_unacked(struct bus *bus, const char *jid, int limit, bus_reply_cb *cb
 
 void inbox_push_offline(struct bus *bus, const char *jid, const char *push)
 {
-    char seq[1200], inbox[1200];
-    struct push_names pn;
+    char seq[KEYS_MAX], inbox[KEYS_MAX];
     keys(bus, jid, seq, inbox, sizeof(seq));
-    push_names(bus, &pn);
-    const char *argv[] = {"3", seq, inbox, pn.list,
-                          pn.channel, push, pn.max};
-    bus_eval(bus, &PUSH_OFFLINE, NULL, NULL, 7, argv, NULL);
+    const char *argv[] = {"2", seq, inbox, push};
+    bus_eval(bus, &PUSH_OFFLINE, on_pushes, push_call(bus, NULL, NULL, -1), 4, argv, NULL);
 }
 
 void inbox_offline_reset(struct bus *bus, const char *jid)
 {
-    char seq[1200], inbox[1200];
+    char seq[KEYS_MAX], inbox[KEYS_MAX];
     keys(bus, jid, seq, inbox, sizeof(seq));
     const char *argv[] = {"HDEL", seq, "offline"};
     bus_command_argv(bus, NULL, NULL, 3, argv, NULL);

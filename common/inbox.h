@@ -3,14 +3,19 @@
  * its TTL ends, or it is pushed out by the count limit) and is then
  * published. Phones that reconnect, to any edge, fetch what they miss.
  *
- * Keys: "<prefix>:seq:<jid>"   hash {epoch, seq, aid}: the counter, and the
- *                               archive id of the newest message stored
- *       "<prefix>:inbox:<jid>" zset score=seq member=envelope JSON
- *       "<prefix>:cursor:<jid>" hash device label -> "<seq> <ms>": how far
- *                               each of the user's devices has acked; "~top"
- *                               the highest seq acked, "~rr" the newest seq
- *                               that asked for a delivery receipt
- *       "<prefix>:pushq"       list of push envelopes (newest first)
+ * Keys: "<prefix>:seq:{<jid>}"   hash {epoch, seq, aid, offline}: the
+ *                                 counter, the archive id of the newest
+ *                                 message stored, offline messages since the last session
+ *       "<prefix>:inbox:{<jid>}"  zset score=seq member=envelope JSON
+ *       "<prefix>:cursor:{<jid>}" hash device label -> "<seq> <ms>": how far
+ *                                 each of the user's devices has acked;
+ *                                 "~top" the highest seq acked, "~rr" the
+ *                                 newest seq that asked for a delivery receipt
+ *       "<prefix>:pushq"          list of push envelopes (newest first)
+ * (keys.h: a user's keys share one hash tag, so one Redis Cluster slot;
+ * every script here touches that user's keys only. The push list is the
+ * deployment's: the scripts return the push envelopes, and this module
+ * publishes and queues them once the reply came.)
  * The epoch is a random id made with the counter: if Redis loses the counter
  * (restart without persistence), the epoch changes and phones learn that
  * their sequence numbers no longer mean anything. */
@@ -37,7 +42,7 @@ struct inbox_item {
  * under consecutive sequence numbers, in one script call, on behalf of
  * holder ("<owner> <token>", the session's lease: lease.h), under the
  * numbering expect (the epoch the writer last stored under; "": any). The
- * reply handed to cb is an array {first seq, receivers, epoch}; the first
+ * reply handed to cb is an array {first seq, receivers, epoch, pushes}; the first
  * seq is -1 and nothing was written when holder no longer owns the user
  * (fenced), -2 when the user's numbering is not expect (Redis lost it). The
  * stored text is each envelope with "seq" and "epoch" added in front; one
@@ -54,7 +59,9 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
 
 /* push: NULL, or a push envelope (JSON object) to publish on
  * "<prefix>:push" and queue on "<prefix>:pushq" once the message is stored,
- * with "seq" and "unread" (messages waiting for the user) added. */
+ * with "seq" and "unread" (messages waiting for the user) added: done here,
+ * when the script's reply comes (the reply's fourth element, an array of
+ * them), before cb runs. */
 #define INBOX_PUSHQ_MAX 100000
 /* A push envelope (JSON object) for a message the XMPP server stored
  * offline (no session): published and queued like the others, with

@@ -1,5 +1,6 @@
 /* lease.c - a user's session lease and its fencing token (see lease.h). */
 #include "lease.h"
+#include "keys.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -15,8 +16,8 @@ static struct bus_script RELEASE = {
 void lease_keys(const struct bus *bus, const char *jid, char *lease, char *fence,
                 size_t n)
 {
-    snprintf(lease, n, "%s:lease:%s", bus_prefix(bus), jid);
-    snprintf(fence, n, "%s:fence:%s", bus_prefix(bus), jid);
+    keys_user(bus, lease, n, KEYS_LEASE, jid);
+    keys_user(bus, fence, n, KEYS_FENCE, jid);
 }
 
 void lease_holder(char *out, const char *owner, const char *token)
@@ -27,7 +28,7 @@ void lease_holder(char *out, const char *owner, const char *token)
 void lease_take(struct bus *bus, const char *jid, const char *owner,
                 const char *held, long ms, bus_reply_cb *cb, void *data)
 {
-    char lease[1200], fence[1200], t[24];
+    char lease[KEYS_MAX], fence[KEYS_MAX], t[24];
     lease_keys(bus, jid, lease, fence, sizeof(lease));
     snprintf(t, sizeof(t), "%ld", ms);
     const char *argv[] = {"2", lease, fence, owner, t, held ? held : ""};
@@ -52,7 +53,7 @@ bool lease_parse(const redisReply *r, struct lease_answer *out)
 void lease_release(struct bus *bus, const char *jid, const char *owner,
                    const char *token, bus_reply_cb *cb, void *data)
 {
-    char lease[1200], fence[1200], holder[LEASE_HOLDER_MAX];
+    char lease[KEYS_MAX], fence[KEYS_MAX], holder[LEASE_HOLDER_MAX];
     lease_keys(bus, jid, lease, fence, sizeof(lease));
     lease_holder(holder, owner, token);
     const char *argv[] = {"1", lease, holder};

@@ -2,8 +2,9 @@
  * holds it, through a Redis lease that the holder renews, and every write
  * made on the user's behalf is fenced by the lease's token.
  *
- * Keys: "<prefix>:lease:<jid>"  "<owner> <token>", expires (PX lease time)
- *       "<prefix>:fence:<jid>"  the last token given for the user
+ * Keys: "<prefix>:lease:{<jid>}"  "<owner> <token>", expires (PX lease time)
+ *       "<prefix>:fence:{<jid>}"  the last token given for the user
+ * (keys.h: the braces put every key of one user in one Redis Cluster slot)
  * A token only grows (above the last one given and above the server's clock
  * in microseconds), so a worker that hung, lost its lease and woke up holds an older
  * token than whoever took over. Scripts that write for a user (the inbox's
@@ -44,7 +45,8 @@ bool lease_parse(const redisReply *r, struct lease_answer *out);
 void lease_release(struct bus *bus, const char *jid, const char *owner,
                    const char *token, bus_reply_cb *cb, void *data);
 
-/* The keys of jid's lease and fence, for scripts that check the fence. */
+/* The keys of jid's lease and fence (each of n bytes, KEYS_MAX), for
+ * scripts that check the fence. */
 void lease_keys(const struct bus *bus, const char *jid, char *lease, char *fence,
                 size_t n);
 /* "<owner> <token>" into out (LEASE_HOLDER_MAX). */

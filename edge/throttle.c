@@ -5,6 +5,7 @@
 #include "throttle.h"
 #include "bus.h"
 #include "edge.h"
+#include "keys.h"
 #include "log.h"
 #include "seal.h"
 #include "util.h"
@@ -102,7 +103,7 @@ static void peer_text(const struct conn *c, char *out, size_t n)
 static void count_key(const struct edge *edge, char *out, size_t n,
                       const char *kind, const char *id)
 {
-    snprintf(out, n, "%s:lf:%s:%s", bus_prefix(edge->bus), kind, id);
+    keys_user(edge->bus, out, n, kind, id);
 }
 
 /* The AAD of a device token: never the JID alone, so a sealed password
@@ -183,7 +184,7 @@ static void on_count(void *owner, void *data, redisReply *r)
 static void count_read(struct edge *edge, struct check *k, const char *kind,
                        const char *id, enum throttle_verdict reason, long limit)
 {
-    char key[KEY_MAX + 32];
+    char key[KEYS_MAX];
     count_key(edge, key, sizeof(key), kind, id);
     struct count *n = &k->counts[k->ncounts++];
     n->k = k;
@@ -211,15 +212,15 @@ void throttle_check(struct edge *edge, struct conn *c, const char *jid,
         edge->stats.token_logins++;
         strmap_put(&edge->throttle->devices, c->dev, xstrdup(device));
         if (cfg->login_fail_per_account > 0)
-            count_read(edge, k, "d", device, THROTTLE_DEVICE, cfg->login_fail_per_account);
+            count_read(edge, k, KEYS_LF_DEV, device, THROTTLE_DEVICE, cfg->login_fail_per_account);
     } else {
         if (token)
             LOG(INFO, "device_token_refused", "jid=%s dev=%s hint=\"expired, "
                 "or made for another account or cred_key\"", jid, c->dev);
         if (cfg->login_fail_per_ip > 0)
-            count_read(edge, k, "ip", k->peer, THROTTLE_IP, cfg->login_fail_per_ip);
+            count_read(edge, k, KEYS_LF_IP, k->peer, THROTTLE_IP, cfg->login_fail_per_ip);
         if (cfg->login_fail_per_account > 0)
-            count_read(edge, k, "u", jid, THROTTLE_ACCOUNT, cfg->login_fail_per_account);
+            count_read(edge, k, KEYS_LF_USER, jid, THROTTLE_ACCOUNT, cfg->login_fail_per_account);
     }
     if (k->pending == 0)
         check_done(edge, k);
@@ -227,7 +228,7 @@ void throttle_check(struct edge *edge, struct conn *c, const char *jid,
 
 static void count_add(struct edge *edge, const char *kind, const char *id)
 {
-    char key[KEY_MAX + 32], window[24];
+    char key[KEYS_MAX], window[24];
     count_key(edge, key, sizeof(key), kind, id);
     snprintf(window, sizeof(window), "%ld", edge->cfg->login_fail_window);
     const char *argv[] = {"1", key, window};
@@ -238,11 +239,11 @@ void throttle_failed(struct edge *edge, struct conn *c)
 {
     char peer[INET6_ADDRSTRLEN + 4];
     peer_text(c, peer, sizeof(peer));
-    count_add(edge, "ip", peer);
-    count_add(edge, "u", c->user->jid);
+    count_add(edge, KEYS_LF_IP, peer);
+    count_add(edge, KEYS_LF_USER, c->user->jid);
     char *device = strmap_get(&edge->throttle->devices, c->dev);
     if (device)
-        count_add(edge, "d", device);
+        count_add(edge, KEYS_LF_DEV, device);
     throttle_forget(edge, c);
 }
 

@@ -5,6 +5,7 @@
  * user's other XMPP clients send and receive reaches the phones too. */
 #include "bus.h"
 #include "inbox.h"
+#include "keys.h"
 #include "log.h"
 #include "proto.h"
 #include "schema.h"
@@ -46,7 +47,7 @@ static bool is_self(const struct session *s, const char *jid)
 
 static void pres_key(const struct session *s, char *out, size_t n)
 {
-    snprintf(out, n, "%s:pres:%s", bus_prefix(s->w->bus), s->jid);
+    keys_user(s->w->bus, out, n, KEYS_PRES, s->jid);
 }
 
 static void send_own_presence(struct session *s)
@@ -144,7 +145,7 @@ void im_on_online(struct session *s)
     iq = xmpp_iq_new(w->ctx, "get", pq->iq_id);
     stanza_add(w->ctx, iq, "query", STANZA_NS_ROSTER);
     session_send(s, iq);
-    char key[1200];
+    char key[KEYS_MAX];
     pres_key(s, key, sizeof(key));
     bus_command(w->bus, on_pres_loaded, xstrdup(s->jid), "HMGET %s show status", key);
     /* Client state follows once the waiting phones are attached. */
@@ -205,7 +206,7 @@ bool im_on_req(struct session *s, const struct env *e, const json_t *f)
 #define STR(k) json_string_value(json_object_get(f, k))
     if (strcmp(t, "presence") == 0) {
         set_show(s, STR("show"), STR("status"));
-        char key[1200];
+        char key[KEYS_MAX];
         pres_key(s, key, sizeof(key));
         const char *argv[] = {"HSET", key, "show", s->show, "status",
                               s->status ? s->status : ""};

@@ -5,6 +5,7 @@
  * what came after the newest message stored. */
 #include "bus.h"
 #include "jid.h"
+#include "keys.h"
 #include "log.h"
 #include "proto.h"
 #include "schema.h"
@@ -32,12 +33,12 @@
 
 static void rooms_key(const struct session *s, char *out, size_t n)
 {
-    snprintf(out, n, "%s:rooms:%s", bus_prefix(s->w->bus), s->jid);
+    keys_user(s->w->bus, out, n, KEYS_ROOMS, s->jid);
 }
 
 static void room_store(struct session *s, const struct room *r)
 {
-    char key[1200];
+    char key[KEYS_MAX];
     rooms_key(s, key, sizeof(key));
     json_t *v = json_pack("{s:s, s:I, s:O}", "nick", r->nick, "ts", (json_int_t)r->last_ts,
                           "recent", r->recent);
@@ -69,7 +70,7 @@ static void answer_subject(struct session *s, struct room *r, const char *code,
 static void room_drop(struct session *s, struct room *r)
 {
     answer_subject(s, r, "not_in_room", "you are no longer in the room");
-    char key[1200];
+    char key[KEYS_MAX];
     rooms_key(s, key, sizeof(key));
     const char *argv[] = {"HDEL", key, r->jid};
     bus_command_argv(s->w->bus, NULL, NULL, 3, argv, NULL);
@@ -152,7 +153,7 @@ static void on_rooms_loaded(void *owner, void *data, redisReply *rep)
 
 void muc_on_online(struct session *s)
 {
-    char key[1200];
+    char key[KEYS_MAX];
     rooms_key(s, key, sizeof(key));
     bus_command(s->w->bus, on_rooms_loaded, xstrdup(s->jid), "HGETALL %s", key);
 }
@@ -355,7 +356,7 @@ bool muc_on_req(struct session *s, const struct env *e, const json_t *f)
         /* Forgotten at once for later sessions; here once the room says
          * the user is out (its last presence is the room's, not a
          * contact's). */
-        char key[1200];
+        char key[KEYS_MAX];
         rooms_key(s, key, sizeof(key));
         const char *argv[] = {"HDEL", key, r->jid};
         bus_command_argv(s->w->bus, NULL, NULL, 3, argv, NULL);

@@ -5,6 +5,7 @@
 #include "bus.h"
 #include "inbox.h"
 #include "jid.h"
+#include "keys.h"
 #include "lease.h"
 #include "log.h"
 #include "schema.h"
@@ -154,7 +155,7 @@ static void answer_auth_failed(struct session *s)
 
 static void acked_key(const struct session *s, char *out, size_t n)
 {
-    snprintf(out, n, "%s:acked:%s", bus_prefix(s->w->bus), s->jid);
+    keys_user(s->w->bus, out, n, KEYS_ACKED, s->jid);
 }
 
 /* The ring is allocated at the first id: most sessions never need one. */
@@ -237,14 +238,14 @@ static void on_devices_counted(void *owner, void *data, redisReply *r)
 
 static void devices_load(struct session *s)
 {
-    char key[1200];
-    snprintf(key, sizeof(key), "%s:cursor:%s", bus_prefix(s->w->bus), s->jid);
+    char key[KEYS_MAX];
+    keys_user(s->w->bus, key, sizeof(key), KEYS_CURSOR, s->jid);
     bus_command(s->w->bus, on_devices_counted, xstrdup(s->jid), "HKEYS %s", key);
 }
 
 static void acked_load(struct session *s)
 {
-    char key[1200];
+    char key[KEYS_MAX];
     acked_key(s, key, sizeof(key));
     bus_command(s->w->bus, on_acked_loaded, xstrdup(s->jid),
                 "ZRANGE %s -%d -1", key, ACKED_KEEP);
@@ -258,7 +259,7 @@ static void acked_load(struct session *s)
 #define ACKED_TRIM_EVERY (ACKED_KEEP / 4)
 static void acked_store(struct session *s, json_t *ids)
 {
-    char key[1200], now[24];
+    char key[KEYS_MAX], now[24];
     acked_key(s, key, sizeof(key));
     snprintf(now, sizeof(now), "%lld", (long long)util_wall_ms());
     size_t n = json_array_size(ids);

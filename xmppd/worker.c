@@ -3,6 +3,7 @@
  * the renewal of its sessions' leases. */
 #include "bus.h"
 #include "inbox.h"
+#include "keys.h"
 #include "jpool.h"
 #include "lease.h"
 #include "log.h"
@@ -396,7 +397,7 @@ static void on_delivered(void *owner, void *data, redisReply *r)
     } else if (first == -2) {
         for (size_t i = 0; i < b->n; i++)
             numbering_lost(w, b->pd[i]);
-    } else if (first > 0 && r->elements == 3 && r->element[2]->type == REDIS_REPLY_STRING &&
+    } else if (first > 0 && r->elements >= 3 && r->element[2]->type == REDIS_REPLY_STRING &&
                r->element[2]->len < INBOX_EPOCH_MAX) {
         LOG(DEBUG, "delivered", "jid=%s seq=%lld n=%zu receivers=%lld", pd0->jid,
             (long long)first, b->n, r->element[1]->integer);
@@ -732,7 +733,7 @@ static void on_holder(void *owner, void *data, redisReply *reply)
 
 static void relay_try(struct relay *r)
 {
-    char lease[1200], fence[1200];
+    char lease[KEYS_MAX], fence[KEYS_MAX];
     lease_keys(r->w->bus, r->jid, lease, fence, sizeof(lease));
     r->in_flight = true;
     bus_command(r->w->bus, on_holder, r, "GET %s", lease);

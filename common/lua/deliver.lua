@@ -4,47 +4,51 @@
 -- carries every envelope a bridge has for the user in one loop turn: the
 -- cost in Redis is per call, nearly not per envelope.
 --
+-- Every key is the user's, "<prefix>:<kind>:{<jid>}" (common/keys.h): one
+-- hash tag, so one Redis Cluster slot. The deployment's push list is not
+-- touched here: the push envelopes come back in the reply, and the caller
+-- publishes and queues them (common/inbox.c).
+--
 -- KEYS[1] seq hash {epoch, seq, aid}    KEYS[2] inbox zset (score = seq)
--- KEYS[3] push list    KEYS[4] the user's lease    KEYS[5] its fence
--- KEYS[6] cursor hash (inbox_ack): "~rr" = newest seq asking for a receipt
+-- KEYS[3] the user's lease    KEYS[4] its fence
+-- KEYS[5] cursor hash (inbox_ack): "~rr" = newest seq asking for a receipt
 -- ARGV[1] the channels of the edges holding the user's phones, separated
 --         by spaces, or '' (none attached)   ARGV[2] inbox ttl (ms)
 -- ARGV[3] envelopes kept at most        ARGV[4] a fresh epoch, used only if
---         the user has none yet         ARGV[5] push channel
--- ARGV[6] the push list's last index kept
--- ARGV[7] the writer's lease "<owner> <token>" (fence.lua runs first)
--- ARGV[8] the epoch the writer last stored under, or '' (any)
--- ARGV[9] the XMPP server's archive id of the newest message, or ''
--- ARGV[10] the position (1-based) of the last envelope asking for a
---          delivery receipt, or ''
--- ARGV[11], ARGV[12], ...: per envelope, its JSON minus the '{', then a
+--         the user has none yet
+-- ARGV[5] the writer's lease "<owner> <token>" (fence.lua runs first)
+-- ARGV[6] the epoch the writer last stored under, or '' (any)
+-- ARGV[7] the XMPP server's archive id of the newest message, or ''
+-- ARGV[8] the position (1-based) of the last envelope asking for a
+--         delivery receipt, or ''
+-- ARGV[9], ARGV[10], ...: per envelope, its JSON minus the '{', then a
 --          push envelope or ''
 -- Publishes the stored envelope, or a JSON array of them when there are
 -- several, on each of those channels. Returns {first seq, receivers of the
--- PUBLISHes, epoch}; {-1, 0}
+-- PUBLISHes, epoch, {push envelopes, with seq and unread}}; {-1, 0}
 -- and no write when the writer no longer owns the user; {-2, 0} and no
 -- write when the user's numbering is not the one the writer knew (Redis
 -- lost it): the writer first stores again what may have gone with it.
 --
 -- (Whole-line comments only: the build drops them and joins the lines.)
-if not imb_owns(KEYS[4], KEYS[5], ARGV[7]) then
+if not imb_owns(KEYS[3], KEYS[4], ARGV[5]) then
   return {-1, 0}
 end
 local e = redis.call('HGET', KEYS[1], 'epoch')
-if ARGV[8] ~= '' and e ~= ARGV[8] then
+if ARGV[6] ~= '' and e ~= ARGV[6] then
   return {-2, 0}
 end
 if not e then
   e = ARGV[4]
   redis.call('HSET', KEYS[1], 'epoch', e)
 end
-local n = (#ARGV - 10) / 2
+local n = (#ARGV - 8) / 2
 local last = redis.call('HINCRBY', KEYS[1], 'seq', n)
 local first = last - n + 1
 local z, out = {}, {}
 for i = 1, n do
   local s = first + i - 1
-  local p = '{"seq":' .. s .. ',"epoch":"' .. e .. '",' .. ARGV[9 + 2 * i]
+  local p = '{"seq":' .. s .. ',"epoch":"' .. e .. '",' .. ARGV[7 + 2 * i]
   z[2 * i - 1] = s
   z[2 * i] = p
   out[i] = p
@@ -52,12 +56,12 @@ end
 redis.call('ZADD', KEYS[2], unpack(z))
 -- The XMPP server's archive id of the newest message stored: after a lost
 -- session the bridge asks the archive for what came after it.
-if ARGV[9] ~= '' then
-  redis.call('HSET', KEYS[1], 'aid', ARGV[9])
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], 'aid', ARGV[7])
 end
 -- A receipt is owed once a phone acks this one (ack.lua tells the session).
-if ARGV[10] ~= '' then
-  redis.call('HSET', KEYS[6], '~rr', first + tonumber(ARGV[10]) - 1)
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[5], '~rr', first + tonumber(ARGV[8]) - 1)
 end
 -- The count limit, enforced every eighth of it: fetch.lua never hands out
 -- more than the limit, and the zset holds at most an eighth more.
@@ -80,8 +84,9 @@ end
 -- A push envelope: one per stored message, whichever bridge stored it (only
 -- for a user whose phones are all away: not the hot path).
 local card
+local pushes = {}
 for i = 1, n do
-  local q = ARGV[10 + 2 * i]
+  local q = ARGV[8 + 2 * i]
   if q ~= '' then
     q = cjson.decode(q)
     q.seq = first + i - 1
@@ -89,10 +94,7 @@ for i = 1, n do
 -- not counted.
     card = card or redis.call('ZCARD', KEYS[2])
     q.unread = card - n + i
-    local t = cjson.encode(q)
-    redis.call('PUBLISH', ARGV[5], t)
-    redis.call('LPUSH', KEYS[3], t)
-    redis.call('LTRIM', KEYS[3], 0, ARGV[6])
+    pushes[#pushes + 1] = cjson.encode(q)
   end
 end
-return {first, r, e}
+return {first, r, e, pushes}

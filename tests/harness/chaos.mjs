@@ -87,7 +87,7 @@ export async function killHard(proc, { timeout = 5000 } = {}) {
 // Watching the bus
 
 /** Arguments of a MONITOR line's command part: "a" "b\\x01\\"c" -> ['a', 'b\x01"c']. */
-function monitorArgs(s) {
+export function monitorArgs(s) {
   const args = [];
   const esc = { n: 10, r: 13, t: 9, a: 7, b: 8 };
   let i = 0;

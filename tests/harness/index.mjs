@@ -18,6 +18,7 @@ export * from './chaos.mjs';
 export * from './faultrun.mjs';
 export * from './canary.mjs';
 export * from './frametap.mjs';
+export * from './keys.mjs';
 
 /**
  * itest(name, [opts], fn): a node:test test that gets a fresh Stack:

@@ -2,7 +2,7 @@
 // the inbox, resume after a drop (same edge or another), acks that trim,
 // lost windows told explicitly, resent client ids never sent twice.
 import assert from 'node:assert/strict';
-import { itest, startBridge, startEdge, connectPhone, sleep, waitFor } from '../harness/index.mjs';
+import { itest, startBridge, startEdge, connectPhone, sleep, waitFor, userKey } from '../harness/index.mjs';
 import { redisSubscriber } from '../harness/redis.mjs';
 
 /** Wait for `n` msg frames on phone p; returns them in arrival order. */
@@ -37,7 +37,7 @@ itest('desktop -> phone: seq numbers, resume on another edge gets exactly the re
   await bob.sync();
   // Stored (m3 unacked + m4..m6) before the phone comes back, however slow
   // the machine: this test is about the replay, not a race with it.
-  await waitFor(async () => Number(await b.redis.command('ZCARD', 'imb:inbox:alice@localhost')) >= 4,
+  await waitFor(async () => Number(await b.redis.command('ZCARD', userKey('inbox', 'alice@localhost'))) >= 4,
     { timeout: 5000, what: 'm4..m6 stored' });
   // With no phone attached the bridge reads for the user: it never tells
   // the server it is inactive (Prosody then held messages back for seconds).
@@ -211,7 +211,7 @@ itest('routing: a chat that reaches a worker not holding the user is passed on t
   const alice = await b.loginPhone('alice');
   const [, raw] = await logins.next((c, p) => p.includes('"login"') && p.includes('alice@localhost'));
   const { edge, dev } = JSON.parse(raw);
-  const holder = String(await b.redis.command('GET', 'imb:lease:alice@localhost')).split(' ')[0];
+  const holder = String(await b.redis.command('GET', userKey('lease', 'alice@localhost'))).split(' ')[0];
   const workers = Object.keys(Object.fromEntries(
     (await b.redis.command('HGETALL', 'imb:workers')).flatMap((v, i, a) => (i % 2 ? [] : [[v, a[i + 1]]]))));
   const other = workers.find((w) => w !== holder);

@@ -19,7 +19,7 @@ import { test } from 'node:test';
 import {
   itest, startBridge, startRedis, startProsody, startXmppd, startEdge, connectPhone,
   startDesktop, randomCredKey, freePort, waitFor, sleep, binPath, bareJid, REPO_ROOT, HOST,
-  canConnect, loopbackHaproxyCfg, haproxyStates, redisSubscriber, httpAddr, PLAIN_RUN_ONLY, xml,
+  canConnect, loopbackHaproxyCfg, haproxyStates, redisSubscriber, httpAddr, PLAIN_RUN_ONLY, xml, userKey,
   startRedisCluster,
 } from '../harness/index.mjs';
 
@@ -748,7 +748,7 @@ itest('the Redis ACL users of docs/DEPLOY.md: services confined to imb:*, a tap 
     await tap.waitForLines(/ w:\S+ chat alice@localhost .*body="under ACL"/, { stream: 'stdout' });
     // The tap user cannot publish or read keys.
     const replies = await rawCommands(redis.port, [['AUTH', 'imtap', 'tap-pw-51c2'],
-      ['PUBLISH', 'imb:w:w0', '{}'], ['GET', 'imb:lease:alice@localhost']]);
+      ['PUBLISH', 'imb:w:w0', '{}'], ['GET', userKey('lease', 'alice@localhost')]]);
     assert.deepEqual(replies.map((r) => r.split(' ')[0]), ['+OK', '-NOPERM', '-NOPERM'], replies.join(' | '));
   });
 

@@ -41,6 +41,12 @@ static bool take(const char *owner, const char *held, struct lease_answer *a)
 
 /* deliver.lua for holder under epoch expect, n envelopes (the last asking
  * for a receipt when rr): the first seq (or -1, -2). */
+/* The push envelope of every item of the next deliver_n, or NULL; and
+ * deliver_n's last reply (freed by the next). */
+static const char *push_next;
+static redisReply *last_reply;
+enum { HEAD = 16 }; /* EVAL, the script, numkeys, 5 keys, 8 arguments */
+
 static long long deliver_n(const char *holder, const char *expect, char *epoch_out, int n,
                            bool rr)
 {
@@ -50,21 +56,22 @@ static long long deliver_n(const char *holder, const char *expect, char *epoch_o
     char rrpos[8] = "";
     if (rr)
         snprintf(rrpos, sizeof(rrpos), "%d", n);
-    const char *argv[19 + 2 * 8] = {"EVAL", DELIVER, "6", "t:seq:u", "t:inbox:u", "t:pushq",
-                                    "t:lease:u", "t:fence:u", "t:cursor:u", "t:p:u",
-                                    "60000", "100", fresh, "t:push", "99", holder, expect,
-                                    "", rrpos};
+    const char *argv[HEAD + 2 * 8] = {"EVAL", DELIVER, "5", "t:seq:u", "t:inbox:u",
+                                      "t:lease:u", "t:fence:u", "t:cursor:u", "t:p:u",
+                                      "60000", "100", fresh, holder, expect, "", rrpos};
     for (int i = 0; i < n && i < 8; i++) {
-        argv[19 + 2 * i] = "\"type\":\"chat\"}";
-        argv[20 + 2 * i] = "";
+        argv[HEAD + 2 * i] = "\"type\":\"chat\"}";
+        argv[HEAD + 1 + 2 * i] = push_next ? push_next : "";
     }
-    redisReply *r = redisCommandArgv(cli, 19 + 2 * n, argv, NULL);
+    push_next = NULL;
+    redisReply *r = redisCommandArgv(cli, HEAD + 2 * n, argv, NULL);
     long long seq = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2
                         ? r->element[0]->integer
                         : -99;
-    if (epoch_out && r && r->type == REDIS_REPLY_ARRAY && r->elements == 3)
+    freeReplyObject(last_reply);
+    last_reply = r;
+    if (epoch_out && r && r->type == REDIS_REPLY_ARRAY && r->elements == 4)
         snprintf(epoch_out, 32, "%s", r->element[2]->str);
-    freeReplyObject(r);
     return seq;
 }
 
@@ -294,6 +301,36 @@ TEST(unacked_reads_only_when_a_receipt_is_owed)
     CHECK_EQ_INT(unacked(), 0);
 }
 
+/* Push envelopes come back in the reply, with seq and unread: the script
+ * writes no key outside its KEYS (the deployment's push list is another
+ * Cluster slot than the user's keys; common/inbox.c queues them). */
+TEST(deliver_returns_pushes_and_writes_only_its_keys)
+{
+    cmd("FLUSHALL");
+    push_next = "{\"v\":1,\"type\":\"push\",\"to\":\"u@x\",\"ts\":1}";
+    CHECK_EQ_INT(deliver_n("A 1", "", NULL, 2, false), 1);
+    redisReply *r = last_reply;
+    if (!CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+               r->element[3]->type == REDIS_REPLY_ARRAY && r->element[3]->elements == 2))
+        return;
+    CHECK(strstr(r->element[3]->element[0]->str, "\"seq\":1") &&
+          strstr(r->element[3]->element[0]->str, "\"unread\":1"));
+    CHECK(strstr(r->element[3]->element[1]->str, "\"seq\":2") &&
+          strstr(r->element[3]->element[1]->str, "\"unread\":2"));
+    /* Without pushes: an empty list. */
+    CHECK_EQ_INT(deliver_n("A 1", "", NULL, 1, false), 3);
+    r = last_reply;
+    CHECK(r && r->elements == 4 && r->element[3]->type == REDIS_REPLY_ARRAY &&
+          r->element[3]->elements == 0);
+    /* Only the user's keys exist: the counter, the inbox (no lease was
+     * taken; no cursor without a receipt). */
+    redisReply *k = redisCommand(cli, "KEYS *");
+    CHECK(k && k->type == REDIS_REPLY_ARRAY && k->elements == 2);
+    for (size_t i = 0; k && i < k->elements; i++)
+        CHECK(!strcmp(k->element[i]->str, "t:seq:u") || !strcmp(k->element[i]->str, "t:inbox:u"));
+    freeReplyObject(k);
+}
+
 int main(void)
 {
     int port;
@@ -309,6 +346,8 @@ int main(void)
     RUN(deliver_a_batch_then_acks);
     RUN(ack_tells_the_session_only_when_a_receipt_is_owed);
     RUN(unacked_reads_only_when_a_receipt_is_owed);
+    RUN(deliver_returns_pushes_and_writes_only_its_keys);
+    freeReplyObject(last_reply);
     unit_redis_stop(cli);
     return unit_done();
 }
