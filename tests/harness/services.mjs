@@ -159,12 +159,9 @@ export function startXmppServer(stack, { xmpp = 'prosody', ...opts } = {}) {
  * The whole system for one test, each part on its own free port:
  *   startBridge(stack, {users, workers=2, edge:{heartbeat,...}, xmppdArgs, edgeArgs, probe=true,
  *     push=false, xmpp='prosody'|'ejabberd', xmppOpts (more for the server's start),
-<<<<<<< HEAD
- *     cluster (a startRedisCluster() result: both services on it, b.redis is it))
-=======
  *     redisOpts (more for startRedis: extraArgs, appendonly...), redis (a RedisServer
- *     started already: used instead of a new one))
->>>>>>> 830ab3a
+ *     started already: used instead of a new one),
+ *     cluster (a startRedisCluster() result: both services on it, b.redis is it))
  *   (probe: wait with waitBridgeReady() before returning)
  *   (xmpp: default IMB_TEST_XMPP, else prosody: IMB_TEST_XMPP=ejabberd runs a
  *   suite's bridges against ejabberd)
@@ -177,22 +174,14 @@ export function startXmppServer(stack, { xmpp = 'prosody', ...opts } = {}) {
  */
 export async function startBridge(stack, {
   users = DEFAULT_USERS, workers = 2, edge: edgeOpts = {}, xmppdArgs = [], edgeArgs = [], probe = true,
-<<<<<<< HEAD
-  push = false, xmpp = process.env.IMB_TEST_XMPP || 'prosody', xmppOpts = {}, cluster,
-=======
   push = false, xmpp = process.env.IMB_TEST_XMPP || 'prosody', xmppOpts = {}, redisOpts = {},
-  redis: givenRedis,
->>>>>>> 830ab3a
+  redis: givenRedis, cluster,
 } = {}) {
   requireBin('imb-xmppd');
   requireBin('imb-edge');
   const credKey = randomCredKey();
   const [redis, server] = await Promise.all([
-<<<<<<< HEAD
-    cluster ?? startRedis(stack),
-=======
-    givenRedis ?? startRedis(stack, redisOpts),
->>>>>>> 830ab3a
+    cluster ?? givenRedis ?? startRedis(stack, redisOpts),
     startXmppServer(stack, { xmpp, users, push, ...xmppOpts }),
   ]);
   if (push) xmppdArgs = [...pushArgs(server), ...xmppdArgs];
