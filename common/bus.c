@@ -45,6 +45,7 @@
 #define NODE_NONE 0xff
 /* The slot map is read again this often, and at most this often on demand. */
 #define TOPOLOGY_EVERY_MS 5000
+#define TOPOLOGY_DEGRADED_MS 200
 #define TOPOLOGY_SOON_MS 100
 /* MOVED followed for one command; ASK and TRYAGAIN (a slot in migration:
  * its keys partly moved) followed or waited out, TRYAGAIN_MS apart: about
@@ -577,7 +578,10 @@ static void topology_timer_cb(evutil_socket_t fd, short what, void *arg)
     struct bus *bus = arg;
     bus->topo_soon = false;
     topology_ask(bus);
-    struct timeval tv = {TOPOLOGY_EVERY_MS / 1000, (TOPOLOGY_EVERY_MS % 1000) * 1000};
+    /* While a master is unreachable the map is read often: the failover
+     * shows in it as soon as the cluster promoted a replica. */
+    int ms = bus_up(bus) ? TOPOLOGY_EVERY_MS : TOPOLOGY_DEGRADED_MS;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(bus->topo_timer, &tv);
 }
 
