@@ -3,7 +3,7 @@
  * loop caps one process near 900 sockets) on its own libevent loop, with its
  * own bus connections.
  *
- * A user's session is owned through a Redis lease "<prefix>:lease:<jid>"
+ * A user's session is owned through a Redis lease "<prefix>:lease:{<jid>}"
  * whose value is the worker id; the owner renews it and is the only one
  * subscribed to the user's channel "<prefix>:x:<jid>". */
 #ifndef IMB_XMPPD_H
