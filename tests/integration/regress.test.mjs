@@ -7,7 +7,7 @@
 // under seqs the phones hold would be dropped as already seen. The writer
 // knows the highest seq it stored: the numbering must move to a new epoch,
 // and the phones resync (docs/ARCHITECTURE.md, "Lost numbering").
-import { itest, runFaults, waitFor } from '../harness/index.mjs';
+import { itest, runFaults, waitFor, userKey } from '../harness/index.mjs';
 
 const N = Number(process.env.IMB_FAULT_USERS || 4);
 const M = Number(process.env.IMB_FAULT_MSGS || 80);
@@ -17,7 +17,7 @@ const PACE = [80, 160]; // ms between one sender's messages
 async function counters(redis) {
   const out = [];
   for (let i = 1; i <= N; i++) {
-    const seq = await redis.command('HGET', `imb:seq:{p${i}@localhost}`, 'seq');
+    const seq = await redis.command('HGET', userKey('seq', `p${i}@localhost`), 'seq');
     out.push(`p${i}=${seq ?? '-'}`);
   }
   return out.join(' ');
@@ -67,7 +67,7 @@ itest('fault: Redis restarted from an older snapshot (the numbering goes back, s
           const had = phones.map((p) => p.maxSeq);
           const what = await restartFromSnapshot(redis);
           const restored = [];
-          for (let i = 1; i <= N; i++) restored.push(Number(await redis.command('HGET', `imb:seq:{p${i}@localhost}`, 'seq')));
+          for (let i = 1; i <= N; i++) restored.push(Number(await redis.command('HGET', userKey('seq', `p${i}@localhost`), 'seq')));
           // Away until each desktop sent more than the numbers that went
           // back (its outbox may end first).
           const from = desktops.map((d) => d.confirmed.size);
