@@ -169,7 +169,7 @@ static void flush_turn(evutil_socket_t fd, short what, void *arg)
             items[n++] = (struct inbox_item){q->payload, q->len, NULL, false};
         }
         const char *edge_ch = strmap_get(&s->users, p->to);
-        inbox_deliver(s->bus, p->to, s->holder, "", edge_ch ? edge_ch : "", items, n, NULL,
+        inbox_deliver(s->bus, p->to, s->holder, "", edge_ch ? edge_ch : "", 0, items, n, NULL,
                       INBOX_TTL_MS, INBOX_MAX, on_delivered, s);
         size_t done = 0;
         for (struct pending *q = p; q && done < n; q = q->next)

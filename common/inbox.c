@@ -13,6 +13,7 @@
  * that writes on a user's behalf starts with the fence check (lease.h). */
 static struct bus_script DELIVER = {
 #include "fence.lua.h"
+#include "renumber.lua.h"
 #include "deliver.lua.h"
     , "", false};
 static struct bus_script PUSH_OFFLINE = {
@@ -118,10 +119,11 @@ static void fresh_epoch(char out[INBOX_EPOCH_MAX])
 
 void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
                    const char *expect, const char *channels,
-                   const struct inbox_item *items, size_t n, const char *aid,
-                   long ttl_ms, long max_count, bus_reply_cb *cb, void *data)
+                   int64_t stored, const struct inbox_item *items, size_t n,
+                   const char *aid, long ttl_ms, long max_count, bus_reply_cb *cb,
+                   void *data)
 {
-    char seq[KEYS_MAX], inbox[KEYS_MAX], cursor[KEYS_MAX], ttl[24], max[24];
+    char seq[KEYS_MAX], inbox[KEYS_MAX], cursor[KEYS_MAX], ttl[24], max[24], high[24];
     char lease[KEYS_MAX], fence[KEYS_MAX], rr[24] = "";
     char epoch[INBOX_EPOCH_MAX];
     lease_keys(bus, jid, lease, fence, sizeof(lease));
@@ -129,6 +131,7 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
     keys_user(bus, cursor, sizeof(cursor), KEYS_CURSOR, jid);
     snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
     snprintf(max, sizeof(max), "%ld", max_count);
+    snprintf(high, sizeof(high), "%lld", (long long)(expect[0] ? stored : 0));
     fresh_epoch(epoch);
     bool pushes = false;
     for (size_t i = 0; i < n; i++) {
@@ -137,10 +140,10 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
         pushes |= items[i].push != NULL;
     }
     /* Every key is the user's (one hash tag: one Cluster slot). */
-    enum { HEAD = 14 };
+    enum { HEAD = 15 };
     const char *argv[HEAD + 2 * INBOX_BATCH_MAX] = {
         "5", seq, inbox, lease, fence, cursor, channels, ttl, max, epoch,
-        holder, expect, aid ? aid : "", rr};
+        holder, expect, aid ? aid : "", rr, high};
     size_t argvlen[HEAD + 2 * INBOX_BATCH_MAX];
     for (int i = 0; i < HEAD; i++)
         argvlen[i] = strlen(argv[i]);

@@ -44,7 +44,12 @@ struct inbox_item {
  * numbering expect (the epoch the writer last stored under; "": any). The
  * reply handed to cb is an array {first seq, receivers, epoch, pushes}; the first
  * seq is -1 and nothing was written when holder no longer owns the user
- * (fenced), -2 when the user's numbering is not expect (Redis lost it). The
+ * (fenced), -2 when the user's numbering is not expect (Redis lost it: the
+ * third element "lost"), or is expect but its counter is below stored, the
+ * highest seq the writer stored in it (Redis came back with an older copy:
+ * "back", the second element the counter found; the script has moved the
+ * user to a new epoch, which the writer's next call, with expect "", gets:
+ * a counter never goes back under a seq phones were given). The
  * stored text is each envelope with "seq" and "epoch" added in front; one
  * PUBLISH on each of channels (space-separated: the edges holding the
  * user's phones, "" for none) carries it, or a JSON array of them when
@@ -54,8 +59,9 @@ struct inbox_item {
 #define INBOX_BATCH_MAX 64
 void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
                    const char *expect, const char *channels,
-                   const struct inbox_item *items, size_t n, const char *aid,
-                   long ttl_ms, long max_count, bus_reply_cb *cb, void *data);
+                   int64_t stored, const struct inbox_item *items, size_t n,
+                   const char *aid, long ttl_ms, long max_count, bus_reply_cb *cb,
+                   void *data);
 
 /* push: NULL, or a push envelope (JSON object) to publish on
  * "<prefix>:push" and queue on "<prefix>:pushq" once the message is stored,

@@ -28,7 +28,7 @@ static struct bus_script COUNT_ADD = BUS_SCRIPT(
     "redis.call('EXPIRE',KEYS[1],ARGV[1]) end return n");
 
 #define DEVICE_HEX 16     /* a device id: 64 random bits in hex */
-#define KEY_MAX 1200      /* prefix + ":lf:u:" + a JID */
+#define KEY_MAX 1200      /* a JID, or "imb-device:" + a JID (token_aad) */
 #define OPEN_LOG_MS 10000 /* at most one fail-open line per this */
 
 static const char *const reasons[THROTTLE_VERDICTS] = {"pass", "ip", "account",

@@ -1,8 +1,8 @@
 /* throttle.h - the failed-login throttle and the device token.
  *
  * Wrong passwords are counted in Redis, shared by every edge, per source
- * address ("<prefix>:lf:ip:<addr>", an IPv6 address by its /64) and per
- * account ("<prefix>:lf:u:<jid>"), each count living login_fail_window
+ * address ("<prefix>:lf:ip:{<addr>}", an IPv6 address by its /64) and per
+ * account ("<prefix>:lf:u:{<jid>}"), each count living login_fail_window
  * seconds from its first failure. A login from an address or for an account
  * over its limit is refused (rate_limited) without reaching a bridge.
  *
@@ -10,7 +10,7 @@
  * carries a device token (a random device id sealed under cred_key, bound
  * to the JID, good for device_token_days), and a login presenting a valid
  * token for its JID is judged only on that device's own count of failures
- * ("<prefix>:lf:d:<device>", same limit as an account). So a flood of wrong
+ * ("<prefix>:lf:d:{<device>}", same limit as an account). So a flood of wrong
  * passwords can lock out new devices of an account for a window, never the
  * phone that already has the right password.
  *

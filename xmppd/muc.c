@@ -1,6 +1,6 @@
 /* muc.c - group chat rooms (XEP-0045): join with a nickname, leave, send,
  * receive, occupants, subject, invitations. Rooms the user is in are kept
- * in Redis ("<prefix>:rooms:<jid>": room -> {"nick","ts"}) so a session
+ * in Redis ("<prefix>:rooms:{<jid>}": room -> {"nick","ts"}) so a session
  * re-opened on another worker joins them again and asks the room only for
  * what came after the newest message stored. */
 #include "bus.h"

@@ -266,6 +266,7 @@ static void restore_recent(struct worker *w, struct session *s, const char *lost
     LOG(WARN, "numbering_lost", "jid=%s epoch=%s stored_again=%zu", s->jid, lost, again);
     memcpy(s->epoch_lost, lost, sizeof(s->epoch_lost));
     s->epoch[0] = '\0';
+    s->seq_high = 0;
 }
 
 /* pd was refused for going into a numbering Redis no longer has: what went
@@ -395,6 +396,15 @@ static void on_delivered(void *owner, void *data, redisReply *r)
             pending_free(b->pd[i]);
         }
     } else if (first == -2) {
+        if (r->elements == 3 && r->element[2]->type == REDIS_REPLY_STRING &&
+            !strcmp(r->element[2]->str, "back") && r->element[1]->type == REDIS_REPLY_INTEGER) {
+            /* The counter went back under what this worker stored: Redis
+             * came back with an older copy. The script moved the user to a
+             * new epoch; what went with the old one is stored again. */
+            struct session *s = strmap_get(&w->sessions, pd0->jid);
+            LOG(WARN, "numbering_went_back", "jid=%s epoch=%s seq=%lld stored=%lld", pd0->jid,
+                pd0->epoch, r->element[1]->integer, s ? (long long)s->seq_high : -1LL);
+        }
         for (size_t i = 0; i < b->n; i++)
             numbering_lost(w, b->pd[i]);
     } else if (first > 0 && r->elements >= 3 && r->element[2]->type == REDIS_REPLY_STRING &&
@@ -409,8 +419,13 @@ static void on_delivered(void *owner, void *data, redisReply *r)
                 session_receipt_owed(s, first + (int64_t)i, pd->rr_to, pd->rr_id);
             keep_recent(w, pd);
         }
-        if (s)
+        if (s) {
+            if (strcmp(s->epoch, pd0->epoch) != 0)
+                s->seq_high = 0;
             memcpy(s->epoch, pd0->epoch, sizeof(s->epoch));
+            if (first + (int64_t)b->n - 1 > s->seq_high)
+                s->seq_high = first + (int64_t)b->n - 1;
+        }
     } else {
         for (size_t i = 0; i < b->n; i++)
             redeliver_later(w, b->pd[i], r);
@@ -454,9 +469,12 @@ static struct pending_delivery *send_batch(struct worker *w, struct pending_deli
         b->pd[b->n++] = pd;
     }
     char chans[WORKER_CHANNELS_MAX];
-    worker_phone_channels(w, strmap_get(&w->sessions, head->jid), NULL, chans,
-                          sizeof(chans));
-    inbox_deliver(w->bus, head->jid, head->holder, head->epoch, chans, items, b->n,
+    struct session *s = strmap_get(&w->sessions, head->jid);
+    worker_phone_channels(w, s, NULL, chans, sizeof(chans));
+    /* The highest seq the session stored in this numbering: a counter found
+     * below it went back (inbox_deliver). */
+    int64_t stored = s && head->epoch[0] && !strcmp(s->epoch, head->epoch) ? s->seq_high : 0;
+    inbox_deliver(w->bus, head->jid, head->holder, head->epoch, chans, stored, items, b->n,
                   aid, w->cfg->inbox_ttl * 1000, w->cfg->inbox_max, on_delivered, b);
     return list;
 }

@@ -3,7 +3,7 @@
  * loop caps one process near 900 sockets) on its own libevent loop, with its
  * own bus connections.
  *
- * A user's session is owned through a Redis lease "<prefix>:lease:<jid>"
+ * A user's session is owned through a Redis lease "<prefix>:lease:{<jid>}"
  * whose value is the worker id; the owner renews it and is the only one
  * subscribed to the user's channel "<prefix>:x:<jid>". */
 #ifndef IMB_XMPPD_H
@@ -152,6 +152,9 @@ struct session {
                                 renewal to confirm the lease (session_defer) */
     char epoch[INBOX_EPOCH_MAX]; /* the numbering the session last stored
                                     under ("" before the first) */
+    int64_t seq_high;        /* the highest seq stored under epoch (0: none
+                                yet): deliver.lua refuses a counter below it
+                                (Redis came back with an older copy) */
     size_t acked_since_trim; /* ids stored since the acked list's last trim */
     int64_t acked_trim_ms;   /* monotonic, that trim (0: none yet) */
     char *out;               /* stanzas of this loop turn, written to the

@@ -17,11 +17,13 @@
 -- ARGV[7] the epoch upto belongs to: an ack of another numbering (Redis
 --         lost the one the phone knew, and numbers anew) changes nothing
 -- Returns the seq up to which envelopes were dropped, or -1 for an ack of
--- another numbering.
-if redis.call('HGET', KEYS[3], 'epoch') ~= ARGV[7] then
+-- another numbering, or of a seq the counter never gave (Redis came back
+-- with an older copy of it: deliver.lua then abandons the numbering).
+local h = redis.call('HMGET', KEYS[3], 'epoch', 'seq')
+local upto = tonumber(ARGV[1])
+if h[1] ~= ARGV[7] or upto > tonumber(h[2] or '0') then
   return -1
 end
-local upto = tonumber(ARGV[1])
 local now = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 local top, rr, low = 0, 0, upto

@@ -21,14 +21,23 @@
 -- ARGV[7] the XMPP server's archive id of the newest message, or ''
 -- ARGV[8] the position (1-based) of the last envelope asking for a
 --         delivery receipt, or ''
--- ARGV[9], ARGV[10], ...: per envelope, its JSON minus the '{', then a
+-- ARGV[9] the highest seq the writer stored under ARGV[6] (0: none)
+-- ARGV[10], ARGV[11], ...: per envelope, its JSON minus the '{', then a
 --          push envelope or ''
 -- Publishes the stored envelope, or a JSON array of them when there are
 -- several, on each of those channels. Returns {first seq, receivers of the
 -- PUBLISHes, epoch, {push envelopes, with seq and unread}}; {-1, 0}
--- and no write when the writer no longer owns the user; {-2, 0} and no
--- write when the user's numbering is not the one the writer knew (Redis
--- lost it): the writer first stores again what may have gone with it.
+-- and no write when the writer no longer owns the user; {-2, 0, 'lost'}
+-- and no write when the user's numbering is not the one the writer knew
+-- (Redis lost it): the writer first stores again what may have gone with
+-- it. {-2, counter, 'back'} when the numbering is the writer's but its
+-- counter is below a seq the writer stored in it (Redis came back with an
+-- older copy: an older snapshot, a replica promoted before it had the last
+-- writes): phones hold those seqs already and would drop new messages
+-- numbered again under them. The user moves at once to a new epoch
+-- (renumber.lua: what the inbox holds renumbered from 1), and the writer
+-- stores again what it stored lately, as for a lost one: phones resync on
+-- the new epoch and drop by id what they have.
 --
 -- (Whole-line comments only: the build drops them and joins the lines.)
 if not imb_owns(KEYS[3], KEYS[4], ARGV[5]) then
@@ -36,19 +45,26 @@ if not imb_owns(KEYS[3], KEYS[4], ARGV[5]) then
 end
 local e = redis.call('HGET', KEYS[1], 'epoch')
 if ARGV[6] ~= '' and e ~= ARGV[6] then
-  return {-2, 0}
+  return {-2, 0, 'lost'}
+end
+if ARGV[6] ~= '' then
+  local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+  if cur < tonumber(ARGV[9]) then
+    imb_renumber(KEYS[1], KEYS[2], KEYS[5], ARGV[4])
+    return {-2, cur, 'back'}
+  end
 end
 if not e then
   e = ARGV[4]
   redis.call('HSET', KEYS[1], 'epoch', e)
 end
-local n = (#ARGV - 8) / 2
+local n = (#ARGV - 9) / 2
 local last = redis.call('HINCRBY', KEYS[1], 'seq', n)
 local first = last - n + 1
 local z, out = {}, {}
 for i = 1, n do
   local s = first + i - 1
-  local p = '{"seq":' .. s .. ',"epoch":"' .. e .. '",' .. ARGV[7 + 2 * i]
+  local p = '{"seq":' .. s .. ',"epoch":"' .. e .. '",' .. ARGV[8 + 2 * i]
   z[2 * i - 1] = s
   z[2 * i] = p
   out[i] = p
@@ -86,7 +102,7 @@ end
 local card
 local pushes = {}
 for i = 1, n do
-  local q = ARGV[8 + 2 * i]
+  local q = ARGV[9 + 2 * i]
   if q ~= '' then
     q = cjson.decode(q)
     q.seq = first + i - 1

@@ -234,7 +234,7 @@ export async function runFaults(t, stack, {
   say(`worst stall (longest time a sender waited for its next ack or confirmation): ${worst[0][1]} ms (${worst[0][0]}); ` +
     `next: ${worst.slice(1, 4).map(([n, ms]) => `${n} ${ms} ms`).join(', ')}`);
   say(`service events: ${JSON.stringify(eventCounts([...allEdges, ...allXmppds], [
-    'numbering_reset', 'numbering_lost', 'delivery_fenced', 'publish_redelivered', 'publish_undelivered', 'relogin', 'relogin_ok', 'relogin_gave_up', 'session_online', 'session_reused', 'session_lost', 'login_forward',
+    'numbering_reset', 'numbering_lost', 'numbering_went_back', 'delivery_fenced', 'publish_redelivered', 'publish_undelivered', 'relogin', 'relogin_ok', 'relogin_gave_up', 'session_online', 'session_reused', 'session_lost', 'login_forward',
     'lease_taken_over', 'lease_lost', 'login_worker_missing', 'replay_missed', 'replay_failed', 'delivery_failed',
     'delivery_dropped', 'redis_disconnected', 'session_connect_failed', 'envelope_invalid',
   ]))}`);

@@ -18,6 +18,7 @@ static const char TAKE[] =
     ;
 static const char DELIVER[] =
 #include "fence.lua.h"
+#include "renumber.lua.h"
 #include "deliver.lua.h"
     ;
 static const char ACK[] =
@@ -45,7 +46,9 @@ static bool take(const char *owner, const char *held, struct lease_answer *a)
  * deliver_n's last reply (freed by the next). */
 static const char *push_next;
 static redisReply *last_reply;
-enum { HEAD = 16 }; /* EVAL, the script, numkeys, 5 keys, 8 arguments */
+/* The highest seq the writer stored, for the next deliver_n (then 0). */
+static long long stored_next;
+enum { HEAD = 17 }; /* EVAL, the script, numkeys, 5 keys, 9 arguments */
 
 static long long deliver_n(const char *holder, const char *expect, char *epoch_out, int n,
                            bool rr)
@@ -56,9 +59,12 @@ static long long deliver_n(const char *holder, const char *expect, char *epoch_o
     char rrpos[8] = "";
     if (rr)
         snprintf(rrpos, sizeof(rrpos), "%d", n);
+    char high[24];
+    snprintf(high, sizeof(high), "%lld", stored_next);
+    stored_next = 0;
     const char *argv[HEAD + 2 * 8] = {"EVAL", DELIVER, "5", "t:seq:u", "t:inbox:u",
                                       "t:lease:u", "t:fence:u", "t:cursor:u", "t:p:u",
-                                      "60000", "100", fresh, holder, expect, "", rrpos};
+                                      "60000", "100", fresh, holder, expect, "", rrpos, high};
     for (int i = 0; i < n && i < 8; i++) {
         argv[HEAD + 2 * i] = "\"type\":\"chat\"}";
         argv[HEAD + 1 + 2 * i] = push_next ? push_next : "";
@@ -331,6 +337,51 @@ TEST(deliver_returns_pushes_and_writes_only_its_keys)
     freeReplyObject(k);
 }
 
+/* Redis came back with an older copy of the counter (same epoch, a lower
+ * seq): the writer, which stored higher seqs, is refused, and the user is
+ * moved to a new epoch at once; the counter goes on from where it is. An
+ * ack of a seq the counter never gave changes nothing. */
+TEST(deliver_refuses_a_counter_that_went_back)
+{
+    cmd("FLUSHALL");
+    char e1[32] = "", e2[32] = "";
+    CHECK_EQ_INT(deliver_n("A 1", "", e1, 5, true), 1);
+    stored_next = 5;
+    CHECK_EQ_INT(deliver_n("A 1", e1, NULL, 1, false), 6); /* as it should */
+    CHECK_EQ_INT(ack("p1", 2, 1000), 2); /* the inbox holds 3..6 */
+    /* The older copy: seq 3 of the same epoch. */
+    cmd("HSET t:seq:u seq 3");
+    CHECK_EQ_INT(ack("p1", 6, 1000), -1); /* beyond the counter: refused */
+    stored_next = 6;
+    CHECK_EQ_INT(deliver_n("A 1", e1, NULL, 1, false), -2);
+    redisReply *r = last_reply;
+    CHECK(r && r->elements == 3 && r->element[1]->integer == 3 &&
+          !strcmp(r->element[2]->str, "back"));
+    redisReply *h = redisCommand(cli, "HMGET t:cursor:u ~rr ~top");
+    CHECK(h && h->element[0]->type == REDIS_REPLY_NIL && h->element[1]->type == REDIS_REPLY_NIL);
+    freeReplyObject(h);
+    /* The new epoch holds what the inbox held (3..6), renumbered 1..4; the
+     * device's cursor counts nothing of it yet; the writer stores again
+     * after them. */
+    CHECK_EQ_INT(zcard(), 4);
+    redisReply *c = redisCommand(cli, "HGET t:cursor:u p1");
+    CHECK(c && c->type == REDIS_REPLY_STRING && !strcmp(c->str, "0 1000"));
+    freeReplyObject(c);
+    CHECK_EQ_INT(deliver_n("A 1", "", e2, 1, false), 5);
+    redisReply *z = redisCommand(cli, "ZRANGE t:inbox:u 0 0 WITHSCORES");
+    CHECK(z && z->elements == 2 && !strcmp(z->element[1]->str, "1") &&
+          strstr(z->element[0]->str, e2) && !strstr(z->element[0]->str, e1));
+    freeReplyObject(z);
+    CHECK(e2[0] && strcmp(e1, e2) != 0);
+    /* The old epoch's writer is told it is lost, not back. */
+    stored_next = 6;
+    CHECK_EQ_INT(deliver_n("A 1", e1, NULL, 1, false), -2);
+    CHECK(last_reply && last_reply->elements == 3 && !strcmp(last_reply->element[2]->str, "lost"));
+    /* A counter at or above what the writer stored is fine. */
+    stored_next = 5;
+    CHECK_EQ_INT(deliver_n("A 1", e2, NULL, 1, false), 6);
+}
+
 int main(void)
 {
     int port;
@@ -347,6 +398,7 @@ int main(void)
     RUN(ack_tells_the_session_only_when_a_receipt_is_owed);
     RUN(unacked_reads_only_when_a_receipt_is_owed);
     RUN(deliver_returns_pushes_and_writes_only_its_keys);
+    RUN(deliver_refuses_a_counter_that_went_back);
     freeReplyObject(last_reply);
     unit_redis_stop(cli);
     return unit_done();
