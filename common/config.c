@@ -480,8 +480,8 @@ bool config_check_common(const struct common_cfg *c, char *err, size_t errlen)
         return false;
     /* A brace in the prefix would be taken for the hash tag that keeps one
      * user's keys on one Redis Cluster slot (common/keys.h). */
-    if (!c->bus_prefix || !*c->bus_prefix || strpbrk(c->bus_prefix, "{} \t\r\n")) {
-        snprintf(err, errlen, "bus_prefix must be non-empty, without braces or spaces");
+    if (c->bus_prefix && strpbrk(c->bus_prefix, "{} \t\r\n")) {
+        snprintf(err, errlen, "bus_prefix must be without braces or spaces");
         return false;
     }
     if (c->http_listen && *c->http_listen) {

@@ -391,9 +391,26 @@ static void on_delivered(void *owner, void *data, redisReply *r)
         LOG(WARN, "delivery_fenced", "jid=%s holder=\"%s\" n=%zu", pd0->jid, pd0->holder,
             b->n);
         session_fenced(w, pd0->jid, pd0->holder);
-        for (size_t i = 0; i < b->n; i++) {
-            hand_over(w, b->pd[i]);
-            pending_free(b->pd[i]);
+        const char *gone = r->elements >= 3 && r->element[2]->type == REDIS_REPLY_STRING
+                               ? r->element[2]->str
+                               : "";
+        struct session *s = strmap_get(&w->sessions, pd0->jid);
+        if (*gone && s && pd0->epoch[0]) {
+            /* The numbering this worker stored under went with its lease
+             * (Redis restarted empty, or came back older, while it was cut
+             * off): what it stored lately in it goes to the owner first
+             * (stored again, fenced again, handed over), these after it, so
+             * a phone sees them in order. */
+            restore_recent(w, s, pd0->epoch);
+            for (size_t i = 0; i < b->n; i++) {
+                b->pd[i]->epoch[0] = '\0';
+                deliver_payload(w, b->pd[i]);
+            }
+        } else {
+            for (size_t i = 0; i < b->n; i++) {
+                hand_over(w, b->pd[i]);
+                pending_free(b->pd[i]);
+            }
         }
     } else if (first == -2) {
         if (r->elements == 3 && r->element[2]->type == REDIS_REPLY_STRING &&

@@ -26,8 +26,9 @@
 --          push envelope or ''
 -- Publishes the stored envelope, or a JSON array of them when there are
 -- several, on each of those channels. Returns {first seq, receivers of the
--- PUBLISHes, epoch, {push envelopes, with seq and unread}}; {-1, 0}
--- and no write when the writer no longer owns the user; {-2, 0, 'lost'}
+-- PUBLISHes, epoch, {push envelopes, with seq and unread}}; {-1, 0, gone}
+-- and no write when the writer no longer owns the user (gone: 'lost' or
+-- 'back' when its numbering went too, as below, else ''); {-2, 0, 'lost'}
 -- and no write when the user's numbering is not the one the writer knew
 -- (Redis lost it): the writer first stores again what may have gone with
 -- it. {-2, counter, 'back'} when the numbering is the writer's but its
@@ -41,7 +42,18 @@
 --
 -- (Whole-line comments only: the build drops them and joins the lines.)
 if not imb_owns(KEYS[3], KEYS[4], ARGV[5]) then
-  return {-1, 0}
+-- Fenced. Whether the numbering the writer stored under is gone too (or
+-- went back) decides what it hands the owner first (xmppd/worker.c).
+  local gone = ''
+  if ARGV[6] ~= '' then
+    local h = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+    if h[1] ~= ARGV[6] then
+      gone = 'lost'
+    elseif tonumber(h[2] or '0') < tonumber(ARGV[9]) then
+      gone = 'back'
+    end
+  end
+  return {-1, 0, gone}
 end
 local e = redis.call('HGET', KEYS[1], 'epoch')
 if ARGV[6] ~= '' and e ~= ARGV[6] then

@@ -56,7 +56,7 @@ const BAD = [
   ['edge: an http_listen that does not parse', 'imb-edge', [...EDGE_BASE, '--http-listen', '9100'], {}, /http_listen: '9100'/],
   ['edge: a bad edge_id', 'imb-edge', [...EDGE_BASE, '--edge-id', 'a b'], {}, /edge_id must be/],
   ['edge: a bus_prefix with a brace (a Redis Cluster hash tag)', 'imb-edge', [...EDGE_BASE, '--bus-prefix', 'imb{x}'], {},
-    /bus_prefix must be non-empty, without braces/],
+    /bus_prefix must be without braces or spaces/],
   ['edge: a redis_cluster seed without a port', 'imb-edge', [...EDGE_BASE, '--redis-cluster', '10.0.0.1:6379,10.0.0.2'], {},
     /redis_cluster: "10\.0\.0\.2" is not host:port/],
   ['edge: IMB_HEARTBEET (a typo) in the environment', 'imb-edge', EDGE_BASE, { IMB_HEARTBEET: '5' },
