@@ -224,12 +224,9 @@ static void req_free(struct req *r)
     free(r);
 }
 
-static void deferred_run(evutil_socket_t fd, short what, void *arg)
+/* A queue pushed at its head, reversed into the order of its pushes. */
+static struct req *req_list_ordered(struct req *r)
 {
-    struct bus *bus = arg;
-    struct req *r = bus->deferred;
-    bus->deferred = NULL;
-    /* Reverse into issue order. */
     struct req *ordered = NULL;
     while (r) {
         struct req *next = r->next;
@@ -237,6 +234,14 @@ static void deferred_run(evutil_socket_t fd, short what, void *arg)
         ordered = r;
         r = next;
     }
+    return ordered;
+}
+
+static void deferred_run(evutil_socket_t fd, short what, void *arg)
+{
+    struct bus *bus = arg;
+    struct req *ordered = req_list_ordered(bus->deferred);
+    bus->deferred = NULL;
     while (ordered) {
         struct req *next = ordered->next;
         if (ordered->is_publish)
@@ -289,14 +294,8 @@ static struct node *req_node(const struct req *r)
 static void retry_run(evutil_socket_t fd, short what, void *arg)
 {
     struct bus *bus = arg;
-    struct req *r = bus->retry, *ordered = NULL;
+    struct req *ordered = req_list_ordered(bus->retry);
     bus->retry = NULL;
-    while (r) {
-        struct req *next = r->next;
-        r->next = ordered;
-        ordered = r;
-        r = next;
-    }
     while (ordered) {
         struct req *next = ordered->next;
         ordered->next = NULL;
