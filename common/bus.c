@@ -48,10 +48,12 @@
 #define TOPOLOGY_DEGRADED_MS 200
 #define TOPOLOGY_SOON_MS 100
 /* MOVED followed for one command; ASK and TRYAGAIN (a slot in migration:
- * its keys partly moved) followed or waited out, TRYAGAIN_MS apart: about
- * a second of migration. */
+ * its keys partly moved) followed or waited out, TRYAGAIN_MS apart: up to
+ * 10 s of one slot's migration (an operator's MIGRATE of a slot's keys in
+ * small batches) before the command fails to its caller, who may then
+ * retry it after newer ones. */
 #define REDIRECTS_MAX 5
-#define MIGRATING_MAX 40
+#define MIGRATING_MAX 400
 #define TRYAGAIN_MS 25
 
 enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
@@ -146,7 +148,8 @@ struct bus {
     bool closing;               /* bus_free runs: owed publishes end */
     struct req *deferred;       /* commands failed before sending, callback pending */
     struct event *deferred_ev;
-    struct req *retry;          /* commands waiting out a TRYAGAIN */
+    struct req *retry, *retry_tail; /* commands waiting out a TRYAGAIN, and
+                                   those for the same slots behind them */
     struct event *retry_ev;
     struct bus_script *scripts[BUS_SCRIPTS_MAX]; /* loaded on every connect */
     size_t nscripts;
@@ -294,8 +297,8 @@ static struct node *req_node(const struct req *r)
 static void retry_run(evutil_socket_t fd, short what, void *arg)
 {
     struct bus *bus = arg;
-    struct req *ordered = req_list_ordered(bus->retry);
-    bus->retry = NULL;
+    struct req *ordered = bus->retry;
+    bus->retry = bus->retry_tail = NULL;
     while (ordered) {
         struct req *next = ordered->next;
         ordered->next = NULL;
@@ -903,6 +906,34 @@ static struct node *redirect_node(struct bus *bus, const char *err, int *slot)
     return n;
 }
 
+/* ---- a slot in migration ------------------------------------------------
+ * A command that met TRYAGAIN waits TRYAGAIN_MS and is sent again. Those for
+ * the same slot issued or redirected meanwhile wait behind it: sent at
+ * once, one could be stored before it (a script of the same user: its
+ * messages numbered out of order). */
+
+static bool slot_waits(const struct bus *bus, int slot)
+{
+    for (const struct req *q = bus->retry; q && slot >= 0; q = q->next)
+        if (q->slot == slot)
+            return true;
+    return false;
+}
+
+static void retry_later(struct bus *bus, struct req *r)
+{
+    r->next = NULL;
+    if (bus->retry_tail)
+        bus->retry_tail->next = r;
+    else
+        bus->retry = r;
+    bus->retry_tail = r;
+    if (!evtimer_pending(bus->retry_ev, NULL)) {
+        struct timeval tv = {0, TRYAGAIN_MS * 1000};
+        evtimer_add(bus->retry_ev, &tv);
+    }
+}
+
 /* A cluster's answer that the command belongs elsewhere or later: follow it.
  * True when r was sent again (or will be). */
 static bool cluster_redirect(struct bus *bus, struct req *r, const redisReply *rep)
@@ -916,24 +947,25 @@ static bool cluster_redirect(struct bus *bus, struct req *r, const redisReply *r
             return false;
         bus->slot_node[slot] = (unsigned char)n->idx;
         n->master = true;
-        req_send(r, n, false);
+        if (slot_waits(bus, r->slot))
+            retry_later(bus, r);
+        else
+            req_send(r, n, false);
         return true;
     }
     if (strncmp(rep->str, "ASK ", 4) == 0) {
         bus->stats.redirects++;
         if (!(n = redirect_node(bus, rep->str, &slot)) || ++r->migrating > MIGRATING_MAX)
             return false;
-        req_send(r, n, true);
+        if (slot_waits(bus, r->slot))
+            retry_later(bus, r); /* (sent to the map's node: ASK again) */
+        else
+            req_send(r, n, true);
         return true;
     }
     if (strncmp(rep->str, "TRYAGAIN", 8) == 0 && ++r->migrating <= MIGRATING_MAX) {
         /* A slot in migration with this command's keys on both sides. */
-        r->next = bus->retry;
-        bus->retry = r;
-        if (!evtimer_pending(bus->retry_ev, NULL)) {
-            struct timeval tv = {0, TRYAGAIN_MS * 1000};
-            evtimer_add(bus->retry_ev, &tv);
-        }
+        retry_later(bus, r);
         return true;
     }
     return false;
@@ -995,7 +1027,10 @@ static void req_issue(struct bus *bus, bus_reply_cb *cb, void *data, bool is_pub
     }
     r->cmd = cmd;
     r->cmdlen = (size_t)cmdlen;
-    req_send(r, req_node(r), false);
+    if (bus->retry && slot_waits(bus, r->slot))
+        retry_later(bus, r);
+    else
+        req_send(r, req_node(r), false);
 }
 
 void bus_command_argv(struct bus *bus, bus_reply_cb *cb, void *data, int argc,
