@@ -40,7 +40,7 @@ async function perShard(cluster, say) {
   return rows;
 }
 
-itest('cluster: chat both ways and a resume on another edge; users spread over the masters', { timeout: 90000 }, async (t, stack) => {
+itest('cluster: chat both ways and a resume on another edge; users spread over the masters; imtap on one seed sees it all', { bins: ['imb-edge', 'imb-xmppd', 'imtap'], timeout: 90000 }, async (t, stack) => {
   const say = (s) => t.diagnostic(s);
   const cluster = await startRedisCluster(stack);
   say(`cluster up: masters ${cluster.masterPorts().join(' ')}, seeds ${cluster.seeds}`);
@@ -52,6 +52,10 @@ itest('cluster: chat both ways and a resume on another edge; users spread over t
   const edge2 = await startEdge(stack, {
     redisPort: cluster.masterPorts()[0], credKey: b.credKey, extraArgs: ['--redis-cluster', cluster.seeds],
   });
+  // imtap listens on one seed: a cluster forwards every PUBLISH to every
+  // node, the ones made on other masters and inside scripts included.
+  const tap = stack.spawn('imb-tap', binPath('imtap'), ['--redis-cluster', cluster.seeds]);
+  await tap.waitForLine(/subscribed imb:\* on/, { timeout: 5000 });
   await cluster.resetStats();
   const slots = users.map((u) => cluster.keySlot(`{${b.jid(u)}}`));
   const owners = await Promise.all(slots.map((s) => cluster.masterForSlot(s)));
@@ -86,6 +90,15 @@ itest('cluster: chat both ways and a resume on another edge; users spread over t
   }
   say(`chat: sent ${sent}, phone messages acked ${acked}, delivered ${delivered}, lost ${sent - delivered}`);
   assert.equal(delivered, sent);
+  // What the tap on one node saw: each kind of envelope, whichever master
+  // took it (logins and phone messages on the workers' channels, acks and
+  // stored messages on the edges').
+  for (const re of [/ w:\S+ login p1@localhost -> - .*cred=<sealed>/, / w:\S+ chat p1@localhost -> d1@localhost /,
+    / e:\S+ ack - -> p1@localhost /, / e:\S+ chat d1@localhost\/\S+ -> p1@localhost /,
+    / w:\S+ chat p4@localhost -> d4@localhost /, / e:\S+ chat d4@localhost\/\S+ -> p4@localhost /]) {
+    await tap.waitForLines(re, { stream: 'stdout', timeout: 5000 });
+  }
+  say(`imtap on ${cluster.seeds.split(',')[0]}: ${tap.lines('stdout').filter(Boolean).length} envelopes shown`);
 
   // p1 acks 3 of 5 and goes away; 3 more come; it resumes on edge 2.
   const p1 = phones.p1;
