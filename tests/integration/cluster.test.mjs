@@ -195,8 +195,9 @@ itest('cluster fault: kill -9 of the master holding a busy user\'s slot, then of
 // and lease move with the slot, and its messages keep their order (a
 // script retried after TRYAGAIN was once overtaken by the user's next one:
 // 10 11 13 12). Then a bridge dies (kill -9): its users' leases expire on
-// the cluster and the other bridge takes them over.
-itest('cluster fault: a busy user\'s slot migrated to another master under load, then kill -9 of a bridge', { timeout: 150000 }, async (t, stack) => {
+// the cluster and the other bridge takes them over; then that one is stopped
+// (SIGTERM) with a new bridge up, and hands its users over.
+itest('cluster fault: a busy user\'s slot migrated to another master under load, then kill -9 of a bridge, then SIGTERM of the other', { timeout: 150000 }, async (t, stack) => {
   let moved = null;
   const r = await runFaults(t, stack, {
     cluster: { masters: 3, replicasPer: 0 },
@@ -226,6 +227,17 @@ itest('cluster fault: a busy user\'s slot migrated to another master under load,
           ctx.xmppds.splice(0, 1);
           const pids = await killHard(victim);
           return `killed ${victim.name} (pids ${pids.join(' ')}); the other takes its users over`;
+        },
+      },
+      {
+        at: 0.8,
+        name: 'start a bridge, SIGTERM the old one (it hands its users over)',
+        run: async (ctx) => {
+          const fresh = await ctx.startXmppd();
+          const old = ctx.xmppds[0];
+          ctx.xmppds.splice(0, 1, fresh);
+          const r = await old.stop({ signal: 'SIGTERM', timeout: 8000 });
+          return `started ${fresh.name}; ${old.name} stopped (code ${r.code})`;
         },
       },
     ],
