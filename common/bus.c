@@ -66,6 +66,9 @@ enum sub_state {
     SUB_RESUB,           /* wanted again while the UNSUBSCRIBE is in flight */
 };
 #define SUB_VALUE(st, node) ((void *)(uintptr_t)((unsigned)(st) | ((unsigned)(node) << 4)))
+/* The node of a channel subscribed before the cluster's map was read: none
+ * yet (subs_follow_map places it). */
+#define SUB_UNPLACED 0xfffu
 #define SUB_STATE(v) ((enum sub_state)((uintptr_t)(v) & 0xf))
 #define SUB_NODE(v) ((unsigned)((uintptr_t)(v) >> 4))
 
@@ -624,10 +627,8 @@ static void subs_follow_map(struct bus *bus)
         }
     }
     for (unsigned i = 0; i < bus->nnodes; i++)
-        if (restart[i] && bus->nodes[i]->sub.wanted) {
-            link_want(&bus->nodes[i]->sub, false);
-            bus->nodes[i]->sub.attempt = 0;
-        }
+        if (restart[i] && bus->nodes[i]->sub.wanted)
+            link_want(&bus->nodes[i]->sub, false); /* (wanted again just below) */
     subs_links_update(bus);
 }
 
@@ -850,7 +851,7 @@ void bus_subscribe(struct bus *bus, const char *channel)
     /* A cluster whose map is not known yet: the channel is placed once it
      * is (subs_follow_map). */
     unsigned node = channel_node(bus, channel);
-    strmap_put(&bus->subs, channel, SUB_VALUE(SUB_ACTIVE, node == NODE_NONE ? 0xfff : node));
+    strmap_put(&bus->subs, channel, SUB_VALUE(SUB_ACTIVE, node == NODE_NONE ? SUB_UNPLACED : node));
     if (node == NODE_NONE)
         return;
     struct node *n = bus->nodes[node];
