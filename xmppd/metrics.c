@@ -110,6 +110,9 @@ static void metrics(void *owner, struct evbuffer *out)
     PER_WORKER(counter, "imb_xmppd_deferred_total",
                "Envelopes held until a renewal confirmed the session's lease.",
                stats.deferred)
+    PER_WORKER(gauge, "imb_xmppd_parsers_asleep",
+               "Idle sessions whose XML parser is freed until their next read.",
+               parsers_asleep)
     PER_WORKER(gauge, "imb_xmppd_delivery_queued",
                "Messages for phones waiting for Redis to store them (queue depth; "
                "dropped past 100000).", redeliver_queued)

@@ -4,6 +4,7 @@
  * envelopes, to one device or all, stored and numbered when they must
  * survive a phone being away; IQs sent for a request wait in the session's
  * list until the server answers. */
+#include "jpool.h"
 #include "log.h"
 #include "proto.h"
 #include "util.h"
@@ -12,6 +13,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A session's output buffer lives only while it holds a burst: from the
+ * pool's lists (jpool.h) when the pool is on, else from malloc (so that
+ * AddressSanitizer still sees its uses). */
+static char *out_grow(char *p, size_t n)
+{
+    return jpool_on() ? jpool_realloc(p, n) : xrealloc(p, n);
+}
+
+static void out_free(char *p)
+{
+    if (jpool_on())
+        jpool_free(p);
+    else
+        free(p);
+}
 
 /* Stanzas for an online session are gathered as text and written at the
  * start of the next libstrophe pass in one piece: a burst costs the server
@@ -34,10 +51,10 @@ void session_send(struct session *s, xmpp_stanza_t *st)
     xmpp_stanza_release(st);
     /* (NUL-terminated: libstrophe's xmpp_send_raw logs it as a string.) */
     if (s->outlen + len + 1 > s->outcap) {
-        s->outcap = s->outcap ? s->outcap : 512;
+        s->outcap = s->outcap ? s->outcap : 504; /* (a 512-byte chunk) */
         while (s->outlen + len + 1 > s->outcap)
             s->outcap *= 2;
-        s->out = xrealloc(s->out, s->outcap);
+        s->out = out_grow(s->out, s->outcap);
     }
     memcpy(s->out + s->outlen, text, len);
     s->outlen += len;
@@ -57,13 +74,12 @@ void session_flush_out(struct session *s)
         return;
     if (s->conn && (s->state == SESSION_ONLINE || s->state == SESSION_CLOSING))
         xmpp_send_raw(s->conn, s->out, s->outlen);
-    s->outlen = 0;
-    /* A big burst's buffer is not kept for an idle session. */
-    if (s->outcap > 16384) {
-        free(s->out);
-        s->out = NULL;
-        s->outcap = 0;
-    }
+    /* No buffer is kept for an idle session: a burst's small one goes
+     * back to the pool's lists (jpool.h), where the next burst of any
+     * session finds it. */
+    out_free(s->out);
+    s->out = NULL;
+    s->outlen = s->outcap = 0;
 }
 
 void worker_flush_out(struct worker *w)
@@ -89,7 +105,7 @@ void session_drop_out(struct session *s)
             }
         s->out_queued = false;
     }
-    free(s->out);
+    out_free(s->out);
     s->out = NULL;
     s->outlen = s->outcap = 0;
 }

@@ -585,7 +585,8 @@ static void run_pass(evutil_socket_t fd, short what, void *arg);
 
 /* A worker that went quiet gives back what the last burst left: the pool's
  * free lists (jpool.h) and glibc's free pages, at most every TRIM_EVERY_MS
- * so that light traffic does not walk the heap again and again. */
+ * so that light traffic does not walk the heap again and again. So does a
+ * worker whose tick put idle sessions' parsers to sleep (xmlbuf.c). */
 #define TRIM_EVERY_MS 5000
 
 static void on_backstop(evutil_socket_t fd, short what, void *arg)
@@ -594,8 +595,10 @@ static void on_backstop(evutil_socket_t fd, short what, void *arg)
     run_pass(fd, what, w);
     int64_t now = util_mono_ms();
     bool busy = w->connecting > 0 || now < w->busy_until_ms;
-    if (!busy && w->backstop_busy && now - w->trimmed_ms >= TRIM_EVERY_MS) {
+    if (!busy && (w->backstop_busy || w->trim_due) &&
+        now - w->trimmed_ms >= TRIM_EVERY_MS) {
         w->trimmed_ms = now;
+        w->trim_due = false;
         jpool_trim();
 #ifdef __GLIBC__
         malloc_trim(0);
@@ -1065,6 +1068,7 @@ static void report(struct worker *w)
     snprintf(r->id, sizeof(r->id), "%s", w->id);
     r->sessions = w->sessions.count;
     r->redeliver_queued = w->nredeliver;
+    r->parsers_asleep = xmlbuf_asleep();
     r->bus_up = bus_up(w->bus);
     r->heartbeat_age_ms = bus_heartbeat_age_ms(w->bus);
     r->xmpp_ok = w->xmpp_ok;
@@ -1086,6 +1090,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         kill(getpid(), SIGTERM);
     }
     registry_update(w);
+    if (xmlbuf_sweep() > 0)
+        w->trim_due = true;
     if (util_mono_ms() - last_probe >= 5000) {
         last_probe = util_mono_ms();
         probe_xmpp(w);

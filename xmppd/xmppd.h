@@ -296,6 +296,7 @@ struct worker_report {
     uint64_t sessions;
     uint64_t redeliver_queued; /* messages for phones waiting for Redis
                                   (worker.nredeliver, at most 100000) */
+    uint64_t parsers_asleep;   /* sessions whose expat parser is freed (xmlbuf.c) */
     bool bus_up;
     int64_t heartbeat_age_ms; /* bus publish->receive, -1 when down */
     bool xmpp_ok;            /* the XMPP server accepted a TCP probe */
@@ -348,6 +349,7 @@ struct worker {
     struct event *backstop;     /* periodic pass: timers, TLS-buffered bytes */
     int64_t busy_until_ms;      /* traffic lately: the backstop runs often */
     bool backstop_busy;         /* the backstop is armed BACKSTOP_BUSY_MS apart */
+    bool trim_due;              /* parsers were put to sleep: trim when quiet */
     int64_t trimmed_ms;         /* last time the quiet worker gave its free
                                    lists and heap back (monotonic) */
     struct event *tick;         /* registry + lease renewal */
@@ -387,6 +389,14 @@ struct worker {
     struct bufferevent *probe;     /* TCP probe of the XMPP server, or NULL */
     bool xmpp_ok;
 };
+
+/* xmlbuf.c: each session's expat parser is freed while the session is idle
+ * between stanzas, and made again (at the same point of the stream) by the
+ * next read. Once a second: frees the parsers that read nothing since the
+ * last call; returns how many. */
+size_t xmlbuf_sweep(void);
+/* Parsers freed now. */
+size_t xmlbuf_asleep(void);
 
 /* worker.c */
 int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
