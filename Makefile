@@ -87,7 +87,7 @@ $(BUILD)/gen/%.lua.h: common/lua/%.lua
 $(BUILD)/common/config.o: CFLAGS += -DIMB_VERSION='"$(IMB_VERSION)"' -DIMB_GIT='"$(IMB_GIT)"'
 $(BUILD)/common/config.o: VERSION
 
-$(BUILD)/common/inbox.o $(BUILD)/common/lease.o $(BUILD)/xmppd/session.o $(BUILD)/tests/unit/test_lease.o: $(LUA_H)
+$(BUILD)/common/inbox.o $(BUILD)/common/lease.o $(BUILD)/common/resume.o $(BUILD)/xmppd/session.o $(BUILD)/tests/unit/test_lease.o: $(LUA_H)
 
 $(BIN)/imb-edge: $(EDGE_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(BIN)
@@ -310,6 +310,12 @@ $(BENCH_DIR)/stubbridge: bench/stubbridge.c $(COMMON_OBJ) | $(LUA_H)
 $(BENCH_DIR)/tlsfloor: bench/tlsfloor.c
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) $< $(shell pkg-config --libs openssl) -o $@
+
+# The same of GnuTLS, measured by hand (needs libgnutls28-dev, which CI
+# does not install): docs/BENCHMARKS.md, section 7.
+$(BENCH_DIR)/tlsfloor-gnutls: bench/tlsfloor_gnutls.c
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(BENCH_CFLAGS) $< $(shell pkg-config --libs gnutls) -o $@
 
 # LD_PRELOAD shim counting malloc/calloc/realloc/free (bench "cost" section).
 $(BENCH_DIR)/malloccount.so: bench/malloccount.c

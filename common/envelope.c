@@ -20,11 +20,16 @@ struct env_schema {
 #define TEXT(n, max, r) {n, F_TEXT, max, r, NULL}
 
 static const struct env_schema schemas[ENV_TYPE_COUNT] = {
-    [ENV_LOGIN] = {"login", {JID("jid", true), {"cred", F_STR, 8192, true, NULL},
+    /* A login carries the password sealed (cred), or, when an edge
+     * re-opens a session on another worker, the session's resume token
+     * (seal.h): one of the two. */
+    [ENV_LOGIN] = {"login", {JID("jid", true), {"cred", F_STR, 8192, false, NULL},
+                             ID("resume_token", false),
                              ID("edge", true), ID("dev", true),
                              ID("label", false)}},
     [ENV_LOGIN_OK] = {"login_ok", {JID("jid", true), ID("edge", true),
-                                   ID("dev", true), ID("worker", true)}},
+                                   ID("dev", true), ID("worker", true),
+                                   ID("resume_token", false)}},
     [ENV_LOGIN_FAIL] = {"login_fail", {JID("jid", true), ID("edge", true),
                                        ID("dev", true), ID("code", true),
                                        TEXT("msg", 1024, false)}},

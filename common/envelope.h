@@ -17,6 +17,11 @@
 #define ENV_MAX_BODY (64 * 1024)
 #define ENV_MAX_JID 1023
 
+/* login_fail's code when a resume token opens nothing (its sealed password
+ * expired or is gone from Redis): the phones must log in again. Between
+ * the services only; phones never see it. */
+#define ENV_RESUME_LOST "resume_lost"
+
 enum env_type {
     ENV_LOGIN,       /**< edge -> worker: open (or reuse) a user's session */
     ENV_LOGIN_OK,    /**< worker -> edge: the session is up */

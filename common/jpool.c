@@ -58,11 +58,20 @@ void *jpool_malloc(size_t n)
     return xmalloc(cls < CLASSES ? class_bytes(cls) : n);
 }
 
+static bool secret; /* jpool_secret */
+
+void jpool_secret(bool on)
+{
+    secret = on;
+}
+
 void jpool_free(void *p)
 {
     if (!p)
         return;
     size_t usable = malloc_usable_size(p);
+    if (secret)
+        explicit_bzero(p, usable);
     size_t cls = usable < 8 ? 0 : (usable - 8) / CLASS_STEP;
     if (cls == 0 || cls >= CLASSES || stats.kept_bytes + class_bytes(cls) > KEEP_MAX) {
         free(p);

@@ -33,6 +33,13 @@ void *jpool_malloc(size_t n);
 void jpool_free(void *p);
 void *jpool_realloc(void *p, size_t n);
 
+/* While on, every block freed through the pool is overwritten first: the
+ * edge turns it on around a frame that may carry a password, whose text
+ * jansson copies into blocks it then frees (its parser's buffers, the
+ * string values). (Without the pool, in AddressSanitizer builds, jansson
+ * frees with free() and nothing is overwritten.) */
+void jpool_secret(bool on);
+
 /* Free the blocks kept on the lists (at exit, so a leak check is clean). */
 void jpool_trim(void);
 

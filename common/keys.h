@@ -31,6 +31,8 @@ struct bus;
 #define KEYS_ACKED "acked"   /* zset of client ids the server has */
 #define KEYS_PRES "pres"     /* hash {show, status} */
 #define KEYS_ROOMS "rooms"   /* hash room -> state */
+#define KEYS_RESUME "resume" /* string: the password sealed under the
+                                session's resume token (seal.h) */
 #define KEYS_LF_USER "lf:u"  /* failed logins for an account (edge/throttle.c) */
 #define KEYS_LF_IP "lf:ip"   /* failed logins from an address */
 #define KEYS_LF_DEV "lf:d"   /* failed logins with a device token */

@@ -8,16 +8,17 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #define NONCE 12
 #define TAG 16
 #define STAMP 8
 
-bool seal_parse_key(const char *hex, uint8_t key[SEAL_KEY_BYTES])
+static bool hex_bytes(const char *hex, uint8_t *out, size_t n)
 {
-    if (!hex || strlen(hex) != 2 * SEAL_KEY_BYTES)
+    if (!hex || strlen(hex) != 2 * n)
         return false;
-    for (int i = 0; i < SEAL_KEY_BYTES; i++) {
+    for (size_t i = 0; i < n; i++) {
         unsigned v = 0;
         for (int j = 0; j < 2; j++) {
             char c = hex[2 * i + j];
@@ -27,9 +28,45 @@ bool seal_parse_key(const char *hex, uint8_t key[SEAL_KEY_BYTES])
             else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
             else return false;
         }
-        key[i] = (uint8_t)v;
+        out[i] = (uint8_t)v;
     }
     return true;
+}
+
+bool seal_parse_key(const char *hex, uint8_t key[SEAL_KEY_BYTES])
+{
+    return hex_bytes(hex, key, SEAL_KEY_BYTES);
+}
+
+bool seal_token_parse(const char *hex, uint8_t token[SEAL_TOKEN_BYTES])
+{
+    return hex_bytes(hex, token, SEAL_TOKEN_BYTES);
+}
+
+void seal_token_hex(const uint8_t token[SEAL_TOKEN_BYTES], char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < SEAL_TOKEN_BYTES; i++) {
+        out[2 * i] = digits[token[i] >> 4];
+        out[2 * i + 1] = digits[token[i] & 15];
+    }
+    out[SEAL_TOKEN_HEX] = '\0';
+}
+
+bool seal_resume_key(const uint8_t key[SEAL_KEY_BYTES],
+                     const uint8_t token[SEAL_TOKEN_BYTES],
+                     uint8_t out[SEAL_KEY_BYTES])
+{
+    static const char label[] = "imbridge resume v1";
+    uint8_t msg[sizeof(label) + SEAL_TOKEN_BYTES];
+    memcpy(msg, label, sizeof(label)); /* (with its NUL: label | 0 | token) */
+    memcpy(msg + sizeof(label), token, SEAL_TOKEN_BYTES);
+    unsigned len = 0;
+    bool ok = HMAC(EVP_sha256(), key, SEAL_KEY_BYTES, msg, sizeof(msg), out,
+                   &len) != NULL &&
+              len == SEAL_KEY_BYTES;
+    OPENSSL_cleanse(msg, sizeof(msg));
+    return ok;
 }
 
 /* Run AES-256-GCM over in (n bytes) into out; enc selects the direction.

@@ -25,6 +25,24 @@ char *seal_encrypt(const uint8_t key[SEAL_KEY_BYTES], const char *jid,
 char *seal_decrypt(const uint8_t key[SEAL_KEY_BYTES], const char *jid,
                    const char *sealed, int64_t now_ms, int64_t max_age_ms);
 
+/* Resume tokens. A bridge that opened a user's XMPP session stores the
+ * password in Redis sealed under a key derived from a random token, and
+ * gives the token to the edges (login_ok): an edge re-opens the session on
+ * another worker with the token, and keeps no password. The token alone
+ * opens nothing without the cred key, and the key alone nothing without
+ * the token. */
+#define SEAL_TOKEN_BYTES 16
+#define SEAL_TOKEN_HEX (2 * SEAL_TOKEN_BYTES)
+
+/* The key a token opens: HMAC-SHA256(key, "imbridge resume v1" || token). */
+bool seal_resume_key(const uint8_t key[SEAL_KEY_BYTES],
+                     const uint8_t token[SEAL_TOKEN_BYTES],
+                     uint8_t out[SEAL_KEY_BYTES]);
+/* A token as 32 lowercase hex characters (out: SEAL_TOKEN_HEX + 1 bytes),
+ * and back (false unless exactly 32 hex characters). */
+void seal_token_hex(const uint8_t token[SEAL_TOKEN_BYTES], char *out);
+bool seal_token_parse(const char *hex, uint8_t token[SEAL_TOKEN_BYTES]);
+
 /* Overwrite a secret before freeing it. */
 void seal_wipe_free(char *secret);
 

@@ -11,6 +11,7 @@
  * bufferevent. */
 #include "edge.h"
 #include "frame.h"
+#include "jpool.h"
 #include "log.h"
 #include "phone.h"
 #include "seal.h"
@@ -31,6 +32,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
 #define MAX_AUTH_FAILURES 3
@@ -360,6 +362,18 @@ size_t conn_output_pending(const struct conn *c)
     return c->out.queued;
 }
 
+
+/* A partial frame kept between reads, freed. Before the login is done it
+ * may be part of a login, which carries the password: overwritten first. */
+static void drop_part(struct conn *c)
+{
+    if (c->part && c->state != CONN_READY)
+        OPENSSL_cleanse(c->part, c->part_len);
+    free(c->part);
+    c->part = NULL;
+    c->part_len = 0;
+}
+
 static void conn_free(struct conn *c)
 {
     if (queued_state(c))
@@ -380,7 +394,7 @@ static void conn_free(struct conn *c)
         if (c->wev)
             event_free(c->wev);
         outq_drop(&c->out);
-        free(c->part);
+        drop_part(c);
         evutil_closesocket(c->fd);
     }
     free(c);
@@ -609,8 +623,31 @@ static bool rate_ok(struct conn *c)
     return true;
 }
 
-/* One complete frame body: decode, check it is allowed now, dispatch. */
+static void conn_frame_dispatch(struct conn *c, const char *body, size_t len);
+
+/* One complete frame body: decode, check it is allowed now, dispatch. A
+ * frame that may carry a password (any before the login is done, and any
+ * later one that says "pass": a login sent again, a room's password) has
+ * every copy of its text overwritten once it is handled (the body where it
+ * was read, and what jansson freed meanwhile), so the edge's memory keeps
+ * no password (the bridge keeps it, sealed: common/resume.h). */
 static void conn_frame(struct conn *c, const char *body, size_t len)
+{
+    bool secret = c->state == CONN_NEW || c->state == CONN_LOGGING_IN ||
+                  memmem(body, len, "pass", 4) != NULL;
+    if (!secret) {
+        conn_frame_dispatch(c, body, len);
+        return;
+    }
+    jpool_secret(true);
+    conn_frame_dispatch(c, body, len);
+    jpool_secret(false);
+    /* (The read buffer is the edge's own: writable, and nothing reads this
+     * frame again.) */
+    OPENSSL_cleanse((char *)body, len);
+}
+
+static void conn_frame_dispatch(struct conn *c, const char *body, size_t len)
 {
     char err[256], bad_id[PHONE_MAX_ID + 1];
     json_t *f;
@@ -780,9 +817,7 @@ static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
         plain_gone(c, n == 0);
         return;
     }
-    free(c->part);
-    c->part = NULL;
-    c->part_len = 0;
+    drop_part(c);
     size_t len = have + (size_t)n;
     size_t used = conn_input(c, io->rbuf, len);
     if (used < len)

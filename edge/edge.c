@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/crypto.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -67,7 +69,7 @@ static void user_detach(struct edge *edge, struct conn *c)
         return;
     if (u->retry)
         event_free(u->retry);
-    seal_wipe_free(u->secret);
+    OPENSSL_cleanse(u->resume, sizeof(u->resume));
     strmap_del(&edge->users, u->jid); /* frees u, its JID with it */
 }
 
@@ -374,12 +376,21 @@ void edge_on_login_timeout(struct conn *c)
 
 /* Send a login for connection c of its user, with sealed credentials;
  * avoid names a worker not to pick (it is going away), or NULL. */
+/* Send c's login: with the password sealed (cred), or, re-opening the
+ * session, with its resume token (cred NULL). */
 static void login_start(struct edge *edge, struct conn *c, const char *cred,
                         const char *avoid)
 {
     struct env *e = env_new(ENV_LOGIN);
     env_set_str(e, "jid", c->user->jid);
-    env_set_str(e, "cred", cred);
+    if (cred) {
+        env_set_str(e, "cred", cred);
+    } else {
+        char tok[SEAL_TOKEN_HEX + 1];
+        seal_token_hex(c->user->resume, tok);
+        env_set_str(e, "resume_token", tok);
+        OPENSSL_cleanse(tok, sizeof(tok));
+    }
     env_set_str(e, "edge", edge->id);
     env_set_str(e, "dev", c->dev);
     if (c->label[0])
@@ -407,11 +418,19 @@ static void relogin_retry_cb(evutil_socket_t fd, short what, void *arg);
  * comes through the inbox after the new session's initial presence. */
 static void user_relogin(struct edge *edge, struct user *u, const char *why)
 {
-    if (u->relogging || !u->secret)
+    if (u->relogging)
         return;
-    char *cred = seal_encrypt(edge->cred_key, u->jid, u->secret, util_wall_ms());
-    if (!cred)
+    if (!u->has_resume) {
+        /* No session answered yet (its first login is in flight), or its
+         * bridge gave no token (an older release): nothing to re-open
+         * with; phones already in must log in again. */
+        for (struct conn *c = u->conns; c; c = c->user_next)
+            if (c->state == CONN_READY) {
+                user_relogin_failed(edge, u, ENV_RESUME_LOST, "no resume token");
+                break;
+            }
         return;
+    }
     u->relogging = true;
     edge->stats.relogins++;
     /* Watchdog: a worker that took the login and died answers nothing. */
@@ -433,22 +452,27 @@ static void user_relogin(struct edge *edge, struct user *u, const char *why)
             c->attached = false;
             /* Whatever the old session had not confirmed: send it again. */
             conn_fail_inflight(c, "your session is moving, send again");
-            login_start(edge, c, cred, avoid);
+            login_start(edge, c, NULL, avoid);
         }
-    seal_wipe_free(cred);
 }
 
 static void user_relogin_failed(struct edge *edge, struct user *u,
                                 const char *code, const char *msg)
 {
     u->relogging = false;
-    bool give_up = strcmp(code, PERR_AUTH_FAILED) == 0 ||
+    bool lost = strcmp(code, ENV_RESUME_LOST) == 0;
+    bool give_up = lost || strcmp(code, PERR_AUTH_FAILED) == 0 ||
                    strcmp(code, PERR_UNKNOWN_DOMAIN) == 0 ||
                    ++u->relogin_failures >= RELOGIN_GIVE_UP;
     if (give_up) {
-        /* The password changed, or the XMPP server stays away: the phones
-         * must log in again themselves. */
+        /* The password changed, the session's sealed password is gone, or
+         * the XMPP server stays away: the phones must log in again
+         * themselves. */
         LOG(WARN, "relogin_gave_up", "jid=%s code=%s", u->jid, code);
+        if (lost) {
+            code = PERR_UNAVAILABLE; /* (the phones' word for it) */
+            msg = "your session ended: log in again";
+        }
         for (struct conn *c = u->conns; c; c = c->user_next)
             if (c->state == CONN_READY) {
                 conn_error(c, code, msg, NULL);
@@ -561,6 +585,15 @@ static void set_worker(struct edge *edge, struct user *u, const char *worker)
         u->worker = strmap_intern(&edge->worker_names, worker);
 }
 
+/* The session's resume token, from a login_ok (the newest wins: a session
+ * opened anew draws a new one). */
+static void set_resume(struct user *u, const struct env *e)
+{
+    const char *tok = env_str(e, "resume_token");
+    if (tok && seal_token_parse(tok, u->resume))
+        u->has_resume = true;
+}
+
 static void on_login_ok(struct edge *edge, struct env *e)
 {
     const char *dev = env_str(e, "dev"), *jid = env_str(e, "jid");
@@ -574,6 +607,7 @@ static void on_login_ok(struct edge *edge, struct env *e)
         if (c->user->retry)
             evtimer_del(c->user->retry);
         set_worker(edge, c->user, env_str(e, "worker"));
+        set_resume(c->user, e);
         LOG(INFO, "relogin_ok", "dev=%s jid=%s worker=%s", dev, jid,
             env_str(e, "worker"));
         return;
@@ -585,6 +619,7 @@ static void on_login_ok(struct edge *edge, struct env *e)
         if (!c->user->worker || strcmp(c->user->worker, env_str(e, "worker")) != 0)
             LOG(INFO, "session_moved", "jid=%s worker=%s", jid, env_str(e, "worker"));
         set_worker(edge, c->user, env_str(e, "worker"));
+        set_resume(c->user, e);
         return;
     }
     if (!c || c->state != CONN_LOGGING_IN || !c->user ||
@@ -598,8 +633,9 @@ static void on_login_ok(struct edge *edge, struct env *e)
     c->auth_failures = 0;
     conn_set_state(c, CONN_READY);
     set_worker(edge, c->user, env_str(e, "worker"));
-    seal_wipe_free(c->user->secret);
-    c->user->secret = c->pending_pass;
+    set_resume(c->user, e);
+    /* The password is the bridge's to keep (sealed, resume.h), not ours. */
+    seal_wipe_free(c->pending_pass);
     c->pending_pass = NULL;
     edge->stats.logins_ok++;
     LOG(INFO, "login_ok", "dev=%s jid=%s worker=%s", dev, jid,

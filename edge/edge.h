@@ -135,9 +135,11 @@ struct user {
     struct conn *conns;    /* linked through conn->user_next */
     const char *worker;    /* worker holding the XMPP session, or NULL:
                               interned in edge->worker_names */
-    char *secret;          /* password of the last good login, owned, wiped on
-                              free: lets the edge re-open the session on
-                              another worker without the phone logging in */
+    uint8_t resume[SEAL_TOKEN_BYTES]; /* the session's resume token, from
+                              login_ok: re-opens the session on another worker
+                              without the phone logging in, and without the
+                              edge keeping its password (common/resume.h) */
+    bool has_resume;       /* resume holds one */
     bool relogging;        /* a re-login is in flight */
     int relogin_failures;  /* consecutive, for backoff and giving up */
     struct event *retry;   /* backoff timer, or NULL */

@@ -8,6 +8,7 @@
 #include "keys.h"
 #include "lease.h"
 #include "log.h"
+#include "resume.h"
 #include "schema.h"
 #include "stanza.h"
 #include "util.h"
@@ -70,6 +71,20 @@ static void reply_login(struct worker *w, const char *jid, const char *edge,
     worker_publish(w, "e", edge, e);
 }
 
+/* A login's success, with the session's resume token (resume.h). */
+static void reply_login_ok(struct session *s, const char *edge, const char *dev)
+{
+    struct env *e = env_new(ENV_LOGIN_OK);
+    char tok[SEAL_TOKEN_HEX + 1];
+    seal_token_hex(s->resume, tok);
+    env_set_str(e, "jid", s->jid);
+    env_set_str(e, "edge", edge);
+    env_set_str(e, "dev", dev);
+    env_set_str(e, "worker", s->w->id);
+    env_set_str(e, "resume_token", tok);
+    worker_publish(s->w, "e", edge, e);
+}
+
 static void device_key(char *out, size_t n, const char *edge, const char *dev)
 {
     snprintf(out, n, "%s/%s", edge, dev);
@@ -118,7 +133,7 @@ static void answer_waiters(struct session *s, const char *code, const char *msg)
         } else {
             device_attach(s, wt->edge, wt->dev, wt->label);
             w->stats.logins_ok++;
-            reply_login(w, s->jid, wt->edge, wt->dev, NULL, NULL);
+            reply_login_ok(s, wt->edge, wt->dev);
             im_on_attach(s, wt->edge, wt->dev);
         }
         waiter_free(wt);
@@ -965,6 +980,14 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
         watchdog_untrack(s->fd);
         session_set_state(s, SESSION_ONLINE);
         evtimer_del(s->timer);
+        /* The server took the password: keep it sealed for the edges'
+         * re-logins (resume.h), then forget it. */
+        char holder[LEASE_HOLDER_MAX];
+        lease_holder(holder, w->id, s->token);
+        if (!resume_store(w->bus, w->cred_key, s->jid, holder, s->resume,
+                          s->resume_new ? s->password : NULL, NULL, NULL))
+            LOG(WARN, "resume_unsealed", "jid=%s", s->jid);
+        s->resume_new = false;
         OPENSSL_cleanse(s->password, strlen(s->password));
         free(s->password);
         s->password = NULL;
@@ -1330,6 +1353,52 @@ static void lease_request(struct session *s, const char *held, bus_reply_cb *cb)
     lease_take(s->w->bus, s->jid, s->w->id, held, s->w->cfg->lease_ms, cb, lr);
 }
 
+static void login_with(struct worker *w, struct env *e, const char *payload,
+                       size_t len, char *pass, const uint8_t *token);
+
+/* A re-login with a resume token waits for the sealed password. */
+struct resume_req {
+    struct worker *w;
+    char *payload; /* the login envelope, wiped when freed */
+    size_t len;
+    uint8_t token[SEAL_TOKEN_BYTES];
+};
+
+static void on_resume_fetched(void *owner, void *data, redisReply *r)
+{
+    struct resume_req *rr = data;
+    struct worker *w = rr->w;
+    char err[200];
+    struct env *e = env_decode(rr->payload, rr->len, err, sizeof(err));
+    if (e) {
+        const char *jid = env_str(e, "jid"), *edge = env_str(e, "edge"),
+                   *dev = env_str(e, "dev");
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            /* Redis away: the edge tries again (its re-login backs off). */
+            reply_login(w, jid, edge, dev, "unavailable", "message bus unavailable, retry soon");
+        } else {
+            char *pass = r->type == REDIS_REPLY_STRING
+                             ? resume_open(w->cred_key, jid, rr->token, r->str)
+                             : NULL;
+            if (pass) {
+                login_with(w, e, rr->payload, rr->len, pass, rr->token);
+            } else {
+                /* Expired, gone with Redis, or stored under another token
+                 * (a later login's): the phones log in again. */
+                LOG(INFO, "resume_lost", "jid=%s edge=%s found=%s", jid, edge,
+                    r->type == REDIS_REPLY_STRING ? "other" : "none");
+                reply_login(w, jid, edge, dev, ENV_RESUME_LOST,
+                            "the session must be opened again with the password");
+            }
+        }
+        env_free(e);
+    }
+    OPENSSL_cleanse(rr->payload, rr->len);
+    free(rr->payload);
+    OPENSSL_cleanse(rr->token, sizeof(rr->token));
+    free(rr);
+}
+
 void session_on_login(struct worker *w, struct env *e, const char *payload,
                       size_t len)
 {
@@ -1342,8 +1411,29 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
         LOG(WARN, "login_jid_unprepared", "edge=%s", edge ? edge : "-");
         return;
     }
-    char *pass = seal_decrypt(w->cred_key, jid, env_str(e, "cred"),
-                              util_wall_ms(), 5 * 60 * 1000);
+    const char *cred = env_str(e, "cred"), *tok = env_str(e, "resume_token");
+    if (!cred == !tok) {
+        w->stats.bad_envelopes++;
+        LOG(WARN, "login_bad_credentials", "jid=%s edge=%s hint=\"a login carries "
+            "cred or resume_token, one of the two\"", jid, edge);
+        reply_login(w, jid, edge, dev, "unavailable", "the login could not be read");
+        return;
+    }
+    if (tok) {
+        struct resume_req *rr = xcalloc(1, sizeof(*rr));
+        if (!seal_token_parse(tok, rr->token)) {
+            free(rr);
+            w->stats.bad_envelopes++;
+            reply_login(w, jid, edge, dev, ENV_RESUME_LOST, "not a resume token");
+            return;
+        }
+        rr->w = w;
+        rr->payload = xstrndup(payload, len);
+        rr->len = len;
+        resume_fetch(w->bus, jid, on_resume_fetched, rr);
+        return;
+    }
+    char *pass = seal_decrypt(w->cred_key, jid, cred, util_wall_ms(), 5 * 60 * 1000);
     if (!pass) {
         /* Other logins open with this key: this one was sealed for another
          * user, altered or replayed late, by whoever can publish on the bus. */
@@ -1358,6 +1448,17 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
         return;
     }
     w->cred_opened_ms = util_mono_ms();
+    login_with(w, e, payload, len, pass, NULL);
+}
+
+/* A login whose password is known (pass: owned, wiped here): from the
+ * sealed cred, or opened with a resume token (token: then the session, if
+ * one starts, keeps that token). */
+static void login_with(struct worker *w, struct env *e, const char *payload,
+                       size_t len, char *pass, const uint8_t *token)
+{
+    const char *jid = env_str(e, "jid"), *edge = env_str(e, "edge"),
+               *dev = env_str(e, "dev");
     struct session *s = strmap_get(&w->sessions, jid);
     if (!s && w->sessions.count >= (size_t)w->cfg->max_sessions) {
         reply_login(w, jid, edge, dev, "unavailable", "this bridge is full");
@@ -1369,6 +1470,12 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
         s->password = pass;
         hash_password(s, pass, s->pass_hash);
         pass = NULL;
+        if (token) {
+            memcpy(s->resume, token, SEAL_TOKEN_BYTES);
+        } else {
+            util_random(s->resume, SEAL_TOKEN_BYTES);
+            s->resume_new = true;
+        }
         lease_request(s, "", on_lease_acquired);
     }
     uint8_t hash[32];
@@ -1402,7 +1509,7 @@ void session_on_login(struct worker *w, struct env *e, const char *payload,
             w->stats.logins_ok++;
             w->stats.logins_reused++;
             LOG(INFO, "session_reused", "jid=%s edge=%s dev=%s", jid, edge, dev);
-            reply_login(w, jid, edge, dev, NULL, NULL);
+            reply_login_ok(s, edge, dev);
             im_on_attach(s, edge, dev);
         }
         break;

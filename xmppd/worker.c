@@ -837,6 +837,9 @@ static void tell_edge_where(struct worker *w, const struct session *s, const str
     env_set_str(r, "edge", edge);
     env_set_str(r, "dev", dev);
     env_set_str(r, "worker", w->id);
+    char tok[SEAL_TOKEN_HEX + 1];
+    seal_token_hex(s->resume, tok);
+    env_set_str(r, "resume_token", tok);
     worker_publish(w, "e", edge, r);
 }
 

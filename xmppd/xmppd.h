@@ -116,6 +116,11 @@ struct session {
     uint8_t salt[16];
     uint8_t pass_hash[32];   /* of the password the session logged in with */
     char *password;          /* only until CONNECT; wiped after */
+    uint8_t resume[SEAL_TOKEN_BYTES]; /* the session's resume token, given
+                                to edges in login_ok (resume.h) */
+    bool resume_new;         /* drawn here (a password login): its sealed
+                                password is stored at CONNECT; else it came
+                                with the login, and CONNECT renews it */
     struct waiter *waiters;  /* logins waiting for LEASING/CONNECTING to end */
     struct strmap devices;   /* "edge/dev" -> (void*)1: attached phones */
     struct ack_batch *acks_head, *acks_tail;
