@@ -590,8 +590,12 @@ static void set_worker(struct edge *edge, struct user *u, const char *worker)
 static void set_resume(struct user *u, const struct env *e)
 {
     const char *tok = env_str(e, "resume_token");
-    if (tok && seal_token_parse(tok, u->resume))
+    uint8_t t[SEAL_TOKEN_BYTES];
+    if (tok && seal_token_parse(tok, t)) {
+        memcpy(u->resume, t, sizeof(t));
         u->has_resume = true;
+    }
+    OPENSSL_cleanse(t, sizeof(t));
 }
 
 static void on_login_ok(struct edge *edge, struct env *e)

@@ -1380,7 +1380,14 @@ static void on_resume_fetched(void *owner, void *data, redisReply *r)
             char *pass = r->type == REDIS_REPLY_STRING
                              ? resume_open(w->cred_key, jid, rr->token, r->str)
                              : NULL;
-            if (pass) {
+            struct session *s = strmap_get(&w->sessions, jid);
+            if (pass && w->stopping) {
+                /* (What dispatch_login does, now that time has passed.) */
+                seal_wipe_free(pass);
+                reply_login(w, jid, edge, dev, "unavailable", "this bridge is stopping, retry");
+            } else if (pass && s && session_defer(s, w->channel, rr->payload, rr->len)) {
+                seal_wipe_free(pass); /* (run again, token and all, once the lease is sure) */
+            } else if (pass) {
                 login_with(w, e, rr->payload, rr->len, pass, rr->token);
             } else {
                 /* Expired, gone with Redis, or stored under another token
