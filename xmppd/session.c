@@ -472,10 +472,25 @@ static void session_bury(struct session *s)
     worker_kick(w);
 }
 
+/* How long a session closed while it logged in waits for the login to end
+ * before its stream goes anyway. */
+#define CLOSE_WAIT_MS 2000
+
 static void session_close(struct session *s, const char *reason)
 {
     LOG(INFO, "session_close", "jid=%s reason=%s state=%s", s->jid, reason,
         state_names[s->state]);
+    if (s->state == SESSION_CONNECTING && s->tcp_connected) {
+        /* The login may be half way: libstrophe frees its SASL state only
+         * when the server answers the exchange (a stream torn down before
+         * that leaks it), so the stream goes once the login is over
+         * (conn_handler), or after CLOSE_WAIT_MS at the latest. */
+        session_set_state(s, SESSION_CLOSING);
+        s->close_deferred = true;
+        struct timeval tv = {CLOSE_WAIT_MS / 1000, (CLOSE_WAIT_MS % 1000) * 1000};
+        evtimer_add(s->timer, &tv);
+        return;
+    }
     if (s->state == SESSION_ONLINE || s->state == SESSION_CONNECTING) {
         if (s->state == SESSION_ONLINE) {
             xmpp_stanza_t *p = stanza_presence(s->w->ctx, false);
@@ -501,6 +516,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         session_close(s, "connect_timeout");
     } else if (s->state == SESSION_ONLINE && s->devices.count == 0) {
         session_close(s, "resume_window_over");
+    } else if (s->state == SESSION_CLOSING && s->close_deferred) {
+        s->close_deferred = false; /* (the server never answered the login) */
+        xmpp_disconnect(s->conn);
+        worker_kick(s->w);
     }
 }
 
@@ -976,6 +995,14 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
 {
     struct session *s = userdata;
     struct worker *w = s->w;
+    if (event == XMPP_CONN_CONNECT && s->close_deferred) {
+        /* Closed while it logged in (session_close): now it may go. */
+        s->close_deferred = false;
+        evtimer_del(s->timer);
+        xmpp_disconnect(conn);
+        worker_kick(w);
+        return;
+    }
     if (event == XMPP_CONN_CONNECT) {
         watchdog_untrack(s->fd);
         session_set_state(s, SESSION_ONLINE);

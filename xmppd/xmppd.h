@@ -128,6 +128,8 @@ struct session {
                                 failure before CONNECT is about the login */
     bool ping_queued;        /* on the worker's flush list */
     bool tls_failed;         /* the server's certificate was rejected */
+    bool close_deferred;     /* closed while it logged in: the stream goes
+                                once the login is over (session_close) */
     struct idset acked;      /* client ids the server already has */
     struct idset seen;       /* messages already delivered to the inbox: archive
                                 ids and "<from>|<id>" of incoming messages */
