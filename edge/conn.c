@@ -588,6 +588,62 @@ void conn_send(struct conn *c, json_t *obj)
     send_frame(c, obj, false);
 }
 
+/* A frame written straight into the arena by write (phone.h: the body's
+ * length, written only when it fits cap). False, with nothing sent, when
+ * it is longer than max_frame: the caller sends the frame's object
+ * instead, which send_frame fits. */
+typedef size_t frame_writer(const void *arg, char *buf, size_t cap);
+
+static bool send_written(struct conn *c, frame_writer *write, const void *arg,
+                         bool paced)
+{
+    struct outq_arena *arena = &conn_io(c->edge)->arena;
+    size_t room;
+    char *p = outq_reserve(arena, FRAME_HEADER + 256, &room);
+    size_t n = write(arg, p, room);
+    if (n > (size_t)c->edge->cfg->max_frame)
+        return false;
+    if (FRAME_HEADER + n > room) {
+        p = outq_reserve(arena, FRAME_HEADER + n, &room);
+        write(arg, p, room);
+    }
+    queue_frame(c, p, FRAME_HEADER + n, paced);
+    return true;
+}
+
+struct msg_arg {
+    const struct env *e;
+    int64_t now_ms;
+};
+
+static size_t write_msg(const void *arg, char *buf, size_t cap)
+{
+    const struct msg_arg *m = arg;
+    return phone_msg_to(m->e, m->now_ms, buf, cap);
+}
+
+void conn_send_msg(struct conn *c, const struct env *e, bool paced)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    struct msg_arg m = {e, util_wall_ms()};
+    if (!send_written(c, write_msg, &m, paced))
+        send_frame(c, phone_msg_frame(e, m.now_ms), paced); /* (cut to fit) */
+}
+
+static size_t write_ack(const void *arg, char *buf, size_t cap)
+{
+    return phone_ack_to(arg, buf, cap);
+}
+
+void conn_send_ack(struct conn *c, json_t *id)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    if (!send_written(c, write_ack, id, false))
+        send_frame(c, json_pack("{s:s, s:O}", "t", "ack", "id", id), false);
+}
+
 void conn_send_paced(struct conn *c, json_t *obj)
 {
     send_frame(c, obj, true);

@@ -25,46 +25,24 @@
  * fetched from the inbox by the next replay instead. */
 #define HELD_MAX 256
 
-/* The frame for a stored item: a chat becomes "msg", an event carries its
- * own frame. */
-static json_t *item_frame(const struct env *e)
+/* A stored item to the phone: a chat becomes "msg" (written straight,
+ * phone.h), an event carries its own frame. */
+static void write_chat(struct conn *c, const struct env *e, bool paced)
 {
-    json_t *f;
-    if (e->type == ENV_EVENT) {
-        f = json_deep_copy(env_json(e, "frame"));
-    } else {
-        f = json_pack("{s:s, s:s, s:O}", "t", "msg", "from", env_str(e, "from"),
-                      "body", env_json(e, "body"));
-        if (env_str(e, "id"))
-            json_object_set_new(f, "id", json_string(env_str(e, "id")));
-        json_object_set_new(f, "ts", json_integer(env_int(e, "ts", util_wall_ms())));
-        if (env_str(e, "room"))
-            json_object_set_new(f, "room", json_string(env_str(e, "room")));
-        if (json_is_true(env_json(e, "sent"))) {
-            json_object_set_new(f, "sent", json_true());
-            if (env_str(e, "with"))
-                json_object_set_new(f, "to", json_string(env_str(e, "with")));
-        }
-        if (env_str(e, "filtered"))
-            json_object_set_new(f, "filtered", json_string(env_str(e, "filtered")));
+    if (e->type != ENV_EVENT) {
+        conn_send_msg(c, e, paced);
+        c->edge->stats.msgs_out++;
+        return;
     }
+    json_t *f = json_deep_copy(env_json(e, "frame"));
     int64_t seq = env_int(e, "seq", -1);
     if (seq > 0)
         json_object_set_new(f, "seq", json_integer(seq));
-    return f;
-}
-
-static void write_chat(struct conn *c, const struct env *e, bool paced)
-{
-    json_t *f = item_frame(e);
     if (paced)
         conn_send_paced(c, f);
     else
         conn_send(c, f);
-    if (e->type == ENV_CHAT)
-        c->edge->stats.msgs_out++;
-    else
-        c->edge->stats.events_out++;
+    c->edge->stats.events_out++;
 }
 
 /* Events not stored (no seq) that a phone in the background goes without. */

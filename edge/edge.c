@@ -887,7 +887,7 @@ static void on_user_env(struct edge *edge, struct env *e)
             json_t *id;
             json_array_foreach(ids, i, id) {
                 inflight_done(c, json_string_value(id));
-                conn_send(c, json_pack("{s:s, s:O}", "t", "ack", "id", id));
+                conn_send_ack(c, id);
                 edge->stats.acks++;
             }
         }

@@ -278,6 +278,12 @@ void conn_accept(struct edge *edge, int fd, const struct sockaddr *sa, int salen
 void conn_send(struct conn *c, json_t *obj);
 /* The same without the cut: for output the edge paces itself (replays). */
 void conn_send_paced(struct conn *c, json_t *obj);
+/* The msg frame of chat envelope e (paced: as conn_send_paced), and the
+ * ack frame of a client id, written without building the frame
+ * (phone_msg_to, phone_ack_to). */
+struct env;
+void conn_send_msg(struct conn *c, const struct env *e, bool paced);
+void conn_send_ack(struct conn *c, json_t *id);
 /* Queue a frame whose body (compact JSON, len bytes) is already written,
  * e.g. once for every device of a user: no JSON value, no serialiser. The
  * same cut as conn_send; a body over max_frame is replaced by an error. */

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -71,6 +72,23 @@ json_t *phone_fit(const json_t *obj, size_t max);
 
 /* Builders for the frames the edge sends. Each returns a new reference. */
 json_t *phone_error(const char *code, const char *msg, const char *id);
+
+/* The frames a phone gets for every message, written straight into a
+ * buffer (cap bytes, header included) from the values the envelope already
+ * holds, with no frame object built: jansson escapes every value, the keys
+ * are fixed. Each returns the body's length, and writes it (with its
+ * header) only when FRAME_HEADER + it <= cap, as phone_encode_to does;
+ * the bytes are exactly those phone_encode_to writes of the frame the
+ * matching builder makes (test_phone compares them).
+ *
+ * The msg frame of a chat envelope (phone_msg_frame builds it: t, from,
+ * body, id?, ts (now_ms if the envelope has none), room?, sent + to?,
+ * filtered?, seq when > 0, in that order). */
+struct env;
+json_t *phone_msg_frame(const struct env *e, int64_t now_ms);
+size_t phone_msg_to(const struct env *e, int64_t now_ms, char *buf, size_t cap);
+/* {"t":"ack","id":id} */
+size_t phone_ack_to(const json_t *id, char *buf, size_t cap);
 json_t *phone_bye(const char *reason);
 
 #endif

@@ -1,4 +1,5 @@
 /* test_phone.c - edge/phone: the phone protocol v1 codec. */
+#include "envelope.h"
 #include "frame.h"
 #include "../../edge/phone.h"
 #include "unit.h"
@@ -445,6 +446,63 @@ TEST(phone_fit_items)
     json_decref(o);
 }
 
+/* The frames written straight (phone_msg_to, phone_ack_to) are byte for
+ * byte what phone_encode_to writes of the frames built as objects, for
+ * every optional field and every character jansson escapes; in too little
+ * room they say how much they need and write nothing past it. */
+TEST(phone_frames_written_straight)
+{
+    static const char *const envs[] = {
+        "{\"v\":1,\"type\":\"chat\",\"from\":\"bob@localhost/desk\",\"to\":\"alice@localhost\","
+        "\"body\":\"hi\",\"ts\":1765000000123,\"seq\":7,\"epoch\":\"e1\"}",
+        "{\"v\":1,\"type\":\"chat\",\"from\":\"bob@localhost/d\\\"e\\\\sk\",\"to\":\"alice@localhost\","
+        "\"body\":\"quote \\\" back\\\\ slash / tab\\t nl\\n é ✓ 😀 </script>\","
+        "\"id\":\"m-1.x:y\",\"seq\":123456789012}",
+        "{\"v\":1,\"type\":\"chat\",\"from\":\"room@conf.localhost/nick\",\"to\":\"alice@localhost\","
+        "\"body\":\"x\",\"room\":\"room@conf.localhost\",\"ts\":0,\"filtered\":\"masked\"}",
+        "{\"v\":1,\"type\":\"chat\",\"from\":\"alice@localhost/phone\",\"to\":\"alice@localhost\","
+        "\"body\":\"mine\",\"sent\":true,\"with\":\"bob@localhost\",\"id\":\"c9\",\"seq\":2}",
+        "{\"v\":1,\"type\":\"chat\",\"from\":\"alice@localhost/phone\",\"to\":\"alice@localhost\","
+        "\"body\":\"no with\",\"sent\":true,\"seq\":3}",
+        "{\"v\":1,\"type\":\"chat\",\"from\":\"a@b\",\"to\":\"c@d\",\"body\":\"no seq, sent false\","
+        "\"sent\":false}",
+    };
+    int64_t now = 1765000009999;
+    for (size_t i = 0; i < sizeof(envs) / sizeof(envs[0]); i++) {
+        struct env *e = env_decode(envs[i], strlen(envs[i]), err, sizeof(err));
+        if (!CHECK(e != NULL)) {
+            printf("    envelope %zu: %s\n", i, err);
+            continue;
+        }
+        json_t *f = phone_msg_frame(e, now);
+        size_t len;
+        char *want = phone_encode(f, &len);
+        char buf[2048], small[16];
+        memset(small, 'x', sizeof(small));
+        size_t n = phone_msg_to(e, now, buf, sizeof(buf));
+        if (!CHECK(FRAME_HEADER + n == len && memcmp(buf, want, len) == 0))
+            printf("    envelope %zu:\n    want %.*s\n    got  %.*s\n", i, (int)(len - 4),
+                   want + 4, (int)n, buf + 4);
+        /* Too little room: the length, and nothing written. */
+        CHECK_EQ_INT(phone_msg_to(e, now, small, sizeof(small)), n);
+        CHECK_EQ_INT(phone_msg_to(e, now, buf, len - 1), n);
+        free(want);
+        json_decref(f);
+        env_free(e);
+    }
+    json_t *id = json_string("c-42.a:b");
+    json_t *ack = json_pack("{s:s, s:O}", "t", "ack", "id", id);
+    size_t len;
+    char *want = phone_encode(ack, &len);
+    char buf[128];
+    CHECK_EQ_INT(FRAME_HEADER + phone_ack_to(id, buf, sizeof(buf)), len);
+    CHECK(memcmp(buf, want, len) == 0);
+    CHECK_EQ_INT(phone_ack_to(id, buf, len - 1), len - FRAME_HEADER);
+    free(want);
+    json_decref(ack);
+    json_decref(id);
+}
+
 int main(void)
 {
     RUN(phone_decode_login);
@@ -461,5 +519,6 @@ int main(void)
     RUN(phone_fit_body);
     RUN(phone_fit_items);
     RUN(phone_bad_frame_error_text_is_utf8);
+    RUN(phone_frames_written_straight);
     return unit_done();
 }
