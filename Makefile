@@ -230,7 +230,7 @@ FUZZ_LIBS    := $(PKG_LIBS) -lm
 FUZZ_OPTS    := -timeout=10 -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1
 FUZZ_HDRS    := $(wildcard common/*.h edge/*.h xmppd/*.h client/*.h)
 
-FUZZ_SRC_frame    := common/frame.c edge/phone.c common/proto.c common/schema.c common/jid.c common/util.c
+FUZZ_SRC_frame    := common/frame.c edge/phone.c common/envelope.c common/proto.c common/schema.c common/jid.c common/util.c
 FUZZ_SRC_envelope := common/envelope.c common/proto.c common/schema.c common/jid.c common/seal.c common/util.c
 FUZZ_SRC_stanza   := xmppd/stanza.c common/envelope.c common/schema.c common/jid.c common/util.c
 FUZZ_SRC_client   := client/imb_client.c

@@ -1,5 +1,6 @@
 /* envelope.c - envelope codec: a schema table per type over jansson objects. */
 #include "envelope.h"
+#include "jsonout.h"
 #include "schema.h"
 #include "util.h"
 
@@ -136,6 +137,54 @@ char *env_encode(const struct env *e, size_t *len)
     if (len)
         *len = strlen(s);
     return s;
+}
+
+static void chat_text(struct jsonout *o, const json_t *from, const json_t *to,
+                      const json_t *body, bool group, const json_t *id,
+                      const char *edge, const char *dev, int64_t ts, int64_t pts)
+{
+    jsonout_lit(o, "{\"v\":");
+    jsonout_int(o, ENV_VERSION);
+    jsonout_lit(o, ",\"type\":\"chat\",\"from\":");
+    jsonout_json(o, from);
+    jsonout_lit(o, ",\"to\":");
+    jsonout_json(o, to);
+    jsonout_lit(o, ",\"body\":");
+    jsonout_json(o, body);
+    if (group)
+        jsonout_lit(o, ",\"group\":true");
+    jsonout_lit(o, ",\"id\":");
+    jsonout_json(o, id);
+    jsonout_lit(o, ",\"edge\":\"");
+    jsonout_put(o, edge, strlen(edge));
+    jsonout_lit(o, "\",\"dev\":\"");
+    jsonout_put(o, dev, strlen(dev));
+    jsonout_lit(o, "\",\"ts\":");
+    jsonout_int(o, ts);
+    jsonout_lit(o, ",\"pts\":");
+    jsonout_int(o, pts);
+    jsonout_lit(o, "}");
+}
+
+char *env_chat_encode(const char *from, const json_t *to, const json_t *body,
+                      bool group, const json_t *id, const char *edge,
+                      const char *dev, int64_t ts, int64_t pts, size_t *len)
+{
+    json_t *f = json_string(from);
+    char small[512];
+    struct jsonout o = {small, 0, sizeof(small) - 1};
+    chat_text(&o, f, to, body, group, id, edge, dev, ts, pts);
+    char *text = xmalloc(o.n + 1);
+    if (o.n <= o.cap) {
+        memcpy(text, small, o.n);
+    } else {
+        o = (struct jsonout){text, 0, o.n};
+        chat_text(&o, f, to, body, group, id, edge, dev, ts, pts);
+    }
+    text[o.n] = '\0';
+    json_decref(f);
+    *len = o.n;
+    return text;
 }
 
 static size_t max_bytes = ENV_MAX_BYTES;

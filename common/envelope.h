@@ -67,6 +67,15 @@ json_t *env_json(const struct env *e, const char *key);
 /* Encode to compact JSON; returns a malloc'd NUL-terminated string (free()). */
 char *env_encode(const struct env *e, size_t *len);
 
+/* A phone's chat for its session (edge -> worker), written straight
+ * (jsonout.h) rather than built and encoded: the text env_encode makes of
+ * the envelope the edge would build, fields in its order (v, type, from,
+ * to, body, group when true, id, edge, dev, ts, pts). edge and dev are ids
+ * (no character JSON escapes). Returns it malloc'd, its length in *len. */
+char *env_chat_encode(const char *from, const json_t *to, const json_t *body,
+                      bool group, const json_t *id, const char *edge,
+                      const char *dev, int64_t ts, int64_t pts, size_t *len);
+
 /* Set the size limit env_decode applies (process-wide, at start-up). */
 void env_set_max_bytes(size_t max);
 

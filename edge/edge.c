@@ -169,27 +169,26 @@ static void flush_outgoing(evutil_socket_t fd, short what, void *arg)
         list = publish_batch(edge, list);
 }
 
-/* Publish e (freed) to the worker holding the user's session ("w", the
- * one that answered the login) at the end of the loop turn; cb gets the
+/* Publish an envelope's text (payload, malloc'd: taken) to the worker
+ * holding the user's session ("w", the one that answered the login) at the
+ * end of the loop turn; cb gets the
  * PUBLISH's reply as for bus_publish. Envelopes for any users of one
  * worker share one PUBLISH. With no worker known yet, cb hears "nobody
  * got it" at once. */
-static void publish_to_session(struct edge *edge, struct user *u, struct env *e,
-                               bus_reply_cb *cb, void *data)
+static void publish_text_to_session(struct edge *edge, struct user *u, char *payload,
+                                    size_t len, bus_reply_cb *cb, void *data)
 {
     char ch[1200];
     if (!u->worker || !bus_channel(edge->bus, ch, sizeof(ch), "w", u->worker)) {
-        env_free(e);
+        free(payload);
         redisReply none = {.type = REDIS_REPLY_INTEGER, .integer = 0};
         if (cb)
             cb(edge, data, &none);
         return;
     }
     struct outgoing *o = xcalloc(1, sizeof(*o));
-    env_set_int(e, "ts", util_wall_ms());
-    env_set_int(e, "pts", util_wall_ms());
-    o->payload = env_encode(e, &o->len);
-    env_free(e);
+    o->payload = payload;
+    o->len = len;
     o->channel = xstrdup(ch);
     o->cb = cb;
     o->data = data;
@@ -200,6 +199,18 @@ static void publish_to_session(struct edge *edge, struct user *u, struct env *e,
         event_active(edge->out_ev, EV_TIMEOUT, 0);
     }
     edge->out_tail = o;
+}
+
+/* The same for envelope e (freed), stamped with the time it leaves. */
+static void publish_to_session(struct edge *edge, struct user *u, struct env *e,
+                               bus_reply_cb *cb, void *data)
+{
+    env_set_int(e, "ts", util_wall_ms());
+    env_set_int(e, "pts", util_wall_ms());
+    size_t len;
+    char *payload = env_encode(e, &len);
+    env_free(e);
+    publish_text_to_session(edge, u, payload, len, cb, data);
 }
 
 /* Tell the user's bridge that this device is gone (dropped or unwanted). */
@@ -755,24 +766,23 @@ void edge_on_msg(struct conn *c, json_t *f)
 {
     struct edge *edge = c->edge;
     edge->stats.msgs_in++;
-    const char *id = json_string_value(json_object_get(f, "id"));
-    struct env *e = env_new(ENV_CHAT);
-    /* Identity is stamped here, from the login, never from the phone. */
-    env_set_str(e, "from", c->user->jid);
-    env_set_str(e, "to", json_string_value(json_object_get(f, "to")));
-    env_set_json(e, "body", json_incref(json_object_get(f, "body")));
-    if (json_is_true(json_object_get(f, "group")))
-        env_set_json(e, "group", json_true());
-    env_set_str(e, "id", id);
-    env_set_str(e, "edge", edge->id);
-    env_set_str(e, "dev", c->dev);
+    json_t *idv = json_object_get(f, "id");
+    const char *id = json_string_value(idv);
+    /* Identity is stamped here, from the login, never from the phone. The
+     * envelope is written straight from the frame's values (envelope.h). */
+    int64_t now = util_wall_ms();
+    size_t len;
+    char *payload = env_chat_encode(c->user->jid, json_object_get(f, "to"),
+                                    json_object_get(f, "body"),
+                                    json_is_true(json_object_get(f, "group")), idv,
+                                    edge->id, c->dev, now, now, &len);
     struct forwarded *r = forwarded_new(c, id);
     /* Until an ack or an error names it, the edge owes the phone an answer
      * for this id, whatever happens to the bridge or the bus meanwhile. */
     if (!c->inflight)
         c->inflight = json_array();
     json_array_append_new(c->inflight, json_string(id));
-    publish_to_session(edge, c->user, e, on_msg_published, r);
+    publish_text_to_session(edge, c->user, payload, len, on_msg_published, r);
 }
 
 /* ---- requests ---------------------------------------------------------- */

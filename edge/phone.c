@@ -2,6 +2,7 @@
 #include "phone.h"
 #include "envelope.h"
 #include "frame.h"
+#include "jsonout.h"
 #include "proto.h"
 #include "schema.h"
 #include "util.h"
@@ -167,42 +168,13 @@ json_t *phone_msg_frame(const struct env *e, int64_t now_ms)
     return f;
 }
 
-/* A frame body being written: bytes past cap are counted, not written. */
-struct out {
-    char *p;
-    size_t n, cap;
-};
-
-static void put(struct out *o, const char *s, size_t k)
+/* A frame's body, written behind its header's room (jsonout.h). */
+static struct jsonout out_at(char *buf, size_t cap)
 {
-    if (o->n + k <= o->cap)
-        memcpy(o->p + o->n, s, k);
-    o->n += k;
+    return (struct jsonout){buf + FRAME_HEADER, 0, cap > FRAME_HEADER ? cap - FRAME_HEADER : 0};
 }
 
-#define PUT(o, lit) put((o), (lit), sizeof(lit) - 1)
-
-/* A value as jansson writes it inside a JSON_COMPACT object. */
-static void put_json(struct out *o, const json_t *v)
-{
-    size_t room = o->n < o->cap ? o->cap - o->n : 0;
-    o->n += json_dumpb(v, room ? o->p + o->n : NULL, room,
-                       JSON_COMPACT | JSON_ENCODE_ANY);
-}
-
-static void put_int(struct out *o, int64_t v)
-{
-    char tmp[24];
-    int k = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
-    put(o, tmp, (size_t)k);
-}
-
-static struct out out_at(char *buf, size_t cap)
-{
-    return (struct out){buf + FRAME_HEADER, 0, cap > FRAME_HEADER ? cap - FRAME_HEADER : 0};
-}
-
-static size_t out_done(const struct out *o, char *buf)
+static size_t out_done(const struct jsonout *o, char *buf)
 {
     if (o->n <= o->cap)
         frame_header((uint8_t *)buf, (uint32_t)o->n);
@@ -211,47 +183,47 @@ static size_t out_done(const struct out *o, char *buf)
 
 size_t phone_msg_to(const struct env *e, int64_t now_ms, char *buf, size_t cap)
 {
-    struct out o = out_at(buf, cap);
-    PUT(&o, "{\"t\":\"msg\",\"from\":");
-    put_json(&o, env_json(e, "from"));
-    PUT(&o, ",\"body\":");
-    put_json(&o, env_json(e, "body"));
+    struct jsonout o = out_at(buf, cap);
+    jsonout_lit(&o, "{\"t\":\"msg\",\"from\":");
+    jsonout_json(&o, env_json(e, "from"));
+    jsonout_lit(&o, ",\"body\":");
+    jsonout_json(&o, env_json(e, "body"));
     if (env_str(e, "id")) {
-        PUT(&o, ",\"id\":");
-        put_json(&o, env_json(e, "id"));
+        jsonout_lit(&o, ",\"id\":");
+        jsonout_json(&o, env_json(e, "id"));
     }
-    PUT(&o, ",\"ts\":");
-    put_int(&o, env_int(e, "ts", now_ms));
+    jsonout_lit(&o, ",\"ts\":");
+    jsonout_int(&o, env_int(e, "ts", now_ms));
     if (env_str(e, "room")) {
-        PUT(&o, ",\"room\":");
-        put_json(&o, env_json(e, "room"));
+        jsonout_lit(&o, ",\"room\":");
+        jsonout_json(&o, env_json(e, "room"));
     }
     if (json_is_true(env_json(e, "sent"))) {
-        PUT(&o, ",\"sent\":true");
+        jsonout_lit(&o, ",\"sent\":true");
         if (env_str(e, "with")) {
-            PUT(&o, ",\"to\":");
-            put_json(&o, env_json(e, "with"));
+            jsonout_lit(&o, ",\"to\":");
+            jsonout_json(&o, env_json(e, "with"));
         }
     }
     if (env_str(e, "filtered")) {
-        PUT(&o, ",\"filtered\":");
-        put_json(&o, env_json(e, "filtered"));
+        jsonout_lit(&o, ",\"filtered\":");
+        jsonout_json(&o, env_json(e, "filtered"));
     }
     int64_t seq = env_int(e, "seq", -1);
     if (seq > 0) {
-        PUT(&o, ",\"seq\":");
-        put_int(&o, seq);
+        jsonout_lit(&o, ",\"seq\":");
+        jsonout_int(&o, seq);
     }
-    PUT(&o, "}");
+    jsonout_lit(&o, "}");
     return out_done(&o, buf);
 }
 
 size_t phone_ack_to(const json_t *id, char *buf, size_t cap)
 {
-    struct out o = out_at(buf, cap);
-    PUT(&o, "{\"t\":\"ack\",\"id\":");
-    put_json(&o, id);
-    PUT(&o, "}");
+    struct jsonout o = out_at(buf, cap);
+    jsonout_lit(&o, "{\"t\":\"ack\",\"id\":");
+    jsonout_json(&o, id);
+    jsonout_lit(&o, "}");
     return out_done(&o, buf);
 }
 

@@ -366,6 +366,51 @@ TEST(env_decode_deep_nesting)
     free(s);
 }
 
+/* A phone's chat written straight is the text env_encode makes of the
+ * envelope built field by field, escapes and all, short or long. */
+TEST(env_chat_encode_matches_the_built_envelope)
+{
+    static char longbody[3000];
+    memset(longbody, 'w', sizeof(longbody) - 1);
+    const char *bodies[] = {"hi", "quote \" back\\ / tab\t nl\n é ✓ 😀", longbody};
+    const char *froms[] = {"alice@localhost", "a\\b@localhost"};
+    for (size_t i = 0; i < 3; i++) {
+        for (size_t k = 0; k < 2; k++) {
+            bool group = i == 1;
+            json_t *to = json_string(group ? "room@conf.localhost" : "bob@localhost");
+            json_t *body = json_string(bodies[i]);
+            json_t *id = json_string("c-1.x");
+            struct env *e = env_new(ENV_CHAT);
+            env_set_str(e, "from", froms[k]);
+            env_set_json(e, "to", json_incref(to));
+            env_set_json(e, "body", json_incref(body));
+            if (group)
+                env_set_json(e, "group", json_true());
+            env_set_json(e, "id", json_incref(id));
+            env_set_str(e, "edge", "e1a2");
+            env_set_str(e, "dev", "c7");
+            env_set_int(e, "ts", 1765000000123);
+            env_set_int(e, "pts", 1765000000124);
+            size_t wlen, glen;
+            char *want = env_encode(e, &wlen);
+            char *got = env_chat_encode(froms[k], to, body, group, id, "e1a2", "c7",
+                                        1765000000123, 1765000000124, &glen);
+            if (!CHECK(glen == wlen && strcmp(got, want) == 0))
+                printf("    want %.120s\n    got  %.120s\n", want, got);
+            char err[128];
+            struct env *d = env_decode(got, glen, err, sizeof(err));
+            CHECK(d != NULL && d->type == ENV_CHAT);
+            env_free(d);
+            free(want);
+            free(got);
+            env_free(e);
+            json_decref(to);
+            json_decref(body);
+            json_decref(id);
+        }
+    }
+}
+
 int main(void)
 {
     RUN(env_every_type_round_trips);
@@ -380,5 +425,6 @@ int main(void)
     RUN(env_decode_rejects_bad_body);
     RUN(env_decode_size_limits);
     RUN(env_decode_deep_nesting);
+    RUN(env_chat_encode_matches_the_built_envelope);
     return unit_done();
 }
