@@ -53,7 +53,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 /* Required fields per type, as the receivers read them. */
 static const char *const required[ENV_TYPE_COUNT][5] = {
-    [ENV_LOGIN] = {"jid", "cred", "edge", "dev"},
+    [ENV_LOGIN] = {"jid", "edge", "dev"}, /* (and cred or resume_token) */
     [ENV_LOGIN_OK] = {"jid", "edge", "dev", "worker"},
     [ENV_LOGIN_FAIL] = {"jid", "edge", "dev", "code"},
     [ENV_CHAT] = {"from", "to", "body"},
@@ -123,10 +123,14 @@ static void check_envelope(const uint8_t *data, size_t size)
             INVARIANT(err[0] != '\0', "frame refused without a reason");
     }
     if (e->type == ENV_LOGIN) {
-        /* A worker opens the credential with the envelope's own JID. */
-        char *secret = seal_decrypt(key, env_str(e, "jid"), env_str(e, "cred"),
-                                    NOW_MS, MAX_AGE_MS);
-        seal_wipe_free(secret);
+        /* A worker opens the credential with the envelope's own JID, or
+         * the sealed password a resume token opens (xmppd/session.c). */
+        const char *cred = env_str(e, "cred"), *tok = env_str(e, "resume_token");
+        if (cred)
+            seal_wipe_free(seal_decrypt(key, env_str(e, "jid"), cred, NOW_MS, MAX_AGE_MS));
+        uint8_t token[SEAL_TOKEN_BYTES], k[SEAL_KEY_BYTES];
+        if (tok && seal_token_parse(tok, token) && seal_resume_key(key, token, k))
+            seal_wipe_free(seal_decrypt(k, env_str(e, "jid"), cred ? cred : "AAAA", 0, 1));
     }
     env_free(e);
 }
