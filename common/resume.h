@@ -22,7 +22,8 @@
 #include "seal.h"
 
 /* How long a session's sealed password is kept: from the login that
- * stored it, renewed by every login that opens it. */
+ * stored it, renewed each time a session opens with the token (its
+ * CONNECT); a token login that joins a session already open renews nothing. */
 #define RESUME_KEEP_MS (30LL * 24 * 3600 * 1000)
 
 /* Store password, sealed under token for jid (held under holder's lease:
