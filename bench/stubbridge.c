@@ -17,7 +17,9 @@
  *     one `ack` per sender's device on its edge's channel (xmppd acks once
  *     the XMPP server confirmed; here at once).
  * It holds no lease: the fence lets a writer through when nobody holds one.
- * Cheap on purpose: one decode and an encode per chat, little else.
+ * Cheap on purpose: one decode and an encode per chat, little else, with
+ * the envelope code, the allocator (jpool.h) and the event loop
+ * (util_event_base) xmppd's workers use.
  *
  *   stubbridge --redis-port P [--redis-host 127.0.0.1] [--prefix imb]
  *              [--id stub-w0] [--redis-cluster H:P,H:P]
@@ -26,6 +28,7 @@
 #include "bus.h"
 #include "envelope.h"
 #include "inbox.h"
+#include "jpool.h"
 #include "lease.h"
 #include "log.h"
 #include "strmap.h"
@@ -331,6 +334,7 @@ int main(int argc, char **argv)
     if (bo.port <= 0 || strlen(id) > 64)
         usage();
     signal(SIGPIPE, SIG_IGN);
+    jpool_install(); /* as imb-xmppd: jansson's blocks from the pool's lists */
     log_set_name("stubbridge");
     log_min_level = LOG_WARN;
 
@@ -338,7 +342,7 @@ int main(int argc, char **argv)
     s.id = id;
     snprintf(s.holder, sizeof(s.holder), "%s 0", id);
     strmap_init(&s.users);
-    s.base = event_base_new();
+    s.base = util_event_base();
     s.bus = bus_new(s.base, &bo, on_msg, on_state, &s);
     char ch_w[1200];
     bus_channel(s.bus, ch_w, sizeof(ch_w), "w", id);

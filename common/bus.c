@@ -31,6 +31,7 @@
 #include <openssl/evp.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
+#include <hiredis/sds.h>
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
@@ -107,8 +108,8 @@ struct req {
     bool is_publish;
     struct req *next; /* deferred-failure or retry queue */
     struct bus_script *script; /* bus_eval: loaded again after NOSCRIPT */
-    char *cmd;        /* the formatted command, sent again after MOVED, ASK,
-                         TRYAGAIN or NOSCRIPT */
+    sds cmd;          /* the formatted command (an sds), sent again after
+                         MOVED, ASK, TRYAGAIN or NOSCRIPT */
     size_t cmdlen;
     int slot;         /* of its first key, -1: any node */
     int moved;        /* MOVED followed */
@@ -151,6 +152,8 @@ struct bus {
     bool closing;               /* bus_free runs: owed publishes end */
     struct req *deferred;       /* commands failed before sending, callback pending */
     struct event *deferred_ev;
+    struct event *flush_ev;     /* the loop turn's commands written at its end */
+    bool flush_armed;
     struct req *retry, *retry_tail; /* commands waiting out a TRYAGAIN, and
                                    those for the same slots behind them */
     struct event *retry_ev;
@@ -226,7 +229,7 @@ static void notify_state(struct bus *bus)
 
 static void req_free(struct req *r)
 {
-    free(r->cmd);
+    sdsfree(r->cmd);
     free(r);
 }
 
@@ -278,8 +281,30 @@ static void req_send(struct req *r, struct node *n, bool asking)
     }
     if (asking)
         redisAsyncCommand(n->cmd.ac, NULL, NULL, "ASKING");
-    if (redisAsyncFormattedCommand(n->cmd.ac, cmd_cb, r, r->cmd, r->cmdlen) != REDIS_OK)
+    if (redisAsyncFormattedCommand(n->cmd.ac, cmd_cb, r, r->cmd, r->cmdlen) != REDIS_OK) {
         defer_failure(r);
+        return;
+    }
+    if (!r->bus->flush_armed) {
+        r->bus->flush_armed = true;
+        event_active(r->bus->flush_ev, EV_WRITE, 0);
+    }
+}
+
+/* The commands of a loop turn are written at its end, by a write of their
+ * own: hiredis would wait for the socket to be writable, which costs a
+ * trip through epoll_wait and, with its libevent adapter, four epoll_ctl
+ * calls per command burst (with the changelist, util_event_base, the
+ * adapter's changes of one turn cancel out). */
+static void flush_run(evutil_socket_t fd, short what, void *arg)
+{
+    struct bus *bus = arg;
+    bus->flush_armed = false;
+    for (unsigned i = 0; i < bus->nnodes; i++) {
+        struct link *l = &bus->nodes[i]->cmd;
+        if (l->state == LINK_UP && l->ac)
+            redisAsyncHandleWrite(l->ac); /* may drop the link: not touched after */
+    }
 }
 
 static struct node *req_node(const struct req *r)
@@ -1008,10 +1033,10 @@ static void cmd_cb(redisAsyncContext *ac, void *reply, void *privdata)
     req_free(r);
 }
 
-/* A command formatted in cmd (taken over), routed by the name at key (len
- * bytes; NULL: any master). */
+/* A command formatted in cmd (an sds, taken over), routed by the name at
+ * key (len bytes; NULL: any master). */
 static void req_issue(struct bus *bus, bus_reply_cb *cb, void *data, bool is_publish,
-                      struct bus_script *script, char *cmd, long long cmdlen,
+                      struct bus_script *script, sds cmd, long long cmdlen,
                       const char *key, size_t keylen)
 {
     struct req *r = xcalloc(1, sizeof(*r));
@@ -1022,7 +1047,7 @@ static void req_issue(struct bus *bus, bus_reply_cb *cb, void *data, bool is_pub
     r->script = script;
     r->slot = key ? (int)keyslot(key, keylen) : -1;
     if (cmdlen <= 0) {
-        free(cmd);
+        sdsfree(cmd);
         defer_failure(r);
         return;
     }
@@ -1034,11 +1059,25 @@ static void req_issue(struct bus *bus, bus_reply_cb *cb, void *data, bool is_pub
         req_send(r, req_node(r), false);
 }
 
+/* A command in Redis's protocol, by hiredis's sds formatter: the commands
+ * of every message are formatted here, and hiredis's other formatter calls
+ * sprintf for each argument's length. */
+static long long format_argv(sds *cmd, int argc, const char **argv, const size_t *argvlen)
+{
+    *cmd = NULL;
+    int n = redisFormatSdsCommandArgv(cmd, argc, argv, argvlen);
+    if (n <= 0) {
+        sdsfree(*cmd);
+        *cmd = NULL;
+    }
+    return n;
+}
+
 void bus_command_argv(struct bus *bus, bus_reply_cb *cb, void *data, int argc,
                       const char **argv, const size_t *argvlen)
 {
-    char *cmd = NULL;
-    long long n = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    sds cmd;
+    long long n = format_argv(&cmd, argc, argv, argvlen);
     size_t keylen = argc > 1 ? (argvlen ? argvlen[1] : strlen(argv[1])) : 0;
     req_issue(bus, cb, data, false, NULL, cmd, n, argc > 1 ? argv[1] : NULL, keylen);
 }
@@ -1069,11 +1108,13 @@ static const char *formatted_key(const char *cmd, size_t len, size_t *keylen)
 void bus_command(struct bus *bus, bus_reply_cb *cb, void *data,
                  const char *fmt, ...)
 {
-    char *cmd = NULL;
+    char *text = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int n = redisvFormatCommand(&cmd, fmt, ap);
+    int n = redisvFormatCommand(&text, fmt, ap);
     va_end(ap);
+    sds cmd = n > 0 ? sdsnewlen(text, (size_t)n) : NULL;
+    redisFreeCommand(text);
     size_t keylen = 0;
     const char *key = n > 0 ? formatted_key(cmd, (size_t)n, &keylen) : NULL;
     req_issue(bus, cb, data, false, NULL, cmd, n, key, keylen);
@@ -1122,8 +1163,8 @@ void bus_eval(struct bus *bus, struct bus_script *script, bus_reply_cb *cb,
         v[i + 2] = argv[i];
         l[i + 2] = argvlen ? argvlen[i] : strlen(argv[i]);
     }
-    char *cmd = NULL;
-    long long n = redisFormatCommandArgv(&cmd, argc + 2, v, l);
+    sds cmd;
+    long long n = format_argv(&cmd, argc + 2, v, l);
     /* Routed by its first key (argv: numkeys, keys..., args...). */
     bool keyed = argc > 1 && strtol(argv[0], NULL, 10) > 0;
     const char *key = keyed ? v[3] : NULL;
@@ -1141,8 +1182,8 @@ void bus_publish(struct bus *bus, const char *channel, const char *payload,
     const char *argv[3] = {"PUBLISH", channel, payload};
     size_t clen = strlen(channel);
     size_t argvlen[3] = {7, clen, len};
-    char *cmd = NULL;
-    long long n = redisFormatCommandArgv(&cmd, 3, argv, argvlen);
+    sds cmd;
+    long long n = format_argv(&cmd, 3, argv, argvlen);
     req_issue(bus, cb, data, true, NULL, cmd, n, channel, clen);
 }
 
@@ -1277,6 +1318,7 @@ struct bus *bus_new(struct event_base *base, const struct bus_opts *opts,
     util_random_hex(rnd, 8);
     snprintf(bus->hb_prefix, sizeof(bus->hb_prefix), "%s:bus:%s", bus->prefix, rnd);
     bus->deferred_ev = event_new(base, -1, 0, deferred_run, bus);
+    bus->flush_ev = event_new(base, -1, 0, flush_run, bus);
     bus->retry_ev = evtimer_new(base, retry_run, bus);
     bus->topo_timer = evtimer_new(base, topology_timer_cb, bus);
     bus->hb_timer = event_new(base, -1, EV_PERSIST, hb_timer_cb, bus);
@@ -1330,6 +1372,7 @@ void bus_free(struct bus *bus)
         free(n);
     }
     event_free(bus->deferred_ev);
+    event_free(bus->flush_ev);
     event_free(bus->retry_ev);
     strmap_free(&bus->subs);
     free(bus->slot_node);

@@ -131,12 +131,22 @@ json_t *env_json(const struct env *e, const char *key)
 
 char *env_encode(const struct env *e, size_t *len)
 {
-    char *s = json_dumps(e->obj, JSON_COMPACT);
-    if (!s)
+    char small[1024];
+    struct jsonout o = {small, 0, sizeof(small)};
+    jsonout_json(&o, e->obj);
+    char *text = xmalloc(o.n + 1);
+    if (o.n <= o.cap) {
+        memcpy(text, small, o.n);
+    } else {
+        o = (struct jsonout){text, 0, o.n};
+        jsonout_json(&o, e->obj);
+    }
+    if (o.n == 0)
         abort(); /* only on OOM: every value we set is serialisable */
+    text[o.n] = '\0';
     if (len)
-        *len = strlen(s);
-    return s;
+        *len = o.n;
+    return text;
 }
 
 static void chat_text(struct jsonout *o, const json_t *from, const json_t *to,

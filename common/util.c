@@ -7,6 +7,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <event2/event.h>
+
 static void oom(size_t n)
 {
     fprintf(stderr, "fatal: out of memory allocating %zu bytes\n", n);
@@ -86,4 +88,17 @@ void util_random_hex(char *out, size_t nbytes)
         out[2 * i + 1] = hex[raw[i] & 15];
     }
     out[2 * nbytes] = '\0';
+}
+
+struct event_base *util_event_base(void)
+{
+    struct event_config *cfg = event_config_new();
+    if (!cfg)
+        abort();
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    struct event_base *base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    if (!base)
+        abort();
+    return base;
 }

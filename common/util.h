@@ -24,6 +24,16 @@ void util_random(void *buf, size_t n);
 /* A random lowercase hex id of 2*nbytes characters into out (size >= 2*nbytes+1). */
 void util_random_hex(char *out, size_t nbytes);
 
+/* The event loop every process runs: libevent's default, with epoll's
+ * changelist, so that the changes of one loop turn to a socket's events are
+ * one epoll_ctl at the turn's end (hiredis's adapter deletes and adds its
+ * event for every change; the bus writes its commands within the turn, so
+ * most of those changes cancel out). libevent retries a change as an add
+ * when the socket was closed and its number reused within the turn; no
+ * process here dup()s a socket, the changelist's one caveat. */
+struct event_base;
+struct event_base *util_event_base(void);
+
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -168,7 +168,7 @@ int main(int argc, char **argv)
     char err[512];
     fd_headroom(&cfg);
 
-    struct event_base *base = event_base_new();
+    struct event_base *base = util_event_base();
     the_edge = edge_new(base, &cfg, err, sizeof(err));
     if (!the_edge) {
         LOG(ERROR, "startup_failed", "err=\"%s\"", err);

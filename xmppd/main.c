@@ -260,7 +260,7 @@ int main(int argc, char **argv)
         config_free(options, ARRAY_LEN(options), &cfg);
         return 1;
     }
-    sv.base = event_base_new();
+    sv.base = util_event_base();
     int signums[4] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 4; i++) {
         sv.sigs[i] = evsignal_new(sv.base, signums[i], i == 0 ? on_sigchld : on_signal, &sv);

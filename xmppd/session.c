@@ -987,6 +987,13 @@ static int on_ping_reply(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
         worker_to_phones(s->w, s, e, true);
         free(b);
     }
+    /* Stanzas sent while that ping was out are covered by the next one. */
+    if (s->acks_head && !s->acks_head->ping_id[0] && !s->ping_queued) {
+        s->ping_queued = true;
+        s->flush_next = s->w->flush;
+        s->w->flush = s;
+        worker_kick(s->w);
+    }
     return 0; /* one-shot */
 }
 
@@ -1609,6 +1616,11 @@ void session_flush_acks(struct worker *w)
         w->flush = s->flush_next;
         s->ping_queued = false;
         if (s->state != SESSION_ONLINE)
+            continue;
+        /* One ping out at a time: what was sent since waits for its answer
+         * (on_ping_reply sends the next), so a busy session costs the
+         * server one ping per round trip to it, not one per loop turn. */
+        if (s->acks_head && s->acks_head->ping_id[0])
             continue;
         char id[24];
         snprintf(id, sizeof(id), "imbp%llu", (unsigned long long)++w->next_ping);

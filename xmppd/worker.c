@@ -1193,7 +1193,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     strmap_init(&w->sessions);
     strmap_init(&w->by_conn);
 
-    w->base = event_base_new();
+    w->base = util_event_base();
     if (*cfg->xmpp_cafile) {
         /* libstrophe builds an SSL_CTX per connection from OpenSSL's default
          * paths: pointing those at the one CA we need keeps each TLS session
