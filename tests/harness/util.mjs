@@ -197,3 +197,12 @@ export function metricValue(text, sample) {
  */
 export const PLAIN_RUN_ONLY = process.env.IMB_TEST_SANITIZED === '1'
   ? 'runs none of the binaries under test: the plain run covers it' : false;
+
+/**
+ * A skip reason for the sanitizer run, for a test whose code paths another
+ * test runs under the sanitizer too (named in `covered`): it varies a policy
+ * or a deployment around paths already exercised, and CI's time goes to the
+ * tests that reach new code.
+ */
+export const plainRunRepeats = (covered) => (process.env.IMB_TEST_SANITIZED === '1'
+  ? `its code paths run under the sanitizer in ${covered}` : false);

@@ -19,7 +19,7 @@ import { test } from 'node:test';
 import {
   itest, startBridge, startRedis, startProsody, startXmppd, startEdge, connectPhone,
   startDesktop, randomCredKey, freePort, waitFor, sleep, binPath, bareJid, REPO_ROOT, HOST,
-  canConnect, loopbackHaproxyCfg, haproxyStates, redisSubscriber, httpAddr, PLAIN_RUN_ONLY, xml, userKey,
+  canConnect, loopbackHaproxyCfg, haproxyStates, redisSubscriber, httpAddr, PLAIN_RUN_ONLY, plainRunRepeats, xml, userKey,
   startRedisCluster,
 } from '../harness/index.mjs';
 
@@ -389,7 +389,7 @@ const HA_USERS = Array.from({ length: 12 }, (_, i) => [`ph${i + 1}`, `pw-ph${i +
 
 itest('haproxy (deploy/haproxy.cfg) balances phones over 2 edges; with one edge stopped, logins still work; '
   + 'an edge without Redis fails the /healthz check and is taken out',
-  { skip: noHaproxy, timeout: 120000 }, async (t, stack) => {
+  { skip: noHaproxy || plainRunRepeats('scale.test.mjs (52 phones through haproxy)'), timeout: 120000 }, async (t, stack) => {
     const credKey = randomCredKey();
     const [redis, prosody] = await Promise.all([
       startRedis(stack),
