@@ -65,8 +65,8 @@ TEST(jsonout_nested_values_and_keys)
 {
     const char *texts[] = {
         "{}", "[]", "[[],{}]",
-        "{\"v\":1,\"type\":\"chat\",\"from\":\"bob@localhost/desk\",\"to\":\"a@b\","
-        "\"body\":\"hi \\u00e9\\n\",\"seq\":42,\"rr\":true,\"x\":null,\"r\":1.5}",
+        ("{\"v\":1,\"type\":\"chat\",\"from\":\"bob@localhost/desk\",\"to\":\"a@b\","
+         "\"body\":\"hi \\u00e9\\n\",\"seq\":42,\"rr\":true,\"x\":null,\"r\":1.5}"),
         "{\"z\":1,\"a\":2,\"m\":{\"k\":[1,\"two\",{\"three\":[false]}]}}",
         /* keys jsonout leaves to jansson: escapes and non-ASCII */
         "{\"plain\":1,\"qu\\\"ote\":2}", "{\"caf\\u00e9\":[\"\\u0001\"]}",
