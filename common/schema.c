@@ -137,9 +137,26 @@ bool schema_check(const json_t *obj, const struct field *fields, size_t n,
         snprintf(err, errlen, "not a JSON object");
         return false;
     }
+    /* The object's value of each field, from one pass over its keys: an
+     * envelope has fewer keys than its schema has fields (a chat has 9 of
+     * 16), and a first byte rules most names out before any comparison,
+     * where a lookup per field hashes every name. */
+    json_t *vals[SCHEMA_FIELDS_MAX] = {0};
+    bool by_keys = n <= SCHEMA_FIELDS_MAX;
+    if (by_keys) {
+        const char *key;
+        json_t *kv;
+        json_object_foreach((json_t *)obj, key, kv) {
+            for (size_t i = 0; i < n; i++)
+                if (fields[i].name[0] == key[0] && strcmp(fields[i].name, key) == 0) {
+                    vals[i] = kv;
+                    break;
+                }
+        }
+    }
     for (size_t i = 0; i < n; i++) {
         const struct field *f = &fields[i];
-        json_t *v = json_object_get(obj, f->name);
+        json_t *v = by_keys ? vals[i] : json_object_get(obj, f->name);
         if (!v || json_is_null(v)) {
             if (f->required) {
                 snprintf(err, errlen, "field '%s' is required", f->name);

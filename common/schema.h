@@ -31,6 +31,10 @@ struct field {
     const char *choices; /**< F_ENUM only: the allowed words, '|'-separated */
 };
 
+/* Schemas up to this many fields are checked in one pass over the object's
+ * keys; longer ones by a lookup per field. */
+#define SCHEMA_FIELDS_MAX 32
+
 /* Check obj against fields[0..n). Unknown members are ignored (newer peers may
  * add them). On failure writes "field 'to': not a valid JID" style text to err
  * and returns false. */
