@@ -8,7 +8,10 @@
  *          EOF or --hold seconds pass; heartbeats are sent as the edge asks.
  *   chat   --conns phones log in as --user-fmt and each keeps --inflight
  *          messages in flight to --peer-fmt (an echo peer: the desktop side),
- *          measuring round trips (send -> echoed msg frame back).
+ *          measuring round trips (send -> echoed msg frame back). An echo
+ *          of a message sent before this process started (an earlier run's,
+ *          stored while no phone was there and replayed at login) is
+ *          counted in "stale_echoes" and neither timed nor answered.
  *   pairs  like chat, but the echo peers are phones too, logged in as
  *          --peer-fmt on --port2 (another edge): phone -> edge A -> ... ->
  *          edge B -> phone -> ... -> edge A -> phone.
@@ -118,10 +121,12 @@ static int pending;             /* connects/logins in progress */
 static int n_connected, n_ready, n_failed, n_closed;
 static int n_target_ready;      /* phones that must reach READY (or connected, raw) */
 static int64_t t_start_ms, t_ready_ms, t_measure_ms, t_end_ms;
+static int64_t t_start_us; /* this process's start: older echoes are stale */
 static bool measuring, finished;
 static double *samples;         /* RTTs in microseconds */
 static size_t nsamples, capsamples;
-static uint64_t rtt_total, msgs_in_total, errors_total, acks_total, unexpected_close;
+static uint64_t rtt_total, msgs_in_total, errors_total, acks_total, unexpected_close,
+    stale_echoes;
 static uint64_t warm_rtts;
 /* msg frames received when the timed window opened and closed: messages
  * delivered to phones in the window (both directions in pairs mode). */
@@ -413,8 +418,15 @@ static void on_client_event(struct phone *p, const struct imb_event *ev)
         msgs_in_total++;
         if (p->role == R_PINGER) {
             int64_t t0 = strtoll(ev->body, NULL, 10);
-            if (t0 > 0)
-                record_rtt(now_us() - t0);
+            /* An echo of a message an earlier run sent (stored while no
+             * phone was there, replayed at this login) is not one of ours:
+             * answering it would add to the messages in flight, run after
+             * run, and its round trip is not this run's. */
+            if (t0 < t_start_us) {
+                stale_echoes++;
+                break;
+            }
+            record_rtt(now_us() - t0);
             if (!finished)
                 send_ping_msg(p);
         } else if (p->role == R_ECHOER) {
@@ -703,12 +715,13 @@ static void print_results(void)
            "\"seconds\":%.3f,\"round_trips\":%" PRIu64 ",\"rt_per_s\":%.1f,\"msgs_per_s\":%.1f,"
            "\"rtt_us\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%.0f,\"mean\":%.1f},"
            "\"errors\":%" PRIu64 ",\"acks\":%" PRIu64 ",\"closed_early\":%" PRIu64
-           ",\"delivered\":%" PRIu64 "}\n",
+           ",\"delivered\":%" PRIu64 ",\"stale_echoes\":%" PRIu64 "}\n",
            opt.mode, pingers, opt.inflight, (secs > 0 && nsamples > 0) ? "true" : "false", n_ready,
            n_failed, secs, rtt_total, secs > 0 ? (double)rtt_total / secs : 0,
            secs > 0 ? 2.0 * (double)rtt_total / secs : 0, pct(0.5), pct(0.9), pct(0.99),
            nsamples ? samples[nsamples - 1] : 0, nsamples ? sum / (double)nsamples : 0,
-           errors_total, acks_total, unexpected_close, msgs_in_at_end - msgs_in_at_measure);
+           errors_total, acks_total, unexpected_close, msgs_in_at_end - msgs_in_at_measure,
+           stale_echoes);
 }
 
 static void usage(void)
@@ -869,6 +882,7 @@ int main(int argc, char **argv)
         event_add(stdin_ev, NULL);
     }
     t_start_ms = now_ms();
+    t_start_us = now_us();
     start_more();
     event_base_dispatch(base);
     finished = true;
