@@ -129,50 +129,69 @@ json_t *env_json(const struct env *e, const char *key)
     return json_object_get(e->obj, key);
 }
 
-char *env_encode(const struct env *e, size_t *len)
+/* The text write(o, arg) makes, malloc'd and NUL-terminated, its length
+ * in *len: written into a buffer on the stack, and once more into one of
+ * its size when it did not fit there. */
+static char *text_of(void (*write)(struct jsonout *, const void *), const void *arg,
+                     size_t *len)
 {
     char small[1024];
     struct jsonout o = {small, 0, sizeof(small)};
-    jsonout_json(&o, e->obj);
+    write(&o, arg);
     char *text = xmalloc(o.n + 1);
     if (o.n <= o.cap) {
         memcpy(text, small, o.n);
     } else {
         o = (struct jsonout){text, 0, o.n};
-        jsonout_json(&o, e->obj);
+        write(&o, arg);
     }
-    if (o.n == 0)
-        abort(); /* only on OOM: every value we set is serialisable */
     text[o.n] = '\0';
     if (len)
         *len = o.n;
     return text;
 }
 
-static void chat_text(struct jsonout *o, const json_t *from, const json_t *to,
-                      const json_t *body, bool group, const json_t *id,
-                      const char *edge, const char *dev, int64_t ts, int64_t pts)
+static void write_obj(struct jsonout *o, const void *obj)
 {
+    jsonout_json(o, obj);
+}
+
+char *env_encode(const struct env *e, size_t *len)
+{
+    return text_of(write_obj, e->obj, len);
+}
+
+/* A phone's chat, as env_chat_encode takes it. */
+struct chat_fields {
+    const json_t *from, *to, *body, *id;
+    bool group;
+    const char *edge, *dev;
+    int64_t ts, pts;
+};
+
+static void write_chat(struct jsonout *o, const void *arg)
+{
+    const struct chat_fields *c = arg;
     jsonout_lit(o, "{\"v\":");
     jsonout_int(o, ENV_VERSION);
     jsonout_lit(o, ",\"type\":\"chat\",\"from\":");
-    jsonout_json(o, from);
+    jsonout_json(o, c->from);
     jsonout_lit(o, ",\"to\":");
-    jsonout_json(o, to);
+    jsonout_json(o, c->to);
     jsonout_lit(o, ",\"body\":");
-    jsonout_json(o, body);
-    if (group)
+    jsonout_json(o, c->body);
+    if (c->group)
         jsonout_lit(o, ",\"group\":true");
     jsonout_lit(o, ",\"id\":");
-    jsonout_json(o, id);
+    jsonout_json(o, c->id);
     jsonout_lit(o, ",\"edge\":\"");
-    jsonout_put(o, edge, strlen(edge));
+    jsonout_put(o, c->edge, strlen(c->edge));
     jsonout_lit(o, "\",\"dev\":\"");
-    jsonout_put(o, dev, strlen(dev));
+    jsonout_put(o, c->dev, strlen(c->dev));
     jsonout_lit(o, "\",\"ts\":");
-    jsonout_int(o, ts);
+    jsonout_int(o, c->ts);
     jsonout_lit(o, ",\"pts\":");
-    jsonout_int(o, pts);
+    jsonout_int(o, c->pts);
     jsonout_lit(o, "}");
 }
 
@@ -181,19 +200,9 @@ char *env_chat_encode(const char *from, const json_t *to, const json_t *body,
                       const char *dev, int64_t ts, int64_t pts, size_t *len)
 {
     json_t *f = json_string(from);
-    char small[512];
-    struct jsonout o = {small, 0, sizeof(small) - 1};
-    chat_text(&o, f, to, body, group, id, edge, dev, ts, pts);
-    char *text = xmalloc(o.n + 1);
-    if (o.n <= o.cap) {
-        memcpy(text, small, o.n);
-    } else {
-        o = (struct jsonout){text, 0, o.n};
-        chat_text(&o, f, to, body, group, id, edge, dev, ts, pts);
-    }
-    text[o.n] = '\0';
+    struct chat_fields c = {f, to, body, id, group, edge, dev, ts, pts};
+    char *text = text_of(write_chat, &c, len);
     json_decref(f);
-    *len = o.n;
     return text;
 }
 
