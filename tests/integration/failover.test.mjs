@@ -72,6 +72,21 @@ function noConflicts(topo) {
   for (const x of topo.xmppds) assert.doesNotMatch(x.stderr, /reason=conflict/, 'a user had two XMPP sessions');
 }
 
+/** Every phone of users is still connected; a closed one is named with what
+ *  it heard last and what the services logged about its user, so that a
+ *  failure in a CI log says why. */
+function stillConnected(topo, phones, users = Object.keys(phones)) {
+  const closed = users.filter((u) => phones[u].isClosed);
+  const why = closed.map((u) => {
+    const frames = phones[u].frames.slice(-3).map((f) => JSON.stringify(f)).join(' ');
+    const lines = [...topo.edges, ...topo.xmppds]
+      .flatMap((p) => p.stderr.split('\n').filter((l) => l.includes(`${u}@`) || l.includes('CRIT') || l.includes('ERROR')))
+      .slice(-8).join(' | ');
+    return `${u} closed at ${phones[u].closeInfo?.at}: last frames ${frames}; logs: ${lines}`;
+  });
+  assert.deepEqual(closed, [], `phones closed: ${why.join(' ;; ')}`);
+}
+
 itest('SIGTERM of a bridge hands its users over; a new bridge takes logins', { timeout: 90000 }, async (t, stack) => {
   const topo = await topology(stack);
   const phones = await loginAll(stack, topo);
@@ -81,7 +96,7 @@ itest('SIGTERM of a bridge hands its users over; a new bridge takes logins', { t
   assert.equal(r.code, 0, 'graceful exit');
   await waitFor(() => onBr0.every((u) => workerOf(topo, u)?.startsWith('br1-')), { timeout: 10000, interval: 100 });
   t.diagnostic(`${onBr0.length} sessions handed over in ${Date.now() - t0} ms`);
-  for (const u of Object.keys(phones)) assert.equal(phones[u].isClosed, false);
+  stillConnected(topo, phones);
   await chatBothWays(topo, phones, USERS.map(([u]) => u), 'after-drain');
 
   // A new bridge joins without restarting anything and gets new sessions.
@@ -222,7 +237,7 @@ itest('kill -9 of a bridge: its users come back on the survivor without logging 
   // Lease time (10 s default) + 2 s is the promise.
   await waitFor(() => onBr0.every((u) => workerOf(topo, u)?.startsWith('br1-')), { timeout: 12000, interval: 100 });
   t.diagnostic(`${onBr0.length} sessions re-established on br1 in ${Date.now() - t0} ms`);
-  for (const u of Object.keys(phones)) assert.equal(phones[u].isClosed, false, `${u}'s phone stayed connected`);
+  stillConnected(topo, phones);
   await chatBothWays(topo, phones, USERS.map(([u]) => u), 'moved');
   scan('after a move');
   const br1 = topo.xmppds[1].stderr;
@@ -246,7 +261,7 @@ itest('kill -9 of a bridge: its users come back on the survivor without logging 
     assert.ok(phones[u].frames.some((f) => f.t === 'error' && f.code === 'unavailable'), `${u} heard why`);
   }
   await waitFor(() => kept.every((u) => workerOf(topo, u)?.startsWith('br2-')), { timeout: 12000, interval: 100 });
-  for (const u of kept) assert.equal(phones[u].isClosed, false, `${u}'s phone stayed connected`);
+  stillConnected(topo, phones, kept);
   const pw = new Map(USERS);
   for (const u of gone) {
     phones[u] = await connectPhone(stack, topo.edges[0].port, `${u}-again`);
