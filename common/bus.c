@@ -1391,8 +1391,7 @@ const char *bus_prefix(const struct bus *bus)
 bool bus_channel(const struct bus *bus, char *out, size_t n, const char *kind,
                  const char *id)
 {
-    int len = snprintf(out, n, "%s:%s:%s", bus->prefix, kind, id);
-    return len > 0 && (size_t)len < n;
+    return util_cat(out, n, bus->prefix, ":", kind, ":", id, (char *)NULL);
 }
 
 const struct bus_stats *bus_stats(const struct bus *bus)

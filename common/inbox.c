@@ -114,7 +114,9 @@ static void fresh_epoch(char out[INBOX_EPOCH_MAX])
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
-    snprintf(out, INBOX_EPOCH_MAX, "%012llx", (unsigned long long)(z & 0xffffffffffffull));
+    for (int i = 11; i >= 0; i--, z >>= 4) /* 12 hex digits */
+        out[i] = "0123456789abcdef"[z & 15];
+    out[12] = '\0';
 }
 
 void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
@@ -123,20 +125,21 @@ void inbox_deliver(struct bus *bus, const char *jid, const char *holder,
                    const char *aid, long ttl_ms, long max_count, bus_reply_cb *cb,
                    void *data)
 {
-    char seq[KEYS_MAX], inbox[KEYS_MAX], cursor[KEYS_MAX], ttl[24], max[24], high[24];
-    char lease[KEYS_MAX], fence[KEYS_MAX], rr[24] = "";
+    char seq[KEYS_MAX], inbox[KEYS_MAX], cursor[KEYS_MAX];
+    char ttl[UTIL_I64_MAX], max[UTIL_I64_MAX], high[UTIL_I64_MAX], rr[UTIL_I64_MAX] = "";
+    char lease[KEYS_MAX], fence[KEYS_MAX];
     char epoch[INBOX_EPOCH_MAX];
     lease_keys(bus, jid, lease, fence, sizeof(lease));
     keys(bus, jid, seq, inbox, sizeof(seq));
     keys_user(bus, cursor, sizeof(cursor), KEYS_CURSOR, jid);
-    snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
-    snprintf(max, sizeof(max), "%ld", max_count);
-    snprintf(high, sizeof(high), "%lld", (long long)(expect[0] ? stored : 0));
+    util_i64(ttl, ttl_ms);
+    util_i64(max, max_count);
+    util_i64(high, expect[0] ? stored : 0);
     fresh_epoch(epoch);
     bool pushes = false;
     for (size_t i = 0; i < n; i++) {
         if (items[i].rr)
-            snprintf(rr, sizeof(rr), "%zu", i + 1);
+            util_i64(rr, (int64_t)i + 1);
         pushes |= items[i].push != NULL;
     }
     /* Every key is the user's (one hash tag: one Cluster slot). */
@@ -195,14 +198,14 @@ void inbox_ack(struct bus *bus, const char *jid, const char *dev, const char *ep
 {
     char seq[KEYS_MAX], inbox[KEYS_MAX], cursor[KEYS_MAX], lease[KEYS_MAX], fence[KEYS_MAX];
     char workers[200];
-    char u[24], now[24], ttl[24];
+    char u[UTIL_I64_MAX], now[UTIL_I64_MAX], ttl[UTIL_I64_MAX];
     keys(bus, jid, seq, inbox, sizeof(seq));
     keys_user(bus, cursor, sizeof(cursor), KEYS_CURSOR, jid);
     lease_keys(bus, jid, lease, fence, sizeof(lease));
     bus_channel(bus, workers, sizeof(workers), "w", "");
-    snprintf(u, sizeof(u), "%lld", (long long)upto);
-    snprintf(now, sizeof(now), "%lld", (long long)util_wall_ms());
-    snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
+    util_i64(u, upto);
+    util_i64(now, util_wall_ms());
+    util_i64(ttl, ttl_ms);
     const char *argv[] = {"4", inbox, cursor, seq, lease, u, dev, now, ttl, workers, jid, epoch};
     bus_eval(bus, &ACK, NULL, NULL, 12, argv, NULL);
 }

@@ -2,6 +2,7 @@
  * with Redis Cluster's hash tag (see keys.h). */
 #include "keys.h"
 #include "bus.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -11,10 +12,9 @@ bool keys_format(char *out, size_t n, const char *prefix, const char *kind,
 {
     if (n == 0)
         return false;
-    int head = snprintf(out, n, "%s:%s:{", prefix, kind);
-    if (head < 0 || (size_t)head >= n)
+    if (!util_cat(out, n, prefix, ":", kind, ":{", (char *)NULL))
         goto fail;
-    size_t k = (size_t)head;
+    size_t k = strlen(out);
     for (const char *p = id; *p; p++) {
         const char *esc = *p == '{' ? "%7B" : *p == '}' ? "%7D" : *p == '%' ? "%25" : NULL;
         size_t len = esc ? 3 : 1;

@@ -1,6 +1,7 @@
 /* util.c - allocation wrappers, clocks and randomness. */
 #include "util.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,42 @@ void util_random(void *buf, size_t n)
         p += got;
         n -= (size_t)got;
     }
+}
+
+bool util_cat(char *out, size_t n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    size_t k = 0;
+    bool fits = true;
+    for (const char *s; fits && (s = va_arg(ap, const char *));) {
+        size_t len = strlen(s);
+        if (len >= n - k) {
+            len = n - k - 1;
+            fits = false;
+        }
+        memcpy(out + k, s, len);
+        k += len;
+    }
+    va_end(ap);
+    out[k] = '\0';
+    return fits;
+}
+
+size_t util_i64(char *out, int64_t v)
+{
+    char tmp[UTIL_I64_MAX], *p = tmp + sizeof(tmp);
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    *--p = '\0';
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    size_t len = (size_t)(tmp + sizeof(tmp) - 1 - p);
+    memcpy(out, p, len + 1);
+    return len;
 }
 
 void util_random_hex(char *out, size_t nbytes)

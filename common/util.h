@@ -2,6 +2,7 @@
 #ifndef IMB_UTIL_H
 #define IMB_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,17 @@ void util_random_hex(char *out, size_t nbytes);
  * process here dup()s a socket, the changelist's one caveat. */
 struct event_base;
 struct event_base *util_event_base(void);
+
+/* The strings up to a NULL, joined into out (size n > 0): false when they
+ * did not fit (out then holds as much as fits), as snprintf("%s%s...")
+ * would say, without printf's machinery (keys and channel names are made
+ * for every message). */
+bool util_cat(char *out, size_t n, ...);
+
+/* v in decimal into out (at least UTIL_I64_MAX bytes), NUL-terminated:
+ * its length. */
+#define UTIL_I64_MAX 21
+size_t util_i64(char *out, int64_t v);
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

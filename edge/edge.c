@@ -727,8 +727,8 @@ struct forwarded {
 static struct forwarded *forwarded_new(const struct conn *c, const char *id)
 {
     struct forwarded *r = xcalloc(1, sizeof(*r));
-    snprintf(r->dev, sizeof(r->dev), "%s", c->dev);
-    snprintf(r->id, sizeof(r->id), "%s", id ? id : "");
+    util_cat(r->dev, sizeof(r->dev), c->dev, (char *)NULL);
+    util_cat(r->id, sizeof(r->id), id ? id : "", (char *)NULL);
     return r;
 }
 
