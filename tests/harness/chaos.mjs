@@ -86,6 +86,29 @@ export async function killHard(proc, { timeout = 5000 } = {}) {
 // ---------------------------------------------------------------------------
 // Watching the bus
 
+/** A MONITOR tap on the Redis at port: [{client, args}] of every command
+ *  from now on ('lua' as client for what a script ran), closed with the
+ *  stack. */
+export function redisMonitor(stack, port) {
+  const seen = [];
+  const s = net.connect({ port, host: HOST });
+  let buf = Buffer.alloc(0);
+  s.on('connect', () => s.write(encodeCommand(['MONITOR'])));
+  s.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    for (;;) {
+      const r = parseReply(buf);
+      if (!r) break;
+      buf = buf.subarray(r[1]);
+      const m = typeof r[0] === 'string' && /^\d+\.\d+ \[\d+ ([^\]]*)\] (.*)$/.exec(r[0]);
+      if (m) seen.push({ client: m[1], args: monitorArgs(m[2]) });
+    }
+  });
+  s.on('error', () => {});
+  stack.onCleanup('monitor', () => s.destroy());
+  return seen;
+}
+
 /** Arguments of a MONITOR line's command part: "a" "b\\x01\\"c" -> ['a', 'b\x01"c']. */
 export function monitorArgs(s) {
   const args = [];

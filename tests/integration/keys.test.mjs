@@ -10,13 +10,12 @@
 // upgrade path: scripts/migrate-keys.sh renames an older deployment's keys,
 // which a bridge then serves.
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import {
-  itest, startBridge, startRedis, sleep, waitFor, xml, redisSubscriber, encodeCommand, parseReply,
-  monitorArgs, userKey, keySlot, USER_KINDS, REPO_ROOT, HOST,
+  itest, startBridge, startRedis, sleep, waitFor, xml, redisSubscriber, redisMonitor, userKey, keySlot,
+  USER_KINDS, REPO_ROOT, HOST,
 } from '../harness/index.mjs';
 
 const run = promisify(execFile);
@@ -33,27 +32,6 @@ async function clusterOfOne(stack) {
   await waitFor(async () => /cluster_state:ok/.test(await redis.command('CLUSTER', 'INFO')),
     { timeout: 10000, what: 'cluster_state:ok' });
   return redis;
-}
-
-/** MONITOR: every command, [{client, args}], 'lua' for what a script ran. */
-function monitor(stack, port) {
-  const seen = [];
-  const s = net.connect({ port, host: HOST });
-  let buf = Buffer.alloc(0);
-  s.on('connect', () => s.write(encodeCommand(['MONITOR'])));
-  s.on('data', (d) => {
-    buf = Buffer.concat([buf, d]);
-    for (;;) {
-      const r = parseReply(buf);
-      if (!r) break;
-      buf = buf.subarray(r[1]);
-      const m = typeof r[0] === 'string' && /^\d+\.\d+ \[\d+ ([^\]]*)\] (.*)$/.exec(r[0]);
-      if (m) seen.push({ client: m[1], args: monitorArgs(m[2]) });
-    }
-  });
-  s.on('error', () => {});
-  stack.onCleanup('monitor', () => s.destroy());
-  return seen;
 }
 
 // Commands (of those the services use) whose keys are not argv[1]:
@@ -125,7 +103,7 @@ async function keyProblems(redis) {
 itest('every key of a user carries its JID as hash tag; every call touches one slot (a cluster-mode Redis)',
   { timeout: 90000 }, async (t, stack) => {
     const redis = await clusterOfOne(stack);
-    const seen = monitor(stack, redis.port);
+    const seen = redisMonitor(stack, redis.port);
     const b = await startBridge(stack, { redis, xmppdArgs: ['--push-preview', 'full'] });
     const pushes = await redisSubscriber(stack, redis.port, 'imb:push');
     const bob = await b.desktop('bob');
