@@ -997,6 +997,8 @@ static int on_ping_reply(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
     return 0; /* one-shot */
 }
 
+static void session_hand_over(struct session *s, const char *reason);
+
 static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
                          xmpp_stream_error_t *stream_error, void *userdata)
 {
@@ -1108,6 +1110,10 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
         worker_to_phones(w, s, e, true);
     } else {
         LOG(INFO, "session_closed", "jid=%s", s->jid);
+    }
+    if (s->end_reason) {
+        session_hand_over(s, s->end_reason); /* (session_close_all) */
+        s->end_reason = NULL;
     }
     session_bury(s);
 }
@@ -1805,23 +1811,48 @@ void session_prune_devices(struct worker *w, const struct strmap *live)
     }
 }
 
+/* The user leaves this worker: its lease freed first (same link, so Redis
+ * sees it before the announcement: the edges' re-logins must find it
+ * free), then session_end to its phones, which re-log elsewhere. */
+static void session_hand_over(struct session *s, const char *reason)
+{
+    struct worker *w = s->w;
+    if (s->token[0] && !s->lease_lost)
+        lease_release(w->bus, s->jid, w->id, s->token, NULL, NULL);
+    s->lease_lost = true; /* released: not again at bury */
+    struct env *end = env_new(ENV_SESSION_END);
+    env_set_str(end, "to", s->jid);
+    env_set_str(end, "reason", reason);
+    worker_to_phones(w, s, end, true);
+}
+
 void session_close_all(struct worker *w, const char *reason)
 {
     struct strmap_iter it;
     for (struct strmap_entry *e = strmap_first(&w->sessions, &it); e;
          e = strmap_next(&w->sessions, &it)) {
         struct session *s = e->value;
-        /* Free the lease first (same link, so Redis sees it before the
-         * announcement): the edges' re-logins must find it free. */
-        if (s->token[0] && !s->lease_lost)
-            lease_release(w->bus, s->jid, w->id, s->token, NULL, NULL);
-        s->lease_lost = true; /* released: not again at bury */
-        struct env *end = env_new(ENV_SESSION_END);
-        env_set_str(end, "to", s->jid);
-        env_set_str(end, "reason", reason);
-        worker_to_phones(w, s, end, true);
+        if (s->close_deferred || (s->state == SESSION_CONNECTING && s->tcp_connected)) {
+            /* Half way through its login, its stream stays until the
+             * login is over (session_close), and may bind the user's
+             * resource meanwhile: handed over once it is gone. */
+            s->end_reason = reason;
+            session_close(s, reason);
+            continue;
+        }
+        session_hand_over(s, reason);
         session_close(s, reason);
     }
+}
+
+bool session_closes_pending(const struct worker *w)
+{
+    struct strmap_iter it;
+    for (struct strmap_entry *e = strmap_first(&w->sessions, &it); e;
+         e = strmap_next(&w->sessions, &it))
+        if (((const struct session *)e->value)->end_reason)
+            return true;
+    return false;
 }
 
 /* ---- the lease held: renewal, and a worker that was frozen -------------- */

@@ -1144,9 +1144,19 @@ static void *strophe_realloc(void *p, size_t n, void *userdata)
 
 /* ---- lifecycle ----------------------------------------------------------- */
 
+/* How long a stopping worker waits for the sessions it closed half way
+ * through their logins to hand their users over (session_close_all; their
+ * streams go within CLOSE_WAIT_MS, session.c). */
+#define STOP_WAIT_MS 3000
+
 static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
+    if (session_closes_pending(w) && util_mono_ms() - w->stop_ms < STOP_WAIT_MS) {
+        struct timeval tv = {0, 50 * 1000};
+        evtimer_add(w->stop_timer, &tv);
+        return;
+    }
     event_base_loopexit(w->base, NULL);
 }
 
@@ -1166,6 +1176,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     LOG(INFO, "worker_stopping", "worker=%s sessions=%zu", w->id,
         w->sessions.count);
     w->stopping = true;
+    w->stop_ms = util_mono_ms();
     registry_update(w);
     /* Logins published to us from now on reach nobody, so edges move on to
      * another worker at once instead of waiting for an answer. */

@@ -130,6 +130,12 @@ struct session {
     bool tls_failed;         /* the server's certificate was rejected */
     bool close_deferred;     /* closed while it logged in: the stream goes
                                 once the login is over (session_close) */
+    const char *end_reason;  /* closed that way by session_close_all: the
+                                user is handed over (lease released,
+                                session_end) only once the stream is gone,
+                                for until then it may bind the user's
+                                resource and kick the session the user
+                                moved to; a string literal, or NULL */
     struct idset acked;      /* client ids the server already has */
     struct idset seen;       /* messages already delivered to the inbox: archive
                                 ids and "<from>|<id>" of incoming messages */
@@ -361,6 +367,7 @@ struct worker {
                                    lists and heap back (monotonic) */
     struct event *tick;         /* registry + lease renewal */
     struct event *stop_timer;   /* graceful stop: exit the loop */
+    int64_t stop_ms;            /* when the graceful stop began */
     struct session *outs;    /* sessions with stanzas waiting in out */
     struct session **graveyard; /* closed sessions, freed after the pass */
     struct forward *forwards;   /* logins forwarded to other holders, kept
@@ -476,6 +483,9 @@ void session_check_connecting(struct worker *w);
 void session_prune_devices(struct worker *w, const struct strmap *live);
 /* Close every session (worker shutting down). */
 void session_close_all(struct worker *w, const char *reason);
+/* Whether a session closed by session_close_all half way through its login
+ * has not handed its user over yet (its stream is not gone). */
+bool session_closes_pending(const struct worker *w);
 void session_free(struct session *s);
 /* Renew the lease of every connecting or online session; cb gets each
  * holder (data: the jid, malloc'd). */
