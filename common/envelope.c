@@ -54,7 +54,7 @@ static const struct env_schema schemas[ENV_TYPE_COUNT] = {
     [ENV_DETACH] = {"detach", {JID("from", true), ID("edge", true),
                                ID("dev", true)}},
     [ENV_SESSION_END] = {"session_end", {JID("to", true),
-                                         ID("reason", true)}},
+                                         ID("reason", true), ID("worker", false)}},
     [ENV_REQ] = {"req", {JID("from", true), ID("edge", true), ID("dev", true),
                          {"frame", F_OBJ, 0, true, NULL}}},
     [ENV_EVENT] = {"event", {JID("to", true), {"frame", F_OBJ, 0, true, NULL},

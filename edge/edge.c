@@ -923,6 +923,14 @@ static void on_user_env(struct edge *edge, struct env *e)
                            env_str(e, "id"));
         break;
     case ENV_SESSION_END:
+        if (env_str(e, "worker") && u->worker && !u->relogging &&
+            strcmp(env_str(e, "worker"), u->worker) != 0) {
+            /* From a worker the user has left already (its news came
+             * late): the session the phones are on is another's. */
+            LOG(INFO, "session_end_stale", "jid=%s worker=%s current=%s reason=%s",
+                u->jid, env_str(e, "worker"), u->worker, env_str(e, "reason"));
+            break;
+        }
         if (strcmp(env_str(e, "reason"), "conflict") != 0) {
             /* Moved, stopping, or the XMPP server dropped it: re-open. */
             u->relogging = false;

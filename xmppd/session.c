@@ -999,6 +999,18 @@ static int on_ping_reply(xmpp_conn_t *conn, xmpp_stanza_t *st, void *userdata)
 
 static void session_hand_over(struct session *s, const char *reason);
 
+/* session_end to the user's phones: the session they were on is over. It
+ * names this worker, so that an edge can tell one that comes late, from a
+ * worker the user has left already. */
+static void session_announce_end(struct session *s, const char *reason)
+{
+    struct env *e = env_new(ENV_SESSION_END);
+    env_set_str(e, "to", s->jid);
+    env_set_str(e, "reason", reason);
+    env_set_str(e, "worker", s->w->id);
+    worker_to_phones(s->w, s, e, true);
+}
+
 static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
                          xmpp_stream_error_t *stream_error, void *userdata)
 {
@@ -1104,10 +1116,7 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
                 session_error(s, b->edge, b->dev, json_string_value(v), "unavailable", NULL,
                               "the XMPP session dropped before the server confirmed it, send again");
         }
-        struct env *e = env_new(ENV_SESSION_END);
-        env_set_str(e, "to", s->jid);
-        env_set_str(e, "reason", reason);
-        worker_to_phones(w, s, e, true);
+        session_announce_end(s, reason);
     } else {
         LOG(INFO, "session_closed", "jid=%s", s->jid);
     }
@@ -1820,10 +1829,7 @@ static void session_hand_over(struct session *s, const char *reason)
     if (s->token[0] && !s->lease_lost)
         lease_release(w->bus, s->jid, w->id, s->token, NULL, NULL);
     s->lease_lost = true; /* released: not again at bury */
-    struct env *end = env_new(ENV_SESSION_END);
-    env_set_str(end, "to", s->jid);
-    env_set_str(end, "reason", reason);
-    worker_to_phones(w, s, end, true);
+    session_announce_end(s, reason);
 }
 
 void session_close_all(struct worker *w, const char *reason)
@@ -1908,10 +1914,7 @@ static void on_renewed(void *owner, void *data, redisReply *r)
     w->stats.leases_lost++;
     LOG(WARN, "lease_lost", "jid=%s owner=%s token=%s ours=%s", s->jid,
         a.holder[0] ? a.holder : "-", a.token, s->token);
-    struct env *e = env_new(ENV_SESSION_END);
-    env_set_str(e, "to", s->jid);
-    env_set_str(e, "reason", "moved");
-    worker_to_phones(w, s, e, true);
+    session_announce_end(s, "moved");
     session_close(s, "lease_lost");
     session_undefer(s);
 }

@@ -26,7 +26,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import {
-  itest, startRedis, startProsody, startXmppd, startEdge, connectPhone,
+  itest, startBridge, startRedis, startProsody, startXmppd, startEdge, connectPhone,
   randomCredKey, waitFor, sleep,
 } from '../harness/index.mjs';
 
@@ -123,3 +123,30 @@ itest('a worker stopped while it opens a session for a moving user must not kick
   assert.ok(moved(), 'u1 re-logged onto br1');
 });
 
+
+itest('a session_end from a worker the user has left is ignored; one from its worker moves the user', async (t, stack) => {
+  const b = await startBridge(stack);
+  const alice = await b.loginPhone('alice');
+  const line = /login_ok dev=\S+ jid=alice@localhost worker=(\S+)/;
+  await waitFor(() => line.test(b.edge.stderr), { timeout: 3000, what: 'the login line' });
+  const worker = line.exec(b.edge.stderr)[1];
+  const edgeId = /listening addr=\S+ edge=(\S+)/.exec(b.edge.stderr)[1];
+  const end = (from) => b.redis.command('PUBLISH', `imb:e:${edgeId}`, JSON.stringify({
+    v: 1, type: 'session_end', to: 'alice@localhost', reason: 'moved', worker: from,
+  }));
+  // Late news from a worker alice left (say, one that was frozen).
+  assert.equal(Number(await end('elsewhere-w0.0')), 1);
+  await waitFor(() => /session_end_stale jid=alice@localhost worker=elsewhere-w0.0/.test(b.edge.stderr),
+    { timeout: 3000, what: 'session_end_stale' });
+  assert.doesNotMatch(b.edge.stderr, /relogin jid=alice@localhost/, 'no re-login for a stale session_end');
+  const bob = await b.desktop('bob');
+  await bob.send('alice@localhost', 'still here');
+  await alice.next({ t: 'msg', body: 'still here' });
+  // From the worker holding her session: the edge re-opens it.
+  await end(worker);
+  await waitFor(() => /relogin jid=alice@localhost why=moved/.test(b.edge.stderr), { timeout: 3000, what: 'the re-login' });
+  await waitFor(() => /relogin_ok dev=\S+ jid=alice@localhost/.test(b.edge.stderr), { timeout: 10000, what: 'relogin_ok' });
+  assert.equal(alice.isClosed, false);
+  await bob.send('alice@localhost', 'after the move');
+  await alice.next({ t: 'msg', body: 'after the move' });
+});
