@@ -1348,10 +1348,19 @@ static void on_lease_acquired(void *owner, void *data, redisReply *r)
 {
     struct worker *w = owner;
     int64_t sent_ms;
+    struct lease_answer a;
+    const struct lease_req *lr = data;
+    if (!strmap_get(&w->sessions, lr->jid) && lease_parse(r, &a) &&
+        strcmp(a.holder, w->id) == 0) {
+        /* The session went while its lease was being taken (a stopping
+         * worker buries the sessions still leasing): let the lease go now
+         * rather than hold the user for lease_ms. (No other session of
+         * the user here: a newer one would share the token.) */
+        lease_release(w->bus, lr->jid, w->id, a.token, NULL, NULL);
+    }
     struct session *s = lease_req_done(w, data, &sent_ms);
     if (!s || s->state != SESSION_LEASING)
         return;
-    struct lease_answer a;
     if (!lease_parse(r, &a) || !a.holder[0]) {
         answer_waiters(s, "unavailable", "message bus unavailable, retry soon");
         session_bury(s);
@@ -1516,6 +1525,13 @@ static void login_with(struct worker *w, struct env *e, const char *payload,
     const char *jid = env_str(e, "jid"), *edge = env_str(e, "edge"),
                *dev = env_str(e, "dev");
     struct session *s = strmap_get(&w->sessions, jid);
+    if (!s && w->stopping) {
+        /* (A login that waited, for a password or a lease, past the stop:
+         * a session opened now would be one session_close_all never saw.) */
+        reply_login(w, jid, edge, dev, "unavailable", "this bridge is stopping, retry");
+        seal_wipe_free(pass);
+        return;
+    }
     if (!s && w->sessions.count >= (size_t)w->cfg->max_sessions) {
         reply_login(w, jid, edge, dev, "unavailable", "this bridge is full");
         seal_wipe_free(pass);
