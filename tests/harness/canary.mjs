@@ -9,11 +9,14 @@
 import assert from 'node:assert/strict';
 import { sleep } from './util.mjs';
 
+const CYCLE_MS = 70;
+
 export function startCanary(a, aJid, b, bJid, { stallMs = 2000, minMessages = 4 } = {}) {
   let stop = false;
   const st = { n: 0, worstAck: 0, worstDelivery: 0, error: null };
   const run = (async () => {
     for (let i = 1; !stop; i++) {
+      const cycle = Date.now();
       for (const [from, to, toJid] of [[a, b, bJid], [b, a, aJid]]) {
         const body = `canary ${toJid} ${i}`;
         const t0 = Date.now();
@@ -25,7 +28,10 @@ export function startCanary(a, aJid, b, bJid, { stallMs = 2000, minMessages = 4 
         to.send({ t: 'ack', seq: m.seq });
         st.n += 1;
       }
-      await sleep(20);
+      // Each phone sends one message a cycle: a cycle of CYCLE_MS at least
+      // keeps it under the edge's max_msg_rate (20 a second, bursts of 40),
+      // however fast the path is.
+      await sleep(Math.max(20, CYCLE_MS - (Date.now() - cycle)));
     }
   })();
   // (Kept, not left unhandled: a failure elsewhere may close the phones.)
