@@ -36,7 +36,7 @@ const char *const config_known_names[] = {
     /* imb-edge */
     "listen", "heartbeat", "login_timeout", "max_frame", "max_output",
     "max_conns", "bridge_timeout", "edge_id", "tls", "tls_cert", "tls_key",
-    "max_unauth_per_ip", "max_msg_rate", "ack_delay_ms", "login_fail_window",
+    "max_unauth_per_ip", "max_msg_rate", "login_fail_window",
     "login_fail_per_ip", "login_fail_per_account", "device_token_days",
     /* imb-xmppd */
     "xmpp_host", "xmpp_port", "xmpp_tls", "xmpp_cafile", "xmpp_resource",

@@ -287,10 +287,7 @@ void edge_on_ack(struct conn *c, json_t *f)
                    NULL);
         return;
     }
-    /* Cumulative: only the newest of a window (ack_delay_ms, from the
-     * edge's first ack waiting) goes to the inbox. The cursor in Redis
-     * lags the phone by that much at most: what a phone acked and gets
-     * again after a crash of this edge it drops by seq (PROTOCOL.md). */
+    /* Cumulative: only the newest of a loop turn goes to the inbox. */
     if (seq <= c->ack_upto)
         return;
     struct edge *edge = c->edge;
@@ -301,15 +298,8 @@ void edge_on_ack(struct conn *c, json_t *f)
             edge->acks = xrealloc(edge->acks, edge->capacks * sizeof(*edge->acks));
         }
         edge->acks[edge->nacks++] = c;
-        if (edge->nacks == 1) {
-            long ms = edge->cfg->ack_delay_ms;
-            if (ms > 0) {
-                struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-                evtimer_add(edge->ack_ev, &tv);
-            } else {
-                event_active(edge->ack_ev, EV_TIMEOUT, 0);
-            }
-        }
+        if (edge->nacks == 1)
+            event_active(edge->ack_ev, EV_TIMEOUT, 0);
     }
     c->ack_upto = seq;
 }

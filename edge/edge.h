@@ -45,8 +45,6 @@ struct edge_cfg {
     char *tls_key;        /* PEM private key */
     long max_unauth_per_ip; /* sockets not yet logged in, per source address */
     long max_msg_rate;    /* chat frames per second per connection (burst 2x) */
-    long ack_delay_ms;    /* a phone's ack waits this long for the next ones
-                             before it goes to Redis; 0: the loop turn's end */
     long login_fail_window;      /* seconds a count of failed logins lives */
     long login_fail_per_ip;      /* failures per source address; 0 = no limit */
     long login_fail_per_account; /* failures per account, and per device
@@ -225,8 +223,8 @@ struct edge {
     int accept_backoff_ms;       /* the current pause, 0: accepting normally */
     int reserve_fd;              /* a spare descriptor (/dev/null), or -1 */
     struct log_limit accept_log; /* accept_failed lines */
-    struct conn **acks;          /* connections with an ack_upto to send
-                                    when ack_ev fires (ack_delay_ms) */
+    struct conn **acks;          /* connections with an ack_upto to send at
+                                    the end of this loop turn (ack_ev) */
     size_t nacks, capacks;
     struct event *ack_ev;
     struct outgoing *out, *out_tail; /* envelopes to sessions, published at

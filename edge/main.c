@@ -42,10 +42,6 @@ static const struct opt options[] = {
      1000000, 0, "sockets from one address that have not logged in yet"},
     {"max_msg_rate", OPT_INT, offsetof(T, max_msg_rate), "20", 1, 100000, 0,
      "chat frames per second per phone (bursts of twice that)"},
-    {"ack_delay_ms", OPT_INT, offsetof(T, ack_delay_ms), "50", 0, 1000, 0,
-     "milliseconds a phone's ack waits for its next ones before it goes to Redis "
-     "(acks are cumulative: one script call moves the cursor past them all); "
-     "0 = at the end of the loop turn"},
     {"login_fail_window", OPT_INT, offsetof(T, login_fail_window), "300", 1,
      86400, OPT_RELOAD, "seconds a count of failed logins lives, from its first failure"},
     {"login_fail_per_ip", OPT_INT, offsetof(T, login_fail_per_ip), "20", 0,

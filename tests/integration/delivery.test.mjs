@@ -2,9 +2,7 @@
 // the inbox, resume after a drop (same edge or another), acks that trim,
 // lost windows told explicitly, resent client ids never sent twice.
 import assert from 'node:assert/strict';
-import {
-  itest, startBridge, startEdge, connectPhone, sleep, waitFor, userKey, redisMonitor,
-} from '../harness/index.mjs';
+import { itest, startBridge, startEdge, connectPhone, sleep, waitFor, userKey } from '../harness/index.mjs';
 import { redisSubscriber } from '../harness/redis.mjs';
 
 /** Wait for `n` msg frames on phone p; returns them in arrival order. */
@@ -224,44 +222,4 @@ itest('routing: a chat that reaches a worker not holding the user is passed on t
   assert.equal(m.from.split('/')[0], 'alice@localhost');
   await alice.next({ t: 'ack', id: 'relay-1' });
   t.diagnostic(`holder ${holder}, stale worker ${other}: passed on once, delivered to bob, acked to the phone`);
-});
-
-itest('acks a phone sends within ack_delay_ms reach Redis as one script call; a socket that goes sends its ack at once', async (t, stack) => {
-  const DELAY = 400;
-  const b = await startBridge(stack, { edgeArgs: ['--ack-delay-ms', String(DELAY)] });
-  const bob = await b.desktop('bob');
-  const alice = await b.loginPhone('alice');
-  for (let i = 1; i <= 7; i++) await bob.send('alice@localhost', `m${i}`);
-  const got = await msgs(alice, 7);
-  assert.deepEqual(got.map((f) => f.seq), [1, 2, 3, 4, 5, 6, 7]);
-  const cursorTop = async () => Number(await b.redis.command('HGET', userKey('cursor', 'alice@localhost'), '~top') ?? 0);
-  // ack.lua reads the user's cursor hash once per call: its HGETALL, run
-  // by a script ('lua'), counts the calls.
-  const seen = redisMonitor(stack, b.redis.port);
-  const cursor = userKey('cursor', 'alice@localhost');
-  const ackCalls = () => seen.filter((c) => c.client === 'lua' && c.args[0] === 'HGETALL' && c.args[1] === cursor).length;
-  await sleep(200); // (the tap is on)
-
-  // Five acks, one frame each, 20 ms apart: one window.
-  const t0 = Date.now();
-  for (let s = 1; s <= 5; s++) {
-    alice.send({ t: 'ack', seq: s });
-    await sleep(20);
-  }
-  await waitFor(async () => (await cursorTop()) === 5, { timeout: DELAY + 3000, what: 'the cursor at 5' });
-  const took = Date.now() - t0;
-  const calls = ackCalls();
-  t.diagnostic(`5 acks in ${took} ms -> ${calls} ack script call(s)`);
-  assert.equal(calls, 1, 'one script call for the window');
-  assert.ok(took >= DELAY - 50, `the cursor moved after the window (${took} ms)`);
-
-  // An ack then the socket gone: it is not held for the window.
-  alice.send({ t: 'ack', seq: 7 });
-  await sleep(20);
-  const t1 = Date.now();
-  alice.destroy();
-  await waitFor(async () => (await cursorTop()) === 7, { timeout: 3000, what: 'the cursor at 7' });
-  t.diagnostic(`ack then close: the cursor at 7 after ${Date.now() - t1} ms`);
-  assert.ok(Date.now() - t1 < DELAY, 'sent when the socket went, not at the window\'s end');
-  assert.equal(ackCalls(), 2);
 });
