@@ -476,6 +476,13 @@ static void session_bury(struct session *s)
  * before its stream goes anyway. */
 #define CLOSE_WAIT_MS 2000
 
+/* Whether closing s now leaves its stream up until its login is over
+ * (below): the stream may still bind the user's resource meanwhile. */
+static bool close_defers(const struct session *s)
+{
+    return s->close_deferred || (s->state == SESSION_CONNECTING && s->tcp_connected);
+}
+
 static void session_close(struct session *s, const char *reason)
 {
     LOG(INFO, "session_close", "jid=%s reason=%s state=%s", s->jid, reason,
@@ -1854,10 +1861,10 @@ void session_close_all(struct worker *w, const char *reason)
     for (struct strmap_entry *e = strmap_first(&w->sessions, &it); e;
          e = strmap_next(&w->sessions, &it)) {
         struct session *s = e->value;
-        if (s->close_deferred || (s->state == SESSION_CONNECTING && s->tcp_connected)) {
+        if (close_defers(s)) {
             /* Half way through its login, its stream stays until the
-             * login is over (session_close), and may bind the user's
-             * resource meanwhile: handed over once it is gone. */
+             * login is over, and may bind the user's resource meanwhile:
+             * handed over once it is gone (conn_handler). */
             s->end_reason = reason;
             session_close(s, reason);
             continue;
