@@ -15,7 +15,7 @@
 #   make CC=clang   any C11 compiler
 
 CC       ?= cc
-PKGS     := libevent libevent_openssl hiredis libstrophe jansson openssl libidn
+PKGS     := libevent libevent_openssl hiredis libstrophe jansson yajl openssl libidn
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -220,7 +220,7 @@ deb-test:
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_DIR     := build/fuzz
-FUZZ_NAMES   := frame envelope stanza client
+FUZZ_NAMES   := frame envelope stanza client jparse
 FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
 FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
                 -Wno-unused-parameter -fno-omit-frame-pointer \
@@ -230,10 +230,11 @@ FUZZ_LIBS    := $(PKG_LIBS) -lm
 FUZZ_OPTS    := -timeout=10 -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1
 FUZZ_HDRS    := $(wildcard common/*.h edge/*.h xmppd/*.h client/*.h)
 
-FUZZ_SRC_frame    := common/frame.c edge/phone.c common/envelope.c common/proto.c common/schema.c common/jid.c common/util.c
-FUZZ_SRC_envelope := common/envelope.c common/proto.c common/schema.c common/jid.c common/seal.c common/util.c
-FUZZ_SRC_stanza   := xmppd/stanza.c common/envelope.c common/schema.c common/jid.c common/util.c
+FUZZ_SRC_frame    := common/frame.c edge/phone.c common/envelope.c common/jparse.c common/proto.c common/schema.c common/jid.c common/util.c
+FUZZ_SRC_envelope := common/envelope.c common/jparse.c common/proto.c common/schema.c common/jid.c common/seal.c common/util.c
+FUZZ_SRC_stanza   := xmppd/stanza.c common/envelope.c common/jparse.c common/schema.c common/jid.c common/util.c
 FUZZ_SRC_client   := client/imb_client.c
+FUZZ_SRC_jparse   := common/jparse.c
 
 .SECONDEXPANSION:
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRC_$$*) $(FUZZ_HDRS)

@@ -28,6 +28,7 @@
 #include "bus.h"
 #include "envelope.h"
 #include "inbox.h"
+#include "jparse.h"
 #include "jpool.h"
 #include "lease.h"
 #include "log.h"
@@ -269,7 +270,7 @@ static void on_msg(void *owner, const char *channel, const char *payload, size_t
     char err[200];
     if (len > 0 && payload[0] == '[') {
         /* An edge's envelopes of one loop turn for a session. */
-        json_t *all = json_loadb(payload, len, 0, NULL);
+        json_t *all = jparse(payload, len, err, sizeof(err));
         size_t i;
         json_t *v;
         json_array_foreach(all, i, v) {

@@ -1,5 +1,6 @@
 /* envelope.c - envelope codec: a schema table per type over jansson objects. */
 #include "envelope.h"
+#include "jparse.h"
 #include "jsonout.h"
 #include "schema.h"
 #include "util.h"
@@ -219,10 +220,10 @@ struct env *env_decode(const char *buf, size_t len, char *err, size_t errlen)
         snprintf(err, errlen, "envelope of %zu bytes is above %zu", len, max_bytes);
         return NULL;
     }
-    json_error_t jerr;
-    json_t *obj = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    char why[160];
+    json_t *obj = jparse(buf, len, why, sizeof(why));
     if (!obj) {
-        snprintf(err, errlen, "bad JSON: %s", jerr.text);
+        snprintf(err, errlen, "bad JSON: %s", why);
         return NULL;
     }
     return env_check(obj, err, errlen);

@@ -1,5 +1,6 @@
 /* jpool.c - size-class free lists under jansson and libstrophe (jpool.h). */
 #include "jpool.h"
+#include "jparse.h"
 #include "util.h"
 
 #include <malloc.h>
@@ -90,7 +91,9 @@ void *jpool_realloc(void *p, size_t n)
     size_t usable = malloc_usable_size(p);
     if (n <= usable)
         return p;
-    if (usable > CLASS_MAX || n > CLASS_MAX) /* no list involved */
+    /* No list involved; but realloc would leave the old copy of a secret
+     * (yajl grows its buffer of decoded strings) as it was. */
+    if (!secret && (usable > CLASS_MAX || n > CLASS_MAX))
         return xrealloc(p, n);
     void *q = jpool_malloc(n);
     memcpy(q, p, usable);
@@ -134,6 +137,8 @@ bool jpool_on(void)
 
 void jpool_install(void)
 {
-    if (jpool_on())
+    if (jpool_on()) {
         json_set_alloc_funcs(jpool_malloc, jpool_free);
+        jparse_set_alloc(jpool_malloc, jpool_realloc, jpool_free);
+    }
 }

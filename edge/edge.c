@@ -7,6 +7,7 @@
 #include "phone.h"
 #include "proto.h"
 #include "httpd.h"
+#include "jparse.h"
 #include "jpool.h"
 #include "schema.h"
 #include "throttle.h"
@@ -1001,10 +1002,8 @@ static void on_bus_msg(void *owner, const char *channel, const char *payload,
         take_env(edge, channel, env_decode(payload, len, err, sizeof(err)), err);
         return;
     }
-    json_error_t jerr;
-    json_t *all = len <= 64 * (size_t)ENV_MAX_BYTES
-                      ? json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr)
-                      : NULL;
+    json_t *all = len <= 64 * (size_t)ENV_MAX_BYTES ? jparse(payload, len, err, sizeof(err))
+                                                    : NULL;
     if (!json_is_array(all)) {
         take_env(edge, channel, NULL, err);
         json_decref(all);

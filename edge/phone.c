@@ -2,6 +2,7 @@
 #include "phone.h"
 #include "envelope.h"
 #include "frame.h"
+#include "jparse.h"
 #include "jsonout.h"
 #include "proto.h"
 #include "schema.h"
@@ -54,15 +55,11 @@ int phone_decode(const char *body, size_t len, size_t body_max, json_t **out,
     *out = NULL;
     if (id)
         id[0] = '\0';
-    json_error_t jerr;
-    json_t *obj = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    char why[160];
+    json_t *obj = jparse(body, len, why, sizeof(why));
     if (!obj) {
-        snprintf(err, errlen, "not valid JSON: %s", jerr.text);
-        /* jansson quotes the input near the fault and may cut a UTF-8
-         * sequence: keep the text ASCII so the error frame can carry it. */
-        for (char *p = err; *p; p++)
-            if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
-                *p = '?';
+        /* jparse's reasons are ASCII, so the error frame can carry it. */
+        snprintf(err, errlen, "not valid JSON: %s", why);
         return -1;
     }
     if (!json_is_object(obj)) {

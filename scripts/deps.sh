@@ -20,7 +20,7 @@
 set -eu
 
 pkgs="build-essential pkg-config libevent-dev libhiredis-dev libstrophe-dev
-libjansson-dev libssl-dev libidn-dev libedit-dev openssl redis-server prosody prosody-modules lua-unbound ejabberd haproxy docker-compose
+libjansson-dev libyajl-dev libssl-dev libidn-dev libedit-dev openssl redis-server prosody prosody-modules lua-unbound ejabberd haproxy docker-compose
 prometheus chromium groff-base debhelper lintian dpkg-dev"
 
 cc_name=${CC:-cc}

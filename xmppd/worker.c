@@ -4,6 +4,7 @@
 #include "bus.h"
 #include "inbox.h"
 #include "keys.h"
+#include "jparse.h"
 #include "jpool.h"
 #include "lease.h"
 #include "log.h"
@@ -909,11 +910,11 @@ static void dispatch_env(struct worker *w, const char *channel, struct env *e,
 static void dispatch_batch(struct worker *w, const char *channel, const char *payload,
                            size_t len)
 {
-    json_error_t jerr;
-    json_t *all = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr);
+    char why[160] = "not an array of envelopes";
+    json_t *all = jparse(payload, len, why, sizeof(why));
     if (!json_is_array(all)) {
         w->stats.bad_envelopes++;
-        LOG(WARN, "envelope_invalid", "channel=%s err=\"not an array of envelopes\"", channel);
+        LOG(WARN, "envelope_invalid", "channel=%s err=\"%s\"", channel, why);
         json_decref(all);
         return;
     }
