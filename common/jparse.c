@@ -167,7 +167,7 @@ static int on_string(void *ctx, const unsigned char *s, size_t len)
     if (plain_ascii(s, len))
         return add(b, json_stringn_nocheck((const char *)s, len), false);
     if (memchr(s, '\0', len))
-        return fail(b, "string holds U+0000", NULL, 0);
+        return fail(b, "\\u0000 is not allowed in a string", NULL, 0);
     /* json_stringn checks UTF-8 (jansson's rules) and copies. */
     json_t *v = json_stringn((const char *)s, len);
     if (!v)
@@ -210,7 +210,7 @@ static int on_map_key(void *ctx, const unsigned char *s, size_t len)
     struct builder *b = ctx;
     const char *k = (const char *)s;
     if (memchr(k, '\0', len))
-        return fail(b, "key holds U+0000", NULL, 0);
+        return fail(b, "\\u0000 is not allowed in a key", NULL, 0);
     if (k < b->in || k + len > b->in_end) {
         char *to = b->key_inline;
         if (len > KEY_INLINE) {
