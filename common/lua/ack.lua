@@ -26,7 +26,9 @@ if h[1] ~= ARGV[7] or upto > tonumber(h[2] or '0') then
 end
 local now = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
-local top, rr, low = 0, 0, upto
+-- (Numbers go back to Redis as the text they came in, or through
+-- string.format('%d'): a Lua number formats as a double, at a cost.)
+local top, rr, low, low_text = 0, 0, upto, ARGV[1]
 local gone = {}
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
@@ -40,7 +42,7 @@ for i = 1, #all, 2 do
 -- for longer than ttl.
     local a, b = string.match(all[i + 1], '^(%d+) (%d+)$')
     if a and now - tonumber(b) < ttl then
-      if tonumber(a) < low then low = tonumber(a) end
+      if tonumber(a) < low then low, low_text = tonumber(a), a end
     else
       gone[#gone + 1] = f
     end
@@ -50,16 +52,16 @@ if #gone > 0 then
   redis.call('HDEL', KEYS[2], unpack(gone))
 end
 if upto > top then
-  redis.call('HSET', KEYS[2], ARGV[2], upto .. ' ' .. now, '~top', upto)
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[1] .. ' ' .. ARGV[3], '~top', ARGV[1])
 else
-  redis.call('HSET', KEYS[2], ARGV[2], upto .. ' ' .. now)
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[1] .. ' ' .. ARGV[3])
 end
-redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', low)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', low_text)
 local holder = upto > top and rr > top and redis.call('GET', KEYS[4])
 if holder then
   redis.call('PUBLISH', ARGV[5] .. string.match(holder, '^(%S+)'),
              '{"v":1,"type":"acked","from":' .. cjson.encode(ARGV[6]) ..
-             ',"upto":' .. upto .. ',"after":' .. top .. '}')
+             ',"upto":' .. ARGV[1] .. ',"after":' .. string.format('%d', top) .. '}')
 end
 return low
