@@ -323,6 +323,10 @@ json_t *jparse(const char *buf, size_t len, char *err, size_t errlen)
         snprintf(err, errlen, "a control character outside a string");
         return NULL;
     }
+    /* Whitespace after the value is JSON's; yajl reaching the end of its
+     * text inside it sets up a buffer for a token that might go on. */
+    while (len > 0 && buf[len - 1] && strchr(" \t\r\n", buf[len - 1]))
+        len--;
     struct builder b = {.in = buf, .in_end = buf + len, .err = err, .errlen = errlen};
     yajl_alloc_funcs alloc = {y_malloc, y_realloc, y_free, NULL};
     yajl_handle h = yajl_alloc(&callbacks, &alloc, &b);
@@ -334,7 +338,11 @@ json_t *jparse(const char *buf, size_t len, char *err, size_t errlen)
     /* Strings are checked by jansson (stricter than yajl's check). */
     yajl_config(h, yajl_dont_validate_strings, 1);
     yajl_status st = yajl_parse(h, (const unsigned char *)buf, len);
-    if (st == yajl_status_ok)
+    /* Once the value has closed, yajl has nothing left to say (text after
+     * it is judged below), and complete_parse would cost a 2 KiB buffer:
+     * it feeds the lexer one more space, whose end of chunk makes the
+     * lexer set up its buffer for a token that might go on. */
+    if (st == yajl_status_ok && !(b.root && b.depth == 0))
         st = yajl_complete_parse(h);
     if (st != yajl_status_ok && !b.failed)
         yajl_reason(h, err, errlen);

@@ -198,6 +198,38 @@ TEST(jparse_surrogate_escapes_as_jansson_judges_them)
     CHECK_EQ_STR(err, "nested too deep");
 }
 
+/* The largest block yajl asked for, through jparse_set_alloc. */
+static size_t largest;
+static void *big_malloc(size_t n)
+{
+    largest = n > largest ? n : largest;
+    return malloc(n);
+}
+static void *big_realloc(void *p, size_t n)
+{
+    largest = n > largest ? n : largest;
+    return realloc(p, n);
+}
+
+/* yajl sets up a 2 KiB buffer when its text ends where a token might go
+ * on: jparse keeps it from happening on every parse (the pool keeps no
+ * block that large, so it was a malloc per frame). */
+TEST(jparse_asks_for_no_large_buffer)
+{
+    jparse_set_alloc(big_malloc, big_realloc, free);
+    static const char *const texts[] = {"[{\"a\":1,\"b\":\"x\"},2]", "{\"t\":\"hb\"}\r\n ",
+                                        " [true] "};
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        largest = 0;
+        json_t *v = jparse(texts[i], strlen(texts[i]), err, sizeof(err));
+        CHECK(v != NULL);
+        json_decref(v);
+        if (!CHECK(largest < 1024))
+            printf("    %zu bytes for [%s]\n", largest, texts[i]);
+    }
+    jparse_set_alloc(malloc, realloc, free);
+}
+
 /* A small PRNG: the same mutations every run. */
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint32_t next(void)
@@ -272,6 +304,7 @@ int main(void)
     RUN(jparse_depth_is_bounded);
     RUN(jparse_escaped_keys_keep_their_text);
     RUN(jparse_surrogate_escapes_as_jansson_judges_them);
+    RUN(jparse_asks_for_no_large_buffer);
     RUN(jparse_agrees_with_jansson_on_mutated_inputs);
     return unit_done();
 }
