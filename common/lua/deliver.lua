@@ -74,7 +74,7 @@ if not e then
 end
 -- Numbers become text with string.format('%d'): Lua's own conversion (a
 -- concatenation, tostring) and Redis's of a number argument format a
--- double ('%.14g', '%.17g'), which was most of this script's cost.
+-- double ('%.14g', '%.17g'), which showed in Redis's profile.
 local n = (#ARGV - 9) / 2
 local last = redis.call('HINCRBY', KEYS[1], 'seq', string.format('%d', n))
 local first = last - n + 1
