@@ -300,10 +300,13 @@ static json_t *jansson_parse(const char *buf, size_t len, char *err, size_t errl
     json_t *v = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!v) {
         snprintf(err, errlen, "%s at byte %d", jerr.text, jerr.position);
-        /* jansson quotes the text near the fault: keep the reason ASCII. */
+        /* jansson quotes the text near the fault: keep the reason printable
+         * ASCII without '"' or '\\' (it goes into log values and frames). */
         for (char *p = err; *p; p++)
             if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
                 *p = '?';
+            else if (*p == '"' || *p == '\\')
+                *p = '\'';
     } else if (depth(v, JPARSE_MAX_DEPTH) > JPARSE_MAX_DEPTH) {
         snprintf(err, errlen, "nested too deep");
         json_decref(v);
