@@ -8,7 +8,8 @@
 -- KEYS[1] inbox zset    KEYS[3] seq hash (the user's epoch)
 -- KEYS[2] cursor hash: device label -> "<seq> <ms>", "~top" the highest
 --         seq any device acked (so the session hears of each seq once),
---         "~rr" the newest seq that asked for a receipt
+--         "~rr" the newest seq that asked for a receipt, "~exp" when (ms,
+--         the acking edge's clock) this script last set the hash's TTL
 -- ARGV[1] upto    ARGV[2] device label    ARGV[3] now (ms)
 -- ARGV[4] how long an unseen device holds messages back (ms)
 -- KEYS[4] the user's lease: "<worker> <token>", the worker holding the
@@ -28,7 +29,7 @@ local now = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 -- (Numbers go back to Redis as the text they came in, or through
 -- string.format('%d'): a Lua number formats as a double, at a cost.)
-local top, rr, low, low_text = 0, 0, upto, ARGV[1]
+local top, rr, exp, low, low_text = 0, 0, 0, upto, ARGV[1]
 local gone = {}
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
@@ -37,6 +38,8 @@ for i = 1, #all, 2 do
     top = tonumber(all[i + 1]) or 0
   elseif f == '~rr' then
     rr = tonumber(all[i + 1]) or 0
+  elseif f == '~exp' then
+    exp = tonumber(all[i + 1]) or 0
   elseif f ~= ARGV[2] then
 -- Keep what a device seen lately has not acked yet; forget devices unseen
 -- for longer than ttl.
@@ -51,12 +54,24 @@ end
 if #gone > 0 then
   redis.call('HDEL', KEYS[2], unpack(gone))
 end
+-- The hash's TTL is set again once a quarter of it has gone since this
+-- script last set it ("~exp", written by the same HSET), not at every ack:
+-- it always has three quarters of ttl left. A clock behind "~exp" (another
+-- edge's) sets it too.
+local w = {KEYS[2], ARGV[2], ARGV[1] .. ' ' .. ARGV[3]}
 if upto > top then
-  redis.call('HSET', KEYS[2], ARGV[2], ARGV[1] .. ' ' .. ARGV[3], '~top', ARGV[1])
-else
-  redis.call('HSET', KEYS[2], ARGV[2], ARGV[1] .. ' ' .. ARGV[3])
+  w[#w + 1] = '~top'
+  w[#w + 1] = ARGV[1]
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
+local stale = now < exp or now - exp >= ttl / 4
+if stale then
+  w[#w + 1] = '~exp'
+  w[#w + 1] = ARGV[3]
+end
+redis.call('HSET', unpack(w))
+if stale then
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', low_text)
 local holder = upto > top and rr > top and redis.call('GET', KEYS[4])
 if holder then

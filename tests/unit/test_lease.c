@@ -382,6 +382,48 @@ TEST(deliver_refuses_a_counter_that_went_back)
     CHECK_EQ_INT(deliver_n("A 1", e2, NULL, 1, false), 6);
 }
 
+static long long pttl(const char *key)
+{
+    redisReply *r = redisCommand(cli, "PTTL %s", key);
+    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -99;
+    freeReplyObject(r);
+    return v;
+}
+
+/* ack.lua sets the cursor hash's TTL (100000 ms here) when none was set,
+ * then again only once a quarter of it has gone by the acks' clock, or
+ * when an ack's clock is behind the last setting: the hash never has
+ * less than three quarters of its TTL left, and most acks spend no
+ * PEXPIRE. */
+TEST(ack_sets_the_cursor_ttl_once_a_quarter_has_gone)
+{
+    cmd("FLUSHALL");
+    CHECK_EQ_INT(deliver_n("A 1", "", NULL, 6, false), 1);
+    /* A hash deliver.lua made (a receipt owed) has no TTL: the first ack sets it. */
+    cmd("HSET t:cursor:u ~rr 1");
+    CHECK_EQ_INT(pttl("t:cursor:u"), -1);
+    CHECK_EQ_INT(ack("p1", 1, 50000), 1);
+    CHECK(pttl("t:cursor:u") > 99000);
+    /* Within a quarter: the TTL is left as it is (lowered by hand to see it). */
+    cmd("PEXPIRE t:cursor:u 60000");
+    CHECK_EQ_INT(ack("p1", 2, 50000 + 24999), 2);
+    long long left = pttl("t:cursor:u");
+    if (!CHECK(left > 0 && left <= 60000))
+        printf("    pttl %lld\n", left);
+    /* A quarter gone: set again. */
+    CHECK_EQ_INT(ack("p1", 3, 50000 + 25000), 3);
+    CHECK(pttl("t:cursor:u") > 99000);
+    /* A clock behind the last setting (another edge's): set again. */
+    cmd("PEXPIRE t:cursor:u 60000");
+    CHECK_EQ_INT(ack("p2", 3, 40000), 3);
+    CHECK(pttl("t:cursor:u") > 99000);
+    /* The stamp is not taken for a device. */
+    redisReply *h = redisCommand(cli, "HGET t:cursor:u ~exp");
+    CHECK(h && h->type == REDIS_REPLY_STRING && strcmp(h->str, "40000") == 0);
+    freeReplyObject(h);
+    CHECK_EQ_INT(ack("p1", 6, 40001), 3); /* p2 still holds 4..6 back */
+}
+
 int main(void)
 {
     int port;
@@ -399,6 +441,7 @@ int main(void)
     RUN(unacked_reads_only_when_a_receipt_is_owed);
     RUN(deliver_returns_pushes_and_writes_only_its_keys);
     RUN(deliver_refuses_a_counter_that_went_back);
+    RUN(ack_sets_the_cursor_ttl_once_a_quarter_has_gone);
     freeReplyObject(last_reply);
     unit_redis_stop(cli);
     return unit_done();
