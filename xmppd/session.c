@@ -476,18 +476,25 @@ static void session_bury(struct session *s)
  * before its stream goes anyway. */
 #define CLOSE_WAIT_MS 2000
 
-/* Whether closing s now leaves its stream up until its login is over
- * (below): the stream may still bind the user's resource meanwhile. */
+/* A login half way: TCP is up, the stream not yet online. Closing such a
+ * session leaves its stream up until the login is over (session_close). */
+static bool login_half_way(const struct session *s)
+{
+    return s->state == SESSION_CONNECTING && s->tcp_connected;
+}
+
+/* Whether s's stream stays up after a close (deferred already, or about to
+ * be), and may still bind the user's resource meanwhile. */
 static bool close_defers(const struct session *s)
 {
-    return s->close_deferred || (s->state == SESSION_CONNECTING && s->tcp_connected);
+    return s->close_deferred || login_half_way(s);
 }
 
 static void session_close(struct session *s, const char *reason)
 {
     LOG(INFO, "session_close", "jid=%s reason=%s state=%s", s->jid, reason,
         state_names[s->state]);
-    if (s->state == SESSION_CONNECTING && s->tcp_connected) {
+    if (login_half_way(s)) {
         /* The login may be half way: libstrophe frees its SASL state only
          * when the server answers the exchange (a stream torn down before
          * that leaks it), so the stream goes once the login is over
