@@ -228,7 +228,7 @@ FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
                 -Icommon -Iedge -Ixmppd -Iclient $(PKG_CFLAGS)
 FUZZ_LIBS    := $(PKG_LIBS) -lm
 FUZZ_OPTS    := -timeout=10 -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1
-FUZZ_HDRS    := $(wildcard common/*.h edge/*.h xmppd/*.h client/*.h)
+FUZZ_HDRS    := $(wildcard common/*.h edge/*.h xmppd/*.h client/*.h tests/fuzz/*.h)
 
 FUZZ_SRC_frame    := common/frame.c edge/phone.c common/envelope.c common/jparse.c common/proto.c common/schema.c common/jid.c common/util.c
 FUZZ_SRC_envelope := common/envelope.c common/jparse.c common/proto.c common/schema.c common/jid.c common/seal.c common/util.c

@@ -13,6 +13,7 @@
  *     what was delivered;
  *   - every event has a known type, strings the type promises are set.
  * Input buffers are exact-size heap copies so ASan sees reads past them. */
+#include "fuzz.h"
 #include "imb_client.h"
 
 #include <stdbool.h>
@@ -22,16 +23,6 @@
 #include <string.h>
 
 #include <jansson.h>
-
-#define INVARIANT(cond, ...)                                                   \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "invariant failed: %s: ", #cond);                  \
-            fprintf(stderr, __VA_ARGS__);                                      \
-            fputc('\n', stderr);                                               \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
 
 static void check_event(struct imb_client *c, const struct imb_event *ev)
 {

@@ -17,6 +17,7 @@
  *     refused for another JID.
  * Buffers handed to the decoders are exact-size heap copies so ASan sees any
  * read past their end. */
+#include "fuzz.h"
 #include "envelope.h"
 #include "proto.h"
 #include "seal.h"
@@ -30,16 +31,6 @@
 /* 2026-11-24T16:00:00Z, the clock of the sealed seeds */
 #define NOW_MS 1795536000000LL
 #define MAX_AGE_MS (5 * 60 * 1000)
-
-#define INVARIANT(cond, ...)                                                   \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "fuzz_envelope: invariant failed: %s: ", #cond);   \
-            fprintf(stderr, __VA_ARGS__);                                      \
-            fputc('\n', stderr);                                               \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
 
 /* The key of the seeds: 00 01 02 .. 1f. */
 static uint8_t key[SEAL_KEY_BYTES];

@@ -23,6 +23,7 @@
  *     or frames that each fit and that keep their "t".
  * Buffers handed to the parsers are exact-size heap copies so ASan sees any
  * read past their end. */
+#include "fuzz.h"
 #include "frame.h"
 #include "jid.h"
 #include "phone.h"
@@ -36,16 +37,6 @@
 
 #define DEFAULT_MAX 16384
 #define SMALLEST_MAX 64
-
-#define INVARIANT(cond, ...)                                                   \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "fuzz_frame: invariant failed: %s: ", #cond);      \
-            fprintf(stderr, __VA_ARGS__);                                      \
-            fputc('\n', stderr);                                               \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
 
 static uint8_t *dup_exact(const uint8_t *p, size_t n)
 {

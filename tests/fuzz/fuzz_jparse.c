@@ -11,6 +11,7 @@
  *   - a refusal comes with a reason in printable ASCII.
  * The buffer handed to jparse is an exact-size heap copy so ASan sees any
  * read past its end. */
+#include "fuzz.h"
 #include "jparse.h"
 
 #include <stdbool.h>
@@ -18,16 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define INVARIANT(cond, ...)                                                   \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "fuzz_jparse: invariant failed: %s: ", #cond);     \
-            fprintf(stderr, __VA_ARGS__);                                      \
-            fputc('\n', stderr);                                               \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
 
 /* Containers nested in v. */
 static int depth(const json_t *v)

@@ -17,6 +17,7 @@
  *     stamp becomes the chat envelope's "ts".
  * Buffers handed to the parsers are exact-size heap copies so ASan sees any
  * read past their end. */
+#include "fuzz.h"
 #include "envelope.h"
 #include "jid.h"
 #include "stanza.h"
@@ -29,16 +30,6 @@
 #include <strophe.h>
 
 #define USER "alice@localhost"
-
-#define INVARIANT(cond, ...)                                                   \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "fuzz_stanza: invariant failed: %s: ", #cond);     \
-            fprintf(stderr, __VA_ARGS__);                                      \
-            fputc('\n', stderr);                                               \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
 
 static xmpp_ctx_t *ctx;
 
