@@ -44,6 +44,7 @@ const char *const config_known_names[] = {
     "workers", "max_sessions", "connect_timeout", "resume_window", "lease_ms",
     "inbox_ttl", "inbox_max", "xmpp_csi", "push_preview", "filter_rules",
     "push_jid", "push_secret", "push_port", "muc_join_timeout", "bridge_id",
+    "ping_delay_ms",
     NULL,
 };
 

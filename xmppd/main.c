@@ -67,6 +67,10 @@ static const struct opt options[] = {
      "is told it failed"},
     {"bridge_id", OPT_STR, offsetof(T, bridge_id), "", 0, 0, 0,
      "this bridge's id on the bus (empty: random)"},
+    {"ping_delay_ms", OPT_INT, offsetof(T, ping_delay_ms), "20", 0, 1000, 0,
+     "milliseconds between a worker's rounds of pings proving phones' messages "
+     "reached the XMPP server (one ping per session covers all it sent since; "
+     "0: every loop turn)"},
 };
 #undef T
 

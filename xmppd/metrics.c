@@ -88,6 +88,9 @@ static void metrics(void *owner, struct evbuffer *out)
                stats.msgs_from_xmpp)
     PER_WORKER(counter, "imb_xmppd_acks_total", "Client ids acked after the server had them.",
                stats.acks)
+    PER_WORKER(counter, "imb_xmppd_pings_total",
+               "Pings sent to prove phones' messages reached the XMPP server.",
+               stats.pings)
     PER_WORKER(counter, "imb_xmppd_duplicates_total", "Resent client ids not sent again.",
                stats.dup_msgs)
     PER_WORKER(counter, "imb_xmppd_delivery_retries_total",

@@ -1654,8 +1654,9 @@ static void queue_ack(struct session *s, const char *id, const char *edge,
     worker_kick(s->w);
 }
 
-void session_flush_acks(struct worker *w)
+int session_flush_acks(struct worker *w)
 {
+    int pings = 0;
     while (w->flush) {
         struct session *s = w->flush;
         w->flush = s->flush_next;
@@ -1680,7 +1681,10 @@ void session_flush_acks(struct worker *w)
         xmpp_id_handler_add(s->conn, on_ping_reply, id, s);
         xmpp_stanza_t *iq = stanza_ping(w->ctx, id, NULL);
         session_send(s, iq); /* after the messages it vouches for */
+        w->stats.pings++;
+        pings++;
     }
+    return pings;
 }
 
 static void reply_error(struct session *s, struct env *req, const char *code,

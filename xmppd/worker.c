@@ -611,10 +611,35 @@ static void on_backstop(evutil_socket_t fd, short what, void *arg)
     evtimer_add(w->backstop, &tv);
 }
 
+/* A phone's message is acked once a ping sent after it is answered
+ * (session_flush_acks): one ping covers what the session sent since its
+ * last. A worker sends its sessions' pings in rounds at most ping_delay_ms
+ * apart, so a busy session costs the XMPP server (and the worker) one ping
+ * per round, not one per message; a message after a quiet spell is pinged
+ * at once. Only the phone's ack waits, never the message. A stopping worker
+ * pings at once. Whether a round is due now; if not, the timer is set. */
+static bool pings_due(struct worker *w)
+{
+    int64_t wait = w->pings_due_ms - util_mono_ms();
+    if (wait <= 0 || w->stopping)
+        return true;
+    if (!evtimer_pending(w->ping_timer, NULL)) {
+        struct timeval tv = {wait / 1000, (wait % 1000) * 1000};
+        evtimer_add(w->ping_timer, &tv);
+    }
+    return false;
+}
+
+static void on_ping_timer(evutil_socket_t fd, short what, void *arg)
+{
+    worker_kick(arg);
+}
+
 static void run_pass(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    session_flush_acks(w);
+    if (w->flush && pings_due(w) && session_flush_acks(w) > 0)
+        w->pings_due_ms = util_mono_ms() + w->cfg->ping_delay_ms;
     worker_flush_out(w); /* (the pings after what they vouch for) */
     /* Before libstrophe may read the server's first bytes (and the only
      * readable event): note which connecting sockets have a peer. */
@@ -627,7 +652,7 @@ static void run_pass(evutil_socket_t fd, short what, void *arg)
     for (size_t i = 0; i < w->ngrave; i++)
         session_free(w->graveyard[i]);
     w->ngrave = 0;
-    if (w->flush)
+    if (w->flush && pings_due(w))
         worker_kick(w);
 }
 
@@ -1233,6 +1258,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     bus_subscribe(w->bus, w->channel);
 
     w->run_ev = event_new(w->base, -1, 0, run_pass, w);
+    w->ping_timer = evtimer_new(w->base, on_ping_timer, w);
     w->backstop = evtimer_new(w->base, on_backstop, w);
     struct timeval bs = {0, BACKSTOP_BUSY_MS * 1000};
     evtimer_add(w->backstop, &bs);
@@ -1289,6 +1315,7 @@ int worker_main(const struct xmppd_cfg *cfg, const char *bridge_id, int index,
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);
     event_free(w->run_ev);
+    event_free(w->ping_timer);
     event_free(w->backstop);
     event_free(w->tick);
     event_free(w->stop_timer);

@@ -56,6 +56,8 @@ struct xmppd_cfg {
     char *push_secret;    /* its component secret (XEP-0114) */
     long push_port;       /* the XMPP server's component port */
     long muc_join_timeout; /* seconds a room has to answer a join or a subject */
+    long ping_delay_ms;   /* a worker's rounds of proof pings at most this
+                             often (session_flush_acks; 0: every loop turn) */
 };
 
 enum session_state {
@@ -298,6 +300,7 @@ struct worker_stats {
     uint64_t leases_lost;      /* sessions that found another worker holding them */
     uint64_t deferred;         /* envelopes held until a renewal confirmed the lease */
     uint64_t requests, events, receipts_sent, pushes;
+    uint64_t pings;            /* proof pings sent (session_flush_acks) */
     uint64_t filtered[2][FILTER_REASONS]; /* [direction][reason] */
 };
 
@@ -374,6 +377,8 @@ struct worker {
                                    until their leases should have been renewed */
     size_t ngrave, capgrave;
     struct session *flush;      /* sessions with unpinged acks */
+    int64_t pings_due_ms;       /* the next round of pings (monotonic) */
+    struct event *ping_timer;   /* wakes the worker for that round */
     uint64_t next_ping;
     size_t connecting;          /* sessions in SESSION_CONNECTING */
     int64_t cert_rejected_ms;   /* when a server certificate was last refused */
@@ -456,7 +461,10 @@ void worker_error(struct worker *w, const char *jid, const char *edge,
 void session_on_login(struct worker *w, struct env *e, const char *payload,
                       size_t len);
 void session_on_env(struct session *s, struct env *e);
-void session_flush_acks(struct worker *w);
+/* Ping, on each session of the worker's flush list with acks waiting and
+ * no ping out, the XMPP server: its answer proves the messages sent before
+ * it. Returns the pings sent. */
+int session_flush_acks(struct worker *w);
 /* Lease renewal answered: owner is who holds it now. */
 /* The body of the bus's message callback: an envelope on channel. */
 void worker_dispatch(struct worker *w, const char *channel, const char *payload,

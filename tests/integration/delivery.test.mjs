@@ -2,7 +2,7 @@
 // the inbox, resume after a drop (same edge or another), acks that trim,
 // lost windows told explicitly, resent client ids never sent twice.
 import assert from 'node:assert/strict';
-import { itest, startBridge, startEdge, connectPhone, sleep, waitFor, userKey } from '../harness/index.mjs';
+import { itest, startBridge, startEdge, connectPhone, sleep, waitFor, userKey, httpGet, httpAddr, metricValue } from '../harness/index.mjs';
 import { redisSubscriber } from '../harness/redis.mjs';
 import { spawn } from 'node:child_process';
 
@@ -214,6 +214,59 @@ itest('acks: one script call per window (ack_delay_ms) whatever the acks in it; 
   const closing = Date.now() - t2;
   t.diagnostic(`ack then logout: trimmed after ${closing} ms`);
   assert.ok(closing < WINDOW, `the close sent it before the window ended (${closing} ms)`);
+});
+
+// A phone's message is acked once the XMPP server answered a ping sent
+// after it; a worker pings in rounds at most ping_delay_ms apart, one ping
+// per session covering all it sent since. A message after a quiet spell is
+// pinged at once; a burst waits for the next round, and only its acks wait.
+itest('acks from the bridge: a lone message pinged at once, a burst proven by one ping in the next round (ping_delay_ms); the messages never wait', async (t, stack) => {
+  const ROUND = 1000;
+  const http = ['--http-listen', '127.0.0.1:0'];
+  const b = await startBridge(stack, { xmppdArgs: ['--ping-delay-ms', String(ROUND), ...http] });
+  const bridge = httpAddr(b.xmppd);
+  const pings = async () => {
+    const text = (await httpGet(bridge, '/metrics')).text;
+    return [0, 1].reduce((a, w) => a + (metricValue(text, `imb_xmppd_pings_total{worker="${w}"}`) ?? 0), 0);
+  };
+  const bob = await b.desktop('bob');
+  const alice = await b.loginPhone('alice');
+  // Quiet for longer than a round (the login's own traffic pings nothing).
+  await sleep(ROUND + 200);
+  const before = await pings();
+
+  const t0 = Date.now();
+  assert.deepEqual(await alice.msg('bob@localhost', 'lone', { id: 'lone-1' }), { t: 'ack', id: 'lone-1' });
+  const lone = Date.now() - t0;
+  await bob.nextMessage({ body: 'lone' });
+
+  // A burst right after: the round that pinged 'lone' is not over, so the
+  // messages go at once and their acks wait for the next round.
+  const t1 = Date.now();
+  const ids = [];
+  for (let i = 1; i <= 10; i++) {
+    ids.push(`burst-${i}`);
+    alice.sendMsg('bob@localhost', `burst ${i}`, `burst-${i}`);
+    await sleep(10);
+  }
+  for (let i = 1; i <= 10; i++) await bob.nextMessage({ body: `burst ${i}` });
+  const delivered = Date.now() - t1;
+  await alice.next({ t: 'ack', id: ids[0] }, ROUND + 5000);
+  const firstAck = Date.now() - t0;
+  for (const id of ids.slice(1)) await alice.next({ t: 'ack', id }, ROUND + 5000);
+  const acked = Date.now() - t1;
+  // The workers report to the supervisor once a second.
+  let after;
+  await waitFor(async () => (after = await pings()) >= before + 2, { timeout: 5000, what: 'pings counted' });
+  await sleep(1200);
+  after = await pings();
+  t.diagnostic(`lone message acked after ${lone} ms; burst of 10 (sent ${t1 - t0} ms after it): at the desktop after ${delivered} ms, acked after ${acked} ms (the first ${firstAck} ms after the lone one); pings ${after - before}`);
+  assert.ok(lone < ROUND, `the lone message did not wait for a round (${lone} ms)`);
+  assert.ok(delivered < ROUND, `the burst reached the desktop without waiting for the round (${delivered} ms)`);
+  // The lone message's ping went after t0: the next round is no earlier
+  // than a round after it.
+  assert.ok(firstAck >= ROUND - 50, `the burst's acks waited for the next round (${firstAck} ms after the lone message)`);
+  assert.equal(after - before, 2, 'one ping for the lone message, one for the whole burst');
 });
 
 // Routing (docs/ARCHITECTURE.md, "Routing"): an edge holds one Redis

@@ -62,6 +62,7 @@ itest('/healthz and /metrics on edge and xmppd, through a Redis and an XMPP outa
   assert.equal(sum('imb_xmppd_messages_to_xmpp_total'), 1);
   assert.equal(sum('imb_xmppd_messages_from_xmpp_total'), 1);
   assert.equal(sum('imb_xmppd_acks_total'), 1);
+  assert.equal(sum('imb_xmppd_pings_total'), 1, 'one message, one ping proving it');
   assert.equal([0, 1].reduce((a, w) => a + metric(xm, `imb_logins_total{worker="${w}",result="ok"}`), 0), 1);
   assert.equal(metric(xm, 'imb_xmppd_max_sessions{worker="0"}'), 800);
   assert.equal(sum('imb_xmppd_delivery_queued'), 0);

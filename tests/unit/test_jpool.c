@@ -120,11 +120,40 @@ TEST(jpool_realloc_keeps_the_bytes)
     jpool_trim();
 }
 
+TEST(jpool_realloc_wipes_a_secret)
+{
+    /* While a secret is decoded (jpool_secret: a login's password), a block
+     * that grows past the classes (yajl's buffer of decoded strings, for a
+     * long escaped password) is copied and the old one wiped and kept,
+     * never handed to realloc, which would leave the old copy as it was in
+     * freed memory. */
+    jpool_trim();
+    char *p = jpool_malloc(300);
+    memset(p, 'S', 300);
+    jpool_secret(true);
+    char *q = jpool_realloc(p, 5000);
+    jpool_secret(false);
+    CHECK(q != p);
+    CHECK(q[0] == 'S' && q[299] == 'S');
+    /* The old block is back on its class's list, wiped past the link the
+     * list keeps in its first bytes: the next request of the class gets it. */
+    char *r = jpool_malloc(300);
+    CHECK(r == p);
+    size_t nonzero = 0;
+    for (size_t i = sizeof(void *); i < 300; i++)
+        nonzero += r[i] != 0;
+    CHECK_EQ_INT(nonzero, 0);
+    jpool_free(q);
+    jpool_free(r);
+    jpool_trim();
+}
+
 int main(void)
 {
     RUN(jpool_reuses_freed_blocks);
     RUN(jpool_under_jansson);
     RUN(jpool_blocks_cost_what_malloc_would);
     RUN(jpool_realloc_keeps_the_bytes);
+    RUN(jpool_realloc_wipes_a_secret);
     return unit_done();
 }
