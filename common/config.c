@@ -38,7 +38,6 @@ const char *const config_known_names[] = {
     "max_conns", "bridge_timeout", "edge_id", "tls", "tls_cert", "tls_key",
     "max_unauth_per_ip", "max_msg_rate", "login_fail_window",
     "login_fail_per_ip", "login_fail_per_account", "device_token_days",
-    "ack_delay_ms",
     /* imb-xmppd */
     "xmpp_host", "xmpp_port", "xmpp_tls", "xmpp_cafile", "xmpp_resource",
     "workers", "max_sessions", "connect_timeout", "resume_window", "lease_ms",

@@ -287,13 +287,7 @@ void edge_on_ack(struct conn *c, json_t *f)
                    NULL);
         return;
     }
-    /* Cumulative: only the newest of a window (ack_delay_ms) goes to the
-     * inbox. Each goes as one script call (ack.lua) whatever it covers,
-     * so under load the window joins a phone's acks of many messages into
-     * one call; a lone ack waits no longer than the window, and an ack
-     * never delays a message: only the inbox's trim and the delivery
-     * receipts it releases. A closing connection sends its own at once
-     * (delivery_drop_ack). */
+    /* Cumulative: only the newest of a loop turn goes to the inbox. */
     if (seq <= c->ack_upto)
         return;
     struct edge *edge = c->edge;
@@ -304,14 +298,8 @@ void edge_on_ack(struct conn *c, json_t *f)
             edge->acks = xrealloc(edge->acks, edge->capacks * sizeof(*edge->acks));
         }
         edge->acks[edge->nacks++] = c;
-        if (edge->nacks == 1) {
-            long ms = edge->cfg->ack_delay_ms;
-            struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-            if (ms > 0)
-                evtimer_add(edge->ack_ev, &tv);
-            else
-                event_active(edge->ack_ev, EV_TIMEOUT, 0);
-        }
+        if (edge->nacks == 1)
+            event_active(edge->ack_ev, EV_TIMEOUT, 0);
     }
     c->ack_upto = seq;
 }

@@ -51,8 +51,6 @@ struct edge_cfg {
                                     token; 0 = no limit */
     long device_token_days;      /* age at which a device token expires;
                                     0 = no tokens */
-    long ack_delay_ms;           /* how long acks gather before they go to
-                                    the inbox (0: one loop turn) */
 };
 
 enum conn_state {
@@ -225,8 +223,8 @@ struct edge {
     int accept_backoff_ms;       /* the current pause, 0: accepting normally */
     int reserve_fd;              /* a spare descriptor (/dev/null), or -1 */
     struct log_limit accept_log; /* accept_failed lines */
-    struct conn **acks;          /* connections with an ack_upto to send
-                                    when ack_ev fires (ack_delay_ms) */
+    struct conn **acks;          /* connections with an ack_upto to send at
+                                    the end of this loop turn (ack_ev) */
     size_t nacks, capacks;
     struct event *ack_ev;
     struct outgoing *out, *out_tail; /* envelopes to sessions, published at
@@ -234,7 +232,7 @@ struct edge {
     struct event *out_ev;
 };
 
-/* delivery.c: the acks of a window (ack_delay_ms), one per connection. */
+/* delivery.c: the acks of a loop turn, one per connection. */
 void delivery_flush_acks(evutil_socket_t fd, short what, void *arg);
 void delivery_drop_ack(struct conn *c);
 

@@ -54,9 +54,6 @@ static const struct opt options[] = {
      "token are refused; also the limit per device token; 0 = no limit"},
     {"device_token_days", OPT_INT, offsetof(T, device_token_days), "30", 0, 3650, 0,
      "days a device token (welcome -> login) stays valid; 0 = no tokens"},
-    {"ack_delay_ms", OPT_INT, offsetof(T, ack_delay_ms), "20", 0, 1000, 0,
-     "milliseconds a phone's ack may wait to be joined by its next ones before it "
-     "moves the inbox (0: at the end of the loop turn)"},
 };
 #undef T
 

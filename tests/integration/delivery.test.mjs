@@ -4,9 +4,6 @@
 import assert from 'node:assert/strict';
 import { itest, startBridge, startEdge, connectPhone, sleep, waitFor, userKey, httpGet, httpAddr, metricValue } from '../harness/index.mjs';
 import { redisSubscriber } from '../harness/redis.mjs';
-import { spawn } from 'node:child_process';
-
-const pairs = (a) => Object.fromEntries(a.flatMap((x, i) => (i % 2 ? [] : [[x, a[i + 1]]])));
 
 /** Wait for `n` msg frames on phone p; returns them in arrival order. */
 async function msgs(p, n, timeout = 5000) {
@@ -153,67 +150,6 @@ itest('an ack beyond what was delivered is refused', async (t, stack) => {
   const e = await alice.expect({ t: 'error' });
   assert.equal(e.code, 'bad_frame');
   assert.match(e.msg, /seq/);
-});
-
-// Acks are cumulative, and each costs Redis one script call whatever it
-// covers: the edge sends a phone's newest ack once per ack_delay_ms. Within
-// the window the acks join into one call; a lone one still lands when the
-// window ends; a connection that closes sends its ack at once.
-itest('acks: one script call per window (ack_delay_ms) whatever the acks in it; a lone ack lands when the window ends; a closing phone sends its ack at once', async (t, stack) => {
-  const WINDOW = 400;
-  const b = await startBridge(stack, { edgeArgs: ['--ack-delay-ms', String(WINDOW)] });
-  const bob = await b.desktop('bob');
-  const alice = await b.loginPhone('alice');
-  for (let i = 1; i <= 6; i++) await bob.send('alice@localhost', `w${i}`);
-  const got = await msgs(alice, 6);
-  assert.deepEqual(got.map((f) => f.seq), [1, 2, 3, 4, 5, 6]);
-  const inbox = userKey('inbox', 'alice@localhost');
-  const cursor = userKey('cursor', 'alice@localhost');
-  await waitFor(async () => Number(await b.redis.command('ZCARD', inbox)) === 6, { what: 'six stored' });
-
-  // Every ack script call for alice, as Redis runs it: ack.lua's first key is
-  // the inbox (deliver.lua's is the counter).
-  const mon = spawn('redis-cli', ['-p', String(b.redis.port), 'monitor']);
-  let seen = '';
-  mon.stdout.on('data', (d) => { seen += d; });
-  stack.onCleanup('redis-cli monitor', () => mon.kill());
-  await sleep(300);
-  const ackCalls = () => seen.split('\n').filter((l) => /"EVALSHA" "[0-9a-f]{40}" "4" "imb:inbox:\{alice@localhost\}"/.test(l));
-
-  // Four acks, 40 ms apart: all inside one window.
-  const t0 = Date.now();
-  for (const seq of [1, 2, 4, 5]) { alice.send({ t: 'ack', seq }); await sleep(40); }
-  const early = await b.redis.command('ZCARD', inbox);
-  await waitFor(async () => Number(await b.redis.command('ZCARD', inbox)) === 1, { timeout: 5000, what: 'inbox trimmed to seq 6' });
-  const landed = Date.now() - t0;
-  await sleep(WINDOW + 200);
-  const calls = ackCalls();
-  t.diagnostic(`4 acks in ${WINDOW} ms: ${calls.length} ack script call(s), upto ${JSON.stringify(calls.map((l) => l.split('" "')[7]))}; inbox 6 -> ${early} while the window was open, 1 after ${landed} ms`);
-  assert.equal(Number(early), 6, 'nothing trimmed before the window ends');
-  assert.equal(calls.length, 1, 'one script call for the window');
-  assert.match(calls[0], /"imb:lease:\{alice@localhost\}" "5" /, 'the newest ack (cumulative)');
-  assert.ok(Object.values(await b.redis.command('HGETALL', cursor).then(pairs)).some((v) => /^5 \d+$/.test(v)), 'the device cursor at 5');
-
-  // A lone ack lands when its window ends, not waiting for more.
-  const t1 = Date.now();
-  alice.send({ t: 'ack', seq: 6 });
-  await waitFor(async () => Number(await b.redis.command('ZCARD', inbox)) === 0, { timeout: 5000, what: 'inbox empty' });
-  const lone = Date.now() - t1;
-  t.diagnostic(`a lone ack landed after ${lone} ms`);
-  assert.ok(lone >= WINDOW - 50, `waited for its window (${lone} ms)`);
-  assert.equal(ackCalls().length, 2);
-
-  // A closing connection does not wait: its pending ack goes with the close.
-  await bob.send('alice@localhost', 'w7');
-  assert.equal((await alice.next({ t: 'msg' })).seq, 7);
-  const t2 = Date.now();
-  alice.send({ t: 'ack', seq: 7 });
-  alice.send({ t: 'logout' });
-  await alice.expect({ t: 'bye' });
-  await waitFor(async () => Number(await b.redis.command('ZCARD', inbox)) === 0, { timeout: 5000, what: 'w7 trimmed' });
-  const closing = Date.now() - t2;
-  t.diagnostic(`ack then logout: trimmed after ${closing} ms`);
-  assert.ok(closing < WINDOW, `the close sent it before the window ended (${closing} ms)`);
 });
 
 // A phone's message is acked once the XMPP server answered a ping sent
