@@ -490,6 +490,8 @@ static bool close_defers(const struct session *s)
     return s->close_deferred || login_half_way(s);
 }
 
+static bool ping_batches(struct session *s);
+
 static void session_close(struct session *s, const char *reason)
 {
     LOG(INFO, "session_close", "jid=%s reason=%s state=%s", s->jid, reason,
@@ -507,6 +509,12 @@ static void session_close(struct session *s, const char *reason)
     }
     if (s->state == SESSION_ONLINE || s->state == SESSION_CONNECTING) {
         if (s->state == SESSION_ONLINE) {
+            /* Messages sent and not proven yet (waiting for a ping round):
+             * the server answers this ping before it ends the stream, so
+             * their ids are remembered as the server's (on_ping_reply) and
+             * the phone's resend after its next login is acked, not sent
+             * again. */
+            ping_batches(s);
             xmpp_stanza_t *p = stanza_presence(s->w->ctx, false);
             session_send(s, p);
             session_flush_out(s); /* (before the stream's end) */
@@ -1654,6 +1662,27 @@ static void queue_ack(struct session *s, const char *id, const char *edge,
     worker_kick(s->w);
 }
 
+/* Ping the server for every batch of acks of s that no ping covers yet:
+ * its answer proves them (on_ping_reply). Returns whether a ping went. */
+static bool ping_batches(struct session *s)
+{
+    struct worker *w = s->w;
+    char id[24];
+    snprintf(id, sizeof(id), "imbp%llu", (unsigned long long)++w->next_ping);
+    bool any = false;
+    for (struct ack_batch *b = s->acks_head; b; b = b->next)
+        if (!b->ping_id[0]) {
+            memcpy(b->ping_id, id, sizeof(b->ping_id));
+            any = true;
+        }
+    if (!any)
+        return false;
+    xmpp_id_handler_add(s->conn, on_ping_reply, id, s);
+    session_send(s, stanza_ping(w->ctx, id, NULL)); /* after the messages it vouches for */
+    w->stats.pings++;
+    return true;
+}
+
 int session_flush_acks(struct worker *w)
 {
     int pings = 0;
@@ -1668,21 +1697,7 @@ int session_flush_acks(struct worker *w)
          * server one ping per round trip to it, not one per loop turn. */
         if (s->acks_head && s->acks_head->ping_id[0])
             continue;
-        char id[24];
-        snprintf(id, sizeof(id), "imbp%llu", (unsigned long long)++w->next_ping);
-        bool any = false;
-        for (struct ack_batch *b = s->acks_head; b; b = b->next)
-            if (!b->ping_id[0]) {
-                memcpy(b->ping_id, id, sizeof(b->ping_id));
-                any = true;
-            }
-        if (!any)
-            continue;
-        xmpp_id_handler_add(s->conn, on_ping_reply, id, s);
-        xmpp_stanza_t *iq = stanza_ping(w->ctx, id, NULL);
-        session_send(s, iq); /* after the messages it vouches for */
-        w->stats.pings++;
-        pings++;
+        pings += ping_batches(s);
     }
     return pings;
 }

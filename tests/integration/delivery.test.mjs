@@ -205,6 +205,41 @@ itest('acks from the bridge: a lone message pinged at once, a burst proven by on
   assert.equal(after - before, 2, 'one ping for the lone message, one for the whole burst');
 });
 
+// Messages the server has but no ping has proven yet when the session
+// closes (a logout right after them, within a round): the close pings
+// first, so their ids are remembered as the server's, and the phone's
+// resend after its next login is acked, not sent to the desktop again.
+itest('phone -> desktop: messages not yet proven when the phone logs out are proven by the close; their resend after the next login is not sent again', async (t, stack) => {
+  const ROUND = 1000;
+  const b = await startBridge(stack, { xmppdArgs: ['--ping-delay-ms', String(ROUND)] });
+  const bob = await b.desktop('bob');
+  const alice = await b.loginPhone('alice');
+  // A ping round starts: what comes next waits up to ROUND for its ping.
+  await alice.msg('bob@localhost', 'first', { id: 'lo-0' });
+  await bob.nextMessage({ body: 'first' });
+  for (let i = 1; i <= 3; i++) alice.sendMsg('bob@localhost', `unproven ${i}`, `lo-${i}`);
+  for (let i = 1; i <= 3; i++) await bob.nextMessage({ body: `unproven ${i}` });
+  const early = alice.pending().filter((f) => f.t === 'ack').length;
+  alice.send({ t: 'logout' });
+  await alice.expect({ t: 'bye' });
+  await b.xmppd.waitForLines(/session_close jid=alice@localhost reason=logout/, { timeout: 5000 });
+  await sleep(300);
+
+  // The phone never saw acks for them (it logged out first): it resends.
+  const again = await b.loginPhone('alice', 'alice-again');
+  const acks = [];
+  for (let i = 1; i <= 3; i++) acks.push(await again.msg('bob@localhost', `unproven ${i}`, { id: `lo-${i}` }));
+  assert.deepEqual(acks, [1, 2, 3].map((i) => ({ t: 'ack', id: `lo-${i}` })));
+  await bob.sync();
+  await sleep(500);
+  const twice = [];
+  for (let i = 1; i <= 3; i++) {
+    try { await bob.nextMessage({ body: `unproven ${i}` }, 300); twice.push(i); } catch { /* none: right */ }
+  }
+  t.diagnostic(`acks before the logout: ${early} of 3; resent after the next login: 3, acked 3, reached the desktop again: ${twice.length}`);
+  assert.deepEqual(twice, [], 'no message reached the desktop twice');
+});
+
 // Routing (docs/ARCHITECTURE.md, "Routing"): an edge holds one Redis
 // subscription whatever its number of users, a worker one whatever its
 // number of sessions; the bridge publishes a user's envelopes on the
