@@ -125,12 +125,12 @@ TEST(jparse_reasons_are_short_ascii_and_name_the_key)
     CHECK(strstr(err, "lexical error") && strstr(err, "at byte"));
     CHECK(jparse("\"s\"", 3, err, sizeof(err)) == NULL);
     CHECK_EQ_STR(err, "'[' or '{' expected");
-    /* A key that cannot be quoted safely is not. */
     /* From jansson's parser too (a text with a surrogate escape goes there):
-     * it quotes the text near the fault. */
+     * it quotes the text near the fault, without '"' or '\\' here. */
     const char *near = "[\"\\ud83d\\ude00\" \"b\\\\\"]";
     CHECK(jparse(near, strlen(near), err, sizeof(err)) == NULL);
     CHECK(strchr(err, '"') == NULL && strchr(err, '\\') == NULL);
+    /* A key that cannot be quoted safely is not. */
     const char *twice = "{\"\xc3\xa9\":1,\"\xc3\xa9\":2}";
     CHECK(jparse(twice, strlen(twice), err, sizeof(err)) == NULL);
     CHECK_EQ_STR(err, "duplicate key");
