@@ -282,7 +282,8 @@ fuzz: fuzz-regress
 # `perf stat` (package linux-perf) when it is there.
 BENCH_DIR    := build/bench
 BENCH_BINS   := $(BENCH_DIR)/loadgen $(BENCH_DIR)/echoserver $(BENCH_DIR)/xmppclient \
-                $(BENCH_DIR)/stubbridge $(BENCH_DIR)/malloccount.so $(BENCH_DIR)/tlsfloor
+                $(BENCH_DIR)/stubbridge $(BENCH_DIR)/leanrelay $(BENCH_DIR)/malloccount.so \
+                $(BENCH_DIR)/tlsfloor
 BENCH_CFLAGS := -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 BENCH_ARGS   ?=
 
@@ -304,6 +305,12 @@ $(BENCH_DIR)/xmppclient: bench/xmppclient.c
 # The stub bridge links the project's own common/ modules (the bus, the
 # envelope codec, the inbox scripts): it runs the delivery xmppd runs.
 $(BENCH_DIR)/stubbridge: bench/stubbridge.c $(COMMON_OBJ) | $(LUA_H)
+	@mkdir -p $(BENCH_DIR)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(COMMON_OBJ) $(LDLIBS) -o $@
+
+# The floor of bench 3: a relay with no storage and no bridge, on the same
+# JSON lexer, allocator pool and event loop setup as the edge.
+$(BENCH_DIR)/leanrelay: bench/leanrelay.c $(COMMON_OBJ) | $(LUA_H)
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(COMMON_OBJ) $(LDLIBS) -o $@
 

@@ -612,7 +612,7 @@ async function sectionSio() {
   const out = {};
   const P = CFG.pairs; const K = CFG.pairsInflight;
   const common = ['--conns', String(P), '--inflight', String(K), '--warmup', String(CFG.chatWarm), '--duration', String(CFG.chatSecs), '--timeout', String(CFG.chatSecs + 80)];
-  const runs = { sio: [], edge_stub: [], full: [] };
+  const runs = { sio: [], edge_stub: [], floor: [], full: [] };
   const sioIdle = [];
   const edgeIdle = [];
   for (let r = 0; r < RUNS; r++) {
@@ -650,6 +650,22 @@ async function sectionSio() {
           { server: () => [e1.pid] }, { n: CFG.sioIdleN, redisPort: redis.port }));
       } finally { await st.cleanup(); }
     }
+    // The floor: two lean relays on one Redis (bench/leanrelay.c), the same
+    // load generator. No storage, no bridge: what this box can relay at all.
+    {
+      const st = new Stack('lean-relay');
+      try {
+        const redis = await startRedis(st);
+        const relays = [];
+        for (let i = 0; i < 2; i++) {
+          const p = st.spawn(`leanrelay-${i + 1}`, path.join(BBIN, 'leanrelay'), ['--redis-port', String(redis.port), '--port', '0']);
+          p.port = Number(/listening port=(\d+)/.exec(await p.waitForLine(/listening port=\d+/, { timeout: 10000 }))[1]);
+          relays.push(p);
+        }
+        runs.floor.push(await measured(st, 'loadgen-pairs', path.join(BBIN, 'loadgen'), ['--mode', 'pairs', '--port', String(relays[0].port), '--port2', String(relays[1].port), '--user-fmt', 'a%d@localhost', '--peer-fmt', 'b%d@localhost', ...common],
+          { groups: { relay: () => relays.map((x) => x.pid), redis: () => [redis.proc.pid] } }));
+      } finally { await st.cleanup(); }
+    }
     // imbridge, full path: two edges, xmppd, Prosody.
     {
       const st = new Stack('edge-full');
@@ -665,7 +681,7 @@ async function sectionSio() {
       } finally { await st.cleanup(); }
     }
     const us = (x) => `${x.server_us_per_msg.toFixed(0)} us CPU/msg (load gen ${x.loadgen_us_per_msg.toFixed(0)})`;
-    log(`sio run ${r + 1}: socket.io ${runs.sio.at(-1).msgs_per_s?.toFixed(0)} msg/s ${us(runs.sio.at(-1))}, edge+stub ${runs.edge_stub.at(-1).msgs_per_s.toFixed(0)} msg/s ${us(runs.edge_stub.at(-1))}, full path ${runs.full.at(-1).msgs_per_s.toFixed(0)} msg/s ${us(runs.full.at(-1))}; memory/conn socket.io ${sioIdle.at(-1).bytes_per_conn.server.toFixed(0)} B, edge ${edgeIdle.at(-1).bytes_per_conn.server.toFixed(0)} B`);
+    log(`sio run ${r + 1}: socket.io ${runs.sio.at(-1).msgs_per_s?.toFixed(0)} msg/s ${us(runs.sio.at(-1))}, edge+stub ${runs.edge_stub.at(-1).msgs_per_s.toFixed(0)} msg/s ${us(runs.edge_stub.at(-1))}, lean relay ${runs.floor.at(-1).msgs_per_s.toFixed(0)} msg/s ${us(runs.floor.at(-1))}, full path ${runs.full.at(-1).msgs_per_s.toFixed(0)} msg/s ${us(runs.full.at(-1))}; memory/conn socket.io ${sioIdle.at(-1).bytes_per_conn.server.toFixed(0)} B, edge ${edgeIdle.at(-1).bytes_per_conn.server.toFixed(0)} B`);
   }
   const sum = (list) => ({
     msgs_per_s: summarize(list, 'msgs_per_s'), p50_us: summarize(list, (x) => x.rtt_us.p50), p99_us: summarize(list, (x) => x.rtt_us.p99), cores: summarize(list, 'server_cores_busy'),
@@ -676,7 +692,7 @@ async function sectionSio() {
   });
   out.pairs = P; out.inflight = K; out.runs = runs; out.idle = { sio: sioIdle, edge: edgeIdle };
   out.summary = {
-    sio: sum(runs.sio), edge_stub: sum(runs.edge_stub), full: sum(runs.full),
+    sio: sum(runs.sio), edge_stub: sum(runs.edge_stub), floor: sum(runs.floor), full: sum(runs.full),
     sio_mem: summarize(sioIdle, (x) => x.bytes_per_conn.server), edge_mem: summarize(edgeIdle, (x) => x.bytes_per_conn.server),
     sio_redis: summarize(sioIdle, 'redis_bytes_per_conn'), edge_redis: summarize(edgeIdle, 'redis_bytes_per_conn'),
   };
@@ -1187,6 +1203,10 @@ function render(res) {
     row(`Socket.IO, 2 nodes + Redis adapter (load: bench/sio-load.mjs, ${S.sio.runs.sio[0]?.client ?? 'socket.io'} client)`, x.sio);
     row('imbridge: 2 edges + Redis + C stub bridge (no XMPP; bridge = stub)', x.edge_stub);
     row('imbridge: 2 edges + Redis + xmppd + Prosody (full path)', x.full);
+    if (x.floor?.msgs_per_s) {
+      row('floor: 2 lean relays + Redis (bench/leanrelay.c: one PUBLISH per message, nothing stored, no bridge)', x.floor);
+      L.push('', `imbridge's stub path against the floor in the same runs: ${f2(x.edge_stub.msgs_per_s.median / x.floor.msgs_per_s.median)}× its msg/s, ${f2(x.edge_stub.server_us.median / x.floor.server_us.median)}× its server CPU per message.`);
+    }
     L.push('', `| memory per idle connection (N=${f0(res.config.sioIdleN)}, one node) | server B/conn | vs Socket.IO | Redis B/conn |`, '|---|---|---|---|');
     L.push(`| Socket.IO (websocket, joined its user's room) | ${sp(x.sio_mem)} | 1× | ${sp(x.sio_redis)} |`);
     L.push(`| imb-edge (logged in via the stub bridge) | ${sp(x.edge_mem)} | ${f2(x.edge_mem.median / x.sio_mem.median)}× | ${sp(x.edge_redis)} |`);
@@ -1294,7 +1314,7 @@ function render(res) {
 
 // ------------------------------------------------------------------- main
 async function main() {
-  for (const b of ['loadgen', 'echoserver', 'xmppclient', 'stubbridge', 'malloccount.so']) if (!fs.existsSync(path.join(BBIN, b))) throw new Error(`${BBIN}/${b} missing: run make bench`);
+  for (const b of ['loadgen', 'echoserver', 'xmppclient', 'stubbridge', 'leanrelay', 'malloccount.so']) if (!fs.existsSync(path.join(BBIN, b))) throw new Error(`${BBIN}/${b} missing: run make bench`);
   for (const b of ['imb-edge', 'imb-xmppd']) if (!fs.existsSync(path.join(BIN, b))) throw new Error(`${BIN}/${b} missing: run make`);
   results.machine = machine();
   results.loadavg_start = loadavg();
