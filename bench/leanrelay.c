@@ -27,6 +27,7 @@
  *
  *   leanrelay --redis-port R [--port P] [--prefix lr]
  * Prints "leanrelay listening port=P" on stderr once Redis is connected. */
+#include "frame.h"
 #include "jparse.h"
 #include "jpool.h"
 #include "jsonout.h"
@@ -123,9 +124,9 @@ static void mark_dirty(struct conn *c)
 
 static void put_frame(struct conn *c, const char *body, size_t len)
 {
-    unsigned char h[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
-                          (unsigned char)(len >> 8), (unsigned char)len};
-    evbuffer_add(c->out, h, 4);
+    uint8_t h[FRAME_HEADER];
+    frame_header(h, (uint32_t)len);
+    evbuffer_add(c->out, h, sizeof(h));
     evbuffer_add(c->out, body, len);
     mark_dirty(c);
 }
@@ -211,10 +212,9 @@ static void on_channel(redisAsyncContext *ac, void *reply, void *priv)
     jsonout_lit(&o, "{\"t\":\"msg\",\"seq\":");
     jsonout_int(&o, (int64_t)++c->seq);
     jsonout_lit(&o, ",");
-    size_t len = o.n + m->element[2]->len - 1;
-    unsigned char h[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
-                          (unsigned char)(len >> 8), (unsigned char)len};
-    evbuffer_add(c->out, h, 4);
+    uint8_t h[FRAME_HEADER];
+    frame_header(h, (uint32_t)(o.n + m->element[2]->len - 1));
+    evbuffer_add(c->out, h, sizeof(h));
     evbuffer_add(c->out, head, o.n);
     evbuffer_add(c->out, m->element[2]->str + 1, m->element[2]->len - 1);
     r->delivered++;
@@ -310,19 +310,18 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     }
     c->refs++; /* a frame may close it */
     while (!c->dead) {
-        unsigned char h[4];
-        if (evbuffer_copyout(c->in, h, 4) < 4)
+        size_t have = evbuffer_get_length(c->in);
+        const uint8_t *body;
+        size_t len;
+        enum frame_status st = frame_parse(evbuffer_pullup(c->in, -1), have, FRAME_MAX, &body, &len);
+        if (st == FRAME_NEED_MORE)
             break;
-        size_t len = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
-        if (len < 2 || len > FRAME_MAX) {
+        if (st != FRAME_OK) {
             conn_close(c);
             break;
         }
-        if (evbuffer_get_length(c->in) < 4 + len)
-            break;
-        unsigned char *p = evbuffer_pullup(c->in, (ev_ssize_t)(4 + len));
-        on_frame(c, (const char *)p + 4, len);
-        evbuffer_drain(c->in, 4 + len);
+        on_frame(c, (const char *)body, len);
+        evbuffer_drain(c->in, FRAME_HEADER + len);
     }
     conn_unref(c);
 }
