@@ -26,7 +26,8 @@
  * write per socket.
  *
  *   leanrelay --redis-port R [--port P] [--prefix lr]
- * Prints "leanrelay listening port=P" on stderr once Redis is connected. */
+ * Prints "leanrelay listening port=P" on stderr once it listens (Redis is
+ * connected to meanwhile; a login waits for its SUBSCRIBE's answer). */
 #include "frame.h"
 #include "jparse.h"
 #include "jpool.h"
@@ -76,6 +77,12 @@ struct relay {
     uint64_t msgs, delivered;
 };
 
+/* A user's channel: "<prefix>:u:<jid>". */
+static void user_channel(const struct relay *r, const char *jid, char *out, size_t n)
+{
+    snprintf(out, n, "%s:u:%s", r->prefix, jid);
+}
+
 /* A PUBLISH waiting for Redis: the sender and the id to ack. */
 struct sent {
     struct conn *c;
@@ -103,7 +110,7 @@ static void conn_close(struct conn *c)
     if (c->jid && strmap_get(&c->r->users, c->jid) == c) {
         strmap_del(&c->r->users, c->jid);
         char ch[JID_MAX + 64];
-        snprintf(ch, sizeof(ch), "%s:u:%s", c->r->prefix, c->jid);
+        user_channel(c->r, c->jid, ch, sizeof(ch));
         redisAsyncCommand(c->r->sub, NULL, NULL, "UNSUBSCRIBE %s", ch);
     }
     if (!c->dirty)
@@ -198,7 +205,9 @@ static void on_channel(redisAsyncContext *ac, void *reply, void *priv)
         struct jsonout o = {buf, 0, sizeof(buf)};
         jsonout_lit(&o, "{\"t\":\"welcome\",\"v\":1,\"jid\":\"");
         jsonout_put(&o, c->jid, strlen(c->jid));
-        jsonout_lit(&o, "\",\"hb\":30,\"max\":16384}");
+        jsonout_lit(&o, "\",\"hb\":30,\"max\":");
+        jsonout_int(&o, FRAME_MAX);
+        jsonout_lit(&o, "}");
         put_frame(c, buf, o.n);
         put_lit(c, "{\"t\":\"sync\",\"epoch\":\"lr\",\"seq\":0}");
         return;
@@ -241,7 +250,7 @@ static void on_login(struct conn *c, json_t *f)
         conn_close(old);
     }
     char ch[JID_MAX + 64];
-    snprintf(ch, sizeof(ch), "%s:u:%s", c->r->prefix, c->jid);
+    user_channel(c->r, c->jid, ch, sizeof(ch));
     redisAsyncCommand(c->r->sub, on_channel, c->r, "SUBSCRIBE %s", ch);
 }
 
@@ -272,7 +281,7 @@ static void on_msg(struct conn *c, json_t *f)
         return;
     }
     char ch[JID_MAX + 64];
-    snprintf(ch, sizeof(ch), "%s:u:%s", c->r->prefix, to);
+    user_channel(c->r, to, ch, sizeof(ch));
     struct sent *s = xmalloc(sizeof(*s));
     s->c = c;
     snprintf(s->id, sizeof(s->id), "%s", id);

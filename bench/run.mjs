@@ -608,6 +608,14 @@ async function sectionChat() {
 }
 
 // ---------------------------------------------------- 3: against Socket.IO
+// A server that prints "listening port=P" once it listens (on port 0): its
+// process, with .port set.
+async function spawnListening(st, name, cmd, args) {
+  const p = st.spawn(name, cmd, args);
+  p.port = Number(/listening port=(\d+)/.exec(await p.waitForLine(/listening port=\d+/, { timeout: 10000 }))[1]);
+  return p;
+}
+
 async function sectionSio() {
   const out = {};
   const P = CFG.pairs; const K = CFG.pairsInflight;
@@ -623,9 +631,7 @@ async function sectionSio() {
         const redis = await startRedis(st);
         const nodes = [];
         for (let i = 0; i < 2; i++) {
-          const p = st.spawn(`sio-${i}`, process.execPath, [path.join(HERE, 'sio-server.mjs'), '--port', '0', '--redis-port', String(redis.port)]);
-          p.port = Number(/listening port=(\d+)/.exec(await p.waitForLine(/listening port=\d+/, { timeout: 10000 }))[1]);
-          nodes.push(p);
+          nodes.push(await spawnListening(st, `sio-${i}`, process.execPath, [path.join(HERE, 'sio-server.mjs'), '--port', '0', '--redis-port', String(redis.port)]));
         }
         runs.sio.push(await measured(st, 'sio-load', process.execPath, [path.join(HERE, 'sio-load.mjs'), '--mode', 'pairs', '--port', String(nodes[0].port), '--port2', String(nodes[1].port), ...common],
           { groups: { node: () => nodes.map((x) => x.pid), redis: () => [redis.proc.pid] } }));
@@ -658,9 +664,7 @@ async function sectionSio() {
         const redis = await startRedis(st);
         const relays = [];
         for (let i = 0; i < 2; i++) {
-          const p = st.spawn(`leanrelay-${i + 1}`, path.join(BBIN, 'leanrelay'), ['--redis-port', String(redis.port), '--port', '0']);
-          p.port = Number(/listening port=(\d+)/.exec(await p.waitForLine(/listening port=\d+/, { timeout: 10000 }))[1]);
-          relays.push(p);
+          relays.push(await spawnListening(st, `leanrelay-${i + 1}`, path.join(BBIN, 'leanrelay'), ['--redis-port', String(redis.port), '--port', '0']));
         }
         runs.floor.push(await measured(st, 'loadgen-pairs', path.join(BBIN, 'loadgen'), ['--mode', 'pairs', '--port', String(relays[0].port), '--port2', String(relays[1].port), '--user-fmt', 'a%d@localhost', '--peer-fmt', 'b%d@localhost', ...common],
           { groups: { relay: () => relays.map((x) => x.pid), redis: () => [redis.proc.pid] } }));
